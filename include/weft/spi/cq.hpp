@@ -1,0 +1,66 @@
+#pragma once
+// The completion queue that every provider writes to. Capacity is reserved
+// when an operation is posted (reserve()), so a push never overflows: a full
+// CQ turns into back-pressure (errc::again) at post time, never a lost entry.
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "weft/types.hpp"
+
+namespace weft::spi {
+
+// Something a CQ drives when it is read (an endpoint's progress engine).
+class progressable {
+ public:
+  virtual ~progressable() = default;
+  virtual void progress() noexcept = 0;
+  // Blocking waits: arm() asks peers to ring a doorbell and returns the
+  // futex word to sleep on (nullptr if it cannot); disarm() undoes it.
+  virtual std::atomic<std::uint32_t>* arm() noexcept { return nullptr; }
+  virtual void disarm() noexcept {}
+};
+
+class cq {
+ public:
+  explicit cq(std::size_t size);
+  cq(const cq&) = delete;
+  cq& operator=(const cq&) = delete;
+
+  // provider side
+  [[nodiscard]] bool reserve() noexcept {
+    if (credits_ == 0) return false;
+    --credits_;
+    return true;
+  }
+  void unreserve() noexcept { ++credits_; }
+  void push(const cq_entry& e) noexcept;          // uses a reserved credit
+  void push_error(const cq_err_entry& e) noexcept;  // uses a reserved credit
+
+  // consumer side
+  [[nodiscard]] errc read(std::span<cq_entry> out, std::size_t& n) noexcept;
+  [[nodiscard]] errc read_error(cq_err_entry& out) noexcept;
+  [[nodiscard]] errc wait(std::span<cq_entry> out, std::size_t& n, int timeout_ms) noexcept;
+  [[nodiscard]] std::size_t size() const noexcept { return cap_; }
+
+  void attach(progressable* p);
+  void detach(progressable* p) noexcept;
+  void progress() noexcept;
+
+ private:
+  [[nodiscard]] errc pop(std::span<cq_entry> out, std::size_t& n) noexcept;
+
+  std::size_t cap_;
+  std::size_t credits_;
+  std::vector<cq_entry> ring_;
+  std::size_t head_ = 0, count_ = 0;
+  std::vector<cq_err_entry> errs_;
+  std::size_t ehead_ = 0, ecount_ = 0;
+  std::vector<progressable*> sources_;
+  bool in_progress_ = false;
+};
+
+}  // namespace weft::spi

@@ -1,0 +1,66 @@
+#pragma once
+// Data-path types shared by the public API and the provider interface.
+#include <sys/uio.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "weft/error.hpp"
+
+namespace weft {
+
+using fi_addr_t = std::uint64_t;
+inline constexpr fi_addr_t addr_unspec = ~0ull;    // any source / no address
+inline constexpr fi_addr_t addr_notavail = ~1ull;  // source not in the address vector
+
+// Operation and completion flags (cf. fi_cq(3), fi_msg(3), fi_tagged(3)).
+namespace flag {
+inline constexpr std::uint64_t send = 1ull << 0;
+inline constexpr std::uint64_t recv = 1ull << 1;
+inline constexpr std::uint64_t msg = 1ull << 2;
+inline constexpr std::uint64_t tagged = 1ull << 3;
+inline constexpr std::uint64_t remote_cq_data = 1ull << 4;
+inline constexpr std::uint64_t inject = 1ull << 5;       // buffer reusable on return, no completion
+inline constexpr std::uint64_t peek = 1ull << 6;         // look for a matching message
+inline constexpr std::uint64_t claim = 1ull << 7;        // with peek: reserve it; alone: receive it
+inline constexpr std::uint64_t discard = 1ull << 8;      // with peek|claim or claim: drop it
+inline constexpr std::uint64_t completion = 1ull << 9;
+inline constexpr std::uint64_t transmit = 1ull << 10;    // cq binding: transmit side
+inline constexpr std::uint64_t receive = 1ull << 11;     // cq binding: receive side
+}  // namespace flag
+
+struct cq_entry {
+  void* context = nullptr;
+  std::uint64_t flags = 0;
+  std::size_t len = 0;
+  void* buf = nullptr;
+  std::uint64_t data = 0;
+  std::uint64_t tag = 0;
+  fi_addr_t src = addr_unspec;  // filled when the endpoint has cap::source
+};
+
+struct cq_err_entry {
+  void* context = nullptr;
+  std::uint64_t flags = 0;
+  std::size_t len = 0;    // bytes placed in the buffer
+  void* buf = nullptr;
+  std::uint64_t data = 0;
+  std::uint64_t tag = 0;
+  std::size_t olen = 0;   // bytes that did not fit (truncation)
+  errc err = errc::ok;
+  int prov_errno = 0;
+  char msg[160] = {};     // what happened and what to do
+};
+
+// A message description for the *msg() forms.
+struct msg_desc {
+  const ::iovec* iov = nullptr;
+  std::size_t iov_count = 0;
+  fi_addr_t addr = addr_unspec;  // destination (send) or source filter (recv)
+  std::uint64_t tag = 0;
+  std::uint64_t ignore = 0;      // receive: tag bits that need not match
+  std::uint64_t data = 0;        // remote CQ data (with flag::remote_cq_data)
+  void* context = nullptr;
+};
+
+}  // namespace weft

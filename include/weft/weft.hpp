@@ -1,0 +1,196 @@
+#pragma once
+// The weft C++ API: move-only RAII handles over provider objects. A child
+// keeps its parent alive, so objects may be closed (destroyed) in any order.
+#include <sys/uio.h>
+
+#include <memory>
+#include <span>
+#include <utility>
+
+#include "weft/address.hpp"
+#include "weft/error.hpp"
+#include "weft/info.hpp"
+#include "weft/spi/provider.hpp"
+#include "weft/types.hpp"
+
+namespace weft {
+
+using av_attr = spi::av_attr;
+
+namespace detail {
+template <class Impl>
+class handle {
+ public:
+  handle() = default;
+  handle(std::shared_ptr<Impl> impl, std::shared_ptr<void> parent)
+      : parent_(std::move(parent)), impl_(std::move(impl)) {}
+  handle(const handle&) = delete;
+  handle& operator=(const handle&) = delete;
+  handle(handle&&) noexcept = default;
+  handle& operator=(handle&&) noexcept = default;
+  [[nodiscard]] explicit operator bool() const noexcept { return impl_ != nullptr; }
+  [[nodiscard]] const std::shared_ptr<Impl>& impl() const noexcept { return impl_; }
+  void close() noexcept {
+    impl_.reset();
+    parent_.reset();
+  }
+
+ protected:
+  std::shared_ptr<void> parent_;  // declared first: destroyed after impl_
+  std::shared_ptr<Impl> impl_;
+};
+}  // namespace detail
+
+class completion_queue : public detail::handle<spi::cq> {
+ public:
+  using handle::handle;
+  // Drives progress of every bound endpoint, then returns completions.
+  // ok (n > 0), again (nothing yet) or error_available (call read_error).
+  [[nodiscard]] errc read(std::span<cq_entry> out, std::size_t& n) noexcept {
+    return impl_->read(out, n);
+  }
+  [[nodiscard]] errc read(cq_entry& e) noexcept {
+    std::size_t n = 0;
+    return impl_->read({&e, 1}, n);
+  }
+  // Same as read(); entries carry the sender in cq_entry::src (needs cap::source).
+  [[nodiscard]] errc read_from(std::span<cq_entry> out, std::size_t& n) noexcept {
+    return impl_->read(out, n);
+  }
+  [[nodiscard]] errc read_error(cq_err_entry& e) noexcept { return impl_->read_error(e); }
+  // Drives progress of the bound endpoints without taking completions.
+  void progress() noexcept { impl_->progress(); }
+  // Spins briefly, then sleeps; timeout_ms < 0 waits forever. timed_out when
+  // nothing arrived in time.
+  [[nodiscard]] errc wait(std::span<cq_entry> out, std::size_t& n, int timeout_ms) noexcept {
+    return impl_->wait(out, n, timeout_ms);
+  }
+  [[nodiscard]] errc wait(cq_entry& e, int timeout_ms) noexcept {
+    std::size_t n = 0;
+    return impl_->wait({&e, 1}, n, timeout_ms);
+  }
+};
+
+class address_vector : public detail::handle<spi::av> {
+ public:
+  using handle::handle;
+  result<fi_addr_t> insert(const address& a) { return impl_->insert(a); }
+  result<void> remove(fi_addr_t a) { return impl_->remove(a); }
+  result<address> lookup(fi_addr_t a) const { return impl_->lookup(a); }
+};
+
+class endpoint : public detail::handle<spi::endpoint> {
+ public:
+  using handle::handle;
+  // setup
+  result<void> bind(completion_queue& q, std::uint64_t flags = flag::transmit | flag::receive);
+  result<void> bind(address_vector& a);
+  result<void> enable() { return impl_->enable(); }
+  [[nodiscard]] address name() const { return impl_->name(); }
+
+  // messages
+  [[nodiscard]] errc send(const void* buf, std::size_t len, fi_addr_t dest, void* ctx = nullptr) noexcept {
+    ::iovec v{const_cast<void*>(buf), len};
+    return impl_->send(msg_desc{&v, 1, dest, 0, 0, 0, ctx}, flag::msg);
+  }
+  [[nodiscard]] errc sendv(std::span<const ::iovec> iov, fi_addr_t dest, void* ctx = nullptr) noexcept {
+    return impl_->send(msg_desc{iov.data(), iov.size(), dest, 0, 0, 0, ctx}, flag::msg);
+  }
+  [[nodiscard]] errc senddata(const void* buf, std::size_t len, std::uint64_t data, fi_addr_t dest,
+                              void* ctx = nullptr) noexcept {
+    ::iovec v{const_cast<void*>(buf), len};
+    return impl_->send(msg_desc{&v, 1, dest, 0, 0, data, ctx}, flag::msg | flag::remote_cq_data);
+  }
+  [[nodiscard]] errc inject(const void* buf, std::size_t len, fi_addr_t dest) noexcept {
+    ::iovec v{const_cast<void*>(buf), len};
+    return impl_->send(msg_desc{&v, 1, dest, 0, 0, 0, nullptr}, flag::msg | flag::inject);
+  }
+  [[nodiscard]] errc injectdata(const void* buf, std::size_t len, std::uint64_t data, fi_addr_t dest) noexcept {
+    ::iovec v{const_cast<void*>(buf), len};
+    return impl_->send(msg_desc{&v, 1, dest, 0, 0, data, nullptr},
+                       flag::msg | flag::inject | flag::remote_cq_data);
+  }
+  [[nodiscard]] errc sendmsg(const msg_desc& m, std::uint64_t flags) noexcept {
+    return impl_->send(m, (flags & ~flag::tagged) | flag::msg);
+  }
+  [[nodiscard]] errc recv(void* buf, std::size_t len, fi_addr_t src = addr_unspec, void* ctx = nullptr) noexcept {
+    ::iovec v{buf, len};
+    return impl_->recv(msg_desc{&v, 1, src, 0, 0, 0, ctx}, flag::msg);
+  }
+  [[nodiscard]] errc recvv(std::span<const ::iovec> iov, fi_addr_t src = addr_unspec, void* ctx = nullptr) noexcept {
+    return impl_->recv(msg_desc{iov.data(), iov.size(), src, 0, 0, 0, ctx}, flag::msg);
+  }
+  [[nodiscard]] errc recvmsg(const msg_desc& m, std::uint64_t flags) noexcept {
+    return impl_->recv(m, (flags & ~flag::tagged) | flag::msg);
+  }
+
+  // tagged messages
+  [[nodiscard]] errc tsend(const void* buf, std::size_t len, fi_addr_t dest, std::uint64_t tag,
+                           void* ctx = nullptr) noexcept {
+    ::iovec v{const_cast<void*>(buf), len};
+    return impl_->send(msg_desc{&v, 1, dest, tag, 0, 0, ctx}, flag::tagged);
+  }
+  [[nodiscard]] errc tsendv(std::span<const ::iovec> iov, fi_addr_t dest, std::uint64_t tag,
+                            void* ctx = nullptr) noexcept {
+    return impl_->send(msg_desc{iov.data(), iov.size(), dest, tag, 0, 0, ctx}, flag::tagged);
+  }
+  [[nodiscard]] errc tsenddata(const void* buf, std::size_t len, std::uint64_t data, fi_addr_t dest,
+                               std::uint64_t tag, void* ctx = nullptr) noexcept {
+    ::iovec v{const_cast<void*>(buf), len};
+    return impl_->send(msg_desc{&v, 1, dest, tag, 0, data, ctx}, flag::tagged | flag::remote_cq_data);
+  }
+  [[nodiscard]] errc tinject(const void* buf, std::size_t len, fi_addr_t dest, std::uint64_t tag) noexcept {
+    ::iovec v{const_cast<void*>(buf), len};
+    return impl_->send(msg_desc{&v, 1, dest, tag, 0, 0, nullptr}, flag::tagged | flag::inject);
+  }
+  [[nodiscard]] errc tinjectdata(const void* buf, std::size_t len, std::uint64_t data, fi_addr_t dest,
+                                 std::uint64_t tag) noexcept {
+    ::iovec v{const_cast<void*>(buf), len};
+    return impl_->send(msg_desc{&v, 1, dest, tag, 0, data, nullptr},
+                       flag::tagged | flag::inject | flag::remote_cq_data);
+  }
+  [[nodiscard]] errc tsendmsg(const msg_desc& m, std::uint64_t flags) noexcept {
+    return impl_->send(m, (flags & ~flag::msg) | flag::tagged);
+  }
+  [[nodiscard]] errc trecv(void* buf, std::size_t len, fi_addr_t src, std::uint64_t tag, std::uint64_t ignore,
+                           void* ctx = nullptr) noexcept {
+    ::iovec v{buf, len};
+    return impl_->recv(msg_desc{&v, 1, src, tag, ignore, 0, ctx}, flag::tagged);
+  }
+  [[nodiscard]] errc trecvv(std::span<const ::iovec> iov, fi_addr_t src, std::uint64_t tag, std::uint64_t ignore,
+                            void* ctx = nullptr) noexcept {
+    return impl_->recv(msg_desc{iov.data(), iov.size(), src, tag, ignore, 0, ctx}, flag::tagged);
+  }
+  // flags: peek, peek|claim, claim, peek|discard, claim|discard (cf. fi_tagged(3)).
+  [[nodiscard]] errc trecvmsg(const msg_desc& m, std::uint64_t flags) noexcept {
+    return impl_->recv(m, (flags & ~flag::msg) | flag::tagged);
+  }
+  // Cancels a posted receive; it completes with errc::canceled.
+  [[nodiscard]] errc cancel(void* ctx) noexcept { return impl_->cancel(ctx); }
+};
+
+class domain : public detail::handle<spi::domain> {
+ public:
+  using handle::handle;
+  result<endpoint> open_endpoint(const info& i);
+  result<address_vector> open_av(const av_attr& a = {});
+  result<completion_queue> open_cq(std::size_t size = 1024);
+  [[nodiscard]] const info& get_info() const noexcept { return info_; }
+  void set_info(info i) { info_ = std::move(i); }
+
+ private:
+  info info_;
+};
+
+class fabric : public detail::handle<spi::fabric> {
+ public:
+  using handle::handle;
+  static result<fabric> open(const info& i);
+  result<domain> open_domain(const info& i);
+  [[nodiscard]] const info& get_info() const noexcept { return info_; }
+
+ private:
+  info info_;
+};
+
+}  // namespace weft

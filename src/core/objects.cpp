@@ -1,0 +1,61 @@
+#include "weft/weft.hpp"
+
+namespace weft {
+
+result<fabric> fabric::open(const info& i) {
+  for (auto& p : spi::providers()) {
+    if (p.name != i.fabric.prov_name) continue;
+    auto f = p.open_fabric(i);
+    if (!f) return std::unexpected(f.error());
+    fabric out(std::move(*f), nullptr);
+    out.info_ = i;
+    return out;
+  }
+  return make_error(errc::not_found, "no provider named '" + i.fabric.prov_name +
+                                         "': pass an info returned by weft::get_info()");
+}
+
+result<domain> fabric::open_domain(const info& i) {
+  if (!impl_) return make_error(errc::bad_state, "open_domain on a closed fabric");
+  auto d = impl_->open_domain(i);
+  if (!d) return std::unexpected(d.error());
+  domain out(std::move(*d), impl_);
+  out.set_info(i);
+  return out;
+}
+
+result<endpoint> domain::open_endpoint(const info& i) {
+  if (!impl_) return make_error(errc::bad_state, "open_endpoint on a closed domain");
+  auto e = impl_->open_endpoint(i);
+  if (!e) return std::unexpected(e.error());
+  return endpoint(std::move(*e), impl_);
+}
+
+result<address_vector> domain::open_av(const av_attr& a) {
+  if (!impl_) return make_error(errc::bad_state, "open_av on a closed domain");
+  auto v = impl_->open_av(a);
+  if (!v) return std::unexpected(v.error());
+  return address_vector(std::move(*v), impl_);
+}
+
+result<completion_queue> domain::open_cq(std::size_t size) {
+  if (!impl_) return make_error(errc::bad_state, "open_cq on a closed domain");
+  if (size == 0) return make_error(errc::invalid_argument, "a completion queue needs a size of at least 1");
+  auto q = impl_->open_cq(size);
+  if (!q) return std::unexpected(q.error());
+  return completion_queue(std::move(*q), impl_);
+}
+
+result<void> endpoint::bind(completion_queue& q, std::uint64_t flags) {
+  if (!impl_ || !q) return make_error(errc::bad_state, "bind on a closed endpoint or completion queue");
+  if (!(flags & (flag::transmit | flag::receive)))
+    return make_error(errc::invalid_argument, "bind a CQ with flag::transmit, flag::receive or both");
+  return impl_->bind_cq(q.impl(), flags);
+}
+
+result<void> endpoint::bind(address_vector& a) {
+  if (!impl_ || !a) return make_error(errc::bad_state, "bind on a closed endpoint or address vector");
+  return impl_->bind_av(a.impl());
+}
+
+}  // namespace weft

@@ -1,0 +1,18 @@
+#include "weft/spi/provider.hpp"
+
+namespace weft::prov::shm {
+spi::provider make_provider();
+}
+
+namespace weft::spi {
+
+const std::vector<provider>& providers() {
+  static const std::vector<provider> all = [] {
+    std::vector<provider> v;
+    v.push_back(prov::shm::make_provider());
+    return v;
+  }();
+  return all;
+}
+
+}  // namespace weft::spi

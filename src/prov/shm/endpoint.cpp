@@ -1,0 +1,846 @@
+// shm RDM endpoint: the message protocol (docs/wire/shm.md).
+//  - len <= inline_max: one ring slot carries the payload (no syscall).
+//  - larger: rendezvous. RTS carries the sender's iov list; the receiver, once
+//    matched, either reads it with one process_vm_readv and answers ACK, or
+//    answers CTS and the sender streams chunks through its bounce segments.
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+#include "prov/shm/shm.hpp"
+#include "util/clock.hpp"
+#include "util/futex.hpp"
+#include "util/match.hpp"
+
+namespace weft::prov::shm {
+
+namespace {
+
+std::atomic<std::uint32_t> next_epid{1};
+constexpr std::uint64_t liveness_period_ns = 20'000'000;  // dead peers found within ~20 ms
+constexpr int progress_batch = 64;
+
+std::size_t iov_total(const ::iovec* v, std::size_t n) noexcept {
+  std::size_t t = 0;
+  for (std::size_t i = 0; i < n; ++i) t += v[i].iov_len;
+  return t;
+}
+
+// Copies len bytes of src into the iov list, starting at byte offset off.
+void scatter(const ::iovec* v, std::size_t n, std::size_t off, const std::byte* src, std::size_t len) noexcept {
+  for (std::size_t i = 0; i < n && len; ++i) {
+    if (off >= v[i].iov_len) {
+      off -= v[i].iov_len;
+      continue;
+    }
+    std::size_t c = std::min(len, v[i].iov_len - off);
+    std::memcpy(static_cast<std::byte*>(v[i].iov_base) + off, src, c);
+    src += c;
+    len -= c;
+    off = 0;
+  }
+}
+
+// Copies len bytes from the iov list, starting at offset off, into dst.
+void gather(const ::iovec* v, std::size_t n, std::size_t off, std::byte* dst, std::size_t len) noexcept {
+  for (std::size_t i = 0; i < n && len; ++i) {
+    if (off >= v[i].iov_len) {
+      off -= v[i].iov_len;
+      continue;
+    }
+    std::size_t c = std::min(len, v[i].iov_len - off);
+    std::memcpy(dst, static_cast<const std::byte*>(v[i].iov_base) + off, c);
+    dst += c;
+    len -= c;
+    off = 0;
+  }
+}
+
+void wake(peer& p) noexcept {
+  auto* h = p.map->hdr();
+  if (h->waiting.load(std::memory_order_seq_cst)) {
+    h->doorbell.fetch_add(1, std::memory_order_seq_cst);
+    util::futex_wake(&h->doorbell);
+  }
+}
+
+// A message as seen by matching: from a ring slot or from the unexpected list.
+struct incoming {
+  op code;
+  std::uint16_t flags;
+  std::uint64_t len;  // message length
+  std::uint64_t tag, data, src_key, cookie;
+  const std::byte* payload;  // inline
+  const remote_iov* riov;    // rts
+  std::uint32_t iov_count;
+};
+
+struct tx_op : util::list_node {
+  enum class st : std::uint8_t { idle, wait_reply, streaming } state = st::idle;
+  std::uint32_t gen = 0;
+  void* ctx = nullptr;
+  std::uint64_t flags = 0;
+  ::iovec iov[max_iov];
+  std::size_t iov_count = 0;
+  std::size_t len = 0;
+  std::shared_ptr<peer> p;
+  std::uint64_t rx_cookie = 0;
+  std::size_t accepted = 0, sent = 0;
+  std::uint64_t seg_mask = 0;
+  std::uint64_t tag = 0, data = 0;
+};
+
+struct rx_op : util::list_node {
+  std::uint32_t gen = 0;
+  bool active = false;  // segmented receive in progress
+  void* ctx = nullptr;
+  std::uint64_t flags = 0;
+  ::iovec iov[max_iov];
+  std::size_t iov_count = 0;
+  std::size_t cap = 0;
+  std::uint64_t src_filter = util::any_source;
+  std::uint64_t tag = 0, ignore = 0;
+  // rendezvous in progress
+  std::shared_ptr<peer> p;
+  std::size_t msg_len = 0, accepted = 0, received = 0;
+  std::uint64_t msg_tag = 0, msg_data = 0, src_key = 0;
+  std::uint16_t msg_flags = 0;
+};
+
+struct unexp : util::list_node {
+  op code = op::inline_msg;
+  std::uint16_t flags = 0;
+  std::uint64_t len = 0, tag = 0, data = 0, src_key = 0, cookie = 0;
+  std::uint32_t iov_count = 0;
+  remote_iov riov[max_iov];
+  void* claim_ctx = nullptr;
+  std::byte* payload = nullptr;
+  [[nodiscard]] incoming view() const noexcept {
+    return incoming{code, flags, len, tag, data, src_key, cookie, payload, riov, iov_count};
+  }
+};
+
+struct ctrl : util::list_node {
+  std::shared_ptr<peer> p;
+  op code = op::ack;
+  std::uint64_t cookie = 0, aux = 0, data = 0;
+};
+
+class endpoint_impl final : public spi::endpoint, public spi::progressable {
+ public:
+  endpoint_impl(std::shared_ptr<domain_impl> d, const info& i) : dom_(std::move(d)), info_(i), cfg_(dom_->cfg()) {}
+  ~endpoint_impl() override;
+
+  result<void> init();
+  result<void> bind_cq(std::shared_ptr<spi::cq> q, std::uint64_t flags) override;
+  result<void> bind_av(std::shared_ptr<spi::av> a) override;
+  result<void> enable() override;
+  [[nodiscard]] address name() const override {
+    return address::from_string(addr_format::shm_name, self_->name());
+  }
+  errc send(const msg_desc& m, std::uint64_t flags) noexcept override;
+  errc recv(const msg_desc& m, std::uint64_t flags) noexcept override;
+  errc cancel(void* context) noexcept override;
+  void progress() noexcept override;
+  std::atomic<std::uint32_t>* arm() noexcept override {
+    self_->hdr()->waiting.store(1, std::memory_order_seq_cst);
+    return &self_->hdr()->doorbell;
+  }
+  void disarm() noexcept override { self_->hdr()->waiting.store(0, std::memory_order_relaxed); }
+
+ private:
+  static std::uint64_t cookie(std::uint32_t idx, std::uint32_t gen) noexcept {
+    return (std::uint64_t{gen} << 32) | idx;
+  }
+  template <class T>
+  T* by_cookie(util::pool<T>& pl, std::uint64_t c) noexcept {
+    T* t = pl.at(static_cast<std::uint32_t>(c));
+    return t && t->gen == static_cast<std::uint32_t>(c >> 32) ? t : nullptr;
+  }
+  void put_tx(tx_op* op) noexcept {
+    op->p.reset();
+    op->state = tx_op::st::idle;
+    ++op->gen;
+    txp_.put(op);
+  }
+  void put_rx(rx_op* r) noexcept {
+    r->p.reset();
+    r->active = false;
+    ++r->gen;
+    rxp_.put(r);
+  }
+  [[nodiscard]] fi_addr_t source_of(std::uint64_t key) noexcept {
+    return source_cap_ && av_ ? av_->reverse(key) : addr_unspec;
+  }
+  [[nodiscard]] bool handle_incoming(const slot_header* h) noexcept;
+  void deliver(rx_op* r, const incoming& in) noexcept;
+  void complete_rx(rx_op* r, const incoming& in, std::size_t copied) noexcept;
+  void complete_rx_error(rx_op* r, errc e, const char* what) noexcept;
+  void start_rendezvous(rx_op* r, const incoming& in) noexcept;
+  void send_ctrl(const std::shared_ptr<peer>& p, op code, std::uint64_t ck, std::uint64_t aux,
+                 std::uint64_t data) noexcept;
+  [[nodiscard]] bool post_ctrl(peer& p, op code, std::uint64_t ck, std::uint64_t aux, std::uint64_t data) noexcept;
+  void handle_cts(const slot_header* h) noexcept;
+  void handle_ack(const slot_header* h) noexcept;
+  void handle_data(const slot_header* h) noexcept;
+  void stream(tx_op* op) noexcept;
+  void complete_tx(tx_op* op, errc e, const char* what) noexcept;
+  void check_peers() noexcept;
+  [[nodiscard]] errc peek_claim(const msg_desc& m, std::uint64_t flags, std::uint64_t src) noexcept;
+  void release_unexpected(unexp* u, bool ack_sender) noexcept;
+
+  std::shared_ptr<domain_impl> dom_;
+  info info_;
+  config cfg_;
+  std::unique_ptr<mapping> self_;
+  util::mpsc_ring ring_;
+  std::uint32_t pid_ = 0, epid_ = 0;
+  std::shared_ptr<spi::cq> txcq_, rxcq_;
+  std::shared_ptr<av_impl> av_;
+  bool enabled_ = false;
+  bool source_cap_ = false;
+  std::uint16_t port_ = 0;
+  std::uint32_t inline_max_ = 0;
+
+  util::pool<tx_op> txp_{tx_size};
+  util::pool<rx_op> rxp_{rx_size};
+  util::pool<unexp> uxp_{unexpected_count};
+  util::pool<ctrl> ctp_{tx_size + rx_size};
+  std::vector<std::byte> ux_storage_;
+  util::ilist<rx_op> posted_msg_, posted_tag_, rx_active_;
+  util::ilist<unexp> ux_msg_, ux_tag_, claimed_;
+  util::ilist<tx_op> tx_active_;
+  util::ilist<ctrl> ctrl_pending_;
+  std::uint64_t segs_held_ = 0;
+  std::uint64_t next_check_ = 0;
+};
+
+result<void> endpoint_impl::init() {
+  if (info_.ep.type != ep_type::rdm && info_.ep.type != ep_type::unspec)
+    return make_error(errc::not_supported, "shm offers RDM endpoints only: ask get_info for ep_type::rdm");
+  pid_ = static_cast<std::uint32_t>(::getpid());
+  epid_ = next_epid.fetch_add(1);
+  auto m = mapping::create(region_name(static_cast<std::uint32_t>(::getuid()), pid_, epid_), cfg_, epid_);
+  if (!m) return std::unexpected(m.error());
+  self_ = std::move(*m);
+  ring_ = self_->ring();
+  inline_max_ = cfg_.inline_max();
+  source_cap_ = (info_.caps & cap::source) != 0;
+  ux_storage_.resize(unexpected_count * static_cast<std::size_t>(inline_max_));
+  for (std::uint32_t i = 0; i < unexpected_count; ++i)
+    uxp_.at(i)->payload = ux_storage_.data() + std::size_t{i} * inline_max_;
+  if (info_.src_port) {
+    auto r = register_port(info_.src_port, self_->name());
+    if (!r) return std::unexpected(r.error());
+    port_ = info_.src_port;
+  }
+  return {};
+}
+
+endpoint_impl::~endpoint_impl() {
+  if (txcq_) txcq_->detach(this);
+  if (rxcq_) rxcq_->detach(this);
+  if (port_) unregister_port(port_, self_->name());
+}
+
+result<void> endpoint_impl::bind_cq(std::shared_ptr<spi::cq> q, std::uint64_t flags) {
+  if (enabled_) return make_error(errc::bad_state, "bind CQs before enable()");
+  if (flags & flag::transmit) txcq_ = q;
+  if (flags & flag::receive) rxcq_ = q;
+  q->attach(this);
+  return {};
+}
+
+result<void> endpoint_impl::bind_av(std::shared_ptr<spi::av> a) {
+  if (enabled_) return make_error(errc::bad_state, "bind the address vector before enable()");
+  auto p = std::dynamic_pointer_cast<av_impl>(a);
+  if (!p) return make_error(errc::invalid_argument, "the address vector belongs to another provider");
+  av_ = std::move(p);
+  return {};
+}
+
+result<void> endpoint_impl::enable() {
+  if (!txcq_ || !rxcq_)
+    return make_error(errc::bad_state, "bind a completion queue for transmit and receive before enable() "
+                                       "(bind(cq) binds both)");
+  enabled_ = true;
+  return {};
+}
+
+// ---------------------------------------------------------------- sending
+
+errc endpoint_impl::send(const msg_desc& m, std::uint64_t flags) noexcept {
+  if (!enabled_) [[unlikely]]
+    return errc::bad_state;
+  if (m.iov_count > max_iov || (!m.iov && m.iov_count)) [[unlikely]]
+    return errc::invalid_argument;
+  const std::shared_ptr<peer>* pp = av_ ? av_->at(m.addr) : nullptr;
+  if (!pp) [[unlikely]]
+    return errc::invalid_argument;
+  peer& p = **pp;
+  const std::size_t len = iov_total(m.iov, m.iov_count);
+  const std::uint16_t sflags = static_cast<std::uint16_t>(((flags & flag::tagged) ? slot_flag::tagged : 0) |
+                                                          ((flags & flag::remote_cq_data) ? slot_flag::cq_data : 0));
+  const bool inject = flags & flag::inject;
+  const std::uint64_t cflags = flag::send | (flags & (flag::msg | flag::tagged));
+  std::uint64_t pos;
+
+  if (len <= p.inline_max) {
+    if (!inject && !txcq_->reserve()) return errc::again;
+    auto* s = p.ring.claim(pos);
+    if (!s) [[unlikely]] {
+      if (!inject) txcq_->unreserve();
+      return p.map->owner_alive() ? errc::again : errc::peer_dead;
+    }
+    auto* h = reinterpret_cast<slot_header*>(s);
+    h->code = op::inline_msg;
+    h->flags = sflags;
+    h->len = static_cast<std::uint32_t>(len);
+    h->tag = m.tag;
+    h->data = m.data;
+    h->src_pid = pid_;
+    h->src_epid = epid_;
+    gather(m.iov, m.iov_count, 0, s + sizeof(slot_header), len);
+    p.ring.publish(pos);
+    wake(p);
+    if (!inject) txcq_->push(cq_entry{m.context, cflags, len, nullptr, 0, m.tag, addr_unspec});
+    return errc::ok;
+  }
+  if (inject) return errc::too_big;
+  tx_op* op = txp_.get();
+  if (!op) return errc::again;
+  if (!txcq_->reserve()) {
+    txp_.put(op);
+    return errc::again;
+  }
+  auto* s = p.ring.claim(pos);
+  if (!s) {
+    txcq_->unreserve();
+    txp_.put(op);
+    return p.map->owner_alive() ? errc::again : errc::peer_dead;
+  }
+  op->state = tx_op::st::wait_reply;
+  op->ctx = m.context;
+  op->flags = cflags;
+  std::copy_n(m.iov, m.iov_count, op->iov);
+  op->iov_count = m.iov_count;
+  op->len = len;
+  op->p = *pp;
+  op->accepted = op->sent = 0;
+  op->seg_mask = 0;
+  op->tag = m.tag;
+  op->data = m.data;
+  auto* h = reinterpret_cast<slot_header*>(s);
+  h->code = op::rts;
+  h->flags = sflags;
+  h->len = 0;
+  h->tag = m.tag;
+  h->data = m.data;
+  h->src_pid = pid_;
+  h->src_epid = epid_;
+  h->cookie = cookie(txp_.index(op), op->gen);
+  h->aux = len;
+  h->iov_count = static_cast<std::uint32_t>(m.iov_count);
+  auto* riov = reinterpret_cast<remote_iov*>(s + sizeof(slot_header));
+  for (std::size_t i = 0; i < m.iov_count; ++i)
+    riov[i] = remote_iov{reinterpret_cast<std::uint64_t>(m.iov[i].iov_base), m.iov[i].iov_len};
+  tx_active_.push_back(op);
+  p.ring.publish(pos);
+  wake(p);
+  return errc::ok;
+}
+
+void endpoint_impl::complete_tx(tx_op* op, errc e, const char* what) noexcept {
+  tx_active_.erase(op);
+  if (op->seg_mask) {  // segments the (dead) receiver never released
+    for (std::uint32_t i = 0; i < max_segments; ++i)
+      if (op->seg_mask & (1ull << i)) self_->hdr()->seg_busy[i].store(0, std::memory_order_relaxed);
+    segs_held_ &= ~op->seg_mask;
+  }
+  if (e == errc::ok) {
+    txcq_->push(cq_entry{op->ctx, op->flags, op->len, nullptr, 0, op->tag, addr_unspec});
+  } else {
+    cq_err_entry ee;
+    ee.context = op->ctx;
+    ee.flags = op->flags;
+    ee.tag = op->tag;
+    ee.err = e;
+    std::snprintf(ee.msg, sizeof ee.msg, "%s", what);
+    txcq_->push_error(ee);
+  }
+  put_tx(op);
+}
+
+void endpoint_impl::handle_ack(const slot_header* h) noexcept {
+  tx_op* op = by_cookie(txp_, h->cookie);
+  if (!op || op->state != tx_op::st::wait_reply) return;  // stale
+  errc e = static_cast<errc>(h->aux);
+  complete_tx(op, e, e == errc::ok ? "" : "the receiver could not read the message (see its error completion)");
+}
+
+void endpoint_impl::handle_cts(const slot_header* h) noexcept {
+  tx_op* op = by_cookie(txp_, h->cookie);
+  if (!op || op->state != tx_op::st::wait_reply) return;
+  op->state = tx_op::st::streaming;
+  op->rx_cookie = h->aux;
+  op->accepted = std::min<std::size_t>(h->data, op->len);
+  stream(op);
+}
+
+void endpoint_impl::stream(tx_op* op) noexcept {
+  auto* hdr = self_->hdr();
+  for (std::uint32_t i = 0; op->seg_mask && i < hdr->seg_count; ++i) {
+    const std::uint64_t bit = 1ull << i;
+    if ((op->seg_mask & bit) && hdr->seg_busy[i].load(std::memory_order_acquire) == 0) {
+      op->seg_mask &= ~bit;
+      segs_held_ &= ~bit;
+    }
+  }
+  peer& p = *op->p;
+  while (op->sent < op->accepted) {
+    std::uint32_t seg = 0;
+    while (seg < hdr->seg_count && (segs_held_ & (1ull << seg))) ++seg;
+    if (seg == hdr->seg_count) break;  // all segments in flight
+    std::uint64_t pos;
+    auto* s = p.ring.claim(pos);
+    if (!s) break;
+    const std::size_t chunk = std::min<std::size_t>(hdr->seg_size, op->accepted - op->sent);
+    gather(op->iov, op->iov_count, op->sent, self_->segment(seg), chunk);
+    hdr->seg_busy[seg].store(1, std::memory_order_release);
+    segs_held_ |= 1ull << seg;
+    op->seg_mask |= 1ull << seg;
+    auto* h = reinterpret_cast<slot_header*>(s);
+    h->code = op::data;
+    h->flags = 0;
+    h->len = static_cast<std::uint32_t>(chunk);
+    h->tag = op->sent;
+    h->src_pid = pid_;
+    h->src_epid = epid_;
+    h->cookie = cookie(txp_.index(op), op->gen);
+    h->aux = op->rx_cookie;
+    h->seg = seg;
+    op->sent += chunk;
+    p.ring.publish(pos);
+    wake(p);
+  }
+  if (op->sent == op->accepted && op->seg_mask == 0) complete_tx(op, errc::ok, "");
+}
+
+bool endpoint_impl::post_ctrl(peer& p, op code, std::uint64_t ck, std::uint64_t aux, std::uint64_t data) noexcept {
+  std::uint64_t pos;
+  auto* s = p.ring.claim(pos);
+  if (!s) return false;
+  auto* h = reinterpret_cast<slot_header*>(s);
+  h->code = code;
+  h->flags = 0;
+  h->len = 0;
+  h->data = data;
+  h->src_pid = pid_;
+  h->src_epid = epid_;
+  h->cookie = ck;
+  h->aux = aux;
+  p.ring.publish(pos);
+  wake(p);
+  return true;
+}
+
+void endpoint_impl::send_ctrl(const std::shared_ptr<peer>& p, op code, std::uint64_t ck, std::uint64_t aux,
+                              std::uint64_t data) noexcept {
+  if (ctrl_pending_.empty() && post_ctrl(*p, code, ck, aux, data)) return;
+  // Its ring is full: retry from progress. One pending reply per operation at
+  // most, so the pool (tx + rx sizes) cannot run dry.
+  ctrl* c = ctp_.get();
+  if (!c) return;
+  c->p = p;
+  c->code = code;
+  c->cookie = ck;
+  c->aux = aux;
+  c->data = data;
+  ctrl_pending_.push_back(c);
+}
+
+// --------------------------------------------------------------- receiving
+
+errc endpoint_impl::recv(const msg_desc& m, std::uint64_t flags) noexcept {
+  if (!enabled_) [[unlikely]]
+    return errc::bad_state;
+  if (m.iov_count > max_iov || (!m.iov && m.iov_count)) [[unlikely]]
+    return errc::invalid_argument;
+  std::uint64_t src = util::any_source;
+  if (m.addr != addr_unspec) {
+    const std::shared_ptr<peer>* pp = av_ ? av_->at(m.addr) : nullptr;
+    if (!pp) return errc::invalid_argument;
+    src = (*pp)->key;
+  }
+  const bool tagged = flags & flag::tagged;
+  if (tagged && (flags & (flag::peek | flag::claim))) return peek_claim(m, flags, src);
+  rx_op* r = rxp_.get();
+  if (!r) return errc::again;
+  if (!rxcq_->reserve()) {
+    rxp_.put(r);
+    return errc::again;
+  }
+  r->ctx = m.context;
+  r->flags = flag::recv | (tagged ? flag::tagged : flag::msg);
+  std::copy_n(m.iov, m.iov_count, r->iov);
+  r->iov_count = m.iov_count;
+  r->cap = iov_total(m.iov, m.iov_count);
+  r->src_filter = src;
+  r->tag = m.tag;
+  r->ignore = m.ignore;
+  auto& uxl = tagged ? ux_tag_ : ux_msg_;
+  unexp* u = uxl.find([&](const unexp& x) {
+    return util::source_matches(src, x.src_key) && (!tagged || util::tag_matches(m.tag, m.ignore, x.tag));
+  });
+  if (u) {
+    uxl.erase(u);
+    deliver(r, u->view());
+    release_unexpected(u, false);
+    return errc::ok;
+  }
+  (tagged ? posted_tag_ : posted_msg_).push_back(r);
+  return errc::ok;
+}
+
+void endpoint_impl::release_unexpected(unexp* u, bool ack_sender) noexcept {
+  if (ack_sender && u->code == op::rts) {  // discarded: let the sender complete
+    auto p = dom_->peer_by_key(u->src_key);
+    if (p) send_ctrl(*p, op::ack, u->cookie, static_cast<std::uint64_t>(errc::ok), 0);
+  }
+  u->claim_ctx = nullptr;
+  uxp_.put(u);
+}
+
+errc endpoint_impl::peek_claim(const msg_desc& m, std::uint64_t flags, std::uint64_t src) noexcept {
+  if (!rxcq_->reserve()) return errc::again;
+  const std::uint64_t cflags = flag::recv | flag::tagged;
+  if (flags & flag::peek) {
+    progress();  // look at what has arrived so far
+    unexp* u = ux_tag_.find([&](const unexp& x) {
+      return util::source_matches(src, x.src_key) && util::tag_matches(m.tag, m.ignore, x.tag);
+    });
+    if (!u) {
+      cq_err_entry e;
+      e.context = m.context;
+      e.flags = cflags;
+      e.tag = m.tag;
+      e.err = errc::no_message;
+      std::snprintf(e.msg, sizeof e.msg, "peek: no unexpected message matches tag 0x%llx",
+                    static_cast<unsigned long long>(m.tag));
+      rxcq_->push_error(e);
+      return errc::ok;
+    }
+    cq_entry c{m.context, cflags | ((u->flags & slot_flag::cq_data) ? flag::remote_cq_data : 0), u->len, nullptr,
+               u->data, u->tag, source_of(u->src_key)};
+    if (flags & flag::discard) {
+      ux_tag_.erase(u);
+      release_unexpected(u, true);
+    } else if (flags & flag::claim) {
+      ux_tag_.erase(u);
+      u->claim_ctx = m.context;
+      claimed_.push_back(u);
+    }
+    rxcq_->push(c);
+    return errc::ok;
+  }
+  // claim: receive (or discard) the message an earlier peek|claim reserved.
+  unexp* u = claimed_.find([&](const unexp& x) { return x.claim_ctx == m.context; });
+  if (!u) {
+    rxcq_->unreserve();
+    return errc::not_found;
+  }
+  if (flags & flag::discard) {
+    claimed_.erase(u);
+    rxcq_->push(cq_entry{m.context, cflags, 0, nullptr, u->data, u->tag, source_of(u->src_key)});
+    release_unexpected(u, true);
+    return errc::ok;
+  }
+  rx_op* r = rxp_.get();
+  if (!r) {
+    rxcq_->unreserve();
+    return errc::again;
+  }
+  claimed_.erase(u);
+  r->ctx = m.context;
+  r->flags = cflags;
+  std::copy_n(m.iov, m.iov_count, r->iov);
+  r->iov_count = m.iov_count;
+  r->cap = iov_total(m.iov, m.iov_count);
+  deliver(r, u->view());
+  release_unexpected(u, false);
+  return errc::ok;
+}
+
+errc endpoint_impl::cancel(void* context) noexcept {
+  for (auto* l : {&posted_msg_, &posted_tag_}) {
+    rx_op* r = l->find([&](const rx_op& x) { return x.ctx == context; });
+    if (!r) continue;
+    l->erase(r);
+    cq_err_entry e;
+    e.context = r->ctx;
+    e.flags = r->flags;
+    e.buf = r->iov_count ? r->iov[0].iov_base : nullptr;
+    e.err = errc::canceled;
+    std::snprintf(e.msg, sizeof e.msg, "receive canceled by cancel()");
+    rxcq_->push_error(e);
+    put_rx(r);
+    return errc::ok;
+  }
+  return errc::not_found;
+}
+
+void endpoint_impl::complete_rx(rx_op* r, const incoming& in, std::size_t copied) noexcept {
+  const std::uint64_t f = r->flags | ((in.flags & slot_flag::cq_data) ? flag::remote_cq_data : 0);
+  void* buf = r->iov_count ? r->iov[0].iov_base : nullptr;
+  if (copied < in.len) {
+    cq_err_entry e;
+    e.context = r->ctx;
+    e.flags = f;
+    e.len = copied;
+    e.buf = buf;
+    e.data = in.data;
+    e.tag = in.tag;
+    e.olen = in.len - copied;
+    e.err = errc::truncated;
+    std::snprintf(e.msg, sizeof e.msg, "message of %llu bytes truncated to the %zu-byte receive buffer",
+                  static_cast<unsigned long long>(in.len), copied);
+    rxcq_->push_error(e);
+  } else {
+    rxcq_->push(cq_entry{r->ctx, f, copied, buf, in.data, in.tag, source_of(in.src_key)});
+  }
+  put_rx(r);
+}
+
+void endpoint_impl::complete_rx_error(rx_op* r, errc err, const char* what) noexcept {
+  cq_err_entry e;
+  e.context = r->ctx;
+  e.flags = r->flags;
+  e.buf = r->iov_count ? r->iov[0].iov_base : nullptr;
+  e.tag = r->msg_tag;
+  e.err = err;
+  std::snprintf(e.msg, sizeof e.msg, "%s", what);
+  rxcq_->push_error(e);
+  put_rx(r);
+}
+
+void endpoint_impl::deliver(rx_op* r, const incoming& in) noexcept {
+  if (in.code == op::inline_msg) {
+    const std::size_t n = std::min<std::size_t>(in.len, r->cap);
+    scatter(r->iov, r->iov_count, 0, in.payload, n);
+    complete_rx(r, in, n);
+  } else {
+    start_rendezvous(r, in);
+  }
+}
+
+void endpoint_impl::start_rendezvous(rx_op* r, const incoming& in) noexcept {
+  r->msg_tag = in.tag;
+  auto pr = dom_->peer_by_key(in.src_key);
+  if (!pr) {
+    complete_rx_error(r, errc::peer_dead, "the sender exited before its message could be read");
+    return;
+  }
+  const std::shared_ptr<peer>& p = *pr;
+  const std::size_t accept = std::min<std::size_t>(in.len, r->cap);
+  if (accept == 0) {
+    complete_rx(r, in, 0);
+    send_ctrl(p, op::ack, in.cookie, static_cast<std::uint64_t>(errc::ok), 0);
+    return;
+  }
+  if (cfg_.cma && p->cma_ok) {
+    // Single copy: read the sender's buffers directly.
+    ::iovec local[max_iov], remote[max_iov];
+    std::size_t done = 0;
+    int err = 0;
+    while (done < accept) {
+      std::size_t ln = 0, rn = 0, skip = done, want = accept - done;
+      for (std::size_t i = 0; i < r->iov_count && want; ++i) {
+        if (skip >= r->iov[i].iov_len) {
+          skip -= r->iov[i].iov_len;
+          continue;
+        }
+        std::size_t c = std::min(want, r->iov[i].iov_len - skip);
+        local[ln++] = {static_cast<std::byte*>(r->iov[i].iov_base) + skip, c};
+        want -= c;
+        skip = 0;
+      }
+      skip = done;
+      want = accept - done;
+      for (std::size_t i = 0; i < in.iov_count && want; ++i) {
+        if (skip >= in.riov[i].len) {
+          skip -= in.riov[i].len;
+          continue;
+        }
+        std::size_t c = std::min<std::size_t>(want, in.riov[i].len - skip);
+        remote[rn++] = {reinterpret_cast<void*>(in.riov[i].addr + skip), c};
+        want -= c;
+        skip = 0;
+      }
+      ssize_t n = ::process_vm_readv(static_cast<pid_t>(p->pid), local, ln, remote, rn, 0);
+      if (n <= 0) {
+        err = n < 0 ? errno : EFAULT;
+        break;
+      }
+      done += static_cast<std::size_t>(n);
+    }
+    if (done == accept) {
+      complete_rx(r, in, accept);
+      send_ctrl(p, op::ack, in.cookie, static_cast<std::uint64_t>(errc::ok), 0);
+      return;
+    }
+    if (err == ESRCH) {
+      complete_rx_error(r, errc::peer_dead, "the sender exited during the transfer");
+      return;
+    }
+    if (err == EFAULT) {
+      complete_rx_error(r, errc::io_error, "the sender's buffer was not readable (freed before completion?)");
+      send_ctrl(p, op::ack, in.cookie, static_cast<std::uint64_t>(errc::io_error), 0);
+      return;
+    }
+    p->cma_ok = false;  // EPERM/ENOSYS: this kernel or policy forbids it; use segments
+  }
+  r->p = p;
+  r->active = true;
+  r->msg_len = in.len;
+  r->accepted = accept;
+  r->received = 0;
+  r->msg_data = in.data;
+  r->msg_flags = in.flags;
+  r->src_key = in.src_key;
+  rx_active_.push_back(r);
+  send_ctrl(p, op::cts, in.cookie, cookie(rxp_.index(r), r->gen), accept);
+}
+
+void endpoint_impl::handle_data(const slot_header* h) noexcept {
+  rx_op* r = by_cookie(rxp_, h->aux);
+  auto pr = r && r->active ? r->p : dom_->peer_by_key(peer_key(h->src_pid, h->src_epid)).value_or(nullptr);
+  if (!pr) return;
+  auto* ph = pr->map->hdr();
+  const bool sane = h->seg < ph->seg_count && h->len <= ph->seg_size;
+  if (r && r->active && sane && h->tag + h->len <= r->accepted) {
+    scatter(r->iov, r->iov_count, h->tag, pr->map->segment(h->seg), h->len);
+    r->received += h->len;
+  }
+  if (h->seg < ph->seg_count) ph->seg_busy[h->seg].store(0, std::memory_order_release);
+  wake(*pr);
+  if (r && r->active && r->received >= r->accepted) {
+    rx_active_.erase(r);
+    incoming in{op::rts, r->msg_flags, r->msg_len, r->msg_tag, r->msg_data, r->src_key, 0, nullptr, nullptr, 0};
+    complete_rx(r, in, r->accepted);
+  }
+}
+
+bool endpoint_impl::handle_incoming(const slot_header* h) noexcept {
+  const bool tagged = h->flags & slot_flag::tagged;
+  const std::uint64_t key = peer_key(h->src_pid, h->src_epid);
+  incoming in{h->code, h->flags, 0, h->tag, h->data, key, h->cookie,
+              reinterpret_cast<const std::byte*>(h) + sizeof(slot_header),
+              reinterpret_cast<const remote_iov*>(reinterpret_cast<const std::byte*>(h) + sizeof(slot_header)),
+              h->iov_count};
+  if (h->code == op::inline_msg) {
+    if (h->len > inline_max_) return true;  // malformed: drop
+    in.len = h->len;
+  } else {
+    if (h->iov_count > max_iov) return true;
+    in.len = h->aux;
+  }
+  auto& pl = tagged ? posted_tag_ : posted_msg_;
+  rx_op* r = pl.find([&](const rx_op& x) {
+    return util::source_matches(x.src_filter, key) && (!tagged || util::tag_matches(x.tag, x.ignore, h->tag));
+  });
+  if (r) {
+    pl.erase(r);
+    deliver(r, in);
+    return true;
+  }
+  unexp* u = uxp_.get();
+  if (!u) return false;  // unexpected buffers full: leave it in the ring (back-pressure)
+  u->code = in.code;
+  u->flags = in.flags;
+  u->len = in.len;
+  u->tag = in.tag;
+  u->data = in.data;
+  u->src_key = key;
+  u->cookie = in.cookie;
+  u->iov_count = in.code == op::rts ? in.iov_count : 0;
+  if (in.code == op::inline_msg) std::memcpy(u->payload, in.payload, in.len);
+  else std::copy_n(in.riov, in.iov_count, u->riov);
+  (tagged ? ux_tag_ : ux_msg_).push_back(u);
+  return true;
+}
+
+// ----------------------------------------------------------------- progress
+
+void endpoint_impl::progress() noexcept {
+  for (int i = 0; i < progress_batch; ++i) {
+    auto* s = ring_.peek();
+    if (!s) break;
+    auto* h = reinterpret_cast<const slot_header*>(s);
+    switch (h->code) {
+      case op::inline_msg:
+      case op::rts:
+        if (!handle_incoming(h)) goto ring_done;
+        break;
+      case op::cts: handle_cts(h); break;
+      case op::ack: handle_ack(h); break;
+      case op::data: handle_data(h); break;
+      default: break;  // unknown code: drop
+    }
+    ring_.pop();
+  }
+ring_done:
+  while (ctrl* c = ctrl_pending_.front()) {
+    if (!post_ctrl(*c->p, c->code, c->cookie, c->aux, c->data)) {
+      if (c->p->map->owner_alive()) break;
+    }
+    ctrl_pending_.erase(c);
+    c->p.reset();
+    ctp_.put(c);
+  }
+  for (tx_op* op = tx_active_.front(); op;) {
+    tx_op* next = tx_active_.next(op);
+    if (op->state == tx_op::st::streaming) stream(op);
+    op = next;
+  }
+  if (!tx_active_.empty() || !rx_active_.empty()) {
+    const std::uint64_t now = util::now_ns();
+    if (now >= next_check_) {
+      next_check_ = now + liveness_period_ns;
+      check_peers();
+    }
+  }
+}
+
+void endpoint_impl::check_peers() noexcept {
+  for (tx_op* op = tx_active_.front(); op;) {
+    tx_op* next = tx_active_.next(op);
+    if (!op->p->map->owner_alive())
+      complete_tx(op, errc::peer_dead, "the receiver exited before the transfer finished");
+    op = next;
+  }
+  for (rx_op* r = rx_active_.front(); r;) {
+    rx_op* next = rx_active_.next(r);
+    if (!r->p->map->owner_alive()) {
+      rx_active_.erase(r);
+      complete_rx_error(r, errc::peer_dead, "the sender exited before the transfer finished");
+    }
+    r = next;
+  }
+}
+
+}  // namespace
+
+result<std::shared_ptr<spi::endpoint>> domain_impl::open_endpoint(const info& i) {
+  if (i.fabric.prov_name != "shm")
+    return make_error(errc::invalid_argument, "info is for provider '" + i.fabric.prov_name + "', not shm");
+  auto ep = std::make_shared<endpoint_impl>(shared_from_this(), i);
+  if (auto r = ep->init(); !r) return std::unexpected(r.error());
+  return ep;
+}
+
+}  // namespace weft::prov::shm

@@ -1,0 +1,97 @@
+#pragma once
+// The shm region layout (docs/wire/shm.md). Every field's offset is fixed by
+// static_asserts: two weft builds with the same layout_version interoperate.
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+#include "util/ring.hpp"
+
+namespace weft::prov::shm {
+
+inline constexpr std::uint64_t region_magic = 0x314d485354464557ull;  // "WEFTSHM1"
+inline constexpr std::uint32_t layout_version = 1;
+inline constexpr std::uint32_t max_segments = 64;
+
+enum class region_state : std::uint32_t { init = 0, ready = 1, closed = 2 };
+
+struct region_header {
+  std::uint64_t magic;          // 0
+  std::uint32_t version;        // 8
+  std::uint32_t header_size;    // 12
+  std::uint32_t owner_pid;      // 16
+  std::uint32_t owner_uid;      // 20
+  std::uint64_t owner_start;    // 24: owner's start time (/proc/PID/stat field 22)
+  std::uint32_t slot_count;     // 32
+  std::uint32_t slot_size;      // 36
+  std::uint32_t seg_count;      // 40
+  std::uint32_t seg_size;       // 44
+  std::uint64_t ring_offset;    // 48
+  std::uint64_t seg_offset;     // 56
+  std::uint64_t total_size;     // 64
+  std::atomic<std::uint32_t> state;  // 72: region_state
+  std::uint32_t epid;           // 76
+  std::byte pad0_[128 - 80];
+  util::ring_tail tail;                  // 128: producers' claim counter
+  alignas(64) std::atomic<std::uint32_t> doorbell;  // 192: futex word
+  std::atomic<std::uint32_t> waiting;    // 196: consumer sleeps: ring the doorbell
+  std::byte pad1_[256 - 200];
+  std::atomic<std::uint32_t> seg_busy[max_segments];  // 256: 1 = holds data for a peer
+};
+static_assert(offsetof(region_header, owner_pid) == 16);
+static_assert(offsetof(region_header, owner_start) == 24);
+static_assert(offsetof(region_header, slot_count) == 32);
+static_assert(offsetof(region_header, ring_offset) == 48);
+static_assert(offsetof(region_header, total_size) == 64);
+static_assert(offsetof(region_header, state) == 72);
+static_assert(offsetof(region_header, tail) == 128);
+static_assert(offsetof(region_header, doorbell) == 192);
+static_assert(offsetof(region_header, waiting) == 196);
+static_assert(offsetof(region_header, seg_busy) == 256);
+static_assert(sizeof(region_header) == 512);
+
+enum class op : std::uint16_t {
+  inline_msg = 1,  // payload in the slot
+  rts = 2,         // rendezvous: the slot carries the sender's iov list
+  cts = 3,         // receiver -> sender: stream it through your segments
+  data = 4,        // sender -> receiver: a chunk in the sender's segment
+  ack = 5,         // receiver -> sender: rendezvous finished (aux = status)
+};
+
+namespace slot_flag {
+inline constexpr std::uint16_t tagged = 1;
+inline constexpr std::uint16_t cq_data = 2;
+}  // namespace slot_flag
+
+struct slot_header {
+  std::atomic<std::uint64_t> seq;  // 0: ring sequence word
+  op code;                         // 8
+  std::uint16_t flags;             // 10
+  std::uint32_t len;               // 12: inline bytes, or message length (rts/cts/data)
+  std::uint64_t tag;               // 16: tag; data: offset in the message
+  std::uint64_t data;              // 24: remote CQ data; cts: bytes accepted
+  std::uint32_t src_pid;           // 32
+  std::uint32_t src_epid;          // 36
+  std::uint64_t cookie;            // 40: sender's operation id
+  std::uint64_t aux;               // 48: receiver's operation id; ack: status (errc)
+  std::uint32_t seg;               // 56: data: segment index
+  std::uint32_t iov_count;         // 60: rts: remote iov entries following
+};
+static_assert(offsetof(slot_header, code) == 8);
+static_assert(offsetof(slot_header, len) == 12);
+static_assert(offsetof(slot_header, tag) == 16);
+static_assert(offsetof(slot_header, data) == 24);
+static_assert(offsetof(slot_header, src_pid) == 32);
+static_assert(offsetof(slot_header, cookie) == 40);
+static_assert(offsetof(slot_header, aux) == 48);
+static_assert(offsetof(slot_header, seg) == 56);
+static_assert(offsetof(slot_header, iov_count) == 60);
+static_assert(sizeof(slot_header) == 64);
+
+struct remote_iov {
+  std::uint64_t addr;
+  std::uint64_t len;
+};
+static_assert(sizeof(remote_iov) == 16);
+
+}  // namespace weft::prov::shm

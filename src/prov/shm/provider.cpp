@@ -1,0 +1,160 @@
+// shm provider: registration, discovery, fabric, domain and address vector.
+#include <unistd.h>
+
+#include <mutex>
+
+#include "prov/shm/shm.hpp"
+
+namespace weft::prov::shm {
+
+namespace {
+constexpr std::uint32_t version = 1;
+
+bool node_is_local(const std::string& node) {
+  if (node.empty() || node == "localhost" || node == "::1" || node.rfind("127.", 0) == 0) return true;
+  char host[256] = {};
+  return ::gethostname(host, sizeof host - 1) == 0 && node == host;
+}
+
+info base_info(const config& c) {
+  info i;
+  i.caps = cap::msg | cap::tagged | cap::source | cap::directed_recv | cap::remote_cq_data | cap::local_comm;
+  i.fabric = {"shm", "shm", version};
+  i.domain.name = "shm";
+  i.domain.max_ep_count = 1024;
+  i.ep.type = ep_type::rdm;
+  i.ep.max_msg_size = std::size_t{1} << 40;
+  i.tx = {tx_size, c.inline_max(), max_iov};
+  i.rx = {rx_size, max_iov, unexpected_count * c.inline_max()};
+  i.format = addr_format::shm_name;
+  return i;
+}
+
+result<std::vector<info>> get_info(const hints& h) {
+  auto c = load_config();
+  if (!c) return std::unexpected(c.error());
+  info i = base_info(*c);
+  if (!node_is_local(h.node))
+    return make_error(errc::not_found, "node '" + h.node + "' is not this host (shm reaches local processes only)");
+  std::uint16_t port = 0;
+  if (h.port) port = *h.port;
+  else if (!h.service.empty()) port = static_cast<std::uint16_t>(std::strtoul(h.service.c_str(), nullptr, 10));
+  if (h.source) {
+    i.src_port = port;
+  } else if (port != 0) {
+    auto r = lookup_port(port);
+    if (!r) return std::unexpected(r.error());
+    i.dest_addr = address::from_string(addr_format::shm_name, *r);
+  }
+  return std::vector<info>{i};
+}
+
+class fabric_impl final : public spi::fabric {
+ public:
+  explicit fabric_impl(config c) : cfg_(c) {}
+  result<std::shared_ptr<spi::domain>> open_domain(const info& i) override {
+    if (i.fabric.prov_name != "shm")
+      return make_error(errc::invalid_argument, "info is for provider '" + i.fabric.prov_name + "', not shm");
+    static std::once_flag once;
+    std::call_once(once, [] { clean_stale(); });
+    return std::make_shared<domain_impl>(cfg_);
+  }
+
+ private:
+  config cfg_;
+};
+}  // namespace
+
+spi::provider make_provider() {
+  spi::provider p;
+  p.name = "shm";
+  p.version = version;
+  p.get_info = get_info;
+  p.open_fabric = [](const info&) -> result<std::shared_ptr<spi::fabric>> {
+    auto c = load_config();
+    if (!c) return std::unexpected(c.error());
+    return std::make_shared<fabric_impl>(*c);
+  };
+  return p;
+}
+
+result<std::shared_ptr<peer>> domain_impl::peer_by_name(const std::string& name) {
+  std::uint32_t uid, pid, epid;
+  if (!parse_region_name(name, uid, pid, epid))
+    return make_error(errc::invalid_argument, "'" + name + "' is not a shm address (expected weft.UID.PID.EP)");
+  auto key = peer_key(pid, epid);
+  if (auto it = peers_.find(key); it != peers_.end()) {
+    if (it->second->map->owner_alive()) return it->second;
+    peers_.erase(it);  // a dead one: map again (may be a new process)
+  }
+  auto m = mapping::open(name);
+  if (!m) return std::unexpected(m.error());
+  auto p = std::make_shared<peer>();
+  p->ring = (*m)->ring();
+  p->key = key;
+  p->pid = pid;
+  p->inline_max = (*m)->hdr()->slot_size - static_cast<std::uint32_t>(sizeof(slot_header));
+  p->map = std::move(*m);
+  peers_[key] = p;
+  return p;
+}
+
+result<std::shared_ptr<peer>> domain_impl::peer_by_key(std::uint64_t key) {
+  if (auto it = peers_.find(key); it != peers_.end()) return it->second;
+  return peer_by_name(region_name(static_cast<std::uint32_t>(::getuid()), static_cast<std::uint32_t>(key >> 32),
+                                  static_cast<std::uint32_t>(key)));
+}
+
+result<std::shared_ptr<spi::av>> domain_impl::open_av(const spi::av_attr& a) {
+  return std::make_shared<av_impl>(shared_from_this(), a);
+}
+
+result<fi_addr_t> av_impl::insert(const address& a) {
+  if (a.format != addr_format::shm_name)
+    return make_error(errc::invalid_argument, "address '" + to_string(a) + "' is not a shm address");
+  auto p = dom_->peer_by_name(std::string(a.view()));
+  if (!p) return std::unexpected(p.error());
+  if (auto it = rev_.find((*p)->key); it != rev_.end()) return it->second;
+  fi_addr_t h;
+  if (!free_.empty()) {
+    h = free_.back();
+    free_.pop_back();
+  } else {
+    h = table_.size();
+    table_.emplace_back();
+  }
+  table_[h] = entry{*p, a};
+  rev_[(*p)->key] = h;
+  return h;
+}
+
+result<void> av_impl::remove(fi_addr_t a) {
+  if (a >= table_.size() || !table_[a].p)
+    return make_error(errc::not_found, "address handle " + std::to_string(a) + " is not in this address vector");
+  rev_.erase(table_[a].p->key);
+  table_[a] = entry{};
+  free_.push_back(a);
+  return {};
+}
+
+result<address> av_impl::lookup(fi_addr_t a) const {
+  if (a >= table_.size() || !table_[a].p)
+    return make_error(errc::not_found, "address handle " + std::to_string(a) + " is not in this address vector");
+  return table_[a].a;
+}
+
+fi_addr_t av_impl::reverse(std::uint64_t key) noexcept {
+  if (auto it = rev_.find(key); it != rev_.end()) return it->second;
+  if (!attr_.auto_insert) return addr_notavail;
+  // First contact from an unknown sender: a control-path insertion.
+  try {
+    auto name = region_name(static_cast<std::uint32_t>(::getuid()), static_cast<std::uint32_t>(key >> 32),
+                            static_cast<std::uint32_t>(key));
+    auto r = insert(address::from_string(addr_format::shm_name, name));
+    return r ? *r : addr_notavail;
+  } catch (...) {
+    return addr_notavail;
+  }
+}
+
+}  // namespace weft::prov::shm

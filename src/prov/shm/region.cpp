@@ -1,0 +1,316 @@
+#include "prov/shm/region.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <new>
+#include <sstream>
+
+namespace weft::prov::shm {
+
+namespace {
+std::string sys_err(const char* what, const std::string& name) {
+  return std::string(what) + " '/dev/shm/" + name + "': " + std::strerror(errno);
+}
+bool env_u32(const char* name, std::uint32_t& out) {
+  const char* s = std::getenv(name);
+  if (!s || !*s) return false;
+  out = static_cast<std::uint32_t>(std::strtoul(s, nullptr, 10));
+  return true;
+}
+}  // namespace
+
+result<config> load_config() {
+  config c;
+  if (const char* s = std::getenv("WEFT_SHM_CMA"); s && *s) c.cma = std::strcmp(s, "0") != 0;
+  env_u32("WEFT_SHM_SLOTS", c.slot_count);
+  env_u32("WEFT_SHM_SEGMENTS", c.seg_count);
+  if (c.slot_count < 4 || (c.slot_count & (c.slot_count - 1)))
+    return make_error(errc::invalid_argument, "WEFT_SHM_SLOTS must be a power of two >= 4");
+  if (c.seg_count < 1 || c.seg_count > max_segments)
+    return make_error(errc::invalid_argument, "WEFT_SHM_SEGMENTS must be between 1 and 64");
+  return c;
+}
+
+std::string region_name(std::uint32_t uid, std::uint32_t pid, std::uint32_t epid) {
+  return "weft." + std::to_string(uid) + "." + std::to_string(pid) + "." + std::to_string(epid);
+}
+
+bool parse_region_name(std::string_view name, std::uint32_t& uid, std::uint32_t& pid,
+                       std::uint32_t& epid) noexcept {
+  unsigned u = 0, p = 0, e = 0;
+  int used = 0;
+  std::string s(name);
+  if (std::sscanf(s.c_str(), "weft.%u.%u.%u%n", &u, &p, &e, &used) != 3 || used != static_cast<int>(s.size()))
+    return false;
+  uid = u;
+  pid = p;
+  epid = e;
+  return true;
+}
+
+std::uint64_t process_start_time(pid_t pid) {
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
+  std::ifstream f(path);
+  std::string line;
+  if (!f || !std::getline(f, line)) return 0;
+  auto rp = line.rfind(')');
+  if (rp == std::string::npos) return 0;
+  std::istringstream ss(line.substr(rp + 2));
+  std::string tok;
+  // fields after the command: 3=state ... 22=starttime -> 20th token here
+  for (int i = 3; i <= 22; ++i)
+    if (!(ss >> tok)) return 0;
+  return std::strtoull(tok.c_str(), nullptr, 10);
+}
+
+result<std::unique_ptr<mapping>> mapping::create(const std::string& name, const config& c, std::uint32_t epid) {
+  const std::size_t ring_off = 4096;
+  const std::size_t ring_bytes = static_cast<std::size_t>(c.slot_count) * c.slot_size;
+  const std::size_t seg_off = ring_off + ((ring_bytes + 4095) & ~std::size_t{4095});
+  const std::size_t total = seg_off + static_cast<std::size_t>(c.seg_count) * c.seg_size;
+  std::string path = "/" + name;
+  int fd = ::shm_open(path.c_str(), O_RDWR | O_CREAT | O_EXCL, 0600);
+  if (fd < 0 && errno == EEXIST) {  // a dead process with our pid left it
+    ::shm_unlink(path.c_str());
+    fd = ::shm_open(path.c_str(), O_RDWR | O_CREAT | O_EXCL, 0600);
+  }
+  if (fd < 0) return make_error(errc::io_error, sys_err("cannot create shared memory", name) +
+                                                    " (is /dev/shm mounted and writable?)");
+  if (::ftruncate(fd, static_cast<off_t>(total)) != 0) {
+    int e = errno;
+    ::close(fd);
+    ::shm_unlink(path.c_str());
+    errno = e;
+    return make_error(errc::no_memory, sys_err("cannot size shared memory", name) + " (is /dev/shm full?)");
+  }
+  void* p = ::mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  ::close(fd);
+  if (p == MAP_FAILED) {
+    ::shm_unlink(path.c_str());
+    return make_error(errc::no_memory, sys_err("cannot map shared memory", name));
+  }
+  auto m = std::unique_ptr<mapping>(new mapping());
+  m->hdr_ = new (p) region_header{};
+  m->size_ = total;
+  m->name_ = name;
+  m->owner_ = true;
+  auto* h = m->hdr_;
+  h->magic = region_magic;
+  h->version = layout_version;
+  h->header_size = sizeof(region_header);
+  h->owner_pid = static_cast<std::uint32_t>(::getpid());
+  h->owner_uid = static_cast<std::uint32_t>(::getuid());
+  h->owner_start = process_start_time(::getpid());
+  h->slot_count = c.slot_count;
+  h->slot_size = c.slot_size;
+  h->seg_count = c.seg_count;
+  h->seg_size = c.seg_size;
+  h->ring_offset = ring_off;
+  h->seg_offset = seg_off;
+  h->total_size = total;
+  h->epid = epid;
+  m->ring().format();
+  h->state.store(static_cast<std::uint32_t>(region_state::ready), std::memory_order_release);
+  return m;
+}
+
+result<std::unique_ptr<mapping>> mapping::open(const std::string& name) {
+  std::string path = "/" + name;
+  int fd = ::shm_open(path.c_str(), O_RDWR, 0);
+  if (fd < 0) {
+    if (errno == ENOENT)
+      return make_error(errc::not_found, "no shm endpoint named '" + name +
+                                             "' on this host: is the peer running, and is the address one its "
+                                             "endpoint::name() returned?");
+    if (errno == EACCES)
+      return make_error(errc::permission_denied, sys_err("cannot open", name) +
+                                                     " (shm regions are owner-only: run both peers as the same user)");
+    return make_error(errc::io_error, sys_err("cannot open", name));
+  }
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || static_cast<std::size_t>(st.st_size) < sizeof(region_header)) {
+    ::close(fd);
+    return make_error(errc::invalid_argument, "'/dev/shm/" + name + "' is not a weft shm region (too small)");
+  }
+  void* p = ::mmap(nullptr, static_cast<std::size_t>(st.st_size), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  ::close(fd);
+  if (p == MAP_FAILED) return make_error(errc::no_memory, sys_err("cannot map", name));
+  auto m = std::unique_ptr<mapping>(new mapping());
+  m->hdr_ = static_cast<region_header*>(p);
+  m->size_ = static_cast<std::size_t>(st.st_size);
+  m->name_ = name;
+  auto* h = m->hdr_;
+  if (h->magic != region_magic || h->version != layout_version || h->total_size != m->size_ ||
+      h->header_size != sizeof(region_header) || h->slot_size < sizeof(slot_header) + 64 ||
+      (h->slot_count & (h->slot_count - 1)) || h->seg_count > max_segments ||
+      h->ring_offset + std::uint64_t{h->slot_count} * h->slot_size > h->total_size ||
+      h->seg_offset + std::uint64_t{h->seg_count} * h->seg_size > h->total_size)
+    return make_error(errc::invalid_argument, "'/dev/shm/" + name +
+                                                  "' is not a compatible weft shm region (layout version " +
+                                                  std::to_string(layout_version) + " expected)");
+  if (h->state.load(std::memory_order_acquire) != static_cast<std::uint32_t>(region_state::ready))
+    return make_error(errc::peer_dead, "shm endpoint '" + name + "' is closed");
+  m->pidfd_ = static_cast<int>(::syscall(SYS_pidfd_open, static_cast<pid_t>(h->owner_pid), 0));
+  if (m->pidfd_ < 0 || process_start_time(static_cast<pid_t>(h->owner_pid)) != h->owner_start) {
+    m->unlink_if_stale();
+    return make_error(errc::peer_dead, "the process that owned shm endpoint '" + name +
+                                           "' is gone (its stale region was removed)");
+  }
+  return m;
+}
+
+mapping::~mapping() {
+  if (owner_) {
+    hdr_->state.store(static_cast<std::uint32_t>(region_state::closed), std::memory_order_release);
+    ::shm_unlink(("/" + name_).c_str());
+  }
+  if (pidfd_ >= 0) ::close(pidfd_);
+  ::munmap(hdr_, size_);
+}
+
+bool mapping::owner_alive() noexcept {
+  if (owner_) return true;
+  if (dead_) return false;
+  if (hdr_->state.load(std::memory_order_acquire) != static_cast<std::uint32_t>(region_state::ready)) {
+    dead_ = true;
+    return false;
+  }
+  pollfd p{pidfd_, POLLIN, 0};
+  if (pidfd_ >= 0 && ::poll(&p, 1, 0) == 1) {
+    dead_ = true;
+    unlink_if_stale();
+    return false;
+  }
+  return true;
+}
+
+void mapping::unlink_if_stale() noexcept {
+  // Only remove the name if the file still holds this region (same owner).
+  std::string path = "/" + name_;
+  int fd = ::shm_open(path.c_str(), O_RDONLY, 0);
+  if (fd < 0) return;
+  region_header h{};
+  bool same = ::pread(fd, &h, sizeof h, 0) == static_cast<ssize_t>(sizeof h) &&
+              h.owner_pid == hdr_->owner_pid && h.owner_start == hdr_->owner_start;
+  ::close(fd);
+  if (same) ::shm_unlink(path.c_str());
+}
+
+namespace {
+std::string port_name(std::uint16_t port) {
+  return "weft." + std::to_string(::getuid()) + ".port." + std::to_string(port);
+}
+struct port_record {
+  std::uint32_t pid;
+  std::uint32_t pad;
+  std::uint64_t start;
+  char region[64];
+};
+bool record_alive(const port_record& r) {
+  return r.pid && process_start_time(static_cast<pid_t>(r.pid)) == r.start;
+}
+bool read_record(const std::string& name, port_record& r) {
+  int fd = ::shm_open(("/" + name).c_str(), O_RDONLY, 0);
+  if (fd < 0) return false;
+  bool ok = ::pread(fd, &r, sizeof r, 0) == static_cast<ssize_t>(sizeof r);
+  ::close(fd);
+  r.region[sizeof r.region - 1] = '\0';
+  return ok;
+}
+}  // namespace
+
+result<void> register_port(std::uint16_t port, const std::string& region) {
+  std::string name = port_name(port);
+  port_record rec{};
+  rec.pid = static_cast<std::uint32_t>(::getpid());
+  rec.start = process_start_time(::getpid());
+  std::snprintf(rec.region, sizeof rec.region, "%s", region.c_str());
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    int fd = ::shm_open(("/" + name).c_str(), O_RDWR | O_CREAT | O_EXCL, 0600);
+    if (fd >= 0) {
+      bool ok = ::pwrite(fd, &rec, sizeof rec, 0) == static_cast<ssize_t>(sizeof rec);
+      ::close(fd);
+      if (!ok) {
+        ::shm_unlink(("/" + name).c_str());
+        return make_error(errc::io_error, "cannot write shm port entry for port " + std::to_string(port));
+      }
+      return {};
+    }
+    if (errno != EEXIST) return make_error(errc::io_error, sys_err("cannot create port entry", name));
+    port_record old{};
+    if (read_record(name, old) && record_alive(old))
+      return make_error(errc::address_in_use, "shm port " + std::to_string(port) + " is in use by process " +
+                                                  std::to_string(old.pid) + ": choose another port");
+    ::shm_unlink(("/" + name).c_str());  // stale: its owner is gone
+  }
+  return make_error(errc::address_in_use, "shm port " + std::to_string(port) + " is contended: retry");
+}
+
+void unregister_port(std::uint16_t port, const std::string& region) noexcept {
+  std::string name = port_name(port);
+  port_record r{};
+  if (read_record(name, r) && r.pid == static_cast<std::uint32_t>(::getpid()) && region == r.region)
+    ::shm_unlink(("/" + name).c_str());
+}
+
+result<std::string> lookup_port(std::uint16_t port) {
+  std::string name = port_name(port);
+  port_record r{};
+  if (!read_record(name, r))
+    return make_error(errc::not_found, "no shm endpoint listens on port " + std::to_string(port) +
+                                           " on this host (start the server first)");
+  if (!record_alive(r)) {
+    ::shm_unlink(("/" + name).c_str());
+    return make_error(errc::not_found, "the shm endpoint on port " + std::to_string(port) +
+                                           " belonged to a process that is gone (start the server again)");
+  }
+  return std::string(r.region);
+}
+
+std::size_t clean_stale() {
+  std::size_t removed = 0;
+  DIR* d = ::opendir("/dev/shm");
+  if (!d) return 0;
+  const std::string mine = "weft." + std::to_string(::getuid()) + ".";
+  while (dirent* e = ::readdir(d)) {
+    std::string n = e->d_name;
+    if (n.rfind(mine, 0) != 0) continue;
+    std::uint32_t uid, pid, epid;
+    if (parse_region_name(n, uid, pid, epid)) {
+      int fd = ::shm_open(("/" + n).c_str(), O_RDONLY, 0);
+      if (fd < 0) continue;
+      region_header h{};
+      bool ok = ::pread(fd, &h, sizeof h, 0) == static_cast<ssize_t>(sizeof h);
+      ::close(fd);
+      bool alive = ok && h.magic == region_magic && process_start_time(static_cast<pid_t>(h.owner_pid)) == h.owner_start &&
+                   h.state.load() != static_cast<std::uint32_t>(region_state::closed);
+      // A region still being created has owner_start == 0 only for a moment.
+      if (!alive && ok && h.owner_start != 0) {
+        ::shm_unlink(("/" + n).c_str());
+        ++removed;
+      }
+    } else if (n.find(".port.") != std::string::npos) {
+      port_record r{};
+      if (read_record(n, r) && !record_alive(r)) {
+        ::shm_unlink(("/" + n).c_str());
+        ++removed;
+      }
+    }
+  }
+  ::closedir(d);
+  return removed;
+}
+
+}  // namespace weft::prov::shm

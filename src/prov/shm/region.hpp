@@ -1,0 +1,74 @@
+#pragma once
+// Shared-memory regions: naming, creation (owner-only), mapping, liveness of
+// their owners, stale-segment cleanup and the integer-port directory.
+#include <sys/types.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "prov/shm/layout.hpp"
+#include "weft/error.hpp"
+
+namespace weft::prov::shm {
+
+struct config {
+  std::uint32_t slot_count = 256;   // ring slots (power of two)
+  std::uint32_t slot_size = 4096;   // bytes per slot, header included
+  std::uint32_t seg_count = 16;     // bounce segments for the segmented path
+  std::uint32_t seg_size = 64 * 1024;
+  bool cma = true;                  // single copy with process_vm_readv
+  [[nodiscard]] std::uint32_t inline_max() const noexcept { return slot_size - sizeof(slot_header); }
+};
+// Reads WEFT_SHM_CMA (0 = segmented only), WEFT_SHM_SLOTS, WEFT_SHM_SEGMENTS.
+[[nodiscard]] result<config> load_config();
+
+[[nodiscard]] std::string region_name(std::uint32_t uid, std::uint32_t pid, std::uint32_t epid);
+[[nodiscard]] bool parse_region_name(std::string_view name, std::uint32_t& uid, std::uint32_t& pid,
+                                     std::uint32_t& epid) noexcept;
+// Start time of a process in clock ticks since boot, 0 if it does not exist.
+[[nodiscard]] std::uint64_t process_start_time(pid_t pid);
+
+class mapping {
+ public:
+  static result<std::unique_ptr<mapping>> create(const std::string& name, const config& c, std::uint32_t epid);
+  static result<std::unique_ptr<mapping>> open(const std::string& name);
+  ~mapping();
+  mapping(const mapping&) = delete;
+  mapping& operator=(const mapping&) = delete;
+
+  [[nodiscard]] region_header* hdr() const noexcept { return hdr_; }
+  [[nodiscard]] std::byte* base() const noexcept { return reinterpret_cast<std::byte*>(hdr_); }
+  [[nodiscard]] const std::string& name() const noexcept { return name_; }
+  [[nodiscard]] std::byte* segment(std::uint32_t i) const noexcept {
+    return base() + hdr_->seg_offset + static_cast<std::size_t>(i) * hdr_->seg_size;
+  }
+  [[nodiscard]] util::mpsc_ring ring() const noexcept {
+    return util::mpsc_ring(&hdr_->tail, base() + hdr_->ring_offset, hdr_->slot_count, hdr_->slot_size);
+  }
+  // Owner liveness, robust against pid reuse (pidfd + start time).
+  [[nodiscard]] bool owner_alive() noexcept;
+  // Removes the name if it still designates this (dead owner's) region.
+  void unlink_if_stale() noexcept;
+
+ private:
+  mapping() = default;
+  region_header* hdr_ = nullptr;
+  std::size_t size_ = 0;
+  std::string name_;
+  int pidfd_ = -1;
+  bool owner_ = false;
+  bool dead_ = false;
+};
+
+// Removes regions and port entries of this user whose owners are gone.
+// Returns how many were removed.
+std::size_t clean_stale();
+
+// Integer service ports: /dev/shm/weft.<uid>.port.<P> names the region.
+[[nodiscard]] result<void> register_port(std::uint16_t port, const std::string& region);
+void unregister_port(std::uint16_t port, const std::string& region) noexcept;
+[[nodiscard]] result<std::string> lookup_port(std::uint16_t port);
+
+}  // namespace weft::prov::shm

@@ -1,0 +1,81 @@
+#pragma once
+// shm provider internals: peers, address vector, domain and RDM endpoint.
+#include <sys/uio.h>
+
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "prov/shm/layout.hpp"
+#include "prov/shm/region.hpp"
+#include "util/list.hpp"
+#include "weft/spi/provider.hpp"
+
+namespace weft::prov::shm {
+
+inline constexpr std::size_t max_iov = 16;
+inline constexpr std::size_t tx_size = 256;
+inline constexpr std::size_t rx_size = 256;
+inline constexpr std::size_t unexpected_count = 256;
+
+[[nodiscard]] constexpr std::uint64_t peer_key(std::uint32_t pid, std::uint32_t epid) noexcept {
+  return (std::uint64_t{pid} << 32) | epid;
+}
+
+// A mapped remote endpoint, shared by address-vector entries and by the
+// endpoints of a domain that receive from it.
+struct peer {
+  std::unique_ptr<mapping> map;
+  util::mpsc_ring ring;  // producer view of its ring
+  std::uint64_t key = 0;
+  std::uint32_t pid = 0;
+  std::uint32_t inline_max = 0;
+  bool cma_ok = true;
+};
+
+class domain_impl;
+
+class av_impl final : public spi::av {
+ public:
+  av_impl(std::shared_ptr<domain_impl> d, const spi::av_attr& a) : dom_(std::move(d)), attr_(a) {}
+  result<fi_addr_t> insert(const address& a) override;
+  result<void> remove(fi_addr_t a) override;
+  result<address> lookup(fi_addr_t a) const override;
+  [[nodiscard]] std::size_t count() const noexcept override { return rev_.size(); }
+
+  [[nodiscard]] const std::shared_ptr<peer>* at(fi_addr_t a) const noexcept {
+    return a < table_.size() && table_[a].p ? &table_[a].p : nullptr;
+  }
+  // The handle of a sender, inserting it first if the AV auto-inserts.
+  [[nodiscard]] fi_addr_t reverse(std::uint64_t key) noexcept;
+
+ private:
+  struct entry {
+    std::shared_ptr<peer> p;
+    address a;
+  };
+  std::shared_ptr<domain_impl> dom_;
+  spi::av_attr attr_;
+  std::vector<entry> table_;
+  std::vector<fi_addr_t> free_;
+  std::unordered_map<std::uint64_t, fi_addr_t> rev_;
+};
+
+class domain_impl final : public spi::domain, public std::enable_shared_from_this<domain_impl> {
+ public:
+  explicit domain_impl(config c) : cfg_(c) {}
+  result<std::shared_ptr<spi::endpoint>> open_endpoint(const info& i) override;
+  result<std::shared_ptr<spi::av>> open_av(const spi::av_attr& a) override;
+  [[nodiscard]] const config& cfg() const noexcept { return cfg_; }
+  // A mapped peer by region name or by (pid, epid); mapped once per domain.
+  result<std::shared_ptr<peer>> peer_by_name(const std::string& name);
+  result<std::shared_ptr<peer>> peer_by_key(std::uint64_t key);
+  void forget(std::uint64_t key) noexcept { peers_.erase(key); }
+
+ private:
+  config cfg_;
+  std::unordered_map<std::uint64_t, std::shared_ptr<peer>> peers_;
+};
+
+}  // namespace weft::prov::shm
