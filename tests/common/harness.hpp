@@ -1,0 +1,148 @@
+#pragma once
+// Test helpers: open a node (fabric, domain, CQ, AV, endpoint) on a provider
+// variant and drive completions with bounded waits.
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <chrono>
+#include <cstring>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "weft/weft.hpp"
+
+namespace weft::test {
+
+// A provider variant: the provider name plus environment it needs.
+struct variant {
+  std::string name;      // printable
+  std::string provider;  // get_info provider
+  std::vector<std::pair<std::string, std::string>> env;
+};
+
+inline void PrintTo(const variant& v, std::ostream* os) { *os << v.name; }
+
+inline bool segmented(const variant& v) {
+  for (auto& [k, val] : v.env)
+    if (k == "WEFT_SHM_CMA" && val == "0") return true;
+  return false;
+}
+
+inline std::vector<variant> all_variants() {
+  return {
+      {"shm_cma", "shm", {{"WEFT_SHM_CMA", "1"}}},
+      {"shm_segmented", "shm", {{"WEFT_SHM_CMA", "0"}}},
+  };
+}
+
+inline void apply(const variant& v) {
+  for (auto& [k, val] : v.env) ::setenv(k.c_str(), val.c_str(), 1);
+}
+
+struct node {
+  fabric fab;
+  domain dom;
+  completion_queue cq;
+  address_vector av;
+  endpoint ep;
+  info inf;
+};
+
+inline node open_node(const std::string& provider, caps_t caps = cap::msg | cap::tagged, std::uint16_t port = 0,
+                      bool auto_insert = false, std::size_t cq_size = 1024) {
+  hints h;
+  h.provider = provider;
+  h.type = ep_type::rdm;
+  h.caps = caps;
+  if (port) {
+    h.port = port;
+    h.source = true;
+  }
+  auto infos = get_info(h);
+  EXPECT_TRUE(infos.has_value()) << (infos ? "" : infos.error().message);
+  node n;
+  if (!infos) return n;
+  n.inf = infos->front();
+  auto f = fabric::open(n.inf);
+  EXPECT_TRUE(f.has_value());
+  n.fab = std::move(*f);
+  auto d = n.fab.open_domain(n.inf);
+  EXPECT_TRUE(d.has_value());
+  n.dom = std::move(*d);
+  auto q = n.dom.open_cq(cq_size);
+  EXPECT_TRUE(q.has_value());
+  n.cq = std::move(*q);
+  av_attr aa;
+  aa.auto_insert = auto_insert;
+  auto a = n.dom.open_av(aa);
+  EXPECT_TRUE(a.has_value());
+  n.av = std::move(*a);
+  auto e = n.dom.open_endpoint(n.inf);
+  EXPECT_TRUE(e.has_value()) << (e ? "" : e.error().message);
+  n.ep = std::move(*e);
+  EXPECT_TRUE(n.ep.bind(n.cq).has_value());
+  EXPECT_TRUE(n.ep.bind(n.av).has_value());
+  EXPECT_TRUE(n.ep.enable().has_value());
+  return n;
+}
+
+inline fi_addr_t insert(node& n, const node& peer) {
+  auto r = n.av.insert(peer.ep.name());
+  EXPECT_TRUE(r.has_value()) << (r ? "" : r.error().message);
+  return r ? *r : addr_unspec;
+}
+
+// Outcome of waiting for one completion.
+struct outcome {
+  bool ok = false;       // a success entry
+  bool error = false;    // an error entry
+  cq_entry e{};
+  cq_err_entry err{};
+};
+
+// Waits (bounded) for one completion on n, driving `others` meanwhile.
+inline outcome next(node& n, std::vector<node*> others = {}, int timeout_ms = 10000) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  outcome o;
+  while (std::chrono::steady_clock::now() < deadline) {
+    errc r = n.cq.read(o.e);
+    if (r == errc::ok) {
+      o.ok = true;
+      return o;
+    }
+    if (r == errc::error_available) {
+      EXPECT_EQ(n.cq.read_error(o.err), errc::ok);
+      o.error = true;
+      return o;
+    }
+    for (auto* x : others) x->cq.progress();
+  }
+  ADD_FAILURE() << "no completion within " << timeout_ms << " ms";
+  return o;
+}
+
+// Posts, driving progress on `drive` while the provider says again.
+template <class F>
+errc post(F&& f, std::vector<node*> drive, int timeout_ms = 10000) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  for (;;) {
+    errc r = f();
+    if (r != errc::again || std::chrono::steady_clock::now() > deadline) return r;
+    for (auto* x : drive) x->cq.progress();
+  }
+}
+
+inline std::vector<unsigned char> pattern(std::size_t n, unsigned seed) {
+  std::vector<unsigned char> v(n);
+  std::uint32_t x = seed * 2654435761u + 1;
+  for (auto& b : v) {
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    b = static_cast<unsigned char>(x);
+  }
+  return v;
+}
+
+}  // namespace weft::test

@@ -1,0 +1,561 @@
+// Conformance: messages, tagged messages, inject, CQ data, cancel, truncation,
+// peek/claim, directed receive, ordering. Every test runs on every provider
+// variant (all_variants()).
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <numeric>
+
+#include "../common/harness.hpp"
+
+using namespace weft;
+using namespace weft::test;
+
+class conformance : public ::testing::TestWithParam<variant> {
+ protected:
+  void SetUp() override {
+    apply(GetParam());
+    a = open_node(GetParam().provider, cap::msg | cap::tagged | cap::source | cap::directed_recv);
+    b = open_node(GetParam().provider, cap::msg | cap::tagged | cap::source | cap::directed_recv);
+    ASSERT_TRUE(a.ep && b.ep);
+    a2b = insert(a, b);
+    b2a = insert(b, a);
+  }
+  // Sends from a to b and checks the received bytes.
+  void round_trip(std::size_t size, bool tagged) {
+    auto src = pattern(size, static_cast<unsigned>(size));
+    std::vector<unsigned char> dst(size + 16, 0xee);
+    int rctx = 0, sctx = 0;
+    if (tagged) ASSERT_EQ(b.ep.trecv(dst.data(), size, addr_unspec, 0x77, 0, &rctx), errc::ok);
+    else ASSERT_EQ(b.ep.recv(dst.data(), size, addr_unspec, &rctx), errc::ok);
+    errc s = post([&] { return tagged ? a.ep.tsend(src.data(), size, a2b, 0x77, &sctx)
+                                      : a.ep.send(src.data(), size, a2b, &sctx); },
+                  {&b});
+    ASSERT_EQ(s, errc::ok);
+    outcome r = next(b, {&a});
+    ASSERT_TRUE(r.ok) << r.err.msg;
+    EXPECT_EQ(r.e.context, &rctx);
+    EXPECT_EQ(r.e.len, size);
+    EXPECT_TRUE(r.e.flags & flag::recv);
+    EXPECT_TRUE(r.e.flags & (tagged ? flag::tagged : flag::msg));
+    if (tagged) {
+      EXPECT_EQ(r.e.tag, 0x77u);
+    }
+    EXPECT_EQ(r.e.src, b2a) << "cap::source reports the sender";
+    EXPECT_TRUE(std::equal(src.begin(), src.end(), dst.begin())) << "payload differs at size " << size;
+    EXPECT_EQ(dst[size], 0xee) << "wrote past the message";
+    outcome t = next(a, {&b});
+    ASSERT_TRUE(t.ok) << t.err.msg;
+    EXPECT_EQ(t.e.context, &sctx);
+    EXPECT_TRUE(t.e.flags & flag::send);
+  }
+  node a, b;
+  fi_addr_t a2b = addr_unspec, b2a = addr_unspec;
+};
+
+TEST_P(conformance, send_recv_all_sizes) {
+  for (std::size_t size : {std::size_t{0}, std::size_t{1}, std::size_t{63}, std::size_t{64}, std::size_t{4031},
+                           std::size_t{4032}, std::size_t{4033}, std::size_t{65536}, std::size_t{65537},
+                           std::size_t{1 << 20} + 3, std::size_t{4 << 20}}) {
+    SCOPED_TRACE(size);
+    round_trip(size, false);
+  }
+}
+
+TEST_P(conformance, tagged_all_sizes) {
+  for (std::size_t size : {std::size_t{0}, std::size_t{8}, std::size_t{4096}, std::size_t{300000}}) {
+    SCOPED_TRACE(size);
+    round_trip(size, true);
+  }
+}
+
+TEST_P(conformance, iov_scatter_gather) {
+  for (std::size_t total : {std::size_t{100}, std::size_t{200000}}) {
+    SCOPED_TRACE(total);
+    auto src = pattern(total, 9);
+    // three send pieces and four receive pieces, split at different points
+    std::size_t s1 = total / 3, s2 = total / 2;
+    ::iovec siov[3] = {{src.data(), s1}, {src.data() + s1, s2 - s1}, {src.data() + s2, total - s2}};
+    std::vector<unsigned char> r1(total / 5), r2(total / 7), r3(1), r4(total - total / 5 - total / 7 - 1);
+    ::iovec riov[4] = {{r1.data(), r1.size()}, {r2.data(), r2.size()}, {r3.data(), 1}, {r4.data(), r4.size()}};
+    ASSERT_EQ(b.ep.recvv(riov, addr_unspec, nullptr), errc::ok);
+    ASSERT_EQ(post([&] { return a.ep.sendv(siov, a2b, nullptr); }, {&b}), errc::ok);
+    outcome r = next(b, {&a});
+    ASSERT_TRUE(r.ok) << r.err.msg;
+    EXPECT_EQ(r.e.len, total);
+    std::vector<unsigned char> got;
+    for (auto* v : {&r1, &r2, &r3, &r4}) got.insert(got.end(), v->begin(), v->end());
+    EXPECT_EQ(got, src);
+    ASSERT_TRUE(next(a, {&b}).ok);
+  }
+}
+
+TEST_P(conformance, tag_matching_with_ignore_bits_and_order) {
+  std::uint64_t r1 = 0, r2 = 0, r3 = 0;
+  // posted out of order relative to the sends
+  ASSERT_EQ(b.ep.trecv(&r1, 8, addr_unspec, 0x200, 0, &r1), errc::ok);
+  ASSERT_EQ(b.ep.trecv(&r2, 8, addr_unspec, 0x100, 0x0ff, &r2), errc::ok);  // 0x1xx
+  ASSERT_EQ(b.ep.trecv(&r3, 8, addr_unspec, 0x100, 0x0ff, &r3), errc::ok);
+  std::uint64_t v1 = 11, v2 = 22, v3 = 33;
+  ASSERT_EQ(a.ep.tinject(&v1, 8, a2b, 0x1ab), errc::ok);
+  ASSERT_EQ(a.ep.tinject(&v2, 8, a2b, 0x200), errc::ok);
+  ASSERT_EQ(a.ep.tinject(&v3, 8, a2b, 0x1cd), errc::ok);
+  std::vector<cq_entry> got;
+  for (int i = 0; i < 3; ++i) {
+    outcome o = next(b, {&a});
+    ASSERT_TRUE(o.ok);
+    got.push_back(o.e);
+  }
+  EXPECT_EQ(r2, 11u) << "first 0x1xx message to the first 0x1xx receive";
+  EXPECT_EQ(r1, 22u);
+  EXPECT_EQ(r3, 33u);
+  for (auto& e : got) {
+    if (e.context == &r2) {
+      EXPECT_EQ(e.tag, 0x1abu);
+    }
+    if (e.context == &r3) {
+      EXPECT_EQ(e.tag, 0x1cdu);
+    }
+  }
+}
+
+TEST_P(conformance, unexpected_messages_are_buffered) {
+  // sends before any receive is posted, inline and rendezvous
+  auto small = pattern(100, 1), big = pattern(500000, 2);
+  ASSERT_EQ(a.ep.send(small.data(), small.size(), a2b, nullptr), errc::ok);
+  ASSERT_EQ(a.ep.send(big.data(), big.size(), a2b, nullptr), errc::ok);
+  for (int i = 0; i < 10; ++i) b.cq.progress();
+  std::vector<unsigned char> d1(100), d2(500000);
+  ASSERT_EQ(b.ep.recv(d1.data(), d1.size()), errc::ok);
+  ASSERT_EQ(b.ep.recv(d2.data(), d2.size()), errc::ok);
+  ASSERT_TRUE(next(b, {&a}).ok);
+  ASSERT_TRUE(next(b, {&a}).ok);
+  EXPECT_EQ(d1, small);
+  EXPECT_EQ(d2, big);
+  ASSERT_TRUE(next(a, {&b}).ok);
+  ASSERT_TRUE(next(a, {&b}).ok);
+}
+
+TEST_P(conformance, inject_buffer_reusable_and_no_completion) {
+  char buf[64];
+  std::memset(buf, 'x', sizeof buf);
+  ASSERT_EQ(a.ep.inject(buf, sizeof buf, a2b), errc::ok);
+  std::memset(buf, 'y', sizeof buf);  // reuse at once
+  char got[64] = {};
+  ASSERT_EQ(b.ep.recv(got, sizeof got), errc::ok);
+  ASSERT_TRUE(next(b, {&a}).ok);
+  EXPECT_EQ(std::string(got, 64), std::string(64, 'x'));
+  cq_entry e;
+  EXPECT_EQ(a.cq.read(e), errc::again) << "inject generates no completion";
+  std::vector<char> huge(a.inf.tx.inject_size + 1);
+  EXPECT_EQ(a.ep.inject(huge.data(), huge.size(), a2b), errc::too_big);
+}
+
+TEST_P(conformance, remote_cq_data) {
+  char got[16];
+  ASSERT_EQ(b.ep.recv(got, sizeof got), errc::ok);
+  ASSERT_EQ(a.ep.senddata("hello", 5, 0xabcdef0123ull, a2b, nullptr), errc::ok);
+  outcome r = next(b, {&a});
+  ASSERT_TRUE(r.ok);
+  EXPECT_TRUE(r.e.flags & flag::remote_cq_data);
+  EXPECT_EQ(r.e.data, 0xabcdef0123ull);
+  EXPECT_EQ(r.e.len, 5u);
+  ASSERT_TRUE(next(a, {&b}).ok);
+  // tagged, rendezvous-sized, and injected forms
+  std::vector<char> big(100000, 'q'), bigdst(100000);
+  ASSERT_EQ(b.ep.trecv(bigdst.data(), bigdst.size(), addr_unspec, 5, 0), errc::ok);
+  ASSERT_EQ(a.ep.tsenddata(big.data(), big.size(), 77, a2b, 5), errc::ok);
+  r = next(b, {&a});
+  ASSERT_TRUE(r.ok);
+  EXPECT_EQ(r.e.data, 77u);
+  EXPECT_EQ(bigdst, big);
+  ASSERT_TRUE(next(a, {&b}).ok);
+  ASSERT_EQ(b.ep.trecv(got, sizeof got, addr_unspec, 6, 0), errc::ok);
+  ASSERT_EQ(a.ep.tinjectdata("x", 1, 99, a2b, 6), errc::ok);
+  r = next(b, {&a});
+  ASSERT_TRUE(r.ok);
+  EXPECT_EQ(r.e.data, 99u);
+  EXPECT_TRUE(r.e.flags & flag::remote_cq_data);
+}
+
+TEST_P(conformance, cancel_posted_receive) {
+  char buf[8];
+  int ctx = 0;
+  ASSERT_EQ(b.ep.recv(buf, sizeof buf, addr_unspec, &ctx), errc::ok);
+  EXPECT_EQ(b.ep.cancel(&ctx), errc::ok);
+  outcome o = next(b);
+  ASSERT_TRUE(o.error);
+  EXPECT_EQ(o.err.err, errc::canceled);
+  EXPECT_EQ(o.err.context, &ctx);
+  EXPECT_EQ(b.ep.cancel(&ctx), errc::not_found) << "nothing left to cancel";
+  // a message sent now is not delivered into the canceled buffer
+  ASSERT_EQ(a.ep.inject("z", 1, a2b), errc::ok);
+  for (int i = 0; i < 5; ++i) b.cq.progress();
+  cq_entry e;
+  EXPECT_EQ(b.cq.read(e), errc::again);
+}
+
+TEST_P(conformance, truncation_reports_error_with_lengths) {
+  for (std::size_t size : {std::size_t{100}, std::size_t{200000}}) {
+    SCOPED_TRACE(size);
+    auto src = pattern(size, 3);
+    std::vector<unsigned char> dst(size / 2 + 1, 0);
+    ASSERT_EQ(b.ep.recv(dst.data(), size / 2), errc::ok);
+    ASSERT_EQ(post([&] { return a.ep.send(src.data(), size, a2b, nullptr); }, {&b}), errc::ok);
+    outcome o = next(b, {&a});
+    ASSERT_TRUE(o.error);
+    EXPECT_EQ(o.err.err, errc::truncated);
+    EXPECT_EQ(o.err.len, size / 2);
+    EXPECT_EQ(o.err.olen, size - size / 2);
+    EXPECT_TRUE(std::equal(dst.begin(), dst.begin() + static_cast<long>(size / 2), src.begin()));
+    EXPECT_EQ(dst[size / 2], 0) << "nothing written past the buffer";
+    outcome t = next(a, {&b});
+    EXPECT_TRUE(t.ok) << "truncation is the receiver's error; the send succeeds";
+  }
+}
+
+TEST_P(conformance, peek_claim_discard) {
+  std::uint64_t miss_ctx = 0;
+  std::uint64_t buf = 0;
+  ::iovec v{&buf, 8};
+  msg_desc m{&v, 1, addr_unspec, 0x42, 0, 0, &miss_ctx};
+  ASSERT_EQ(b.ep.trecvmsg(m, flag::peek), errc::ok);
+  outcome o = next(b);
+  ASSERT_TRUE(o.error);
+  EXPECT_EQ(o.err.err, errc::no_message);
+
+  std::uint64_t v1 = 1111, v2 = 2222;
+  ASSERT_EQ(a.ep.tinjectdata(&v1, 8, 5, a2b, 0x42), errc::ok);
+  ASSERT_EQ(a.ep.tinject(&v2, 8, a2b, 0x43), errc::ok);
+  // peek: sees the message, leaves it
+  int pctx = 0;
+  m.context = &pctx;
+  outcome p;
+  for (int tries = 0; tries < 100; ++tries) {
+    ASSERT_EQ(b.ep.trecvmsg(m, flag::peek), errc::ok);
+    p = next(b, {&a});
+    if (p.ok) break;
+  }
+  ASSERT_TRUE(p.ok);
+  EXPECT_EQ(p.e.context, &pctx);
+  EXPECT_EQ(p.e.len, 8u);
+  EXPECT_EQ(p.e.tag, 0x42u);
+  EXPECT_EQ(p.e.data, 5u);
+  EXPECT_EQ(p.e.src, b2a);
+  // peek|claim reserves it for this context; a normal receive no longer sees it
+  int cctx = 0;
+  m.context = &cctx;
+  ASSERT_EQ(b.ep.trecvmsg(m, flag::peek | flag::claim), errc::ok);
+  ASSERT_TRUE(next(b).ok);
+  std::uint64_t other = 0;
+  ASSERT_EQ(b.ep.trecv(&other, 8, addr_unspec, 0x42, 0, &other), errc::ok);
+  for (int i = 0; i < 5; ++i) b.cq.progress();
+  cq_entry e;
+  EXPECT_EQ(b.cq.read(e), errc::again) << "claimed message must not match a plain receive";
+  EXPECT_EQ(b.ep.cancel(&other), errc::ok);
+  EXPECT_TRUE(next(b).error);
+  // claim: receive the claimed message
+  ASSERT_EQ(b.ep.trecvmsg(m, flag::claim), errc::ok);
+  o = next(b);
+  ASSERT_TRUE(o.ok);
+  EXPECT_EQ(buf, 1111u);
+  EXPECT_EQ(o.e.context, &cctx);
+  EXPECT_EQ(b.ep.trecvmsg(m, flag::claim), errc::not_found) << "already received";
+  // peek|discard drops 0x43
+  int dctx = 0;
+  msg_desc d{&v, 1, addr_unspec, 0x43, 0, 0, &dctx};
+  ASSERT_EQ(b.ep.trecvmsg(d, flag::peek | flag::discard), errc::ok);
+  ASSERT_TRUE(next(b).ok);
+  ASSERT_EQ(b.ep.trecvmsg(d, flag::peek), errc::ok);
+  o = next(b);
+  ASSERT_TRUE(o.error);
+  EXPECT_EQ(o.err.err, errc::no_message) << "discarded message is gone";
+}
+
+TEST_P(conformance, peek_claim_rendezvous_message) {
+  auto big = pattern(300000, 4);
+  ASSERT_EQ(a.ep.tsend(big.data(), big.size(), a2b, 9, nullptr), errc::ok);
+  int c = 0;
+  msg_desc m{nullptr, 0, addr_unspec, 9, 0, 0, &c};
+  outcome p;
+  for (int tries = 0; tries < 100 && !p.ok; ++tries) {
+    ASSERT_EQ(b.ep.trecvmsg(m, flag::peek | flag::claim), errc::ok);
+    p = next(b, {&a});
+  }
+  ASSERT_TRUE(p.ok);
+  EXPECT_EQ(p.e.len, big.size());
+  std::vector<unsigned char> dst(big.size());
+  ::iovec v{dst.data(), dst.size()};
+  m.iov = &v;
+  m.iov_count = 1;
+  ASSERT_EQ(b.ep.trecvmsg(m, flag::claim), errc::ok);
+  ASSERT_TRUE(next(b, {&a}).ok);
+  EXPECT_EQ(dst, big);
+  ASSERT_TRUE(next(a, {&b}).ok);
+}
+
+TEST_P(conformance, directed_receive_and_any_source) {
+  node c = open_node(GetParam().provider, cap::msg | cap::tagged | cap::source | cap::directed_recv);
+  fi_addr_t c2b = insert(c, b);
+  fi_addr_t b2c = insert(b, c);
+  std::uint32_t from_c = 0, any = 0;
+  ASSERT_EQ(b.ep.recv(&from_c, 4, b2c, &from_c), errc::ok);  // only from c
+  ASSERT_EQ(b.ep.recv(&any, 4, addr_unspec, &any), errc::ok);
+  std::uint32_t va = 0xA, vc = 0xC;
+  ASSERT_EQ(a.ep.inject(&va, 4, a2b), errc::ok);  // a first: must skip the directed receive
+  ASSERT_EQ(c.ep.inject(&vc, 4, c2b), errc::ok);
+  ASSERT_TRUE(next(b, {&a, &c}).ok);
+  ASSERT_TRUE(next(b, {&a, &c}).ok);
+  EXPECT_EQ(from_c, 0xCu);
+  EXPECT_EQ(any, 0xAu);
+  // directed tagged receive from c with a message from a waiting in the unexpected list
+  ASSERT_EQ(a.ep.tinject(&va, 4, a2b, 1), errc::ok);
+  for (int i = 0; i < 5; ++i) b.cq.progress();
+  ASSERT_EQ(b.ep.trecv(&from_c, 4, b2c, 1, 0, &from_c), errc::ok);
+  ASSERT_EQ(c.ep.tinject(&vc, 4, c2b, 1), errc::ok);
+  outcome o = next(b, {&a, &c});
+  ASSERT_TRUE(o.ok);
+  EXPECT_EQ(o.e.src, b2c);
+  ASSERT_EQ(b.ep.trecv(&any, 4, addr_unspec, 1, 0, &any), errc::ok);
+  o = next(b, {&a, &c});
+  ASSERT_TRUE(o.ok);
+  EXPECT_EQ(o.e.src, b2a);
+}
+
+TEST_P(conformance, ordering_from_one_sender_mixed_sizes) {
+  constexpr int n = 600;
+  std::vector<std::vector<std::uint32_t>> bufs(n);
+  std::vector<std::size_t> sizes(n);
+  for (int i = 0; i < n; ++i) sizes[i] = (i % 7 == 0) ? 50000 : (i % 3 == 0 ? 3000 : 16);
+  int posted = 0, received = 0, sent = 0, send_done = 0;
+  std::vector<std::vector<std::uint32_t>> src(n);
+  for (int i = 0; i < n; ++i) src[i].assign(sizes[i] / 4, static_cast<std::uint32_t>(i));
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while ((received < n || send_done < n) && std::chrono::steady_clock::now() < deadline) {
+    while (posted < n && posted - received < 200) {
+      bufs[posted].assign(sizes[posted] / 4, 0xffffffff);
+      if (b.ep.recv(bufs[posted].data(), 50000, addr_unspec, reinterpret_cast<void*>(std::intptr_t{posted})) !=
+          errc::ok)
+        break;
+      ++posted;
+    }
+    if (sent < n && a.ep.send(src[sent].data(), sizes[sent], a2b, nullptr) == errc::ok) ++sent;
+    cq_entry e;
+    if (b.cq.read(e) == errc::ok) {
+      int idx = static_cast<int>(reinterpret_cast<std::intptr_t>(e.context));
+      ASSERT_EQ(idx, received) << "receives complete in posting order";
+      ASSERT_EQ(e.len, sizes[idx]) << "message " << idx << " went to the wrong receive";
+      ASSERT_TRUE(std::all_of(bufs[idx].begin(), bufs[idx].end(), [&](std::uint32_t x) { return x == static_cast<std::uint32_t>(idx); }));
+      ++received;
+    }
+    if (a.cq.read(e) == errc::ok) ++send_done;
+  }
+  EXPECT_EQ(received, n);
+  EXPECT_EQ(send_done, n);
+}
+
+TEST_P(conformance, back_pressure_not_loss) {
+  // The receiver posts nothing and does not progress: sends must eventually
+  // say again (never drop), and everything arrives once it drains.
+  constexpr int n = 2000;
+  int sent = 0;
+  errc r = errc::ok;
+  for (; sent < n; ++sent) {
+    std::uint32_t v = static_cast<std::uint32_t>(sent);
+    r = a.ep.inject(&v, 4, a2b);
+    if (r != errc::ok) break;
+  }
+  EXPECT_EQ(r, errc::again) << "a full queue is back-pressure";
+  EXPECT_LT(sent, n);
+  int got = 0;
+  std::uint32_t v = 0;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (got < n && std::chrono::steady_clock::now() < deadline) {
+    if (sent < n) {
+      std::uint32_t s = static_cast<std::uint32_t>(sent);
+      if (a.ep.inject(&s, 4, a2b) == errc::ok) ++sent;
+    }
+    if (b.ep.recv(&v, 4, addr_unspec, nullptr) != errc::ok) continue;
+    outcome o = next(b, {&a});
+    ASSERT_TRUE(o.ok);
+    ASSERT_EQ(v, static_cast<std::uint32_t>(got)) << "lost or reordered";
+    ++got;
+  }
+  EXPECT_EQ(got, n);
+}
+
+TEST_P(conformance, cq_full_is_back_pressure) {
+  node small = open_node(GetParam().provider, cap::msg, 0, false, 4);
+  fi_addr_t s2b = insert(small, b);
+  char buf[8] = {};
+  int ok = 0;
+  errc r = errc::ok;
+  for (int i = 0; i < 10 && (r = small.ep.send(buf, 8, s2b, nullptr)) == errc::ok; ++i) ++ok;
+  EXPECT_EQ(ok, 4) << "one CQ slot per operation in flight";
+  EXPECT_EQ(r, errc::again);
+  std::size_t n = 0;
+  cq_entry es[8];
+  ASSERT_EQ(small.cq.read(es, n), errc::ok);
+  EXPECT_EQ(n, 4u);
+  EXPECT_EQ(small.ep.send(buf, 8, s2b, nullptr), errc::ok) << "reading frees room";
+}
+
+TEST_P(conformance, many_senders_one_receiver_checksums) {
+  // 4 sender processes, 100k messages in all, checksummed per sender.
+  constexpr int senders = 4, per = 25000;
+  node srv = open_node(GetParam().provider, cap::msg | cap::tagged | cap::source, 0, true, 4096);
+  address srv_addr = srv.ep.name();
+  std::vector<pid_t> kids;
+  for (int s = 0; s < senders; ++s) {
+    pid_t p = ::fork();
+    ASSERT_GE(p, 0);
+    if (p == 0) {
+      int rc = 1;
+      {
+        node c = open_node(GetParam().provider, cap::msg | cap::tagged);
+        auto dst = c.av.insert(srv_addr);
+        if (dst) {
+          rc = 0;
+          std::uint64_t sum = 0;
+          for (int i = 0; i < per && rc == 0; ++i) {
+            std::uint64_t msg[4] = {static_cast<std::uint64_t>(s), static_cast<std::uint64_t>(i),
+                                    static_cast<std::uint64_t>(i) * 2654435761u + s, 0};
+            sum += msg[2];
+            msg[3] = (i == per - 1) ? sum : 0;
+            std::size_t len = (i % 100 == 0) ? sizeof msg : sizeof msg;
+            auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+            errc r;
+            while ((r = c.ep.tinject(msg, len, *dst, static_cast<std::uint64_t>(s))) == errc::again &&
+                   std::chrono::steady_clock::now() < deadline)
+              c.cq.progress();
+            if (r != errc::ok) rc = 2;
+          }
+        }
+      }
+      ::_exit(rc);
+    }
+    kids.push_back(p);
+  }
+  std::vector<std::uint64_t> next_i(senders, 0), sums(senders, 0), final_sum(senders, 0);
+  int total = 0;
+  std::uint64_t buf[64][4];
+  int posted = 0;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (total < senders * per && std::chrono::steady_clock::now() < deadline) {
+    while (posted - total < 64) {
+      auto* slot = buf[posted % 64];
+      if (srv.ep.trecv(slot, sizeof buf[0], addr_unspec, 0, ~0ull, slot) != errc::ok) break;
+      ++posted;
+    }
+    cq_entry e;
+    errc r = srv.cq.read(e);
+    if (r == errc::error_available) {
+      cq_err_entry ee;
+      (void)srv.cq.read_error(ee);
+      FAIL() << ee.msg;
+    }
+    if (r != errc::ok) continue;
+    auto* m = static_cast<std::uint64_t*>(e.context);
+    ASSERT_LT(m[0], static_cast<std::uint64_t>(senders));
+    ASSERT_EQ(e.tag, m[0]);
+    ASSERT_EQ(m[1], next_i[m[0]]) << "per-sender order";
+    ASSERT_EQ(m[2], m[1] * 2654435761u + m[0]) << "payload corrupted";
+    sums[m[0]] += m[2];
+    if (m[1] == per - 1) final_sum[m[0]] = m[3];
+    ++next_i[m[0]];
+    ++total;
+  }
+  EXPECT_EQ(total, senders * per);
+  for (int s = 0; s < senders; ++s) EXPECT_EQ(sums[s], final_sum[s]) << "checksum of sender " << s;
+  for (pid_t p : kids) {
+    int st = 0;
+    ::waitpid(p, &st, 0);
+    EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "sender exit status " << st;
+  }
+}
+
+TEST_P(conformance, blocking_wait_times_out_then_wakes) {
+  char buf[8];
+  ASSERT_EQ(b.ep.recv(buf, sizeof buf), errc::ok);
+  cq_entry e;
+  auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(b.cq.wait(e, 50), errc::timed_out);
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(45));
+  pid_t p = ::fork();
+  ASSERT_GE(p, 0);
+  address baddr = b.ep.name();
+  if (p == 0) {
+    int rc = 1;
+    {
+      node c = open_node(GetParam().provider, cap::msg);
+      ::usleep(100000);  // the parent is asleep in wait() by now
+      if (auto d = c.av.insert(baddr); d && c.ep.inject("wake", 4, *d) == errc::ok) rc = 0;
+    }
+    ::_exit(rc);
+  }
+  errc r = b.cq.wait(e, 5000);
+  int st = 0;
+  ::waitpid(p, &st, 0);
+  EXPECT_EQ(r, errc::ok);
+  EXPECT_EQ(std::string(buf, 4), "wake");
+  EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
+TEST_P(conformance, api_misuse_gets_clear_errors) {
+  char buf[8] = {};
+  EXPECT_EQ(a.ep.send(buf, 8, 12345, nullptr), errc::invalid_argument) << "unknown address handle";
+  EXPECT_EQ(b.ep.recv(buf, 8, 777, nullptr), errc::invalid_argument) << "unknown source handle";
+  auto bad = a.av.insert(address::from_string(addr_format::shm_name, "weft.0.1.99999"));
+  ASSERT_FALSE(bad);
+  EXPECT_FALSE(bad.error().message.empty());
+  auto garbage = a.av.insert(address::from_string(addr_format::shm_name, "../../etc/passwd"));
+  ASSERT_FALSE(garbage);
+  EXPECT_EQ(garbage.error().code, errc::invalid_argument);
+  EXPECT_FALSE(a.av.lookup(999));
+  EXPECT_TRUE(a.av.lookup(a2b));
+  // endpoint not enabled
+  auto e = a.dom.open_endpoint(a.inf);
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->send(buf, 8, a2b, nullptr), errc::bad_state);
+  auto en = e->enable();
+  ASSERT_FALSE(en) << "enable without a CQ must fail";
+  EXPECT_NE(en.error().message.find("completion queue"), std::string::npos);
+  // too many iovs
+  std::vector<::iovec> many(a.inf.tx.iov_limit + 1, ::iovec{buf, 1});
+  EXPECT_EQ(a.ep.sendv(many, a2b, nullptr), errc::invalid_argument);
+}
+
+TEST_P(conformance, close_in_any_order) {
+  node c = open_node(GetParam().provider, cap::msg);
+  fi_addr_t c2b = insert(c, b);
+  // drop the parents first: the endpoint keeps them alive
+  c.fab.close();
+  c.dom.close();
+  c.av.close();
+  ASSERT_EQ(c.ep.inject("ok", 2, c2b), errc::ok);
+  char got[2];
+  ASSERT_EQ(b.ep.recv(got, 2), errc::ok);
+  ASSERT_TRUE(next(b, {&c}).ok);
+  EXPECT_EQ(std::string(got, 2), "ok");
+  c.cq.close();
+  c.ep.close();
+}
+
+TEST_P(conformance, peer_close_is_reported) {
+  node c = open_node(GetParam().provider, cap::msg);
+  fi_addr_t b2c = insert(b, c);
+  c.ep.close();
+  // the closed endpoint's ring still has room: rendezvous sends detect it
+  std::vector<char> big(100000);
+  errc r = b.ep.send(big.data(), big.size(), b2c, nullptr);
+  if (r == errc::ok) {
+    outcome o = next(b, {}, 3000);
+    ASSERT_TRUE(o.error);
+    EXPECT_EQ(o.err.err, errc::peer_dead);
+  } else {
+    EXPECT_EQ(r, errc::peer_dead);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(providers, conformance, ::testing::ValuesIn(all_variants()),
+                         [](const auto& i) { return i.param.name; });
