@@ -186,7 +186,7 @@ def build(run_dir, stat):
                 size = int(rec["size"])
                 if test == "tag_lat":
                     add("ucx", "lat", size, parsed["p50_us"])
-                    add("ucx", "pp_bw", size, size / parsed["avg_us"] if parsed["avg_us"] else None)
+                    add("ucx", "pp_bw", size, size / parsed["p50_us"] if parsed["p50_us"] else None)
                 else:
                     add("ucx", "bw", size, parsed["bw_MBps"])
                 entry.update(parsed)
@@ -233,12 +233,14 @@ def build(run_dir, stat):
             "weft": "weft_perf --spawn: latency = median of per-iteration RTT/2; "
                     "bandwidth = streaming, window of 64 messages; "
                     "pingpong_bw = size / latency",
-            "libfabric": "fi_pingpong -p shm -e rdm: latency = usec/xfer (mean one-way); "
+            "libfabric": "fi_pingpong -p shm -e rdm: latency = usec/xfer, a MEAN one-way time "
+                         "(weft and UCX give medians; on a loaded machine the mean "
+                         "suffers most from preemption); "
                          "bandwidth = its MB/sec, a ping-pong (one message in flight) "
                          "= size / usec/xfer; libfabric-bin has no streaming test",
             "ucx": "ucx_perftest UCX_TLS=sm,self: latency = tag_lat 50th percentile "
                    "(one-way); bandwidth = tag_bw overall (MiB/s converted to MB/s); "
-                   "pingpong_bw = size / tag_lat average",
+                   "pingpong_bw = size / that latency",
         },
         "meta": meta,
         "summary": summary,
@@ -314,16 +316,32 @@ def table(doc):
     have = {p: m.get(f"tool.{p}.available", "yes") == "yes" for p in ("weft", "libfabric", "ucx")}
     lines = []
     lines.append(f"weft shm comparison  ({m.get('date', '')}, {m.get('host', '')}, "
-                 f"{m.get('nproc', '?')} CPUs, load {m.get('loadavg', '?')}; "
-                 f"{m.get('repeats', '?')} repeats, {doc['method']['stat']} kept)")
+                 f"{m.get('nproc', '?')} CPUs, load {m.get('loadavg', '?')} before, "
+                 f"{m.get('loadavg_end', '?')} after; {doc['method']['stat']} of "
+                 f"{m.get('repeats', '?')} runs)")
     lines.append("peers: libfabric = fi_pingpong -p shm -e rdm (libfabric "
-                 f"{m.get('tool.libfabric.version', '?')}); ucx = ucx_perftest UCX_TLS=sm,self "
-                 f"(UCX {m.get('tool.ucx.version', '?')})")
+                 f"{m.get('tool.libfabric.version') or '-'}); ucx = ucx_perftest UCX_TLS=sm,self "
+                 f"(UCX {m.get('tool.ucx.version') or '-'})")
+    load = fnum(m.get("loadavg", "").split(" ")[0]) if m.get("loadavg") else None
+    ncpu = fnum(m.get("nproc")) or 1
+    sliced = sorted({f"{p} {human(r['size'])}" for r in s for p in ("weft", "libfabric", "ucx")
+                     if r["size"] <= 65536 and (r[p].get("lat_us") or 0) >= 1000})
+    if (load is not None and load >= ncpu / 2) or sliced:
+        why = []
+        if load is not None and load >= ncpu / 2:
+            why.append(f"1-minute load {load:.2f} on {ncpu:.0f} CPUs before the run")
+        if sliced:
+            why.append("latency >= 1 ms at small sizes: " + ", ".join(sliced))
+        lines.append("WARNING: CPU contention (" + "; ".join(why) + "). Every tool here "
+                     "busy-polls with two processes; sharing CPUs, a round trip can take a "
+                     "scheduler time slice (~4 ms). Rerun on an idle machine before trusting "
+                     "the ratios.")
     for p in ("libfabric", "ucx"):
         if not have[p]:
             lines.append(f"NOTE: {p} not measured: {m.get(f'tool.{p}.note', 'tool missing')}")
     lines.append("")
     lines.append("One-way latency, us (ratio = peer / weft; > 1 means weft is faster)")
+    lines.append("  weft, ucx: median; libfabric: mean (fi_pingpong prints no median)")
     hdr = f"{'size':>6} {'weft':>9} {'libfabric':>10} {'ratio':>7} {'ucx':>9} {'ratio':>7}"
     lines.append(hdr)
     lines.append("-" * len(hdr))

@@ -44,6 +44,7 @@ options:
       --weft PATH     weft_perf binary (default \$WEFT_PERF or
                       build/release/tools/weft_perf)
       --timeout S     bound on every single tool run, in seconds (default $tmo)
+environment: WEFT_PERF, FI_PINGPONG, UCX_PERFTEST (tool paths), PYTHON
       --no-plot       skip the PNG
   -h, --help          this text
 
@@ -203,8 +204,8 @@ bw_msgs() {
 
 # ---- tools
 version_of() { "$@" 2>/dev/null | head -n1 | grep -o '[0-9][0-9.]*[0-9]' | head -n1; }
-fi_bin=$(command -v fi_pingpong || true)
-ucx_bin=$(command -v ucx_perftest || true)
+fi_bin=$(command -v "${FI_PINGPONG:-fi_pingpong}" || true)
+ucx_bin=$(command -v "${UCX_PERFTEST:-ucx_perftest}" || true)
 meta date "$(date -Iseconds)"
 meta host "$(hostname)"
 meta nproc "$(nproc)"
@@ -227,8 +228,8 @@ if ((run_fi)); then
   else
     run_fi=0
     meta tool.libfabric.available no
-    meta tool.libfabric.note "fi_pingpong not found (Debian package libfabric-bin)"
-    problem "libfabric: fi_pingpong not found (install libfabric-bin); libfabric not measured"
+    meta tool.libfabric.note "${FI_PINGPONG:-fi_pingpong} not found (Debian package libfabric-bin)"
+    problem "libfabric: ${FI_PINGPONG:-fi_pingpong} not found (install libfabric-bin); libfabric not measured"
   fi
 else
   meta tool.libfabric.available no
@@ -242,8 +243,8 @@ if ((run_ucx)); then
   else
     run_ucx=0
     meta tool.ucx.available no
-    meta tool.ucx.note "ucx_perftest not found (Debian package ucx-utils)"
-    problem "ucx: ucx_perftest not found (install ucx-utils); UCX not measured"
+    meta tool.ucx.note "${UCX_PERFTEST:-ucx_perftest} not found (Debian package ucx-utils)"
+    problem "ucx: ${UCX_PERFTEST:-ucx_perftest} not found (install ucx-utils); UCX not measured"
   fi
 else
   meta tool.ucx.available no
@@ -280,8 +281,8 @@ for ((rep = 1; rep <= repeats; rep++)); do
       name="fi-$s-r$rep"
       next_port
       client_server "$name" \
-        fi_pingpong -p shm -e rdm -S "$s" -I "$n" -B "$port" -- \
-        fi_pingpong -p shm -e rdm -S "$s" -I "$n" -P "$port" localhost
+        "$fi_bin" -p shm -e rdm -S "$s" -I "$n" -B "$port" -- \
+        "$fi_bin" -p shm -e rdm -S "$s" -I "$n" -P "$port" localhost
       record libfabric pingpong "$s" "$rep" "$rc" "$name"
       v=$(awk 'NF == 8 && $7 ~ /^[0-9.]+$/ { l = $7 } END { print l }' "$raw/$name.client.txt")
       log "rep $rep/$repeats: fi_pingpong  $s B x$n: ${v:-FAILED (exit $rc)}${v:+ us}"
@@ -291,8 +292,8 @@ for ((rep = 1; rep <= repeats; rep++)); do
       next_port
       w=$(( n / 10 > 10 ? n / 10 : 10 ))
       client_server "$name" \
-        env UCX_TLS=sm,self ucx_perftest -t tag_lat -s "$s" -n "$n" -w "$w" -p "$port" -- \
-        env UCX_TLS=sm,self ucx_perftest -t tag_lat -s "$s" -n "$n" -w "$w" -p "$port" -f -v localhost
+        env UCX_TLS=sm,self "$ucx_bin" -t tag_lat -s "$s" -n "$n" -w "$w" -p "$port" -- \
+        env UCX_TLS=sm,self "$ucx_bin" -t tag_lat -s "$s" -n "$n" -w "$w" -p "$port" -f -v localhost
       record ucx tag_lat "$s" "$rep" "$rc" "$name"
       v=$(awk -F, 'NF == 8 && $2 ~ /^[0-9.]+$/ { l = $2 } END { print l }' "$raw/$name.client.txt")
       log "rep $rep/$repeats: ucx tag_lat  $s B x$n: ${v:-FAILED (exit $rc)}${v:+ us}"
@@ -302,8 +303,8 @@ for ((rep = 1; rep <= repeats; rep++)); do
       m=$(bw_msgs "$s")
       w=$(( m / 10 > 10 ? m / 10 : 10 ))
       client_server "$name" \
-        env UCX_TLS=sm,self ucx_perftest -t tag_bw -s "$s" -n "$m" -w "$w" -p "$port" -- \
-        env UCX_TLS=sm,self ucx_perftest -t tag_bw -s "$s" -n "$m" -w "$w" -p "$port" -f -v localhost
+        env UCX_TLS=sm,self "$ucx_bin" -t tag_bw -s "$s" -n "$m" -w "$w" -p "$port" -- \
+        env UCX_TLS=sm,self "$ucx_bin" -t tag_bw -s "$s" -n "$m" -w "$w" -p "$port" -f -v localhost
       record ucx tag_bw "$s" "$rep" "$rc" "$name"
       v=$(awk -F, 'NF == 8 && $6 ~ /^[0-9.]+$/ { l = $6 } END { print l }' "$raw/$name.client.txt")
       log "rep $rep/$repeats: ucx tag_bw   $s B x$m: ${v:-FAILED (exit $rc)}${v:+ MiB/s}"
@@ -311,6 +312,7 @@ for ((rep = 1; rep <= repeats; rep++)); do
   done
 done
 meta seconds "$(( SECONDS - t_start ))"
+meta loadavg_end "$(cut -d' ' -f1-3 /proc/loadavg)"
 log "measured in $(( SECONDS - t_start )) s; comparing"
 
 args=("$run_dir" --stat "$stat")

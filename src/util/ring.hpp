@@ -65,6 +65,14 @@ class mpsc_ring {
     seq(head_).store(head_ + mask_ + 1, std::memory_order_release);
     ++head_;
   }
+  // Consumer: position of the next slot to read, how far producers claimed,
+  // and the raw slot at head (published or not).
+  [[nodiscard]] std::uint64_t head() const noexcept { return head_; }
+  [[nodiscard]] std::uint64_t claimed() const noexcept { return tail_->tail.load(std::memory_order_acquire); }
+  [[nodiscard]] std::byte* head_slot() const noexcept { return slot(head_); }
+  // Consumer: a producer died between claim and publish; treat the slot as
+  // published so that it can be popped (the caller marks its contents invalid).
+  void recover_head() noexcept { seq(head_).store(head_ + 1, std::memory_order_release); }
   [[nodiscard]] std::uint32_t slot_count() const noexcept { return static_cast<std::uint32_t>(mask_ + 1); }
   [[nodiscard]] std::uint32_t slot_size() const noexcept { return slot_size_; }
 

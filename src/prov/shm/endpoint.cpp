@@ -3,6 +3,7 @@
 //  - larger: rendezvous. RTS carries the sender's iov list; the receiver, once
 //    matched, either reads it with one process_vm_readv and answers ACK, or
 //    answers CTS and the sender streams chunks through its bounce segments.
+#include <signal.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -24,6 +25,9 @@ namespace {
 std::atomic<std::uint32_t> next_epid{1};
 constexpr std::uint64_t liveness_period_ns = 20'000'000;  // dead peers found within ~20 ms
 constexpr int progress_batch = 64;
+constexpr std::uint32_t stuck_check_polls = 4096;          // empty polls between checks
+constexpr std::uint64_t stuck_dead_writer_ns = 1'000'000'000;  // writer known and dead
+constexpr std::uint64_t stuck_unknown_writer_ns = 5'000'000'000;  // died before naming itself
 
 std::size_t iov_total(const ::iovec* v, std::size_t n) noexcept {
   std::size_t t = 0;
@@ -191,6 +195,7 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable {
   void stream(tx_op* op) noexcept;
   void complete_tx(tx_op* op, errc e, const char* what) noexcept;
   void check_peers() noexcept;
+  void check_stuck_head() noexcept;
   [[nodiscard]] errc peek_claim(const msg_desc& m, std::uint64_t flags, std::uint64_t src) noexcept;
   void release_unexpected(unexp* u, bool ack_sender) noexcept;
 
@@ -218,6 +223,8 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable {
   util::ilist<ctrl> ctrl_pending_;
   std::uint64_t segs_held_ = 0;
   std::uint64_t next_check_ = 0;
+  std::uint32_t idle_polls_ = 0;
+  std::uint64_t stuck_pos_ = ~0ull, stuck_since_ = 0;
 };
 
 result<void> endpoint_impl::init() {
@@ -298,12 +305,12 @@ errc endpoint_impl::send(const msg_desc& m, std::uint64_t flags) noexcept {
       return p.map->owner_alive() ? errc::again : errc::peer_dead;
     }
     auto* h = reinterpret_cast<slot_header*>(s);
+    h->src_pid = pid_;  // first: names the writer if it dies before publishing
     h->code = op::inline_msg;
     h->flags = sflags;
     h->len = static_cast<std::uint32_t>(len);
     h->tag = m.tag;
     h->data = m.data;
-    h->src_pid = pid_;
     h->src_epid = epid_;
     gather(m.iov, m.iov_count, 0, s + sizeof(slot_header), len);
     p.ring.publish(pos);
@@ -336,12 +343,12 @@ errc endpoint_impl::send(const msg_desc& m, std::uint64_t flags) noexcept {
   op->tag = m.tag;
   op->data = m.data;
   auto* h = reinterpret_cast<slot_header*>(s);
+  h->src_pid = pid_;
   h->code = op::rts;
   h->flags = sflags;
   h->len = 0;
   h->tag = m.tag;
   h->data = m.data;
-  h->src_pid = pid_;
   h->src_epid = epid_;
   h->cookie = cookie(txp_.index(op), op->gen);
   h->aux = len;
@@ -415,11 +422,11 @@ void endpoint_impl::stream(tx_op* op) noexcept {
     segs_held_ |= 1ull << seg;
     op->seg_mask |= 1ull << seg;
     auto* h = reinterpret_cast<slot_header*>(s);
+    h->src_pid = pid_;
     h->code = op::data;
     h->flags = 0;
     h->len = static_cast<std::uint32_t>(chunk);
     h->tag = op->sent;
-    h->src_pid = pid_;
     h->src_epid = epid_;
     h->cookie = cookie(txp_.index(op), op->gen);
     h->aux = op->rx_cookie;
@@ -436,11 +443,11 @@ bool endpoint_impl::post_ctrl(peer& p, op code, std::uint64_t ck, std::uint64_t 
   auto* s = p.ring.claim(pos);
   if (!s) return false;
   auto* h = reinterpret_cast<slot_header*>(s);
+  h->src_pid = pid_;
   h->code = code;
   h->flags = 0;
   h->len = 0;
   h->data = data;
-  h->src_pid = pid_;
   h->src_epid = epid_;
   h->cookie = ck;
   h->aux = aux;
@@ -777,10 +784,11 @@ bool endpoint_impl::handle_incoming(const slot_header* h) noexcept {
 // ----------------------------------------------------------------- progress
 
 void endpoint_impl::progress() noexcept {
-  for (int i = 0; i < progress_batch; ++i) {
+  int i = 0;
+  for (; i < progress_batch; ++i) {
     auto* s = ring_.peek();
     if (!s) break;
-    auto* h = reinterpret_cast<const slot_header*>(s);
+    auto* h = reinterpret_cast<slot_header*>(s);
     switch (h->code) {
       case op::inline_msg:
       case op::rts:
@@ -789,9 +797,14 @@ void endpoint_impl::progress() noexcept {
       case op::cts: handle_cts(h); break;
       case op::ack: handle_ack(h); break;
       case op::data: handle_data(h); break;
-      default: break;  // unknown code: drop
+      default: break;  // unknown code (or a recovered slot): drop
     }
+    h->src_pid = 0;  // the next writer of this slot names itself afresh
     ring_.pop();
+  }
+  if (i == 0 && ++idle_polls_ >= stuck_check_polls) {
+    idle_polls_ = 0;
+    check_stuck_head();
   }
 ring_done:
   while (ctrl* c = ctrl_pending_.front()) {
@@ -814,6 +827,35 @@ ring_done:
       check_peers();
     }
   }
+}
+
+// A producer killed between claiming a slot and publishing it would block the
+// ring for everyone. If the head slot stays claimed-but-unpublished and its
+// writer is dead (or never named itself within 5 s), the slot is skipped.
+void endpoint_impl::check_stuck_head() noexcept {
+  const std::uint64_t head = ring_.head();
+  if (ring_.claimed() == head) {
+    stuck_pos_ = ~0ull;
+    return;
+  }
+  const std::uint64_t now = util::now_ns();
+  if (stuck_pos_ != head) {
+    stuck_pos_ = head;
+    stuck_since_ = now;
+    return;
+  }
+  auto* h = reinterpret_cast<slot_header*>(ring_.head_slot());
+  const std::uint32_t writer = __atomic_load_n(&h->src_pid, __ATOMIC_RELAXED);
+  bool dead;
+  if (writer != 0) {
+    dead = now - stuck_since_ >= stuck_dead_writer_ns && ::kill(static_cast<pid_t>(writer), 0) != 0 && errno == ESRCH;
+  } else {
+    dead = now - stuck_since_ >= stuck_unknown_writer_ns;
+  }
+  if (!dead) return;
+  h->code = static_cast<op>(0);
+  ring_.recover_head();
+  stuck_pos_ = ~0ull;
 }
 
 void endpoint_impl::check_peers() noexcept {
