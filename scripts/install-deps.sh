@@ -5,7 +5,7 @@ set -euo pipefail
 pkgs=(build-essential g++ cmake pkg-config git
       libgtest-dev libgmock-dev googletest libbenchmark-dev
       libhwloc-dev libfabric-dev iproute2 procps)
-bench=(libfabric-bin ucx-utils sockperf iperf3 gnuplot-nox python3 python3-matplotlib)
+bench=(libfabric-bin ucx-utils sockperf iperf3 python3 python3-matplotlib)
 if [[ "${1:-}" == "--bench" ]]; then pkgs+=("${bench[@]}"); fi
 missing=()
 for p in "${pkgs[@]}"; do
