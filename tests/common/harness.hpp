@@ -31,8 +31,12 @@ inline bool segmented(const variant& v) {
 
 inline std::vector<variant> all_variants() {
   return {
-      {"shm_cma", "shm", {{"WEFT_SHM_CMA", "1"}}},
-      {"shm_segmented", "shm", {{"WEFT_SHM_CMA", "0"}}},
+      // single copy by the receiver only
+      {"shm_cma", "shm", {{"WEFT_SHM_CMA", "1"}, {"WEFT_SHM_SPLIT_MIN", "0"}}},
+      // cooperative copy for every rendezvous message
+      {"shm_split", "shm", {{"WEFT_SHM_CMA", "1"}, {"WEFT_SHM_SPLIT_MIN", "1"}}},
+      // bounce segments, no cross-memory attach
+      {"shm_segmented", "shm", {{"WEFT_SHM_CMA", "0"}, {"WEFT_SHM_SPLIT_MIN", "0"}}},
   };
 }
 

@@ -31,7 +31,9 @@ struct region_header {
   std::uint64_t total_size;     // 64
   std::atomic<std::uint32_t> state;  // 72: region_state
   std::uint32_t epid;           // 76
-  std::byte pad0_[128 - 80];
+  std::uint64_t split_offset;   // 80: split_entry array (one per receive operation)
+  std::uint32_t split_count;    // 88
+  std::byte pad0_[128 - 92];
   util::ring_tail tail;                  // 128: producers' claim counter
   alignas(64) std::atomic<std::uint32_t> doorbell;  // 192: futex word
   std::atomic<std::uint32_t> waiting;    // 196: consumer sleeps: ring the doorbell
@@ -44,11 +46,25 @@ static_assert(offsetof(region_header, slot_count) == 32);
 static_assert(offsetof(region_header, ring_offset) == 48);
 static_assert(offsetof(region_header, total_size) == 64);
 static_assert(offsetof(region_header, state) == 72);
+static_assert(offsetof(region_header, split_offset) == 80);
+static_assert(offsetof(region_header, split_count) == 88);
 static_assert(offsetof(region_header, tail) == 128);
 static_assert(offsetof(region_header, doorbell) == 192);
 static_assert(offsetof(region_header, waiting) == 196);
 static_assert(offsetof(region_header, seg_busy) == 256);
 static_assert(sizeof(region_header) == 512);
+
+// Cooperative copy of one large message (receiver's region, indexed by the
+// receiver's operation): both processes claim chunks and copy them.
+struct split_entry {
+  std::atomic<std::uint64_t> claim;   // 0: (generation << 32) | next chunk to copy
+  std::atomic<std::uint32_t> done;    // 8: chunks copied
+  std::atomic<std::uint32_t> failed;  // 12: the sender could not write: the receiver copies all
+  std::byte pad_[64 - 16];
+};
+static_assert(offsetof(split_entry, done) == 8);
+static_assert(offsetof(split_entry, failed) == 12);
+static_assert(sizeof(split_entry) == 64);
 
 enum class op : std::uint16_t {
   inline_msg = 1,  // payload in the slot
@@ -56,6 +72,7 @@ enum class op : std::uint16_t {
   cts = 3,         // receiver -> sender: stream it through your segments
   data = 4,        // sender -> receiver: a chunk in the sender's segment
   ack = 5,         // receiver -> sender: rendezvous finished (aux = status)
+  split = 6,       // receiver -> sender: help copy; the slot carries the receiver's iov list
 };
 
 namespace slot_flag {

@@ -33,6 +33,7 @@ bool env_u32(const char* name, std::uint32_t& out) {
 result<config> load_config() {
   config c;
   if (const char* s = std::getenv("WEFT_SHM_CMA"); s && *s) c.cma = std::strcmp(s, "0") != 0;
+  if (std::uint32_t v = 0; env_u32("WEFT_SHM_SPLIT_MIN", v)) c.split_min = v;
   env_u32("WEFT_SHM_SLOTS", c.slot_count);
   env_u32("WEFT_SHM_SEGMENTS", c.seg_count);
   if (c.slot_count < 4 || (c.slot_count & (c.slot_count - 1)))
@@ -76,7 +77,8 @@ std::uint64_t process_start_time(pid_t pid) {
 }
 
 result<std::unique_ptr<mapping>> mapping::create(const std::string& name, const config& c, std::uint32_t epid) {
-  const std::size_t ring_off = 4096;
+  const std::size_t split_off = 4096;
+  const std::size_t ring_off = split_off + ((c.split_count * sizeof(split_entry) + 4095) & ~std::size_t{4095});
   const std::size_t ring_bytes = static_cast<std::size_t>(c.slot_count) * c.slot_size;
   const std::size_t seg_off = ring_off + ((ring_bytes + 4095) & ~std::size_t{4095});
   const std::size_t total = seg_off + static_cast<std::size_t>(c.seg_count) * c.seg_size;
@@ -121,6 +123,8 @@ result<std::unique_ptr<mapping>> mapping::create(const std::string& name, const 
   h->seg_offset = seg_off;
   h->total_size = total;
   h->epid = epid;
+  h->split_offset = split_off;
+  h->split_count = c.split_count;
   m->ring().format();
   h->state.store(static_cast<std::uint32_t>(region_state::ready), std::memory_order_release);
   return m;
@@ -156,7 +160,8 @@ result<std::unique_ptr<mapping>> mapping::open(const std::string& name) {
       h->header_size != sizeof(region_header) || h->slot_size < sizeof(slot_header) + 64 ||
       (h->slot_count & (h->slot_count - 1)) || h->seg_count > max_segments ||
       h->ring_offset + std::uint64_t{h->slot_count} * h->slot_size > h->total_size ||
-      h->seg_offset + std::uint64_t{h->seg_count} * h->seg_size > h->total_size)
+      h->seg_offset + std::uint64_t{h->seg_count} * h->seg_size > h->total_size ||
+      h->split_offset + std::uint64_t{h->split_count} * sizeof(split_entry) > h->total_size)
     return make_error(errc::invalid_argument, "'/dev/shm/" + name +
                                                   "' is not a compatible weft shm region (layout version " +
                                                   std::to_string(layout_version) + " expected)");

@@ -19,9 +19,12 @@ struct config {
   std::uint32_t seg_count = 16;     // bounce segments for the segmented path
   std::uint32_t seg_size = 64 * 1024;
   bool cma = true;                  // single copy with process_vm_readv
+  std::size_t split_min = 128 * 1024;  // from this size both processes copy (0: never)
+  std::uint32_t split_count = 256;     // split entries (one per receive operation)
   [[nodiscard]] std::uint32_t inline_max() const noexcept { return slot_size - sizeof(slot_header); }
 };
-// Reads WEFT_SHM_CMA (0 = segmented only), WEFT_SHM_SLOTS, WEFT_SHM_SEGMENTS.
+// Reads WEFT_SHM_CMA (0 = segmented only), WEFT_SHM_SPLIT_MIN (bytes; 0 = never
+// split), WEFT_SHM_SLOTS, WEFT_SHM_SEGMENTS.
 [[nodiscard]] result<config> load_config();
 
 [[nodiscard]] std::string region_name(std::uint32_t uid, std::uint32_t pid, std::uint32_t epid);
@@ -43,6 +46,9 @@ class mapping {
   [[nodiscard]] const std::string& name() const noexcept { return name_; }
   [[nodiscard]] std::byte* segment(std::uint32_t i) const noexcept {
     return base() + hdr_->seg_offset + static_cast<std::size_t>(i) * hdr_->seg_size;
+  }
+  [[nodiscard]] split_entry* split(std::uint32_t i) const noexcept {
+    return i < hdr_->split_count ? reinterpret_cast<split_entry*>(base() + hdr_->split_offset) + i : nullptr;
   }
   [[nodiscard]] util::mpsc_ring ring() const noexcept {
     return util::mpsc_ring(&hdr_->tail, base() + hdr_->ring_offset, hdr_->slot_count, hdr_->slot_size);

@@ -31,7 +31,8 @@ struct peer {
   std::uint64_t key = 0;
   std::uint32_t pid = 0;
   std::uint32_t inline_max = 0;
-  bool cma_ok = true;
+  bool cma_ok = true;   // process_vm_readv from it works
+  bool coop_ok = true;  // it can write into us (cooperative copy)
 };
 
 class domain_impl;
