@@ -54,8 +54,8 @@ class conformance : public ::testing::TestWithParam<variant> {
 };
 
 TEST_P(conformance, send_recv_all_sizes) {
-  for (std::size_t size : {std::size_t{0}, std::size_t{1}, std::size_t{63}, std::size_t{64}, std::size_t{4031},
-                           std::size_t{4032}, std::size_t{4033}, std::size_t{65536}, std::size_t{65537},
+  for (std::size_t size : {std::size_t{0}, std::size_t{1}, std::size_t{63}, std::size_t{64}, std::size_t{4096},
+                           std::size_t{8191}, std::size_t{8192}, std::size_t{8193}, std::size_t{65536}, std::size_t{65537},
                            std::size_t{1 << 20} + 3, std::size_t{4 << 20}}) {
     SCOPED_TRACE(size);
     round_trip(size, false);
@@ -63,7 +63,7 @@ TEST_P(conformance, send_recv_all_sizes) {
 }
 
 TEST_P(conformance, tagged_all_sizes) {
-  for (std::size_t size : {std::size_t{0}, std::size_t{8}, std::size_t{4096}, std::size_t{300000}}) {
+  for (std::size_t size : {std::size_t{0}, std::size_t{8}, std::size_t{4096}, std::size_t{9000}, std::size_t{300000}}) {
     SCOPED_TRACE(size);
     round_trip(size, true);
   }

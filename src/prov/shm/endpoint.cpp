@@ -296,7 +296,7 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable {
   util::pool<rx_op> rxp_{rx_size};
   util::pool<unexp> uxp_{unexpected_count};
   util::pool<ctrl> ctp_{tx_size + rx_size};
-  std::vector<std::byte> ux_storage_;
+  std::unique_ptr<std::byte[]> ux_storage_;  // not zero-filled: pages are committed on use
   util::ilist<rx_op> posted_msg_, posted_tag_, rx_active_;
   util::ilist<unexp> ux_msg_, ux_tag_, claimed_;
   util::ilist<tx_op> tx_active_;
@@ -319,9 +319,9 @@ result<void> endpoint_impl::init() {
   ring_ = self_->ring();
   inline_max_ = cfg_.inline_max();
   source_cap_ = (info_.caps & cap::source) != 0;
-  ux_storage_.resize(unexpected_count * static_cast<std::size_t>(inline_max_));
+  ux_storage_.reset(new std::byte[unexpected_count * static_cast<std::size_t>(inline_max_)]);
   for (std::uint32_t i = 0; i < unexpected_count; ++i)
-    uxp_.at(i)->payload = ux_storage_.data() + std::size_t{i} * inline_max_;
+    uxp_.at(i)->payload = ux_storage_.get() + std::size_t{i} * inline_max_;
   if (info_.src_port) {
     auto r = register_port(info_.src_port, self_->name());
     if (!r) return std::unexpected(r.error());

@@ -15,7 +15,9 @@ namespace weft::prov::shm {
 
 struct config {
   std::uint32_t slot_count = 256;   // ring slots (power of two)
-  std::uint32_t slot_size = 4096;   // bytes per slot, header included
+  // 8 KiB of payload plus the header: an odd number of cache lines per slot,
+  // so successive slot headers do not all fall into the same cache set.
+  std::uint32_t slot_size = 8192 + 64;
   std::uint32_t seg_count = 16;     // bounce segments for the segmented path
   std::uint32_t seg_size = 64 * 1024;
   bool cma = true;                  // single copy with process_vm_readv
@@ -24,7 +26,7 @@ struct config {
   [[nodiscard]] std::uint32_t inline_max() const noexcept { return slot_size - sizeof(slot_header); }
 };
 // Reads WEFT_SHM_CMA (0 = segmented only), WEFT_SHM_SPLIT_MIN (bytes; 0 = never
-// split), WEFT_SHM_SLOTS, WEFT_SHM_SEGMENTS.
+// split), WEFT_SHM_SLOTS, WEFT_SHM_SLOT_SIZE, WEFT_SHM_SEGMENTS.
 [[nodiscard]] result<config> load_config();
 
 [[nodiscard]] std::string region_name(std::uint32_t uid, std::uint32_t pid, std::uint32_t epid);
