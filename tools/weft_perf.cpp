@@ -283,21 +283,34 @@ int run_server(const options& o) {
       // Verification needs a buffer per message in flight (one progress call
       // may deliver several); plain runs reuse one buffer.
       if (pl.verify && vbuf.size() < pl.window * size) vbuf.resize(pl.window * size);
+      // Receives stay pre-posted: each is re-posted as soon as it completes,
+      // before the round's acknowledgement lets the client send again.
+      auto dst_of = [&](std::uint64_t w) { return pl.verify ? vbuf.data() + w * size : buf.data(); };
+      auto post_recv = [&](std::uint64_t w) {
+        void* ctx = reinterpret_cast<void*>(static_cast<std::uintptr_t>(w + 1));
+        post_retry(c, [&] { return c.ep.recv(dst_of(w), size, weft::addr_unspec, ctx); });
+      };
+      for (std::uint32_t w = 0; w < pl.window; ++w) post_recv(w);
+      bool ack_pending = false;
       for (std::uint64_t r = 0; r < rounds; ++r) {
-        for (std::uint32_t w = 0; w < pl.window; ++w) {
-          std::byte* dst = pl.verify ? vbuf.data() + w * size : buf.data();
-          post_retry(c, [&] { return c.ep.recv(dst, size, weft::addr_unspec, dst); });
-        }
-        for (std::uint32_t w = 0; w < pl.window; ++w) {
+        for (std::uint32_t got = 0; got < pl.window;) {
           weft::cq_entry x = wait_one(c);
-          if (pl.verify) {
-            auto idx = static_cast<std::uint64_t>(static_cast<std::byte*>(x.context) - vbuf.data()) / std::max<std::size_t>(size, 1);
-            check(static_cast<std::byte*>(x.context), size, size ^ (r * pl.window + (size ? idx : w)), "stream");
+          if (x.context == &ack) {  // the previous round's acknowledgement left
+            ack_pending = false;
+            continue;
           }
+          const auto w = static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(x.context)) - 1;
+          if (pl.verify) check(dst_of(w), size, size ^ (r * pl.window + w), "stream");
+          ++got;
+          if (r + 1 < rounds) post_recv(w);
         }
-        post_retry(c, [&] { return c.ep.send(&ack, 1, c.peer); });
-        wait_one(c);
+        if (ack_pending) {
+          while (wait_one(c).context != &ack) die("protocol error: unexpected completion");
+        }
+        post_retry(c, [&] { return c.ep.send(&ack, 1, c.peer, &ack); });
+        ack_pending = true;
       }
+      while (ack_pending) ack_pending = wait_one(c).context != &ack;
     }
   }
   // final handshake: wait for "done"

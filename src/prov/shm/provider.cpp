@@ -132,6 +132,7 @@ result<void> av_impl::remove(fi_addr_t a) {
   if (a >= table_.size() || !table_[a].p)
     return make_error(errc::not_found, "address handle " + std::to_string(a) + " is not in this address vector");
   rev_.erase(table_[a].p->key);
+  last_key_ = ~0ull;
   table_[a] = entry{};
   free_.push_back(a);
   return {};
@@ -144,7 +145,12 @@ result<address> av_impl::lookup(fi_addr_t a) const {
 }
 
 fi_addr_t av_impl::reverse(std::uint64_t key) noexcept {
-  if (auto it = rev_.find(key); it != rev_.end()) return it->second;
+  if (key == last_key_) return last_addr_;
+  if (auto it = rev_.find(key); it != rev_.end()) {
+    last_key_ = key;
+    last_addr_ = it->second;
+    return it->second;
+  }
   if (!attr_.auto_insert) return addr_notavail;
   // First contact from an unknown sender: a control-path insertion.
   try {

@@ -61,6 +61,9 @@ class av_impl final : public spi::av {
   std::vector<entry> table_;
   std::vector<fi_addr_t> free_;
   std::unordered_map<std::uint64_t, fi_addr_t> rev_;
+  // the last sender resolved: streams from one peer skip the hash lookup
+  std::uint64_t last_key_ = ~0ull;
+  fi_addr_t last_addr_ = addr_notavail;
 };
 
 class domain_impl final : public spi::domain, public std::enable_shared_from_this<domain_impl> {
