@@ -554,7 +554,18 @@ TEST_P(conformance, api_misuse_gets_clear_errors) {
   ASSERT_FALSE(garbage);
   EXPECT_EQ(garbage.error().code, errc::invalid_argument);
   EXPECT_FALSE(a.av.lookup(999));
-  EXPECT_TRUE(a.av.lookup(a2b));
+  auto looked = a.av.lookup(a2b);
+  ASSERT_TRUE(looked);
+  EXPECT_EQ(*looked, b.ep.name()) << "lookup returns the inserted address";
+  // remove: the handle stops working, inserting again works
+  ASSERT_TRUE(a.av.remove(a2b));
+  EXPECT_EQ(a.ep.send(buf, 8, a2b, nullptr), errc::invalid_argument) << "removed handle";
+  EXPECT_FALSE(a.av.lookup(a2b));
+  EXPECT_FALSE(a.av.remove(a2b)) << "removing twice is an error";
+  a2b = insert(a, b);
+  ASSERT_EQ(b.ep.recv(buf, 8), errc::ok);
+  ASSERT_EQ(a.ep.inject("again!", 6, a2b), errc::ok);
+  ASSERT_TRUE(next(b, {&a}).ok);
   // endpoint not enabled
   auto e = a.dom.open_endpoint(a.inf);
   ASSERT_TRUE(e);
