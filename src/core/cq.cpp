@@ -1,5 +1,7 @@
 #include "weft/spi/cq.hpp"
 
+#include <poll.h>
+
 #include <algorithm>
 #include <cstdlib>
 
@@ -95,8 +97,13 @@ errc cq::wait(std::span<cq_entry> out, std::size_t& n, int timeout_ms) noexcept 
       // Sleep in slices: one doorbell per CQ, and dead-peer checks need a pulse.
       std::uint64_t left_ms = (deadline - now) / 1000000ull;
       int slice = static_cast<int>(std::clamp<std::uint64_t>(left_ms, 1, 10));
-      if (word) util::futex_wait(word, seen, sources_.size() > 1 ? 1 : slice);
-      else {
+      const int fd = sources_.empty() ? -1 : sources_.front()->wait_fd();
+      if (word) {
+        util::futex_wait(word, seen, sources_.size() > 1 ? 1 : slice);
+      } else if (fd >= 0) {
+        pollfd p{fd, POLLIN, 0};
+        (void)::poll(&p, 1, sources_.size() > 1 ? 1 : slice);
+      } else {
         timespec ts{0, 200000};
         nanosleep(&ts, nullptr);
       }

@@ -1,5 +1,10 @@
 #include "weft/error.hpp"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+#include <algorithm>
+#include <cstring>
 #include <string>
 
 #include "weft/address.hpp"
@@ -33,6 +38,20 @@ const char* to_string(errc e) noexcept {
 std::string to_string(const address& a) {
   switch (a.format) {
     case addr_format::shm_name: return "shm://" + std::string(a.view());
+    case addr_format::inet: {
+      sockaddr_in sa{};
+      std::memcpy(&sa, a.bytes.data(), std::min<std::size_t>(a.size, sizeof sa));
+      char ip[INET_ADDRSTRLEN] = {};
+      ::inet_ntop(AF_INET, &sa.sin_addr, ip, sizeof ip);
+      return "tcp://" + std::string(ip) + ":" + std::to_string(ntohs(sa.sin_port));
+    }
+    case addr_format::inet6: {
+      sockaddr_in6 sa{};
+      std::memcpy(&sa, a.bytes.data(), std::min<std::size_t>(a.size, sizeof sa));
+      char ip[INET6_ADDRSTRLEN] = {};
+      ::inet_ntop(AF_INET6, &sa.sin6_addr, ip, sizeof ip);
+      return "tcp://[" + std::string(ip) + "]:" + std::to_string(ntohs(sa.sin6_port));
+    }
     default: return std::string(a.view());
   }
 }

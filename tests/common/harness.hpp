@@ -19,6 +19,7 @@ struct variant {
   std::string name;      // printable
   std::string provider;  // get_info provider
   std::vector<std::pair<std::string, std::string>> env;
+  bool receiver_completes_alone = true;  // a large receive finishes without the sender progressing
 };
 
 inline void PrintTo(const variant& v, std::ostream* os) { *os << v.name; }
@@ -36,7 +37,9 @@ inline std::vector<variant> all_variants() {
       // cooperative copy for every rendezvous message
       {"shm_split", "shm", {{"WEFT_SHM_CMA", "1"}, {"WEFT_SHM_SPLIT_MIN", "1"}}},
       // bounce segments, no cross-memory attach
-      {"shm_segmented", "shm", {{"WEFT_SHM_CMA", "0"}, {"WEFT_SHM_SPLIT_MIN", "0"}}},
+      {"shm_segmented", "shm", {{"WEFT_SHM_CMA", "0"}, {"WEFT_SHM_SPLIT_MIN", "0"}}, false},
+      // sockets on loopback
+      {"tcp", "tcp", {}, false},
   };
 }
 
@@ -59,9 +62,10 @@ inline node open_node(const std::string& provider, caps_t caps = cap::msg | cap:
   h.provider = provider;
   h.type = ep_type::rdm;
   h.caps = caps;
-  if (port) {
+  if (port || provider == "tcp") {
     h.port = port;
     h.source = true;
+    if (provider == "tcp") h.node = "127.0.0.1";  // listen on loopback, ephemeral port unless given
   }
   auto infos = get_info(h);
   EXPECT_TRUE(infos.has_value()) << (infos ? "" : infos.error().message);

@@ -72,7 +72,7 @@ TEST_P(conformance, tagged_all_sizes) {
 TEST_P(conformance, large_receive_completes_while_sender_does_not_progress) {
   // Only the receiver progresses: whatever the protocol, a single-copy or
   // cooperative receive must finish on its own (segmented needs the sender).
-  if (segmented(GetParam())) GTEST_SKIP() << "segmented copies need the sender to stream";
+  if (!GetParam().receiver_completes_alone) GTEST_SKIP() << GetParam().name << " needs the sender to stream";
   auto src = pattern(3 << 20, 5);
   std::vector<unsigned char> dst(src.size());
   ASSERT_EQ(b.ep.recv(dst.data(), dst.size()), errc::ok);
@@ -273,7 +273,8 @@ TEST_P(conformance, peek_claim_discard) {
   int pctx = 0;
   m.context = &pctx;
   outcome p;
-  for (int tries = 0; tries < 100; ++tries) {
+  for (int tries = 0; tries < 2000; ++tries) {
+    a.cq.progress();  // the sender may still be connecting
     ASSERT_EQ(b.ep.trecvmsg(m, flag::peek), errc::ok);
     p = next(b, {&a});
     if (p.ok) break;
@@ -320,7 +321,8 @@ TEST_P(conformance, peek_claim_rendezvous_message) {
   int c = 0;
   msg_desc m{nullptr, 0, addr_unspec, 9, 0, 0, &c};
   outcome p;
-  for (int tries = 0; tries < 100 && !p.ok; ++tries) {
+  for (int tries = 0; tries < 2000 && !p.ok; ++tries) {
+    a.cq.progress();
     ASSERT_EQ(b.ep.trecvmsg(m, flag::peek | flag::claim), errc::ok);
     p = next(b, {&a});
   }
@@ -399,19 +401,20 @@ TEST_P(conformance, ordering_from_one_sender_mixed_sizes) {
 TEST_P(conformance, back_pressure_not_loss) {
   // The receiver posts nothing and does not progress: sends must eventually
   // say again (never drop), and everything arrives once it drains.
-  constexpr int n = 2000;
+  constexpr int limit = 2'000'000;  // tcp: the kernel's socket buffers fill first
   int sent = 0;
   errc r = errc::ok;
-  for (; sent < n; ++sent) {
+  for (; sent < limit; ++sent) {
     std::uint32_t v = static_cast<std::uint32_t>(sent);
     r = a.ep.inject(&v, 4, a2b);
     if (r != errc::ok) break;
+    if ((sent & 1023) == 0) a.cq.progress();  // the sender's own progress only
   }
   EXPECT_EQ(r, errc::again) << "a full queue is back-pressure";
-  EXPECT_LT(sent, n);
+  const int n = sent + 100;  // a few more once it drains
   int got = 0;
   std::uint32_t v = 0;
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
   while (got < n && std::chrono::steady_clock::now() < deadline) {
     if (sent < n) {
       std::uint32_t s = static_cast<std::uint32_t>(sent);
@@ -435,10 +438,15 @@ TEST_P(conformance, cq_full_is_back_pressure) {
   for (int i = 0; i < 10 && (r = small.ep.send(buf, 8, s2b, nullptr)) == errc::ok; ++i) ++ok;
   EXPECT_EQ(ok, 4) << "one CQ slot per operation in flight";
   EXPECT_EQ(r, errc::again);
-  std::size_t n = 0;
+  std::size_t total = 0;
   cq_entry es[8];
-  ASSERT_EQ(small.cq.read(es, n), errc::ok);
-  EXPECT_EQ(n, 4u);
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (total < 4 && std::chrono::steady_clock::now() < deadline) {
+    std::size_t n = 0;
+    if (small.cq.read(es, n) == errc::ok) total += n;
+    b.cq.progress();
+  }
+  EXPECT_EQ(total, 4u);
   EXPECT_EQ(small.ep.send(buf, 8, s2b, nullptr), errc::ok) << "reading frees room";
 }
 
@@ -531,7 +539,10 @@ TEST_P(conformance, blocking_wait_times_out_then_wakes) {
     {
       node c = open_node(GetParam().provider, cap::msg);
       ::usleep(100000);  // the parent is asleep in wait() by now
-      if (auto d = c.av.insert(baddr); d && c.ep.inject("wake", 4, *d) == errc::ok) rc = 0;
+      cq_entry done;
+      if (auto d = c.av.insert(baddr); d && c.ep.send("wake", 4, *d, nullptr) == errc::ok &&
+                                         c.cq.wait(done, 5000) == errc::ok)
+        rc = 0;  // the message left before this process exits
     }
     ::_exit(rc);
   }

@@ -112,7 +112,8 @@ TEST(getinfo, real_providers_and_restriction) {
   ASSERT_FALSE(restricted);
   EXPECT_NE(restricted.error().message.find("WEFT_PROVIDER"), std::string::npos) << restricted.error().message;
   h.node = "localhost";
-  h.port = 1;  // nothing listens there
+  h.port = 1;  // no shm endpoint listens there (tcp cannot know before connecting)
+  h.provider = "shm";
   auto none = get_info(h);
   ASSERT_FALSE(none);
   EXPECT_NE(none.error().message.find("port 1"), std::string::npos) << none.error().message;

@@ -22,6 +22,8 @@ class progressable {
   // futex word to sleep on (nullptr if it cannot); disarm() undoes it.
   virtual std::atomic<std::uint32_t>* arm() noexcept { return nullptr; }
   virtual void disarm() noexcept {}
+  // Or a file descriptor that polls readable when progress has work (epoll).
+  [[nodiscard]] virtual int wait_fd() const noexcept { return -1; }
 };
 
 class cq {

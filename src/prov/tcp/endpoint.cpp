@@ -1,0 +1,1343 @@
+// tcp RDM endpoint (docs/wire/tcp.md).
+//  - Every endpoint listens; its address is the listening address.
+//  - The first send to a peer opens a connection (non-blocking connect, then
+//    hello / hello_ack); sends queue until it is established.
+//  - Two peers that connect to each other at once keep the connection opened
+//    by the peer with the smaller address; the other is closed before it
+//    carries data, its queued sends move over in order.
+//  - A connection idle for WEFT_TCP_IDLE_MS is closed with close_req /
+//    close_ack (no message can be in flight on it), and reopened on demand.
+//  - Frames are read through a per-connection buffer; the payload of a
+//    matched message of 16 KiB or more is read straight into the receive
+//    buffer. Unexpected messages up to 8 KiB are buffered (256 of them);
+//    larger ones stay in the socket until a receive matches them.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+#include "prov/tcp/tcp.hpp"
+#include "util/clock.hpp"
+#include "util/match.hpp"
+
+namespace weft::prov::tcp {
+
+namespace {
+
+constexpr std::size_t rbuf_size = 64 * 1024;
+constexpr std::size_t direct_read_min = 16 * 1024;
+constexpr std::uint64_t tick_ns = 5'000'000;
+
+std::size_t iov_total(const ::iovec* v, std::size_t n) noexcept {
+  std::size_t t = 0;
+  for (std::size_t i = 0; i < n; ++i) t += v[i].iov_len;
+  return t;
+}
+
+void scatter(const ::iovec* v, std::size_t n, std::size_t off, const std::uint8_t* src, std::size_t len) noexcept {
+  for (std::size_t i = 0; i < n && len; ++i) {
+    if (off >= v[i].iov_len) {
+      off -= v[i].iov_len;
+      continue;
+    }
+    std::size_t c = std::min(len, v[i].iov_len - off);
+    std::memcpy(static_cast<std::uint8_t*>(v[i].iov_base) + off, src, c);
+    src += c;
+    len -= c;
+    off = 0;
+  }
+}
+
+void gather(const ::iovec* v, std::size_t n, std::uint8_t* dst) noexcept {
+  for (std::size_t i = 0; i < n; ++i) {
+    std::memcpy(dst, v[i].iov_base, v[i].iov_len);
+    dst += v[i].iov_len;
+  }
+}
+
+// The part of an iov list from byte offset off (at most max entries).
+std::size_t slice_from(const ::iovec* v, std::size_t n, std::size_t off, std::size_t len, ::iovec* out,
+                       std::size_t max) noexcept {
+  std::size_t k = 0;
+  for (std::size_t i = 0; i < n && len && k < max; ++i) {
+    if (off >= v[i].iov_len) {
+      off -= v[i].iov_len;
+      continue;
+    }
+    std::size_t c = std::min(len, v[i].iov_len - off);
+    out[k++] = {static_cast<std::uint8_t*>(v[i].iov_base) + off, c};
+    len -= c;
+    off = 0;
+  }
+  return k;
+}
+
+errc errno_to_errc(int e) noexcept {
+  switch (e) {
+    case ETIMEDOUT: return errc::timed_out;
+    case ECONNREFUSED:
+    case ECONNRESET:
+    case EPIPE:
+    case EHOSTUNREACH:
+    case ENETUNREACH:
+    case ENETDOWN:
+    case EHOSTDOWN: return errc::peer_dead;
+    default: return errc::io_error;
+  }
+}
+
+struct tx_op : util::list_node {
+  std::uint32_t gen = 0;
+  bool internal = false;    // protocol frame: no completion
+  bool completion = false;  // a user operation that reports a completion
+  void* ctx = nullptr;
+  std::uint64_t flags = 0;
+  std::uint64_t tag = 0;
+  std::size_t len = 0;  // payload bytes
+  wire::frame_header hdr{};
+  ::iovec iov[max_iov + 1];  // iov[0] is the header
+  std::size_t iov_count = 0;
+  std::size_t total = 0, sent = 0;
+  std::uint8_t buf[inject_size + sizeof(wire::hello_body) + wire::max_cm_data];
+};
+
+struct rx_op : util::list_node {
+  std::uint32_t gen = 0;
+  void* ctx = nullptr;
+  std::uint64_t flags = 0;
+  ::iovec iov[max_iov];
+  std::size_t iov_count = 0;
+  std::size_t cap = 0;
+  fi_addr_t src_filter = util::any_source;
+  std::uint64_t tag = 0, ignore = 0;
+};
+
+struct conn;
+
+struct unexp : util::list_node {
+  std::uint8_t flags = 0;
+  std::size_t len = 0;
+  std::uint64_t tag = 0, data = 0;
+  fi_addr_t src = addr_notavail;
+  conn* stalled = nullptr;  // the payload is still in this connection's socket
+  void* claim_ctx = nullptr;
+  std::uint8_t* payload = nullptr;
+};
+
+class endpoint_impl;
+
+struct conn final : handler {
+  // closing: we sent close_req; lost: no new data goes out here, it closes
+  // once its queue is flushed.
+  enum class st : std::uint8_t { connecting, wait_ack, wait_hello, established, closing, lost };
+  enum class rs : std::uint8_t { header, user, unexp, ctrl, discard, stalled };
+  endpoint_impl* ep = nullptr;
+  int fd = -1;
+  st state = st::connecting;
+  bool outgoing = false;
+  bool dead = false;
+  bool close_after_flush = false;
+  bool want_out = false;
+  bool in_list = false;  // on the stalled list
+  bool dup_loser = false;  // lost a simultaneous connect; waits for the winner
+  bool held = false;       // a new connection waiting for the old one to close
+  std::string key;       // the peer's listening address (once known)
+  address peer{};
+  fi_addr_t addr = addr_notavail;
+  // receive side
+  std::unique_ptr<std::uint8_t[]> rbuf{new std::uint8_t[rbuf_size]};
+  std::size_t rpos = 0, rend = 0;
+  std::uint8_t hdr[sizeof(wire::frame_header)]{};
+  std::size_t hdr_got = 0;
+  wire::frame_header cur{};
+  rs rstage = rs::header;
+  rx_op* rx = nullptr;
+  unexp* ux = nullptr;
+  std::size_t pay_got = 0;
+  std::uint8_t ctrl[sizeof(wire::hello_body) + wire::max_cm_data]{};
+  // send side
+  util::ilist<tx_op> txq;
+  std::uint64_t started = 0, last_active = 0;
+  void on_event(std::uint32_t events) noexcept override;
+};
+
+struct listener final : handler {
+  endpoint_impl* ep = nullptr;
+  void on_event(std::uint32_t events) noexcept override;
+};
+
+class endpoint_impl final : public spi::endpoint, public spi::progressable {
+ public:
+  endpoint_impl(std::shared_ptr<domain_impl> d, const info& i) : dom_(std::move(d)), info_(i), cfg_(dom_->cfg()) {}
+  ~endpoint_impl() override;
+  result<void> init();
+  result<void> bind_cq(std::shared_ptr<spi::cq> q, std::uint64_t flags) override;
+  result<void> bind_av(std::shared_ptr<spi::av> a) override;
+  result<void> enable() override;
+  [[nodiscard]] address name() const override { return name_; }
+  errc send(const msg_desc& m, std::uint64_t flags) noexcept override;
+  errc recv(const msg_desc& m, std::uint64_t flags) noexcept override;
+  errc cancel(void* context) noexcept override;
+  void progress() noexcept override;
+  [[nodiscard]] int wait_fd() const noexcept override { return dom_->eng().fd(); }
+
+  void on_conn_event(conn* c, std::uint32_t ev) noexcept;
+  void on_accept() noexcept;
+
+ private:
+  conn* path(fi_addr_t a) noexcept;
+  conn* open_conn(const address& peer, const std::string& key, fi_addr_t a) noexcept;
+  void queue_frame(conn* c, wire::op code, std::uint64_t data, const void* payload, std::size_t len,
+                   bool front = false) noexcept;
+  void flush(conn* c) noexcept;
+  void set_out(conn* c, bool on) noexcept;
+  void read_conn(conn* c) noexcept;
+  void consume(conn* c) noexcept;
+  void on_header(conn* c) noexcept;
+  void on_ctrl(conn* c) noexcept;
+  void finish_user(conn* c) noexcept;
+  void finish_unexp(conn* c) noexcept;
+  bool dispatch_msg(conn* c) noexcept;
+  void handle_hello(conn* c) noexcept;
+  void handle_hello_ack(conn* c) noexcept;
+  void adopt(conn* c, fi_addr_t a) noexcept;
+  void move_user_ops(conn* from, conn* to) noexcept;
+  void close_conn(conn* c) noexcept;
+  void fail_conn(conn* c, errc e, const char* why) noexcept;
+  void complete_tx(tx_op* op, errc e, const char* why) noexcept;
+  void complete_rx(rx_op* r, std::size_t copied, std::size_t msg_len, std::uint8_t flags, std::uint64_t tag,
+                   std::uint64_t data, fi_addr_t src) noexcept;
+  void rx_error(rx_op* r, errc e, const char* why) noexcept;
+  void deliver_unexpected(rx_op* r, unexp* u) noexcept;
+  void resume_stalled() noexcept;
+  errc peek_claim(const msg_desc& m, std::uint64_t flags, fi_addr_t src) noexcept;
+  void drop_unexpected(unexp* u) noexcept;
+  void tick(std::uint64_t now) noexcept;
+  void reap() noexcept;
+  [[nodiscard]] fi_addr_t src_of(conn* c) noexcept { return source_cap_ ? c->addr : addr_unspec; }
+  [[nodiscard]] std::string my_key(conn* c) const;
+
+  std::shared_ptr<domain_impl> dom_;
+  info info_;
+  config cfg_;
+  int lfd_ = -1;
+  listener lst_;
+  address name_{};
+  std::shared_ptr<spi::cq> txcq_, rxcq_;
+  std::shared_ptr<av_impl> av_;
+  bool enabled_ = false;
+  bool source_cap_ = false;
+
+  util::pool<tx_op> txp_{tx_size + 64};  // + protocol frames
+  util::pool<rx_op> rxp_{rx_size};
+  util::pool<unexp> uxp_{unexpected_count};
+  std::unique_ptr<std::uint8_t[]> ux_storage_;
+  util::ilist<rx_op> posted_msg_, posted_tag_;
+  util::ilist<unexp> ux_msg_, ux_tag_, claimed_;
+  std::vector<std::unique_ptr<conn>> conns_;
+  std::unordered_map<std::string, conn*> by_key_;
+  std::vector<conn*> by_addr_;
+  std::uint64_t av_version_ = 0;
+  std::vector<conn*> stalled_;
+  std::uint64_t next_tick_ = 0;
+  bool need_reap_ = false;
+};
+
+void conn::on_event(std::uint32_t events) noexcept { ep->on_conn_event(this, events); }
+void listener::on_event(std::uint32_t) noexcept { ep->on_accept(); }
+
+void set_socket_options(int fd, int timeout_ms) noexcept {
+  int one = 1;
+  (void)::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  unsigned to = static_cast<unsigned>(timeout_ms);
+  (void)::setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &to, sizeof to);
+}
+
+// ------------------------------------------------------------------ setup
+
+result<void> endpoint_impl::init() {
+  if (info_.ep.type != ep_type::rdm && info_.ep.type != ep_type::unspec)
+    return make_error(errc::not_supported, "this tcp endpoint type is not supported yet: use ep_type::rdm");
+  address bind_addr;
+  if (info_.src_addr) {
+    bind_addr = *info_.src_addr;
+  } else {
+    sockaddr_in any{};
+    any.sin_family = AF_INET;
+    any.sin_addr.s_addr = htonl(INADDR_ANY);
+    bind_addr = from_sockaddr(reinterpret_cast<sockaddr*>(&any));
+  }
+  sockaddr_storage ss;
+  socklen_t len;
+  if (!to_sockaddr(bind_addr, ss, len)) return make_error(errc::invalid_argument, "not a tcp source address");
+  lfd_ = ::socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (lfd_ < 0) return make_error(errc::io_error, std::string("socket: ") + std::strerror(errno));
+  int one = 1;
+  (void)::setsockopt(lfd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (::bind(lfd_, reinterpret_cast<sockaddr*>(&ss), len) != 0) {
+    int e = errno;
+    return make_error(e == EADDRINUSE ? errc::address_in_use : errc::io_error,
+                      "cannot listen on " + to_string(bind_addr) + ": " + std::strerror(e) +
+                          (e == EADDRINUSE ? " (choose another port, or 0 for any)" : ""));
+  }
+  if (::listen(lfd_, 512) != 0) return make_error(errc::io_error, std::string("listen: ") + std::strerror(errno));
+  sockaddr_storage me{};
+  socklen_t ml = sizeof me;
+  ::getsockname(lfd_, reinterpret_cast<sockaddr*>(&me), &ml);
+  name_ = from_sockaddr(reinterpret_cast<sockaddr*>(&me));
+  lst_.ep = this;
+  if (!dom_->eng().add(lfd_, &lst_, EPOLLIN)) return make_error(errc::io_error, "epoll_ctl failed");
+  source_cap_ = (info_.caps & cap::source) != 0;
+  ux_storage_.reset(new std::uint8_t[unexpected_count * inject_size]);
+  for (std::uint32_t i = 0; i < unexpected_count; ++i) uxp_.at(i)->payload = ux_storage_.get() + i * inject_size;
+  return {};
+}
+
+endpoint_impl::~endpoint_impl() {
+  if (txcq_) txcq_->detach(this);
+  if (rxcq_) rxcq_->detach(this);
+  for (auto& c : conns_)
+    if (c->fd >= 0) {
+      dom_->eng().del(c->fd);
+      ::close(c->fd);
+    }
+  if (lfd_ >= 0) {
+    dom_->eng().del(lfd_);
+    ::close(lfd_);
+  }
+}
+
+result<void> endpoint_impl::bind_cq(std::shared_ptr<spi::cq> q, std::uint64_t flags) {
+  if (enabled_) return make_error(errc::bad_state, "bind CQs before enable()");
+  if (flags & flag::transmit) txcq_ = q;
+  if (flags & flag::receive) rxcq_ = q;
+  q->attach(this);
+  return {};
+}
+
+result<void> endpoint_impl::bind_av(std::shared_ptr<spi::av> a) {
+  if (enabled_) return make_error(errc::bad_state, "bind the address vector before enable()");
+  auto p = std::dynamic_pointer_cast<av_impl>(a);
+  if (!p) return make_error(errc::invalid_argument, "the address vector belongs to another provider");
+  av_ = std::move(p);
+  return {};
+}
+
+result<void> endpoint_impl::enable() {
+  if (!txcq_ || !rxcq_)
+    return make_error(errc::bad_state, "bind a completion queue for transmit and receive before enable() "
+                                       "(bind(cq) binds both)");
+  enabled_ = true;
+  return {};
+}
+
+std::string endpoint_impl::my_key(conn* c) const {
+  // Our listening address as the peer sees it: an unspecified listening IP is
+  // replaced by this connection's local IP.
+  sockaddr_storage ss;
+  socklen_t len;
+  if (!to_sockaddr(name_, ss, len)) return {};
+  sockaddr_storage local{};
+  socklen_t ll = sizeof local;
+  if (::getsockname(c->fd, reinterpret_cast<sockaddr*>(&local), &ll) == 0) {
+    if (ss.ss_family == AF_INET && reinterpret_cast<sockaddr_in*>(&ss)->sin_addr.s_addr == htonl(INADDR_ANY) &&
+        local.ss_family == AF_INET)
+      reinterpret_cast<sockaddr_in*>(&ss)->sin_addr = reinterpret_cast<sockaddr_in*>(&local)->sin_addr;
+    if (ss.ss_family == AF_INET6 && local.ss_family == AF_INET6 &&
+        IN6_IS_ADDR_UNSPECIFIED(&reinterpret_cast<sockaddr_in6*>(&ss)->sin6_addr))
+      reinterpret_cast<sockaddr_in6*>(&ss)->sin6_addr = reinterpret_cast<sockaddr_in6*>(&local)->sin6_addr;
+  }
+  return key_of(from_sockaddr(reinterpret_cast<sockaddr*>(&ss)));
+}
+
+// ------------------------------------------------------------ connections
+
+conn* endpoint_impl::path(fi_addr_t a) noexcept {
+  if (av_->version() != av_version_) {
+    std::fill(by_addr_.begin(), by_addr_.end(), nullptr);
+    av_version_ = av_->version();
+  }
+  if (a < by_addr_.size() && by_addr_[a] && !by_addr_[a]->dead) return by_addr_[a];
+  const address* pa = av_->at(a);
+  if (!pa) return nullptr;
+  // First contact with this peer since the path was dropped: control path.
+  try {
+    std::string k = key_of(*pa);
+    conn* c = nullptr;
+    if (auto it = by_key_.find(k); it != by_key_.end() && !it->second->dead) c = it->second;
+    if (!c) c = open_conn(*pa, k, a);
+    if (!c) return nullptr;
+    if (a >= by_addr_.size()) by_addr_.resize(a + 1, nullptr);
+    by_addr_[a] = c;
+    c->addr = a;
+    return c;
+  } catch (...) {
+    return nullptr;
+  }
+}
+
+conn* endpoint_impl::open_conn(const address& peer, const std::string& key, fi_addr_t a) noexcept {
+  sockaddr_storage ss;
+  socklen_t len;
+  if (!to_sockaddr(peer, ss, len)) return nullptr;
+  int fd = ::socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return nullptr;
+  set_socket_options(fd, cfg_.timeout_ms);
+  auto c = std::make_unique<conn>();
+  c->ep = this;
+  c->fd = fd;
+  c->outgoing = true;
+  c->peer = peer;
+  c->key = key;
+  c->addr = a;
+  c->started = c->last_active = util::now_ns();
+  int rc = ::connect(fd, reinterpret_cast<sockaddr*>(&ss), len);
+  if (rc != 0 && errno != EINPROGRESS) {
+    ::close(fd);
+    return nullptr;
+  }
+  c->state = conn::st::connecting;
+  conn* raw = c.get();
+  conns_.push_back(std::move(c));
+  by_key_[key] = raw;
+  dom_->eng().add(fd, raw, EPOLLIN | EPOLLOUT);
+  raw->want_out = true;
+  // the hello is the first frame on the wire
+  wire::hello_body hb{};
+  sockaddr_storage me;
+  socklen_t ml;
+  if (!to_sockaddr(name_, me, ml)) return nullptr;
+  hb.magic = wire::hello_magic;
+  hb.ep_type = 2;
+  if (me.ss_family == AF_INET) {
+    auto* s = reinterpret_cast<sockaddr_in*>(&me);
+    hb.family = AF_INET;
+    hb.port = s->sin_port;
+    std::memcpy(hb.addr, &s->sin_addr, 4);
+  } else {
+    auto* s = reinterpret_cast<sockaddr_in6*>(&me);
+    hb.family = AF_INET6;
+    hb.port = s->sin6_port;
+    std::memcpy(hb.addr, &s->sin6_addr, 16);
+  }
+  queue_frame(raw, wire::op::hello, 0, &hb, sizeof hb);
+  return raw;
+}
+
+void endpoint_impl::on_accept() noexcept {
+  for (int i = 0; i < 64; ++i) {
+    int fd = ::accept4(lfd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) return;
+    set_socket_options(fd, cfg_.timeout_ms);
+    auto c = std::make_unique<conn>();
+    c->ep = this;
+    c->fd = fd;
+    c->outgoing = false;
+    c->state = conn::st::wait_hello;
+    c->started = c->last_active = util::now_ns();
+    dom_->eng().add(fd, c.get(), EPOLLIN);
+    conns_.push_back(std::move(c));
+  }
+}
+
+void endpoint_impl::queue_frame(conn* c, wire::op code, std::uint64_t data, const void* payload, std::size_t len,
+                                bool front) noexcept {
+  tx_op* op = txp_.get();
+  if (!op) {  // protocol frames have 64 spare operations; running out is a bug
+    fail_conn(c, errc::no_memory, "out of transmit operations for protocol frames");
+    return;
+  }
+  op->internal = true;
+  op->completion = false;
+  op->hdr = wire::frame_header{wire::magic, wire::version, static_cast<std::uint8_t>(code), 0, 0, len, 0, data};
+  std::memcpy(op->buf, payload, len);
+  op->iov[0] = {&op->hdr, sizeof op->hdr};
+  op->iov[1] = {op->buf, len};
+  op->iov_count = len ? 2 : 1;
+  op->total = sizeof op->hdr + len;
+  op->sent = 0;
+  if (front && !c->txq.empty() && c->txq.front()->sent == 0) {
+    // insert before the first unsent operation
+    util::ilist<tx_op> tmp;
+    while (tx_op* x = c->txq.front()) {
+      c->txq.erase(x);
+      tmp.push_back(x);
+    }
+    c->txq.push_back(op);
+    while (tx_op* x = tmp.front()) {
+      tmp.erase(x);
+      c->txq.push_back(x);
+    }
+  } else {
+    c->txq.push_back(op);
+  }
+  set_out(c, true);
+}
+
+void endpoint_impl::set_out(conn* c, bool on) noexcept {
+  if (c->want_out == on || c->fd < 0 || c->dead) return;
+  c->want_out = on;
+  dom_->eng().mod(c->fd, c, EPOLLIN | (on ? EPOLLOUT : 0u));
+}
+
+void endpoint_impl::on_conn_event(conn* c, std::uint32_t ev) noexcept {
+  if (c->dead) return;
+  if (c->state == conn::st::connecting) {
+    if (!(ev & (EPOLLOUT | EPOLLERR | EPOLLHUP))) return;
+    int err = 0;
+    socklen_t l = sizeof err;
+    ::getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &l);
+    if (err) {
+      char why[160];
+      std::snprintf(why, sizeof why, "cannot connect to %s: %s", to_string(c->peer).c_str(), std::strerror(err));
+      fail_conn(c, errno_to_errc(err), why);
+      return;
+    }
+    c->state = conn::st::wait_ack;
+  }
+  if (ev & EPOLLIN) read_conn(c);
+  if (c->dead) return;
+  if (ev & (EPOLLERR | EPOLLHUP)) {
+    int err = 0;
+    socklen_t l = sizeof err;
+    ::getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &l);
+    if (err || !(ev & EPOLLIN)) {
+      char why[160];
+      std::snprintf(why, sizeof why, "connection to %s lost: %s", to_string(c->peer).c_str(),
+                    err ? std::strerror(err) : "closed by the peer");
+      fail_conn(c, err ? errno_to_errc(err) : errc::peer_dead, why);
+      return;
+    }
+  }
+  if (ev & EPOLLOUT) flush(c);
+}
+
+// ------------------------------------------------------------------ sending
+
+void endpoint_impl::flush(conn* c) noexcept {
+  while (tx_op* op = c->txq.front()) {
+    const bool may_send = op->internal ? c->state != conn::st::connecting
+                                       : c->state == conn::st::established;
+    if (!may_send) break;
+    ::iovec v[max_iov + 1];
+    std::size_t n = slice_from(op->iov, op->iov_count, op->sent, op->total - op->sent, v, max_iov + 1);
+    msghdr mh{};
+    mh.msg_iov = v;
+    mh.msg_iovlen = n;
+    ssize_t w = ::sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (w < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        set_out(c, true);
+        return;
+      }
+      char why[160];
+      std::snprintf(why, sizeof why, "send to %s failed: %s", to_string(c->peer).c_str(), std::strerror(errno));
+      fail_conn(c, errno_to_errc(errno), why);
+      return;
+    }
+    op->sent += static_cast<std::size_t>(w);
+    c->last_active = util::now_ns();
+    if (op->sent < op->total) {
+      set_out(c, true);
+      return;
+    }
+    c->txq.erase(op);
+    complete_tx(op, errc::ok, "");
+  }
+  // Nothing more can be written now (empty, or waiting for the handshake).
+  set_out(c, false);
+  if (c->txq.empty() && c->close_after_flush) close_conn(c);
+}
+
+void endpoint_impl::complete_tx(tx_op* op, errc e, const char* why) noexcept {
+  if (op->completion) {
+    if (e == errc::ok) {
+      txcq_->push(cq_entry{op->ctx, op->flags, op->len, nullptr, 0, op->tag, addr_unspec});
+    } else {
+      cq_err_entry ee;
+      ee.context = op->ctx;
+      ee.flags = op->flags;
+      ee.tag = op->tag;
+      ee.err = e;
+      std::snprintf(ee.msg, sizeof ee.msg, "%s", why);
+      txcq_->push_error(ee);
+    }
+  }
+  ++op->gen;
+  txp_.put(op);
+}
+
+errc endpoint_impl::send(const msg_desc& m, std::uint64_t flags) noexcept {
+  if (!enabled_) [[unlikely]]
+    return errc::bad_state;
+  if (m.iov_count > max_iov || (!m.iov && m.iov_count)) [[unlikely]]
+    return errc::invalid_argument;
+  if (!av_ || !av_->at(m.addr)) [[unlikely]]
+    return errc::invalid_argument;
+  const std::size_t len = iov_total(m.iov, m.iov_count);
+  const bool inject = flags & flag::inject;
+  if (len > max_msg_size || (inject && len > inject_size)) return errc::too_big;
+  conn* c = path(m.addr);
+  if (!c) return errc::peer_dead;
+  tx_op* op = txp_.get();
+  if (!op || txp_.available() < 64) {  // keep room for protocol frames
+    if (op) txp_.put(op);
+    return errc::again;
+  }
+  if (!inject && !txcq_->reserve()) {
+    txp_.put(op);
+    return errc::again;
+  }
+  op->internal = false;
+  op->completion = !inject;
+  op->ctx = m.context;
+  op->flags = flag::send | (flags & (flag::msg | flag::tagged));
+  op->tag = m.tag;
+  op->len = len;
+  op->hdr = wire::frame_header{wire::magic, wire::version, static_cast<std::uint8_t>(wire::op::msg),
+                               static_cast<std::uint8_t>(((flags & flag::tagged) ? wire::flag::tagged : 0) |
+                                                         ((flags & flag::remote_cq_data) ? wire::flag::cq_data : 0)),
+                               0, len, m.tag, m.data};
+  op->iov[0] = {&op->hdr, sizeof op->hdr};
+  std::copy_n(m.iov, m.iov_count, op->iov + 1);
+  op->iov_count = m.iov_count + 1;
+  op->total = sizeof op->hdr + len;
+  op->sent = 0;
+  if (c->state == conn::st::established && c->txq.empty()) {
+    // fast path: one sendmsg
+    msghdr mh{};
+    mh.msg_iov = op->iov;
+    mh.msg_iovlen = op->iov_count;
+    ssize_t w = ::sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (w == static_cast<ssize_t>(op->total)) {
+      c->last_active = util::now_ns();
+      complete_tx(op, errc::ok, "");
+      return errc::ok;
+    }
+    if (w > 0) op->sent = static_cast<std::size_t>(w);
+    else if (errno != EAGAIN && errno != EWOULDBLOCK) {
+      if (!inject) txcq_->unreserve();
+      op->completion = false;
+      complete_tx(op, errc::ok, "");
+      char why[160];
+      std::snprintf(why, sizeof why, "send to %s failed: %s", to_string(c->peer).c_str(), std::strerror(errno));
+      fail_conn(c, errno_to_errc(errno), why);
+      return errc::peer_dead;
+    }
+  }
+  if (inject || len <= inject_size) {
+    // queued: keep our own copy of small payloads (inject returns at once)
+    gather(m.iov, m.iov_count, op->buf);
+    op->iov[1] = {op->buf, len};
+    op->iov_count = len ? 2 : 1;
+  }
+  c->txq.push_back(op);
+  set_out(c, true);
+  return errc::ok;
+}
+
+// ---------------------------------------------------------------- receiving
+
+void endpoint_impl::read_conn(conn* c) noexcept {
+  for (int rounds = 0; rounds < 16 && !c->dead && c->rstage != conn::rs::stalled; ++rounds) {
+    if (c->rpos == c->rend) {
+      c->rpos = c->rend = 0;
+      if (c->rstage == conn::rs::user) {
+        const std::size_t want = c->cur.len - c->pay_got;
+        const std::size_t room = c->pay_got < c->rx->cap ? c->rx->cap - c->pay_got : 0;
+        if (want >= direct_read_min && room >= direct_read_min) {
+          // large payload: straight into the receive buffer
+          ::iovec v[max_iov];
+          std::size_t n = slice_from(c->rx->iov, c->rx->iov_count, c->pay_got, std::min(want, room), v, max_iov);
+          ssize_t r = ::readv(c->fd, v, static_cast<int>(n));
+          if (r > 0) {
+            c->pay_got += static_cast<std::size_t>(r);
+            c->last_active = util::now_ns();
+            if (c->pay_got == c->cur.len) finish_user(c);
+            continue;
+          }
+          if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+          fail_conn(c, r == 0 ? errc::peer_dead : errno_to_errc(errno),
+                    r == 0 ? "connection closed by the peer in the middle of a message" : "receive failed");
+          return;
+        }
+      }
+      ssize_t r = ::recv(c->fd, c->rbuf.get(), rbuf_size, MSG_DONTWAIT);
+      if (r < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+        char why[160];
+        std::snprintf(why, sizeof why, "receive from %s failed: %s", to_string(c->peer).c_str(), std::strerror(errno));
+        fail_conn(c, errno_to_errc(errno), why);
+        return;
+      }
+      if (r == 0) {
+        const bool clean = c->rstage == conn::rs::header && c->hdr_got == 0;
+        if (clean && (c->state == conn::st::lost || c->state == conn::st::closing)) close_conn(c);
+        else fail_conn(c, errc::peer_dead, clean ? "the peer closed the connection" :
+                                                   "the peer closed the connection in the middle of a message");
+        return;
+      }
+      c->rend = static_cast<std::size_t>(r);
+      c->last_active = util::now_ns();
+    }
+    consume(c);
+  }
+}
+
+void endpoint_impl::consume(conn* c) noexcept {
+  while (c->rpos < c->rend && !c->dead) {
+    const std::uint8_t* p = c->rbuf.get() + c->rpos;
+    const std::size_t avail = c->rend - c->rpos;
+    switch (c->rstage) {
+      case conn::rs::header: {
+        const std::size_t take = std::min(avail, sizeof c->hdr - c->hdr_got);
+        std::memcpy(c->hdr + c->hdr_got, p, take);
+        c->hdr_got += take;
+        c->rpos += take;
+        if (c->hdr_got == sizeof c->hdr) {
+          c->hdr_got = 0;
+          on_header(c);
+        }
+        break;
+      }
+      case conn::rs::user: {
+        const std::size_t take = std::min(avail, c->cur.len - c->pay_got);
+        if (c->pay_got < c->rx->cap)
+          scatter(c->rx->iov, c->rx->iov_count, c->pay_got, p, std::min(take, c->rx->cap - c->pay_got));
+        c->pay_got += take;
+        c->rpos += take;
+        if (c->pay_got == c->cur.len) finish_user(c);
+        break;
+      }
+      case conn::rs::unexp: {
+        const std::size_t take = std::min(avail, c->cur.len - c->pay_got);
+        std::memcpy(c->ux->payload + c->pay_got, p, take);
+        c->pay_got += take;
+        c->rpos += take;
+        if (c->pay_got == c->cur.len) finish_unexp(c);
+        break;
+      }
+      case conn::rs::ctrl: {
+        const std::size_t take = std::min(avail, c->cur.len - c->pay_got);
+        std::memcpy(c->ctrl + c->pay_got, p, take);
+        c->pay_got += take;
+        c->rpos += take;
+        if (c->pay_got == c->cur.len) {
+          c->rstage = conn::rs::header;
+          on_ctrl(c);
+        }
+        break;
+      }
+      case conn::rs::discard: {
+        const std::size_t take = std::min(avail, c->cur.len - c->pay_got);
+        c->pay_got += take;
+        c->rpos += take;
+        if (c->pay_got == c->cur.len) c->rstage = conn::rs::header;
+        break;
+      }
+      case conn::rs::stalled: return;
+    }
+  }
+}
+
+void endpoint_impl::on_header(conn* c) noexcept {
+  wire::status s = wire::decode_header(c->hdr, sizeof c->hdr, max_msg_size, c->cur);
+  if (s != wire::status::ok) {
+    char why[160];
+    std::snprintf(why, sizeof why, "protocol error from %s: %s; connection dropped",
+                  c->key.empty() ? "an unidentified peer" : to_string(c->peer).c_str(), wire::to_string(s));
+    fail_conn(c, errc::io_error, why);
+    return;
+  }
+  const auto code = static_cast<wire::op>(c->cur.op);
+  const bool identified = c->state == conn::st::established || c->state == conn::st::closing ||
+                          (c->state == conn::st::lost && !c->key.empty());
+  c->pay_got = 0;
+  switch (code) {
+    case wire::op::hello:
+      if (c->outgoing || c->state != conn::st::wait_hello) {
+        fail_conn(c, errc::io_error, "protocol error: unexpected hello; connection dropped");
+        return;
+      }
+      c->rstage = conn::rs::ctrl;
+      break;
+    case wire::op::hello_ack:
+      if (!c->outgoing || c->state != conn::st::wait_ack) {
+        fail_conn(c, errc::io_error, "protocol error: unexpected hello_ack; connection dropped");
+        return;
+      }
+      c->rstage = conn::rs::ctrl;
+      if (c->cur.len == 0) {
+        c->rstage = conn::rs::header;
+        on_ctrl(c);
+      }
+      break;
+    case wire::op::msg:
+      if (!identified) {
+        fail_conn(c, errc::io_error, "protocol error: message before hello; connection dropped");
+        return;
+      }
+      (void)dispatch_msg(c);
+      break;
+    case wire::op::close_req:
+      if (!identified) {
+        fail_conn(c, errc::io_error, "protocol error: close before hello; connection dropped");
+        return;
+      }
+      c->rstage = conn::rs::header;
+      if (c->state == conn::st::closing) {
+        close_conn(c);  // both asked at once: each has read all of the other's data
+      } else if (c->state == conn::st::established && c->txq.empty()) {
+        // Idle here too: agree. Everything we sent precedes the close_ack.
+        c->state = conn::st::lost;
+        c->close_after_flush = true;
+        queue_frame(c, wire::op::close_ack, 0, nullptr, 0);
+        flush(c);
+      } else {
+        queue_frame(c, wire::op::close_ack, 1, nullptr, 0);  // busy: refuse
+        flush(c);
+      }
+      break;
+    case wire::op::close_ack:
+      c->rstage = conn::rs::header;
+      if (c->state != conn::st::closing || c->cur.data > 1) {
+        fail_conn(c, errc::io_error, "protocol error: unexpected close_ack; connection dropped");
+        return;
+      }
+      if (c->cur.data == 1) {  // refused: carry on, with what was queued meanwhile
+        c->state = conn::st::established;
+        c->last_active = util::now_ns();
+        flush(c);
+      } else {
+        close_conn(c);
+      }
+      break;
+  }
+}
+
+bool endpoint_impl::dispatch_msg(conn* c) noexcept {
+  const bool tagged = c->cur.flags & wire::flag::tagged;
+  auto& pl = tagged ? posted_tag_ : posted_msg_;
+  rx_op* r = pl.find([&](const rx_op& x) {
+    return util::source_matches(x.src_filter, c->addr) && (!tagged || util::tag_matches(x.tag, x.ignore, c->cur.tag));
+  });
+  if (r) {
+    pl.erase(r);
+    c->rx = r;
+    c->rstage = conn::rs::user;
+    if (c->cur.len == 0) finish_user(c);
+    return true;
+  }
+  unexp* u = uxp_.get();
+  if (!u) {  // no room for it: leave it in the socket until there is
+    c->rstage = conn::rs::stalled;
+    if (!c->in_list) {
+      stalled_.push_back(c);
+      c->in_list = true;
+    }
+    return false;
+  }
+  u->flags = c->cur.flags;
+  u->len = c->cur.len;
+  u->tag = c->cur.tag;
+  u->data = c->cur.data;
+  u->src = c->addr;
+  u->claim_ctx = nullptr;
+  if (c->cur.len <= inject_size) {
+    u->stalled = nullptr;
+    c->ux = u;
+    c->rstage = conn::rs::unexp;
+    if (c->cur.len == 0) finish_unexp(c);
+  } else {
+    // large: the list entry stands for it; the bytes wait in the socket
+    u->stalled = c;
+    c->rstage = conn::rs::stalled;
+    (tagged ? ux_tag_ : ux_msg_).push_back(u);
+  }
+  return true;
+}
+
+void endpoint_impl::finish_user(conn* c) noexcept {
+  rx_op* r = c->rx;
+  c->rx = nullptr;
+  c->rstage = conn::rs::header;
+  complete_rx(r, std::min<std::size_t>(c->cur.len, r->cap), c->cur.len, c->cur.flags, c->cur.tag, c->cur.data,
+              c->addr);
+}
+
+void endpoint_impl::finish_unexp(conn* c) noexcept {
+  unexp* u = c->ux;
+  c->ux = nullptr;
+  c->rstage = conn::rs::header;
+  ((u->flags & wire::flag::tagged) ? ux_tag_ : ux_msg_).push_back(u);
+}
+
+void endpoint_impl::complete_rx(rx_op* r, std::size_t copied, std::size_t msg_len, std::uint8_t flags,
+                                std::uint64_t tag, std::uint64_t data, fi_addr_t src) noexcept {
+  const std::uint64_t f = r->flags | ((flags & wire::flag::cq_data) ? flag::remote_cq_data : 0);
+  void* buf = r->iov_count ? r->iov[0].iov_base : nullptr;
+  if (copied < msg_len) {
+    cq_err_entry e;
+    e.context = r->ctx;
+    e.flags = f;
+    e.len = copied;
+    e.buf = buf;
+    e.data = data;
+    e.tag = tag;
+    e.olen = msg_len - copied;
+    e.err = errc::truncated;
+    std::snprintf(e.msg, sizeof e.msg, "message of %zu bytes truncated to the %zu-byte receive buffer", msg_len,
+                  copied);
+    rxcq_->push_error(e);
+  } else {
+    rxcq_->push(cq_entry{r->ctx, f, copied, buf, data, tag, source_cap_ ? src : addr_unspec});
+  }
+  ++r->gen;
+  rxp_.put(r);
+}
+
+void endpoint_impl::rx_error(rx_op* r, errc err, const char* why) noexcept {
+  cq_err_entry e;
+  e.context = r->ctx;
+  e.flags = r->flags;
+  e.buf = r->iov_count ? r->iov[0].iov_base : nullptr;
+  e.err = err;
+  std::snprintf(e.msg, sizeof e.msg, "%s", why);
+  rxcq_->push_error(e);
+  ++r->gen;
+  rxp_.put(r);
+}
+
+void endpoint_impl::deliver_unexpected(rx_op* r, unexp* u) noexcept {
+  if (u->stalled) {
+    conn* c = u->stalled;
+    u->stalled = nullptr;
+    uxp_.put(u);
+    c->rx = r;
+    c->rstage = conn::rs::user;
+    consume(c);  // bytes already buffered, then the socket
+    if (!c->dead && c->rstage != conn::rs::stalled) read_conn(c);
+    return;
+  }
+  const std::size_t n = std::min(u->len, r->cap);
+  scatter(r->iov, r->iov_count, 0, u->payload, n);
+  complete_rx(r, n, u->len, u->flags, u->tag, u->data, u->src);
+  uxp_.put(u);
+  resume_stalled();
+}
+
+void endpoint_impl::drop_unexpected(unexp* u) noexcept {
+  if (u->stalled) {
+    conn* c = u->stalled;
+    u->stalled = nullptr;
+    c->rstage = conn::rs::discard;
+    if (c->cur.len == 0) c->rstage = conn::rs::header;
+    consume(c);
+    if (!c->dead) read_conn(c);
+  }
+  u->claim_ctx = nullptr;
+  uxp_.put(u);
+  resume_stalled();
+}
+
+void endpoint_impl::resume_stalled() noexcept {
+  // Connections stalled for lack of unexpected buffers (not those whose
+  // large message waits for a receive: their header is in an unexp entry).
+  for (std::size_t i = 0; i < stalled_.size();) {
+    conn* c = stalled_[i];
+    if (c->dead || c->rstage != conn::rs::stalled || uxp_.available() == 0) {
+      if (c->dead || c->rstage != conn::rs::stalled) {
+        c->in_list = false;
+        stalled_.erase(stalled_.begin() + static_cast<long>(i));
+        continue;
+      }
+      return;
+    }
+    c->in_list = false;
+    stalled_.erase(stalled_.begin() + static_cast<long>(i));
+    c->rstage = conn::rs::header;
+    if (dispatch_msg(c)) {
+      consume(c);
+      if (!c->dead) read_conn(c);
+    }
+  }
+}
+
+errc endpoint_impl::recv(const msg_desc& m, std::uint64_t flags) noexcept {
+  if (!enabled_) [[unlikely]]
+    return errc::bad_state;
+  if (m.iov_count > max_iov || (!m.iov && m.iov_count)) [[unlikely]]
+    return errc::invalid_argument;
+  fi_addr_t src = util::any_source;
+  if (m.addr != addr_unspec) {
+    if (!av_ || !av_->at(m.addr)) return errc::invalid_argument;
+    src = m.addr;
+  }
+  const bool tagged = flags & flag::tagged;
+  if (tagged && (flags & (flag::peek | flag::claim))) return peek_claim(m, flags, src);
+  rx_op* r = rxp_.get();
+  if (!r) return errc::again;
+  if (!rxcq_->reserve()) {
+    rxp_.put(r);
+    return errc::again;
+  }
+  r->ctx = m.context;
+  r->flags = flag::recv | (tagged ? flag::tagged : flag::msg);
+  std::copy_n(m.iov, m.iov_count, r->iov);
+  r->iov_count = m.iov_count;
+  r->cap = iov_total(m.iov, m.iov_count);
+  r->src_filter = src;
+  r->tag = m.tag;
+  r->ignore = m.ignore;
+  auto& uxl = tagged ? ux_tag_ : ux_msg_;
+  unexp* u = uxl.find([&](const unexp& x) {
+    return util::source_matches(src, x.src) && (!tagged || util::tag_matches(m.tag, m.ignore, x.tag));
+  });
+  if (u) {
+    uxl.erase(u);
+    deliver_unexpected(r, u);
+    return errc::ok;
+  }
+  (tagged ? posted_tag_ : posted_msg_).push_back(r);
+  return errc::ok;
+}
+
+errc endpoint_impl::peek_claim(const msg_desc& m, std::uint64_t flags, fi_addr_t src) noexcept {
+  if (!rxcq_->reserve()) return errc::again;
+  const std::uint64_t cflags = flag::recv | flag::tagged;
+  if (flags & flag::peek) {
+    progress();
+    unexp* u = ux_tag_.find([&](const unexp& x) {
+      return util::source_matches(src, x.src) && util::tag_matches(m.tag, m.ignore, x.tag);
+    });
+    if (!u) {
+      cq_err_entry e;
+      e.context = m.context;
+      e.flags = cflags;
+      e.tag = m.tag;
+      e.err = errc::no_message;
+      std::snprintf(e.msg, sizeof e.msg, "peek: no unexpected message matches tag 0x%llx",
+                    static_cast<unsigned long long>(m.tag));
+      rxcq_->push_error(e);
+      return errc::ok;
+    }
+    cq_entry c{m.context, cflags | ((u->flags & wire::flag::cq_data) ? flag::remote_cq_data : 0), u->len, nullptr,
+               u->data, u->tag, source_cap_ ? u->src : addr_unspec};
+    if (flags & flag::discard) {
+      ux_tag_.erase(u);
+      drop_unexpected(u);
+    } else if (flags & flag::claim) {
+      ux_tag_.erase(u);
+      u->claim_ctx = m.context;
+      claimed_.push_back(u);
+    }
+    rxcq_->push(c);
+    return errc::ok;
+  }
+  unexp* u = claimed_.find([&](const unexp& x) { return x.claim_ctx == m.context; });
+  if (!u) {
+    rxcq_->unreserve();
+    return errc::not_found;
+  }
+  if (flags & flag::discard) {
+    claimed_.erase(u);
+    rxcq_->push(cq_entry{m.context, cflags, 0, nullptr, u->data, u->tag, source_cap_ ? u->src : addr_unspec});
+    drop_unexpected(u);
+    return errc::ok;
+  }
+  rx_op* r = rxp_.get();
+  if (!r) {
+    rxcq_->unreserve();
+    return errc::again;
+  }
+  claimed_.erase(u);
+  r->ctx = m.context;
+  r->flags = cflags;
+  std::copy_n(m.iov, m.iov_count, r->iov);
+  r->iov_count = m.iov_count;
+  r->cap = iov_total(m.iov, m.iov_count);
+  deliver_unexpected(r, u);
+  return errc::ok;
+}
+
+errc endpoint_impl::cancel(void* context) noexcept {
+  for (auto* l : {&posted_msg_, &posted_tag_}) {
+    rx_op* r = l->find([&](const rx_op& x) { return x.ctx == context; });
+    if (!r) continue;
+    l->erase(r);
+    rx_error(r, errc::canceled, "receive canceled by cancel()");
+    return errc::ok;
+  }
+  return errc::not_found;
+}
+
+// --------------------------------------------------------- hello handshake
+
+void endpoint_impl::on_ctrl(conn* c) noexcept {
+  if (static_cast<wire::op>(c->cur.op) == wire::op::hello) handle_hello(c);
+  else handle_hello_ack(c);
+}
+
+void endpoint_impl::handle_hello(conn* c) noexcept {
+  wire::hello_body hb;
+  if (wire::decode_hello(c->ctrl, c->cur.len, hb) != wire::status::ok || hb.ep_type != 2) {
+    queue_frame(c, wire::op::hello_ack, static_cast<std::uint64_t>(wire::hello_status::bad_request), nullptr, 0);
+    c->close_after_flush = true;
+    c->state = conn::st::lost;
+    flush(c);
+    return;
+  }
+  // The peer's listening address; an unspecified IP is the connection's source.
+  sockaddr_storage peer{};
+  socklen_t pl = sizeof peer;
+  ::getpeername(c->fd, reinterpret_cast<sockaddr*>(&peer), &pl);
+  sockaddr_storage lis{};
+  if (hb.family == AF_INET) {
+    auto* s = reinterpret_cast<sockaddr_in*>(&lis);
+    s->sin_family = AF_INET;
+    s->sin_port = hb.port;
+    std::memcpy(&s->sin_addr, hb.addr, 4);
+    if (s->sin_addr.s_addr == htonl(INADDR_ANY) && peer.ss_family == AF_INET)
+      s->sin_addr = reinterpret_cast<sockaddr_in*>(&peer)->sin_addr;
+  } else {
+    auto* s = reinterpret_cast<sockaddr_in6*>(&lis);
+    s->sin6_family = AF_INET6;
+    s->sin6_port = hb.port;
+    std::memcpy(&s->sin6_addr, hb.addr, 16);
+    if (IN6_IS_ADDR_UNSPECIFIED(&s->sin6_addr) && peer.ss_family == AF_INET6)
+      s->sin6_addr = reinterpret_cast<sockaddr_in6*>(&peer)->sin6_addr;
+  }
+  c->peer = from_sockaddr(reinterpret_cast<sockaddr*>(&lis));
+  try {
+    c->key = key_of(c->peer);
+    const fi_addr_t a = av_ ? av_->reverse(c->peer) : addr_notavail;
+    conn* existing = nullptr;
+    if (auto it = by_key_.find(c->key); it != by_key_.end() && it->second != c && !it->second->dead)
+      existing = it->second;
+    if (existing && existing->outgoing &&
+        (existing->state == conn::st::connecting || existing->state == conn::st::wait_ack) && my_key(c) < c->key) {
+      // Both connected at once and ours wins: the peer will use it.
+      queue_frame(c, wire::op::hello_ack, static_cast<std::uint64_t>(wire::hello_status::duplicate), nullptr, 0);
+      c->state = conn::st::lost;
+      c->close_after_flush = true;
+      flush(c);
+      return;
+    }
+    if (existing && !existing->dup_loser &&
+        (existing->state == conn::st::closing || existing->state == conn::st::lost)) {
+      // The old connection is still closing: read this one only after it, so
+      // that no message overtakes an older one.
+      c->held = true;
+      c->rstage = conn::rs::stalled;
+      return;
+    }
+    adopt(c, a);
+    queue_frame(c, wire::op::hello_ack, static_cast<std::uint64_t>(wire::hello_status::ok), nullptr, 0, true);
+    if (existing) {
+      // Ours lost the simultaneous connect (or is a stale path): its queued
+      // messages move over, in order; it closes without carrying data.
+      move_user_ops(existing, c);
+      existing->state = conn::st::lost;
+      if (existing->txq.empty()) close_conn(existing);
+      else existing->close_after_flush = true;
+    }
+    flush(c);
+  } catch (...) {
+    fail_conn(c, errc::no_memory, "out of memory accepting a connection");
+  }
+}
+
+void endpoint_impl::handle_hello_ack(conn* c) noexcept {
+  const auto st = static_cast<wire::hello_status>(c->cur.data);
+  if (st == wire::hello_status::ok) {
+    c->state = conn::st::established;
+    flush(c);
+    return;
+  }
+  if (st == wire::hello_status::duplicate) {
+    // The peer's connection to us wins; our messages go there once it is known.
+    c->state = conn::st::lost;
+    c->dup_loser = true;
+    auto it = by_key_.find(c->key);
+    if (it != by_key_.end() && it->second != c && !it->second->dead) {
+      move_user_ops(c, it->second);
+      flush(it->second);
+    } else {
+      // The winner has not been accepted yet: keep the queue until it is
+      // (handle_hello moves it), the connect timeout bounds the wait.
+      c->started = util::now_ns();
+      return;
+    }
+    close_conn(c);
+    return;
+  }
+  fail_conn(c, errc::io_error, "the peer refused the connection (bad hello)");
+}
+
+void endpoint_impl::adopt(conn* c, fi_addr_t a) noexcept {
+  c->state = conn::st::established;
+  c->addr = a;
+  by_key_[c->key] = c;
+  if (a != addr_notavail && a != addr_unspec) {
+    if (a >= by_addr_.size()) by_addr_.resize(a + 1, nullptr);
+    by_addr_[a] = c;
+  }
+}
+
+void endpoint_impl::move_user_ops(conn* from, conn* to) noexcept {
+  for (tx_op* op = from->txq.front(); op;) {
+    tx_op* next = from->txq.next(op);
+    if (!op->internal && op->sent == 0) {
+      from->txq.erase(op);
+      to->txq.push_back(op);
+    }
+    op = next;
+  }
+  set_out(to, !to->txq.empty());
+}
+
+// ------------------------------------------------------------- teardown
+
+void endpoint_impl::close_conn(conn* c) noexcept {
+  if (c->dead) return;
+  // user messages still queued (deferred during an idle close) get a new path
+  util::ilist<tx_op> keep;
+  for (tx_op* op = c->txq.front(); op;) {
+    tx_op* next = c->txq.next(op);
+    c->txq.erase(op);
+    if (!op->internal && op->sent == 0) keep.push_back(op);
+    else complete_tx(op, op->internal ? errc::ok : errc::peer_dead, "connection closed before the message left");
+    op = next;
+  }
+  c->dead = true;
+  need_reap_ = true;
+  if (c->fd >= 0) {
+    dom_->eng().del(c->fd);
+    ::close(c->fd);
+    c->fd = -1;
+  }
+  if (auto it = by_key_.find(c->key); it != by_key_.end() && it->second == c) by_key_.erase(it);
+  if (c->addr < by_addr_.size() && by_addr_[c->addr] == c) by_addr_[c->addr] = nullptr;
+  // a new connection from the same peer waited for this one: take it now
+  for (std::size_t i = 0; i < conns_.size(); ++i) {
+    conn* h = conns_[i].get();
+    if (h->held && !h->dead && h->key == c->key) {
+      h->held = false;
+      h->rstage = conn::rs::header;
+      handle_hello(h);
+      if (!h->dead && h->rstage != conn::rs::stalled) {
+        consume(h);
+        if (!h->dead) read_conn(h);
+      }
+      break;
+    }
+  }
+  if (!keep.empty()) {
+    conn* n = nullptr;
+    if (auto it = by_key_.find(c->key); it != by_key_.end() && !it->second->dead) n = it->second;
+    if (!n && !c->key.empty()) {
+      try {
+        n = open_conn(c->peer, c->key, c->addr);
+      } catch (...) {
+        n = nullptr;
+      }
+    }
+    while (tx_op* op = keep.front()) {
+      keep.erase(op);
+      if (n) n->txq.push_back(op);
+      else complete_tx(op, errc::peer_dead, "cannot reconnect to the peer");
+    }
+    if (n) set_out(n, true);
+  }
+}
+
+void endpoint_impl::fail_conn(conn* c, errc e, const char* why) noexcept {
+  if (c->dead) return;
+  while (tx_op* op = c->txq.front()) {
+    c->txq.erase(op);
+    complete_tx(op, e, why);
+  }
+  if (c->rstage == conn::rs::user && c->rx) {
+    rx_error(c->rx, e, why);
+    c->rx = nullptr;
+  }
+  if (c->rstage == conn::rs::unexp && c->ux) {
+    uxp_.put(c->ux);
+    c->ux = nullptr;
+  }
+  // large unexpected messages still in this socket are gone
+  for (auto* l : {&ux_msg_, &ux_tag_, &claimed_}) {
+    for (unexp* u = l->front(); u;) {
+      unexp* next = l->next(u);
+      if (u->stalled == c) {
+        l->erase(u);
+        u->stalled = nullptr;
+        uxp_.put(u);
+      }
+      u = next;
+    }
+  }
+  c->rstage = conn::rs::header;
+  close_conn(c);
+}
+
+void endpoint_impl::reap() noexcept {
+  need_reap_ = false;
+  std::erase_if(stalled_, [](conn* c) { return c->dead; });
+  std::erase_if(conns_, [](const std::unique_ptr<conn>& c) { return c->dead; });
+}
+
+void endpoint_impl::tick(std::uint64_t now) noexcept {
+  const std::uint64_t to = static_cast<std::uint64_t>(cfg_.timeout_ms) * 1'000'000ull;
+  const std::uint64_t idle = static_cast<std::uint64_t>(cfg_.idle_ms) * 1'000'000ull;
+  for (std::size_t i = 0; i < conns_.size(); ++i) {
+    conn* c = conns_[i].get();
+    if (c->dead) continue;
+    const bool handshaking = c->state == conn::st::connecting || c->state == conn::st::wait_ack ||
+                             c->state == conn::st::wait_hello ||
+                             c->held || (c->dup_loser && !c->txq.empty());
+    if (handshaking && now - c->started > to) {
+      char why[160];
+      std::snprintf(why, sizeof why, "connection to %s timed out after %d ms",
+                    c->key.empty() ? "a peer" : to_string(c->peer).c_str(), cfg_.timeout_ms);
+      fail_conn(c, errc::timed_out, why);
+      continue;
+    }
+    if (idle && c->state == conn::st::established && c->txq.empty() && c->rstage == conn::rs::header &&
+        c->hdr_got == 0 && c->rpos == c->rend && now - c->last_active > idle) {
+      c->state = conn::st::closing;  // new sends queue here, then move to a new connection
+      queue_frame(c, wire::op::close_req, 0, nullptr, 0);
+      flush(c);
+    }
+  }
+}
+
+void endpoint_impl::progress() noexcept {
+  dom_->eng().poll();
+  const std::uint64_t now = util::now_ns();
+  if (now >= next_tick_) {
+    next_tick_ = now + tick_ns;
+    tick(now);
+  }
+  if (need_reap_) reap();
+}
+
+}  // namespace
+
+result<std::shared_ptr<spi::endpoint>> domain_impl::open_endpoint(const info& i) {
+  if (i.fabric.prov_name != "tcp")
+    return make_error(errc::invalid_argument, "info is for provider '" + i.fabric.prov_name + "', not tcp");
+  auto ep = std::make_shared<endpoint_impl>(shared_from_this(), i);
+  if (auto r = ep->init(); !r) return std::unexpected(r.error());
+  return ep;
+}
+
+}  // namespace weft::prov::tcp

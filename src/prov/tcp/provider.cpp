@@ -1,0 +1,244 @@
+// tcp provider: registration, discovery, addresses, epoll engine, address vector.
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+
+#include "prov/tcp/tcp.hpp"
+
+namespace weft::prov::tcp {
+
+namespace {
+constexpr std::uint32_t version = 1;
+
+int env_int(const char* name, int def) {
+  const char* s = std::getenv(name);
+  return s && *s ? std::atoi(s) : def;
+}
+
+info base_info() {
+  info i;
+  i.caps = cap::msg | cap::tagged | cap::source | cap::directed_recv | cap::remote_cq_data | cap::local_comm |
+           cap::remote_comm;
+  i.fabric = {"tcp", "tcp", version};
+  i.domain.name = "tcp";
+  i.domain.max_ep_count = 1024;
+  i.ep.type = ep_type::rdm;
+  i.ep.max_msg_size = max_msg_size;
+  i.tx = {tx_size, inject_size, max_iov};
+  i.rx = {rx_size, max_iov, unexpected_count * inject_size};
+  i.format = addr_format::inet;
+  return i;
+}
+
+result<std::vector<info>> get_info(const hints& h) {
+  info i = base_info();
+  std::uint16_t port = 0;
+  if (h.port) port = *h.port;
+  else if (!h.service.empty()) port = static_cast<std::uint16_t>(std::strtoul(h.service.c_str(), nullptr, 10));
+  if (h.source) {
+    auto a = resolve(h.node, port, true);
+    if (!a) return std::unexpected(a.error());
+    i.src_addr = *a;
+    i.src_port = port;
+    i.format = a->format;
+  } else if (!h.node.empty() || port) {
+    if (port == 0) return make_error(errc::invalid_argument, "tcp needs a port to reach node '" + h.node + "'");
+    auto a = resolve(h.node.empty() ? "localhost" : h.node, port, false);
+    if (!a) return std::unexpected(a.error());
+    i.dest_addr = *a;
+    i.format = a->format;
+  }
+  return std::vector<info>{i};
+}
+
+class fabric_impl final : public spi::fabric {
+ public:
+  result<std::shared_ptr<spi::domain>> open_domain(const info& i) override {
+    if (i.fabric.prov_name != "tcp")
+      return make_error(errc::invalid_argument, "info is for provider '" + i.fabric.prov_name + "', not tcp");
+    auto d = std::make_shared<domain_impl>(load_config());
+    if (d->eng().fd() < 0)
+      return make_error(errc::io_error, std::string("epoll_create1 failed: ") + std::strerror(errno));
+    return d;
+  }
+};
+}  // namespace
+
+config load_config() {
+  config c;
+  c.timeout_ms = env_int("WEFT_TCP_TIMEOUT_MS", c.timeout_ms);
+  c.idle_ms = env_int("WEFT_TCP_IDLE_MS", c.idle_ms);
+  if (c.timeout_ms < 1) c.timeout_ms = 1;
+  if (c.idle_ms < 0) c.idle_ms = 0;
+  return c;
+}
+
+spi::provider make_provider() {
+  spi::provider p;
+  p.name = "tcp";
+  p.version = version;
+  p.get_info = get_info;
+  p.open_fabric = [](const info&) -> result<std::shared_ptr<spi::fabric>> {
+    return std::make_shared<fabric_impl>();
+  };
+  return p;
+}
+
+// ---- addresses
+
+address from_sockaddr(const sockaddr* sa) noexcept {
+  address a;
+  if (sa->sa_family == AF_INET) {
+    a.format = addr_format::inet;
+    a.size = sizeof(sockaddr_in);
+  } else if (sa->sa_family == AF_INET6) {
+    a.format = addr_format::inet6;
+    a.size = sizeof(sockaddr_in6);
+  } else {
+    return a;
+  }
+  std::memcpy(a.bytes.data(), sa, a.size);
+  return a;
+}
+
+bool to_sockaddr(const address& a, sockaddr_storage& ss, socklen_t& len) noexcept {
+  std::memset(&ss, 0, sizeof ss);
+  if (a.format == addr_format::inet && a.size == sizeof(sockaddr_in)) {
+    std::memcpy(&ss, a.bytes.data(), a.size);
+    len = sizeof(sockaddr_in);
+    return ss.ss_family == AF_INET;
+  }
+  if (a.format == addr_format::inet6 && a.size == sizeof(sockaddr_in6)) {
+    std::memcpy(&ss, a.bytes.data(), a.size);
+    len = sizeof(sockaddr_in6);
+    return ss.ss_family == AF_INET6;
+  }
+  return false;
+}
+
+std::string key_of(const address& a) {
+  sockaddr_storage ss;
+  socklen_t len;
+  if (!to_sockaddr(a, ss, len)) return {};
+  std::string k;
+  if (ss.ss_family == AF_INET) {
+    auto* s = reinterpret_cast<sockaddr_in*>(&ss);
+    k.assign("4");
+    k.append(reinterpret_cast<const char*>(&s->sin_addr), 4);
+    k.append(reinterpret_cast<const char*>(&s->sin_port), 2);
+  } else {
+    auto* s = reinterpret_cast<sockaddr_in6*>(&ss);
+    k.assign("6");
+    k.append(reinterpret_cast<const char*>(&s->sin6_addr), 16);
+    k.append(reinterpret_cast<const char*>(&s->sin6_port), 2);
+  }
+  return k;
+}
+
+result<address> resolve(const std::string& node, std::uint16_t port, bool passive) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = (passive ? AI_PASSIVE : 0) | AI_NUMERICSERV;
+  addrinfo* res = nullptr;
+  const std::string svc = std::to_string(port);
+  int rc = ::getaddrinfo(node.empty() ? nullptr : node.c_str(), svc.c_str(), &hints, &res);
+  if (rc != 0)
+    return make_error(errc::not_found, "cannot resolve '" + node + "': " + ::gai_strerror(rc));
+  address a;
+  for (addrinfo* r = res; r; r = r->ai_next) {  // IPv4 first when both exist
+    if (r->ai_family == AF_INET) {
+      a = from_sockaddr(r->ai_addr);
+      break;
+    }
+    if (r->ai_family == AF_INET6 && a.size == 0) a = from_sockaddr(r->ai_addr);
+  }
+  ::freeaddrinfo(res);
+  if (a.size == 0) return make_error(errc::not_found, "'" + node + "' has no IPv4 or IPv6 address");
+  return a;
+}
+
+// ---- engine
+
+engine::engine() : epfd_(::epoll_create1(EPOLL_CLOEXEC)) {}
+engine::~engine() {
+  if (epfd_ >= 0) ::close(epfd_);
+}
+
+bool engine::add(int fd, handler* h, std::uint32_t events) noexcept {
+  epoll_event ev{};
+  ev.events = events;
+  ev.data.ptr = h;
+  return ::epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev) == 0;
+}
+bool engine::mod(int fd, handler* h, std::uint32_t events) noexcept {
+  epoll_event ev{};
+  ev.events = events;
+  ev.data.ptr = h;
+  return ::epoll_ctl(epfd_, EPOLL_CTL_MOD, fd, &ev) == 0;
+}
+void engine::del(int fd) noexcept { ::epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, nullptr); }
+
+int engine::poll() noexcept {
+  if (in_poll_) return 0;
+  in_poll_ = true;
+  epoll_event evs[64];
+  int n = ::epoll_wait(epfd_, evs, 64, 0);
+  for (int i = 0; i < n; ++i) static_cast<handler*>(evs[i].data.ptr)->on_event(evs[i].events);
+  in_poll_ = false;
+  return n < 0 ? 0 : n;
+}
+
+// ---- domain and address vector
+
+result<std::shared_ptr<spi::av>> domain_impl::open_av(const spi::av_attr& a) {
+  return std::make_shared<av_impl>(shared_from_this(), a);
+}
+
+result<fi_addr_t> av_impl::insert(const address& a) {
+  std::string k = key_of(a);
+  if (k.empty()) return make_error(errc::invalid_argument, "address '" + to_string(a) + "' is not a tcp address");
+  if (auto it = rev_.find(k); it != rev_.end()) return it->second;
+  fi_addr_t h;
+  if (!free_.empty()) {
+    h = free_.back();
+    free_.pop_back();
+  } else {
+    h = table_.size();
+    table_.emplace_back();
+  }
+  table_[h] = entry{a, true};
+  rev_[k] = h;
+  return h;
+}
+
+result<void> av_impl::remove(fi_addr_t a) {
+  if (a >= table_.size() || !table_[a].used)
+    return make_error(errc::not_found, "address handle " + std::to_string(a) + " is not in this address vector");
+  rev_.erase(key_of(table_[a].a));
+  table_[a] = entry{};
+  free_.push_back(a);
+  ++version_;
+  return {};
+}
+
+result<address> av_impl::lookup(fi_addr_t a) const {
+  if (a >= table_.size() || !table_[a].used)
+    return make_error(errc::not_found, "address handle " + std::to_string(a) + " is not in this address vector");
+  return table_[a].a;
+}
+
+fi_addr_t av_impl::reverse(const address& a) {
+  if (auto it = rev_.find(key_of(a)); it != rev_.end()) return it->second;
+  if (!attr_.auto_insert) return addr_notavail;
+  auto r = insert(a);
+  return r ? *r : addr_notavail;
+}
+
+}  // namespace weft::prov::tcp

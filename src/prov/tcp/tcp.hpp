@@ -1,0 +1,106 @@
+#pragma once
+// tcp provider internals: addresses, the per-domain epoll engine, the address
+// vector, and the endpoint (RDM: connections made on demand).
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "prov/tcp/wire.hpp"
+#include "util/list.hpp"
+#include "weft/spi/provider.hpp"
+
+namespace weft::prov::tcp {
+
+inline constexpr std::size_t max_iov = 16;
+inline constexpr std::size_t tx_size = 256;
+inline constexpr std::size_t rx_size = 256;
+inline constexpr std::size_t unexpected_count = 256;
+inline constexpr std::size_t inject_size = 8192;     // also: unexpected messages buffered up to this size
+inline constexpr std::size_t max_msg_size = std::size_t{1} << 32;
+
+struct config {
+  int timeout_ms = 10000;  // connect timeout and TCP_USER_TIMEOUT (WEFT_TCP_TIMEOUT_MS)
+  int idle_ms = 60000;     // close idle RDM connections after this (WEFT_TCP_IDLE_MS, 0: never)
+};
+[[nodiscard]] config load_config();
+
+// Addresses are raw sockaddr_in / sockaddr_in6 bytes.
+[[nodiscard]] address from_sockaddr(const sockaddr* sa) noexcept;
+[[nodiscard]] bool to_sockaddr(const address& a, sockaddr_storage& ss, socklen_t& len) noexcept;
+// family, port and IP as a compact comparable key.
+[[nodiscard]] std::string key_of(const address& a);
+[[nodiscard]] result<address> resolve(const std::string& node, std::uint16_t port, bool passive);
+
+// Something the engine wakes up for an epoll event.
+class handler {
+ public:
+  virtual ~handler() = default;
+  virtual void on_event(std::uint32_t events) noexcept = 0;
+};
+
+// One epoll progress engine per domain.
+class engine {
+ public:
+  engine();
+  ~engine();
+  engine(const engine&) = delete;
+  engine& operator=(const engine&) = delete;
+  [[nodiscard]] int fd() const noexcept { return epfd_; }
+  bool add(int fd, handler* h, std::uint32_t events) noexcept;
+  bool mod(int fd, handler* h, std::uint32_t events) noexcept;
+  void del(int fd) noexcept;
+  // Dispatches ready events (no waiting). Returns how many.
+  int poll() noexcept;
+
+ private:
+  int epfd_ = -1;
+  bool in_poll_ = false;
+};
+
+class domain_impl;
+
+class av_impl final : public spi::av {
+ public:
+  av_impl(std::shared_ptr<domain_impl> d, const spi::av_attr& a) : dom_(std::move(d)), attr_(a) {}
+  result<fi_addr_t> insert(const address& a) override;
+  result<void> remove(fi_addr_t a) override;
+  result<address> lookup(fi_addr_t a) const override;
+  [[nodiscard]] std::size_t count() const noexcept override { return rev_.size(); }
+  [[nodiscard]] const address* at(fi_addr_t a) const noexcept {
+    return a < table_.size() && table_[a].used ? &table_[a].a : nullptr;
+  }
+  [[nodiscard]] std::uint64_t version() const noexcept { return version_; }
+  // handle of a peer's listening address; inserts it when auto_insert is set
+  [[nodiscard]] fi_addr_t reverse(const address& a);
+
+ private:
+  struct entry {
+    address a;
+    bool used = false;
+  };
+  std::shared_ptr<domain_impl> dom_;
+  spi::av_attr attr_;
+  std::vector<entry> table_;
+  std::vector<fi_addr_t> free_;
+  std::unordered_map<std::string, fi_addr_t> rev_;
+  std::uint64_t version_ = 0;  // bumped on remove: endpoints drop cached paths
+};
+
+class domain_impl final : public spi::domain, public std::enable_shared_from_this<domain_impl> {
+ public:
+  explicit domain_impl(config c) : cfg_(c) {}
+  result<std::shared_ptr<spi::endpoint>> open_endpoint(const info& i) override;
+  result<std::shared_ptr<spi::av>> open_av(const spi::av_attr& a) override;
+  [[nodiscard]] const config& cfg() const noexcept { return cfg_; }
+  [[nodiscard]] engine& eng() noexcept { return eng_; }
+
+ private:
+  config cfg_;
+  engine eng_;
+};
+
+}  // namespace weft::prov::tcp

@@ -1,0 +1,81 @@
+#pragma once
+// tcp wire format (docs/wire/tcp.md). Pure data and decoding, no weft types,
+// so that the decoder can be fuzzed on its own (tests/fuzz).
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+namespace weft::prov::tcp::wire {
+
+inline constexpr std::uint8_t magic = 0x57;  // 'W'
+inline constexpr std::uint8_t version = 1;
+inline constexpr std::uint64_t hello_magic = 0x4f4c4c4548544657ull;  // "WFTHELLO"
+inline constexpr std::size_t max_cm_data = 256;
+
+enum class op : std::uint8_t {
+  hello = 1,      // first frame on a connection, from the connecting side
+  hello_ack = 2,  // the accepting side's answer (status in header.data)
+  msg = 3,        // a message: len payload bytes follow
+  close_req = 4,  // idle close: stop sending on this connection
+  close_ack = 5,  // nothing more will be sent on this connection
+};
+
+namespace flag {
+inline constexpr std::uint8_t tagged = 1;
+inline constexpr std::uint8_t cq_data = 2;
+}  // namespace flag
+
+// hello_ack status
+enum class hello_status : std::uint64_t {
+  ok = 0,
+  duplicate = 1,  // both sides connected at once: use the other connection
+  rejected = 2,   // MSG: the listener rejected (its data follows)
+  bad_request = 3,
+};
+
+struct frame_header {
+  std::uint8_t magic;      // 0: 'W'
+  std::uint8_t version;    // 1
+  std::uint8_t op;         // 2
+  std::uint8_t flags;      // 3
+  std::uint32_t reserved;  // 4: zero
+  std::uint64_t len;       // 8: payload bytes after this header
+  std::uint64_t tag;       // 16
+  std::uint64_t data;      // 24: remote CQ data, or hello_ack status
+};
+static_assert(sizeof(frame_header) == 32);
+static_assert(offsetof(frame_header, len) == 8);
+static_assert(offsetof(frame_header, tag) == 16);
+static_assert(offsetof(frame_header, data) == 24);
+
+// Payload of hello: who is connecting (its listening address for RDM).
+struct hello_body {
+  std::uint64_t magic;       // 0: hello_magic
+  std::uint16_t ep_type;     // 8: 1 msg, 2 rdm
+  std::uint16_t family;      // 10: AF_INET or AF_INET6 (host order)
+  std::uint16_t port;        // 12: listening port, network order (0: none)
+  std::uint16_t cm_len;      // 14: connection data bytes after this body (MSG)
+  std::uint8_t addr[16];     // 16: listening address, network order
+};
+static_assert(sizeof(hello_body) == 32);
+static_assert(offsetof(hello_body, addr) == 16);
+
+enum class status {
+  ok,
+  need_more,    // not enough bytes yet
+  bad_magic,
+  bad_version,
+  bad_op,
+  bad_field,    // reserved bits, flags or a field out of range
+  too_long,     // payload longer than the receiver accepts
+};
+
+[[nodiscard]] const char* to_string(status s) noexcept;
+
+// Decodes a frame header from n bytes at p. max_len bounds msg payloads.
+[[nodiscard]] status decode_header(const std::uint8_t* p, std::size_t n, std::uint64_t max_len,
+                                   frame_header& out) noexcept;
+// Decodes a hello payload (the frame's len bytes).
+[[nodiscard]] status decode_hello(const std::uint8_t* p, std::size_t n, hello_body& out) noexcept;
+
+}  // namespace weft::prov::tcp::wire
