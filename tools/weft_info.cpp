@@ -60,7 +60,16 @@ int main(int argc, char** argv) {
       }
       h.caps = *c;
     } else if (a == "-n" || a == "--node") h.node = next();
-    else if (a == "-P" || a == "--port") h.port = static_cast<std::uint16_t>(std::stoul(next()));
+    else if (a == "-P" || a == "--port") {
+      std::string v = next();
+      char* end = nullptr;
+      unsigned long p = std::strtoul(v.c_str(), &end, 10);
+      if (v.empty() || *end || p > 65535) {
+        std::fprintf(stderr, "weft_info: --port takes a number 0-65535, not '%s'\n", v.c_str());
+        return 2;
+      }
+      h.port = static_cast<std::uint16_t>(p);
+    }
     else if (a == "--json") json = true;
     else {
       std::fprintf(stderr, "weft_info: unknown option '%s' (see --help)\n", a.c_str());

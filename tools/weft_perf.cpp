@@ -430,7 +430,21 @@ int run_client(const options& o) {
 
 }  // namespace
 
+int run(int argc, char** argv);
+
 int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const fatal& f) {
+    std::fprintf(stderr, "weft_perf: %s\n", f.what.c_str());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "weft_perf: bad argument (%s); see --help\n", e.what());
+  }
+  stop_server();
+  return 1;
+}
+
+int run(int argc, char** argv) {
   options o;
   bool port_set = false;
   for (int i = 1; i < argc; ++i) {
@@ -465,6 +479,7 @@ int main(int argc, char** argv) {
   }
   if (o.sizes.empty()) add_sizes(o, "1:4M");
   if (o.sizes.size() > max_sizes) die("at most 64 sizes per run");
+  if (o.window > 256) die("--window is at most 256 (the receive queue depth)");
   if (!port_set) o.port = o.m == options::mode::spawn ? static_cast<std::uint16_t>(20000 + ::getpid() % 20000) : 7471;
   try {
     if (o.m == options::mode::server) return run_server(o);

@@ -47,126 +47,153 @@ class completion_queue : public detail::handle<spi::cq> {
   // Drives progress of every bound endpoint, then returns completions.
   // ok (n > 0), again (nothing yet) or error_available (call read_error).
   [[nodiscard]] errc read(std::span<cq_entry> out, std::size_t& n) noexcept {
+    if (!impl_) [[unlikely]]
+      return errc::bad_state;
     return impl_->read(out, n);
   }
   [[nodiscard]] errc read(cq_entry& e) noexcept {
     std::size_t n = 0;
-    return impl_->read({&e, 1}, n);
+    return read({&e, 1}, n);
   }
   // Same as read(); entries carry the sender in cq_entry::src (needs cap::source).
-  [[nodiscard]] errc read_from(std::span<cq_entry> out, std::size_t& n) noexcept {
-    return impl_->read(out, n);
+  [[nodiscard]] errc read_from(std::span<cq_entry> out, std::size_t& n) noexcept { return read(out, n); }
+  [[nodiscard]] errc read_error(cq_err_entry& e) noexcept {
+    return impl_ ? impl_->read_error(e) : errc::bad_state;
   }
-  [[nodiscard]] errc read_error(cq_err_entry& e) noexcept { return impl_->read_error(e); }
   // Drives progress of the bound endpoints without taking completions.
-  void progress() noexcept { impl_->progress(); }
+  void progress() noexcept {
+    if (impl_) impl_->progress();
+  }
   // Spins briefly, then sleeps; timeout_ms < 0 waits forever. timed_out when
   // nothing arrived in time.
   [[nodiscard]] errc wait(std::span<cq_entry> out, std::size_t& n, int timeout_ms) noexcept {
-    return impl_->wait(out, n, timeout_ms);
+    return impl_ ? impl_->wait(out, n, timeout_ms) : errc::bad_state;
   }
   [[nodiscard]] errc wait(cq_entry& e, int timeout_ms) noexcept {
     std::size_t n = 0;
-    return impl_->wait({&e, 1}, n, timeout_ms);
+    return wait({&e, 1}, n, timeout_ms);
   }
 };
 
 class address_vector : public detail::handle<spi::av> {
  public:
   using handle::handle;
-  result<fi_addr_t> insert(const address& a) { return impl_->insert(a); }
-  result<void> remove(fi_addr_t a) { return impl_->remove(a); }
-  result<address> lookup(fi_addr_t a) const { return impl_->lookup(a); }
+  result<fi_addr_t> insert(const address& a) {
+    if (!impl_) return make_error(errc::bad_state, "insert into a closed address vector");
+    return impl_->insert(a);
+  }
+  result<void> remove(fi_addr_t a) {
+    if (!impl_) return make_error(errc::bad_state, "remove from a closed address vector");
+    return impl_->remove(a);
+  }
+  result<address> lookup(fi_addr_t a) const {
+    if (!impl_) return make_error(errc::bad_state, "lookup in a closed address vector");
+    return impl_->lookup(a);
+  }
 };
 
 class endpoint : public detail::handle<spi::endpoint> {
+  [[nodiscard]] errc tx(const msg_desc& m, std::uint64_t flags) noexcept {
+    if (!impl_) [[unlikely]]
+      return errc::bad_state;
+    return impl_->send(m, flags);
+  }
+  [[nodiscard]] errc rx(const msg_desc& m, std::uint64_t flags) noexcept {
+    if (!impl_) [[unlikely]]
+      return errc::bad_state;
+    return impl_->recv(m, flags);
+  }
+
  public:
   using handle::handle;
   // setup
   result<void> bind(completion_queue& q, std::uint64_t flags = flag::transmit | flag::receive);
   result<void> bind(address_vector& a);
-  result<void> enable() { return impl_->enable(); }
-  [[nodiscard]] address name() const { return impl_->name(); }
+  result<void> enable() {
+    if (!impl_) return make_error(errc::bad_state, "enable on a closed endpoint");
+    return impl_->enable();
+  }
+  [[nodiscard]] address name() const { return impl_ ? impl_->name() : address{}; }
 
   // messages
   [[nodiscard]] errc send(const void* buf, std::size_t len, fi_addr_t dest, void* ctx = nullptr) noexcept {
     ::iovec v{const_cast<void*>(buf), len};
-    return impl_->send(msg_desc{&v, 1, dest, 0, 0, 0, ctx}, flag::msg);
+    return tx(msg_desc{&v, 1, dest, 0, 0, 0, ctx}, flag::msg);
   }
   [[nodiscard]] errc sendv(std::span<const ::iovec> iov, fi_addr_t dest, void* ctx = nullptr) noexcept {
-    return impl_->send(msg_desc{iov.data(), iov.size(), dest, 0, 0, 0, ctx}, flag::msg);
+    return tx(msg_desc{iov.data(), iov.size(), dest, 0, 0, 0, ctx}, flag::msg);
   }
   [[nodiscard]] errc senddata(const void* buf, std::size_t len, std::uint64_t data, fi_addr_t dest,
                               void* ctx = nullptr) noexcept {
     ::iovec v{const_cast<void*>(buf), len};
-    return impl_->send(msg_desc{&v, 1, dest, 0, 0, data, ctx}, flag::msg | flag::remote_cq_data);
+    return tx(msg_desc{&v, 1, dest, 0, 0, data, ctx}, flag::msg | flag::remote_cq_data);
   }
   [[nodiscard]] errc inject(const void* buf, std::size_t len, fi_addr_t dest) noexcept {
     ::iovec v{const_cast<void*>(buf), len};
-    return impl_->send(msg_desc{&v, 1, dest, 0, 0, 0, nullptr}, flag::msg | flag::inject);
+    return tx(msg_desc{&v, 1, dest, 0, 0, 0, nullptr}, flag::msg | flag::inject);
   }
   [[nodiscard]] errc injectdata(const void* buf, std::size_t len, std::uint64_t data, fi_addr_t dest) noexcept {
     ::iovec v{const_cast<void*>(buf), len};
-    return impl_->send(msg_desc{&v, 1, dest, 0, 0, data, nullptr},
+    return tx(msg_desc{&v, 1, dest, 0, 0, data, nullptr},
                        flag::msg | flag::inject | flag::remote_cq_data);
   }
   [[nodiscard]] errc sendmsg(const msg_desc& m, std::uint64_t flags) noexcept {
-    return impl_->send(m, (flags & ~flag::tagged) | flag::msg);
+    return tx(m, (flags & ~flag::tagged) | flag::msg);
   }
   [[nodiscard]] errc recv(void* buf, std::size_t len, fi_addr_t src = addr_unspec, void* ctx = nullptr) noexcept {
     ::iovec v{buf, len};
-    return impl_->recv(msg_desc{&v, 1, src, 0, 0, 0, ctx}, flag::msg);
+    return rx(msg_desc{&v, 1, src, 0, 0, 0, ctx}, flag::msg);
   }
   [[nodiscard]] errc recvv(std::span<const ::iovec> iov, fi_addr_t src = addr_unspec, void* ctx = nullptr) noexcept {
-    return impl_->recv(msg_desc{iov.data(), iov.size(), src, 0, 0, 0, ctx}, flag::msg);
+    return rx(msg_desc{iov.data(), iov.size(), src, 0, 0, 0, ctx}, flag::msg);
   }
   [[nodiscard]] errc recvmsg(const msg_desc& m, std::uint64_t flags) noexcept {
-    return impl_->recv(m, (flags & ~flag::tagged) | flag::msg);
+    return rx(m, (flags & ~flag::tagged) | flag::msg);
   }
 
   // tagged messages
   [[nodiscard]] errc tsend(const void* buf, std::size_t len, fi_addr_t dest, std::uint64_t tag,
                            void* ctx = nullptr) noexcept {
     ::iovec v{const_cast<void*>(buf), len};
-    return impl_->send(msg_desc{&v, 1, dest, tag, 0, 0, ctx}, flag::tagged);
+    return tx(msg_desc{&v, 1, dest, tag, 0, 0, ctx}, flag::tagged);
   }
   [[nodiscard]] errc tsendv(std::span<const ::iovec> iov, fi_addr_t dest, std::uint64_t tag,
                             void* ctx = nullptr) noexcept {
-    return impl_->send(msg_desc{iov.data(), iov.size(), dest, tag, 0, 0, ctx}, flag::tagged);
+    return tx(msg_desc{iov.data(), iov.size(), dest, tag, 0, 0, ctx}, flag::tagged);
   }
   [[nodiscard]] errc tsenddata(const void* buf, std::size_t len, std::uint64_t data, fi_addr_t dest,
                                std::uint64_t tag, void* ctx = nullptr) noexcept {
     ::iovec v{const_cast<void*>(buf), len};
-    return impl_->send(msg_desc{&v, 1, dest, tag, 0, data, ctx}, flag::tagged | flag::remote_cq_data);
+    return tx(msg_desc{&v, 1, dest, tag, 0, data, ctx}, flag::tagged | flag::remote_cq_data);
   }
   [[nodiscard]] errc tinject(const void* buf, std::size_t len, fi_addr_t dest, std::uint64_t tag) noexcept {
     ::iovec v{const_cast<void*>(buf), len};
-    return impl_->send(msg_desc{&v, 1, dest, tag, 0, 0, nullptr}, flag::tagged | flag::inject);
+    return tx(msg_desc{&v, 1, dest, tag, 0, 0, nullptr}, flag::tagged | flag::inject);
   }
   [[nodiscard]] errc tinjectdata(const void* buf, std::size_t len, std::uint64_t data, fi_addr_t dest,
                                  std::uint64_t tag) noexcept {
     ::iovec v{const_cast<void*>(buf), len};
-    return impl_->send(msg_desc{&v, 1, dest, tag, 0, data, nullptr},
+    return tx(msg_desc{&v, 1, dest, tag, 0, data, nullptr},
                        flag::tagged | flag::inject | flag::remote_cq_data);
   }
   [[nodiscard]] errc tsendmsg(const msg_desc& m, std::uint64_t flags) noexcept {
-    return impl_->send(m, (flags & ~flag::msg) | flag::tagged);
+    return tx(m, (flags & ~flag::msg) | flag::tagged);
   }
   [[nodiscard]] errc trecv(void* buf, std::size_t len, fi_addr_t src, std::uint64_t tag, std::uint64_t ignore,
                            void* ctx = nullptr) noexcept {
     ::iovec v{buf, len};
-    return impl_->recv(msg_desc{&v, 1, src, tag, ignore, 0, ctx}, flag::tagged);
+    return rx(msg_desc{&v, 1, src, tag, ignore, 0, ctx}, flag::tagged);
   }
   [[nodiscard]] errc trecvv(std::span<const ::iovec> iov, fi_addr_t src, std::uint64_t tag, std::uint64_t ignore,
                             void* ctx = nullptr) noexcept {
-    return impl_->recv(msg_desc{iov.data(), iov.size(), src, tag, ignore, 0, ctx}, flag::tagged);
+    return rx(msg_desc{iov.data(), iov.size(), src, tag, ignore, 0, ctx}, flag::tagged);
   }
   // flags: peek, peek|claim, claim, peek|discard, claim|discard (cf. fi_tagged(3)).
   [[nodiscard]] errc trecvmsg(const msg_desc& m, std::uint64_t flags) noexcept {
-    return impl_->recv(m, (flags & ~flag::msg) | flag::tagged);
+    return rx(m, (flags & ~flag::msg) | flag::tagged);
   }
   // Cancels a posted receive; it completes with errc::canceled.
-  [[nodiscard]] errc cancel(void* ctx) noexcept { return impl_->cancel(ctx); }
+  [[nodiscard]] errc cancel(void* ctx) noexcept { return impl_ ? impl_->cancel(ctx) : errc::bad_state; }
 };
 
 class domain : public detail::handle<spi::domain> {

@@ -162,7 +162,11 @@ result<std::vector<info>> get_info(const hints& h) {
     if (!allowed.empty()) why += std::string(why.empty() ? "" : " ") + "(WEFT_PROVIDER restricts to " + std::getenv("WEFT_PROVIDER") + ")";
     return make_error(errc::not_found, why + "; providers built in: " + names);
   }
-  if (auto p = core::resolve_port(h); !p) return std::unexpected(p.error());
+  auto port = core::resolve_port(h);
+  if (!port) return std::unexpected(port.error());
+  hints resolved = h;  // providers see the service as an integer port
+  if (*port || h.port) resolved.port = *port;
+  resolved.service.clear();
 
   // Stage 1: what providers offer regardless of node/service.
   hints stat = h;
@@ -171,10 +175,14 @@ result<std::vector<info>> get_info(const hints& h) {
   stat.port.reset();
   stat.source = false;
   std::vector<info> static_entries;
+  std::string prov_errors;
   for (auto* p : provs) {
     auto r = p->get_info(stat);
     if (r) static_entries.insert(static_entries.end(), r->begin(), r->end());
+    else prov_errors += (prov_errors.empty() ? "" : "; ") + p->name + ": " + r.error().message;
   }
+  if (static_entries.empty())  // every provider refused (e.g. a bad environment setting)
+    return make_error(errc::invalid_argument, prov_errors);
   auto filtered = core::filter_static(static_entries, h);
   if (!filtered) return filtered;
 
@@ -185,7 +193,7 @@ result<std::vector<info>> get_info(const hints& h) {
     bool survived = std::any_of(filtered->begin(), filtered->end(),
                                 [&](const info& i) { return i.fabric.prov_name == p->name; });
     if (!survived) continue;
-    auto r = p->get_info(h);
+    auto r = p->get_info(resolved);
     if (!r) {
       node_errors += (node_errors.empty() ? "" : "; ") + p->name + ": " + r.error().message;
       continue;

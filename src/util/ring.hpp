@@ -52,8 +52,12 @@ class mpsc_ring {
   }
   // Producer: make a claimed slot visible to the consumer. Sequentially
   // consistent so that a following check of the consumer's "waiting" flag
-  // cannot be reordered before it (no lost wake-up).
-  void publish(std::uint64_t pos) noexcept { seq(pos).store(pos + 1, std::memory_order_seq_cst); }
+  // cannot be reordered before it (no lost wake-up). False if the consumer
+  // gave the slot up meanwhile (recover_head: this producer looked dead).
+  bool publish(std::uint64_t pos) noexcept {
+    std::uint64_t expected = pos;
+    return seq(pos).compare_exchange_strong(expected, pos + 1, std::memory_order_seq_cst);
+  }
 
   // Consumer: the slot at head if published, else nullptr.
   [[nodiscard]] std::byte* peek() const noexcept {

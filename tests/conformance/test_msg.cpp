@@ -338,6 +338,74 @@ TEST_P(conformance, peek_claim_rendezvous_message) {
   ASSERT_TRUE(next(a, {&b}).ok);
 }
 
+TEST_P(conformance, discarding_a_large_message_completes_its_sender) {
+  auto big = pattern(300000, 8);
+  int s1 = 0, s2 = 0;
+  ASSERT_EQ(a.ep.tsend(big.data(), big.size(), a2b, 21, &s1), errc::ok);
+  ASSERT_EQ(a.ep.tsend(big.data(), big.size(), a2b, 22, &s2), errc::ok);
+  // peek|discard the first
+  int p1 = 0;
+  msg_desc m{nullptr, 0, addr_unspec, 21, 0, 0, &p1};
+  outcome o;
+  for (int tries = 0; tries < 2000 && !o.ok; ++tries) {
+    a.cq.progress();
+    ASSERT_EQ(b.ep.trecvmsg(m, flag::peek | flag::discard), errc::ok);
+    o = next(b, {&a});
+  }
+  ASSERT_TRUE(o.ok);
+  // peek|claim then claim|discard the second
+  int p2 = 0;
+  msg_desc m2{nullptr, 0, addr_unspec, 22, 0, 0, &p2};
+  o = outcome{};
+  for (int tries = 0; tries < 2000 && !o.ok; ++tries) {
+    a.cq.progress();
+    ASSERT_EQ(b.ep.trecvmsg(m2, flag::peek | flag::claim), errc::ok);
+    o = next(b, {&a});
+  }
+  ASSERT_TRUE(o.ok);
+  ASSERT_EQ(b.ep.trecvmsg(m2, flag::claim | flag::discard), errc::ok);
+  ASSERT_TRUE(next(b, {&a}).ok);
+  // both sends complete successfully: discarding is the receiver's choice
+  for (int i = 0; i < 2; ++i) {
+    outcome t = next(a, {&b});
+    ASSERT_TRUE(t.ok) << t.err.msg;
+  }
+  // and the stream goes on
+  char got[3] = {};
+  ASSERT_EQ(b.ep.trecv(got, 3, addr_unspec, 23, 0), errc::ok);
+  ASSERT_EQ(a.ep.tinject("yes", 3, a2b, 23), errc::ok);
+  ASSERT_TRUE(next(b, {&a}).ok);
+  EXPECT_EQ(std::string(got, 3), "yes");
+}
+
+TEST_P(conformance, closing_an_endpoint_returns_its_cq_room) {
+  // Two endpoints share a 4-entry CQ; the first posts 4 receives and closes.
+  hints h;
+  h.provider = GetParam().provider;
+  h.type = ep_type::rdm;
+  if (GetParam().provider == "tcp") {
+    h.node = "127.0.0.1";
+    h.source = true;
+  }
+  auto infos = get_info(h);
+  ASSERT_TRUE(infos);
+  auto cq = a.dom.open_cq(4);
+  ASSERT_TRUE(cq);
+  auto e1 = a.dom.open_endpoint(infos->front());
+  auto e2 = a.dom.open_endpoint(infos->front());
+  ASSERT_TRUE(e1 && e2);
+  for (auto* e : {&*e1, &*e2}) {
+    ASSERT_TRUE(e->bind(*cq));
+    ASSERT_TRUE(e->bind(a.av));
+    ASSERT_TRUE(e->enable());
+  }
+  char buf[4][8];
+  for (auto& x : buf) ASSERT_EQ(e1->recv(x, 8), errc::ok);
+  EXPECT_EQ(e2->recv(buf[0], 8), errc::again) << "the CQ is fully reserved";
+  e1->close();
+  EXPECT_EQ(e2->recv(buf[0], 8), errc::ok) << "closing returned the room";
+}
+
 TEST_P(conformance, directed_receive_and_any_source) {
   node c = open_node(GetParam().provider, cap::msg | cap::tagged | cap::source | cap::directed_recv);
   fi_addr_t c2b = insert(c, b);
@@ -377,7 +445,7 @@ TEST_P(conformance, ordering_from_one_sender_mixed_sizes) {
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
   while ((received < n || send_done < n) && std::chrono::steady_clock::now() < deadline) {
     while (posted < n && posted - received < 200) {
-      bufs[posted].assign(sizes[posted] / 4, 0xffffffff);
+      bufs[posted].assign(50000 / 4, 0xffffffff);  // as large as what is posted
       if (b.ep.recv(bufs[posted].data(), 50000, addr_unspec, reinterpret_cast<void*>(std::intptr_t{posted})) !=
           errc::ok)
         break;
@@ -389,7 +457,11 @@ TEST_P(conformance, ordering_from_one_sender_mixed_sizes) {
       int idx = static_cast<int>(reinterpret_cast<std::intptr_t>(e.context));
       ASSERT_EQ(idx, received) << "receives complete in posting order";
       ASSERT_EQ(e.len, sizes[idx]) << "message " << idx << " went to the wrong receive";
-      ASSERT_TRUE(std::all_of(bufs[idx].begin(), bufs[idx].end(), [&](std::uint32_t x) { return x == static_cast<std::uint32_t>(idx); }));
+      ASSERT_TRUE(std::all_of(bufs[idx].begin(), bufs[idx].begin() + static_cast<long>(sizes[idx] / 4),
+                              [&](std::uint32_t x) { return x == static_cast<std::uint32_t>(idx); }));
+      if (sizes[idx] < 50000) {
+        ASSERT_EQ(bufs[idx][sizes[idx] / 4], 0xffffffffu) << "nothing written past the message";
+      }
       ++received;
     }
     if (a.cq.read(e) == errc::ok) ++send_done;
@@ -464,6 +536,7 @@ TEST_P(conformance, many_senders_one_receiver_checksums) {
       {
         node c = open_node(GetParam().provider, cap::msg | cap::tagged);
         auto dst = c.av.insert(srv_addr);
+        std::vector<unsigned char> big(100000);
         if (dst) {
           rc = 0;
           std::uint64_t sum = 0;
@@ -472,12 +545,22 @@ TEST_P(conformance, many_senders_one_receiver_checksums) {
                                     static_cast<std::uint64_t>(i) * 2654435761u + s, 0};
             sum += msg[2];
             msg[3] = (i == per - 1) ? sum : 0;
-            std::size_t len = (i % 100 == 0) ? sizeof msg : sizeof msg;
+            // every 500th message is large (rendezvous), its tail a pattern
+            std::memcpy(big.data(), msg, sizeof msg);
+            const bool large = i % 500 == 0;
+            if (large)
+              for (std::size_t k = sizeof msg; k < big.size(); ++k) big[k] = static_cast<unsigned char>(k + i);
             auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
             errc r;
-            while ((r = c.ep.tinject(msg, len, *dst, static_cast<std::uint64_t>(s))) == errc::again &&
+            int ctx = 0;
+            while ((r = large ? c.ep.tsend(big.data(), big.size(), *dst, static_cast<std::uint64_t>(s), &ctx)
+                              : c.ep.tinject(msg, sizeof msg, *dst, static_cast<std::uint64_t>(s))) == errc::again &&
                    std::chrono::steady_clock::now() < deadline)
               c.cq.progress();
+            if (large && r == errc::ok) {  // the buffer is reused: wait for this send
+              cq_entry done;
+              r = c.cq.wait(done, 30000);
+            }
             if (r != errc::ok) rc = 2;
           }
         }
@@ -488,14 +571,19 @@ TEST_P(conformance, many_senders_one_receiver_checksums) {
   }
   std::vector<std::uint64_t> next_i(senders, 0), sums(senders, 0), final_sum(senders, 0);
   int total = 0;
-  std::uint64_t buf[64][4];
-  int posted = 0;
+  // Receive slots go back to the free list when they complete: large messages
+  // may complete after smaller ones posted later.
+  std::vector<std::vector<unsigned char>> bufs(64, std::vector<unsigned char>(100000));
+  std::vector<int> free_slots;
+  for (int i = 63; i >= 0; --i) free_slots.push_back(i);
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
   while (total < senders * per && std::chrono::steady_clock::now() < deadline) {
-    while (posted - total < 64) {
-      auto* slot = buf[posted % 64];
-      if (srv.ep.trecv(slot, sizeof buf[0], addr_unspec, 0, ~0ull, slot) != errc::ok) break;
-      ++posted;
+    while (!free_slots.empty()) {
+      const int k = free_slots.back();
+      if (srv.ep.trecv(bufs[k].data(), 100000, addr_unspec, 0, ~0ull, reinterpret_cast<void*>(std::intptr_t{k})) !=
+          errc::ok)
+        break;
+      free_slots.pop_back();
     }
     cq_entry e;
     errc r = srv.cq.read(e);
@@ -505,8 +593,17 @@ TEST_P(conformance, many_senders_one_receiver_checksums) {
       FAIL() << ee.msg;
     }
     if (r != errc::ok) continue;
-    auto* m = static_cast<std::uint64_t*>(e.context);
+    const int k = static_cast<int>(reinterpret_cast<std::intptr_t>(e.context));
+    auto* m = reinterpret_cast<std::uint64_t*>(bufs[k].data());
     ASSERT_LT(m[0], static_cast<std::uint64_t>(senders));
+    if (m[1] % 500 == 0) {
+      ASSERT_EQ(e.len, 100000u);
+      auto* bytes = bufs[k].data();
+      for (std::size_t k = 32; k < 100000; k += 997)
+        ASSERT_EQ(bytes[k], static_cast<unsigned char>(k + m[1])) << "large message corrupted";
+    } else {
+      ASSERT_EQ(e.len, 32u);
+    }
     ASSERT_EQ(e.tag, m[0]);
     ASSERT_EQ(m[1], next_i[m[0]]) << "per-sender order";
     ASSERT_EQ(m[2], m[1] * 2654435761u + m[0]) << "payload corrupted";
@@ -514,6 +611,7 @@ TEST_P(conformance, many_senders_one_receiver_checksums) {
     if (m[1] == per - 1) final_sum[m[0]] = m[3];
     ++next_i[m[0]];
     ++total;
+    free_slots.push_back(k);
   }
   EXPECT_EQ(total, senders * per);
   for (int s = 0; s < senders; ++s) EXPECT_EQ(sums[s], final_sum[s]) << "checksum of sender " << s;
@@ -587,6 +685,26 @@ TEST_P(conformance, api_misuse_gets_clear_errors) {
   // too many iovs
   std::vector<::iovec> many(a.inf.tx.iov_limit + 1, ::iovec{buf, 1});
   EXPECT_EQ(a.ep.sendv(many, a2b, nullptr), errc::invalid_argument);
+  // peek is a tagged operation
+  ::iovec v{buf, 8};
+  EXPECT_EQ(b.ep.recvmsg(msg_desc{&v, 1, addr_unspec, 0, 0, 0, nullptr}, flag::peek), errc::invalid_argument);
+  // a second CQ for the same direction is refused (the first keeps working)
+  auto other = a.dom.open_cq(8);
+  ASSERT_TRUE(other);
+  auto twice = a.ep.bind(*other, flag::receive);
+  ASSERT_FALSE(twice);
+  EXPECT_EQ(twice.error().code, errc::bad_state);
+  // closed and default handles answer bad_state instead of crashing
+  endpoint none;
+  EXPECT_EQ(none.send(buf, 8, 0, nullptr), errc::bad_state);
+  EXPECT_EQ(none.recv(buf, 8), errc::bad_state);
+  EXPECT_FALSE(none.enable());
+  completion_queue nocq;
+  cq_entry ce;
+  EXPECT_EQ(nocq.read(ce), errc::bad_state);
+  EXPECT_EQ(nocq.wait(ce, 1), errc::bad_state);
+  address_vector noav;
+  EXPECT_FALSE(noav.insert(b.ep.name()));
 }
 
 TEST_P(conformance, close_in_any_order) {

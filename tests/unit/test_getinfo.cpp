@@ -118,3 +118,21 @@ TEST(getinfo, real_providers_and_restriction) {
   ASSERT_FALSE(none);
   EXPECT_NE(none.error().message.find("port 1"), std::string::npos) << none.error().message;
 }
+
+TEST(getinfo, shm_rejects_bad_slot_sizes_clearly) {
+  for (const char* bad : {"128", "300", "1000", "99999999"}) {
+    ::setenv("WEFT_SHM_SLOT_SIZE", bad, 1);
+    hints h;
+    h.provider = "shm";
+    auto r = get_info(h);
+    EXPECT_FALSE(r) << "slot size " << bad;
+    if (!r) {
+      EXPECT_NE(r.error().message.find("WEFT_SHM_SLOT_SIZE"), std::string::npos) << r.error().message;
+    }
+  }
+  ::setenv("WEFT_SHM_SLOT_SIZE", "320", 1);
+  hints h;
+  h.provider = "shm";
+  EXPECT_TRUE(get_info(h)) << "320 holds a header and 16 iov entries";
+  ::unsetenv("WEFT_SHM_SLOT_SIZE");
+}

@@ -26,7 +26,9 @@ namespace {
 std::atomic<std::uint32_t> next_epid{1};
 constexpr std::uint64_t liveness_period_ns = 20'000'000;  // dead peers found within ~20 ms
 constexpr int progress_batch = 64;
-constexpr std::uint32_t stuck_check_polls = 4096;          // empty polls between checks
+constexpr std::uint32_t stuck_check_polls = 256;           // empty polls between checks
+constexpr std::size_t ctrl_reserve = 16;  // pending control replies kept free: below it, rts waits
+constexpr std::size_t max_chunk = std::size_t{1} << 30;
 constexpr std::uint64_t stuck_dead_writer_ns = 1'000'000'000;  // writer known and dead
 constexpr std::uint64_t stuck_unknown_writer_ns = 5'000'000'000;  // died before naming itself
 
@@ -190,9 +192,13 @@ struct unexp : util::list_node {
   }
 };
 
+struct stuck_state {
+  std::uint64_t pos = ~0ull, since = 0;
+};
+
 struct ctrl_msg {
   op code = op::ack;
-  std::uint64_t cookie = 0, aux = 0, data = 0;
+  std::uint64_t cookie = 0, aux = 0, data = 0, tag = 0;
   std::uint32_t len = 0, seg = 0, iov_count = 0;
   remote_iov iov[max_iov];
 };
@@ -220,6 +226,8 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable {
   void progress() noexcept override;
   std::atomic<std::uint32_t>* arm() noexcept override {
     self_->hdr()->waiting.store(1, std::memory_order_seq_cst);
+    std::atomic_thread_fence(std::memory_order_seq_cst);  // the ring checks that follow see any publish
+    housekeeping();  // a sleeping consumer still recovers stuck slots and drops dead peers
     return &self_->hdr()->doorbell;
   }
   void disarm() noexcept override { self_->hdr()->waiting.store(0, std::memory_order_relaxed); }
@@ -275,7 +283,9 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable {
   void stream(tx_op* op) noexcept;
   void complete_tx(tx_op* op, errc e, const char* what) noexcept;
   void check_peers() noexcept;
-  void check_stuck_head() noexcept;
+  void check_stuck_head(util::mpsc_ring& ring, stuck_state& st) noexcept;
+  void housekeeping() noexcept;
+  void handle_control(slot_header* h) noexcept;
   [[nodiscard]] errc peek_claim(const msg_desc& m, std::uint64_t flags, std::uint64_t src) noexcept;
   void release_unexpected(unexp* u, bool ack_sender) noexcept;
 
@@ -283,7 +293,8 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable {
   info info_;
   config cfg_;
   std::unique_ptr<mapping> self_;
-  util::mpsc_ring ring_;
+  util::mpsc_ring ring_;  // messages: inline and rts
+  util::mpsc_ring ctl_;   // control: cts, ack, data, split (never blocked by unexpected messages)
   std::uint32_t pid_ = 0, epid_ = 0;
   std::shared_ptr<spi::cq> txcq_, rxcq_;
   std::shared_ptr<av_impl> av_;
@@ -295,7 +306,7 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable {
   util::pool<tx_op> txp_{tx_size};
   util::pool<rx_op> rxp_{rx_size};
   util::pool<unexp> uxp_{unexpected_count};
-  util::pool<ctrl> ctp_{tx_size + rx_size};
+  util::pool<ctrl> ctp_{tx_size + rx_size + unexpected_count};
   std::unique_ptr<std::byte[]> ux_storage_;  // not zero-filled: pages are committed on use
   util::ilist<rx_op> posted_msg_, posted_tag_, rx_active_;
   util::ilist<unexp> ux_msg_, ux_tag_, claimed_;
@@ -305,7 +316,7 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable {
   std::uint32_t splits_pending_ = 0;
   std::uint64_t next_check_ = 0;
   std::uint32_t idle_polls_ = 0;
-  std::uint64_t stuck_pos_ = ~0ull, stuck_since_ = 0;
+  stuck_state stuck_ring_, stuck_ctl_;
 };
 
 result<void> endpoint_impl::init() {
@@ -317,6 +328,7 @@ result<void> endpoint_impl::init() {
   if (!m) return std::unexpected(m.error());
   self_ = std::move(*m);
   ring_ = self_->ring();
+  ctl_ = self_->ctl_ring();
   inline_max_ = cfg_.inline_max();
   source_cap_ = (info_.caps & cap::source) != 0;
   ux_storage_.reset(new std::byte[unexpected_count * static_cast<std::size_t>(inline_max_)]);
@@ -331,13 +343,34 @@ result<void> endpoint_impl::init() {
 }
 
 endpoint_impl::~endpoint_impl() {
+  // Cooperative copies in progress: close their generations so no sender
+  // claims another chunk, and wait (bounded) for chunks already claimed.
+  for (rx_op* r = rx_active_.front(); r; r = rx_active_.next(r)) {
+    if (!r->split) continue;
+    split_entry* se = self_->split(rxp_.index(r));
+    std::uint64_t w = se->claim.exchange((std::uint64_t{r->gen} << 32) | r->nchunks, std::memory_order_acq_rel);
+    const auto claimed = std::min<std::uint32_t>(static_cast<std::uint32_t>(w), r->nchunks);
+    const std::uint64_t deadline = util::now_ns() + 1'000'000'000ull;
+    while (se->done.load(std::memory_order_acquire) < claimed && util::now_ns() < deadline &&
+           r->p->map->owner_alive()) {
+    }
+  }
+  // Give back the CQ room held by operations that will never complete.
+  if (rxcq_) {
+    for (auto* l : {&posted_msg_, &posted_tag_, &rx_active_})
+      for (rx_op* r = l->front(); r; r = l->next(r)) rxcq_->unreserve();
+  }
+  if (txcq_)
+    for (tx_op* op = tx_active_.front(); op; op = tx_active_.next(op)) txcq_->unreserve();
   if (txcq_) txcq_->detach(this);
-  if (rxcq_) rxcq_->detach(this);
+  if (rxcq_ && rxcq_ != txcq_) rxcq_->detach(this);
   if (port_) unregister_port(port_, self_->name());
 }
 
 result<void> endpoint_impl::bind_cq(std::shared_ptr<spi::cq> q, std::uint64_t flags) {
   if (enabled_) return make_error(errc::bad_state, "bind CQs before enable()");
+  if (((flags & flag::transmit) && txcq_) || ((flags & flag::receive) && rxcq_))
+    return make_error(errc::bad_state, "a completion queue is already bound for that direction");
   if (flags & flag::transmit) txcq_ = q;
   if (flags & flag::receive) rxcq_ = q;
   q->attach(this);
@@ -371,6 +404,8 @@ errc endpoint_impl::send(const msg_desc& m, std::uint64_t flags) noexcept {
   if (!pp) [[unlikely]]
     return errc::invalid_argument;
   peer& p = **pp;
+  if (p.map->closed()) [[unlikely]]
+    return errc::peer_dead;  // its endpoint is closed: nothing would read this
   const std::size_t len = iov_total(m.iov, m.iov_count);
   const std::uint16_t sflags = static_cast<std::uint16_t>(((flags & flag::tagged) ? slot_flag::tagged : 0) |
                                                           ((flags & flag::remote_cq_data) ? slot_flag::cq_data : 0));
@@ -394,7 +429,10 @@ errc endpoint_impl::send(const msg_desc& m, std::uint64_t flags) noexcept {
     h->data = m.data;
     h->src_epid = epid_;
     gather(m.iov, m.iov_count, 0, s + sizeof(slot_header), len);
-    p.ring.publish(pos);
+    if (!p.ring.publish(pos)) [[unlikely]] {
+      if (!inject) txcq_->unreserve();
+      return errc::io_error;  // the receiver took us for dead and skipped the slot
+    }
     wake(p);
     if (!inject) txcq_->push(cq_entry{m.context, cflags, len, nullptr, 0, m.tag, addr_unspec});
     return errc::ok;
@@ -437,8 +475,13 @@ errc endpoint_impl::send(const msg_desc& m, std::uint64_t flags) noexcept {
   auto* riov = reinterpret_cast<remote_iov*>(s + sizeof(slot_header));
   for (std::size_t i = 0; i < m.iov_count; ++i)
     riov[i] = remote_iov{reinterpret_cast<std::uint64_t>(m.iov[i].iov_base), m.iov[i].iov_len};
+  if (!p.ring.publish(pos)) [[unlikely]] {
+    txcq_->unreserve();
+    op->p.reset();
+    txp_.put(op);
+    return errc::io_error;
+  }
   tx_active_.push_back(op);
-  p.ring.publish(pos);
   wake(p);
   return errc::ok;
 }
@@ -482,7 +525,8 @@ void endpoint_impl::handle_cts(const slot_header* h) noexcept {
 
 void endpoint_impl::stream(tx_op* op) noexcept {
   auto* hdr = self_->hdr();
-  for (std::uint32_t i = 0; op->seg_mask && i < hdr->seg_count; ++i) {
+  const std::uint32_t nseg = self_->seg_count();
+  for (std::uint32_t i = 0; op->seg_mask && i < nseg; ++i) {
     const std::uint64_t bit = 1ull << i;
     if ((op->seg_mask & bit) && hdr->seg_busy[i].load(std::memory_order_acquire) == 0) {
       op->seg_mask &= ~bit;
@@ -492,12 +536,12 @@ void endpoint_impl::stream(tx_op* op) noexcept {
   peer& p = *op->p;
   while (op->sent < op->accepted) {
     std::uint32_t seg = 0;
-    while (seg < hdr->seg_count && (segs_held_ & (1ull << seg))) ++seg;
-    if (seg == hdr->seg_count) break;  // all segments in flight
+    while (seg < nseg && (segs_held_ & (1ull << seg))) ++seg;
+    if (seg == nseg) break;  // all segments in flight
     std::uint64_t pos;
-    auto* s = p.ring.claim(pos);
+    auto* s = p.ctl.claim(pos);
     if (!s) break;
-    const std::size_t chunk = std::min<std::size_t>(hdr->seg_size, op->accepted - op->sent);
+    const std::size_t chunk = std::min<std::size_t>(self_->seg_size(), op->accepted - op->sent);
     gather(op->iov, op->iov_count, op->sent, self_->segment(seg), chunk);
     hdr->seg_busy[seg].store(1, std::memory_order_release);
     segs_held_ |= 1ull << seg;
@@ -513,7 +557,10 @@ void endpoint_impl::stream(tx_op* op) noexcept {
     h->aux = op->rx_cookie;
     h->seg = seg;
     op->sent += chunk;
-    p.ring.publish(pos);
+    if (!p.ctl.publish(pos)) {
+      complete_tx(op, errc::io_error, "the receiver dropped part of the message (it took us for dead)");
+      return;
+    }
     wake(p);
   }
   if (op->sent == op->accepted && op->seg_mask == 0) complete_tx(op, errc::ok, "");
@@ -521,7 +568,7 @@ void endpoint_impl::stream(tx_op* op) noexcept {
 
 bool endpoint_impl::post_ctrl(peer& p, const ctrl_msg& m) noexcept {
   std::uint64_t pos;
-  auto* s = p.ring.claim(pos);
+  auto* s = p.ctl.claim(pos);
   if (!s) return false;
   auto* h = reinterpret_cast<slot_header*>(s);
   h->src_pid = pid_;
@@ -534,18 +581,20 @@ bool endpoint_impl::post_ctrl(peer& p, const ctrl_msg& m) noexcept {
   h->aux = m.aux;
   h->seg = m.seg;
   h->iov_count = m.iov_count;
+  h->tag = m.tag;
   std::copy_n(m.iov, m.iov_count, reinterpret_cast<remote_iov*>(s + sizeof(slot_header)));
-  p.ring.publish(pos);
+  (void)p.ctl.publish(pos);  // a refused control slot is a timed-out peer's problem
   wake(p);
   return true;
 }
 
 void endpoint_impl::send_ctrl(const std::shared_ptr<peer>& p, const ctrl_msg& m) noexcept {
-  if (ctrl_pending_.empty() && post_ctrl(*p, m)) return;
-  // Its ring is full: retry from progress. One pending reply per operation at
-  // most, so the pool (tx + rx sizes) cannot run dry.
+  if (post_ctrl(*p, m)) return;
+  // Its control ring is full: retry from progress. New rendezvous messages
+  // are not matched while fewer than ctrl_reserve entries are free, so the
+  // replies owed for operations already matched always find one.
   ctrl* c = ctp_.get();
-  if (!c) return;
+  if (!c) return;  // unreachable while the reserve rule holds
   c->p = p;
   c->m = m;
   ctrl_pending_.push_back(c);
@@ -565,7 +614,10 @@ errc endpoint_impl::recv(const msg_desc& m, std::uint64_t flags) noexcept {
     src = (*pp)->key;
   }
   const bool tagged = flags & flag::tagged;
-  if (tagged && (flags & (flag::peek | flag::claim))) return peek_claim(m, flags, src);
+  if (flags & (flag::peek | flag::claim | flag::discard)) {
+    if (!tagged) return errc::invalid_argument;  // peek and claim are tagged operations
+    return peek_claim(m, flags, src);
+  }
   rx_op* r = rxp_.get();
   if (!r) return errc::again;
   if (!rxcq_->reserve()) {
@@ -745,8 +797,12 @@ void endpoint_impl::start_rendezvous(rx_op* r, const incoming& in) noexcept {
     return;
   }
   if (cfg_.cma && p->cma_ok) {
-    // Single copy: read the sender's buffers directly.
-    const int err = cma_copy(true, static_cast<pid_t>(p->pid), r->iov, r->iov_count, in.riov, in.iov_count, 0, accept);
+    // Single copy: read the sender's buffers directly. A sender whose
+    // endpoint closed may have freed them: its state is checked around it.
+    int err = p->map->closed() ? ESRCH
+                               : cma_copy(true, static_cast<pid_t>(p->pid), r->iov, r->iov_count, in.riov,
+                                          in.iov_count, 0, accept);
+    if (err == 0 && p->map->closed()) err = ESRCH;
     if (err == 0) {
       complete_rx(r, in, accept);
       send_ctrl(p, op::ack, in.cookie, static_cast<std::uint64_t>(errc::ok), 0);
@@ -786,7 +842,7 @@ void endpoint_impl::start_split(rx_op* r, const incoming& in, std::size_t accept
   split_entry* se = self_->split(idx);
   // Quarters of at least 64 KiB: few syscalls, and work for both processes
   // (measured: 1 MiB one-way 34 us with quarters, 42 us with eighths).
-  r->chunk = std::max<std::size_t>(64 * 1024, ((accept / 4) + 4095) & ~std::size_t{4095});
+  r->chunk = std::min(max_chunk, std::max<std::size_t>(64 * 1024, ((accept / 4) + 4095) & ~std::size_t{4095}));
   r->nchunks = static_cast<std::uint32_t>((accept + r->chunk - 1) / r->chunk);
   r->active = true;
   r->split = true;
@@ -807,7 +863,7 @@ void endpoint_impl::start_split(rx_op* r, const incoming& in, std::size_t accept
   m.cookie = in.cookie;
   m.aux = (std::uint64_t{r->gen} << 32) | idx;
   m.data = accept;
-  m.len = static_cast<std::uint32_t>(r->chunk);
+  m.tag = r->chunk;  // 64-bit
   m.seg = r->nchunks;
   m.iov_count = static_cast<std::uint32_t>(r->iov_count);
   for (std::size_t i = 0; i < r->iov_count; ++i)
@@ -825,8 +881,9 @@ void endpoint_impl::copy_chunks(rx_op* r) noexcept {
   while (claim_chunk(*se, r->gen, r->nchunks, c)) {
     const std::size_t off = c * r->chunk, len = std::min(r->chunk, r->accepted - off);
     if (!r->split_err)
-      r->split_err = cma_copy(true, static_cast<pid_t>(r->p->pid), r->iov, r->iov_count, r->riov, r->riov_count,
-                              off, len);
+      r->split_err = r->p->map->closed() ? ESRCH
+                                          : cma_copy(true, static_cast<pid_t>(r->p->pid), r->iov, r->iov_count,
+                                                     r->riov, r->riov_count, off, len);
     se->done.fetch_add(1, std::memory_order_acq_rel);
   }
 }
@@ -836,6 +893,7 @@ bool endpoint_impl::finish_split(rx_op* r) noexcept {
   if (se->done.load(std::memory_order_acquire) < r->nchunks) return false;
   // Close this generation so a late sender cannot claim anything.
   se->claim.store((std::uint64_t{r->gen} << 32) | r->nchunks, std::memory_order_release);
+  if (!r->split_err && r->p->map->closed()) r->split_err = ESRCH;  // its buffers may be gone
   if (se->failed.load(std::memory_order_acquire) && !r->split_err) {
     r->p->coop_ok = false;  // the sender cannot write here: read it all ourselves
     r->split_err = cma_copy(true, static_cast<pid_t>(r->p->pid), r->iov, r->iov_count, r->riov, r->riov_count, 0,
@@ -868,15 +926,16 @@ bool endpoint_impl::finish_split(rx_op* r) noexcept {
 
 void endpoint_impl::handle_split(const slot_header* h) noexcept {
   tx_op* op = by_cookie(txp_, h->cookie);
-  if (!op || op->state != tx_op::st::wait_reply || h->iov_count > max_iov || h->len == 0) return;
+  if (!op || op->state != tx_op::st::wait_reply || h->iov_count > max_iov || h->tag == 0) return;
   peer& p = *op->p;
   split_entry* se = p.map->split(static_cast<std::uint32_t>(h->aux));
   if (!se || p.pid != h->src_pid) return;
   const auto gen = static_cast<std::uint32_t>(h->aux >> 32);
-  const std::size_t accept = std::min<std::size_t>(h->data, op->len), chunk = h->len;
+  const std::size_t accept = std::min<std::size_t>(h->data, op->len), chunk = h->tag;
   const auto* riov = reinterpret_cast<const remote_iov*>(reinterpret_cast<const std::byte*>(h) + sizeof(slot_header));
   std::uint32_t c;
-  while (claim_chunk(*se, gen, h->seg, c)) {
+  // the receiver's endpoint closing revokes the offer (its buffers may go)
+  while (!p.map->closed() && claim_chunk(*se, gen, h->seg, c)) {
     const std::size_t off = std::size_t{c} * chunk;
     const std::size_t len = off < accept ? std::min(chunk, accept - off) : 0;
     if (len && cma_copy(false, static_cast<pid_t>(p.pid), op->iov, op->iov_count, riov, h->iov_count, off, len)) {
@@ -895,12 +954,12 @@ void endpoint_impl::handle_data(const slot_header* h) noexcept {
   auto pr = r && r->active ? r->p : dom_->peer_by_key(peer_key(h->src_pid, h->src_epid)).value_or(nullptr);
   if (!pr) return;
   auto* ph = pr->map->hdr();
-  const bool sane = h->seg < ph->seg_count && h->len <= ph->seg_size;
-  if (r && r->active && sane && h->tag + h->len <= r->accepted) {
+  const bool sane = h->seg < pr->map->seg_count() && h->len <= pr->map->seg_size();
+  if (r && r->active && sane && h->tag <= r->accepted && h->len <= r->accepted - h->tag) {
     scatter(r->iov, r->iov_count, h->tag, pr->map->segment(h->seg), h->len);
     r->received += h->len;
   }
-  if (h->seg < ph->seg_count) ph->seg_busy[h->seg].store(0, std::memory_order_release);
+  if (h->seg < pr->map->seg_count()) ph->seg_busy[h->seg].store(0, std::memory_order_release);
   wake(*pr);
   if (r && r->active && r->received >= r->accepted) {
     rx_active_.erase(r);
@@ -921,6 +980,7 @@ bool endpoint_impl::handle_incoming(const slot_header* h) noexcept {
     in.len = h->len;
   } else {
     if (h->iov_count > max_iov) return true;
+    if (ctp_.available() < ctrl_reserve) return false;  // replies owed elsewhere: wait
     in.len = h->aux;
   }
   auto& pl = tagged ? posted_tag_ : posted_msg_;
@@ -950,38 +1010,54 @@ bool endpoint_impl::handle_incoming(const slot_header* h) noexcept {
 
 // ----------------------------------------------------------------- progress
 
+void endpoint_impl::handle_control(slot_header* h) noexcept {
+  switch (h->code) {
+    case op::cts: handle_cts(h); break;
+    case op::ack: handle_ack(h); break;
+    case op::data: handle_data(h); break;
+    case op::split: handle_split(h); break;
+    default: break;  // not a control code (or a recovered slot): drop
+  }
+}
+
 void endpoint_impl::progress() noexcept {
-  int i = 0;
-  for (; i < progress_batch; ++i) {
+  // Control first: it never waits for anything, so it is never blocked.
+  int work = 0;
+  for (int i = 0; i < progress_batch; ++i, ++work) {
+    auto* s = ctl_.peek();
+    if (!s) break;
+    auto* h = reinterpret_cast<slot_header*>(s);
+    handle_control(h);
+    h->src_pid = 0;  // the next writer of this slot names itself afresh
+    ctl_.pop();
+  }
+  for (int i = 0; i < progress_batch; ++i, ++work) {
     auto* s = ring_.peek();
     if (!s) break;
     auto* h = reinterpret_cast<slot_header*>(s);
-    switch (h->code) {
-      case op::inline_msg:
-      case op::rts:
-        if (!handle_incoming(h)) goto ring_done;
-        break;
-      case op::cts: handle_cts(h); break;
-      case op::ack: handle_ack(h); break;
-      case op::data: handle_data(h); break;
-      case op::split: handle_split(h); break;
-      default: break;  // unknown code (or a recovered slot): drop
-    }
-    h->src_pid = 0;  // the next writer of this slot names itself afresh
+    if ((h->code == op::inline_msg || h->code == op::rts) && !handle_incoming(h)) break;  // back-pressure
+    h->src_pid = 0;
     ring_.pop();
   }
-  if (i == 0 && ++idle_polls_ >= stuck_check_polls) {
+  if (work == 0 && ++idle_polls_ >= stuck_check_polls) {
     idle_polls_ = 0;
-    check_stuck_head();
+    housekeeping();
   }
-ring_done:
-  while (ctrl* c = ctrl_pending_.front()) {
-    if (!post_ctrl(*c->p, c->m)) {
-      if (c->p->map->owner_alive()) break;
+  for (ctrl* c = ctrl_pending_.front(); c;) {
+    // Each entry on its own: a peer that does not progress blocks only itself.
+    ctrl* next = ctrl_pending_.next(c);
+    bool stale = !c->p->map->owner_alive();
+    if (c->m.code == op::split) {  // an offer whose copy is already over
+      split_entry* se = self_->split(static_cast<std::uint32_t>(c->m.aux));
+      const std::uint64_t w = se ? se->claim.load(std::memory_order_acquire) : 0;
+      stale = stale || !se || (w >> 32) != (c->m.aux >> 32) || static_cast<std::uint32_t>(w) >= c->m.seg;
     }
-    ctrl_pending_.erase(c);
-    c->p.reset();
-    ctp_.put(c);
+    if (stale || post_ctrl(*c->p, c->m)) {
+      ctrl_pending_.erase(c);
+      c->p.reset();
+      ctp_.put(c);
+    }
+    c = next;
   }
   for (tx_op* op = tx_active_.front(); op;) {
     tx_op* next = tx_active_.next(op);
@@ -1004,33 +1080,39 @@ ring_done:
   }
 }
 
+void endpoint_impl::housekeeping() noexcept {
+  check_stuck_head(ring_, stuck_ring_);
+  check_stuck_head(ctl_, stuck_ctl_);
+  dom_->sweep();
+}
+
 // A producer killed between claiming a slot and publishing it would block the
 // ring for everyone. If the head slot stays claimed-but-unpublished and its
 // writer is dead (or never named itself within 5 s), the slot is skipped.
-void endpoint_impl::check_stuck_head() noexcept {
-  const std::uint64_t head = ring_.head();
-  if (ring_.claimed() == head) {
-    stuck_pos_ = ~0ull;
+void endpoint_impl::check_stuck_head(util::mpsc_ring& ring, stuck_state& st) noexcept {
+  const std::uint64_t head = ring.head();
+  if (ring.claimed() == head || ring.peek()) {
+    st.pos = ~0ull;
     return;
   }
   const std::uint64_t now = util::now_ns();
-  if (stuck_pos_ != head) {
-    stuck_pos_ = head;
-    stuck_since_ = now;
+  if (st.pos != head) {
+    st.pos = head;
+    st.since = now;
     return;
   }
-  auto* h = reinterpret_cast<slot_header*>(ring_.head_slot());
+  auto* h = reinterpret_cast<slot_header*>(ring.head_slot());
   const std::uint32_t writer = __atomic_load_n(&h->src_pid, __ATOMIC_RELAXED);
   bool dead;
   if (writer != 0) {
-    dead = now - stuck_since_ >= stuck_dead_writer_ns && ::kill(static_cast<pid_t>(writer), 0) != 0 && errno == ESRCH;
+    dead = now - st.since >= stuck_dead_writer_ns && ::kill(static_cast<pid_t>(writer), 0) != 0 && errno == ESRCH;
   } else {
-    dead = now - stuck_since_ >= stuck_unknown_writer_ns;
+    dead = now - st.since >= stuck_unknown_writer_ns;
   }
   if (!dead) return;
   h->code = static_cast<op>(0);
-  ring_.recover_head();
-  stuck_pos_ = ~0ull;
+  ring.recover_head();  // a late writer's publish now fails instead of jamming the ring
+  st.pos = ~0ull;
 }
 
 void endpoint_impl::check_peers() noexcept {

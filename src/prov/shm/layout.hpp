@@ -12,6 +12,9 @@ namespace weft::prov::shm {
 inline constexpr std::uint64_t region_magic = 0x314d485354464557ull;  // "WEFTSHM1"
 inline constexpr std::uint32_t layout_version = 1;
 inline constexpr std::uint32_t max_segments = 64;
+inline constexpr std::uint32_t max_slot_iov = 16;
+// A slot must hold a header and a full iov list (rts, split).
+inline constexpr std::uint32_t min_slot_size = 64 + max_slot_iov * 16;
 
 enum class region_state : std::uint32_t { init = 0, ready = 1, closed = 2 };
 
@@ -33,12 +36,16 @@ struct region_header {
   std::uint32_t epid;           // 76
   std::uint64_t split_offset;   // 80: split_entry array (one per receive operation)
   std::uint32_t split_count;    // 88
-  std::byte pad0_[128 - 92];
+  std::uint32_t ctl_count;      // 92: control ring slots (power of two)
+  std::uint64_t ctl_offset;     // 96: control ring (cts, ack, data, split)
+  std::uint32_t ctl_slot_size;  // 104
+  std::byte pad0_[128 - 108];
   util::ring_tail tail;                  // 128: producers' claim counter
   alignas(64) std::atomic<std::uint32_t> doorbell;  // 192: futex word
   std::atomic<std::uint32_t> waiting;    // 196: consumer sleeps: ring the doorbell
   std::byte pad1_[256 - 200];
   std::atomic<std::uint32_t> seg_busy[max_segments];  // 256: 1 = holds data for a peer
+  util::ring_tail ctl_tail;              // 512: producers' claim counter of the control ring
 };
 static_assert(offsetof(region_header, owner_pid) == 16);
 static_assert(offsetof(region_header, owner_start) == 24);
@@ -51,8 +58,12 @@ static_assert(offsetof(region_header, split_count) == 88);
 static_assert(offsetof(region_header, tail) == 128);
 static_assert(offsetof(region_header, doorbell) == 192);
 static_assert(offsetof(region_header, waiting) == 196);
+static_assert(offsetof(region_header, ctl_count) == 92);
+static_assert(offsetof(region_header, ctl_offset) == 96);
+static_assert(offsetof(region_header, ctl_slot_size) == 104);
 static_assert(offsetof(region_header, seg_busy) == 256);
-static_assert(sizeof(region_header) == 512);
+static_assert(offsetof(region_header, ctl_tail) == 512);
+static_assert(sizeof(region_header) == 576);
 
 // Cooperative copy of one large message (receiver's region, indexed by the
 // receiver's operation): both processes claim chunks and copy them.

@@ -37,8 +37,7 @@ result<std::vector<info>> get_info(const hints& h) {
   if (!node_is_local(h.node))
     return make_error(errc::not_found, "node '" + h.node + "' is not this host (shm reaches local processes only)");
   std::uint16_t port = 0;
-  if (h.port) port = *h.port;
-  else if (!h.service.empty()) port = static_cast<std::uint16_t>(std::strtoul(h.service.c_str(), nullptr, 10));
+  if (h.port) port = *h.port;  // the core resolved hints.service into hints.port
   if (h.source) {
     i.src_port = port;
   } else if (port != 0) {
@@ -91,12 +90,17 @@ result<std::shared_ptr<peer>> domain_impl::peer_by_name(const std::string& name)
   if (!m) return std::unexpected(m.error());
   auto p = std::make_shared<peer>();
   p->ring = (*m)->ring();
+  p->ctl = (*m)->ctl_ring();
   p->key = key;
   p->pid = pid;
-  p->inline_max = (*m)->hdr()->slot_size - static_cast<std::uint32_t>(sizeof(slot_header));
+  p->inline_max = (*m)->slot_size() - static_cast<std::uint32_t>(sizeof(slot_header));
   p->map = std::move(*m);
   peers_[key] = p;
   return p;
+}
+
+void domain_impl::sweep() noexcept {
+  std::erase_if(peers_, [](auto& kv) { return kv.second.use_count() == 1 && !kv.second->map->owner_alive(); });
 }
 
 result<std::shared_ptr<peer>> domain_impl::peer_by_key(std::uint64_t key) {

@@ -1,5 +1,7 @@
 #include "prov/shm/region.hpp"
 
+#include "util/clock.hpp"
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -51,8 +53,9 @@ result<config> load_config() {
   if (std::uint32_t v = 0; env_u32("WEFT_SHM_SPLIT_MIN", v)) c.split_min = v;
   env_u32("WEFT_SHM_SLOTS", c.slot_count);
   env_u32("WEFT_SHM_SLOT_SIZE", c.slot_size);
-  if (c.slot_size < 128 || c.slot_size > 65536 + 64 || c.slot_size % 64)
-    return make_error(errc::invalid_argument, "WEFT_SHM_SLOT_SIZE must be a multiple of 64 between 128 and 65600");
+  if (c.slot_size < min_slot_size || c.slot_size > 65536 + 64 || c.slot_size % 64)
+    return make_error(errc::invalid_argument, "WEFT_SHM_SLOT_SIZE must be a multiple of 64 between " +
+                                                  std::to_string(min_slot_size) + " and 65600");
   env_u32("WEFT_SHM_SEGMENTS", c.seg_count);
   if (c.slot_count < 4 || (c.slot_count & (c.slot_count - 1)))
     return make_error(errc::invalid_argument, "WEFT_SHM_SLOTS must be a power of two >= 4");
@@ -95,8 +98,11 @@ std::uint64_t process_start_time(pid_t pid) {
 }
 
 result<std::unique_ptr<mapping>> mapping::create(const std::string& name, const config& c, std::uint32_t epid) {
+  auto page = [](std::size_t n) { return (n + 4095) & ~std::size_t{4095}; };
   const std::size_t split_off = 4096;
-  const std::size_t ring_off = split_off + ((c.split_count * sizeof(split_entry) + 4095) & ~std::size_t{4095});
+  const std::size_t ctl_off = split_off + page(c.split_count * sizeof(split_entry));
+  const std::size_t ctl_bytes = static_cast<std::size_t>(c.ctl_count) * c.ctl_slot_size;
+  const std::size_t ring_off = ctl_off + page(ctl_bytes);
   const std::size_t ring_bytes = static_cast<std::size_t>(c.slot_count) * c.slot_size;
   const std::size_t seg_off = ring_off + ((ring_bytes + 4095) & ~std::size_t{4095});
   const std::size_t total = seg_off + static_cast<std::size_t>(c.seg_count) * c.seg_size;
@@ -143,8 +149,14 @@ result<std::unique_ptr<mapping>> mapping::create(const std::string& name, const 
   h->epid = epid;
   h->split_offset = split_off;
   h->split_count = c.split_count;
+  h->ctl_offset = ctl_off;
+  h->ctl_count = c.ctl_count;
+  h->ctl_slot_size = c.ctl_slot_size;
+  m->take_geometry();
   m->ring().format();
+  m->ctl_ring().format();
   populate(m->base(), ring_off, ring_bytes);
+  populate(m->base(), ctl_off, ctl_bytes);
   h->state.store(static_cast<std::uint32_t>(region_state::ready), std::memory_order_release);
   return m;
 }
@@ -175,20 +187,31 @@ result<std::unique_ptr<mapping>> mapping::open(const std::string& name) {
   m->size_ = static_cast<std::size_t>(st.st_size);
   m->name_ = name;
   auto* h = m->hdr_;
+  m->take_geometry();  // validate the private copy, not the live header
+  const auto& g = m->g_;
+  auto fits = [&](std::uint64_t off, std::uint64_t count, std::uint64_t size) {
+    return off >= sizeof(region_header) && off % 64 == 0 && count <= (1u << 20) && size <= (1u << 26) &&
+           off + count * size <= m->size_;
+  };
+  auto pow2 = [](std::uint32_t n) { return n >= 4 && (n & (n - 1)) == 0; };
   if (h->magic != region_magic || h->version != layout_version || h->total_size != m->size_ ||
-      h->header_size != sizeof(region_header) || h->slot_size < sizeof(slot_header) + 64 ||
-      (h->slot_count & (h->slot_count - 1)) || h->seg_count > max_segments ||
-      h->ring_offset + std::uint64_t{h->slot_count} * h->slot_size > h->total_size ||
-      h->seg_offset + std::uint64_t{h->seg_count} * h->seg_size > h->total_size ||
-      h->split_offset + std::uint64_t{h->split_count} * sizeof(split_entry) > h->total_size)
+      h->header_size != sizeof(region_header) || g.slot_size < min_slot_size || g.slot_size % 64 ||
+      g.ctl_slot_size < min_slot_size || g.ctl_slot_size % 64 || !pow2(g.slot_count) || !pow2(g.ctl_count) ||
+      g.seg_count > max_segments || g.seg_count == 0 || g.seg_size == 0 ||
+      !fits(g.ring_offset, g.slot_count, g.slot_size) || !fits(g.ctl_offset, g.ctl_count, g.ctl_slot_size) ||
+      !fits(g.seg_offset, g.seg_count, g.seg_size) || !fits(g.split_offset, g.split_count, sizeof(split_entry)))
     return make_error(errc::invalid_argument, "'/dev/shm/" + name +
                                                   "' is not a compatible weft shm region (layout version " +
                                                   std::to_string(layout_version) + " expected)");
   if (h->state.load(std::memory_order_acquire) != static_cast<std::uint32_t>(region_state::ready))
     return make_error(errc::peer_dead, "shm endpoint '" + name + "' is closed");
-  populate(m->base(), h->ring_offset, std::size_t{h->slot_count} * h->slot_size);
+  populate(m->base(), g.ring_offset, std::size_t{g.slot_count} * g.slot_size);
+  populate(m->base(), g.ctl_offset, std::size_t{g.ctl_count} * g.ctl_slot_size);
   m->pidfd_ = static_cast<int>(::syscall(SYS_pidfd_open, static_cast<pid_t>(h->owner_pid), 0));
-  if (m->pidfd_ < 0 || process_start_time(static_cast<pid_t>(h->owner_pid)) != h->owner_start) {
+  const bool gone = (m->pidfd_ < 0 && errno == ESRCH) ||
+                    process_start_time(static_cast<pid_t>(h->owner_pid)) != h->owner_start;
+  // (other pidfd_open failures, e.g. a seccomp filter, fall back to start-time checks)
+  if (gone) {
     m->unlink_if_stale();
     return make_error(errc::peer_dead, "the process that owned shm endpoint '" + name +
                                            "' is gone (its stale region was removed)");
@@ -205,15 +228,31 @@ mapping::~mapping() {
   ::munmap(hdr_, size_);
 }
 
+void mapping::take_geometry() noexcept {
+  const auto* h = hdr_;
+  g_ = geometry{h->slot_count, h->slot_size,  h->seg_count,  h->seg_size,  h->split_count, h->ctl_count,
+                h->ctl_slot_size, h->ring_offset, h->seg_offset, h->split_offset, h->ctl_offset};
+}
+
 bool mapping::owner_alive() noexcept {
   if (owner_) return true;
   if (dead_) return false;
-  if (hdr_->state.load(std::memory_order_acquire) != static_cast<std::uint32_t>(region_state::ready)) {
+  if (closed()) {
     dead_ = true;
     return false;
   }
-  pollfd p{pidfd_, POLLIN, 0};
-  if (pidfd_ >= 0 && ::poll(&p, 1, 0) == 1) {
+  // At most one system call per 5 ms per peer, however often we are asked.
+  const std::uint64_t now = util::now_ns();
+  if (now < next_alive_check_) return true;
+  next_alive_check_ = now + 5'000'000;
+  bool gone;
+  if (pidfd_ >= 0) {
+    pollfd p{pidfd_, POLLIN, 0};
+    gone = ::poll(&p, 1, 0) == 1;
+  } else {
+    gone = process_start_time(static_cast<pid_t>(hdr_->owner_pid)) != hdr_->owner_start;
+  }
+  if (gone) {
     dead_ = true;
     unlink_if_stale();
     return false;
@@ -275,7 +314,17 @@ result<void> register_port(std::uint16_t port, const std::string& region) {
     }
     if (errno != EEXIST) return make_error(errc::io_error, sys_err("cannot create port entry", name));
     port_record old{};
-    if (read_record(name, old) && record_alive(old))
+    bool have = read_record(name, old);
+    if (!have || old.pid == 0) {  // being written by its creator right now
+      if (attempt == 0) {
+        ::usleep(2000);
+        have = read_record(name, old);
+      }
+      if (!have || old.pid == 0)
+        return make_error(errc::address_in_use, "shm port " + std::to_string(port) + " is being registered by "
+                                                    "another process: choose another port");
+    }
+    if (record_alive(old))
       return make_error(errc::address_in_use, "shm port " + std::to_string(port) + " is in use by process " +
                                                   std::to_string(old.pid) + ": choose another port");
     ::shm_unlink(("/" + name).c_str());  // stale: its owner is gone

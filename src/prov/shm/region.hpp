@@ -23,6 +23,8 @@ struct config {
   bool cma = true;                  // single copy with process_vm_readv
   std::size_t split_min = 128 * 1024;  // from this size both processes copy (0: never)
   std::uint32_t split_count = 256;     // split entries (one per receive operation)
+  std::uint32_t ctl_count = 512;       // control ring slots
+  std::uint32_t ctl_slot_size = min_slot_size;
   [[nodiscard]] std::uint32_t inline_max() const noexcept { return slot_size - sizeof(slot_header); }
 };
 // Reads WEFT_SHM_CMA (0 = segmented only), WEFT_SHM_SPLIT_MIN (bytes; 0 = never
@@ -46,14 +48,25 @@ class mapping {
   [[nodiscard]] region_header* hdr() const noexcept { return hdr_; }
   [[nodiscard]] std::byte* base() const noexcept { return reinterpret_cast<std::byte*>(hdr_); }
   [[nodiscard]] const std::string& name() const noexcept { return name_; }
+  // Geometry comes from private copies made when the region was validated:
+  // another process rewriting the shared header cannot move us out of bounds.
+  [[nodiscard]] std::uint32_t seg_count() const noexcept { return g_.seg_count; }
+  [[nodiscard]] std::uint32_t seg_size() const noexcept { return g_.seg_size; }
+  [[nodiscard]] std::uint32_t slot_size() const noexcept { return g_.slot_size; }
   [[nodiscard]] std::byte* segment(std::uint32_t i) const noexcept {
-    return base() + hdr_->seg_offset + static_cast<std::size_t>(i) * hdr_->seg_size;
+    return i < g_.seg_count ? base() + g_.seg_offset + static_cast<std::size_t>(i) * g_.seg_size : nullptr;
   }
   [[nodiscard]] split_entry* split(std::uint32_t i) const noexcept {
-    return i < hdr_->split_count ? reinterpret_cast<split_entry*>(base() + hdr_->split_offset) + i : nullptr;
+    return i < g_.split_count ? reinterpret_cast<split_entry*>(base() + g_.split_offset) + i : nullptr;
   }
   [[nodiscard]] util::mpsc_ring ring() const noexcept {
-    return util::mpsc_ring(&hdr_->tail, base() + hdr_->ring_offset, hdr_->slot_count, hdr_->slot_size);
+    return util::mpsc_ring(&hdr_->tail, base() + g_.ring_offset, g_.slot_count, g_.slot_size);
+  }
+  [[nodiscard]] util::mpsc_ring ctl_ring() const noexcept {
+    return util::mpsc_ring(&hdr_->ctl_tail, base() + g_.ctl_offset, g_.ctl_count, g_.ctl_slot_size);
+  }
+  [[nodiscard]] bool closed() const noexcept {
+    return hdr_->state.load(std::memory_order_acquire) != static_cast<std::uint32_t>(region_state::ready);
   }
   // Owner liveness, robust against pid reuse (pidfd + start time).
   [[nodiscard]] bool owner_alive() noexcept;
@@ -62,6 +75,13 @@ class mapping {
 
  private:
   mapping() = default;
+  struct geometry {
+    std::uint32_t slot_count, slot_size, seg_count, seg_size, split_count, ctl_count, ctl_slot_size;
+    std::uint64_t ring_offset, seg_offset, split_offset, ctl_offset;
+  };
+  void take_geometry() noexcept;
+  geometry g_{};
+  std::uint64_t next_alive_check_ = 0;
   region_header* hdr_ = nullptr;
   std::size_t size_ = 0;
   std::string name_;

@@ -27,7 +27,8 @@ inline constexpr std::size_t unexpected_count = 256;
 // endpoints of a domain that receive from it.
 struct peer {
   std::unique_ptr<mapping> map;
-  util::mpsc_ring ring;  // producer view of its ring
+  util::mpsc_ring ring;  // producer view of its message ring
+  util::mpsc_ring ctl;   // producer view of its control ring
   std::uint64_t key = 0;
   std::uint32_t pid = 0;
   std::uint32_t inline_max = 0;
@@ -75,7 +76,8 @@ class domain_impl final : public spi::domain, public std::enable_shared_from_thi
   // A mapped peer by region name or by (pid, epid); mapped once per domain.
   result<std::shared_ptr<peer>> peer_by_name(const std::string& name);
   result<std::shared_ptr<peer>> peer_by_key(std::uint64_t key);
-  void forget(std::uint64_t key) noexcept { peers_.erase(key); }
+  // Drops mappings of peers that are gone and that nothing else references.
+  void sweep() noexcept;
 
  private:
   config cfg_;

@@ -58,6 +58,7 @@ void scatter(const ::iovec* v, std::size_t n, std::size_t off, const std::uint8_
 
 void gather(const ::iovec* v, std::size_t n, std::uint8_t* dst) noexcept {
   for (std::size_t i = 0; i < n; ++i) {
+    if (v[i].iov_len == 0) continue;  // base may be null
     std::memcpy(dst, v[i].iov_base, v[i].iov_len);
     dst += v[i].iov_len;
   }
@@ -302,8 +303,19 @@ result<void> endpoint_impl::init() {
 }
 
 endpoint_impl::~endpoint_impl() {
+  // Give back the CQ room held by operations that will never complete.
+  if (rxcq_) {
+    for (auto* l : {&posted_msg_, &posted_tag_})
+      for (rx_op* r = l->front(); r; r = l->next(r)) rxcq_->unreserve();
+    for (auto& c : conns_)
+      if (c->rx) rxcq_->unreserve();
+  }
+  if (txcq_)
+    for (auto& c : conns_)
+      for (tx_op* op = c->txq.front(); op; op = c->txq.next(op))
+        if (op->completion) txcq_->unreserve();
   if (txcq_) txcq_->detach(this);
-  if (rxcq_) rxcq_->detach(this);
+  if (rxcq_ && rxcq_ != txcq_) rxcq_->detach(this);
   for (auto& c : conns_)
     if (c->fd >= 0) {
       dom_->eng().del(c->fd);
@@ -317,6 +329,8 @@ endpoint_impl::~endpoint_impl() {
 
 result<void> endpoint_impl::bind_cq(std::shared_ptr<spi::cq> q, std::uint64_t flags) {
   if (enabled_) return make_error(errc::bad_state, "bind CQs before enable()");
+  if (((flags & flag::transmit) && txcq_) || ((flags & flag::receive) && rxcq_))
+    return make_error(errc::bad_state, "a completion queue is already bound for that direction");
   if (flags & flag::transmit) txcq_ = q;
   if (flags & flag::receive) rxcq_ = q;
   q->attach(this);
@@ -458,7 +472,7 @@ void endpoint_impl::queue_frame(conn* c, wire::op code, std::uint64_t data, cons
   op->internal = true;
   op->completion = false;
   op->hdr = wire::frame_header{wire::magic, wire::version, static_cast<std::uint8_t>(code), 0, 0, len, 0, data};
-  std::memcpy(op->buf, payload, len);
+  if (len) std::memcpy(op->buf, payload, len);
   op->iov[0] = {&op->hdr, sizeof op->hdr};
   op->iov[1] = {op->buf, len};
   op->iov_count = len ? 2 : 1;
@@ -982,7 +996,10 @@ errc endpoint_impl::recv(const msg_desc& m, std::uint64_t flags) noexcept {
     src = m.addr;
   }
   const bool tagged = flags & flag::tagged;
-  if (tagged && (flags & (flag::peek | flag::claim))) return peek_claim(m, flags, src);
+  if (flags & (flag::peek | flag::claim | flag::discard)) {
+    if (!tagged) return errc::invalid_argument;  // peek and claim are tagged operations
+    return peek_claim(m, flags, src);
+  }
   rx_op* r = rxp_.get();
   if (!r) return errc::again;
   if (!rxcq_->reserve()) {

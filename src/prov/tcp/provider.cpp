@@ -39,8 +39,7 @@ info base_info() {
 result<std::vector<info>> get_info(const hints& h) {
   info i = base_info();
   std::uint16_t port = 0;
-  if (h.port) port = *h.port;
-  else if (!h.service.empty()) port = static_cast<std::uint16_t>(std::strtoul(h.service.c_str(), nullptr, 10));
+  if (h.port) port = *h.port;  // the core resolved hints.service into hints.port
   if (h.source) {
     auto a = resolve(h.node, port, true);
     if (!a) return std::unexpected(a.error());
