@@ -344,9 +344,31 @@ int run_client(const options& o) {
   std::vector<std::byte> sbuf(maxsz), rbuf(maxsz);
   char ack = 0;
   post_retry(c, [&] { return c.ep.recv(&ack, 1); });
-  post_retry(c, [&] { return c.ep.send(&pl, sizeof pl, c.peer); });
-  wait_one(c);
-  wait_one(c);
+  // The server may not be listening yet (tcp cannot tell before connecting):
+  // retry a refused first contact until the timeout.
+  auto deadline = clk::now() + std::chrono::seconds(o.timeout_s);
+  bool send_plan = true;
+  for (int got = 0; got < 2;) {
+    if (send_plan) post_retry(c, [&] { return c.ep.send(&pl, sizeof pl, c.peer, &pl); });
+    send_plan = false;
+    weft::cq_entry e;
+    weft::errc r = c.cq.read(e);
+    if (r == weft::errc::ok) {
+      ++got;
+      continue;
+    }
+    if (r == weft::errc::error_available) {
+      weft::cq_err_entry ee;
+      (void)c.cq.read_error(ee);
+      if (ee.context == &pl && ee.err == weft::errc::peer_dead && clk::now() < deadline) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        send_plan = true;
+        continue;
+      }
+      die(std::string("cannot reach the server: ") + ee.msg);
+    }
+    if (clk::now() > deadline) die("the server did not answer within the timeout");
+  }
   std::vector<row> rows;
   for (std::uint32_t s = 0; s < pl.nsizes; ++s) {
     const std::size_t size = pl.sizes[s];
