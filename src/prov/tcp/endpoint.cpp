@@ -891,7 +891,19 @@ void endpoint_impl::finish_unexp(conn* c) noexcept {
   unexp* u = c->ux;
   c->ux = nullptr;
   c->rstage = conn::rs::header;
-  ((u->flags & wire::flag::tagged) ? ux_tag_ : ux_msg_).push_back(u);
+  // A receive posted while this message was still arriving did not see it:
+  // it belongs to this message, which is older than anything after it.
+  const bool tagged = u->flags & wire::flag::tagged;
+  auto& pl = tagged ? posted_tag_ : posted_msg_;
+  rx_op* r = pl.find([&](const rx_op& x) {
+    return util::source_matches(x.src_filter, u->src) && (!tagged || util::tag_matches(x.tag, x.ignore, u->tag));
+  });
+  if (r) {
+    pl.erase(r);
+    deliver_unexpected(r, u);
+    return;
+  }
+  (tagged ? ux_tag_ : ux_msg_).push_back(u);
 }
 
 void endpoint_impl::complete_rx(rx_op* r, std::size_t copied, std::size_t msg_len, std::uint8_t flags,
