@@ -1,148 +1,37 @@
 #!/usr/bin/env python3
-"""Parse the raw outputs of bench/shm.sh and compare weft with its peers.
+"""Parse the raw outputs of bench/shm.sh or bench/tcp.sh and compare weft with its peers.
 
 Usage: bench/compare.py RUN_DIR [--stat best|median] [--no-plot]
 
-RUN_DIR is what shm.sh wrote: RUN_DIR/raw/status.tsv lists every run
+RUN_DIR is what shm.sh or tcp.sh wrote: RUN_DIR/raw/status.tsv lists every run
 (peer, test, size, repeat, exit code, output files), RUN_DIR/raw/meta.tsv
-holds key/value facts about the run (tools, versions, settings) and
-RUN_DIR/raw/problems.txt what went wrong, one line each.
+holds key/value facts about the run (tools, versions, settings; the key
+"benchmark" says tcp for tcp.sh, shm when absent) and RUN_DIR/raw/problems.txt
+what went wrong, one line each.
 Writes RUN_DIR/results.json, RUN_DIR/table.txt and, when matplotlib can be
-imported, RUN_DIR/shm.png; prints the table on stdout.
+imported, RUN_DIR/shm.png (or tcp.png); prints the table on stdout.
 
 Units: latency is one-way (round trip / 2) in microseconds; bandwidth is in
 MB/s with MB = 10^6 bytes for every tool (ucx_perftest prints MiB/s, which is
 converted here).
 
+The parsers and helpers shared by both comparisons live in benchlib.py; the
+tcp comparison in compare_tcp.py; the shm comparison here.
 Python 3 standard library only; matplotlib is optional.
 """
 import argparse
-import csv
-import json
 import os
-import statistics
 import sys
 
-MIB = 1024 * 1024 / 1e6  # ucx_perftest "MB/s" is MiB/s
+sys.dont_write_bytecode = True  # no __pycache__ next to the scripts
+from benchlib import (agg, fmt, fnum, fratio, human, load_meta, load_runs,  # noqa: F401
+                      parse_fi_pingpong, parse_ucx, parse_weft, ratio, read_text, tail,
+                      write_outputs)
 
 # The targets of the shm comparison (from the issue).
 LAT_SIZE = 64
 BW_SIZE = 1048576
 UCX_LAT_FACTOR = 1.2
-
-
-def fnum(s):
-    try:
-        return float(s)
-    except (TypeError, ValueError):
-        return None
-
-
-def read_text(path):
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return f.read()
-    except OSError:
-        return ""
-
-
-def tail(text, n=3):
-    lines = [l for l in text.strip().splitlines() if l.strip()]
-    return " | ".join(lines[-n:])
-
-
-# ---- parsers: each returns a dict of numbers, or None when nothing parsed
-
-def parse_weft(text):
-    """weft_perf --json: {"provider":..,"results":[{size,latency_us{median,p99},bandwidth_MBps,msg_rate}]}"""
-    start = text.find("{")
-    if start < 0:
-        return None
-    try:
-        doc = json.loads(text[start:])
-    except ValueError:
-        return None
-    out = {}
-    for r in doc.get("results", []):
-        lat = r.get("latency_us") or {}
-        out[int(r["size"])] = {
-            "lat_us": lat.get("median"),
-            "lat_p99_us": lat.get("p99"),
-            "bw_MBps": r.get("bandwidth_MBps"),
-            "msg_rate": r.get("msg_rate"),
-        }
-    return out
-
-
-def parse_fi_pingpong(text):
-    """fi_pingpong: 'bytes #sent #ack total time MB/sec usec/xfer Mxfers/sec' then one row.
-
-    MB/sec is 10^6 bytes/s counted over both directions of the ping-pong, i.e.
-    size / (usec/xfer): one message in flight, not a streaming bandwidth.
-    usec/xfer is the mean one-way time (total time / (2 * iterations)).
-    """
-    row = None
-    for line in text.splitlines():
-        f = line.split()
-        if len(f) == 8 and all(fnum(x) is not None for x in f[5:8]):
-            row = f
-    if row is None:
-        return None
-    return {"lat_us": float(row[6]), "pp_bw_MBps": float(row[5]),
-            "msg_rate": float(row[7]) * 1e6}
-
-
-def parse_ucx(text):
-    """ucx_perftest -f -v: CSV 'iterations,50.0_percentile_lat,avg_lat,overall_lat,
-    avg_bw,overall_bw,avg_mr,overall_mr'. In tag_lat the latencies are one-way
-    (round trip / 2); in tag_bw they are the per-message send overhead."""
-    row = None
-    for line in text.splitlines():
-        f = line.strip().split(",")
-        if len(f) == 8 and all(fnum(x) is not None for x in f):
-            row = [float(x) for x in f]
-    if row is None:
-        return None
-    return {"iters": int(row[0]), "p50_us": row[1], "avg_us": row[2],
-            "bw_MBps": row[5] * MIB, "msg_rate": row[7]}
-
-
-# ---- loading
-
-def load_meta(raw):
-    meta = {}
-    path = os.path.join(raw, "meta.tsv")
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                k, _, v = line.rstrip("\n").partition("\t")
-                if k:
-                    meta[k] = v
-    return meta
-
-
-def load_runs(raw):
-    runs = []
-    path = os.path.join(raw, "status.tsv")
-    if not os.path.exists(path):
-        return runs
-    with open(path, encoding="utf-8") as f:
-        for rec in csv.DictReader(f, delimiter="\t"):
-            runs.append(rec)
-    return runs
-
-
-def agg(values, stat, higher_is_better):
-    vals = [v for v in values if v is not None]
-    if not vals:
-        return None
-    if stat == "median":
-        return statistics.median(vals)
-    return max(vals) if higher_is_better else min(vals)
-
-
-def ratio(a, b):
-    return a / b if a is not None and b not in (None, 0) else None
 
 
 def build(run_dir, stat):
@@ -291,25 +180,6 @@ def make_targets(summary):
 
 # ---- output
 
-def fmt(v, nd=3):
-    if v is None:
-        return "-"
-    if nd == 0 or abs(v) >= 1000:
-        return f"{v:.0f}"
-    return f"{v:.{nd}f}"
-
-
-def fratio(v):
-    return "-" if v is None else f"{v:.2f}x"
-
-
-def human(size):
-    for unit, n in (("M", 1 << 20), ("K", 1 << 10)):
-        if size >= n and size % n == 0:
-            return f"{size // n}{unit}"
-    return str(size)
-
-
 def table(doc):
     s = doc["summary"]
     m = doc["meta"]
@@ -427,25 +297,16 @@ def main():
                     help="how repeats are combined (best: min latency / max bandwidth)")
     ap.add_argument("--no-plot", action="store_true")
     a = ap.parse_args()
+    bench = load_meta(os.path.join(a.run_dir, "raw")).get("benchmark", "shm")
+    if bench == "tcp":
+        import compare_tcp
+        doc = compare_tcp.build(a.run_dir, a.stat)
+        return write_outputs(doc, a.run_dir, "tcp.png", compare_tcp.table, compare_tcp.plot, a.no_plot)
+    if bench != "shm":
+        print(f"compare.py: unknown benchmark '{bench}' in {a.run_dir}/raw/meta.tsv", file=sys.stderr)
+        return 2
     doc = build(a.run_dir, a.stat)
-    png = os.path.join(a.run_dir, "shm.png")
-    note = None
-    if not a.no_plot:
-        note = plot(doc, png)
-        if note:
-            doc["problems"].append(note)
-            print(f"compare.py: {note}", file=sys.stderr)
-    doc["files"] = {"json": os.path.join(a.run_dir, "results.json"),
-                    "table": os.path.join(a.run_dir, "table.txt"),
-                    "png": png if not a.no_plot and note is None else None}
-    text = table(doc)
-    with open(doc["files"]["table"], "w", encoding="utf-8") as f:
-        f.write(text)
-    with open(doc["files"]["json"], "w", encoding="utf-8") as f:
-        json.dump(doc, f, indent=1)
-        f.write("\n")
-    sys.stdout.write(text)
-    return 0
+    return write_outputs(doc, a.run_dir, "shm.png", table, plot, a.no_plot)
 
 
 if __name__ == "__main__":

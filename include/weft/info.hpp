@@ -2,6 +2,7 @@
 // Discovery: capabilities, attributes, hints and info entries (cf. fi_getinfo(3)).
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -76,6 +77,7 @@ struct info {
   std::optional<address> src_addr;   // where an endpoint opened from this info listens
   std::optional<address> dest_addr;  // the peer that node/service resolved to
   std::uint16_t src_port = 0;        // integer service an endpoint registers (0: none)
+  std::shared_ptr<void> handle;      // connreq: the pending connection (opaque)
 };
 
 struct hints {

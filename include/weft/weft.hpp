@@ -92,6 +92,15 @@ class address_vector : public detail::handle<spi::av> {
   }
 };
 
+class event_queue : public detail::handle<spi::eq> {
+ public:
+  using handle::handle;
+  // ok (an event), again (none yet). Drives progress of the bound objects.
+  [[nodiscard]] errc read(eq_event& e) { return impl_ ? impl_->read(e) : errc::bad_state; }
+  // timed_out when nothing arrived in time; timeout_ms < 0 waits forever.
+  [[nodiscard]] errc wait(eq_event& e, int timeout_ms) { return impl_ ? impl_->wait(e, timeout_ms) : errc::bad_state; }
+};
+
 class endpoint : public detail::handle<spi::endpoint> {
   [[nodiscard]] errc tx(const msg_desc& m, std::uint64_t flags) noexcept {
     if (!impl_) [[unlikely]]
@@ -114,6 +123,28 @@ class endpoint : public detail::handle<spi::endpoint> {
     return impl_->enable();
   }
   [[nodiscard]] address name() const { return impl_ ? impl_->name() : address{}; }
+
+  // connected (MSG) endpoints: connection management (cf. fi_cm(3))
+  result<void> bind(event_queue& q);
+  void set_context(void* ctx) noexcept {
+    if (impl_) impl_->context = ctx;
+  }
+  // Connect to a listening peer with up to 256 bytes of connection data; a
+  // connected (or error) event follows on the bound event queue.
+  result<void> connect(const address& peer, std::span<const std::byte> data = {}) {
+    if (!impl_) return make_error(errc::bad_state, "connect on a closed endpoint");
+    return impl_->connect(peer, data);
+  }
+  // Accept the connreq this endpoint was opened from (its info).
+  result<void> accept(std::span<const std::byte> data = {}) {
+    if (!impl_) return make_error(errc::bad_state, "accept on a closed endpoint");
+    return impl_->accept(data);
+  }
+  // The peer gets a shutdown event; receives posted here complete as canceled.
+  result<void> shutdown() {
+    if (!impl_) return make_error(errc::bad_state, "shutdown on a closed endpoint");
+    return impl_->shutdown();
+  }
 
   // messages
   [[nodiscard]] errc send(const void* buf, std::size_t len, fi_addr_t dest, void* ctx = nullptr) noexcept {
@@ -196,10 +227,25 @@ class endpoint : public detail::handle<spi::endpoint> {
   [[nodiscard]] errc cancel(void* ctx) noexcept { return impl_ ? impl_->cancel(ctx) : errc::bad_state; }
 };
 
+class passive_endpoint : public detail::handle<spi::passive_endpoint> {
+ public:
+  using handle::handle;
+  result<void> bind(event_queue& q);
+  [[nodiscard]] address name() const { return impl_ ? impl_->name() : address{}; }
+  // Refuse a connreq; the connector gets an error event (errc::permission_denied) carrying data.
+  result<void> reject(const info& req, std::span<const std::byte> data = {}) {
+    if (!impl_) return make_error(errc::bad_state, "reject on a closed passive endpoint");
+    return impl_->reject(req, data);
+  }
+};
+
 class domain : public detail::handle<spi::domain> {
  public:
   using handle::handle;
   result<endpoint> open_endpoint(const info& i);
+  // Listens on info.src_addr (hints.source = true, node and port; port 0: any).
+  result<passive_endpoint> open_passive_endpoint(const info& i);
+  result<event_queue> open_eq();
   result<address_vector> open_av(const av_attr& a = {});
   result<completion_queue> open_cq(std::size_t size = 1024);
   [[nodiscard]] const info& get_info() const noexcept { return info_; }

@@ -31,6 +31,28 @@ result<endpoint> domain::open_endpoint(const info& i) {
   return endpoint(std::move(*e), impl_);
 }
 
+result<passive_endpoint> domain::open_passive_endpoint(const info& i) {
+  if (!impl_) return make_error(errc::bad_state, "open_passive_endpoint on a closed domain");
+  auto p = impl_->open_passive_endpoint(i);
+  if (!p) return std::unexpected(p.error());
+  return passive_endpoint(std::move(*p), impl_);
+}
+
+result<event_queue> domain::open_eq() {
+  if (!impl_) return make_error(errc::bad_state, "open_eq on a closed domain");
+  return event_queue(std::make_shared<spi::eq>(), impl_);
+}
+
+result<void> endpoint::bind(event_queue& q) {
+  if (!impl_ || !q) return make_error(errc::bad_state, "bind on a closed endpoint or event queue");
+  return impl_->bind_eq(q.impl());
+}
+
+result<void> passive_endpoint::bind(event_queue& q) {
+  if (!impl_ || !q) return make_error(errc::bad_state, "bind on a closed passive endpoint or event queue");
+  return impl_->bind_eq(q.impl());
+}
+
 result<address_vector> domain::open_av(const av_attr& a) {
   if (!impl_) return make_error(errc::bad_state, "open_av on a closed domain");
   auto v = impl_->open_av(a);

@@ -4,11 +4,13 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
 #include "weft/info.hpp"
 #include "weft/spi/cq.hpp"
+#include "weft/spi/eq.hpp"
 #include "weft/types.hpp"
 
 namespace weft::spi {
@@ -38,6 +40,29 @@ class endpoint {
   [[nodiscard]] virtual errc send(const msg_desc& m, std::uint64_t flags) noexcept = 0;
   [[nodiscard]] virtual errc recv(const msg_desc& m, std::uint64_t flags) noexcept = 0;
   [[nodiscard]] virtual errc cancel(void* context) noexcept = 0;
+  // connected (MSG) endpoints; RDM endpoints refuse these
+  virtual result<void> bind_eq(std::shared_ptr<eq>) {
+    return make_error(errc::not_supported, "this endpoint type has no connection events (use MSG endpoints)");
+  }
+  virtual result<void> connect(const address&, std::span<const std::byte>) {
+    return make_error(errc::not_supported, "connect is for MSG endpoints (ep_type::msg)");
+  }
+  virtual result<void> accept(std::span<const std::byte>) {
+    return make_error(errc::not_supported, "accept is for MSG endpoints opened from a connreq event");
+  }
+  virtual result<void> shutdown() {
+    return make_error(errc::not_supported, "shutdown is for MSG endpoints (ep_type::msg)");
+  }
+  void* context = nullptr;  // reported in EQ events
+};
+
+class passive_endpoint {
+ public:
+  virtual ~passive_endpoint() = default;
+  virtual result<void> bind_eq(std::shared_ptr<eq> q) = 0;
+  [[nodiscard]] virtual address name() const = 0;  // the listening address (its port too)
+  virtual result<void> reject(const info& req, std::span<const std::byte> data) = 0;
+  void* context = nullptr;
 };
 
 class domain {
@@ -47,6 +72,9 @@ class domain {
   virtual result<std::shared_ptr<av>> open_av(const av_attr& a) = 0;
   virtual result<std::shared_ptr<cq>> open_cq(std::size_t size) {
     return std::make_shared<cq>(size);
+  }
+  virtual result<std::shared_ptr<passive_endpoint>> open_passive_endpoint(const info&) {
+    return make_error(errc::not_supported, "this provider has no passive (listening) endpoints");
   }
 };
 

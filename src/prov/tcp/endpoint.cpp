@@ -23,6 +23,8 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <functional>
+#include <span>
 
 #include "prov/tcp/tcp.hpp"
 #include "util/clock.hpp"
@@ -181,6 +183,10 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable {
   ~endpoint_impl() override;
   result<void> init();
   result<void> bind_cq(std::shared_ptr<spi::cq> q, std::uint64_t flags) override;
+  result<void> bind_eq(std::shared_ptr<spi::eq> q) override;
+  result<void> connect(const address& peer, std::span<const std::byte> data) override;
+  result<void> accept(std::span<const std::byte> data) override;
+  result<void> shutdown() override;
   result<void> bind_av(std::shared_ptr<spi::av> a) override;
   result<void> enable() override;
   [[nodiscard]] address name() const override { return name_; }
@@ -195,7 +201,10 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable {
 
  private:
   conn* path(fi_addr_t a) noexcept;
-  conn* open_conn(const address& peer, const std::string& key, fi_addr_t a) noexcept;
+  conn* open_conn(const address& peer, const std::string& key, fi_addr_t a,
+                  std::span<const std::byte> cm = {}) noexcept;
+  void cm_event(eq_event::kind k, errc e, std::string msg, const std::uint8_t* data, std::size_t len) noexcept;
+  void cancel_posted() noexcept;
   void queue_frame(conn* c, wire::op code, std::uint64_t data, const void* payload, std::size_t len,
                    bool front = false) noexcept;
   void flush(conn* c) noexcept;
@@ -234,8 +243,11 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable {
   address name_{};
   std::shared_ptr<spi::cq> txcq_, rxcq_;
   std::shared_ptr<av_impl> av_;
+  std::shared_ptr<spi::eq> eq_;
   bool enabled_ = false;
   bool source_cap_ = false;
+  bool msg_mode_ = false;    // a connected (MSG) endpoint: one connection, no address vector
+  conn* single_ = nullptr;   // MSG: its connection
 
   util::pool<tx_op> txp_{tx_size + 64};  // + protocol frames
   util::pool<rx_op> rxp_{rx_size};
@@ -265,8 +277,10 @@ void set_socket_options(int fd, int timeout_ms) noexcept {
 // ------------------------------------------------------------------ setup
 
 result<void> endpoint_impl::init() {
-  if (info_.ep.type != ep_type::rdm && info_.ep.type != ep_type::unspec)
-    return make_error(errc::not_supported, "this tcp endpoint type is not supported yet: use ep_type::rdm");
+  msg_mode_ = info_.ep.type == ep_type::msg;
+  ux_storage_.reset(new std::uint8_t[unexpected_count * inject_size]);
+  for (std::uint32_t i = 0; i < unexpected_count; ++i) uxp_.at(i)->payload = ux_storage_.get() + i * inject_size;
+  if (msg_mode_) return {};  // connects or accepts; a passive endpoint listens
   address bind_addr;
   if (info_.src_addr) {
     bind_addr = *info_.src_addr;
@@ -297,8 +311,6 @@ result<void> endpoint_impl::init() {
   lst_.ep = this;
   if (!dom_->eng().add(lfd_, &lst_, EPOLLIN)) return make_error(errc::io_error, "epoll_ctl failed");
   source_cap_ = (info_.caps & cap::source) != 0;
-  ux_storage_.reset(new std::uint8_t[unexpected_count * inject_size]);
-  for (std::uint32_t i = 0; i < unexpected_count; ++i) uxp_.at(i)->payload = ux_storage_.get() + i * inject_size;
   return {};
 }
 
@@ -316,6 +328,7 @@ endpoint_impl::~endpoint_impl() {
         if (op->completion) txcq_->unreserve();
   if (txcq_) txcq_->detach(this);
   if (rxcq_ && rxcq_ != txcq_) rxcq_->detach(this);
+  if (eq_) eq_->detach(this);
   for (auto& c : conns_)
     if (c->fd >= 0) {
       dom_->eng().del(c->fd);
@@ -345,7 +358,17 @@ result<void> endpoint_impl::bind_av(std::shared_ptr<spi::av> a) {
   return {};
 }
 
+result<void> endpoint_impl::bind_eq(std::shared_ptr<spi::eq> q) {
+  if (!msg_mode_) return make_error(errc::not_supported, "event queues are for MSG endpoints (ep_type::msg)");
+  if (eq_) return make_error(errc::bad_state, "an event queue is already bound");
+  eq_ = std::move(q);
+  eq_->attach(this);
+  return {};
+}
+
 result<void> endpoint_impl::enable() {
+  if (msg_mode_ && !eq_)
+    return make_error(errc::bad_state, "bind an event queue before enable(): connection events go there");
   if (!txcq_ || !rxcq_)
     return make_error(errc::bad_state, "bind a completion queue for transmit and receive before enable() "
                                        "(bind(cq) binds both)");
@@ -375,6 +398,7 @@ std::string endpoint_impl::my_key(conn* c) const {
 // ------------------------------------------------------------ connections
 
 conn* endpoint_impl::path(fi_addr_t a) noexcept {
+  if (msg_mode_) return single_ && !single_->dead ? single_ : nullptr;
   if (av_->version() != av_version_) {
     std::fill(by_addr_.begin(), by_addr_.end(), nullptr);
     av_version_ = av_->version();
@@ -398,7 +422,8 @@ conn* endpoint_impl::path(fi_addr_t a) noexcept {
   }
 }
 
-conn* endpoint_impl::open_conn(const address& peer, const std::string& key, fi_addr_t a) noexcept {
+conn* endpoint_impl::open_conn(const address& peer, const std::string& key, fi_addr_t a,
+                                std::span<const std::byte> cm) noexcept {
   sockaddr_storage ss;
   socklen_t len;
   if (!to_sockaddr(peer, ss, len)) return nullptr;
@@ -428,9 +453,15 @@ conn* endpoint_impl::open_conn(const address& peer, const std::string& key, fi_a
   wire::hello_body hb{};
   sockaddr_storage me;
   socklen_t ml;
-  if (!to_sockaddr(name_, me, ml)) return nullptr;
+  if (msg_mode_) {  // no listening address: advertise the connection's family only
+    me = sockaddr_storage{};
+    me.ss_family = ss.ss_family;
+  } else if (!to_sockaddr(name_, me, ml)) {
+    return nullptr;
+  }
   hb.magic = wire::hello_magic;
-  hb.ep_type = 2;
+  hb.ep_type = msg_mode_ ? 1 : 2;
+  hb.cm_len = static_cast<std::uint16_t>(cm.size());
   if (me.ss_family == AF_INET) {
     auto* s = reinterpret_cast<sockaddr_in*>(&me);
     hb.family = AF_INET;
@@ -442,7 +473,10 @@ conn* endpoint_impl::open_conn(const address& peer, const std::string& key, fi_a
     hb.port = s->sin6_port;
     std::memcpy(hb.addr, &s->sin6_addr, 16);
   }
-  queue_frame(raw, wire::op::hello, 0, &hb, sizeof hb);
+  std::uint8_t body[sizeof hb + wire::max_cm_data];
+  std::memcpy(body, &hb, sizeof hb);
+  if (!cm.empty()) std::memcpy(body + sizeof hb, cm.data(), cm.size());
+  queue_frame(raw, wire::op::hello, 0, body, sizeof hb + cm.size());
   return raw;
 }
 
@@ -594,13 +628,13 @@ errc endpoint_impl::send(const msg_desc& m, std::uint64_t flags) noexcept {
     return errc::bad_state;
   if (m.iov_count > max_iov || (!m.iov && m.iov_count)) [[unlikely]]
     return errc::invalid_argument;
-  if (!av_ || !av_->at(m.addr)) [[unlikely]]
+  if (!msg_mode_ && (!av_ || !av_->at(m.addr))) [[unlikely]]
     return errc::invalid_argument;
   const std::size_t len = iov_total(m.iov, m.iov_count);
   const bool inject = flags & flag::inject;
   if (len > max_msg_size || (inject && len > inject_size)) return errc::too_big;
   conn* c = path(m.addr);
-  if (!c) return errc::peer_dead;
+  if (!c) return msg_mode_ && !single_ ? errc::bad_state : errc::peer_dead;
   tx_op* op = txp_.get();
   if (!op || txp_.available() < 64) {  // keep room for protocol frames
     if (op) txp_.put(op);
@@ -694,7 +728,12 @@ void endpoint_impl::read_conn(conn* c) noexcept {
       }
       if (r == 0) {
         const bool clean = c->rstage == conn::rs::header && c->hdr_got == 0;
-        if (clean && (c->state == conn::st::lost || c->state == conn::st::closing)) close_conn(c);
+        if (msg_mode_ && clean && c->state == conn::st::established) {
+          // the peer shut the connection down: an event, and posted receives end
+          cm_event(eq_event::kind::shutdown, errc::ok, "", nullptr, 0);
+          cancel_posted();
+          close_conn(c);
+        } else if (clean && (c->state == conn::st::lost || c->state == conn::st::closing)) close_conn(c);
         else fail_conn(c, errc::peer_dead, clean ? "the peer closed the connection" :
                                                    "the peer closed the connection in the middle of a message");
         return;
@@ -1003,7 +1042,7 @@ errc endpoint_impl::recv(const msg_desc& m, std::uint64_t flags) noexcept {
   if (m.iov_count > max_iov || (!m.iov && m.iov_count)) [[unlikely]]
     return errc::invalid_argument;
   fi_addr_t src = util::any_source;
-  if (m.addr != addr_unspec) {
+  if (m.addr != addr_unspec && !msg_mode_) {  // MSG endpoints have one peer
     if (!av_ || !av_->at(m.addr)) return errc::invalid_argument;
     src = m.addr;
   }
@@ -1186,6 +1225,26 @@ void endpoint_impl::handle_hello(conn* c) noexcept {
 
 void endpoint_impl::handle_hello_ack(conn* c) noexcept {
   const auto st = static_cast<wire::hello_status>(c->cur.data);
+  if (msg_mode_) {
+    if (st == wire::hello_status::ok) {
+      c->state = conn::st::established;
+      sockaddr_storage me{};
+      socklen_t ml = sizeof me;
+      if (::getsockname(c->fd, reinterpret_cast<sockaddr*>(&me), &ml) == 0)
+        name_ = from_sockaddr(reinterpret_cast<sockaddr*>(&me));
+      cm_event(eq_event::kind::connected, errc::ok, "", c->ctrl, c->cur.len);
+      flush(c);
+    } else {
+      const bool rej = st == wire::hello_status::rejected;
+      cm_event(eq_event::kind::error, rej ? errc::permission_denied : errc::io_error,
+               rej ? "the listener rejected the connection (its data is attached)"
+                   : "the listener refused the connection request as malformed",
+               c->ctrl, c->cur.len);
+      c->state = conn::st::lost;
+      close_conn(c);
+    }
+    return;
+  }
   if (st == wire::hello_status::ok) {
     c->state = conn::st::established;
     flush(c);
@@ -1290,6 +1349,14 @@ void endpoint_impl::close_conn(conn* c) noexcept {
 
 void endpoint_impl::fail_conn(conn* c, errc e, const char* why) noexcept {
   if (c->dead) return;
+  if (msg_mode_ && c == single_) {
+    if (c->state == conn::st::connecting || c->state == conn::st::wait_ack) {
+      cm_event(eq_event::kind::error, e, why, nullptr, 0);
+    } else if (c->state == conn::st::established) {
+      cm_event(eq_event::kind::shutdown, e, why, nullptr, 0);
+      cancel_posted();
+    }
+  }
   while (tx_op* op = c->txq.front()) {
     c->txq.erase(op);
     complete_tx(op, e, why);
@@ -1340,7 +1407,7 @@ void endpoint_impl::tick(std::uint64_t now) noexcept {
       fail_conn(c, errc::timed_out, why);
       continue;
     }
-    if (idle && c->state == conn::st::established && c->txq.empty() && c->rstage == conn::rs::header &&
+    if (idle && !msg_mode_ && c->state == conn::st::established && c->txq.empty() && c->rstage == conn::rs::header &&
         c->hdr_got == 0 && c->rpos == c->rend && now - c->last_active > idle) {
       c->state = conn::st::closing;  // new sends queue here, then move to a new connection
       queue_frame(c, wire::op::close_req, 0, nullptr, 0);
@@ -1359,7 +1426,295 @@ void endpoint_impl::progress() noexcept {
   if (need_reap_) reap();
 }
 
+// --------------------------------------------------- connection management
+
+void endpoint_impl::cm_event(eq_event::kind k, errc e, std::string msg, const std::uint8_t* data,
+                             std::size_t len) noexcept {
+  if (!eq_) return;
+  try {
+    eq_event ev;
+    ev.type = k;
+    ev.context = context;
+    ev.err = e;
+    ev.message = std::move(msg);
+    if (len) ev.data.assign(reinterpret_cast<const std::byte*>(data), reinterpret_cast<const std::byte*>(data) + len);
+    eq_->push(std::move(ev));
+  } catch (...) {
+  }
+}
+
+void endpoint_impl::cancel_posted() noexcept {
+  for (auto* l : {&posted_msg_, &posted_tag_})
+    while (rx_op* r = l->front()) {
+      l->erase(r);
+      rx_error(r, errc::canceled, "the connection was shut down");
+    }
+}
+
+result<void> endpoint_impl::connect(const address& peer, std::span<const std::byte> data) {
+  if (!msg_mode_) return make_error(errc::not_supported, "connect is for MSG endpoints (ep_type::msg)");
+  if (!enabled_) return make_error(errc::bad_state, "enable() the endpoint before connect()");
+  if (single_) return make_error(errc::bad_state, "this endpoint is already connected or connecting");
+  if (data.size() > wire::max_cm_data)
+    return make_error(errc::too_big, "connection data is limited to 256 bytes");
+  std::string k = key_of(peer);
+  if (k.empty()) return make_error(errc::invalid_argument, to_string(peer).append(" is not a tcp address"));
+  conn* c = open_conn(peer, k, addr_unspec, data);
+  if (!c) return make_error(errc::io_error, "cannot open a socket to " + to_string(peer));
+  by_key_.erase(k);  // MSG connections are not shared
+  single_ = c;
+  return {};
+}
+
+struct pending;
+result<void> take_pending(const info& i, int& fd, address& peer);
+
+result<void> endpoint_impl::accept(std::span<const std::byte> data) {
+  if (!msg_mode_) return make_error(errc::not_supported, "accept is for MSG endpoints");
+  if (!enabled_) return make_error(errc::bad_state, "enable() the endpoint before accept()");
+  if (single_) return make_error(errc::bad_state, "this endpoint is already connected");
+  if (data.size() > wire::max_cm_data)
+    return make_error(errc::too_big, "connection data is limited to 256 bytes");
+  int fd = -1;
+  address peer;
+  if (auto r = take_pending(info_, fd, peer); !r) return r;
+  auto c = std::make_unique<conn>();
+  c->ep = this;
+  c->fd = fd;
+  c->outgoing = false;
+  c->peer = peer;
+  c->started = c->last_active = util::now_ns();
+  c->state = conn::st::established;
+  conn* raw = c.get();
+  conns_.push_back(std::move(c));
+  dom_->eng().add(fd, raw, EPOLLIN);
+  single_ = raw;
+  sockaddr_storage me{};
+  socklen_t ml = sizeof me;
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&me), &ml) == 0)
+    name_ = from_sockaddr(reinterpret_cast<sockaddr*>(&me));
+  queue_frame(raw, wire::op::hello_ack, static_cast<std::uint64_t>(wire::hello_status::ok), data.data(),
+              data.size());
+  flush(raw);
+  cm_event(eq_event::kind::connected, errc::ok, "", nullptr, 0);
+  return {};
+}
+
+result<void> endpoint_impl::shutdown() {
+  if (!msg_mode_) return make_error(errc::not_supported, "shutdown is for MSG endpoints");
+  if (!single_ || single_->dead) return make_error(errc::bad_state, "the endpoint is not connected");
+  flush(single_);  // what could leave without waiting leaves; the rest is canceled
+  conn* c = single_;
+  while (tx_op* op = c->txq.front()) {
+    c->txq.erase(op);
+    complete_tx(op, errc::canceled, "canceled by shutdown()");
+  }
+  cancel_posted();
+  ::shutdown(c->fd, SHUT_RDWR);
+  close_conn(c);
+  return {};
+}
+
+// A connection accepted by a passive endpoint, waiting for its hello and
+// then for accept() or reject().
+struct pending final : handler {
+  int fd = -1;
+  engine* eng = nullptr;
+  bool registered = false;
+  bool complete = false, bad = false;
+  std::uint8_t buf[sizeof(wire::frame_header) + sizeof(wire::hello_body) + wire::max_cm_data]{};
+  std::size_t got = 0, need = sizeof(wire::frame_header);
+  wire::hello_body hello{};
+  address peer{};
+  std::uint64_t started = 0;
+  std::function<void(pending*)> on_complete;
+  ~pending() override {
+    if (registered) eng->del(fd);
+    if (fd >= 0) ::close(fd);
+  }
+  void on_event(std::uint32_t) noexcept override {
+    while (!complete && !bad) {
+      ssize_t n = ::recv(fd, buf + got, need - got, MSG_DONTWAIT);
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+      if (n <= 0) {
+        bad = true;
+        break;
+      }
+      got += static_cast<std::size_t>(n);
+      if (got < need) continue;
+      if (need == sizeof(wire::frame_header)) {
+        wire::frame_header h;
+        if (wire::decode_header(buf, got, max_msg_size, h) != wire::status::ok ||
+            h.op != static_cast<std::uint8_t>(wire::op::hello)) {
+          bad = true;
+          break;
+        }
+        need += h.len;
+        continue;
+      }
+      if (wire::decode_hello(buf + sizeof(wire::frame_header), got - sizeof(wire::frame_header), hello) !=
+              wire::status::ok ||
+          hello.ep_type != 1) {
+        bad = true;
+        break;
+      }
+      complete = true;
+    }
+    if (registered) {  // the endpoint that accepts registers the socket again
+      eng->del(fd);
+      registered = false;
+    }
+    if (on_complete) on_complete(this);
+  }
+};
+
+class passive_impl final : public spi::passive_endpoint, public spi::progressable, public handler {
+ public:
+  passive_impl(std::shared_ptr<domain_impl> d, const info& i) : dom_(std::move(d)), info_(i) {}
+  ~passive_impl() override {
+    if (eq_) eq_->detach(this);
+    if (lfd_ >= 0) {
+      dom_->eng().del(lfd_);
+      ::close(lfd_);
+    }
+    for (auto& p : waiting_) p->on_complete = nullptr;
+  }
+  result<void> init() {
+    address a;
+    if (info_.src_addr) {
+      a = *info_.src_addr;
+    } else {
+      sockaddr_in any{};
+      any.sin_family = AF_INET;
+      a = from_sockaddr(reinterpret_cast<sockaddr*>(&any));
+    }
+    sockaddr_storage ss;
+    socklen_t len;
+    if (!to_sockaddr(a, ss, len)) return make_error(errc::invalid_argument, "not a tcp listening address");
+    lfd_ = ::socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    (void)::setsockopt(lfd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (lfd_ < 0 || ::bind(lfd_, reinterpret_cast<sockaddr*>(&ss), len) != 0 || ::listen(lfd_, 512) != 0) {
+      int e = errno;
+      return make_error(e == EADDRINUSE ? errc::address_in_use : errc::io_error,
+                        "cannot listen on " + to_string(a) + ": " + std::strerror(e));
+    }
+    sockaddr_storage me{};
+    socklen_t ml = sizeof me;
+    ::getsockname(lfd_, reinterpret_cast<sockaddr*>(&me), &ml);
+    name_ = from_sockaddr(reinterpret_cast<sockaddr*>(&me));
+    dom_->eng().add(lfd_, this, EPOLLIN);
+    return {};
+  }
+  result<void> bind_eq(std::shared_ptr<spi::eq> q) override {
+    if (eq_) return make_error(errc::bad_state, "an event queue is already bound");
+    eq_ = std::move(q);
+    eq_->attach(this);
+    return {};
+  }
+  [[nodiscard]] address name() const override { return name_; }
+  result<void> reject(const info& req, std::span<const std::byte> data) override {
+    auto p = std::static_pointer_cast<pending>(req.handle);
+    if (!p || p->fd < 0 || !p->complete)
+      return make_error(errc::invalid_argument, "reject() takes the info of a connreq event not yet answered");
+    if (data.size() > wire::max_cm_data) return make_error(errc::too_big, "reject data is limited to 256 bytes");
+    std::uint8_t frame[sizeof(wire::frame_header) + wire::max_cm_data];
+    wire::frame_header h{wire::magic, wire::version, static_cast<std::uint8_t>(wire::op::hello_ack), 0, 0,
+                         data.size(), 0, static_cast<std::uint64_t>(wire::hello_status::rejected)};
+    std::memcpy(frame, &h, sizeof h);
+    if (!data.empty()) std::memcpy(frame + sizeof h, data.data(), data.size());
+    (void)::send(p->fd, frame, sizeof h + data.size(), MSG_NOSIGNAL | MSG_DONTWAIT);  // fits the socket buffer
+    ::close(p->fd);
+    p->fd = -1;
+    return {};
+  }
+  void on_event(std::uint32_t) noexcept override {
+    for (int i = 0; i < 64; ++i) {
+      int fd = ::accept4(lfd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (fd < 0) return;
+      set_socket_options(fd, dom_->cfg().timeout_ms);
+      try {
+        auto p = std::make_shared<pending>();
+        p->fd = fd;
+        p->eng = &dom_->eng();
+        p->started = util::now_ns();
+        sockaddr_storage peer{};
+        socklen_t pl = sizeof peer;
+        ::getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &pl);
+        p->peer = from_sockaddr(reinterpret_cast<sockaddr*>(&peer));
+        p->on_complete = [this](pending* x) { completed(x); };
+        p->registered = dom_->eng().add(fd, p.get(), EPOLLIN);
+        waiting_.push_back(std::move(p));
+      } catch (...) {
+        ::close(fd);
+      }
+    }
+  }
+  void progress() noexcept override {
+    dom_->eng().poll();
+    // hellos that never come are dropped after the timeout
+    const std::uint64_t now = util::now_ns();
+    const std::uint64_t to = static_cast<std::uint64_t>(dom_->cfg().timeout_ms) * 1'000'000ull;
+    std::erase_if(waiting_, [&](const std::shared_ptr<pending>& p) { return !p->complete && now - p->started > to; });
+  }
+  [[nodiscard]] int wait_fd() const noexcept override { return dom_->eng().fd(); }
+
+ private:
+  void completed(pending* x) noexcept {
+    auto it = std::find_if(waiting_.begin(), waiting_.end(), [&](auto& p) { return p.get() == x; });
+    if (it == waiting_.end()) return;
+    std::shared_ptr<pending> p = *it;
+    waiting_.erase(it);
+    if (p->bad || !eq_) return;  // garbage or nobody listening: dropped (closing the socket)
+    try {
+      eq_event ev;
+      ev.type = eq_event::kind::connreq;
+      ev.context = context;
+      ev.req = info_;
+      ev.req.ep.type = ep_type::msg;
+      ev.req.caps = cap::msg | cap::tagged | cap::remote_cq_data | cap::local_comm | cap::remote_comm;
+      ev.req.src_addr.reset();
+      ev.req.dest_addr = p->peer;
+      ev.req.handle = p;
+      const std::uint8_t* cm = p->buf + sizeof(wire::frame_header) + sizeof(wire::hello_body);
+      ev.data.assign(reinterpret_cast<const std::byte*>(cm), reinterpret_cast<const std::byte*>(cm) + p->hello.cm_len);
+      eq_->push(std::move(ev));
+    } catch (...) {
+    }
+  }
+
+  std::shared_ptr<domain_impl> dom_;
+  info info_;
+  int lfd_ = -1;
+  address name_{};
+  std::shared_ptr<spi::eq> eq_;
+  std::vector<std::shared_ptr<pending>> waiting_;
+};
+
+result<void> take_pending(const info& i, int& fd, address& peer) {
+  auto p = std::static_pointer_cast<pending>(i.handle);
+  if (!p || !p->complete || p->fd < 0)
+    return make_error(errc::invalid_argument,
+                      "accept() needs an endpoint opened from the info of a connreq event not yet answered");
+  if (p->registered) {
+    p->eng->del(p->fd);
+    p->registered = false;
+  }
+  fd = p->fd;
+  p->fd = -1;
+  peer = p->peer;
+  return {};
+}
+
 }  // namespace
+
+result<std::shared_ptr<spi::passive_endpoint>> domain_impl::open_passive_endpoint(const info& i) {
+  if (i.fabric.prov_name != "tcp")
+    return make_error(errc::invalid_argument, "info is for provider '" + i.fabric.prov_name + "', not tcp");
+  auto p = std::make_shared<passive_impl>(shared_from_this(), i);
+  if (auto r = p->init(); !r) return std::unexpected(r.error());
+  return p;
+}
 
 result<std::shared_ptr<spi::endpoint>> domain_impl::open_endpoint(const info& i) {
   if (i.fabric.prov_name != "tcp")

@@ -53,7 +53,11 @@ result<std::vector<info>> get_info(const hints& h) {
     i.dest_addr = *a;
     i.format = a->format;
   }
-  return std::vector<info>{i};
+  // MSG: connected endpoints (connection management through an event queue)
+  info m = i;
+  m.ep.type = ep_type::msg;
+  m.caps = cap::msg | cap::tagged | cap::remote_cq_data | cap::local_comm | cap::remote_comm;
+  return std::vector<info>{i, m};
 }
 
 class fabric_impl final : public spi::fabric {

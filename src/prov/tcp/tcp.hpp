@@ -95,6 +95,7 @@ class domain_impl final : public spi::domain, public std::enable_shared_from_thi
   explicit domain_impl(config c) : cfg_(c) {}
   result<std::shared_ptr<spi::endpoint>> open_endpoint(const info& i) override;
   result<std::shared_ptr<spi::av>> open_av(const spi::av_attr& a) override;
+  result<std::shared_ptr<spi::passive_endpoint>> open_passive_endpoint(const info& i) override;
   [[nodiscard]] const config& cfg() const noexcept { return cfg_; }
   [[nodiscard]] engine& eng() noexcept { return eng_; }
 
