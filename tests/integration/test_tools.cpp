@@ -48,8 +48,13 @@ TEST(tools, weft_info_lists_shm_and_filters) {
   EXPECT_EQ(j.status, 0);
   EXPECT_NE(j.out.find("\"provider\": \"shm\""), std::string::npos) << j.out;
   EXPECT_NE(j.out.find("\"ep_type\": \"rdm\""), std::string::npos);
-  auto none = run(tool("weft_info") + " -e msg");
-  EXPECT_EQ(none.status, 1) << "no msg endpoints yet: a clear failure";
+  auto none = run(tool("weft_info") + " -p shm -e msg");
+  EXPECT_EQ(none.status, 1) << "shm has no msg endpoints: a clear failure";
+  auto msg = run(tool("weft_info") + " -e msg --json");
+  EXPECT_EQ(msg.status, 0);
+  EXPECT_NE(msg.out.find("\"provider\": \"tcp\""), std::string::npos) << msg.out;
+  auto all = run(tool("weft_info"));
+  EXPECT_NE(all.out.find("provider: tcp"), std::string::npos) << all.out;
   auto help = run(tool("weft_info") + " --help");
   EXPECT_EQ(help.status, 0);
   EXPECT_NE(help.out.find("usage"), std::string::npos);
