@@ -329,8 +329,9 @@ for ((rep = 1; rep <= repeats; rep++)); do
   record weft all all "$rep" "$rc" "$name"
   if ((rc == 0)); then
     weft_ok=1
-    v=$(grep -o '"size": 64, "latency_us": {"median": [0-9.]*' "$raw/$name.client.txt" | grep -o '[0-9.]*$')
-    [[ -n "$v" ]] && log "rep $rep/$repeats: weft_perf     64 B: $v us"
+    v=$(sed -n 's/.*"size": \([0-9]*\), "latency_us": {"median": \([0-9.]*\).*"bandwidth_MBps": \([0-9.]*\).*/\1 B \2 us \3 MB\/s/p' \
+      "$raw/$name.client.txt" | paste -sd, - | sed 's/,/, /g')
+    [[ -n "$v" ]] && log "rep $rep/$repeats: weft_perf: $v"
   else
     log "weft_perf failed (exit $rc): $(tail -n2 "$raw/$name.server.txt" | tr '\n' ' ')"
   fi

@@ -39,6 +39,7 @@ void cq::attach(progressable* p) {
 void cq::detach(progressable* p) noexcept { std::erase(sources_, p); }
 
 void cq::progress() noexcept {
+  auto g = guard();
   if (in_progress_) return;  // re-entry from a callback is refused
   in_progress_ = true;
   for (auto* s : sources_) s->progress();
@@ -58,11 +59,13 @@ errc cq::pop(std::span<cq_entry> out, std::size_t& n) noexcept {
 }
 
 errc cq::read(std::span<cq_entry> out, std::size_t& n) noexcept {
+  auto g = guard();
   if (count_ == 0 && ecount_ == 0) progress();
   return pop(out, n);
 }
 
 errc cq::read_error(cq_err_entry& out) noexcept {
+  auto g = guard();
   if (ecount_ == 0) {
     progress();
     if (ecount_ == 0) return errc::again;

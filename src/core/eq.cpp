@@ -22,6 +22,7 @@ void eq::progress() noexcept {
 }
 
 errc eq::read(eq_event& out) {
+  auto g = lock_ ? std::unique_lock<std::recursive_mutex>(*lock_) : std::unique_lock<std::recursive_mutex>();
   if (q_.empty()) progress();
   if (q_.empty()) return errc::again;
   out = std::move(q_.front());

@@ -20,6 +20,7 @@ struct variant {
   std::string provider;  // get_info provider
   std::vector<std::pair<std::string, std::string>> env;
   bool receiver_completes_alone = true;  // a large receive finishes without the sender progressing
+  bool auto_progress = false;            // a thread drives progress
 };
 
 inline void PrintTo(const variant& v, std::ostream* os) { *os << v.name; }
@@ -39,7 +40,9 @@ inline std::vector<variant> all_variants() {
       // bounce segments, no cross-memory attach
       {"shm_segmented", "shm", {{"WEFT_SHM_CMA", "0"}, {"WEFT_SHM_SPLIT_MIN", "0"}}, false},
       // sockets on loopback
-      {"tcp", "tcp", {}, false},
+      {"tcp", "tcp", {{"WEFT_PROGRESS", "manual"}}, false},
+      // sockets, with the automatic progress thread
+      {"tcp_auto", "tcp", {{"WEFT_PROGRESS", "auto"}}, true, true},
   };
 }
 

@@ -84,6 +84,21 @@ TEST_P(conformance, large_receive_completes_while_sender_does_not_progress) {
   EXPECT_TRUE(t.ok) << t.err.msg;
 }
 
+TEST_P(conformance, automatic_progress_moves_data_while_the_application_sleeps) {
+  if (!GetParam().auto_progress) GTEST_SKIP() << "needs the automatic progress thread";
+  // 8 MiB exceeds the kernel's socket buffers: it can only finish if the
+  // receiving side's thread reads while its application does nothing.
+  auto src = pattern(8 << 20, 12);
+  std::vector<unsigned char> dst(src.size());
+  ASSERT_EQ(b.ep.recv(dst.data(), dst.size()), errc::ok);
+  ASSERT_EQ(a.ep.send(src.data(), src.size(), a2b, nullptr), errc::ok);
+  outcome t = next(a, {}, 20000);  // b is never driven by this thread
+  ASSERT_TRUE(t.ok) << t.err.msg;
+  outcome r = next(b, {}, 20000);
+  ASSERT_TRUE(r.ok) << r.err.msg;
+  EXPECT_EQ(dst, src);
+}
+
 TEST_P(conformance, large_iov_lists_both_sides) {
   // 16 pieces each side, sizes that straddle chunk boundaries.
   const std::size_t total = (2 << 20) + 12345;

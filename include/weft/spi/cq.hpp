@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <span>
 #include <vector>
 
@@ -51,8 +52,15 @@ class cq {
   void attach(progressable* p);
   void detach(progressable* p) noexcept;
   void progress() noexcept;
+  // Objects driven by an automatic progress thread share their domain's lock
+  // with the CQ; without one, no lock is taken.
+  void set_lock(std::recursive_mutex* m) noexcept { lock_ = m; }
 
  private:
+  [[nodiscard]] std::unique_lock<std::recursive_mutex> guard() const noexcept {
+    return lock_ ? std::unique_lock<std::recursive_mutex>(*lock_) : std::unique_lock<std::recursive_mutex>();
+  }
+  std::recursive_mutex* lock_ = nullptr;
   [[nodiscard]] errc pop(std::span<cq_entry> out, std::size_t& n) noexcept;
 
   std::size_t cap_;

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -32,14 +33,21 @@ namespace spi {
 
 class eq {
  public:
-  void push(eq_event e) { q_.push_back(std::move(e)); }
+  void push(eq_event e) {
+    auto g = lock_ ? std::unique_lock<std::recursive_mutex>(*lock_) : std::unique_lock<std::recursive_mutex>();
+    q_.push_back(std::move(e));
+  }
   // ok (an event), again (none), or a later error entry is just an event of kind error.
   [[nodiscard]] errc read(eq_event& out);
   [[nodiscard]] errc wait(eq_event& out, int timeout_ms);
   void attach(progressable* p);
   void detach(progressable* p) noexcept;
+  void set_lock(std::recursive_mutex* m) noexcept { lock_ = m; }
+  // for providers pushing from their progress (the lock is held there)
+  void push_locked(eq_event e) { push(std::move(e)); }
 
  private:
+  std::recursive_mutex* lock_ = nullptr;
   void progress() noexcept;
   std::deque<eq_event> q_;
   std::vector<progressable*> sources_;

@@ -315,6 +315,8 @@ result<void> endpoint_impl::init() {
 }
 
 endpoint_impl::~endpoint_impl() {
+  auto g = dom_->guard();
+  dom_->remove_target(this);
   // Give back the CQ room held by operations that will never complete.
   if (rxcq_) {
     for (auto* l : {&posted_msg_, &posted_tag_})
@@ -341,11 +343,13 @@ endpoint_impl::~endpoint_impl() {
 }
 
 result<void> endpoint_impl::bind_cq(std::shared_ptr<spi::cq> q, std::uint64_t flags) {
+  auto g = dom_->guard();
   if (enabled_) return make_error(errc::bad_state, "bind CQs before enable()");
   if (((flags & flag::transmit) && txcq_) || ((flags & flag::receive) && rxcq_))
     return make_error(errc::bad_state, "a completion queue is already bound for that direction");
   if (flags & flag::transmit) txcq_ = q;
   if (flags & flag::receive) rxcq_ = q;
+  q->set_lock(dom_->lock());
   q->attach(this);
   return {};
 }
@@ -359,20 +363,24 @@ result<void> endpoint_impl::bind_av(std::shared_ptr<spi::av> a) {
 }
 
 result<void> endpoint_impl::bind_eq(std::shared_ptr<spi::eq> q) {
+  auto g = dom_->guard();
   if (!msg_mode_) return make_error(errc::not_supported, "event queues are for MSG endpoints (ep_type::msg)");
   if (eq_) return make_error(errc::bad_state, "an event queue is already bound");
   eq_ = std::move(q);
+  eq_->set_lock(dom_->lock());
   eq_->attach(this);
   return {};
 }
 
 result<void> endpoint_impl::enable() {
+  auto g = dom_->guard();
   if (msg_mode_ && !eq_)
     return make_error(errc::bad_state, "bind an event queue before enable(): connection events go there");
   if (!txcq_ || !rxcq_)
     return make_error(errc::bad_state, "bind a completion queue for transmit and receive before enable() "
                                        "(bind(cq) binds both)");
   enabled_ = true;
+  if (dom_->automatic()) dom_->add_target(this);
   return {};
 }
 
@@ -624,6 +632,7 @@ void endpoint_impl::complete_tx(tx_op* op, errc e, const char* why) noexcept {
 }
 
 errc endpoint_impl::send(const msg_desc& m, std::uint64_t flags) noexcept {
+  auto g = dom_->guard();
   if (!enabled_) [[unlikely]]
     return errc::bad_state;
   if (m.iov_count > max_iov || (!m.iov && m.iov_count)) [[unlikely]]
@@ -1037,6 +1046,7 @@ void endpoint_impl::resume_stalled() noexcept {
 }
 
 errc endpoint_impl::recv(const msg_desc& m, std::uint64_t flags) noexcept {
+  auto g = dom_->guard();
   if (!enabled_) [[unlikely]]
     return errc::bad_state;
   if (m.iov_count > max_iov || (!m.iov && m.iov_count)) [[unlikely]]
@@ -1137,6 +1147,7 @@ errc endpoint_impl::peek_claim(const msg_desc& m, std::uint64_t flags, fi_addr_t
 }
 
 errc endpoint_impl::cancel(void* context) noexcept {
+  auto g = dom_->guard();
   for (auto* l : {&posted_msg_, &posted_tag_}) {
     rx_op* r = l->find([&](const rx_op& x) { return x.ctx == context; });
     if (!r) continue;
@@ -1417,6 +1428,7 @@ void endpoint_impl::tick(std::uint64_t now) noexcept {
 }
 
 void endpoint_impl::progress() noexcept {
+  auto g = dom_->guard();
   dom_->eng().poll();
   const std::uint64_t now = util::now_ns();
   if (now >= next_tick_) {
@@ -1452,6 +1464,7 @@ void endpoint_impl::cancel_posted() noexcept {
 }
 
 result<void> endpoint_impl::connect(const address& peer, std::span<const std::byte> data) {
+  auto g = dom_->guard();
   if (!msg_mode_) return make_error(errc::not_supported, "connect is for MSG endpoints (ep_type::msg)");
   if (!enabled_) return make_error(errc::bad_state, "enable() the endpoint before connect()");
   if (single_) return make_error(errc::bad_state, "this endpoint is already connected or connecting");
@@ -1470,6 +1483,7 @@ struct pending;
 result<void> take_pending(const info& i, int& fd, address& peer);
 
 result<void> endpoint_impl::accept(std::span<const std::byte> data) {
+  auto g = dom_->guard();
   if (!msg_mode_) return make_error(errc::not_supported, "accept is for MSG endpoints");
   if (!enabled_) return make_error(errc::bad_state, "enable() the endpoint before accept()");
   if (single_) return make_error(errc::bad_state, "this endpoint is already connected");
@@ -1501,6 +1515,7 @@ result<void> endpoint_impl::accept(std::span<const std::byte> data) {
 }
 
 result<void> endpoint_impl::shutdown() {
+  auto g = dom_->guard();
   if (!msg_mode_) return make_error(errc::not_supported, "shutdown is for MSG endpoints");
   if (!single_ || single_->dead) return make_error(errc::bad_state, "the endpoint is not connected");
   flush(single_);  // what could leave without waiting leaves; the rest is canceled
@@ -1572,6 +1587,8 @@ class passive_impl final : public spi::passive_endpoint, public spi::progressabl
  public:
   passive_impl(std::shared_ptr<domain_impl> d, const info& i) : dom_(std::move(d)), info_(i) {}
   ~passive_impl() override {
+    auto g = dom_->guard();
+    dom_->remove_target(this);
     if (eq_) eq_->detach(this);
     if (lfd_ >= 0) {
       dom_->eng().del(lfd_);
@@ -1607,13 +1624,17 @@ class passive_impl final : public spi::passive_endpoint, public spi::progressabl
     return {};
   }
   result<void> bind_eq(std::shared_ptr<spi::eq> q) override {
+    auto g = dom_->guard();
     if (eq_) return make_error(errc::bad_state, "an event queue is already bound");
     eq_ = std::move(q);
+    eq_->set_lock(dom_->lock());
     eq_->attach(this);
+    if (dom_->automatic()) dom_->add_target(this);
     return {};
   }
   [[nodiscard]] address name() const override { return name_; }
   result<void> reject(const info& req, std::span<const std::byte> data) override {
+    auto g = dom_->guard();
     auto p = std::static_pointer_cast<pending>(req.handle);
     if (!p || p->fd < 0 || !p->complete)
       return make_error(errc::invalid_argument, "reject() takes the info of a connreq event not yet answered");
@@ -1651,6 +1672,7 @@ class passive_impl final : public spi::passive_endpoint, public spi::progressabl
     }
   }
   void progress() noexcept override {
+    auto g = dom_->guard();
     dom_->eng().poll();
     // hellos that never come are dropped after the timeout
     const std::uint64_t now = util::now_ns();

@@ -2,6 +2,7 @@
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/epoll.h>
 #include <unistd.h>
 
@@ -65,9 +66,12 @@ class fabric_impl final : public spi::fabric {
   result<std::shared_ptr<spi::domain>> open_domain(const info& i) override {
     if (i.fabric.prov_name != "tcp")
       return make_error(errc::invalid_argument, "info is for provider '" + i.fabric.prov_name + "', not tcp");
-    auto d = std::make_shared<domain_impl>(load_config());
+    config c = load_config();
+    if (i.domain.progress == progress_mode::automatic) c.auto_progress = true;
+    auto d = std::make_shared<domain_impl>(c);
     if (d->eng().fd() < 0)
       return make_error(errc::io_error, std::string("epoll_create1 failed: ") + std::strerror(errno));
+    if (c.auto_progress) d->start_progress_thread();
     return d;
   }
 };
@@ -77,6 +81,7 @@ config load_config() {
   config c;
   c.timeout_ms = env_int("WEFT_TCP_TIMEOUT_MS", c.timeout_ms);
   c.idle_ms = env_int("WEFT_TCP_IDLE_MS", c.idle_ms);
+  if (const char* p = std::getenv("WEFT_PROGRESS"); p && std::strcmp(p, "auto") == 0) c.auto_progress = true;
   if (c.timeout_ms < 1) c.timeout_ms = 1;
   if (c.idle_ms < 0) c.idle_ms = 0;
   return c;
@@ -199,6 +204,35 @@ int engine::poll() noexcept {
 }
 
 // ---- domain and address vector
+
+domain_impl::~domain_impl() {
+  if (thr_.joinable()) {
+    stop_ = true;
+    thr_.join();
+  }
+}
+
+void domain_impl::start_progress_thread() {
+  auto_ = true;
+  thr_ = std::thread([this] {
+    while (!stop_.load(std::memory_order_relaxed)) {
+      pollfd p{eng_.fd(), POLLIN, 0};
+      (void)::poll(&p, 1, 10);  // sleep until there is work (or 10 ms for timers)
+      std::lock_guard<std::recursive_mutex> g(mu_);
+      for (std::size_t i = 0; i < targets_.size(); ++i) targets_[i]->progress();
+    }
+  });
+}
+
+void domain_impl::add_target(spi::progressable* p) {
+  auto g = guard();
+  targets_.push_back(p);
+}
+
+void domain_impl::remove_target(spi::progressable* p) noexcept {
+  auto g = guard();
+  std::erase(targets_, p);
+}
 
 result<std::shared_ptr<spi::av>> domain_impl::open_av(const spi::av_attr& a) {
   return std::make_shared<av_impl>(shared_from_this(), a);

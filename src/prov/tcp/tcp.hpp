@@ -4,8 +4,11 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
+#include <atomic>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -25,6 +28,7 @@ inline constexpr std::size_t max_msg_size = std::size_t{1} << 32;
 struct config {
   int timeout_ms = 10000;  // connect timeout and TCP_USER_TIMEOUT (WEFT_TCP_TIMEOUT_MS)
   int idle_ms = 60000;     // close idle RDM connections after this (WEFT_TCP_IDLE_MS, 0: never)
+  bool auto_progress = false;  // WEFT_PROGRESS=auto, or domain_attr.progress = automatic
 };
 [[nodiscard]] config load_config();
 
@@ -93,6 +97,17 @@ class av_impl final : public spi::av {
 class domain_impl final : public spi::domain, public std::enable_shared_from_this<domain_impl> {
  public:
   explicit domain_impl(config c) : cfg_(c) {}
+  ~domain_impl() override;
+  // Automatic progress: a thread drives every endpoint of the domain; then
+  // all entry points serialize on lock().
+  void start_progress_thread();
+  [[nodiscard]] bool automatic() const noexcept { return auto_; }
+  [[nodiscard]] std::recursive_mutex* lock() noexcept { return auto_ ? &mu_ : nullptr; }
+  [[nodiscard]] std::unique_lock<std::recursive_mutex> guard() noexcept {
+    return auto_ ? std::unique_lock<std::recursive_mutex>(mu_) : std::unique_lock<std::recursive_mutex>();
+  }
+  void add_target(spi::progressable* p);
+  void remove_target(spi::progressable* p) noexcept;
   result<std::shared_ptr<spi::endpoint>> open_endpoint(const info& i) override;
   result<std::shared_ptr<spi::av>> open_av(const spi::av_attr& a) override;
   result<std::shared_ptr<spi::passive_endpoint>> open_passive_endpoint(const info& i) override;
@@ -102,6 +117,11 @@ class domain_impl final : public spi::domain, public std::enable_shared_from_thi
  private:
   config cfg_;
   engine eng_;
+  bool auto_ = false;
+  std::recursive_mutex mu_;
+  std::thread thr_;
+  std::atomic<bool> stop_{false};
+  std::vector<spi::progressable*> targets_;
 };
 
 }  // namespace weft::prov::tcp
