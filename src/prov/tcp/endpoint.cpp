@@ -1201,9 +1201,11 @@ void endpoint_impl::handle_hello(conn* c) noexcept {
     conn* existing = nullptr;
     if (auto it = by_key_.find(c->key); it != by_key_.end() && it->second != c && !it->second->dead)
       existing = it->second;
-    if (existing && existing->outgoing &&
-        (existing->state == conn::st::connecting || existing->state == conn::st::wait_ack) && my_key(c) < c->key) {
-      // Both connected at once and ours wins: the peer will use it.
+    const bool ours_pending = existing && existing->outgoing &&
+                              (existing->state == conn::st::connecting || existing->state == conn::st::wait_ack);
+    if ((ours_pending && my_key(c) < c->key) || (existing && existing->state == conn::st::established)) {
+      // Both connected at once and ours wins, or this is the other side's
+      // losing connection arriving late: the peer uses the existing one.
       queue_frame(c, wire::op::hello_ack, static_cast<std::uint64_t>(wire::hello_status::duplicate), nullptr, 0);
       c->state = conn::st::lost;
       c->close_after_flush = true;
@@ -1221,10 +1223,14 @@ void endpoint_impl::handle_hello(conn* c) noexcept {
     adopt(c, a);
     queue_frame(c, wire::op::hello_ack, static_cast<std::uint64_t>(wire::hello_status::ok), nullptr, 0, true);
     if (existing) {
-      // Ours lost the simultaneous connect (or is a stale path): its queued
-      // messages move over, in order; it closes without carrying data.
+      // Ours lost the simultaneous connect: its queued messages move over, in
+      // order; it closes without carrying data (nor its hello, if unsent).
       move_user_ops(existing, c);
       existing->state = conn::st::lost;
+      if (tx_op* h = existing->txq.front(); h && h->internal && h->sent == 0) {
+        existing->txq.erase(h);
+        complete_tx(h, errc::ok, "");
+      }
       if (existing->txq.empty()) close_conn(existing);
       else existing->close_after_flush = true;
     }
