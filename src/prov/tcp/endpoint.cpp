@@ -247,7 +247,8 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable {
   bool enabled_ = false;
   bool source_cap_ = false;
   bool msg_mode_ = false;    // a connected (MSG) endpoint: one connection, no address vector
-  conn* single_ = nullptr;   // MSG: its connection
+  conn* single_ = nullptr;   // MSG: its connection (null once closed)
+  bool was_connected_ = false;  // MSG: sends after the connection ended are peer_dead
 
   util::pool<tx_op> txp_{tx_size + 64};  // + protocol frames
   util::pool<rx_op> rxp_{rx_size};
@@ -406,7 +407,7 @@ std::string endpoint_impl::my_key(conn* c) const {
 // ------------------------------------------------------------ connections
 
 conn* endpoint_impl::path(fi_addr_t a) noexcept {
-  if (msg_mode_) return single_ && !single_->dead ? single_ : nullptr;
+  if (msg_mode_) return single_;
   if (av_->version() != av_version_) {
     std::fill(by_addr_.begin(), by_addr_.end(), nullptr);
     av_version_ = av_->version();
@@ -643,7 +644,7 @@ errc endpoint_impl::send(const msg_desc& m, std::uint64_t flags) noexcept {
   const bool inject = flags & flag::inject;
   if (len > max_msg_size || (inject && len > inject_size)) return errc::too_big;
   conn* c = path(m.addr);
-  if (!c) return msg_mode_ && !single_ ? errc::bad_state : errc::peer_dead;
+  if (!c) return msg_mode_ && !was_connected_ ? errc::bad_state : errc::peer_dead;
   tx_op* op = txp_.get();
   if (!op || txp_.available() < 64) {  // keep room for protocol frames
     if (op) txp_.put(op);
@@ -1324,6 +1325,7 @@ void endpoint_impl::close_conn(conn* c) noexcept {
   }
   c->dead = true;
   need_reap_ = true;
+  if (c == single_) single_ = nullptr;  // freed by reap(): never used again
   if (c->fd >= 0) {
     dom_->eng().del(c->fd);
     ::close(c->fd);
@@ -1482,6 +1484,7 @@ result<void> endpoint_impl::connect(const address& peer, std::span<const std::by
   if (!c) return make_error(errc::io_error, "cannot open a socket to " + to_string(peer));
   by_key_.erase(k);  // MSG connections are not shared
   single_ = c;
+  was_connected_ = true;
   return {};
 }
 
@@ -1509,6 +1512,7 @@ result<void> endpoint_impl::accept(std::span<const std::byte> data) {
   conns_.push_back(std::move(c));
   dom_->eng().add(fd, raw, EPOLLIN);
   single_ = raw;
+  was_connected_ = true;
   sockaddr_storage me{};
   socklen_t ml = sizeof me;
   if (::getsockname(fd, reinterpret_cast<sockaddr*>(&me), &ml) == 0)
@@ -1523,7 +1527,7 @@ result<void> endpoint_impl::accept(std::span<const std::byte> data) {
 result<void> endpoint_impl::shutdown() {
   auto g = dom_->guard();
   if (!msg_mode_) return make_error(errc::not_supported, "shutdown is for MSG endpoints");
-  if (!single_ || single_->dead) return make_error(errc::bad_state, "the endpoint is not connected");
+  if (!single_) return make_error(errc::bad_state, "the endpoint is not connected");
   flush(single_);  // what could leave without waiting leaves; the rest is canceled
   conn* c = single_;
   while (tx_op* op = c->txq.front()) {
