@@ -26,7 +26,7 @@ namespace {
 std::atomic<std::uint32_t> next_epid{1};
 constexpr std::uint64_t liveness_period_ns = 20'000'000;  // dead peers found within ~20 ms
 constexpr int progress_batch = 64;
-constexpr std::uint32_t stuck_check_polls = 256;           // empty polls between checks
+constexpr std::uint32_t stuck_check_polls = 4096;  // empty polls between checks (and at every sleep)
 constexpr std::size_t ctrl_reserve = 16;  // pending control replies kept free: below it, rts waits
 constexpr std::size_t max_chunk = std::size_t{1} << 30;
 constexpr std::uint64_t stuck_dead_writer_ns = 1'000'000'000;  // writer known and dead
