@@ -101,6 +101,28 @@ class event_queue : public detail::handle<spi::eq> {
   [[nodiscard]] errc wait(eq_event& e, int timeout_ms) { return impl_ ? impl_->wait(e, timeout_ms) : errc::bad_state; }
 };
 
+class counter : public detail::handle<spi::cntr> {
+ public:
+  using handle::handle;
+  // Drives progress of the bound endpoints, then reads.
+  [[nodiscard]] std::uint64_t read() noexcept { return impl_ ? impl_->read() : 0; }
+  [[nodiscard]] std::uint64_t read_err() noexcept { return impl_ ? impl_->read_err() : 0; }
+  void add(std::uint64_t n) noexcept {
+    if (impl_) impl_->add(n);
+  }
+  void set(std::uint64_t n) noexcept {
+    if (impl_) impl_->set(n);
+  }
+  void set_err(std::uint64_t n) noexcept {
+    if (impl_) impl_->set_err(n);
+  }
+  // ok once read() >= threshold; timed_out; error_available when an
+  // operation failed since read_err() or set_err() was last called.
+  [[nodiscard]] errc wait(std::uint64_t threshold, int timeout_ms) noexcept {
+    return impl_ ? impl_->wait(threshold, timeout_ms) : errc::bad_state;
+  }
+};
+
 class endpoint : public detail::handle<spi::endpoint> {
   [[nodiscard]] errc tx(const msg_desc& m, std::uint64_t flags) noexcept {
     if (!impl_) [[unlikely]]
@@ -118,6 +140,9 @@ class endpoint : public detail::handle<spi::endpoint> {
   // setup
   result<void> bind(completion_queue& q, std::uint64_t flags = flag::transmit | flag::receive);
   result<void> bind(address_vector& a);
+  // Counts completed sends (flag::send) and/or receives (flag::recv),
+  // injected sends included; failures go to the error count.
+  result<void> bind(counter& c, std::uint64_t flags);
   result<void> enable() {
     if (!impl_) return make_error(errc::bad_state, "enable on a closed endpoint");
     return impl_->enable();
@@ -246,6 +271,7 @@ class domain : public detail::handle<spi::domain> {
   // Listens on info.src_addr (hints.source = true, node and port; port 0: any).
   result<passive_endpoint> open_passive_endpoint(const info& i);
   result<event_queue> open_eq();
+  result<counter> open_counter();
   result<address_vector> open_av(const av_attr& a = {});
   result<completion_queue> open_cq(std::size_t size = 1024);
   [[nodiscard]] const info& get_info() const noexcept { return info_; }

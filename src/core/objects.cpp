@@ -43,6 +43,18 @@ result<event_queue> domain::open_eq() {
   return event_queue(std::make_shared<spi::eq>(), impl_);
 }
 
+result<counter> domain::open_counter() {
+  if (!impl_) return make_error(errc::bad_state, "open_counter on a closed domain");
+  return counter(std::make_shared<spi::cntr>(), impl_);
+}
+
+result<void> endpoint::bind(counter& c, std::uint64_t flags) {
+  if (!impl_ || !c) return make_error(errc::bad_state, "bind on a closed endpoint or counter");
+  if (!(flags & (flag::send | flag::recv)) || (flags & ~(flag::send | flag::recv)))
+    return make_error(errc::invalid_argument, "bind a counter with flag::send, flag::recv or both");
+  return impl_->bind_cntr(c.impl(), flags);
+}
+
 result<void> endpoint::bind(event_queue& q) {
   if (!impl_ || !q) return make_error(errc::bad_state, "bind on a closed endpoint or event queue");
   return impl_->bind_eq(q.impl());

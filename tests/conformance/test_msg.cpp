@@ -421,6 +421,65 @@ TEST_P(conformance, closing_an_endpoint_returns_its_cq_room) {
   EXPECT_EQ(e2->recv(buf[0], 8), errc::ok) << "closing returned the room";
 }
 
+TEST_P(conformance, counters_count_sends_receives_and_errors) {
+  node s = open_node(GetParam().provider, cap::msg | cap::tagged);
+  node r = open_node(GetParam().provider, cap::msg | cap::tagged);
+  // fresh endpoints with counters bound before enable
+  auto sc = s.dom.open_counter();
+  auto rc = r.dom.open_counter();
+  ASSERT_TRUE(sc && rc);
+  auto se = s.dom.open_endpoint(s.inf);
+  auto re = r.dom.open_endpoint(r.inf);
+  ASSERT_TRUE(se && re);
+  ASSERT_TRUE(se->bind(s.cq) && se->bind(s.av) && se->bind(*sc, flag::send) && se->enable());
+  ASSERT_TRUE(re->bind(r.cq) && re->bind(r.av) && re->bind(*rc, flag::recv) && re->enable());
+  EXPECT_FALSE(se->bind(*sc, flag::send)) << "bind after enable";
+  auto dst = s.av.insert(re->name());
+  ASSERT_TRUE(dst);
+  std::vector<char> bufs(10 * 70000);
+  std::vector<char> big(70000, 'b');
+  for (int i = 0; i < 10; ++i) ASSERT_EQ(re->recv(bufs.data() + i * 70000, 70000), errc::ok);
+  for (int i = 0; i < 5; ++i) ASSERT_EQ(se->inject("x", 1, *dst), errc::ok);  // injects count too
+  for (int i = 0; i < 5; ++i) ASSERT_EQ(se->send(big.data(), big.size(), *dst, nullptr), errc::ok);
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while ((sc->read() < 10 || rc->read() < 10) && std::chrono::steady_clock::now() < deadline) {
+    s.cq.progress();
+    r.cq.progress();
+  }
+  EXPECT_EQ(sc->read(), 10u);
+  EXPECT_EQ(rc->read(), 10u);
+  EXPECT_EQ(sc->read_err(), 0u);
+  // wait: reached at once; a higher threshold times out
+  EXPECT_EQ(rc->wait(10, 1000), errc::ok);
+  EXPECT_EQ(rc->wait(11, 50), errc::timed_out);
+  // a truncated receive is an error
+  char small[4];
+  ASSERT_EQ(re->recv(small, sizeof small), errc::ok);
+  ASSERT_EQ(se->inject("too long", 8, *dst), errc::ok);
+  errc w = errc::timed_out;
+  for (int i = 0; i < 2000 && w != errc::error_available; ++i) {
+    s.cq.progress();
+    w = rc->wait(11, 1);
+  }
+  EXPECT_EQ(w, errc::error_available);
+  EXPECT_EQ(rc->read_err(), 1u);
+  EXPECT_EQ(rc->wait(11, 20), errc::timed_out) << "the error was seen: no longer reported";
+  // add, set
+  rc->add(5);
+  EXPECT_EQ(rc->read(), 15u);
+  rc->set(2);
+  rc->set_err(0);
+  EXPECT_EQ(rc->read(), 2u);
+  EXPECT_EQ(rc->read_err(), 0u);
+  // drain completion queues
+  cq_entry e;
+  cq_err_entry ee;
+  for (int i = 0; i < 100; ++i) {
+    if (r.cq.read(e) == errc::error_available) (void)r.cq.read_error(ee);
+    (void)s.cq.read(e);
+  }
+}
+
 TEST_P(conformance, directed_receive_and_any_source) {
   node c = open_node(GetParam().provider, cap::msg | cap::tagged | cap::source | cap::directed_recv);
   fi_addr_t c2b = insert(c, b);

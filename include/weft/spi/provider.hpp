@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "weft/info.hpp"
+#include "weft/spi/cntr.hpp"
 #include "weft/spi/cq.hpp"
 #include "weft/spi/eq.hpp"
 #include "weft/types.hpp"
@@ -40,6 +41,10 @@ class endpoint {
   [[nodiscard]] virtual errc send(const msg_desc& m, std::uint64_t flags) noexcept = 0;
   [[nodiscard]] virtual errc recv(const msg_desc& m, std::uint64_t flags) noexcept = 0;
   [[nodiscard]] virtual errc cancel(void* context) noexcept = 0;
+  // counters for flag::send and/or flag::recv events
+  virtual result<void> bind_cntr(std::shared_ptr<cntr>, std::uint64_t) {
+    return make_error(errc::not_supported, "this provider has no counters");
+  }
   // connected (MSG) endpoints; RDM endpoints refuse these
   virtual result<void> bind_eq(std::shared_ptr<eq>) {
     return make_error(errc::not_supported, "this endpoint type has no connection events (use MSG endpoints)");

@@ -216,6 +216,7 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable {
   result<void> init();
   result<void> bind_cq(std::shared_ptr<spi::cq> q, std::uint64_t flags) override;
   result<void> bind_av(std::shared_ptr<spi::av> a) override;
+  result<void> bind_cntr(std::shared_ptr<spi::cntr> c, std::uint64_t flags) override;
   result<void> enable() override;
   [[nodiscard]] address name() const override {
     return address::from_string(addr_format::shm_name, self_->name());
@@ -297,6 +298,7 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable {
   util::mpsc_ring ctl_;   // control: cts, ack, data, split (never blocked by unexpected messages)
   std::uint32_t pid_ = 0, epid_ = 0;
   std::shared_ptr<spi::cq> txcq_, rxcq_;
+  std::shared_ptr<spi::cntr> txcntr_, rxcntr_;  // counters, if bound
   std::shared_ptr<av_impl> av_;
   bool enabled_ = false;
   bool source_cap_ = false;
@@ -364,6 +366,8 @@ endpoint_impl::~endpoint_impl() {
     for (tx_op* op = tx_active_.front(); op; op = tx_active_.next(op)) txcq_->unreserve();
   if (txcq_) txcq_->detach(this);
   if (rxcq_ && rxcq_ != txcq_) rxcq_->detach(this);
+  if (txcntr_) txcntr_->detach(this);
+  if (rxcntr_ && rxcntr_ != txcntr_) rxcntr_->detach(this);
   if (port_) unregister_port(port_, self_->name());
 }
 
@@ -382,6 +386,16 @@ result<void> endpoint_impl::bind_av(std::shared_ptr<spi::av> a) {
   auto p = std::dynamic_pointer_cast<av_impl>(a);
   if (!p) return make_error(errc::invalid_argument, "the address vector belongs to another provider");
   av_ = std::move(p);
+  return {};
+}
+
+result<void> endpoint_impl::bind_cntr(std::shared_ptr<spi::cntr> c, std::uint64_t flags) {
+  if (enabled_) return make_error(errc::bad_state, "bind counters before enable()");
+  if (((flags & flag::send) && txcntr_) || ((flags & flag::recv) && rxcntr_))
+    return make_error(errc::bad_state, "a counter is already bound for that direction");
+  if (flags & flag::send) txcntr_ = c;
+  if (flags & flag::recv) rxcntr_ = c;
+  c->attach(this);
   return {};
 }
 
@@ -435,6 +449,7 @@ errc endpoint_impl::send(const msg_desc& m, std::uint64_t flags) noexcept {
     }
     wake(p);
     if (!inject) txcq_->push(cq_entry{m.context, cflags, len, nullptr, 0, m.tag, addr_unspec});
+    if (txcntr_) txcntr_->inc();
     return errc::ok;
   }
   if (inject) return errc::too_big;
@@ -493,6 +508,7 @@ void endpoint_impl::complete_tx(tx_op* op, errc e, const char* what) noexcept {
       if (op->seg_mask & (1ull << i)) self_->hdr()->seg_busy[i].store(0, std::memory_order_relaxed);
     segs_held_ &= ~op->seg_mask;
   }
+  if (txcntr_) (e == errc::ok) ? txcntr_->inc() : txcntr_->inc_err();
   if (e == errc::ok) {
     txcq_->push(cq_entry{op->ctx, op->flags, op->len, nullptr, 0, op->tag, addr_unspec});
   } else {
@@ -727,6 +743,7 @@ errc endpoint_impl::cancel(void* context) noexcept {
     e.err = errc::canceled;
     std::snprintf(e.msg, sizeof e.msg, "receive canceled by cancel()");
     rxcq_->push_error(e);
+    if (rxcntr_) rxcntr_->inc_err();
     put_rx(r);
     return errc::ok;
   }
@@ -736,6 +753,7 @@ errc endpoint_impl::cancel(void* context) noexcept {
 void endpoint_impl::complete_rx(rx_op* r, const incoming& in, std::size_t copied) noexcept {
   const std::uint64_t f = r->flags | ((in.flags & slot_flag::cq_data) ? flag::remote_cq_data : 0);
   void* buf = r->iov_count ? r->iov[0].iov_base : nullptr;
+  if (rxcntr_) (copied < in.len) ? rxcntr_->inc_err() : rxcntr_->inc();
   if (copied < in.len) {
     cq_err_entry e;
     e.context = r->ctx;
@@ -756,6 +774,7 @@ void endpoint_impl::complete_rx(rx_op* r, const incoming& in, std::size_t copied
 }
 
 void endpoint_impl::complete_rx_error(rx_op* r, errc err, const char* what) noexcept {
+  if (rxcntr_) rxcntr_->inc_err();
   cq_err_entry e;
   e.context = r->ctx;
   e.flags = r->flags;

@@ -189,6 +189,7 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable {
   result<void> accept(std::span<const std::byte> data) override;
   result<void> shutdown() override;
   result<void> bind_av(std::shared_ptr<spi::av> a) override;
+  result<void> bind_cntr(std::shared_ptr<spi::cntr> c, std::uint64_t flags) override;
   result<void> enable() override;
   [[nodiscard]] address name() const override { return name_; }
   errc send(const msg_desc& m, std::uint64_t flags) noexcept override;
@@ -243,6 +244,7 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable {
   listener lst_;
   address name_{};
   std::shared_ptr<spi::cq> txcq_, rxcq_;
+  std::shared_ptr<spi::cntr> txcntr_, rxcntr_;  // counters, if bound
   std::shared_ptr<av_impl> av_;
   std::shared_ptr<spi::eq> eq_;
   bool enabled_ = false;
@@ -333,6 +335,8 @@ endpoint_impl::~endpoint_impl() {
         if (op->completion) txcq_->unreserve();
   if (txcq_) txcq_->detach(this);
   if (rxcq_ && rxcq_ != txcq_) rxcq_->detach(this);
+  if (txcntr_) txcntr_->detach(this);
+  if (rxcntr_ && rxcntr_ != txcntr_) rxcntr_->detach(this);
   if (eq_) eq_->detach(this);
   for (auto& c : conns_)
     if (c->fd >= 0) {
@@ -362,6 +366,18 @@ result<void> endpoint_impl::bind_av(std::shared_ptr<spi::av> a) {
   auto p = std::dynamic_pointer_cast<av_impl>(a);
   if (!p) return make_error(errc::invalid_argument, "the address vector belongs to another provider");
   av_ = std::move(p);
+  return {};
+}
+
+result<void> endpoint_impl::bind_cntr(std::shared_ptr<spi::cntr> c, std::uint64_t flags) {
+  auto g = dom_->guard();
+  if (enabled_) return make_error(errc::bad_state, "bind counters before enable()");
+  if (((flags & flag::send) && txcntr_) || ((flags & flag::recv) && rxcntr_))
+    return make_error(errc::bad_state, "a counter is already bound for that direction");
+  if (flags & flag::send) txcntr_ = c;
+  if (flags & flag::recv) rxcntr_ = c;
+  c->set_lock(dom_->lock());
+  c->attach(this);
   return {};
 }
 
@@ -617,6 +633,7 @@ void endpoint_impl::flush(conn* c) noexcept {
 }
 
 void endpoint_impl::complete_tx(tx_op* op, errc e, const char* why) noexcept {
+  if (!op->internal && txcntr_) (e == errc::ok) ? txcntr_->inc() : txcntr_->inc_err();
   if (op->completion) {
     if (e == errc::ok) {
       txcq_->push(cq_entry{op->ctx, op->flags, op->len, nullptr, 0, op->tag, addr_unspec});
@@ -973,6 +990,7 @@ void endpoint_impl::complete_rx(rx_op* r, std::size_t copied, std::size_t msg_le
                                 std::uint64_t tag, std::uint64_t data, fi_addr_t src) noexcept {
   const std::uint64_t f = r->flags | ((flags & wire::flag::cq_data) ? flag::remote_cq_data : 0);
   void* buf = r->iov_count ? r->iov[0].iov_base : nullptr;
+  if (rxcntr_) (copied < msg_len) ? rxcntr_->inc_err() : rxcntr_->inc();
   if (copied < msg_len) {
     cq_err_entry e;
     e.context = r->ctx;
@@ -994,6 +1012,7 @@ void endpoint_impl::complete_rx(rx_op* r, std::size_t copied, std::size_t msg_le
 }
 
 void endpoint_impl::rx_error(rx_op* r, errc err, const char* why) noexcept {
+  if (rxcntr_) rxcntr_->inc_err();
   cq_err_entry e;
   e.context = r->ctx;
   e.flags = r->flags;
