@@ -186,6 +186,48 @@ TEST_F(cm, reject_carries_data_to_the_connector) {
   EXPECT_FALSE(pep.reject(req.req)) << "a connreq is answered once";
 }
 
+TEST_F(cm, shutdown_with_a_large_unexpected_message_and_a_receive_in_progress) {
+  side cli;
+  endpoint cep, sep;
+  connect_pair(cli, cep, sep);
+  // a large message the server has not posted a receive for
+  std::vector<char> big(100000, 'u');
+  ASSERT_EQ(cep.send(big.data(), big.size(), 0, nullptr), errc::ok);
+  for (int i = 0; i < 200; ++i) {
+    srv.cq.progress();
+    cli.cq.progress();
+  }
+  ASSERT_TRUE(sep.shutdown());
+  std::vector<char> late(100000);
+  EXPECT_EQ(sep.recv(late.data(), late.size()), errc::peer_dead) << "nothing can arrive after shutdown";
+  eq_event sd = next_event(cli.eq, {&srv});
+  EXPECT_EQ(sd.type, eq_event::kind::shutdown);
+}
+
+TEST_F(cm, reject_with_a_queued_send_opens_no_hidden_connection) {
+  side cli = open_side(msg_info(false, port));
+  auto e = make_ep(cli, cli.inf);
+  ASSERT_TRUE(e);
+  ASSERT_TRUE(e->connect(*cli.inf.dest_addr));
+  int ctx = 0;
+  ASSERT_EQ(e->send("queued", 6, 0, &ctx), errc::ok);  // queued until connected
+  eq_event req = next_event(srv.eq, {&cli});
+  ASSERT_EQ(req.type, eq_event::kind::connreq);
+  ASSERT_TRUE(pep.reject(req.req));
+  eq_event ev = next_event(cli.eq, {&srv});
+  ASSERT_EQ(ev.type, eq_event::kind::error);
+  outcome o = next_cq(cli, {&srv});
+  ASSERT_TRUE(o.error) << "the queued send fails";
+  EXPECT_EQ(o.err.context, &ctx);
+  // no second connection request shows up at the server
+  auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(300);
+  eq_event extra;
+  while (std::chrono::steady_clock::now() < until) {
+    cli.cq.progress();
+    ASSERT_EQ(srv.eq.read(extra), errc::again) << "a hidden reconnect";
+  }
+}
+
 TEST_F(cm, refused_and_timed_out_connects_are_error_events) {
   // refused: a port nobody listens on
   int s = ::socket(AF_INET, SOCK_STREAM, 0);

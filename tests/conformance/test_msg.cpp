@@ -622,16 +622,20 @@ TEST_P(conformance, many_senders_one_receiver_checksums) {
             // every 500th message is large (rendezvous), its tail a pattern
             std::memcpy(big.data(), msg, sizeof msg);
             const bool large = i % 500 == 0;
+            // The last one goes with a completion: queues are FIFO, so when it
+            // completes every earlier inject has left this process too.
+            const bool last = i == per - 1;
             if (large)
               for (std::size_t k = sizeof msg; k < big.size(); ++k) big[k] = static_cast<unsigned char>(k + i);
             auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
             errc r;
             int ctx = 0;
-            while ((r = large ? c.ep.tsend(big.data(), big.size(), *dst, static_cast<std::uint64_t>(s), &ctx)
-                              : c.ep.tinject(msg, sizeof msg, *dst, static_cast<std::uint64_t>(s))) == errc::again &&
+            while ((r = large  ? c.ep.tsend(big.data(), big.size(), *dst, static_cast<std::uint64_t>(s), &ctx)
+                        : last ? c.ep.tsend(msg, sizeof msg, *dst, static_cast<std::uint64_t>(s), &ctx)
+                               : c.ep.tinject(msg, sizeof msg, *dst, static_cast<std::uint64_t>(s))) == errc::again &&
                    std::chrono::steady_clock::now() < deadline)
               c.cq.progress();
-            if (large && r == errc::ok) {  // the buffer is reused: wait for this send
+            if ((large || last) && r == errc::ok) {  // buffer reuse / the end: wait for this send
               cq_entry done;
               r = c.cq.wait(done, 30000);
             }

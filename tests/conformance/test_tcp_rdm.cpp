@@ -116,3 +116,121 @@ TEST(tcp_rdm, idle_connection_closes_and_reopens_transparently) {
     drive({&a, &b}, 90 + round % 3 * 10);  // around the idle limit
   }
 }
+
+TEST(tcp_rdm, truncated_large_message_then_small_ones_with_two_peers) {
+  // Regression: the receive low-water mark stayed high after a large message
+  // finished through the buffer path, so small frames no longer woke epoll.
+  ::setenv("WEFT_PROGRESS", "manual", 1);
+  node r = open_node("tcp", cap::msg);
+  node p1 = open_node("tcp", cap::msg);
+  node p2 = open_node("tcp", cap::msg);
+  fi_addr_t a1 = insert(p1, r), a2 = insert(p2, r);
+  char warm[1];
+  for (auto* p : {&p1, &p2}) {  // two connections: the single-connection fast path is off
+    ASSERT_EQ(r.ep.recv(warm, 1), errc::ok);
+    ASSERT_EQ(p->ep.inject("w", 1, p == &p1 ? a1 : a2), errc::ok);
+    ASSERT_TRUE(next(r, {&p1, &p2}).ok);
+  }
+  std::vector<char> big(200000, 'B'), half(100000);
+  ASSERT_EQ(r.ep.recv(half.data(), half.size()), errc::ok);
+  ASSERT_EQ(p1.ep.send(big.data(), big.size(), a1, nullptr), errc::ok);
+  outcome t = next(r, {&p1, &p2});
+  ASSERT_TRUE(t.error);
+  EXPECT_EQ(t.err.err, errc::truncated);
+  for (int i = 0; i < 20; ++i) {
+    std::uint32_t v = 0;
+    ASSERT_EQ(r.ep.recv(&v, 4), errc::ok);
+    std::uint32_t x = static_cast<std::uint32_t>(i);
+    ASSERT_EQ(p1.ep.inject(&x, 4, a1), errc::ok);
+    outcome o;
+    do {
+      o = next(r, {&p1, &p2}, 3000);
+    } while (o.ok && !(o.e.flags & flag::recv));
+    ASSERT_TRUE(o.ok) << "small message " << i << " after a truncated large one";
+    EXPECT_EQ(v, x);
+  }
+}
+
+TEST(tcp_rdm, sending_to_itself_works) {
+  ::setenv("WEFT_PROGRESS", "manual", 1);
+  node a = open_node("tcp", cap::msg | cap::source);
+  fi_addr_t self = insert(a, a);
+  for (std::uint64_t i = 0; i < 50; ++i) ASSERT_EQ(a.ep.inject(&i, 8, self), errc::ok);
+  expect_sequence(a, {}, 0, 50);
+  auto big = pattern(300000, 3);
+  std::vector<unsigned char> got(big.size());
+  ASSERT_EQ(a.ep.recv(got.data(), got.size()), errc::ok);
+  ASSERT_EQ(a.ep.send(big.data(), big.size(), self, nullptr), errc::ok);
+  for (int i = 0; i < 2; ++i) ASSERT_TRUE(next(a).ok);
+  EXPECT_EQ(got, big);
+}
+
+TEST(tcp_rdm, a_restarted_peer_at_the_same_address_is_served) {
+  // The receiver still holds the old connection (it has not seen its end);
+  // the new process at the same address must still get its messages through.
+  ::setenv("WEFT_PROGRESS", "manual", 1);
+  node b = open_node("tcp", cap::msg);
+  address a_addr;
+  {
+    node a1 = open_node("tcp", cap::msg);
+    a_addr = a1.ep.name();
+    fi_addr_t to_b = insert(a1, b);
+    std::uint64_t v = 1;
+    ASSERT_EQ(a1.ep.inject(&v, 8, to_b), errc::ok);
+    expect_sequence(b, {&a1}, 1, 1);
+  }  // a1 is gone; b has not progressed since
+  // a new endpoint on the same port
+  hints h;
+  h.provider = "tcp";
+  h.node = "127.0.0.1";
+  h.source = true;
+  sockaddr_in sa{};
+  std::memcpy(&sa, a_addr.bytes.data(), sizeof sa);
+  h.port = ntohs(sa.sin_port);
+  auto infos = get_info(h);
+  ASSERT_TRUE(infos);
+  node a2;
+  a2.inf = infos->front();
+  a2.fab = std::move(*fabric::open(a2.inf));
+  a2.dom = std::move(*a2.fab.open_domain(a2.inf));
+  a2.cq = std::move(*a2.dom.open_cq(64));
+  a2.av = std::move(*a2.dom.open_av());
+  auto ep = a2.dom.open_endpoint(a2.inf);
+  ASSERT_TRUE(ep) << ep.error().message;
+  a2.ep = std::move(*ep);
+  ASSERT_TRUE(a2.ep.bind(a2.cq) && a2.ep.bind(a2.av) && a2.ep.enable());
+  fi_addr_t to_b = insert(a2, b);
+  for (std::uint64_t i = 10; i < 15; ++i) ASSERT_EQ(a2.ep.inject(&i, 8, to_b), errc::ok);
+  expect_sequence(b, {&a2}, 10, 5);
+}
+
+TEST(tcp_rdm, more_unexpected_messages_than_buffers_then_a_directed_receive) {
+  ::setenv("WEFT_PROGRESS", "manual", 1);
+  node r = open_node("tcp", cap::msg | cap::directed_recv);
+  node p1 = open_node("tcp", cap::msg);
+  node p2 = open_node("tcp", cap::msg);
+  fi_addr_t a1 = insert(p1, r), a2 = insert(p2, r);
+  fi_addr_t from2 = insert(r, p2);
+  // 300 unexpected messages from p1 (more than the 256 buffers)
+  for (std::uint32_t i = 0; i < 300; ++i) {
+    ASSERT_EQ(post([&] { return p1.ep.inject(&i, 4, a1); }, {&p1, &r}), errc::ok);
+    r.cq.progress();
+  }
+  std::uint32_t mark = 0xabc;
+  ASSERT_EQ(p2.ep.inject(&mark, 4, a2), errc::ok);
+  drive({&p1, &p2, &r}, 200);
+  // a receive directed at p2 must get p2's message although p1 fills the buffers
+  std::uint32_t got = 0;
+  ASSERT_EQ(r.ep.recv(&got, 4, from2, &got), errc::ok);
+  outcome o = next(r, {&p1, &p2}, 5000);
+  ASSERT_TRUE(o.ok) << o.err.msg;
+  EXPECT_EQ(got, 0xabcu);
+  // and p1's 300 arrive in order
+  for (std::uint32_t i = 0; i < 300; ++i) {
+    std::uint32_t v = ~0u;
+    ASSERT_EQ(r.ep.recv(&v, 4), errc::ok);
+    outcome x = next(r, {&p1, &p2}, 5000);
+    ASSERT_TRUE(x.ok);
+    ASSERT_EQ(v, i);
+  }
+}

@@ -29,13 +29,26 @@ class cntr {
 
   void attach(progressable* p);
   void detach(progressable* p) noexcept;
-  void set_lock(std::recursive_mutex* m) noexcept { lock_ = m; }
+  // Objects of an automatic-progress domain share its lock with the queues
+  // they are bound to. A queue serves one such domain at most: false if it
+  // already belongs to another. release_lock() when such an object unbinds.
+  [[nodiscard]] bool set_lock(std::recursive_mutex* m) noexcept {
+    if (!m) return true;
+    if (lock_ && lock_ != m) return false;
+    lock_ = m;
+    ++lock_users_;
+    return true;
+  }
+  void release_lock(std::recursive_mutex* m) noexcept {
+    if (m && lock_ == m && --lock_users_ == 0) lock_ = nullptr;
+  }
 
  private:
   void progress() noexcept;
   std::atomic<std::uint64_t> value_{0}, errors_{0}, seen_err_{0};
   std::vector<progressable*> sources_;
   std::recursive_mutex* lock_ = nullptr;
+  int lock_users_ = 0;
   bool in_progress_ = false;
 };
 

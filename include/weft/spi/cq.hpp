@@ -51,16 +51,30 @@ class cq {
 
   void attach(progressable* p);
   void detach(progressable* p) noexcept;
+  // Objects of an automatic-progress domain share its lock with the queues
+  // they are bound to. A queue serves one such domain at most: false if it
+  // already belongs to another. release_lock() when such an object unbinds.
+  [[nodiscard]] bool set_lock(std::recursive_mutex* m) noexcept {
+    if (!m) return true;
+    if (lock_ && lock_ != m) return false;
+    lock_ = m;
+    ++lock_users_;
+    return true;
+  }
+  [[nodiscard]] bool lock_in_use() const noexcept { return lock_ != nullptr; }
+  void release_lock(std::recursive_mutex* m) noexcept {
+    if (m && lock_ == m && --lock_users_ == 0) lock_ = nullptr;
+  }
   void progress() noexcept;
   // Objects driven by an automatic progress thread share their domain's lock
   // with the CQ; without one, no lock is taken.
-  void set_lock(std::recursive_mutex* m) noexcept { lock_ = m; }
 
  private:
   [[nodiscard]] std::unique_lock<std::recursive_mutex> guard() const noexcept {
     return lock_ ? std::unique_lock<std::recursive_mutex>(*lock_) : std::unique_lock<std::recursive_mutex>();
   }
   std::recursive_mutex* lock_ = nullptr;
+  int lock_users_ = 0;
   [[nodiscard]] errc pop(std::span<cq_entry> out, std::size_t& n) noexcept;
 
   std::size_t cap_;

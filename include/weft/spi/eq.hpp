@@ -42,12 +42,25 @@ class eq {
   [[nodiscard]] errc wait(eq_event& out, int timeout_ms);
   void attach(progressable* p);
   void detach(progressable* p) noexcept;
-  void set_lock(std::recursive_mutex* m) noexcept { lock_ = m; }
+  // Objects of an automatic-progress domain share its lock with the queues
+  // they are bound to. A queue serves one such domain at most: false if it
+  // already belongs to another. release_lock() when such an object unbinds.
+  [[nodiscard]] bool set_lock(std::recursive_mutex* m) noexcept {
+    if (!m) return true;
+    if (lock_ && lock_ != m) return false;
+    lock_ = m;
+    ++lock_users_;
+    return true;
+  }
+  void release_lock(std::recursive_mutex* m) noexcept {
+    if (m && lock_ == m && --lock_users_ == 0) lock_ = nullptr;
+  }
   // for providers pushing from their progress (the lock is held there)
   void push_locked(eq_event e) { push(std::move(e)); }
 
  private:
   std::recursive_mutex* lock_ = nullptr;
+  int lock_users_ = 0;
   void progress() noexcept;
   std::deque<eq_event> q_;
   std::vector<progressable*> sources_;

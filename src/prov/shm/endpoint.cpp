@@ -375,6 +375,8 @@ result<void> endpoint_impl::bind_cq(std::shared_ptr<spi::cq> q, std::uint64_t fl
   if (enabled_) return make_error(errc::bad_state, "bind CQs before enable()");
   if (((flags & flag::transmit) && txcq_) || ((flags & flag::receive) && rxcq_))
     return make_error(errc::bad_state, "a completion queue is already bound for that direction");
+  if (!q->set_lock(nullptr) || q->lock_in_use())
+    return make_error(errc::bad_state, "this completion queue serves an automatic-progress domain of another provider");
   if (flags & flag::transmit) txcq_ = q;
   if (flags & flag::receive) rxcq_ = q;
   q->attach(this);

@@ -37,6 +37,8 @@ namespace {
 constexpr std::size_t rbuf_size = 64 * 1024;
 constexpr std::size_t direct_read_min = 16 * 1024;
 constexpr std::uint64_t tick_ns = 5'000'000;
+constexpr std::size_t max_handshakes = 256;  // connections accepted but not yet identified
+constexpr std::uint64_t replace_after_ns = 50'000'000;
 
 std::size_t iov_total(const ::iovec* v, std::size_t n) noexcept {
   std::size_t t = 0;
@@ -152,6 +154,8 @@ struct conn final : handler {
   bool in_list = false;  // on the stalled list
   bool dup_loser = false;  // lost a simultaneous connect; waits for the winner
   bool held = false;       // a new connection waiting for the old one to close
+  conn* held_on = nullptr; // ... that one
+  std::uint32_t events = EPOLLIN;  // epoll interest in force
   std::string key;       // the peer's listening address (once known)
   address peer{};
   fi_addr_t addr = addr_notavail;
@@ -203,14 +207,15 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable {
 
  private:
   conn* path(fi_addr_t a) noexcept;
-  conn* open_conn(const address& peer, const std::string& key, fi_addr_t a,
-                  std::span<const std::byte> cm = {}) noexcept;
+  conn* open_conn(const address& peer, const std::string& key, fi_addr_t a, std::span<const std::byte> cm = {},
+                  std::uint8_t hello_flags = 0) noexcept;
   void cm_event(eq_event::kind k, errc e, std::string msg, const std::uint8_t* data, std::size_t len) noexcept;
   void cancel_posted() noexcept;
   void queue_frame(conn* c, wire::op code, std::uint64_t data, const void* payload, std::size_t len,
-                   bool front = false) noexcept;
+                   bool front = false, std::uint8_t flags = 0) noexcept;
   void flush(conn* c) noexcept;
   void set_out(conn* c, bool on) noexcept;
+  void update_events(conn* c) noexcept;
   void read_conn(conn* c) noexcept;
   void consume(conn* c) noexcept;
   void on_header(conn* c) noexcept;
@@ -223,6 +228,8 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable {
   void adopt(conn* c, fi_addr_t a) noexcept;
   void move_user_ops(conn* from, conn* to) noexcept;
   void close_conn(conn* c) noexcept;
+  void abort_receives(conn* c, errc e, const char* why) noexcept;
+  void set_lowat(conn* c, int v) noexcept;
   void fail_conn(conn* c, errc e, const char* why) noexcept;
   void complete_tx(tx_op* op, errc e, const char* why) noexcept;
   void complete_rx(rx_op* r, std::size_t copied, std::size_t msg_len, std::uint8_t flags, std::uint64_t tag,
@@ -333,11 +340,20 @@ endpoint_impl::~endpoint_impl() {
     for (auto& c : conns_)
       for (tx_op* op = c->txq.front(); op; op = c->txq.next(op))
         if (op->completion) txcq_->unreserve();
-  if (txcq_) txcq_->detach(this);
-  if (rxcq_ && rxcq_ != txcq_) rxcq_->detach(this);
-  if (txcntr_) txcntr_->detach(this);
-  if (rxcntr_ && rxcntr_ != txcntr_) rxcntr_->detach(this);
-  if (eq_) eq_->detach(this);
+  for (auto* q : {txcq_.get(), rxcq_ != txcq_ ? rxcq_.get() : nullptr})
+    if (q) {
+      q->detach(this);
+      q->release_lock(dom_->lock());
+    }
+  for (auto* c : {txcntr_.get(), rxcntr_ != txcntr_ ? rxcntr_.get() : nullptr})
+    if (c) {
+      c->detach(this);
+      c->release_lock(dom_->lock());
+    }
+  if (eq_) {
+    eq_->detach(this);
+    eq_->release_lock(dom_->lock());
+  }
   for (auto& c : conns_)
     if (c->fd >= 0) {
       dom_->eng().del(c->fd);
@@ -354,9 +370,10 @@ result<void> endpoint_impl::bind_cq(std::shared_ptr<spi::cq> q, std::uint64_t fl
   if (enabled_) return make_error(errc::bad_state, "bind CQs before enable()");
   if (((flags & flag::transmit) && txcq_) || ((flags & flag::receive) && rxcq_))
     return make_error(errc::bad_state, "a completion queue is already bound for that direction");
+  if (!q->set_lock(dom_->lock()))
+    return make_error(errc::bad_state, "this completion queue already serves another automatic-progress domain");
   if (flags & flag::transmit) txcq_ = q;
   if (flags & flag::receive) rxcq_ = q;
-  q->set_lock(dom_->lock());
   q->attach(this);
   return {};
 }
@@ -374,9 +391,10 @@ result<void> endpoint_impl::bind_cntr(std::shared_ptr<spi::cntr> c, std::uint64_
   if (enabled_) return make_error(errc::bad_state, "bind counters before enable()");
   if (((flags & flag::send) && txcntr_) || ((flags & flag::recv) && rxcntr_))
     return make_error(errc::bad_state, "a counter is already bound for that direction");
+  if (!c->set_lock(dom_->lock()))
+    return make_error(errc::bad_state, "this counter already serves another automatic-progress domain");
   if (flags & flag::send) txcntr_ = c;
   if (flags & flag::recv) rxcntr_ = c;
-  c->set_lock(dom_->lock());
   c->attach(this);
   return {};
 }
@@ -385,8 +403,9 @@ result<void> endpoint_impl::bind_eq(std::shared_ptr<spi::eq> q) {
   auto g = dom_->guard();
   if (!msg_mode_) return make_error(errc::not_supported, "event queues are for MSG endpoints (ep_type::msg)");
   if (eq_) return make_error(errc::bad_state, "an event queue is already bound");
+  if (!q->set_lock(dom_->lock()))
+    return make_error(errc::bad_state, "this event queue already serves another automatic-progress domain");
   eq_ = std::move(q);
-  eq_->set_lock(dom_->lock());
   eq_->attach(this);
   return {};
 }
@@ -450,13 +469,27 @@ conn* endpoint_impl::path(fi_addr_t a) noexcept {
 }
 
 conn* endpoint_impl::open_conn(const address& peer, const std::string& key, fi_addr_t a,
-                                std::span<const std::byte> cm) noexcept {
+                                std::span<const std::byte> cm, std::uint8_t hello_flags) noexcept {
   sockaddr_storage ss;
   socklen_t len;
   if (!to_sockaddr(peer, ss, len)) return nullptr;
   int fd = ::socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return nullptr;
   set_socket_options(fd, cfg_.timeout_ms);
+  if (!msg_mode_) {  // a specific listening IP is also our source: the peer checks it
+    sockaddr_storage me;
+    socklen_t ml;
+    if (to_sockaddr(name_, me, ml) && me.ss_family == ss.ss_family) {
+      bool specific = me.ss_family == AF_INET
+                          ? reinterpret_cast<sockaddr_in*>(&me)->sin_addr.s_addr != htonl(INADDR_ANY)
+                          : !IN6_IS_ADDR_UNSPECIFIED(&reinterpret_cast<sockaddr_in6*>(&me)->sin6_addr);
+      if (specific) {
+        if (me.ss_family == AF_INET) reinterpret_cast<sockaddr_in*>(&me)->sin_port = 0;
+        else reinterpret_cast<sockaddr_in6*>(&me)->sin6_port = 0;
+        (void)::bind(fd, reinterpret_cast<sockaddr*>(&me), ml);
+      }
+    }
+  }
   auto c = std::make_unique<conn>();
   c->ep = this;
   c->fd = fd;
@@ -503,7 +536,7 @@ conn* endpoint_impl::open_conn(const address& peer, const std::string& key, fi_a
   std::uint8_t body[sizeof hb + wire::max_cm_data];
   std::memcpy(body, &hb, sizeof hb);
   if (!cm.empty()) std::memcpy(body + sizeof hb, cm.data(), cm.size());
-  queue_frame(raw, wire::op::hello, 0, body, sizeof hb + cm.size());
+  queue_frame(raw, wire::op::hello, 0, body, sizeof hb + cm.size(), false, hello_flags);
   return raw;
 }
 
@@ -511,6 +544,12 @@ void endpoint_impl::on_accept() noexcept {
   for (int i = 0; i < 64; ++i) {
     int fd = ::accept4(lfd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) return;
+    std::size_t unidentified = 0;
+    for (auto& x : conns_) unidentified += !x->dead && x->state == conn::st::wait_hello;
+    if (unidentified >= max_handshakes) {  // a flood of silent connections: refuse
+      ::close(fd);
+      continue;
+    }
     set_socket_options(fd, cfg_.timeout_ms);
     auto c = std::make_unique<conn>();
     c->ep = this;
@@ -524,7 +563,7 @@ void endpoint_impl::on_accept() noexcept {
 }
 
 void endpoint_impl::queue_frame(conn* c, wire::op code, std::uint64_t data, const void* payload, std::size_t len,
-                                bool front) noexcept {
+                                bool front, std::uint8_t flags) noexcept {
   tx_op* op = txp_.get();
   if (!op) {  // protocol frames have 64 spare operations; running out is a bug
     fail_conn(c, errc::no_memory, "out of transmit operations for protocol frames");
@@ -532,7 +571,7 @@ void endpoint_impl::queue_frame(conn* c, wire::op code, std::uint64_t data, cons
   }
   op->internal = true;
   op->completion = false;
-  op->hdr = wire::frame_header{wire::magic, wire::version, static_cast<std::uint8_t>(code), 0, 0, len, 0, data};
+  op->hdr = wire::frame_header{wire::magic, wire::version, static_cast<std::uint8_t>(code), flags, 0, len, 0, data};
   if (len) std::memcpy(op->buf, payload, len);
   op->iov[0] = {&op->hdr, sizeof op->hdr};
   op->iov[1] = {op->buf, len};
@@ -560,7 +599,18 @@ void endpoint_impl::queue_frame(conn* c, wire::op code, std::uint64_t data, cons
 void endpoint_impl::set_out(conn* c, bool on) noexcept {
   if (c->want_out == on || c->fd < 0 || c->dead) return;
   c->want_out = on;
-  dom_->eng().mod(c->fd, c, EPOLLIN | (on ? EPOLLOUT : 0u));
+  update_events(c);
+}
+
+// A stalled or held connection is not read: epoll (level-triggered) must not
+// report its data either, or progress would spin on it.
+void endpoint_impl::update_events(conn* c) noexcept {
+  if (c->fd < 0 || c->dead) return;
+  const bool reading = c->rstage != conn::rs::stalled && !c->held;
+  const std::uint32_t ev = (reading ? static_cast<std::uint32_t>(EPOLLIN) : 0u) | (c->want_out ? EPOLLOUT : 0u);
+  if (ev == c->events) return;
+  c->events = ev;
+  dom_->eng().mod(c->fd, c, ev);
 }
 
 void endpoint_impl::on_conn_event(conn* c, std::uint32_t ev) noexcept {
@@ -703,6 +753,7 @@ errc endpoint_impl::send(const msg_desc& m, std::uint64_t flags) noexcept {
     else if (errno != EAGAIN && errno != EWOULDBLOCK) {
       if (!inject) txcq_->unreserve();
       op->completion = false;
+      op->internal = true;  // recycled: neither a completion nor a count (the caller gets peer_dead)
       complete_tx(op, errc::ok, "");
       char why[160];
       std::snprintf(why, sizeof why, "send to %s failed: %s", to_string(c->peer).c_str(), std::strerror(errno));
@@ -724,7 +775,7 @@ errc endpoint_impl::send(const msg_desc& m, std::uint64_t flags) noexcept {
 // ---------------------------------------------------------------- receiving
 
 void endpoint_impl::read_conn(conn* c) noexcept {
-  for (int rounds = 0; rounds < 16 && !c->dead && c->rstage != conn::rs::stalled; ++rounds) {
+  for (int rounds = 0; rounds < 16 && !c->dead && !c->held && c->rstage != conn::rs::stalled; ++rounds) {
     if (c->rpos == c->rend) {
       c->rpos = c->rend = 0;
       if (c->rstage == conn::rs::user) {
@@ -739,12 +790,12 @@ void endpoint_impl::read_conn(conn* c) noexcept {
             c->pay_got += static_cast<std::size_t>(r);
             c->last_active = util::now_ns();
             const std::size_t left = c->cur.len - c->pay_got;
-            // Wake for the rest in large pieces, not for every segment.
-            const int lowat = left == 0 ? 1 : static_cast<int>(std::min<std::size_t>(left, 256 * 1024));
-            if (lowat != c->lowat) {
-              (void)::setsockopt(c->fd, SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof lowat);
-              c->lowat = lowat;
-            }
+            const std::size_t room_left = c->pay_got < c->rx->cap ? c->rx->cap - c->pay_got : 0;
+            // Wake for the rest in large pieces, not for every segment; only
+            // while the rest goes straight into the receive buffer.
+            set_lowat(c, left >= direct_read_min && room_left >= direct_read_min
+                             ? static_cast<int>(std::min<std::size_t>(std::min(left, room_left), 256 * 1024))
+                             : 1);
             if (c->pay_got == c->cur.len) finish_user(c);
             else if (static_cast<std::size_t>(r) < std::min(want, room)) return;  // drained for now
             continue;
@@ -787,7 +838,7 @@ void endpoint_impl::read_conn(conn* c) noexcept {
 }
 
 void endpoint_impl::consume(conn* c) noexcept {
-  while (c->rpos < c->rend && !c->dead) {
+  while (c->rpos < c->rend && !c->dead && !c->held) {
     const std::uint8_t* p = c->rbuf.get() + c->rpos;
     const std::size_t avail = c->rend - c->rpos;
     switch (c->rstage) {
@@ -933,6 +984,7 @@ bool endpoint_impl::dispatch_msg(conn* c) noexcept {
   unexp* u = uxp_.get();
   if (!u) {  // no room for it: leave it in the socket until there is
     c->rstage = conn::rs::stalled;
+    update_events(c);
     if (!c->in_list) {
       stalled_.push_back(c);
       c->in_list = true;
@@ -954,12 +1006,20 @@ bool endpoint_impl::dispatch_msg(conn* c) noexcept {
     // large: the list entry stands for it; the bytes wait in the socket
     u->stalled = c;
     c->rstage = conn::rs::stalled;
+    update_events(c);
     (tagged ? ux_tag_ : ux_msg_).push_back(u);
   }
   return true;
 }
 
+void endpoint_impl::set_lowat(conn* c, int v) noexcept {
+  if (v == c->lowat || c->fd < 0) return;
+  (void)::setsockopt(c->fd, SOL_SOCKET, SO_RCVLOWAT, &v, sizeof v);
+  c->lowat = v;
+}
+
 void endpoint_impl::finish_user(conn* c) noexcept {
+  set_lowat(c, 1);  // small frames must wake us again
   rx_op* r = c->rx;
   c->rx = nullptr;
   c->rstage = conn::rs::header;
@@ -1031,8 +1091,10 @@ void endpoint_impl::deliver_unexpected(rx_op* r, unexp* u) noexcept {
     uxp_.put(u);
     c->rx = r;
     c->rstage = conn::rs::user;
+    update_events(c);
     consume(c);  // bytes already buffered, then the socket
     if (!c->dead && c->rstage != conn::rs::stalled) read_conn(c);
+    resume_stalled();
     return;
   }
   const std::size_t n = std::min(u->len, r->cap);
@@ -1048,6 +1110,7 @@ void endpoint_impl::drop_unexpected(unexp* u) noexcept {
     u->stalled = nullptr;
     c->rstage = conn::rs::discard;
     if (c->cur.len == 0) c->rstage = conn::rs::header;
+    update_events(c);
     consume(c);
     if (!c->dead) read_conn(c);
   }
@@ -1061,18 +1124,27 @@ void endpoint_impl::resume_stalled() noexcept {
   // large message waits for a receive: their header is in an unexp entry).
   for (std::size_t i = 0; i < stalled_.size();) {
     conn* c = stalled_[i];
-    if (c->dead || c->rstage != conn::rs::stalled || uxp_.available() == 0) {
-      if (c->dead || c->rstage != conn::rs::stalled) {
-        c->in_list = false;
-        stalled_.erase(stalled_.begin() + static_cast<long>(i));
+    if (c->dead || c->rstage != conn::rs::stalled) {
+      c->in_list = false;
+      stalled_.erase(stalled_.begin() + static_cast<long>(i));
+      continue;
+    }
+    if (uxp_.available() == 0) {  // only a posted receive can take it now
+      const bool tagged = c->cur.flags & wire::flag::tagged;
+      auto& pl = tagged ? posted_tag_ : posted_msg_;
+      if (!pl.find([&](const rx_op& x) {
+            return util::source_matches(x.src_filter, c->addr) &&
+                   (!tagged || util::tag_matches(x.tag, x.ignore, c->cur.tag));
+          })) {
+        ++i;
         continue;
       }
-      return;
     }
     c->in_list = false;
     stalled_.erase(stalled_.begin() + static_cast<long>(i));
     c->rstage = conn::rs::header;
     if (dispatch_msg(c)) {
+      update_events(c);
       consume(c);
       if (!c->dead) read_conn(c);
     }
@@ -1085,6 +1157,7 @@ errc endpoint_impl::recv(const msg_desc& m, std::uint64_t flags) noexcept {
     return errc::bad_state;
   if (m.iov_count > max_iov || (!m.iov && m.iov_count)) [[unlikely]]
     return errc::invalid_argument;
+  if (msg_mode_ && was_connected_ && !single_) return errc::peer_dead;  // the connection has ended
   fi_addr_t src = util::any_source;
   if (m.addr != addr_unspec && !msg_mode_) {  // MSG endpoints have one peer
     if (!av_ || !av_->at(m.addr)) return errc::invalid_argument;
@@ -1119,6 +1192,7 @@ errc endpoint_impl::recv(const msg_desc& m, std::uint64_t flags) noexcept {
     return errc::ok;
   }
   (tagged ? posted_tag_ : posted_msg_).push_back(r);
+  if (!stalled_.empty()) resume_stalled();  // a connection stalled for buffers may match it
   return errc::ok;
 }
 
@@ -1213,6 +1287,7 @@ void endpoint_impl::handle_hello(conn* c) noexcept {
   socklen_t pl = sizeof peer;
   ::getpeername(c->fd, reinterpret_cast<sockaddr*>(&peer), &pl);
   sockaddr_storage lis{};
+  bool spoofed = false;
   if (hb.family == AF_INET) {
     auto* s = reinterpret_cast<sockaddr_in*>(&lis);
     s->sin_family = AF_INET;
@@ -1220,6 +1295,9 @@ void endpoint_impl::handle_hello(conn* c) noexcept {
     std::memcpy(&s->sin_addr, hb.addr, 4);
     if (s->sin_addr.s_addr == htonl(INADDR_ANY) && peer.ss_family == AF_INET)
       s->sin_addr = reinterpret_cast<sockaddr_in*>(&peer)->sin_addr;
+    else if (peer.ss_family != AF_INET ||
+             s->sin_addr.s_addr != reinterpret_cast<sockaddr_in*>(&peer)->sin_addr.s_addr)
+      spoofed = true;
   } else {
     auto* s = reinterpret_cast<sockaddr_in6*>(&lis);
     s->sin6_family = AF_INET6;
@@ -1227,6 +1305,16 @@ void endpoint_impl::handle_hello(conn* c) noexcept {
     std::memcpy(&s->sin6_addr, hb.addr, 16);
     if (IN6_IS_ADDR_UNSPECIFIED(&s->sin6_addr) && peer.ss_family == AF_INET6)
       s->sin6_addr = reinterpret_cast<sockaddr_in6*>(&peer)->sin6_addr;
+    else if (peer.ss_family != AF_INET6 ||
+             std::memcmp(&s->sin6_addr, &reinterpret_cast<sockaddr_in6*>(&peer)->sin6_addr, 16) != 0)
+      spoofed = true;
+  }
+  if (spoofed) {  // claims an address it does not connect from
+    queue_frame(c, wire::op::hello_ack, static_cast<std::uint64_t>(wire::hello_status::bad_request), nullptr, 0);
+    c->close_after_flush = true;
+    c->state = conn::st::lost;
+    flush(c);
+    return;
   }
   c->peer = from_sockaddr(reinterpret_cast<sockaddr*>(&lis));
   try {
@@ -1235,6 +1323,24 @@ void endpoint_impl::handle_hello(conn* c) noexcept {
     conn* existing = nullptr;
     if (auto it = by_key_.find(c->key); it != by_key_.end() && it->second != c && !it->second->dead)
       existing = it->second;
+    if (c->key == my_key(c)) {
+      // Sending to ourselves: this is the receiving half of our own
+      // connection; the sending half stays the path.
+      c->state = conn::st::established;
+      c->addr = a;
+      queue_frame(c, wire::op::hello_ack, static_cast<std::uint64_t>(wire::hello_status::ok), nullptr, 0, true);
+      flush(c);
+      return;
+    }
+    if (existing && (c->cur.flags & wire::flag::replace)) {
+      // The peer has no live connection to us any more: ours is stale.
+      adopt(c, a);
+      queue_frame(c, wire::op::hello_ack, static_cast<std::uint64_t>(wire::hello_status::ok), nullptr, 0, true);
+      move_user_ops(existing, c);
+      fail_conn(existing, errc::peer_dead, "replaced by a new connection from the peer");
+      flush(c);
+      return;
+    }
     const bool ours_pending = existing && existing->outgoing &&
                               (existing->state == conn::st::connecting || existing->state == conn::st::wait_ack);
     if ((ours_pending && my_key(c) < c->key) || (existing && existing->state == conn::st::established)) {
@@ -1251,7 +1357,8 @@ void endpoint_impl::handle_hello(conn* c) noexcept {
       // The old connection is still closing: read this one only after it, so
       // that no message overtakes an older one.
       c->held = true;
-      c->rstage = conn::rs::stalled;
+      c->held_on = existing;
+      update_events(c);
       return;
     }
     adopt(c, a);
@@ -1345,8 +1452,36 @@ void endpoint_impl::move_user_ops(conn* from, conn* to) noexcept {
 
 // ------------------------------------------------------------- teardown
 
+// Whatever a connection was receiving ends with it: the receive being filled
+// completes with an error, buffers and list entries pointing at it go away.
+void endpoint_impl::abort_receives(conn* c, errc e, const char* why) noexcept {
+  if (c->rstage == conn::rs::user && c->rx) {
+    rx_error(c->rx, e, why);
+    c->rx = nullptr;
+  }
+  if (c->rstage == conn::rs::unexp && c->ux) {
+    uxp_.put(c->ux);
+    c->ux = nullptr;
+  }
+  for (auto* l : {&ux_msg_, &ux_tag_, &claimed_}) {
+    for (unexp* u = l->front(); u;) {
+      unexp* next = l->next(u);
+      if (u->stalled == c) {  // a large message still in this socket is gone
+        l->erase(u);
+        u->stalled = nullptr;
+        u->claim_ctx = nullptr;
+        uxp_.put(u);
+      }
+      u = next;
+    }
+  }
+  c->rstage = conn::rs::header;
+  set_lowat(c, 1);
+}
+
 void endpoint_impl::close_conn(conn* c) noexcept {
   if (c->dead) return;
+  abort_receives(c, errc::canceled, "the connection was closed while this message was arriving");
   // user messages still queued (deferred during an idle close) get a new path
   util::ilist<tx_op> keep;
   for (tx_op* op = c->txq.front(); op;) {
@@ -1369,15 +1504,22 @@ void endpoint_impl::close_conn(conn* c) noexcept {
   // a new connection from the same peer waited for this one: take it now
   for (std::size_t i = 0; i < conns_.size(); ++i) {
     conn* h = conns_[i].get();
-    if (h->held && !h->dead && h->key == c->key) {
+    if (h->held && !h->dead && h->held_on == c) {
       h->held = false;
-      h->rstage = conn::rs::header;
+      h->held_on = nullptr;
+      update_events(h);
       handle_hello(h);
       if (!h->dead && h->rstage != conn::rs::stalled) {
         consume(h);
         if (!h->dead) read_conn(h);
       }
       break;
+    }
+  }
+  if (!keep.empty() && msg_mode_) {  // a MSG connection is never reopened behind the user's back
+    while (tx_op* op = keep.front()) {
+      keep.erase(op);
+      complete_tx(op, errc::canceled, "the connection was closed before the message left");
     }
   }
   if (!keep.empty()) {
@@ -1413,27 +1555,7 @@ void endpoint_impl::fail_conn(conn* c, errc e, const char* why) noexcept {
     c->txq.erase(op);
     complete_tx(op, e, why);
   }
-  if (c->rstage == conn::rs::user && c->rx) {
-    rx_error(c->rx, e, why);
-    c->rx = nullptr;
-  }
-  if (c->rstage == conn::rs::unexp && c->ux) {
-    uxp_.put(c->ux);
-    c->ux = nullptr;
-  }
-  // large unexpected messages still in this socket are gone
-  for (auto* l : {&ux_msg_, &ux_tag_, &claimed_}) {
-    for (unexp* u = l->front(); u;) {
-      unexp* next = l->next(u);
-      if (u->stalled == c) {
-        l->erase(u);
-        u->stalled = nullptr;
-        uxp_.put(u);
-      }
-      u = next;
-    }
-  }
-  c->rstage = conn::rs::header;
+  abort_receives(c, e, why);
   close_conn(c);
 }
 
@@ -1449,10 +1571,20 @@ void endpoint_impl::tick(std::uint64_t now) noexcept {
   for (std::size_t i = 0; i < conns_.size(); ++i) {
     conn* c = conns_[i].get();
     if (c->dead) continue;
+    if (c->dup_loser && !c->txq.empty() && now - c->started > replace_after_ns) {
+      // No winner appeared: the peer holds a stale connection to us.
+      // Connect again, telling it to drop the old one.
+      conn* n = open_conn(c->peer, c->key, c->addr, {}, wire::flag::replace);
+      if (n) {
+        move_user_ops(c, n);
+        close_conn(c);
+        continue;
+      }
+    }
     const bool handshaking = c->state == conn::st::connecting || c->state == conn::st::wait_ack ||
-                             c->state == conn::st::wait_hello ||
-                             c->held || (c->dup_loser && !c->txq.empty());
-    if (handshaking && now - c->started > to) {
+                             c->state == conn::st::wait_hello || c->state == conn::st::closing ||
+                             c->state == conn::st::lost || c->held || (c->dup_loser && !c->txq.empty());
+    if (handshaking && now - std::max(c->started, c->last_active) > to) {
       char why[160];
       std::snprintf(why, sizeof why, "connection to %s timed out after %d ms",
                     c->key.empty() ? "a peer" : to_string(c->peer).c_str(), cfg_.timeout_ms);
@@ -1578,7 +1710,13 @@ result<void> endpoint_impl::shutdown() {
     complete_tx(op, errc::canceled, "canceled by shutdown()");
   }
   cancel_posted();
-  ::shutdown(c->fd, SHUT_RDWR);
+  // Graceful: our FIN follows everything written; unread input is drained
+  // first, since closing with unread data would reset the connection and
+  // the peer could lose messages it has not read yet.
+  ::shutdown(c->fd, SHUT_WR);
+  char sink[4096];
+  for (int i = 0; i < 256 && ::recv(c->fd, sink, sizeof sink, MSG_DONTWAIT) > 0; ++i) {
+  }
   close_conn(c);
   return {};
 }
@@ -1640,14 +1778,18 @@ class passive_impl final : public spi::passive_endpoint, public spi::progressabl
  public:
   passive_impl(std::shared_ptr<domain_impl> d, const info& i) : dom_(std::move(d)), info_(i) {}
   ~passive_impl() override {
-    auto g = dom_->guard();
+    auto g = dom_->guard();  // the progress thread must not see any of this half-gone
     dom_->remove_target(this);
-    if (eq_) eq_->detach(this);
+    if (eq_) {
+      eq_->detach(this);
+      eq_->release_lock(dom_->lock());
+    }
     if (lfd_ >= 0) {
       dom_->eng().del(lfd_);
       ::close(lfd_);
     }
     for (auto& p : waiting_) p->on_complete = nullptr;
+    waiting_.clear();  // pending connections leave epoll here, under the lock
   }
   result<void> init() {
     address a;
@@ -1679,8 +1821,9 @@ class passive_impl final : public spi::passive_endpoint, public spi::progressabl
   result<void> bind_eq(std::shared_ptr<spi::eq> q) override {
     auto g = dom_->guard();
     if (eq_) return make_error(errc::bad_state, "an event queue is already bound");
+    if (!q->set_lock(dom_->lock()))
+      return make_error(errc::bad_state, "this event queue already serves another automatic-progress domain");
     eq_ = std::move(q);
-    eq_->set_lock(dom_->lock());
     eq_->attach(this);
     if (dom_->automatic()) dom_->add_target(this);
     return {};
@@ -1706,6 +1849,10 @@ class passive_impl final : public spi::passive_endpoint, public spi::progressabl
     for (int i = 0; i < 64; ++i) {
       int fd = ::accept4(lfd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
       if (fd < 0) return;
+      if (waiting_.size() >= max_handshakes) {  // too many silent connections: refuse this one
+        ::close(fd);
+        continue;
+      }
       set_socket_options(fd, dom_->cfg().timeout_ms);
       try {
         auto p = std::make_shared<pending>();

@@ -21,11 +21,15 @@ status decode_header(const std::uint8_t* p, std::size_t n, std::uint64_t max_len
   if (out.magic != magic) return status::bad_magic;
   if (out.version != version) return status::bad_version;
   if (out.reserved != 0) return status::bad_field;
+  const bool is_msg = out.op == static_cast<std::uint8_t>(op::msg);
+  if (!is_msg && out.tag != 0) return status::bad_field;  // only messages carry a tag
   switch (static_cast<op>(out.op)) {
     case op::hello:
+      if (out.flags & ~flag::replace || out.data != 0) return status::bad_field;
       if (out.len < sizeof(hello_body) || out.len > sizeof(hello_body) + max_cm_data) return status::too_long;
       break;
     case op::hello_ack:
+      if (out.flags != 0) return status::bad_field;
       if (out.len > max_cm_data) return status::too_long;
       if (out.data > static_cast<std::uint64_t>(hello_status::bad_request)) return status::bad_field;
       break;
@@ -34,10 +38,10 @@ status decode_header(const std::uint8_t* p, std::size_t n, std::uint64_t max_len
       if (out.len > max_len) return status::too_long;
       break;
     case op::close_req:
-      if (out.len != 0 || out.data != 0) return status::bad_field;
+      if (out.len != 0 || out.data != 0 || out.flags != 0) return status::bad_field;
       break;
     case op::close_ack:  // data: 0 agreed, 1 refused (the peer has data queued)
-      if (out.len != 0 || out.data > 1) return status::bad_field;
+      if (out.len != 0 || out.data > 1 || out.flags != 0) return status::bad_field;
       break;
     default: return status::bad_op;
   }

@@ -21,8 +21,9 @@ enum class op : std::uint8_t {
 };
 
 namespace flag {
-inline constexpr std::uint8_t tagged = 1;
-inline constexpr std::uint8_t cq_data = 2;
+inline constexpr std::uint8_t tagged = 1;   // msg
+inline constexpr std::uint8_t cq_data = 2;  // msg
+inline constexpr std::uint8_t replace = 1;  // hello: the sender has no live connection to you: drop yours
 }  // namespace flag
 
 // hello_ack status
