@@ -303,5 +303,41 @@ TEST_P(shm_fault, writer_killed_between_claim_and_publish_does_not_block_ring) {
   EXPECT_EQ(std::string(got, 5), "after");
 }
 
+TEST_P(shm_fault, stuck_slot_is_recovered_while_the_consumer_sleeps) {
+  // Same as above, but the victim only ever waits in a blocking wait: the
+  // recovery must run from the sleeping path too.
+  using namespace weft::prov::shm;
+  node victim = open_node("shm");
+  node good = open_node("shm");
+  fi_addr_t g2v = insert(good, victim);
+  pid_t gone = ::fork();
+  if (gone == 0) ::_exit(0);
+  reap(gone);
+  std::string path("/");
+  path.append(victim.ep.name().view());
+  int fd = ::shm_open(path.c_str(), O_RDWR, 0);
+  ASSERT_GE(fd, 0);
+  struct stat sst;
+  ASSERT_EQ(::fstat(fd, &sst), 0);
+  void* base = ::mmap(nullptr, static_cast<std::size_t>(sst.st_size), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  ::close(fd);
+  ASSERT_NE(base, MAP_FAILED);
+  auto* h = static_cast<region_header*>(base);
+  weft::util::mpsc_ring ring(&h->tail, static_cast<std::byte*>(base) + h->ring_offset, h->slot_count, h->slot_size);
+  std::uint64_t pos = 0;
+  auto* s = reinterpret_cast<slot_header*>(ring.claim(pos));
+  ASSERT_NE(s, nullptr);
+  s->src_pid = static_cast<std::uint32_t>(gone);
+  ::munmap(base, static_cast<std::size_t>(sst.st_size));
+  char got[5] = {};
+  ASSERT_EQ(victim.ep.recv(got, 5), errc::ok);
+  ASSERT_EQ(good.ep.inject("after", 5, g2v), errc::ok);
+  cq_entry e;
+  errc r = errc::timed_out;
+  for (int i = 0; i < 20 && r != errc::ok; ++i) r = victim.cq.wait(e, 500);  // sleeping waits only
+  ASSERT_EQ(r, errc::ok) << "recovered from the sleeping path";
+  EXPECT_EQ(std::string(got, 5), "after");
+}
+
 INSTANTIATE_TEST_SUITE_P(providers, shm_fault, ::testing::ValuesIn(all_variants()),
                          [](const auto& i) { return i.param.name; });

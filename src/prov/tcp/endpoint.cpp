@@ -274,6 +274,7 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable {
   std::uint64_t next_tick_ = 0;
   bool need_reap_ = false;
   std::uint32_t direct_polls_ = 0;  // polls of the only connection since the last epoll_wait
+  std::uint64_t accept_paused_until_ = 0;  // listener out of epoll after EMFILE
 };
 
 void conn::on_event(std::uint32_t events) noexcept { ep->on_conn_event(this, events); }
@@ -543,7 +544,15 @@ conn* endpoint_impl::open_conn(const address& peer, const std::string& key, fi_a
 void endpoint_impl::on_accept() noexcept {
   for (int i = 0; i < 64; ++i) {
     int fd = ::accept4(lfd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (fd < 0) return;
+    if (fd < 0) {
+      if (errno == EMFILE || errno == ENFILE) {
+        // Out of descriptors: the listener would stay readable and spin the
+        // engine. Stop listening for a while; tick() resumes it.
+        dom_->eng().mod(lfd_, &lst_, 0);
+        accept_paused_until_ = util::now_ns() + 100'000'000ull;
+      }
+      return;
+    }
     std::size_t unidentified = 0;
     for (auto& x : conns_) unidentified += !x->dead && x->state == conn::st::wait_hello;
     if (unidentified >= max_handshakes) {  // a flood of silent connections: refuse
@@ -1566,6 +1575,10 @@ void endpoint_impl::reap() noexcept {
 }
 
 void endpoint_impl::tick(std::uint64_t now) noexcept {
+  if (accept_paused_until_ && now >= accept_paused_until_) {
+    accept_paused_until_ = 0;
+    dom_->eng().mod(lfd_, &lst_, EPOLLIN);
+  }
   const std::uint64_t to = static_cast<std::uint64_t>(cfg_.timeout_ms) * 1'000'000ull;
   const std::uint64_t idle = static_cast<std::uint64_t>(cfg_.idle_ms) * 1'000'000ull;
   for (std::size_t i = 0; i < conns_.size(); ++i) {
