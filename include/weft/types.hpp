@@ -27,6 +27,9 @@ inline constexpr std::uint64_t discard = 1ull << 8;      // with peek|claim or c
 inline constexpr std::uint64_t completion = 1ull << 9;
 inline constexpr std::uint64_t transmit = 1ull << 10;    // cq binding: transmit side
 inline constexpr std::uint64_t receive = 1ull << 11;     // cq binding: receive side
+inline constexpr std::uint64_t rma = 1ull << 12;         // completion of an RMA operation
+inline constexpr std::uint64_t read = 1ull << 13;        // ... a read
+inline constexpr std::uint64_t write = 1ull << 14;       // ... a write
 }  // namespace flag
 
 struct cq_entry {
@@ -60,6 +63,17 @@ struct msg_desc {
   std::uint64_t tag = 0;
   std::uint64_t ignore = 0;      // receive: tag bits that need not match
   std::uint64_t data = 0;        // remote CQ data (with flag::remote_cq_data)
+  void* context = nullptr;
+};
+
+// An RMA operation: local buffers, the peer, and the remote range, given as
+// an offset into the peer's memory region named by its key.
+struct rma_desc {
+  const ::iovec* iov = nullptr;
+  std::size_t iov_count = 0;
+  fi_addr_t addr = addr_unspec;
+  std::uint64_t offset = 0;  // from the start of the remote region
+  std::uint64_t key = 0;
   void* context = nullptr;
 };
 

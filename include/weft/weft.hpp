@@ -101,6 +101,15 @@ class event_queue : public detail::handle<spi::eq> {
   [[nodiscard]] errc wait(eq_event& e, int timeout_ms) { return impl_ ? impl_->wait(e, timeout_ms) : errc::bad_state; }
 };
 
+class memory_region : public detail::handle<spi::mr> {
+ public:
+  using handle::handle;
+  // What a peer needs to name this region in RMA operations.
+  [[nodiscard]] std::uint64_t key() const noexcept { return impl_ ? impl_->key() : 0; }
+  [[nodiscard]] void* addr() const noexcept { return impl_ ? impl_->addr() : nullptr; }
+  [[nodiscard]] std::size_t len() const noexcept { return impl_ ? impl_->len() : 0; }
+};
+
 class counter : public detail::handle<spi::cntr> {
  public:
   using handle::handle;
@@ -248,6 +257,29 @@ class endpoint : public detail::handle<spi::endpoint> {
   [[nodiscard]] errc trecvmsg(const msg_desc& m, std::uint64_t flags) noexcept {
     return rx(m, (flags & ~flag::msg) | flag::tagged);
   }
+  // RMA: write len bytes at offset of the peer's region (key), or read them.
+  // The peer's progress applies them (it checks key, bounds and access);
+  // a violation completes with an error here, the peer's memory untouched.
+  [[nodiscard]] errc write(const void* buf, std::size_t len, fi_addr_t dest, std::uint64_t offset,
+                           std::uint64_t key, void* ctx = nullptr) noexcept {
+    ::iovec v{const_cast<void*>(buf), len};
+    return impl_ ? impl_->rma(rma_desc{&v, 1, dest, offset, key, ctx}, flag::rma | flag::write) : errc::bad_state;
+  }
+  [[nodiscard]] errc read(void* buf, std::size_t len, fi_addr_t src, std::uint64_t offset, std::uint64_t key,
+                          void* ctx = nullptr) noexcept {
+    ::iovec v{buf, len};
+    return impl_ ? impl_->rma(rma_desc{&v, 1, src, offset, key, ctx}, flag::rma | flag::read) : errc::bad_state;
+  }
+  [[nodiscard]] errc writev(std::span<const ::iovec> iov, fi_addr_t dest, std::uint64_t offset, std::uint64_t key,
+                            void* ctx = nullptr) noexcept {
+    return impl_ ? impl_->rma(rma_desc{iov.data(), iov.size(), dest, offset, key, ctx}, flag::rma | flag::write)
+                 : errc::bad_state;
+  }
+  [[nodiscard]] errc readv(std::span<const ::iovec> iov, fi_addr_t src, std::uint64_t offset, std::uint64_t key,
+                           void* ctx = nullptr) noexcept {
+    return impl_ ? impl_->rma(rma_desc{iov.data(), iov.size(), src, offset, key, ctx}, flag::rma | flag::read)
+                 : errc::bad_state;
+  }
   // Cancels a posted receive; it completes with errc::canceled.
   [[nodiscard]] errc cancel(void* ctx) noexcept { return impl_ ? impl_->cancel(ctx) : errc::bad_state; }
 };
@@ -272,6 +304,8 @@ class domain : public detail::handle<spi::domain> {
   result<passive_endpoint> open_passive_endpoint(const info& i);
   result<event_queue> open_eq();
   result<counter> open_counter();
+  // Registers [buf, buf + len) with access::remote_read and/or remote_write.
+  result<memory_region> register_memory(void* buf, std::size_t len, std::uint64_t access);
   result<address_vector> open_av(const av_attr& a = {});
   result<completion_queue> open_cq(std::size_t size = 1024);
   [[nodiscard]] const info& get_info() const noexcept { return info_; }

@@ -43,6 +43,16 @@ result<event_queue> domain::open_eq() {
   return event_queue(std::make_shared<spi::eq>(), impl_);
 }
 
+result<memory_region> domain::register_memory(void* buf, std::size_t len, std::uint64_t acc) {
+  if (!impl_) return make_error(errc::bad_state, "register_memory on a closed domain");
+  if (!buf || len == 0) return make_error(errc::invalid_argument, "register a non-empty buffer");
+  if (!acc || (acc & ~(access::remote_read | access::remote_write)))
+    return make_error(errc::invalid_argument, "access is access::remote_read, access::remote_write or both");
+  auto m = impl_->register_memory(buf, len, acc);
+  if (!m) return std::unexpected(m.error());
+  return memory_region(std::move(*m), impl_);
+}
+
 result<counter> domain::open_counter() {
   if (!impl_) return make_error(errc::bad_state, "open_counter on a closed domain");
   return counter(std::make_shared<spi::cntr>(), impl_);

@@ -12,6 +12,7 @@
 #include "weft/spi/cntr.hpp"
 #include "weft/spi/cq.hpp"
 #include "weft/spi/eq.hpp"
+#include "weft/spi/mr.hpp"
 #include "weft/types.hpp"
 
 namespace weft::spi {
@@ -41,6 +42,8 @@ class endpoint {
   [[nodiscard]] virtual errc send(const msg_desc& m, std::uint64_t flags) noexcept = 0;
   [[nodiscard]] virtual errc recv(const msg_desc& m, std::uint64_t flags) noexcept = 0;
   [[nodiscard]] virtual errc cancel(void* context) noexcept = 0;
+  // RMA: flags hold flag::read or flag::write
+  [[nodiscard]] virtual errc rma(const rma_desc&, std::uint64_t) noexcept { return errc::not_supported; }
   // counters for flag::send and/or flag::recv events
   virtual result<void> bind_cntr(std::shared_ptr<cntr>, std::uint64_t) {
     return make_error(errc::not_supported, "this provider has no counters");
@@ -80,6 +83,9 @@ class domain {
   }
   virtual result<std::shared_ptr<passive_endpoint>> open_passive_endpoint(const info&) {
     return make_error(errc::not_supported, "this provider has no passive (listening) endpoints");
+  }
+  virtual result<std::shared_ptr<mr>> register_memory(void*, std::size_t, std::uint64_t) {
+    return make_error(errc::not_supported, "this provider has no memory registration (RMA) yet");
   }
 };
 

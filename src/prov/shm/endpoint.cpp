@@ -224,6 +224,7 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable {
   errc send(const msg_desc& m, std::uint64_t flags) noexcept override;
   errc recv(const msg_desc& m, std::uint64_t flags) noexcept override;
   errc cancel(void* context) noexcept override;
+  errc rma(const rma_desc& d, std::uint64_t flags) noexcept override;
   void progress() noexcept override;
   std::atomic<std::uint32_t>* arm() noexcept override {
     self_->hdr()->waiting.store(1, std::memory_order_seq_cst);
@@ -278,6 +279,7 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable {
   void copy_chunks(rx_op* r) noexcept;
   [[nodiscard]] bool finish_split(rx_op* r) noexcept;
   void handle_split(const slot_header* h) noexcept;
+  void handle_rma(const slot_header* h) noexcept;
   void handle_cts(const slot_header* h) noexcept;
   void handle_ack(const slot_header* h) noexcept;
   void handle_data(const slot_header* h) noexcept;
@@ -529,7 +531,15 @@ void endpoint_impl::handle_ack(const slot_header* h) noexcept {
   tx_op* op = by_cookie(txp_, h->cookie);
   if (!op || op->state != tx_op::st::wait_reply) return;  // stale
   errc e = static_cast<errc>(h->aux);
-  complete_tx(op, e, e == errc::ok ? "" : "the receiver could not read the message (see its error completion)");
+  const char* why = "";
+  if (e != errc::ok) {
+    if (!(op->flags & flag::rma)) why = "the receiver could not read the message (see its error completion)";
+    else if (e == errc::not_found) why = "no memory region with that key at the target (closed, or a wrong key)";
+    else if (e == errc::permission_denied) why = "the target region does not allow this access";
+    else if (e == errc::invalid_argument) why = "the remote range lies outside the target region";
+    else why = "the target could not copy the data";
+  }
+  complete_tx(op, e, why);
 }
 
 void endpoint_impl::handle_cts(const slot_header* h) noexcept {
@@ -969,6 +979,88 @@ void endpoint_impl::handle_split(const slot_header* h) noexcept {
   wake(p);
 }
 
+errc endpoint_impl::rma(const rma_desc& d, std::uint64_t flags) noexcept {
+  if (!enabled_) [[unlikely]]
+    return errc::bad_state;
+  if (!cfg_.cma) return errc::not_supported;
+  if (d.iov_count > max_iov || (!d.iov && d.iov_count)) [[unlikely]]
+    return errc::invalid_argument;
+  const std::shared_ptr<peer>* pp = av_ ? av_->at(d.addr) : nullptr;
+  if (!pp) [[unlikely]]
+    return errc::invalid_argument;
+  peer& p = **pp;
+  if (p.map->closed()) return errc::peer_dead;
+  const std::size_t len = iov_total(d.iov, d.iov_count);
+  if (len > 0xffffffffu) return errc::too_big;
+  tx_op* op = txp_.get();
+  if (!op) return errc::again;
+  if (!txcq_->reserve()) {
+    txp_.put(op);
+    return errc::again;
+  }
+  std::uint64_t pos;
+  auto* s = p.ctl.claim(pos);
+  if (!s) {
+    txcq_->unreserve();
+    txp_.put(op);
+    return p.map->owner_alive() ? errc::again : errc::peer_dead;
+  }
+  op->state = tx_op::st::wait_reply;
+  op->ctx = d.context;
+  op->flags = flags & (flag::rma | flag::read | flag::write);
+  std::copy_n(d.iov, d.iov_count, op->iov);
+  op->iov_count = d.iov_count;
+  op->len = len;
+  op->p = *pp;
+  op->tag = 0;
+  auto* h = reinterpret_cast<slot_header*>(s);
+  h->src_pid = pid_;
+  h->code = (flags & flag::write) ? op::rma_write : op::rma_read;
+  h->flags = 0;
+  h->len = static_cast<std::uint32_t>(len);
+  h->tag = d.offset;
+  h->data = 0;
+  h->src_epid = epid_;
+  h->cookie = cookie(txp_.index(op), op->gen);
+  h->aux = d.key;
+  h->iov_count = static_cast<std::uint32_t>(d.iov_count);
+  auto* riov = reinterpret_cast<remote_iov*>(s + sizeof(slot_header));
+  for (std::size_t i = 0; i < d.iov_count; ++i)
+    riov[i] = remote_iov{reinterpret_cast<std::uint64_t>(d.iov[i].iov_base), d.iov[i].iov_len};
+  if (!p.ctl.publish(pos)) [[unlikely]] {
+    txcq_->unreserve();
+    op->p.reset();
+    txp_.put(op);
+    return errc::io_error;
+  }
+  tx_active_.push_back(op);
+  wake(p);
+  return errc::ok;
+}
+
+// Target side of RMA: checked here, in the owner's progress, against the
+// region the key names now; the copy is one process_vm_readv/writev.
+void endpoint_impl::handle_rma(const slot_header* h) noexcept {
+  auto pr = dom_->peer_by_key(peer_key(h->src_pid, h->src_epid));
+  if (!pr) return;  // the initiator is gone: nobody to answer
+  const bool write = h->code == op::rma_write;
+  spi::mr* m = dom_->find_mr(h->aux);
+  errc st = errc::ok;
+  if (!m) st = errc::not_found;
+  else if (!(m->access() & (write ? access::remote_write : access::remote_read))) st = errc::permission_denied;
+  else if (h->tag > m->len() || h->len > m->len() - h->tag || h->iov_count > max_iov) st = errc::invalid_argument;
+  else if (h->len) {
+    ::iovec local{m->addr() + h->tag, h->len};
+    const auto* riov = reinterpret_cast<const remote_iov*>(reinterpret_cast<const std::byte*>(h) + sizeof(slot_header));
+    std::uint64_t total = 0;
+    for (std::uint32_t i = 0; i < h->iov_count; ++i) total += riov[i].len;
+    if (total != h->len) st = errc::invalid_argument;
+    else if (int err = cma_copy(write, static_cast<pid_t>((*pr)->pid), &local, 1, riov, h->iov_count, 0, h->len))
+      st = err == ESRCH ? errc::peer_dead : errc::io_error;
+  }
+  send_ctrl(*pr, op::ack, h->cookie, static_cast<std::uint64_t>(st), 0);
+}
+
 void endpoint_impl::handle_data(const slot_header* h) noexcept {
   rx_op* r = by_cookie(rxp_, h->aux);
   if (r && r->split) r = nullptr;
@@ -1037,6 +1129,8 @@ void endpoint_impl::handle_control(slot_header* h) noexcept {
     case op::ack: handle_ack(h); break;
     case op::data: handle_data(h); break;
     case op::split: handle_split(h); break;
+    case op::rma_write:
+    case op::rma_read: handle_rma(h); break;
     default: break;  // not a control code (or a recovered slot): drop
   }
 }

@@ -84,6 +84,8 @@ enum class op : std::uint16_t {
   data = 4,        // sender -> receiver: a chunk in the sender's segment
   ack = 5,         // receiver -> sender: rendezvous finished (aux = status)
   split = 6,       // receiver -> sender: help copy; the slot carries the receiver's iov list
+  rma_write = 7,   // initiator -> target: copy my iov list into your region (aux key, tag offset, len)
+  rma_read = 8,    // initiator -> target: copy your region into my iov list
 };
 
 namespace slot_flag {

@@ -72,6 +72,13 @@ class domain_impl final : public spi::domain, public std::enable_shared_from_thi
   explicit domain_impl(config c) : cfg_(c) {}
   result<std::shared_ptr<spi::endpoint>> open_endpoint(const info& i) override;
   result<std::shared_ptr<spi::av>> open_av(const spi::av_attr& a) override;
+  result<std::shared_ptr<spi::mr>> register_memory(void* buf, std::size_t len, std::uint64_t acc) override;
+  // The region a key names, or null (closed regions are gone at once).
+  [[nodiscard]] spi::mr* find_mr(std::uint64_t key) const noexcept {
+    auto it = mrs_.find(key);
+    return it == mrs_.end() ? nullptr : it->second;
+  }
+  void drop_mr(std::uint64_t key) noexcept { mrs_.erase(key); }
   [[nodiscard]] const config& cfg() const noexcept { return cfg_; }
   // A mapped peer by region name or by (pid, epid); mapped once per domain.
   result<std::shared_ptr<peer>> peer_by_name(const std::string& name);
@@ -82,6 +89,7 @@ class domain_impl final : public spi::domain, public std::enable_shared_from_thi
  private:
   config cfg_;
   std::unordered_map<std::uint64_t, std::shared_ptr<peer>> peers_;
+  std::unordered_map<std::uint64_t, spi::mr*> mrs_;
 };
 
 }  // namespace weft::prov::shm
