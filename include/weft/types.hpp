@@ -30,6 +30,7 @@ inline constexpr std::uint64_t receive = 1ull << 11;     // cq binding: receive 
 inline constexpr std::uint64_t rma = 1ull << 12;         // completion of an RMA operation
 inline constexpr std::uint64_t read = 1ull << 13;        // ... a read
 inline constexpr std::uint64_t write = 1ull << 14;       // ... a write
+inline constexpr std::uint64_t atomic = 1ull << 15;      // completion of an atomic operation
 }  // namespace flag
 
 struct cq_entry {
@@ -73,6 +74,20 @@ struct rma_desc {
   std::size_t iov_count = 0;
   fi_addr_t addr = addr_unspec;
   std::uint64_t offset = 0;  // from the start of the remote region
+  std::uint64_t key = 0;
+  void* context = nullptr;
+};
+
+// An atomic operation on count elements at offset of the peer's region.
+struct atomic_desc {
+  const void* operand = nullptr;  // count elements
+  const void* compare = nullptr;  // cswap: count elements
+  void* result = nullptr;         // fetch forms: receives the old values
+  std::size_t count = 1;
+  std::uint8_t op = 0;    // weft::atomic_op
+  std::uint8_t type = 0;  // weft::atomic_type
+  fi_addr_t addr = addr_unspec;
+  std::uint64_t offset = 0;
   std::uint64_t key = 0;
   void* context = nullptr;
 };

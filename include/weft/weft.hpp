@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "weft/address.hpp"
+#include "weft/atomic.hpp"
 #include "weft/error.hpp"
 #include "weft/info.hpp"
 #include "weft/spi/provider.hpp"
@@ -133,6 +134,17 @@ class counter : public detail::handle<spi::cntr> {
 };
 
 class endpoint : public detail::handle<spi::endpoint> {
+  [[nodiscard]] errc do_atomic(const atomic_desc& d) noexcept {
+    if (!impl_) [[unlikely]]
+      return errc::bad_state;
+    const auto op = static_cast<atomic_op>(d.op);
+    const auto t = static_cast<atomic_type>(d.type);
+    if (d.op > static_cast<std::uint8_t>(atomic_op::cswap) || d.type > static_cast<std::uint8_t>(atomic_type::f64) ||
+        !atomic_valid(op, t) || d.count == 0 || d.count * size_of(t) > atomic_max_bytes || !d.operand ||
+        (op == atomic_op::cswap && (!d.compare || !d.result)))
+      return errc::invalid_argument;
+    return impl_->atomic(d);
+  }
   [[nodiscard]] errc tx(const msg_desc& m, std::uint64_t flags) noexcept {
     if (!impl_) [[unlikely]]
       return errc::bad_state;
@@ -279,6 +291,28 @@ class endpoint : public detail::handle<spi::endpoint> {
                            void* ctx = nullptr) noexcept {
     return impl_ ? impl_->rma(rma_desc{iov.data(), iov.size(), src, offset, key, ctx}, flag::rma | flag::read)
                  : errc::bad_state;
+  }
+  // Atomics on count elements at offset of the peer's region (key). Atomic
+  // with respect to every other weft atomic on that memory, from any peer.
+  // invalid_argument for an op/type pair that atomic_valid() refuses.
+  [[nodiscard]] errc atomic(atomic_op op, atomic_type t, const void* operand, std::size_t count, fi_addr_t dest,
+                            std::uint64_t offset, std::uint64_t key, void* ctx = nullptr) noexcept {
+    return do_atomic(atomic_desc{operand, nullptr, nullptr, count, static_cast<std::uint8_t>(op),
+                                 static_cast<std::uint8_t>(t), dest, offset, key, ctx});
+  }
+  // ... and result receives the values before the operation.
+  [[nodiscard]] errc fetch_atomic(atomic_op op, atomic_type t, const void* operand, void* result, std::size_t count,
+                                  fi_addr_t dest, std::uint64_t offset, std::uint64_t key,
+                                  void* ctx = nullptr) noexcept {
+    return do_atomic(atomic_desc{operand, nullptr, result, count, static_cast<std::uint8_t>(op),
+                                 static_cast<std::uint8_t>(t), dest, offset, key, ctx});
+  }
+  // Compare-and-swap: where the target equals compare, store operand; result gets the old values.
+  [[nodiscard]] errc compare_atomic(atomic_type t, const void* operand, const void* compare, void* result,
+                                    std::size_t count, fi_addr_t dest, std::uint64_t offset, std::uint64_t key,
+                                    void* ctx = nullptr) noexcept {
+    return do_atomic(atomic_desc{operand, compare, result, count, static_cast<std::uint8_t>(atomic_op::cswap),
+                                 static_cast<std::uint8_t>(t), dest, offset, key, ctx});
   }
   // Cancels a posted receive; it completes with errc::canceled.
   [[nodiscard]] errc cancel(void* ctx) noexcept { return impl_ ? impl_->cancel(ctx) : errc::bad_state; }

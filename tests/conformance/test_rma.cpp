@@ -1,6 +1,8 @@
 // RMA write and read against registered memory: data compared, every access
 // checked against the target region's key, bounds and rights; violations
 // complete with an error at the initiator and leave target memory untouched.
+#include <sys/wait.h>
+
 #include <random>
 
 #include "../common/harness.hpp"
@@ -165,4 +167,168 @@ TEST_P(rma, misuse) {
 }
 
 INSTANTIATE_TEST_SUITE_P(providers, rma, ::testing::ValuesIn(all_variants()),
+                         [](const auto& i) { return i.param.name; });
+
+namespace {
+template <class T>
+T model(atomic_op op, T old, T v, T cmp) {
+  switch (op) {
+    case atomic_op::sum: return static_cast<T>(old + v);
+    case atomic_op::min: return v < old ? v : old;
+    case atomic_op::max: return v > old ? v : old;
+    case atomic_op::swap: return v;
+    case atomic_op::cswap: return old == cmp ? v : old;
+    default:
+      if constexpr (std::is_integral_v<T>) {
+        if (op == atomic_op::band) return static_cast<T>(old & v);
+        if (op == atomic_op::bor) return static_cast<T>(old | v);
+        return static_cast<T>(old ^ v);
+      }
+      return old;
+  }
+}
+}  // namespace
+
+class atomics : public rma {};
+
+template <class T>
+void check_type(rma* t, node& a, node& b, fi_addr_t a2b, memory_region& mr, std::vector<unsigned char>& target,
+                atomic_type type) {
+  const atomic_op ops[] = {atomic_op::sum, atomic_op::min, atomic_op::max, atomic_op::band,
+                           atomic_op::bor, atomic_op::bxor, atomic_op::swap};
+  std::mt19937_64 rng(static_cast<unsigned>(type) * 77 + 1);
+  for (atomic_op op : ops) {
+    if (!atomic_valid(op, type)) continue;
+    SCOPED_TRACE(static_cast<int>(op));
+    constexpr std::size_t n = atomic_max_bytes / sizeof(T) < 4 ? atomic_max_bytes / sizeof(T) : 4;
+    T init[n], opnd[n], result[n], expect[n];
+    for (std::size_t i = 0; i < n; ++i) {
+      init[i] = static_cast<T>(static_cast<std::int64_t>(rng() % 200) - 100);
+      opnd[i] = static_cast<T>(static_cast<std::int64_t>(rng() % 200) - 100);
+      expect[i] = model<T>(op, init[i], opnd[i], T{});
+    }
+    const std::uint64_t off = 64 * (1 + static_cast<unsigned>(op));
+    std::memcpy(target.data() + off, init, sizeof init);
+    ASSERT_EQ(a.ep.fetch_atomic(op, type, opnd, result, n, a2b, off, mr.key()), errc::ok);
+    outcome o = next(a, {&b});
+    ASSERT_TRUE(o.ok) << o.err.msg;
+    EXPECT_TRUE(o.e.flags & flag::atomic);
+    T now[n];
+    std::memcpy(now, target.data() + off, sizeof now);
+    for (std::size_t i = 0; i < n; ++i) {
+      EXPECT_EQ(result[i], init[i]) << "fetch returns the old value";
+      EXPECT_EQ(now[i], expect[i]) << "element " << i;
+    }
+    // the non-fetching form too
+    std::memcpy(target.data() + off, init, sizeof init);
+    ASSERT_EQ(a.ep.atomic(op, type, opnd, n, a2b, off, mr.key()), errc::ok);
+    ASSERT_TRUE(next(a, {&b}).ok);
+    std::memcpy(now, target.data() + off, sizeof now);
+    for (std::size_t i = 0; i < n; ++i) EXPECT_EQ(now[i], expect[i]);
+  }
+  // compare-and-swap: a hit and a miss
+  T cur = static_cast<T>(5), cmp_hit = static_cast<T>(5), cmp_miss = static_cast<T>(6), val = static_cast<T>(9), old{};
+  std::memcpy(target.data() + 8, &cur, sizeof cur);
+  ASSERT_EQ(a.ep.compare_atomic(type, &val, &cmp_miss, &old, 1, a2b, 8, mr.key()), errc::ok);
+  ASSERT_TRUE(next(a, {&b}).ok);
+  T now;
+  std::memcpy(&now, target.data() + 8, sizeof now);
+  EXPECT_EQ(now, cur) << "no swap on a miss";
+  EXPECT_EQ(old, cur);
+  ASSERT_EQ(a.ep.compare_atomic(type, &val, &cmp_hit, &old, 1, a2b, 8, mr.key()), errc::ok);
+  ASSERT_TRUE(next(a, {&b}).ok);
+  std::memcpy(&now, target.data() + 8, sizeof now);
+  EXPECT_EQ(now, val) << "swapped on a hit";
+  EXPECT_EQ(old, cur);
+  (void)t;
+}
+
+TEST_P(atomics, every_op_on_every_type_matches_a_model) {
+  check_type<std::int8_t>(this, a, b, a2b, mr, target, atomic_type::i8);
+  check_type<std::uint8_t>(this, a, b, a2b, mr, target, atomic_type::u8);
+  check_type<std::int16_t>(this, a, b, a2b, mr, target, atomic_type::i16);
+  check_type<std::uint16_t>(this, a, b, a2b, mr, target, atomic_type::u16);
+  check_type<std::int32_t>(this, a, b, a2b, mr, target, atomic_type::i32);
+  check_type<std::uint32_t>(this, a, b, a2b, mr, target, atomic_type::u32);
+  check_type<std::int64_t>(this, a, b, a2b, mr, target, atomic_type::i64);
+  check_type<std::uint64_t>(this, a, b, a2b, mr, target, atomic_type::u64);
+  check_type<float>(this, a, b, a2b, mr, target, atomic_type::f32);
+  check_type<double>(this, a, b, a2b, mr, target, atomic_type::f64);
+}
+
+TEST_P(atomics, four_processes_add_concurrently) {
+  std::uint64_t zero = 0;
+  std::memcpy(target.data(), &zero, 8);
+  const address baddr = b.ep.name();
+  const std::uint64_t key = mr.key();
+  constexpr int procs = 4, per = 500;
+  std::vector<pid_t> kids;
+  for (int k = 0; k < procs; ++k) {
+    pid_t p = ::fork();
+    ASSERT_GE(p, 0);
+    if (p == 0) {
+      int rc = 0;
+      {
+        node c = open_node(GetParam().provider, cap::msg);
+        auto d = c.av.insert(baddr);
+        std::uint64_t one = 1;
+        for (int i = 0; d && i < per && rc == 0; ++i) {
+          if (c.ep.atomic(atomic_op::sum, atomic_type::u64, &one, 1, *d, 0, key) != errc::ok) rc = 2;
+          cq_entry e;
+          if (rc == 0 && c.cq.wait(e, 10000) != errc::ok) rc = 3;
+        }
+        if (!d) rc = 1;
+      }
+      ::_exit(rc);
+    }
+    kids.push_back(p);
+  }
+  // the target progresses until every addition arrived (bounded)
+  std::uint64_t v = 0;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (std::chrono::steady_clock::now() < deadline) {
+    b.cq.progress();
+    std::memcpy(&v, target.data(), 8);
+    if (v == procs * per) break;
+  }
+  for (pid_t p : kids) {
+    int st = 0;
+    while (::waitpid(p, &st, WNOHANG) == 0) b.cq.progress();
+    EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "child status " << st;
+  }
+  EXPECT_EQ(v, static_cast<std::uint64_t>(procs * per)) << "no addition lost";
+}
+
+TEST_P(atomics, invalid_pairs_alignment_rights_and_bounds) {
+  double d = 1;
+  EXPECT_EQ(a.ep.atomic(atomic_op::band, atomic_type::f64, &d, 1, a2b, 0, mr.key()), errc::invalid_argument)
+      << "bitwise on floating point";
+  EXPECT_FALSE(atomic_valid(atomic_op::bxor, atomic_type::f32));
+  EXPECT_TRUE(atomic_valid(atomic_op::sum, atomic_type::f32));
+  EXPECT_TRUE(atomic_valid(atomic_op::bor, atomic_type::u8));
+  std::uint64_t big[16] = {};
+  EXPECT_EQ(a.ep.atomic(atomic_op::sum, atomic_type::u64, big, 16, a2b, 0, mr.key()), errc::invalid_argument)
+      << "more than 64 bytes";
+  const auto before = target;
+  std::uint64_t one = 1;
+  ASSERT_EQ(a.ep.atomic(atomic_op::sum, atomic_type::u64, &one, 1, a2b, 3, mr.key()), errc::ok);  // misaligned
+  outcome o = next(a, {&b});
+  ASSERT_TRUE(o.error);
+  EXPECT_EQ(o.err.err, errc::invalid_argument) << o.err.msg;
+  ASSERT_EQ(a.ep.atomic(atomic_op::sum, atomic_type::u64, &one, 1, a2b, target.size(), mr.key()), errc::ok);
+  o = next(a, {&b});
+  ASSERT_TRUE(o.error);
+  EXPECT_EQ(o.err.err, errc::invalid_argument);
+  std::vector<unsigned char> ro(64, 0);
+  auto rom = b.dom.register_memory(ro.data(), ro.size(), access::remote_read);
+  ASSERT_TRUE(rom);
+  ASSERT_EQ(a.ep.atomic(atomic_op::sum, atomic_type::u64, &one, 1, a2b, 0, rom->key()), errc::ok);
+  o = next(a, {&b});
+  ASSERT_TRUE(o.error);
+  EXPECT_EQ(o.err.err, errc::permission_denied);
+  EXPECT_EQ(target, before);
+  EXPECT_TRUE(std::all_of(ro.begin(), ro.end(), [](unsigned char c) { return c == 0; }));
+}
+
+INSTANTIATE_TEST_SUITE_P(providers, atomics, ::testing::ValuesIn(all_variants()),
                          [](const auto& i) { return i.param.name; });

@@ -44,6 +44,7 @@ class endpoint {
   [[nodiscard]] virtual errc cancel(void* context) noexcept = 0;
   // RMA: flags hold flag::read or flag::write
   [[nodiscard]] virtual errc rma(const rma_desc&, std::uint64_t) noexcept { return errc::not_supported; }
+  [[nodiscard]] virtual errc atomic(const atomic_desc&) noexcept { return errc::not_supported; }
   // counters for flag::send and/or flag::recv events
   virtual result<void> bind_cntr(std::shared_ptr<cntr>, std::uint64_t) {
     return make_error(errc::not_supported, "this provider has no counters");

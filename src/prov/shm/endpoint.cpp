@@ -15,6 +15,7 @@
 #include <type_traits>
 
 #include "prov/shm/shm.hpp"
+#include "weft/atomic.hpp"
 #include "util/clock.hpp"
 #include "util/futex.hpp"
 #include "util/match.hpp"
@@ -225,6 +226,7 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable {
   errc recv(const msg_desc& m, std::uint64_t flags) noexcept override;
   errc cancel(void* context) noexcept override;
   errc rma(const rma_desc& d, std::uint64_t flags) noexcept override;
+  errc atomic(const atomic_desc& d) noexcept override;
   void progress() noexcept override;
   std::atomic<std::uint32_t>* arm() noexcept override {
     self_->hdr()->waiting.store(1, std::memory_order_seq_cst);
@@ -280,6 +282,7 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable {
   [[nodiscard]] bool finish_split(rx_op* r) noexcept;
   void handle_split(const slot_header* h) noexcept;
   void handle_rma(const slot_header* h) noexcept;
+  void handle_atomic(const slot_header* h) noexcept;
   void handle_cts(const slot_header* h) noexcept;
   void handle_ack(const slot_header* h) noexcept;
   void handle_data(const slot_header* h) noexcept;
@@ -536,7 +539,8 @@ void endpoint_impl::handle_ack(const slot_header* h) noexcept {
     if (!(op->flags & flag::rma)) why = "the receiver could not read the message (see its error completion)";
     else if (e == errc::not_found) why = "no memory region with that key at the target (closed, or a wrong key)";
     else if (e == errc::permission_denied) why = "the target region does not allow this access";
-    else if (e == errc::invalid_argument) why = "the remote range lies outside the target region";
+    else if (e == errc::invalid_argument)
+      why = "the remote range lies outside the target region (or is not aligned for an atomic)";
     else why = "the target could not copy the data";
   }
   complete_tx(op, e, why);
@@ -1061,6 +1065,152 @@ void endpoint_impl::handle_rma(const slot_header* h) noexcept {
   send_ctrl(*pr, op::ack, h->cookie, static_cast<std::uint64_t>(st), 0);
 }
 
+errc endpoint_impl::atomic(const atomic_desc& d) noexcept {
+  if (!enabled_) [[unlikely]]
+    return errc::bad_state;
+  if (!cfg_.cma) return errc::not_supported;
+  const std::shared_ptr<peer>* pp = av_ ? av_->at(d.addr) : nullptr;
+  if (!pp) [[unlikely]]
+    return errc::invalid_argument;
+  peer& p = **pp;
+  if (p.map->closed()) return errc::peer_dead;
+  const std::size_t bytes = d.count * size_of(static_cast<atomic_type>(d.type));
+  tx_op* op = txp_.get();
+  if (!op) return errc::again;
+  if (!txcq_->reserve()) {
+    txp_.put(op);
+    return errc::again;
+  }
+  std::uint64_t pos;
+  auto* s = p.ctl.claim(pos);
+  if (!s) {
+    txcq_->unreserve();
+    txp_.put(op);
+    return p.map->owner_alive() ? errc::again : errc::peer_dead;
+  }
+  op->state = tx_op::st::wait_reply;
+  op->ctx = d.context;
+  op->flags = flag::atomic | (d.result ? flag::read : flag::write);
+  op->iov_count = 0;
+  op->len = bytes;
+  op->p = *pp;
+  op->tag = 0;
+  auto* h = reinterpret_cast<slot_header*>(s);
+  h->src_pid = pid_;
+  h->code = op::atomic;
+  h->flags = static_cast<std::uint16_t>(d.op | (d.type << 8));
+  h->len = static_cast<std::uint32_t>(d.count);
+  h->tag = d.offset;
+  h->data = reinterpret_cast<std::uint64_t>(d.result);
+  h->src_epid = epid_;
+  h->cookie = cookie(txp_.index(op), op->gen);
+  h->aux = d.key;
+  h->iov_count = 0;
+  std::memcpy(s + sizeof(slot_header), d.operand, bytes);
+  if (d.compare) std::memcpy(s + sizeof(slot_header) + atomic_max_bytes, d.compare, bytes);
+  if (!p.ctl.publish(pos)) [[unlikely]] {
+    txcq_->unreserve();
+    op->p.reset();
+    txp_.put(op);
+    return errc::io_error;
+  }
+  tx_active_.push_back(op);
+  wake(p);
+  return errc::ok;
+}
+
+namespace {
+// One element: returns the value before the operation.
+template <class T>
+T apply_atomic(atomic_op op, T* where, T v, T cmp) noexcept {
+  std::atomic_ref<T> a(*where);
+  switch (op) {
+    case atomic_op::sum: return a.fetch_add(v);
+    case atomic_op::swap: return a.exchange(v);
+    case atomic_op::cswap: {
+      T expected = cmp;
+      a.compare_exchange_strong(expected, v);
+      return expected;  // the old value whether or not it matched
+    }
+    case atomic_op::min:
+    case atomic_op::max: {
+      T old = a.load();
+      while ((op == atomic_op::min ? v < old : v > old) && !a.compare_exchange_weak(old, v)) {
+      }
+      return old;
+    }
+    default:
+      if constexpr (std::is_integral_v<T>) {
+        if (op == atomic_op::band) return a.fetch_and(v);
+        if (op == atomic_op::bor) return a.fetch_or(v);
+        return a.fetch_xor(v);
+      } else {
+        return a.load();  // refused before we get here
+      }
+  }
+}
+
+template <class T>
+void apply_all(atomic_op op, std::byte* target, const std::byte* operand, const std::byte* compare, std::size_t n,
+               std::byte* old) noexcept {
+  for (std::size_t i = 0; i < n; ++i) {
+    T v, c{};
+    std::memcpy(&v, operand + i * sizeof(T), sizeof(T));
+    if (compare) std::memcpy(&c, compare + i * sizeof(T), sizeof(T));
+    T o = apply_atomic(op, reinterpret_cast<T*>(target) + i, v, c);
+    std::memcpy(old + i * sizeof(T), &o, sizeof(T));
+  }
+}
+}  // namespace
+
+// Target side of atomics: checked like RMA, then applied element by element
+// in this process with atomic instructions.
+void endpoint_impl::handle_atomic(const slot_header* h) noexcept {
+  auto pr = dom_->peer_by_key(peer_key(h->src_pid, h->src_epid));
+  if (!pr) return;
+  const auto op = static_cast<atomic_op>(h->flags & 0xff);
+  const auto type = static_cast<atomic_type>(h->flags >> 8);
+  errc st = errc::ok;
+  spi::mr* m = dom_->find_mr(h->aux);
+  const bool known = (h->flags & 0xff) <= static_cast<unsigned>(atomic_op::cswap) &&
+                     (h->flags >> 8) <= static_cast<unsigned>(atomic_type::f64);
+  const std::size_t sz = known ? size_of(type) : 1;
+  const std::size_t bytes = static_cast<std::size_t>(h->len) * sz;
+  const bool fetch = h->data != 0;
+  const std::uint64_t need = access::remote_write | (fetch ? access::remote_read : 0);
+  if (!known || !atomic_valid(op, type) || h->len == 0 || bytes > atomic_max_bytes) st = errc::invalid_argument;
+  else if (!m) st = errc::not_found;
+  else if ((m->access() & need) != need) st = errc::permission_denied;
+  else if (h->tag > m->len() || bytes > m->len() - h->tag ||
+           reinterpret_cast<std::uintptr_t>(m->addr() + h->tag) % sz != 0)
+    st = errc::invalid_argument;
+  else {
+    const std::byte* operand = reinterpret_cast<const std::byte*>(h) + sizeof(slot_header);
+    const std::byte* compare = op == atomic_op::cswap ? operand + atomic_max_bytes : nullptr;
+    alignas(8) std::byte old[atomic_max_bytes];
+    std::byte* where = m->addr() + h->tag;
+    switch (type) {
+      case atomic_type::i8: apply_all<std::int8_t>(op, where, operand, compare, h->len, old); break;
+      case atomic_type::u8: apply_all<std::uint8_t>(op, where, operand, compare, h->len, old); break;
+      case atomic_type::i16: apply_all<std::int16_t>(op, where, operand, compare, h->len, old); break;
+      case atomic_type::u16: apply_all<std::uint16_t>(op, where, operand, compare, h->len, old); break;
+      case atomic_type::i32: apply_all<std::int32_t>(op, where, operand, compare, h->len, old); break;
+      case atomic_type::u32: apply_all<std::uint32_t>(op, where, operand, compare, h->len, old); break;
+      case atomic_type::i64: apply_all<std::int64_t>(op, where, operand, compare, h->len, old); break;
+      case atomic_type::u64: apply_all<std::uint64_t>(op, where, operand, compare, h->len, old); break;
+      case atomic_type::f32: apply_all<float>(op, where, operand, compare, h->len, old); break;
+      case atomic_type::f64: apply_all<double>(op, where, operand, compare, h->len, old); break;
+    }
+    if (fetch) {  // old values straight into the initiator's result buffer
+      ::iovec local{old, bytes};
+      const remote_iov res{h->data, bytes};
+      if (int err = cma_copy(false, static_cast<pid_t>((*pr)->pid), &local, 1, &res, 1, 0, bytes))
+        st = err == ESRCH ? errc::peer_dead : errc::io_error;
+    }
+  }
+  send_ctrl(*pr, op::ack, h->cookie, static_cast<std::uint64_t>(st), 0);
+}
+
 void endpoint_impl::handle_data(const slot_header* h) noexcept {
   rx_op* r = by_cookie(rxp_, h->aux);
   if (r && r->split) r = nullptr;
@@ -1131,6 +1281,7 @@ void endpoint_impl::handle_control(slot_header* h) noexcept {
     case op::split: handle_split(h); break;
     case op::rma_write:
     case op::rma_read: handle_rma(h); break;
+    case op::atomic: handle_atomic(h); break;
     default: break;  // not a control code (or a recovered slot): drop
   }
 }

@@ -86,6 +86,7 @@ enum class op : std::uint16_t {
   split = 6,       // receiver -> sender: help copy; the slot carries the receiver's iov list
   rma_write = 7,   // initiator -> target: copy my iov list into your region (aux key, tag offset, len)
   rma_read = 8,    // initiator -> target: copy your region into my iov list
+  atomic = 9,      // initiator -> target: apply (flags: op | type << 8) at offset; data: result address
 };
 
 namespace slot_flag {

@@ -20,7 +20,7 @@ bool node_is_local(const std::string& node) {
 info base_info(const config& c) {
   info i;
   i.caps = cap::msg | cap::tagged | cap::source | cap::directed_recv | cap::remote_cq_data | cap::local_comm |
-           (c.cma ? cap::rma : 0);  // RMA moves data with cross-memory attach
+           (c.cma ? cap::rma | cap::atomic : 0);  // RMA moves data with cross-memory attach
   i.fabric = {"shm", "shm", version};
   i.domain.name = "shm";
   i.domain.max_ep_count = 1024;
