@@ -31,6 +31,8 @@ inline constexpr std::uint64_t rma = 1ull << 12;         // completion of an RMA
 inline constexpr std::uint64_t read = 1ull << 13;        // ... a read
 inline constexpr std::uint64_t write = 1ull << 14;       // ... a write
 inline constexpr std::uint64_t atomic = 1ull << 15;      // completion of an atomic operation
+inline constexpr std::uint64_t remote_read = 1ull << 16;  // counter binding: peers read our regions
+inline constexpr std::uint64_t remote_write = 1ull << 17; // counter binding: peers wrote our regions (atomics too)
 }  // namespace flag
 
 struct cq_entry {

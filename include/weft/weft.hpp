@@ -161,8 +161,10 @@ class endpoint : public detail::handle<spi::endpoint> {
   // setup
   result<void> bind(completion_queue& q, std::uint64_t flags = flag::transmit | flag::receive);
   result<void> bind(address_vector& a);
-  // Counts completed sends (flag::send) and/or receives (flag::recv),
-  // injected sends included; failures go to the error count.
+  // Counts completed sends (flag::send), receives (flag::recv), RMA reads and
+  // writes issued here (flag::read, flag::write; atomics count as writes) and
+  // RMA accesses by peers to this endpoint's regions (flag::remote_read,
+  // flag::remote_write); injected sends included; failures go to the error count.
   result<void> bind(counter& c, std::uint64_t flags);
   result<void> enable() {
     if (!impl_) return make_error(errc::bad_state, "enable on a closed endpoint");

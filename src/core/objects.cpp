@@ -60,8 +60,11 @@ result<counter> domain::open_counter() {
 
 result<void> endpoint::bind(counter& c, std::uint64_t flags) {
   if (!impl_ || !c) return make_error(errc::bad_state, "bind on a closed endpoint or counter");
-  if (!(flags & (flag::send | flag::recv)) || (flags & ~(flag::send | flag::recv)))
-    return make_error(errc::invalid_argument, "bind a counter with flag::send, flag::recv or both");
+  constexpr std::uint64_t kinds =
+      flag::send | flag::recv | flag::read | flag::write | flag::remote_read | flag::remote_write;
+  if (!(flags & kinds) || (flags & ~kinds))
+    return make_error(errc::invalid_argument,
+                      "bind a counter with flag::send, recv, read, write, remote_read and/or remote_write");
   return impl_->bind_cntr(c.impl(), flags);
 }
 

@@ -158,6 +158,35 @@ TEST_P(rma, randomized_keys_and_offsets_match_a_model) {
   EXPECT_GT(bad, 50);
 }
 
+TEST_P(rma, counters_for_rma_events) {
+  // fresh endpoints with RMA counters on both sides
+  auto ic = a.dom.open_counter();
+  auto tc = b.dom.open_counter();
+  ASSERT_TRUE(ic && tc);
+  auto ie = a.dom.open_endpoint(a.inf);
+  auto te = b.dom.open_endpoint(b.inf);
+  ASSERT_TRUE(ie && te);
+  ASSERT_TRUE(ie->bind(a.cq) && ie->bind(a.av) && ie->bind(*ic, flag::read | flag::write) && ie->enable());
+  ASSERT_TRUE(te->bind(b.cq) && te->bind(b.av) && te->bind(*tc, flag::remote_read | flag::remote_write) &&
+              te->enable());
+  auto to = a.av.insert(te->name());
+  ASSERT_TRUE(to);
+  std::vector<unsigned char> buf(1000, 3);
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(ie->write(buf.data(), buf.size(), *to, 0, mr.key()), errc::ok);
+  for (int i = 0; i < 2; ++i) ASSERT_EQ(ie->read(buf.data(), buf.size(), *to, 0, mr.key()), errc::ok);
+  ASSERT_EQ(ie->write(buf.data(), buf.size(), *to, 0, mr.key() + 1), errc::ok);  // fails
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while ((ic->read() + ic->read_err() < 6) && std::chrono::steady_clock::now() < deadline) b.cq.progress();
+  EXPECT_EQ(ic->read(), 5u) << "3 writes and 2 reads issued";
+  EXPECT_EQ(ic->read_err(), 1u);
+  EXPECT_EQ(tc->read(), 5u) << "5 accesses served";
+  EXPECT_EQ(tc->read_err(), 1u);
+  cq_entry e;
+  cq_err_entry ee;
+  for (int i = 0; i < 20; ++i)
+    if (a.cq.read(e) == errc::error_available) (void)a.cq.read_error(ee);
+}
+
 TEST_P(rma, misuse) {
   EXPECT_FALSE(b.dom.register_memory(nullptr, 10, access::remote_read));
   EXPECT_FALSE(b.dom.register_memory(target.data(), 0, access::remote_read));

@@ -304,6 +304,7 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable {
   std::uint32_t pid_ = 0, epid_ = 0;
   std::shared_ptr<spi::cq> txcq_, rxcq_;
   std::shared_ptr<spi::cntr> txcntr_, rxcntr_;  // counters, if bound
+  std::shared_ptr<spi::cntr> rdcntr_, wrcntr_, rrdcntr_, rwrcntr_;  // RMA: issued reads/writes, remote ones
   std::shared_ptr<av_impl> av_;
   bool enabled_ = false;
   bool source_cap_ = false;
@@ -371,8 +372,8 @@ endpoint_impl::~endpoint_impl() {
     for (tx_op* op = tx_active_.front(); op; op = tx_active_.next(op)) txcq_->unreserve();
   if (txcq_) txcq_->detach(this);
   if (rxcq_ && rxcq_ != txcq_) rxcq_->detach(this);
-  if (txcntr_) txcntr_->detach(this);
-  if (rxcntr_ && rxcntr_ != txcntr_) rxcntr_->detach(this);
+  for (auto* c : {txcntr_.get(), rxcntr_.get(), rdcntr_.get(), wrcntr_.get(), rrdcntr_.get(), rwrcntr_.get()})
+    if (c) c->detach(this);
   if (port_) unregister_port(port_, self_->name());
 }
 
@@ -398,10 +399,13 @@ result<void> endpoint_impl::bind_av(std::shared_ptr<spi::av> a) {
 
 result<void> endpoint_impl::bind_cntr(std::shared_ptr<spi::cntr> c, std::uint64_t flags) {
   if (enabled_) return make_error(errc::bad_state, "bind counters before enable()");
-  if (((flags & flag::send) && txcntr_) || ((flags & flag::recv) && rxcntr_))
-    return make_error(errc::bad_state, "a counter is already bound for that direction");
-  if (flags & flag::send) txcntr_ = c;
-  if (flags & flag::recv) rxcntr_ = c;
+  const std::pair<std::uint64_t, std::shared_ptr<spi::cntr>*> slots[] = {
+      {flag::send, &txcntr_}, {flag::recv, &rxcntr_},          {flag::read, &rdcntr_},
+      {flag::write, &wrcntr_}, {flag::remote_read, &rrdcntr_}, {flag::remote_write, &rwrcntr_}};
+  for (auto& [f, slot] : slots)
+    if ((flags & f) && *slot) return make_error(errc::bad_state, "a counter is already bound for that kind");
+  for (auto& [f, slot] : slots)
+    if (flags & f) *slot = c;
   c->attach(this);
   return {};
 }
@@ -515,7 +519,10 @@ void endpoint_impl::complete_tx(tx_op* op, errc e, const char* what) noexcept {
       if (op->seg_mask & (1ull << i)) self_->hdr()->seg_busy[i].store(0, std::memory_order_relaxed);
     segs_held_ &= ~op->seg_mask;
   }
-  if (txcntr_) (e == errc::ok) ? txcntr_->inc() : txcntr_->inc_err();
+  spi::cntr* k = (op->flags & (flag::rma | flag::atomic))
+                     ? ((op->flags & flag::write) || (op->flags & flag::atomic) ? wrcntr_.get() : rdcntr_.get())
+                     : txcntr_.get();
+  if (k) (e == errc::ok) ? k->inc() : k->inc_err();
   if (e == errc::ok) {
     txcq_->push(cq_entry{op->ctx, op->flags, op->len, nullptr, 0, op->tag, addr_unspec});
   } else {
@@ -1062,6 +1069,7 @@ void endpoint_impl::handle_rma(const slot_header* h) noexcept {
     else if (int err = cma_copy(write, static_cast<pid_t>((*pr)->pid), &local, 1, riov, h->iov_count, 0, h->len))
       st = err == ESRCH ? errc::peer_dead : errc::io_error;
   }
+  if (spi::cntr* k = write ? rwrcntr_.get() : rrdcntr_.get()) (st == errc::ok) ? k->inc() : k->inc_err();
   send_ctrl(*pr, op::ack, h->cookie, static_cast<std::uint64_t>(st), 0);
 }
 
@@ -1208,6 +1216,7 @@ void endpoint_impl::handle_atomic(const slot_header* h) noexcept {
         st = err == ESRCH ? errc::peer_dead : errc::io_error;
     }
   }
+  if (rwrcntr_) (st == errc::ok) ? rwrcntr_->inc() : rwrcntr_->inc_err();
   send_ctrl(*pr, op::ack, h->cookie, static_cast<std::uint64_t>(st), 0);
 }
 

@@ -390,6 +390,8 @@ result<void> endpoint_impl::bind_av(std::shared_ptr<spi::av> a) {
 result<void> endpoint_impl::bind_cntr(std::shared_ptr<spi::cntr> c, std::uint64_t flags) {
   auto g = dom_->guard();
   if (enabled_) return make_error(errc::bad_state, "bind counters before enable()");
+  if (flags & ~(flag::send | flag::recv))
+    return make_error(errc::not_supported, "tcp has no RMA yet: counters count sends and receives only");
   if (((flags & flag::send) && txcntr_) || ((flags & flag::recv) && rxcntr_))
     return make_error(errc::bad_state, "a counter is already bound for that direction");
   if (!c->set_lock(dom_->lock()))
