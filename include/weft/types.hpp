@@ -78,6 +78,7 @@ struct rma_desc {
   std::uint64_t offset = 0;  // from the start of the remote region
   std::uint64_t key = 0;
   void* context = nullptr;
+  std::uint64_t data = 0;    // remote CQ data (with flag::remote_cq_data)
 };
 
 // An atomic operation on count elements at offset of the peer's region.

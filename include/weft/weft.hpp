@@ -279,6 +279,16 @@ class endpoint : public detail::handle<spi::endpoint> {
     ::iovec v{const_cast<void*>(buf), len};
     return impl_ ? impl_->rma(rma_desc{&v, 1, dest, offset, key, ctx}, flag::rma | flag::write) : errc::bad_state;
   }
+  // ... and the target gets a completion (flag::remote_write |
+  // flag::remote_cq_data) carrying data. A target whose completion queue is
+  // full answers busy: retry after it has read its completions.
+  [[nodiscard]] errc writedata(const void* buf, std::size_t len, std::uint64_t data, fi_addr_t dest,
+                               std::uint64_t offset, std::uint64_t key, void* ctx = nullptr) noexcept {
+    ::iovec v{const_cast<void*>(buf), len};
+    return impl_ ? impl_->rma(rma_desc{&v, 1, dest, offset, key, ctx, data},
+                              flag::rma | flag::write | flag::remote_cq_data)
+                 : errc::bad_state;
+  }
   [[nodiscard]] errc read(void* buf, std::size_t len, fi_addr_t src, std::uint64_t offset, std::uint64_t key,
                           void* ctx = nullptr) noexcept {
     ::iovec v{buf, len};

@@ -187,6 +187,50 @@ TEST_P(rma, counters_for_rma_events) {
     if (a.cq.read(e) == errc::error_available) (void)a.cq.read_error(ee);
 }
 
+TEST_P(rma, write_with_remote_cq_data_completes_at_the_target) {
+  auto src = pattern(5000, 11);
+  ASSERT_EQ(a.ep.writedata(src.data(), src.size(), 0xfeedull, a2b, 100, mr.key()), errc::ok);
+  outcome w = done();
+  ASSERT_TRUE(w.ok) << w.err.msg;
+  cq_entry e;
+  errc r = errc::again;
+  for (int i = 0; i < 1000 && r == errc::again; ++i) r = b.cq.read(e);
+  ASSERT_EQ(r, errc::ok);
+  EXPECT_TRUE((e.flags & flag::remote_write) && (e.flags & flag::remote_cq_data));
+  EXPECT_EQ(e.data, 0xfeedu);
+  EXPECT_EQ(e.len, src.size());
+  EXPECT_EQ(e.buf, static_cast<void*>(target.data() + 100));
+  EXPECT_TRUE(std::equal(src.begin(), src.end(), target.begin() + 100));
+  // a plain write makes no target completion
+  ASSERT_EQ(a.ep.write(src.data(), 10, a2b, 0, mr.key()), errc::ok);
+  ASSERT_TRUE(done().ok);
+  EXPECT_EQ(b.cq.read(e), errc::again);
+}
+
+TEST_P(rma, writedata_to_a_full_target_cq_is_a_clear_retry) {
+  node t = open_node(GetParam().provider, cap::msg, 0, false, 2);  // a 2-entry CQ
+  std::vector<unsigned char> mem(64);
+  auto m = t.dom.register_memory(mem.data(), mem.size(), access::remote_write);
+  ASSERT_TRUE(m);
+  fi_addr_t to = insert(a, t);
+  char x = 'x';
+  int busy = 0;
+  for (int i = 0; i < 3; ++i) {  // the third finds no room
+    ASSERT_EQ(a.ep.writedata(&x, 1, static_cast<std::uint64_t>(i), to, 0, m->key()), errc::ok);
+    outcome o = next(a, {&t});
+    if (o.error) {
+      EXPECT_EQ(o.err.err, errc::busy) << o.err.msg;
+      EXPECT_NE(std::string(o.err.msg).find("retry"), std::string::npos);
+      ++busy;
+    }
+  }
+  EXPECT_EQ(busy, 1);
+  cq_entry e;
+  ASSERT_EQ(t.cq.read(e), errc::ok);  // reading frees room
+  ASSERT_EQ(a.ep.writedata(&x, 1, 9, to, 0, m->key()), errc::ok);
+  EXPECT_TRUE(next(a, {&t}).ok);
+}
+
 TEST_P(rma, misuse) {
   EXPECT_FALSE(b.dom.register_memory(nullptr, 10, access::remote_read));
   EXPECT_FALSE(b.dom.register_memory(target.data(), 0, access::remote_read));

@@ -546,6 +546,7 @@ void endpoint_impl::handle_ack(const slot_header* h) noexcept {
     if (!(op->flags & flag::rma)) why = "the receiver could not read the message (see its error completion)";
     else if (e == errc::not_found) why = "no memory region with that key at the target (closed, or a wrong key)";
     else if (e == errc::permission_denied) why = "the target region does not allow this access";
+    else if (e == errc::busy) why = "written, but the target's completion queue is full: retry after it reads it";
     else if (e == errc::invalid_argument)
       why = "the remote range lies outside the target region (or is not aligned for an atomic)";
     else why = "the target could not copy the data";
@@ -1027,10 +1028,10 @@ errc endpoint_impl::rma(const rma_desc& d, std::uint64_t flags) noexcept {
   auto* h = reinterpret_cast<slot_header*>(s);
   h->src_pid = pid_;
   h->code = (flags & flag::write) ? op::rma_write : op::rma_read;
-  h->flags = 0;
+  h->flags = (flags & flag::write) && (flags & flag::remote_cq_data) ? slot_flag::cq_data : 0;
   h->len = static_cast<std::uint32_t>(len);
   h->tag = d.offset;
-  h->data = 0;
+  h->data = d.data;
   h->src_epid = epid_;
   h->cookie = cookie(txp_.index(op), op->gen);
   h->aux = d.key;
@@ -1068,6 +1069,14 @@ void endpoint_impl::handle_rma(const slot_header* h) noexcept {
     if (total != h->len) st = errc::invalid_argument;
     else if (int err = cma_copy(write, static_cast<pid_t>((*pr)->pid), &local, 1, riov, h->iov_count, 0, h->len))
       st = err == ESRCH ? errc::peer_dead : errc::io_error;
+  }
+  if (st == errc::ok && write && (h->flags & slot_flag::cq_data)) {
+    // The target's completion, with the initiator's data.
+    if (rxcq_ && rxcq_->reserve())
+      rxcq_->push(cq_entry{nullptr, flag::rma | flag::remote_write | flag::remote_cq_data, h->len,
+                           m->addr() + h->tag, h->data, 0, source_of(peer_key(h->src_pid, h->src_epid))});
+    else
+      st = errc::busy;  // written, but no room to tell the application: the initiator is told to retry
   }
   if (spi::cntr* k = write ? rwrcntr_.get() : rrdcntr_.get()) (st == errc::ok) ? k->inc() : k->inc_err();
   send_ctrl(*pr, op::ack, h->cookie, static_cast<std::uint64_t>(st), 0);
