@@ -227,6 +227,8 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable {
   errc cancel(void* context) noexcept override;
   errc rma(const rma_desc& d, std::uint64_t flags) noexcept override;
   errc atomic(const atomic_desc& d) noexcept override;
+  [[nodiscard]] errc begin_request(peer& p, void* ctx, tx_op*& op, std::byte*& slot, std::uint64_t& pos) noexcept;
+  [[nodiscard]] errc finish_request(peer& p, tx_op* op, std::uint64_t pos) noexcept;
   void progress() noexcept override;
   std::atomic<std::uint32_t>* arm() noexcept override {
     self_->hdr()->waiting.store(1, std::memory_order_seq_cst);
@@ -991,6 +993,38 @@ void endpoint_impl::handle_split(const slot_header* h) noexcept {
   wake(p);
 }
 
+// A request that a peer answers with ack (RMA, atomics): an operation, CQ
+// room for its completion and a control slot, or again.
+errc endpoint_impl::begin_request(peer& p, void* ctx, tx_op*& op, std::byte*& slot, std::uint64_t& pos) noexcept {
+  op = txp_.get();
+  if (!op) return errc::again;
+  if (!txcq_->reserve()) {
+    txp_.put(op);
+    return errc::again;
+  }
+  slot = p.ctl.claim(pos);
+  if (!slot) {
+    txcq_->unreserve();
+    txp_.put(op);
+    return p.map->owner_alive() ? errc::again : errc::peer_dead;
+  }
+  op->state = tx_op::st::wait_reply;
+  op->ctx = ctx;
+  return errc::ok;
+}
+
+errc endpoint_impl::finish_request(peer& p, tx_op* op, std::uint64_t pos) noexcept {
+  if (!p.ctl.publish(pos)) [[unlikely]] {
+    txcq_->unreserve();
+    op->p.reset();
+    txp_.put(op);
+    return errc::io_error;
+  }
+  tx_active_.push_back(op);
+  wake(p);
+  return errc::ok;
+}
+
 errc endpoint_impl::rma(const rma_desc& d, std::uint64_t flags) noexcept {
   if (!enabled_) [[unlikely]]
     return errc::bad_state;
@@ -1004,21 +1038,10 @@ errc endpoint_impl::rma(const rma_desc& d, std::uint64_t flags) noexcept {
   if (p.map->closed()) return errc::peer_dead;
   const std::size_t len = iov_total(d.iov, d.iov_count);
   if (len > 0xffffffffu) return errc::too_big;
-  tx_op* op = txp_.get();
-  if (!op) return errc::again;
-  if (!txcq_->reserve()) {
-    txp_.put(op);
-    return errc::again;
-  }
-  std::uint64_t pos;
-  auto* s = p.ctl.claim(pos);
-  if (!s) {
-    txcq_->unreserve();
-    txp_.put(op);
-    return p.map->owner_alive() ? errc::again : errc::peer_dead;
-  }
-  op->state = tx_op::st::wait_reply;
-  op->ctx = d.context;
+  tx_op* op = nullptr;
+  std::byte* s = nullptr;
+  std::uint64_t pos = 0;
+  if (errc e = begin_request(p, d.context, op, s, pos); e != errc::ok) return e;
   op->flags = flags & (flag::rma | flag::read | flag::write);
   std::copy_n(d.iov, d.iov_count, op->iov);
   op->iov_count = d.iov_count;
@@ -1039,15 +1062,7 @@ errc endpoint_impl::rma(const rma_desc& d, std::uint64_t flags) noexcept {
   auto* riov = reinterpret_cast<remote_iov*>(s + sizeof(slot_header));
   for (std::size_t i = 0; i < d.iov_count; ++i)
     riov[i] = remote_iov{reinterpret_cast<std::uint64_t>(d.iov[i].iov_base), d.iov[i].iov_len};
-  if (!p.ctl.publish(pos)) [[unlikely]] {
-    txcq_->unreserve();
-    op->p.reset();
-    txp_.put(op);
-    return errc::io_error;
-  }
-  tx_active_.push_back(op);
-  wake(p);
-  return errc::ok;
+  return finish_request(p, op, pos);
 }
 
 // Target side of RMA: checked here, in the owner's progress, against the
@@ -1092,21 +1107,10 @@ errc endpoint_impl::atomic(const atomic_desc& d) noexcept {
   peer& p = **pp;
   if (p.map->closed()) return errc::peer_dead;
   const std::size_t bytes = d.count * size_of(static_cast<atomic_type>(d.type));
-  tx_op* op = txp_.get();
-  if (!op) return errc::again;
-  if (!txcq_->reserve()) {
-    txp_.put(op);
-    return errc::again;
-  }
-  std::uint64_t pos;
-  auto* s = p.ctl.claim(pos);
-  if (!s) {
-    txcq_->unreserve();
-    txp_.put(op);
-    return p.map->owner_alive() ? errc::again : errc::peer_dead;
-  }
-  op->state = tx_op::st::wait_reply;
-  op->ctx = d.context;
+  tx_op* op = nullptr;
+  std::byte* s = nullptr;
+  std::uint64_t pos = 0;
+  if (errc e = begin_request(p, d.context, op, s, pos); e != errc::ok) return e;
   op->flags = flag::atomic | (d.result ? flag::read : flag::write);
   op->iov_count = 0;
   op->len = bytes;
@@ -1125,15 +1129,7 @@ errc endpoint_impl::atomic(const atomic_desc& d) noexcept {
   h->iov_count = 0;
   std::memcpy(s + sizeof(slot_header), d.operand, bytes);
   if (d.compare) std::memcpy(s + sizeof(slot_header) + atomic_max_bytes, d.compare, bytes);
-  if (!p.ctl.publish(pos)) [[unlikely]] {
-    txcq_->unreserve();
-    op->p.reset();
-    txp_.put(op);
-    return errc::io_error;
-  }
-  tx_active_.push_back(op);
-  wake(p);
-  return errc::ok;
+  return finish_request(p, op, pos);
 }
 
 namespace {
