@@ -9,20 +9,6 @@
 
 namespace weft::spi {
 
-void cntr::attach(progressable* p) {
-  if (std::find(sources_.begin(), sources_.end(), p) == sources_.end()) sources_.push_back(p);
-}
-
-void cntr::detach(progressable* p) noexcept { std::erase(sources_, p); }
-
-void cntr::progress() noexcept {
-  auto g = lock_ ? std::unique_lock<std::recursive_mutex>(*lock_) : std::unique_lock<std::recursive_mutex>();
-  if (in_progress_) return;
-  in_progress_ = true;
-  for (std::size_t i = 0; i < sources_.size(); ++i) sources_[i]->progress();
-  in_progress_ = false;
-}
-
 std::uint64_t cntr::read() noexcept {
   progress();
   return value_.load(std::memory_order_acquire);
@@ -46,16 +32,7 @@ errc cntr::wait(std::uint64_t threshold, int timeout_ms) noexcept {
       return errc::error_available;
     const std::uint64_t now = util::now_ns();
     if (now >= deadline) return errc::timed_out;
-    if (now - start > 50'000) {  // spin briefly, then sleep in short slices
-      const int fd = sources_.empty() ? -1 : sources_.front()->wait_fd();
-      if (fd >= 0) {
-        pollfd p{fd, POLLIN, 0};
-        (void)::poll(&p, 1, 1);
-      } else {
-        timespec ts{0, 50000};
-        nanosleep(&ts, nullptr);
-      }
-    }
+    if (now - start > 50'000) sleep_slice(1);  // spin briefly, then sleep in short slices
   }
 }
 

@@ -32,20 +32,6 @@ void cq::push_error(const cq_err_entry& e) noexcept {
   ++ecount_;
 }
 
-void cq::attach(progressable* p) {
-  if (std::find(sources_.begin(), sources_.end(), p) == sources_.end()) sources_.push_back(p);
-}
-
-void cq::detach(progressable* p) noexcept { std::erase(sources_, p); }
-
-void cq::progress() noexcept {
-  auto g = guard();
-  if (in_progress_) return;  // re-entry from a callback is refused
-  in_progress_ = true;
-  for (auto* s : sources_) s->progress();
-  in_progress_ = false;
-}
-
 errc cq::pop(std::span<cq_entry> out, std::size_t& n) noexcept {
   n = 0;
   if (ecount_) return errc::error_available;
@@ -100,16 +86,8 @@ errc cq::wait(std::span<cq_entry> out, std::size_t& n, int timeout_ms) noexcept 
       // Sleep in slices: one doorbell per CQ, and dead-peer checks need a pulse.
       std::uint64_t left_ms = (deadline - now) / 1000000ull;
       int slice = static_cast<int>(std::clamp<std::uint64_t>(left_ms, 1, 10));
-      const int fd = sources_.empty() ? -1 : sources_.front()->wait_fd();
-      if (word) {
-        util::futex_wait(word, seen, sources_.size() > 1 ? 1 : slice);
-      } else if (fd >= 0) {
-        pollfd p{fd, POLLIN, 0};
-        (void)::poll(&p, 1, sources_.size() > 1 ? 1 : slice);
-      } else {
-        timespec ts{0, 200000};
-        nanosleep(&ts, nullptr);
-      }
+      if (word) util::futex_wait(word, seen, sources_.size() > 1 ? 1 : slice);
+      else sleep_slice(sources_.size() > 1 ? 1 : slice);
     }
     for (auto* s : sources_) s->disarm();
     if (e != errc::again) return e;

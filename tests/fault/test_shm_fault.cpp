@@ -49,6 +49,49 @@ address read_addr(int fd) {
   return a;
 }
 
+// A same-user process mapping an endpoint's region and writing into its
+// ring directly, as a misbehaving or dying peer would.
+struct hostile_view {
+  void* base = MAP_FAILED;
+  std::size_t size = 0;
+  weft::prov::shm::region_header* h = nullptr;
+  weft::util::mpsc_ring ring;
+  explicit hostile_view(const address& a) {
+    std::string path("/");
+    path.append(a.view());
+    int fd = ::shm_open(path.c_str(), O_RDWR, 0);
+    struct stat st;
+    if (fd < 0 || ::fstat(fd, &st) != 0) {
+      if (fd >= 0) ::close(fd);
+      return;
+    }
+    size = static_cast<std::size_t>(st.st_size);
+    base = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    ::close(fd);
+    if (base == MAP_FAILED) return;
+    h = static_cast<weft::prov::shm::region_header*>(base);
+    ring = weft::util::mpsc_ring(&h->tail, static_cast<std::byte*>(base) + h->ring_offset, h->slot_count,
+                                 h->slot_size);
+  }
+  [[nodiscard]] bool ok() const { return base != MAP_FAILED; }
+  void unmap() {
+    if (ok()) ::munmap(base, size);
+    base = MAP_FAILED;
+  }
+  ~hostile_view() { unmap(); }
+};
+
+// Claims a slot in the endpoint's ring in the name of writer, never publishing it.
+bool claim_as(const address& a, pid_t writer) {
+  hostile_view v(a);
+  if (!v.ok()) return false;
+  std::uint64_t pos = 0;
+  auto* s = reinterpret_cast<weft::prov::shm::slot_header*>(v.ring.claim(pos));
+  if (!s) return false;
+  s->src_pid = static_cast<std::uint32_t>(writer);
+  return true;
+}
+
 void reap(pid_t p) {
   int st;
   ::waitpid(p, &st, 0);
@@ -212,17 +255,9 @@ TEST_P(shm_fault, garbage_in_ring_does_not_crash_or_corrupt) {
   node good = open_node("shm");
   fi_addr_t g2v = insert(good, victim);
   // Map the victim's region as a hostile same-user process would.
-  std::string path("/");
-  path.append(victim.ep.name().view());
-  int fd = ::shm_open(path.c_str(), O_RDWR, 0);
-  ASSERT_GE(fd, 0);
-  struct stat sst;
-  ASSERT_EQ(::fstat(fd, &sst), 0);
-  void* base = ::mmap(nullptr, static_cast<std::size_t>(sst.st_size), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  ::close(fd);
-  ASSERT_NE(base, MAP_FAILED);
-  auto* h = static_cast<region_header*>(base);
-  weft::util::mpsc_ring ring(&h->tail, static_cast<std::byte*>(base) + h->ring_offset, h->slot_count, h->slot_size);
+  hostile_view view(victim.ep.name());
+  ASSERT_TRUE(view.ok());
+  weft::util::mpsc_ring& ring = view.ring;
   std::mt19937_64 rng(12345);
   std::vector<char> sink(1 << 16);
   for (int round = 0; round < 20; ++round) {
@@ -247,7 +282,7 @@ TEST_P(shm_fault, garbage_in_ring_does_not_crash_or_corrupt) {
       if (victim.cq.read(e) == errc::error_available) (void)victim.cq.read_error(ee);
     }
   }
-  ::munmap(base, static_cast<std::size_t>(sst.st_size));
+  view.unmap();
   // Cancel whatever is still posted, then check a real message still arrives intact.
   for (int i = 0; i < 40; ++i) (void)victim.ep.cancel(nullptr);
   for (int k = 0; k < 200; ++k) {
@@ -279,22 +314,7 @@ TEST_P(shm_fault, writer_killed_between_claim_and_publish_does_not_block_ring) {
   pid_t gone = ::fork();
   if (gone == 0) ::_exit(0);
   reap(gone);  // a pid that is certainly dead
-  std::string path("/");
-  path.append(victim.ep.name().view());
-  int fd = ::shm_open(path.c_str(), O_RDWR, 0);
-  ASSERT_GE(fd, 0);
-  struct stat sst;
-  ASSERT_EQ(::fstat(fd, &sst), 0);
-  void* base = ::mmap(nullptr, static_cast<std::size_t>(sst.st_size), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  ::close(fd);
-  ASSERT_NE(base, MAP_FAILED);
-  auto* h = static_cast<region_header*>(base);
-  weft::util::mpsc_ring ring(&h->tail, static_cast<std::byte*>(base) + h->ring_offset, h->slot_count, h->slot_size);
-  std::uint64_t pos = 0;
-  auto* s = reinterpret_cast<slot_header*>(ring.claim(pos));
-  ASSERT_NE(s, nullptr);
-  s->src_pid = static_cast<std::uint32_t>(gone);  // ... and the writer "dies" here
-  ::munmap(base, static_cast<std::size_t>(sst.st_size));
+  ASSERT_TRUE(claim_as(victim.ep.name(), gone));  // ... and the writer "dies" here
   char got[6] = {};
   ASSERT_EQ(victim.ep.recv(got, 5), errc::ok);
   ASSERT_EQ(good.ep.inject("after", 5, g2v), errc::ok);
@@ -313,22 +333,7 @@ TEST_P(shm_fault, stuck_slot_is_recovered_while_the_consumer_sleeps) {
   pid_t gone = ::fork();
   if (gone == 0) ::_exit(0);
   reap(gone);
-  std::string path("/");
-  path.append(victim.ep.name().view());
-  int fd = ::shm_open(path.c_str(), O_RDWR, 0);
-  ASSERT_GE(fd, 0);
-  struct stat sst;
-  ASSERT_EQ(::fstat(fd, &sst), 0);
-  void* base = ::mmap(nullptr, static_cast<std::size_t>(sst.st_size), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  ::close(fd);
-  ASSERT_NE(base, MAP_FAILED);
-  auto* h = static_cast<region_header*>(base);
-  weft::util::mpsc_ring ring(&h->tail, static_cast<std::byte*>(base) + h->ring_offset, h->slot_count, h->slot_size);
-  std::uint64_t pos = 0;
-  auto* s = reinterpret_cast<slot_header*>(ring.claim(pos));
-  ASSERT_NE(s, nullptr);
-  s->src_pid = static_cast<std::uint32_t>(gone);
-  ::munmap(base, static_cast<std::size_t>(sst.st_size));
+  ASSERT_TRUE(claim_as(victim.ep.name(), gone));
   char got[5] = {};
   ASSERT_EQ(victim.ep.recv(got, 5), errc::ok);
   ASSERT_EQ(good.ep.inject("after", 5, g2v), errc::ok);

@@ -6,11 +6,12 @@
 #include <cstdint>
 #include <vector>
 
-#include "weft/spi/cq.hpp"
+#include "weft/spi/progress.hpp"
+#include "weft/types.hpp"
 
 namespace weft::spi {
 
-class cntr {
+class cntr : public progress_group {
  public:
   void inc() noexcept { value_.fetch_add(1, std::memory_order_release); }
   void inc_err() noexcept { errors_.fetch_add(1, std::memory_order_release); }
@@ -27,29 +28,8 @@ class cntr {
   // error count changed since the application last read or set it.
   [[nodiscard]] errc wait(std::uint64_t threshold, int timeout_ms) noexcept;
 
-  void attach(progressable* p);
-  void detach(progressable* p) noexcept;
-  // Objects of an automatic-progress domain share its lock with the queues
-  // they are bound to. A queue serves one such domain at most: false if it
-  // already belongs to another. release_lock() when such an object unbinds.
-  [[nodiscard]] bool set_lock(std::recursive_mutex* m) noexcept {
-    if (!m) return true;
-    if (lock_ && lock_ != m) return false;
-    lock_ = m;
-    ++lock_users_;
-    return true;
-  }
-  void release_lock(std::recursive_mutex* m) noexcept {
-    if (m && lock_ == m && --lock_users_ == 0) lock_ = nullptr;
-  }
-
  private:
-  void progress() noexcept;
   std::atomic<std::uint64_t> value_{0}, errors_{0}, seen_err_{0};
-  std::vector<progressable*> sources_;
-  std::recursive_mutex* lock_ = nullptr;
-  int lock_users_ = 0;
-  bool in_progress_ = false;
 };
 
 }  // namespace weft::spi

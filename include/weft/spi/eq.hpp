@@ -31,40 +31,20 @@ struct eq_event {
 
 namespace spi {
 
-class eq {
+class eq : public progress_group {
  public:
   void push(eq_event e) {
-    auto g = lock_ ? std::unique_lock<std::recursive_mutex>(*lock_) : std::unique_lock<std::recursive_mutex>();
+    auto g = guard();
     q_.push_back(std::move(e));
   }
   // ok (an event), again (none), or a later error entry is just an event of kind error.
   [[nodiscard]] errc read(eq_event& out);
   [[nodiscard]] errc wait(eq_event& out, int timeout_ms);
-  void attach(progressable* p);
-  void detach(progressable* p) noexcept;
-  // Objects of an automatic-progress domain share its lock with the queues
-  // they are bound to. A queue serves one such domain at most: false if it
-  // already belongs to another. release_lock() when such an object unbinds.
-  [[nodiscard]] bool set_lock(std::recursive_mutex* m) noexcept {
-    if (!m) return true;
-    if (lock_ && lock_ != m) return false;
-    lock_ = m;
-    ++lock_users_;
-    return true;
-  }
-  void release_lock(std::recursive_mutex* m) noexcept {
-    if (m && lock_ == m && --lock_users_ == 0) lock_ = nullptr;
-  }
   // for providers pushing from their progress (the lock is held there)
   void push_locked(eq_event e) { push(std::move(e)); }
 
  private:
-  std::recursive_mutex* lock_ = nullptr;
-  int lock_users_ = 0;
-  void progress() noexcept;
   std::deque<eq_event> q_;
-  std::vector<progressable*> sources_;
-  bool in_progress_ = false;
 };
 
 }  // namespace spi
