@@ -4,7 +4,7 @@
 set -euo pipefail
 pkgs=(build-essential g++ cmake pkg-config git
       libgtest-dev libgmock-dev googletest libbenchmark-dev
-      libhwloc-dev libfabric-dev iproute2 procps nftables
+      libhwloc-dev libfabric-dev libpmem2-dev iproute2 procps nftables
       clang libclang-rt-14-dev)
 bench=(libfabric-bin ucx-utils sockperf iperf3 python3 python3-matplotlib)
 if [[ "${1:-}" == "--bench" ]]; then pkgs+=("${bench[@]}"); fi
