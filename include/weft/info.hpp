@@ -58,6 +58,11 @@ struct tx_attr {
   std::size_t size = 0;         // operations in flight per endpoint
   std::size_t inject_size = 0;  // largest inject()
   std::size_t iov_limit = 0;
+  std::size_t rma_iov_limit = 0;  // remote ranges per RMA operation
+  // Default completion level of RMA and atomic operations on an endpoint
+  // opened from this info: flag::transmit_complete, delivery_complete or
+  // commit_complete; 0 = the provider's default (docs/rma.md).
+  std::uint64_t op_flags = 0;
 };
 
 struct rx_attr {

@@ -33,6 +33,13 @@ inline constexpr std::uint64_t write = 1ull << 14;       // ... a write
 inline constexpr std::uint64_t atomic = 1ull << 15;      // completion of an atomic operation
 inline constexpr std::uint64_t remote_read = 1ull << 16;  // counter binding: peers read our regions
 inline constexpr std::uint64_t remote_write = 1ull << 17; // counter binding: peers wrote our regions (atomics too)
+// Completion levels (cf. fi_cq(3)), per operation or as endpoint defaults
+// (info.tx.op_flags): when an RMA/atomic operation may complete.
+inline constexpr std::uint64_t transmit_complete = 1ull << 18;  // the data left this process
+inline constexpr std::uint64_t delivery_complete = 1ull << 19;  // the data is placed in the target's memory
+inline constexpr std::uint64_t commit_complete = 1ull << 20;    // ... and durable there (persistent regions)
+inline constexpr std::uint64_t save = 1ull << 21;               // completion of a SAVE
+inline constexpr std::uint64_t completion_levels = transmit_complete | delivery_complete | commit_complete;
 }  // namespace flag
 
 struct cq_entry {
@@ -69,8 +76,16 @@ struct msg_desc {
   void* context = nullptr;
 };
 
+// One remote range: len bytes at offset of the peer's region named by key.
+struct rma_iov {
+  std::uint64_t offset = 0;
+  std::size_t len = 0;
+  std::uint64_t key = 0;
+};
+
 // An RMA operation: local buffers, the peer, and the remote range, given as
-// an offset into the peer's memory region named by its key.
+// an offset into the peer's memory region named by its key, or as a list of
+// remote ranges (rma_iov) the local bytes fill in order.
 struct rma_desc {
   const ::iovec* iov = nullptr;
   std::size_t iov_count = 0;
@@ -79,6 +94,8 @@ struct rma_desc {
   std::uint64_t key = 0;
   void* context = nullptr;
   std::uint64_t data = 0;    // remote CQ data (with flag::remote_cq_data)
+  const rma_iov* rma = nullptr;  // when rma_count > 0: the remote ranges (offset and key above unused)
+  std::size_t rma_count = 0;
 };
 
 // An atomic operation on count elements at offset of the peer's region.

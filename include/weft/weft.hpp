@@ -6,6 +6,7 @@
 #include <memory>
 #include <span>
 #include <utility>
+#include <vector>
 
 #include "weft/address.hpp"
 #include "weft/atomic.hpp"
@@ -109,6 +110,10 @@ class memory_region : public detail::handle<spi::mr> {
   [[nodiscard]] std::uint64_t key() const noexcept { return impl_ ? impl_->key() : 0; }
   [[nodiscard]] void* addr() const noexcept { return impl_ ? impl_->addr() : nullptr; }
   [[nodiscard]] std::size_t len() const noexcept { return impl_ ? impl_->len() : 0; }
+  // Persistent regions: how commits make writes durable (flush_method::none otherwise).
+  [[nodiscard]] flush_method persist() const noexcept { return impl_ ? impl_->persist() : flush_method::none; }
+  // Whether the registration was served from the domain's registration cache.
+  [[nodiscard]] bool cache_hit() const noexcept { return impl_ && impl_->cache_hit(); }
 };
 
 class counter : public detail::handle<spi::cntr> {
@@ -289,6 +294,40 @@ class endpoint : public detail::handle<spi::endpoint> {
                               flag::rma | flag::write | flag::remote_cq_data)
                  : errc::bad_state;
   }
+  // Write len bytes, reusable as soon as this returns; no completion unless it
+  // fails (then an error entry with a null context). At most tx.inject_size
+  // bytes (shm: 4096).
+  [[nodiscard]] errc inject_write(const void* buf, std::size_t len, fi_addr_t dest, std::uint64_t offset,
+                                  std::uint64_t key) noexcept {
+    ::iovec v{const_cast<void*>(buf), len};
+    return impl_ ? impl_->rma(rma_desc{&v, 1, dest, offset, key, nullptr}, flag::rma | flag::write | flag::inject)
+                 : errc::bad_state;
+  }
+  // The general forms: local iov, a list of remote ranges (d.rma, d.rma_count)
+  // that the local bytes fill in order, and flags: a completion level
+  // (flag::transmit_complete, delivery_complete, commit_complete; default:
+  // the endpoint's, info.tx.op_flags), flag::remote_cq_data, flag::inject.
+  [[nodiscard]] errc writemsg(const rma_desc& d, std::uint64_t flags) noexcept {
+    return impl_ ? impl_->rma(d, (flags & (flag::completion_levels | flag::remote_cq_data | flag::inject)) | flag::rma |
+                                     flag::write)
+                 : errc::bad_state;
+  }
+  [[nodiscard]] errc readmsg(const rma_desc& d, std::uint64_t flags) noexcept {
+    return impl_ ? impl_->rma(d, (flags & flag::completion_levels) | flag::rma | flag::read) : errc::bad_state;
+  }
+  // SAVE: moves no data; completes once every write this endpoint issued
+  // earlier to the peer's region (key) is durable at the level asked
+  // (flag::commit_complete: flushed; flag::delivery_complete: placed). Orders
+  // only against earlier writes to that region. The peer's commit handler,
+  // if any, runs and decides the answer.
+  [[nodiscard]] errc save(fi_addr_t dest, std::uint64_t key, std::uint64_t level = flag::commit_complete,
+                          void* ctx = nullptr) noexcept {
+    if (!impl_) [[unlikely]]
+      return errc::bad_state;
+    if (level != flag::commit_complete && level != flag::delivery_complete && level != flag::transmit_complete)
+      return errc::invalid_argument;
+    return impl_->rma(rma_desc{nullptr, 0, dest, 0, key, ctx}, flag::rma | flag::save | level);
+  }
   [[nodiscard]] errc read(void* buf, std::size_t len, fi_addr_t src, std::uint64_t offset, std::uint64_t key,
                           void* ctx = nullptr) noexcept {
     ::iovec v{buf, len};
@@ -350,8 +389,22 @@ class domain : public detail::handle<spi::domain> {
   result<passive_endpoint> open_passive_endpoint(const info& i);
   result<event_queue> open_eq();
   result<counter> open_counter();
-  // Registers [buf, buf + len) with access::remote_read and/or remote_write.
+  // Registers [buf, buf + len) with access flags (access::remote_read,
+  // remote_write, persistent, and the local read/write/send/recv). The same
+  // range with the same access again is a registration-cache hit (a fresh
+  // key; the classification and monitor subscription are reused).
+  // access::persistent needs a shared file mapping (e.g. persistent_file).
   result<memory_region> register_memory(void* buf, std::size_t len, std::uint64_t access);
+  // The iov form: one region per piece.
+  result<std::vector<memory_region>> register_memory(std::span<const ::iovec> iov, std::uint64_t access);
+  // Replaces this domain's memory monitor (the default: userfaultfd where
+  // the kernel allows it, docs/rma.md).
+  result<void> import_monitor(std::shared_ptr<memory_monitor> m);
+  // Runs inside the provider when a commit_complete write or a SAVE reaches
+  // one of this domain's regions; its result is the initiator's answer.
+  result<void> set_commit_handler(commit_handler h);
+  [[nodiscard]] mr_cache_stats cache_stats() const;
+  [[nodiscard]] std::string monitor_name() const;
   result<address_vector> open_av(const av_attr& a = {});
   result<completion_queue> open_cq(std::size_t size = 1024);
   [[nodiscard]] const info& get_info() const noexcept { return info_; }

@@ -46,12 +46,40 @@ result<event_queue> domain::open_eq() {
 result<memory_region> domain::register_memory(void* buf, std::size_t len, std::uint64_t acc) {
   if (!impl_) return make_error(errc::bad_state, "register_memory on a closed domain");
   if (!buf || len == 0) return make_error(errc::invalid_argument, "register a non-empty buffer");
-  if (!acc || (acc & ~(access::remote_read | access::remote_write)))
-    return make_error(errc::invalid_argument, "access is access::remote_read, access::remote_write or both");
+  if (!acc || (acc & ~access::all))
+    return make_error(errc::invalid_argument,
+                      "access is a combination of access::remote_read, remote_write, persistent, read, write, "
+                      "send and recv");
   auto m = impl_->register_memory(buf, len, acc);
   if (!m) return std::unexpected(m.error());
   return memory_region(std::move(*m), impl_);
 }
+
+result<std::vector<memory_region>> domain::register_memory(std::span<const ::iovec> iov, std::uint64_t acc) {
+  std::vector<memory_region> out;
+  out.reserve(iov.size());
+  for (const auto& v : iov) {
+    auto m = register_memory(v.iov_base, v.iov_len, acc);
+    if (!m) return std::unexpected(m.error());  // the ones registered so far close with out
+    out.push_back(std::move(*m));
+  }
+  return out;
+}
+
+result<void> domain::import_monitor(std::shared_ptr<memory_monitor> m) {
+  if (!impl_) return make_error(errc::bad_state, "import_monitor on a closed domain");
+  return impl_->registry()->import_monitor(std::move(m));
+}
+
+result<void> domain::set_commit_handler(commit_handler h) {
+  if (!impl_) return make_error(errc::bad_state, "set_commit_handler on a closed domain");
+  impl_->registry()->set_commit_handler(std::move(h));
+  return {};
+}
+
+mr_cache_stats domain::cache_stats() const { return impl_ ? impl_->registry()->stats() : mr_cache_stats{}; }
+
+std::string domain::monitor_name() const { return impl_ ? impl_->registry()->monitor_name() : std::string(); }
 
 result<counter> domain::open_counter() {
   if (!impl_) return make_error(errc::bad_state, "open_counter on a closed domain");

@@ -1,32 +1,134 @@
 #pragma once
 // Memory regions (cf. fi_mr(3)): a buffer registered with access rights and
-// an unpredictable 64-bit key that peers name in RMA operations.
-#include <atomic>
+// an unpredictable 64-bit key that peers name in RMA operations; the
+// per-domain registry behind them (keys, the registration cache, the memory
+// monitor, persistent regions and the commit handler). docs/rma.md.
 #include <cstddef>
 #include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+#include "weft/error.hpp"
+#include "weft/monitor.hpp"
+#include "weft/pmem.hpp"
+#include "weft/types.hpp"
 
 namespace weft {
 
 namespace access {
-inline constexpr std::uint64_t remote_read = 1ull << 0;   // peers may read it (RMA read)
-inline constexpr std::uint64_t remote_write = 1ull << 1;  // peers may write it (RMA write)
+inline constexpr std::uint64_t remote_read = 1ull << 0;   // peers may read it (RMA read, fetching atomics)
+inline constexpr std::uint64_t remote_write = 1ull << 1;  // peers may write it (RMA write, atomics)
+inline constexpr std::uint64_t persistent = 1ull << 2;    // a shared file mapping: commits make writes durable
+inline constexpr std::uint64_t read = 1ull << 3;          // local use as an RMA read target (recorded)
+inline constexpr std::uint64_t write = 1ull << 4;         // local use as an RMA write source (recorded)
+inline constexpr std::uint64_t send = 1ull << 5;          // local use as a send buffer (recorded)
+inline constexpr std::uint64_t recv = 1ull << 6;          // local use as a receive buffer (recorded)
+inline constexpr std::uint64_t all = remote_read | remote_write | persistent | read | write | send | recv;
 }  // namespace access
+
+// What reaches a commit handler: a write with commit_complete, or a SAVE.
+struct commit_event {
+  enum class kind : std::uint8_t { write, save };
+  kind what = kind::write;
+  std::uint64_t key = 0;
+  void* addr = nullptr;      // start of the range made durable
+  std::uint64_t offset = 0;  // ... from the start of the region
+  std::size_t len = 0;
+  bool persistent = false;   // the region is persistent (the range was flushed before the call)
+  std::uint64_t level = 0;   // flag::delivery_complete or flag::commit_complete
+};
+// Runs inside the provider's progress (keep it short; no weft calls on the
+// same domain). ok acknowledges; any other code completes the initiator's
+// operation with that error.
+using commit_handler = std::function<errc(const commit_event&)>;
+
+struct mr_cache_stats {
+  std::uint64_t hits = 0;           // registrations served from the cache
+  std::uint64_t misses = 0;
+  std::uint64_t invalidations = 0;  // entries dropped because their memory went away
+  std::size_t active = 0;           // live registrations
+  std::size_t cached = 0;           // entries kept for reuse after their regions closed
+};
 
 namespace spi {
 
+class mr_registry;
+
 class mr {
  public:
-  virtual ~mr() = default;
+  mr() = default;
+  mr(const mr&) = delete;
+  mr& operator=(const mr&) = delete;
+  virtual ~mr();
   [[nodiscard]] std::uint64_t key() const noexcept { return key_; }
   [[nodiscard]] std::byte* addr() const noexcept { return addr_; }
   [[nodiscard]] std::size_t len() const noexcept { return len_; }
   [[nodiscard]] std::uint64_t access() const noexcept { return access_; }
+  [[nodiscard]] flush_method persist() const noexcept { return persist_; }
+  [[nodiscard]] bool cache_hit() const noexcept { return hit_; }
 
- protected:
+ private:
+  friend class mr_registry;
+  std::shared_ptr<mr_registry> reg_;
   std::uint64_t key_ = 0;
   std::byte* addr_ = nullptr;
   std::size_t len_ = 0;
   std::uint64_t access_ = 0;
+  flush_method persist_ = flush_method::none;
+  bool hit_ = false;
+};
+
+// One per domain. Registration and monitor calls are the control path;
+// find() and commit() are the target's data path (a mutex, no allocation).
+class mr_registry : public std::enable_shared_from_this<mr_registry> {
+ public:
+  mr_registry();
+  ~mr_registry();
+  mr_registry(const mr_registry&) = delete;
+  mr_registry& operator=(const mr_registry&) = delete;
+
+  result<std::shared_ptr<mr>> register_memory(void* buf, std::size_t len, std::uint64_t access);
+  // Replaces the monitor for this domain (the default one otherwise starts
+  // at the first registration). Cached entries are subscribed again.
+  result<void> import_monitor(std::shared_ptr<memory_monitor> m);
+  void set_commit_handler(commit_handler h);
+  [[nodiscard]] mr_cache_stats stats() const;
+  [[nodiscard]] std::string monitor_name() const;
+
+  // Target side: the memory a remote access of len bytes at offset of the
+  // region named by key may touch, if the region grants every right in need.
+  // not_found (no such key, closed, or its memory went away),
+  // permission_denied, invalid_argument (outside the region).
+  [[nodiscard]] errc find(std::uint64_t key, std::uint64_t offset, std::uint64_t len, std::uint64_t need,
+                          std::byte*& where) noexcept;
+  // Target side of a commit: flushes [offset, offset + len) of a persistent
+  // region (a SAVE: the whole region) and asks the handler. ok, the
+  // handler's answer, not_found, or io_error when flushing failed.
+  [[nodiscard]] errc commit(commit_event::kind what, std::uint64_t key, std::uint64_t offset, std::uint64_t len,
+                            std::uint64_t level) noexcept;
+
+  // from the monitor: memory in [addr, addr + len) went away
+  void notify(const void* addr, std::size_t len) noexcept;
+
+ private:
+  struct entry;
+  friend class mr;
+  void release(mr& m) noexcept;
+  result<void> ensure_monitor();  // with mu_ held
+  void trim() noexcept;           // with mu_ held: bounds the idle entries
+
+  mutable std::mutex mu_;
+  std::unordered_map<std::uint64_t, std::shared_ptr<entry>> by_key_;  // live keys
+  std::vector<std::shared_ptr<entry>> entries_;                     // every cached entry
+  std::shared_ptr<memory_monitor> monitor_;
+  bool monitor_started_ = false;
+  std::shared_ptr<const commit_handler> handler_;
+  mr_cache_stats stats_;
+  std::size_t max_idle_ = 256;
+  std::uint64_t clock_ = 0;  // for least-recently-used eviction
 };
 
 }  // namespace spi

@@ -88,6 +88,12 @@ class domain {
   virtual result<std::shared_ptr<mr>> register_memory(void*, std::size_t, std::uint64_t) {
     return make_error(errc::not_supported, "this provider has no memory registration (RMA) yet");
   }
+  // Keys, the registration cache and monitor, persistent regions and the
+  // commit handler of this domain's regions.
+  [[nodiscard]] const std::shared_ptr<mr_registry>& registry() const noexcept { return registry_; }
+
+ protected:
+  std::shared_ptr<mr_registry> registry_ = std::make_shared<mr_registry>();
 };
 
 class fabric {

@@ -1,0 +1,256 @@
+// The per-domain memory registration registry: random keys, a registration
+// cache whose entries a memory monitor invalidates, persistent regions and
+// the commit handler (docs/rma.md).
+#include <sys/random.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <string>
+
+#include "util/persist.hpp"
+#include "weft/spi/mr.hpp"
+
+namespace weft::spi {
+
+// A cached registration: the classification of its memory and its monitor
+// subscription outlive the regions using it; the key does not (closing the
+// last region revokes it at once; a later hit draws a new one).
+struct mr_registry::entry {
+  std::byte* addr = nullptr;
+  std::size_t len = 0;
+  std::uint64_t access = 0;
+  flush_method persist = flush_method::none;
+  std::uint64_t key = 0;   // 0 while no region uses the entry
+  std::size_t users = 0;   // regions (handles) using the key
+  bool valid = true;       // false once the monitor said the memory went away
+  bool subscribed = false;
+  std::uint64_t last_use = 0;
+};
+
+mr::~mr() {
+  if (reg_) reg_->release(*this);
+}
+
+mr_registry::mr_registry() {
+  if (const char* v = std::getenv("WEFT_MR_CACHE_MAX")) max_idle_ = std::strtoull(v, nullptr, 10);
+}
+
+mr_registry::~mr_registry() {
+  // stop() drops every subscription and waits for a notify in progress (which
+  // takes mu_): after it, nothing touches entries_ any more.
+  if (monitor_ && monitor_started_) monitor_->stop();
+}
+
+namespace {
+std::uint64_t draw_key() noexcept {
+  std::uint64_t k = 0;
+  if (::getrandom(&k, sizeof k, 0) != static_cast<ssize_t>(sizeof k)) return 0;
+  return k;
+}
+}  // namespace
+
+result<void> mr_registry::ensure_monitor() {
+  if (monitor_started_) return {};
+  if (!monitor_) {
+    auto m = make_default_monitor();
+    if (!m) return std::unexpected(m.error());
+    monitor_ = std::move(*m);
+  }
+  // The registry outlives nothing it hands out: regions hold it alive, and
+  // the destructor stops the monitor before the registry goes.
+  auto r = monitor_->start([this](const void* a, std::size_t l) { notify(a, l); });
+  if (!r) return r;
+  monitor_started_ = true;
+  return {};
+}
+
+result<std::shared_ptr<mr>> mr_registry::register_memory(void* buf, std::size_t len, std::uint64_t acc) {
+  auto* a = static_cast<std::byte*>(buf);
+  std::lock_guard lk(mu_);
+  ++clock_;
+  std::shared_ptr<entry> e;
+  for (auto& x : entries_)
+    if (x->addr == a && x->len == len && x->access == acc && x->valid) {
+      e = x;
+      break;
+    }
+  if (e && monitor_started_ && !monitor_->valid(a, len)) {
+    // the monitor cannot notify for this memory, but it can tell it changed
+    e->valid = false;
+    ++stats_.invalidations;
+    e.reset();
+  }
+  bool hit = e != nullptr;
+  if (!e) {
+    e = std::make_shared<entry>();
+    e->addr = a;
+    e->len = len;
+    e->access = acc;
+    if (acc & access::persistent) {
+      auto m = util::classify_range(buf, len);
+      if (!m) return std::unexpected(m.error());
+      e->persist = *m;
+    }
+    if (auto r = ensure_monitor(); r && max_idle_ > 0) {
+      e->subscribed = monitor_->subscribe(buf, len).has_value();
+    }
+    entries_.push_back(e);
+    ++stats_.misses;
+  } else {
+    ++stats_.hits;
+  }
+  if (e->key == 0) {
+    std::uint64_t k = 0;
+    for (int i = 0; i < 16 && (k == 0 || by_key_.count(k)); ++i) k = draw_key();
+    if (k == 0 || by_key_.count(k)) {
+      if (!hit) entries_.pop_back();
+      return make_error(errc::io_error, "cannot draw a random key (getrandom failed)");
+    }
+    e->key = k;
+    by_key_[k] = e;
+  }
+  ++e->users;
+  e->last_use = clock_;
+  auto m = std::make_shared<mr>();
+  m->reg_ = shared_from_this();
+  m->key_ = e->key;
+  m->addr_ = a;
+  m->len_ = len;
+  m->access_ = acc;
+  m->persist_ = e->persist;
+  m->hit_ = hit;
+  trim();
+  return m;
+}
+
+void mr_registry::release(mr& m) noexcept {
+  std::lock_guard lk(mu_);
+  auto it = by_key_.find(m.key_);
+  if (it == by_key_.end()) return;
+  auto e = it->second;
+  if (--e->users > 0) return;
+  by_key_.erase(it);  // invalid at once
+  e->key = 0;
+  e->last_use = ++clock_;
+  if (!e->valid || max_idle_ == 0) {
+    if (e->subscribed && monitor_) monitor_->unsubscribe(e->addr, e->len);
+    std::erase(entries_, e);
+  }
+  trim();
+}
+
+void mr_registry::trim() noexcept {
+  std::size_t idle = 0;
+  for (auto& e : entries_) idle += e->users == 0;
+  while (idle > max_idle_) {
+    auto victim = entries_.end();
+    for (auto it = entries_.begin(); it != entries_.end(); ++it)
+      if ((*it)->users == 0 && (victim == entries_.end() || (*it)->last_use < (*victim)->last_use)) victim = it;
+    if (victim == entries_.end()) break;
+    if ((*victim)->subscribed && monitor_) monitor_->unsubscribe((*victim)->addr, (*victim)->len);
+    entries_.erase(victim);
+    --idle;
+  }
+}
+
+void mr_registry::notify(const void* addr, std::size_t len) noexcept {
+  const auto* lo = static_cast<const std::byte*>(addr);
+  const auto* hi = lo + len;
+  std::lock_guard lk(mu_);
+  for (auto it = entries_.begin(); it != entries_.end();) {
+    auto& e = *it;
+    if (e->valid && e->addr < hi && lo < e->addr + e->len) {
+      e->valid = false;  // live regions on it answer not_found from now on
+      ++stats_.invalidations;
+      if (e->users == 0) {
+        if (e->subscribed && monitor_) monitor_->unsubscribe(e->addr, e->len);
+        it = entries_.erase(it);
+        continue;
+      }
+    }
+    ++it;
+  }
+}
+
+result<void> mr_registry::import_monitor(std::shared_ptr<memory_monitor> m) {
+  if (!m) return make_error(errc::invalid_argument, "import a monitor object (not null)");
+  std::shared_ptr<memory_monitor> old;
+  {
+    std::lock_guard lk(mu_);
+    if (monitor_ && monitor_started_) {
+      for (auto& e : entries_)
+        if (e->subscribed) monitor_->unsubscribe(e->addr, e->len);
+      old = monitor_;
+    }
+    for (auto& e : entries_) e->subscribed = false;
+    monitor_.reset();
+    monitor_started_ = false;
+  }
+  if (old) old->stop();  // outside the lock: its thread may be waiting for it in notify()
+  std::lock_guard lk(mu_);
+  monitor_ = std::move(m);
+  if (auto r = ensure_monitor(); !r) {
+    monitor_.reset();
+    return r;
+  }
+  for (auto& e : entries_) e->subscribed = monitor_->subscribe(e->addr, e->len).has_value();
+  return {};
+}
+
+void mr_registry::set_commit_handler(commit_handler h) {
+  auto p = h ? std::make_shared<const commit_handler>(std::move(h)) : nullptr;
+  std::lock_guard lk(mu_);
+  handler_ = std::move(p);
+}
+
+mr_cache_stats mr_registry::stats() const {
+  std::lock_guard lk(mu_);
+  mr_cache_stats s = stats_;
+  s.active = by_key_.size();
+  s.cached = 0;
+  for (auto& e : entries_) s.cached += e->users == 0;
+  return s;
+}
+
+std::string mr_registry::monitor_name() const {
+  std::lock_guard lk(mu_);
+  return monitor_ ? monitor_->name() : "none (no registration yet)";
+}
+
+errc mr_registry::find(std::uint64_t key, std::uint64_t offset, std::uint64_t len, std::uint64_t need,
+                       std::byte*& where) noexcept {
+  std::lock_guard lk(mu_);
+  auto it = by_key_.find(key);
+  if (key == 0 || it == by_key_.end() || !it->second->valid) return errc::not_found;
+  const entry& e = *it->second;
+  if ((e.access & need) != need) return errc::permission_denied;
+  if (offset > e.len || len > e.len - offset) return errc::invalid_argument;
+  where = e.addr + offset;
+  return errc::ok;
+}
+
+errc mr_registry::commit(commit_event::kind what, std::uint64_t key, std::uint64_t offset, std::uint64_t len,
+                         std::uint64_t level) noexcept {
+  std::shared_ptr<const commit_handler> h;
+  std::shared_ptr<entry> e;  // kept alive while flushing outside the lock
+  commit_event ev;
+  {
+    std::lock_guard lk(mu_);
+    auto it = by_key_.find(key);
+    if (key == 0 || it == by_key_.end() || !it->second->valid) return errc::not_found;
+    e = it->second;
+    if (what == commit_event::kind::save) {
+      offset = 0;
+      len = e->len;
+    } else if (offset > e->len || len > e->len - offset) {
+      return errc::invalid_argument;
+    }
+    ev = commit_event{what, key, e->addr + offset, offset, len, e->persist != flush_method::none, level};
+    h = handler_;
+  }
+  if (e->persist != flush_method::none && level == flag::commit_complete && len > 0)
+    if (errc r = util::persist_range(ev.addr, len, e->persist); r != errc::ok) return r;
+  return h ? (*h)(ev) : errc::ok;
+}
+
+}  // namespace weft::spi
