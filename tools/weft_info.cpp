@@ -3,6 +3,7 @@
 #include <cstring>
 #include <string>
 
+#include "weft/pmem.hpp"
 #include "weft/weft.hpp"
 
 namespace {
@@ -16,7 +17,9 @@ void usage() {
       "  -P, --port N          integer service port\n"
       "      --json            one JSON object instead of text\n"
       "  -h, --help            this text\n"
-      "Environment: WEFT_PROVIDER=shm,tcp restricts the providers considered.");
+      "Environment: WEFT_PROVIDER=shm,tcp restricts the providers considered.\n"
+      "The last line (JSON: \"pmem\") says how persistent regions are flushed here (libpmem2,\n"
+      "CPU cache write-back instructions or msync), detected at run time.");
 }
 std::string json_str(const std::string& s) {
   std::string o = "\"";
@@ -111,6 +114,8 @@ int main(int argc, char** argv) {
     }
     first = false;
   }
-  if (json) std::printf("\n]}\n");
+  const std::string pmem = weft::describe_persist_support();
+  if (json) std::printf("\n], \"pmem\": %s}\n", json_str(pmem).c_str());
+  else std::printf("pmem: %s\n", pmem.c_str());
   return 0;
 }

@@ -55,6 +55,11 @@ TEST(tools, weft_info_lists_shm_and_filters) {
   EXPECT_NE(msg.out.find("\"provider\": \"tcp\""), std::string::npos) << msg.out;
   auto all = run(tool("weft_info"));
   EXPECT_NE(all.out.find("provider: tcp"), std::string::npos) << all.out;
+  // how persistent memory is flushed on this machine, detected at run time
+  EXPECT_NE(all.out.find("pmem: "), std::string::npos) << all.out;
+  EXPECT_NE(all.out.find("msync"), std::string::npos) << all.out;
+  EXPECT_NE(j.out.find("\"pmem\": \""), std::string::npos) << j.out;
+  EXPECT_NE(all.out.find("caps: msg,tagged,rma,atomic"), std::string::npos) << "tcp offers RMA: " << all.out;
   auto help = run(tool("weft_info") + " --help");
   EXPECT_EQ(help.status, 0);
   EXPECT_NE(help.out.find("usage"), std::string::npos);

@@ -15,6 +15,7 @@
 #include <type_traits>
 
 #include "prov/shm/shm.hpp"
+#include "core/atomic_apply.hpp"
 #include "weft/atomic.hpp"
 #include "util/clock.hpp"
 #include "util/futex.hpp"
@@ -154,6 +155,11 @@ struct tx_op : util::list_node {
   std::size_t accepted = 0, sent = 0;
   std::uint64_t seg_mask = 0;
   std::uint64_t tag = 0, data = 0;
+  // RMA: one request per remote range, all answered before it completes
+  std::uint32_t parts = 1;
+  errc part_err = errc::ok;
+  bool completion = true;   // false: inject write (no completion unless it fails)
+  std::int32_t ibuf = -1;   // inject write: its copy of the data
 };
 
 struct rx_op : util::list_node {
@@ -248,6 +254,11 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable {
     return t && t->gen == static_cast<std::uint32_t>(c >> 32) ? t : nullptr;
   }
   void put_tx(tx_op* op) noexcept {
+    if (op->ibuf >= 0) inject_free_.push_back(static_cast<std::uint32_t>(op->ibuf));
+    op->ibuf = -1;
+    op->parts = 1;
+    op->part_err = errc::ok;
+    op->completion = true;
     op->p.reset();
     op->state = tx_op::st::idle;
     ++op->gen;
@@ -285,6 +296,7 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable {
   void handle_split(const slot_header* h) noexcept;
   void handle_rma(const slot_header* h) noexcept;
   void handle_atomic(const slot_header* h) noexcept;
+  void handle_save(const slot_header* h) noexcept;
   void handle_cts(const slot_header* h) noexcept;
   void handle_ack(const slot_header* h) noexcept;
   void handle_data(const slot_header* h) noexcept;
@@ -327,6 +339,10 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable {
   std::uint64_t next_check_ = 0;
   std::uint32_t idle_polls_ = 0;
   stuck_state stuck_ring_, stuck_ctl_;
+  std::uint64_t level_ = flag::delivery_complete;  // default completion level of RMA
+  std::unique_ptr<std::byte[]> inject_bufs_;       // inject writes: the target reads our copy
+  std::vector<std::uint32_t> inject_free_;
+  std::shared_ptr<spi::mr_registry> reg_;
 };
 
 result<void> endpoint_impl::init() {
@@ -341,6 +357,10 @@ result<void> endpoint_impl::init() {
   ctl_ = self_->ctl_ring();
   inline_max_ = cfg_.inline_max();
   source_cap_ = (info_.caps & cap::source) != 0;
+  if (std::uint64_t l = info_.tx.op_flags & flag::completion_levels) level_ = l;
+  reg_ = dom_->registry();
+  inject_bufs_.reset(new std::byte[rma_inject_size * rma_inject_bufs]);
+  for (std::uint32_t i = 0; i < rma_inject_bufs; ++i) inject_free_.push_back(rma_inject_bufs - 1 - i);
   ux_storage_.reset(new std::byte[unexpected_count * static_cast<std::size_t>(inline_max_)]);
   for (std::uint32_t i = 0; i < unexpected_count; ++i)
     uxp_.at(i)->payload = ux_storage_.get() + std::size_t{i} * inline_max_;
@@ -525,7 +545,16 @@ void endpoint_impl::complete_tx(tx_op* op, errc e, const char* what) noexcept {
                      ? ((op->flags & flag::write) || (op->flags & flag::atomic) ? wrcntr_.get() : rdcntr_.get())
                      : txcntr_.get();
   if (k) (e == errc::ok) ? k->inc() : k->inc_err();
-  if (e == errc::ok) {
+  if (!op->completion) {
+    // inject write: nothing to report when it worked; a failure is not lost
+    if (e != errc::ok && txcq_->reserve()) {
+      cq_err_entry ee;
+      ee.flags = op->flags | flag::inject;
+      ee.err = e;
+      std::snprintf(ee.msg, sizeof ee.msg, "an injected write failed at the target: %s", what);
+      txcq_->push_error(ee);
+    }
+  } else if (e == errc::ok) {
     txcq_->push(cq_entry{op->ctx, op->flags, op->len, nullptr, 0, op->tag, addr_unspec});
   } else {
     cq_err_entry ee;
@@ -542,7 +571,12 @@ void endpoint_impl::complete_tx(tx_op* op, errc e, const char* what) noexcept {
 void endpoint_impl::handle_ack(const slot_header* h) noexcept {
   tx_op* op = by_cookie(txp_, h->cookie);
   if (!op || op->state != tx_op::st::wait_reply) return;  // stale
-  errc e = static_cast<errc>(h->aux);
+  if (static_cast<errc>(h->aux) != errc::ok && op->part_err == errc::ok) op->part_err = static_cast<errc>(h->aux);
+  if (op->parts > 1) {  // an RMA over several remote ranges: wait for every part
+    --op->parts;
+    return;
+  }
+  errc e = op->part_err;
   const char* why = "";
   if (e != errc::ok) {
     if (!(op->flags & flag::rma)) why = "the receiver could not read the message (see its error completion)";
@@ -551,7 +585,9 @@ void endpoint_impl::handle_ack(const slot_header* h) noexcept {
     else if (e == errc::busy) why = "written, but the target's completion queue is full: retry after it reads it";
     else if (e == errc::invalid_argument)
       why = "the remote range lies outside the target region (or is not aligned for an atomic)";
-    else why = "the target could not copy the data";
+    else if (e == errc::not_supported) why = "the target does not support this operation";
+    else if ((op->flags & flag::save) || e == errc::io_error) why = "the target could not make the data durable (or copy it)";
+    else why = "the target could not copy the data, or its commit handler refused";
   }
   complete_tx(op, e, why);
 }
@@ -1029,40 +1065,122 @@ errc endpoint_impl::rma(const rma_desc& d, std::uint64_t flags) noexcept {
   if (!enabled_) [[unlikely]]
     return errc::bad_state;
   if (!cfg_.cma) return errc::not_supported;
-  if (d.iov_count > max_iov || (!d.iov && d.iov_count)) [[unlikely]]
+  if (d.iov_count > max_iov || (!d.iov && d.iov_count) || d.rma_count > max_iov || (!d.rma && d.rma_count))
+    [[unlikely]]
     return errc::invalid_argument;
   const std::shared_ptr<peer>* pp = av_ ? av_->at(d.addr) : nullptr;
   if (!pp) [[unlikely]]
     return errc::invalid_argument;
   peer& p = **pp;
   if (p.map->closed()) return errc::peer_dead;
-  const std::size_t len = iov_total(d.iov, d.iov_count);
+  const bool save = flags & flag::save;
+  const bool write = (flags & flag::write) && !save;
+  const bool inject = flags & flag::inject;
+  const std::size_t len = save ? 0 : iov_total(d.iov, d.iov_count);
   if (len > 0xffffffffu) return errc::too_big;
-  tx_op* op = nullptr;
-  std::byte* s = nullptr;
-  std::uint64_t pos = 0;
-  if (errc e = begin_request(p, d.context, op, s, pos); e != errc::ok) return e;
-  op->flags = flags & (flag::rma | flag::read | flag::write);
-  std::copy_n(d.iov, d.iov_count, op->iov);
-  op->iov_count = d.iov_count;
+  if (inject && !write) return errc::invalid_argument;
+  if (inject && len > rma_inject_size) return errc::too_big;
+  std::uint64_t level = flags & flag::completion_levels;
+  if (!level) level = level_;
+  // the remote ranges the local bytes fill, in order
+  const rma_iov one{d.offset, len, d.key};
+  const rma_iov* rr = (d.rma_count && !save) ? d.rma : &one;
+  const std::size_t nr = (d.rma_count && !save) ? d.rma_count : 1;
+  if (d.rma_count && !save) {
+    std::uint64_t t = 0;
+    for (std::size_t i = 0; i < nr; ++i) t += rr[i].len;
+    if (t != len) return errc::invalid_argument;  // the ranges must add up to the local bytes
+  }
+  tx_op* op = txp_.get();
+  if (!op) return errc::again;
+  if (!inject && !txcq_->reserve()) {
+    txp_.put(op);
+    return errc::again;
+  }
+  if (inject) {
+    if (inject_free_.empty()) {
+      txp_.put(op);
+      return errc::again;
+    }
+    op->ibuf = static_cast<std::int32_t>(inject_free_.back());
+    inject_free_.pop_back();
+  }
+  // Every part's control slot first, so that a full ring gives nothing away.
+  std::byte* slots[max_iov];
+  std::uint64_t pos[max_iov];
+  for (std::size_t i = 0; i < nr; ++i) {
+    slots[i] = p.ctl.claim(pos[i]);
+    if (!slots[i]) {
+      for (std::size_t j = 0; j < i; ++j) {
+        reinterpret_cast<slot_header*>(slots[j])->code = op::nop;
+        (void)p.ctl.publish(pos[j]);
+      }
+      if (!inject) txcq_->unreserve();
+      put_tx(op);
+      return p.map->owner_alive() ? errc::again : errc::peer_dead;
+    }
+  }
+  op->state = tx_op::st::wait_reply;
+  op->ctx = d.context;
+  op->flags = flag::rma | (save ? flag::save : write ? flag::write : flag::read);
+  op->completion = !inject;
+  op->parts = static_cast<std::uint32_t>(nr);
+  op->part_err = errc::ok;
   op->len = len;
   op->p = *pp;
   op->tag = 0;
-  auto* h = reinterpret_cast<slot_header*>(s);
-  h->src_pid = pid_;
-  h->code = (flags & flag::write) ? op::rma_write : op::rma_read;
-  h->flags = (flags & flag::write) && (flags & flag::remote_cq_data) ? slot_flag::cq_data : 0;
-  h->len = static_cast<std::uint32_t>(len);
-  h->tag = d.offset;
-  h->data = d.data;
-  h->src_epid = epid_;
-  h->cookie = cookie(txp_.index(op), op->gen);
-  h->aux = d.key;
-  h->iov_count = static_cast<std::uint32_t>(d.iov_count);
-  auto* riov = reinterpret_cast<remote_iov*>(s + sizeof(slot_header));
-  for (std::size_t i = 0; i < d.iov_count; ++i)
-    riov[i] = remote_iov{reinterpret_cast<std::uint64_t>(d.iov[i].iov_base), d.iov[i].iov_len};
-  return finish_request(p, op, pos);
+  if (inject) {
+    std::byte* b = inject_bufs_.get() + static_cast<std::size_t>(op->ibuf) * rma_inject_size;
+    gather(d.iov, d.iov_count, 0, b, len);
+    op->iov[0] = {b, len};
+    op->iov_count = 1;
+  } else {
+    std::copy_n(d.iov, d.iov_count, op->iov);
+    op->iov_count = d.iov_count;
+  }
+  std::size_t off = 0;
+  std::uint32_t failed = 0;
+  for (std::size_t i = 0; i < nr; ++i) {
+    auto* h = reinterpret_cast<slot_header*>(slots[i]);
+    h->src_pid = pid_;
+    h->code = save ? op::save : write ? op::rma_write : op::rma_read;
+    std::uint16_t f = 0;
+    if (write && (flags & flag::remote_cq_data) && i + 1 == nr) f |= slot_flag::cq_data;  // one target completion
+    if (write && level == flag::commit_complete) f |= slot_flag::commit;
+    h->flags = f;
+    h->len = static_cast<std::uint32_t>(rr[i].len);
+    h->tag = rr[i].offset;
+    h->data = save ? level : d.data;
+    h->src_epid = epid_;
+    h->cookie = cookie(txp_.index(op), op->gen);
+    h->aux = rr[i].key;
+    ::iovec part[max_iov];
+    const std::size_t k = rr[i].len ? slice(op->iov, op->iov_count, off, rr[i].len, part) : 0;
+    auto* riov = reinterpret_cast<remote_iov*>(slots[i] + sizeof(slot_header));
+    for (std::size_t j = 0; j < k; ++j)
+      riov[j] = remote_iov{reinterpret_cast<std::uint64_t>(part[j].iov_base), part[j].iov_len};
+    h->iov_count = static_cast<std::uint32_t>(k);
+    off += rr[i].len;
+    if (k == max_iov && i + 1 < nr) {
+      std::uint64_t covered = 0;
+      for (std::size_t j = 0; j < k; ++j) covered += part[j].iov_len;
+      if (covered < rr[i].len) h->len = static_cast<std::uint32_t>(covered);  // the target reports the mismatch
+    }
+  }
+  tx_active_.push_back(op);
+  for (std::size_t i = 0; i < nr; ++i)
+    if (!p.ctl.publish(pos[i])) [[unlikely]]
+      ++failed;  // the slot was taken back as stuck: that part never reaches the target
+  if (failed) {
+    op->part_err = errc::io_error;
+    if (failed >= op->parts) {
+      complete_tx(op, errc::io_error, "the request could not be posted to the target");
+      return errc::ok;
+    }
+    op->parts -= failed;
+  }
+  wake(p);
+  return errc::ok;
 }
 
 // Target side of RMA: checked here, in the owner's progress, against the
@@ -1071,13 +1189,11 @@ void endpoint_impl::handle_rma(const slot_header* h) noexcept {
   auto pr = dom_->peer_by_key(peer_key(h->src_pid, h->src_epid));
   if (!pr) return;  // the initiator is gone: nobody to answer
   const bool write = h->code == op::rma_write;
-  spi::mr* m = dom_->find_mr(h->aux);
-  errc st = errc::ok;
-  if (!m) st = errc::not_found;
-  else if (!(m->access() & (write ? access::remote_write : access::remote_read))) st = errc::permission_denied;
-  else if (h->tag > m->len() || h->len > m->len() - h->tag || h->iov_count > max_iov) st = errc::invalid_argument;
-  else if (h->len) {
-    ::iovec local{m->addr() + h->tag, h->len};
+  std::byte* where = nullptr;
+  errc st = reg_->find(h->aux, h->tag, h->len, write ? access::remote_write : access::remote_read, where);
+  if (st == errc::ok && h->iov_count > max_iov) st = errc::invalid_argument;
+  if (st == errc::ok && h->len) {
+    ::iovec local{where, h->len};
     const auto* riov = reinterpret_cast<const remote_iov*>(reinterpret_cast<const std::byte*>(h) + sizeof(slot_header));
     std::uint64_t total = 0;
     for (std::uint32_t i = 0; i < h->iov_count; ++i) total += riov[i].len;
@@ -1085,15 +1201,30 @@ void endpoint_impl::handle_rma(const slot_header* h) noexcept {
     else if (int err = cma_copy(write, static_cast<pid_t>((*pr)->pid), &local, 1, riov, h->iov_count, 0, h->len))
       st = err == ESRCH ? errc::peer_dead : errc::io_error;
   }
+  if (st == errc::ok && write && (h->flags & slot_flag::commit))
+    st = reg_->commit(commit_event::kind::write, h->aux, h->tag, h->len, flag::commit_complete);
   if (st == errc::ok && write && (h->flags & slot_flag::cq_data)) {
     // The target's completion, with the initiator's data.
     if (rxcq_ && rxcq_->reserve())
-      rxcq_->push(cq_entry{nullptr, flag::rma | flag::remote_write | flag::remote_cq_data, h->len,
-                           m->addr() + h->tag, h->data, 0, source_of(peer_key(h->src_pid, h->src_epid))});
+      rxcq_->push(cq_entry{nullptr, flag::rma | flag::remote_write | flag::remote_cq_data, h->len, where, h->data, 0,
+                           source_of(peer_key(h->src_pid, h->src_epid))});
     else
       st = errc::busy;  // written, but no room to tell the application: the initiator is told to retry
   }
   if (spi::cntr* k = write ? rwrcntr_.get() : rrdcntr_.get()) (st == errc::ok) ? k->inc() : k->inc_err();
+  send_ctrl(*pr, op::ack, h->cookie, static_cast<std::uint64_t>(st), 0);
+}
+
+// Target side of SAVE: every earlier request from this initiator was handled
+// already (one control ring, in order), so flushing the region now covers
+// every earlier write to it.
+void endpoint_impl::handle_save(const slot_header* h) noexcept {
+  auto pr = dom_->peer_by_key(peer_key(h->src_pid, h->src_epid));
+  if (!pr) return;
+  const std::uint64_t level = h->data;
+  errc st = level == flag::commit_complete || level == flag::delivery_complete || level == flag::transmit_complete
+                ? reg_->commit(commit_event::kind::save, h->aux, 0, 0, level)
+                : errc::invalid_argument;
   send_ctrl(*pr, op::ack, h->cookie, static_cast<std::uint64_t>(st), 0);
 }
 
@@ -1132,88 +1263,26 @@ errc endpoint_impl::atomic(const atomic_desc& d) noexcept {
   return finish_request(p, op, pos);
 }
 
-namespace {
-// One element: returns the value before the operation.
-template <class T>
-T apply_atomic(atomic_op op, T* where, T v, T cmp) noexcept {
-  std::atomic_ref<T> a(*where);
-  switch (op) {
-    case atomic_op::sum: return a.fetch_add(v);
-    case atomic_op::swap: return a.exchange(v);
-    case atomic_op::cswap: {
-      T expected = cmp;
-      a.compare_exchange_strong(expected, v);
-      return expected;  // the old value whether or not it matched
-    }
-    case atomic_op::min:
-    case atomic_op::max: {
-      T old = a.load();
-      while ((op == atomic_op::min ? v < old : v > old) && !a.compare_exchange_weak(old, v)) {
-      }
-      return old;
-    }
-    default:
-      if constexpr (std::is_integral_v<T>) {
-        if (op == atomic_op::band) return a.fetch_and(v);
-        if (op == atomic_op::bor) return a.fetch_or(v);
-        return a.fetch_xor(v);
-      } else {
-        return a.load();  // refused before we get here
-      }
-  }
-}
-
-template <class T>
-void apply_all(atomic_op op, std::byte* target, const std::byte* operand, const std::byte* compare, std::size_t n,
-               std::byte* old) noexcept {
-  for (std::size_t i = 0; i < n; ++i) {
-    T v, c{};
-    std::memcpy(&v, operand + i * sizeof(T), sizeof(T));
-    if (compare) std::memcpy(&c, compare + i * sizeof(T), sizeof(T));
-    T o = apply_atomic(op, reinterpret_cast<T*>(target) + i, v, c);
-    std::memcpy(old + i * sizeof(T), &o, sizeof(T));
-  }
-}
-}  // namespace
-
 // Target side of atomics: checked like RMA, then applied element by element
 // in this process with atomic instructions.
 void endpoint_impl::handle_atomic(const slot_header* h) noexcept {
   auto pr = dom_->peer_by_key(peer_key(h->src_pid, h->src_epid));
   if (!pr) return;
+  const bool fetch = h->data != 0;
+  errc st = core::check_atomic(h->flags & 0xff, h->flags >> 8, h->len);
   const auto op = static_cast<atomic_op>(h->flags & 0xff);
   const auto type = static_cast<atomic_type>(h->flags >> 8);
-  errc st = errc::ok;
-  spi::mr* m = dom_->find_mr(h->aux);
-  const bool known = (h->flags & 0xff) <= static_cast<unsigned>(atomic_op::cswap) &&
-                     (h->flags >> 8) <= static_cast<unsigned>(atomic_type::f64);
-  const std::size_t sz = known ? size_of(type) : 1;
+  const std::size_t sz = st == errc::ok ? size_of(type) : 1;
   const std::size_t bytes = static_cast<std::size_t>(h->len) * sz;
-  const bool fetch = h->data != 0;
-  const std::uint64_t need = access::remote_write | (fetch ? access::remote_read : 0);
-  if (!known || !atomic_valid(op, type) || h->len == 0 || bytes > atomic_max_bytes) st = errc::invalid_argument;
-  else if (!m) st = errc::not_found;
-  else if ((m->access() & need) != need) st = errc::permission_denied;
-  else if (h->tag > m->len() || bytes > m->len() - h->tag ||
-           reinterpret_cast<std::uintptr_t>(m->addr() + h->tag) % sz != 0)
-    st = errc::invalid_argument;
-  else {
+  std::byte* where = nullptr;
+  if (st == errc::ok)
+    st = reg_->find(h->aux, h->tag, bytes, access::remote_write | (fetch ? access::remote_read : 0), where);
+  if (st == errc::ok && reinterpret_cast<std::uintptr_t>(where) % sz != 0) st = errc::invalid_argument;
+  if (st == errc::ok) {
     const std::byte* operand = reinterpret_cast<const std::byte*>(h) + sizeof(slot_header);
     const std::byte* compare = op == atomic_op::cswap ? operand + atomic_max_bytes : nullptr;
     alignas(8) std::byte old[atomic_max_bytes];
-    std::byte* where = m->addr() + h->tag;
-    switch (type) {
-      case atomic_type::i8: apply_all<std::int8_t>(op, where, operand, compare, h->len, old); break;
-      case atomic_type::u8: apply_all<std::uint8_t>(op, where, operand, compare, h->len, old); break;
-      case atomic_type::i16: apply_all<std::int16_t>(op, where, operand, compare, h->len, old); break;
-      case atomic_type::u16: apply_all<std::uint16_t>(op, where, operand, compare, h->len, old); break;
-      case atomic_type::i32: apply_all<std::int32_t>(op, where, operand, compare, h->len, old); break;
-      case atomic_type::u32: apply_all<std::uint32_t>(op, where, operand, compare, h->len, old); break;
-      case atomic_type::i64: apply_all<std::int64_t>(op, where, operand, compare, h->len, old); break;
-      case atomic_type::u64: apply_all<std::uint64_t>(op, where, operand, compare, h->len, old); break;
-      case atomic_type::f32: apply_all<float>(op, where, operand, compare, h->len, old); break;
-      case atomic_type::f64: apply_all<double>(op, where, operand, compare, h->len, old); break;
-    }
+    core::apply_atomic(op, type, where, operand, compare, h->len, old);
     if (fetch) {  // old values straight into the initiator's result buffer
       ::iovec local{old, bytes};
       const remote_iov res{h->data, bytes};
@@ -1296,6 +1365,8 @@ void endpoint_impl::handle_control(slot_header* h) noexcept {
     case op::rma_write:
     case op::rma_read: handle_rma(h); break;
     case op::atomic: handle_atomic(h); break;
+    case op::save: handle_save(h); break;
+    case op::nop: break;
     default: break;  // not a control code (or a recovered slot): drop
   }
 }

@@ -87,11 +87,14 @@ enum class op : std::uint16_t {
   rma_write = 7,   // initiator -> target: copy my iov list into your region (aux key, tag offset, len)
   rma_read = 8,    // initiator -> target: copy your region into my iov list
   atomic = 9,      // initiator -> target: apply (flags: op | type << 8) at offset; data: result address
+  save = 10,       // initiator -> target: make earlier writes to the region (aux key) durable (data: level)
+  nop = 11,        // a claimed control slot given back (ignored)
 };
 
 namespace slot_flag {
 inline constexpr std::uint16_t tagged = 1;
 inline constexpr std::uint16_t cq_data = 2;
+inline constexpr std::uint16_t commit = 4;  // rma_write: flush the range before the ack (commit_complete)
 }  // namespace slot_flag
 
 struct slot_header {

@@ -1,5 +1,4 @@
 // shm provider: registration, discovery, fabric, domain and address vector.
-#include <sys/random.h>
 #include <unistd.h>
 
 #include <mutex>
@@ -20,13 +19,13 @@ bool node_is_local(const std::string& node) {
 info base_info(const config& c) {
   info i;
   i.caps = cap::msg | cap::tagged | cap::source | cap::directed_recv | cap::remote_cq_data | cap::local_comm |
-           (c.cma ? cap::rma | cap::atomic : 0);  // RMA moves data with cross-memory attach
+           (c.cma ? cap::rma | cap::atomic | cap::pmem : 0);  // RMA moves data with cross-memory attach
   i.fabric = {"shm", "shm", version};
   i.domain.name = "shm";
   i.domain.max_ep_count = 1024;
   i.ep.type = ep_type::rdm;
   i.ep.max_msg_size = std::size_t{1} << 40;
-  i.tx = {tx_size, c.inline_max(), max_iov};
+  i.tx = {tx_size, c.inline_max(), max_iov, max_iov, 0};
   i.rx = {rx_size, max_iov, unexpected_count * c.inline_max()};
   i.format = addr_format::shm_name;
   return i;
@@ -111,34 +110,10 @@ result<std::shared_ptr<peer>> domain_impl::peer_by_key(std::uint64_t key) {
                                   static_cast<std::uint32_t>(key)));
 }
 
-namespace {
-class mr_impl final : public spi::mr {
- public:
-  mr_impl(std::shared_ptr<domain_impl> d, std::byte* a, std::size_t l, std::uint64_t acc, std::uint64_t k)
-      : dom_(std::move(d)) {
-    addr_ = a;
-    len_ = l;
-    access_ = acc;
-    key_ = k;
-  }
-  ~mr_impl() override { dom_->drop_mr(key_); }  // invalid at once
-
- private:
-  std::shared_ptr<domain_impl> dom_;
-};
-}  // namespace
-
 result<std::shared_ptr<spi::mr>> domain_impl::register_memory(void* buf, std::size_t len, std::uint64_t acc) {
   if (!cfg_.cma)
     return make_error(errc::not_supported, "shm RMA needs cross-memory attach (WEFT_SHM_CMA is 0)");
-  // Keys are random: a peer cannot guess another's (0 is never a key).
-  std::uint64_t key = 0;
-  for (int i = 0; i < 16 && (key == 0 || mrs_.count(key)); ++i)
-    if (::getrandom(&key, sizeof key, 0) != static_cast<ssize_t>(sizeof key)) key = 0;
-  if (key == 0 || mrs_.count(key)) return make_error(errc::io_error, "cannot draw a random key (getrandom failed)");
-  auto m = std::make_shared<mr_impl>(shared_from_this(), static_cast<std::byte*>(buf), len, acc, key);
-  mrs_[key] = m.get();
-  return m;
+  return registry_->register_memory(buf, len, acc);
 }
 
 result<std::shared_ptr<spi::av>> domain_impl::open_av(const spi::av_attr& a) {

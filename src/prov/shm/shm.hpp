@@ -18,6 +18,8 @@ inline constexpr std::size_t max_iov = 16;
 inline constexpr std::size_t tx_size = 256;
 inline constexpr std::size_t rx_size = 256;
 inline constexpr std::size_t unexpected_count = 256;
+inline constexpr std::size_t rma_inject_size = 4096;  // inject writes: copied into one of rma_inject_bufs buffers
+inline constexpr std::size_t rma_inject_bufs = 64;
 
 [[nodiscard]] constexpr std::uint64_t peer_key(std::uint32_t pid, std::uint32_t epid) noexcept {
   return (std::uint64_t{pid} << 32) | epid;
@@ -73,12 +75,6 @@ class domain_impl final : public spi::domain, public std::enable_shared_from_thi
   result<std::shared_ptr<spi::endpoint>> open_endpoint(const info& i) override;
   result<std::shared_ptr<spi::av>> open_av(const spi::av_attr& a) override;
   result<std::shared_ptr<spi::mr>> register_memory(void* buf, std::size_t len, std::uint64_t acc) override;
-  // The region a key names, or null (closed regions are gone at once).
-  [[nodiscard]] spi::mr* find_mr(std::uint64_t key) const noexcept {
-    auto it = mrs_.find(key);
-    return it == mrs_.end() ? nullptr : it->second;
-  }
-  void drop_mr(std::uint64_t key) noexcept { mrs_.erase(key); }
   [[nodiscard]] const config& cfg() const noexcept { return cfg_; }
   // A mapped peer by region name or by (pid, epid); mapped once per domain.
   result<std::shared_ptr<peer>> peer_by_name(const std::string& name);
@@ -89,7 +85,6 @@ class domain_impl final : public spi::domain, public std::enable_shared_from_thi
  private:
   config cfg_;
   std::unordered_map<std::uint64_t, std::shared_ptr<peer>> peers_;
-  std::unordered_map<std::uint64_t, spi::mr*> mrs_;
 };
 
 }  // namespace weft::prov::shm

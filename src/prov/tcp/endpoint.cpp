@@ -26,6 +26,7 @@
 #include <functional>
 #include <span>
 
+#include "core/atomic_apply.hpp"
 #include "prov/tcp/tcp.hpp"
 #include "util/clock.hpp"
 #include "util/match.hpp"
@@ -99,6 +100,8 @@ errc errno_to_errc(int e) noexcept {
   }
 }
 
+struct conn;
+
 struct tx_op : util::list_node {
   std::uint32_t gen = 0;
   bool internal = false;    // protocol frame: no completion
@@ -111,6 +114,15 @@ struct tx_op : util::list_node {
   ::iovec iov[max_iov + 1];  // iov[0] is the header
   std::size_t iov_count = 0;
   std::size_t total = 0, sent = 0;
+  // RMA and atomics: answered by rma_resp unless a transmit-complete write
+  bool await = false;
+  conn* on = nullptr;        // awaiting the answer on this connection
+  tx_op* parent = nullptr;   // a part of a multi-range operation (the parent counts the parts)
+  std::uint32_t parts = 1;
+  errc part_err = errc::ok;
+  char why[112] = {};
+  ::iovec local[max_iov];    // read / fetch: where the answer goes
+  std::size_t local_count = 0, local_len = 0;
   std::uint8_t buf[inject_size + sizeof(wire::hello_body) + wire::max_cm_data];
 };
 
@@ -171,8 +183,16 @@ struct conn final : handler {
   std::size_t pay_got = 0;
   int lowat = 1;  // SO_RCVLOWAT in force
   std::uint8_t ctrl[sizeof(wire::hello_body) + wire::max_cm_data]{};
+  std::size_t ctrl_want = 0;  // bytes of the frame read into ctrl
+  // RMA: the payload of a write goes straight into the target region, an
+  // answer into the initiator's buffers, both through this receive.
+  rx_op sink;
+  tx_op* sink_op = nullptr;  // initiator: the operation the answer belongs to
+  wire::rma_req sink_req{};  // target: the write being received
+  std::uint8_t sink_flags = 0;
   // send side
   util::ilist<tx_op> txq;
+  util::ilist<tx_op> await;  // requests sent on this connection, waiting for their answer
   std::uint64_t started = 0, last_active = 0;
   void on_event(std::uint32_t events) noexcept override;
 };
@@ -199,6 +219,8 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable {
   errc send(const msg_desc& m, std::uint64_t flags) noexcept override;
   errc recv(const msg_desc& m, std::uint64_t flags) noexcept override;
   errc cancel(void* context) noexcept override;
+  errc rma(const rma_desc& d, std::uint64_t flags) noexcept override;
+  errc atomic(const atomic_desc& d) noexcept override;
   void progress() noexcept override;
   [[nodiscard]] int wait_fd() const noexcept override { return dom_->eng().fd(); }
 
@@ -232,6 +254,16 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable {
   void set_lowat(conn* c, int v) noexcept;
   void fail_conn(conn* c, errc e, const char* why) noexcept;
   void complete_tx(tx_op* op, errc e, const char* why) noexcept;
+  void end_op(tx_op* op, errc e, const char* why) noexcept;
+  void finish_part(tx_op* op, errc e, const char* why) noexcept;
+  void recycle(tx_op* op) noexcept;
+  void on_sent(conn* c, tx_op* op) noexcept;
+  void handle_rma_req(conn* c) noexcept;
+  void handle_rma_resp(conn* c) noexcept;
+  void sink_done(conn* c) noexcept;
+  void respond(conn* c, std::uint64_t id, errc st, const void* payload, std::size_t len) noexcept;
+  void discard_payload(conn* c, std::size_t len) noexcept;
+  [[nodiscard]] bool take_ops(std::size_t n, bool completion, tx_op** out) noexcept;
   void complete_rx(rx_op* r, std::size_t copied, std::size_t msg_len, std::uint8_t flags, std::uint64_t tag,
                    std::uint64_t data, fi_addr_t src) noexcept;
   void rx_error(rx_op* r, errc e, const char* why) noexcept;
@@ -252,6 +284,10 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable {
   address name_{};
   std::shared_ptr<spi::cq> txcq_, rxcq_;
   std::shared_ptr<spi::cntr> txcntr_, rxcntr_;  // counters, if bound
+  std::shared_ptr<spi::cntr> rdcntr_, wrcntr_, rrdcntr_, rwrcntr_;  // RMA: issued reads/writes, remote ones
+  std::shared_ptr<spi::mr_registry> reg_;
+  std::uint64_t level_ = flag::delivery_complete;  // default completion level of RMA
+  std::size_t rma_reserved_ = 0;  // CQ room held by RMA/atomic operations not yet complete
   std::shared_ptr<av_impl> av_;
   std::shared_ptr<spi::eq> eq_;
   bool enabled_ = false;
@@ -291,6 +327,8 @@ void set_socket_options(int fd, int timeout_ms) noexcept {
 
 result<void> endpoint_impl::init() {
   msg_mode_ = info_.ep.type == ep_type::msg;
+  reg_ = dom_->registry();
+  if (std::uint64_t l = info_.tx.op_flags & flag::completion_levels) level_ = l;
   ux_storage_.reset(new std::uint8_t[unexpected_count * inject_size]);
   for (std::uint32_t i = 0; i < unexpected_count; ++i) uxp_.at(i)->payload = ux_storage_.get() + i * inject_size;
   if (msg_mode_) return {};  // connects or accepts; a passive endpoint listens
@@ -340,17 +378,23 @@ endpoint_impl::~endpoint_impl() {
   if (txcq_)
     for (auto& c : conns_)
       for (tx_op* op = c->txq.front(); op; op = c->txq.next(op))
-        if (op->completion) txcq_->unreserve();
+        if (op->completion && !(op->flags & (flag::rma | flag::atomic))) txcq_->unreserve();
+  if (txcq_)
+    for (std::size_t i = 0; i < rma_reserved_; ++i) txcq_->unreserve();
   for (auto* q : {txcq_.get(), rxcq_ != txcq_ ? rxcq_.get() : nullptr})
     if (q) {
       q->detach(this);
       q->release_lock(dom_->lock());
     }
-  for (auto* c : {txcntr_.get(), rxcntr_ != txcntr_ ? rxcntr_.get() : nullptr})
-    if (c) {
-      c->detach(this);
-      c->release_lock(dom_->lock());
-    }
+  {
+    std::vector<spi::cntr*> seen;
+    for (auto* c : {txcntr_.get(), rxcntr_.get(), rdcntr_.get(), wrcntr_.get(), rrdcntr_.get(), rwrcntr_.get()})
+      if (c && std::find(seen.begin(), seen.end(), c) == seen.end()) {
+        seen.push_back(c);
+        c->detach(this);
+        c->release_lock(dom_->lock());
+      }
+  }
   if (eq_) {
     eq_->detach(this);
     eq_->release_lock(dom_->lock());
@@ -390,15 +434,18 @@ result<void> endpoint_impl::bind_av(std::shared_ptr<spi::av> a) {
 result<void> endpoint_impl::bind_cntr(std::shared_ptr<spi::cntr> c, std::uint64_t flags) {
   auto g = dom_->guard();
   if (enabled_) return make_error(errc::bad_state, "bind counters before enable()");
-  if (flags & ~(flag::send | flag::recv))
-    return make_error(errc::not_supported, "tcp has no RMA yet: counters count sends and receives only");
-  if (((flags & flag::send) && txcntr_) || ((flags & flag::recv) && rxcntr_))
-    return make_error(errc::bad_state, "a counter is already bound for that direction");
-  if (!c->set_lock(dom_->lock()))
+  const std::pair<std::uint64_t, std::shared_ptr<spi::cntr>*> slots[] = {
+      {flag::send, &txcntr_}, {flag::recv, &rxcntr_},          {flag::read, &rdcntr_},
+      {flag::write, &wrcntr_}, {flag::remote_read, &rrdcntr_}, {flag::remote_write, &rwrcntr_}};
+  for (auto& [f, slot] : slots)
+    if ((flags & f) && *slot) return make_error(errc::bad_state, "a counter is already bound for that kind");
+  const bool known = (txcntr_ == c) || (rxcntr_ == c) || (rdcntr_ == c) || (wrcntr_ == c) || (rrdcntr_ == c) ||
+                     (rwrcntr_ == c);
+  if (!known && !c->set_lock(dom_->lock()))
     return make_error(errc::bad_state, "this counter already serves another automatic-progress domain");
-  if (flags & flag::send) txcntr_ = c;
-  if (flags & flag::recv) rxcntr_ = c;
-  c->attach(this);
+  for (auto& [f, slot] : slots)
+    if (flags & f) *slot = c;
+  if (!known) c->attach(this);
   return {};
 }
 
@@ -686,7 +733,7 @@ void endpoint_impl::flush(conn* c) noexcept {
       return;
     }
     c->txq.erase(op);
-    complete_tx(op, errc::ok, "");
+    on_sent(c, op);
   }
   // Nothing more can be written now (empty, or waiting for the handshake).
   set_out(c, false);
@@ -694,7 +741,19 @@ void endpoint_impl::flush(conn* c) noexcept {
 }
 
 void endpoint_impl::complete_tx(tx_op* op, errc e, const char* why) noexcept {
-  if (!op->internal && txcntr_) (e == errc::ok) ? txcntr_->inc() : txcntr_->inc_err();
+  spi::cntr* k = (op->flags & (flag::rma | flag::atomic))
+                     ? ((op->flags & (flag::write | flag::atomic)) ? wrcntr_.get() : rdcntr_.get())
+                     : txcntr_.get();
+  if (!op->internal && k) (e == errc::ok) ? k->inc() : k->inc_err();
+  if (!op->internal && !op->completion && e != errc::ok && (op->flags & flag::rma) && txcq_->reserve()) {
+    // inject write: nothing to report when it worked; a failure is not lost
+    cq_err_entry ee;
+    ee.flags = op->flags | flag::inject;
+    ee.err = e;
+    std::snprintf(ee.msg, sizeof ee.msg, "an injected write failed: %s", why);
+    txcq_->push_error(ee);
+  }
+  if (op->completion && (op->flags & (flag::rma | flag::atomic))) --rma_reserved_;
   if (op->completion) {
     if (e == errc::ok) {
       txcq_->push(cq_entry{op->ctx, op->flags, op->len, nullptr, 0, op->tag, addr_unspec});
@@ -708,8 +767,45 @@ void endpoint_impl::complete_tx(tx_op* op, errc e, const char* why) noexcept {
       txcq_->push_error(ee);
     }
   }
+  recycle(op);
+}
+
+void endpoint_impl::recycle(tx_op* op) noexcept {
+  op->await = false;
+  op->on = nullptr;
+  op->parent = nullptr;
+  op->parts = 1;
+  op->part_err = errc::ok;
+  op->local_count = op->local_len = 0;
   ++op->gen;
   txp_.put(op);
+}
+
+// An operation leaves (or is given up): RMA parts report to their parent.
+void endpoint_impl::end_op(tx_op* op, errc e, const char* why) noexcept {
+  if (!op->internal && (op->flags & (flag::rma | flag::atomic))) finish_part(op, e, why);
+  else complete_tx(op, e, why);
+}
+
+void endpoint_impl::finish_part(tx_op* op, errc e, const char* why) noexcept {
+  tx_op* u = op->parent ? op->parent : op;
+  if (e != errc::ok && u->part_err == errc::ok) {
+    u->part_err = e;
+    std::snprintf(u->why, sizeof u->why, "%s", why);
+  }
+  if (op != u) recycle(op);
+  if (--u->parts == 0) complete_tx(u, u->part_err, u->why);
+}
+
+void endpoint_impl::on_sent(conn* c, tx_op* op) noexcept {
+  if (op->internal || !(op->flags & (flag::rma | flag::atomic))) {
+    complete_tx(op, errc::ok, "");
+  } else if (op->await) {
+    op->on = c;
+    c->await.push_back(op);
+  } else {
+    finish_part(op, errc::ok, "");  // transmit_complete: the data left
+  }
 }
 
 errc endpoint_impl::send(const msg_desc& m, std::uint64_t flags) noexcept {
@@ -781,6 +877,346 @@ errc endpoint_impl::send(const msg_desc& m, std::uint64_t flags) noexcept {
   c->txq.push_back(op);
   set_out(c, true);
   return errc::ok;
+}
+
+// --------------------------------------------------------- RMA, initiator
+
+// n operations for one request (one per remote range), the first carrying
+// the completion; null (again) if the pool or the CQ has no room.
+bool endpoint_impl::take_ops(std::size_t n, bool completion, tx_op** out) noexcept {
+  if (txp_.available() < n + 64) return false;  // keep room for protocol frames and answers
+  if (completion && !txcq_->reserve()) return false;
+  if (completion) ++rma_reserved_;
+  tx_op* first = nullptr;
+  for (std::size_t i = 0; i < n; ++i) {
+    tx_op* op = txp_.get();
+    op->internal = false;
+    op->completion = completion && i == 0;
+    op->parent = i ? first : nullptr;
+    op->parts = 1;
+    op->part_err = errc::ok;
+    op->why[0] = 0;
+    op->await = false;
+    op->on = nullptr;
+    op->local_count = op->local_len = 0;
+    op->sent = 0;
+    if (!first) first = op;
+    out[i] = op;
+  }
+  first->parts = static_cast<std::uint32_t>(n);
+  return true;
+}
+
+errc endpoint_impl::rma(const rma_desc& d, std::uint64_t flags) noexcept {
+  auto g = dom_->guard();
+  if (!enabled_) [[unlikely]]
+    return errc::bad_state;
+  if (d.iov_count > max_iov || (!d.iov && d.iov_count) || d.rma_count > max_iov || (!d.rma && d.rma_count))
+    [[unlikely]]
+    return errc::invalid_argument;
+  if (!msg_mode_ && (!av_ || !av_->at(d.addr))) [[unlikely]]
+    return errc::invalid_argument;
+  const bool save = flags & flag::save;
+  const bool write = (flags & flag::write) && !save;
+  const bool inject = flags & flag::inject;
+  const std::size_t len = save ? 0 : iov_total(d.iov, d.iov_count);
+  if (inject && !write) return errc::invalid_argument;
+  if (len > max_msg_size || (inject && len > inject_size)) return errc::too_big;
+  std::uint64_t level = flags & flag::completion_levels;
+  if (!level) level = level_;
+  const rma_iov one{d.offset, len, d.key};
+  const rma_iov* rr = (d.rma_count && !save) ? d.rma : &one;
+  const std::size_t nr = (d.rma_count && !save) ? d.rma_count : 1;
+  if (d.rma_count && !save) {
+    std::uint64_t t = 0;
+    for (std::size_t i = 0; i < nr; ++i) {
+      if (rr[i].len > 0xffffffffu) return errc::too_big;
+      t += rr[i].len;
+    }
+    if (t != len) return errc::invalid_argument;  // the ranges must add up to the local bytes
+  }
+  if (!save && !write && len > 0xffffffffu) return errc::too_big;
+  conn* c = path(d.addr);
+  if (!c) return msg_mode_ && !was_connected_ ? errc::bad_state : errc::peer_dead;
+  tx_op* ops[max_iov];
+  if (!take_ops(nr, !inject, ops)) return errc::again;
+  std::size_t off = 0;
+  for (std::size_t i = 0; i < nr; ++i) {
+    tx_op* op = ops[i];
+    op->ctx = d.context;
+    op->flags = flag::rma | (save ? flag::save : write ? flag::write : flag::read);
+    op->tag = 0;
+    op->len = len;
+    std::uint8_t f = 0;
+    if (write && (flags & flag::remote_cq_data) && i + 1 == nr) f |= wire::flag::cq_data;
+    if (write && level == flag::commit_complete) f |= wire::flag::commit;
+    if (write && level != flag::transmit_complete) f |= wire::flag::ack;
+    op->await = !write || level != flag::transmit_complete;
+    const wire::op code = save ? wire::op::save : write ? wire::op::rma_write : wire::op::rma_read;
+    const std::size_t part = rr[i].len;
+    wire::rma_req q{rr[i].key, rr[i].offset, (std::uint64_t{op->gen} << 32) | txp_.index(op),
+                    write || save ? 0u : static_cast<std::uint32_t>(part), 0, 0,
+                    static_cast<std::uint8_t>(save ? (level == flag::commit_complete ? 3 : level == flag::delivery_complete ? 2 : 1) : 0),
+                    0};
+    std::memcpy(op->buf, &q, sizeof q);
+    op->hdr = wire::frame_header{wire::magic, wire::version, static_cast<std::uint8_t>(code), f, 0,
+                                 sizeof q + (write ? part : 0), 0, write ? d.data : 0};
+    op->iov[0] = {&op->hdr, sizeof op->hdr};
+    op->iov[1] = {op->buf, sizeof q};
+    op->iov_count = 2;
+    if (write && part) {
+      if (inject || part <= inject_size) {  // our own copy: the caller's buffer is free at once
+        ::iovec sl[max_iov];
+        const std::size_t k = slice_from(d.iov, d.iov_count, off, part, sl, max_iov);
+        gather(sl, k, op->buf + sizeof q);
+        op->iov[2] = {op->buf + sizeof q, part};
+        op->iov_count = 3;
+      } else {
+        op->iov_count = 1 + 1 + slice_from(d.iov, d.iov_count, off, part, op->iov + 2, max_iov - 1);
+      }
+    } else if (!write && !save) {
+      op->local_count = slice_from(d.iov, d.iov_count, off, part, op->local, max_iov);
+      op->local_len = part;
+    }
+    op->total = sizeof op->hdr + op->hdr.len;
+    op->sent = 0;
+    off += part;
+    c->txq.push_back(op);
+  }
+  if (c->state == conn::st::established) flush(c);
+  else set_out(c, true);
+  return errc::ok;
+}
+
+errc endpoint_impl::atomic(const atomic_desc& d) noexcept {
+  auto g = dom_->guard();
+  if (!enabled_) [[unlikely]]
+    return errc::bad_state;
+  if (!msg_mode_ && (!av_ || !av_->at(d.addr))) [[unlikely]]
+    return errc::invalid_argument;
+  const auto t = static_cast<atomic_type>(d.type);
+  const std::size_t bytes = d.count * size_of(t);
+  const bool cswap = static_cast<atomic_op>(d.op) == atomic_op::cswap;
+  conn* c = path(d.addr);
+  if (!c) return msg_mode_ && !was_connected_ ? errc::bad_state : errc::peer_dead;
+  tx_op* op = nullptr;
+  if (!take_ops(1, true, &op)) return errc::again;
+  op->ctx = d.context;
+  op->flags = flag::atomic | (d.result ? flag::read : flag::write);
+  op->tag = 0;
+  op->len = bytes;
+  op->await = true;
+  wire::rma_req q{d.key, d.offset, (std::uint64_t{op->gen} << 32) | txp_.index(op), static_cast<std::uint32_t>(d.count),
+                  d.op, d.type, 0, 0};
+  std::memcpy(op->buf, &q, sizeof q);
+  std::memcpy(op->buf + sizeof q, d.operand, bytes);
+  if (cswap) std::memcpy(op->buf + sizeof q + bytes, d.compare, bytes);
+  const std::size_t plen = sizeof q + bytes * (cswap ? 2 : 1);
+  op->hdr = wire::frame_header{wire::magic, wire::version, static_cast<std::uint8_t>(wire::op::atomic),
+                               static_cast<std::uint8_t>(d.result ? wire::flag::fetch : 0), 0, plen, 0, 0};
+  op->iov[0] = {&op->hdr, sizeof op->hdr};
+  op->iov[1] = {op->buf, plen};
+  op->iov_count = 2;
+  if (d.result) {
+    op->local[0] = {d.result, bytes};
+    op->local_count = 1;
+    op->local_len = bytes;
+  }
+  op->total = sizeof op->hdr + plen;
+  c->txq.push_back(op);
+  if (c->state == conn::st::established) flush(c);
+  else set_out(c, true);
+  return errc::ok;
+}
+
+// An answer: the operation it names gets its bytes (read, fetch) and completes.
+void endpoint_impl::handle_rma_resp(conn* c) noexcept {
+  const std::uint64_t id = c->cur.tag;
+  const std::uint64_t raw = c->cur.data;
+  if (raw > static_cast<std::uint64_t>(errc::permission_denied)) {
+    fail_conn(c, errc::io_error, "protocol error: RMA answer with an unknown status; connection dropped");
+    return;
+  }
+  const auto st = static_cast<errc>(raw);
+  tx_op* op = txp_.at(static_cast<std::uint32_t>(id));
+  if (!op || op->gen != static_cast<std::uint32_t>(id >> 32) || !op->await || op->on != c) op = nullptr;
+  if (!op) {
+    // No operation waits for it: a transmit-complete write that failed at
+    // the target. Not lost: an error completion without a context.
+    if (st != errc::ok && txcq_->reserve()) {
+      cq_err_entry ee;
+      ee.flags = flag::rma | flag::write;
+      ee.err = st;
+      std::snprintf(ee.msg, sizeof ee.msg,
+                    "a write that completed at transmit failed at the target (%s): use delivery_complete to "
+                    "learn which",
+                    to_string(st));
+      txcq_->push_error(ee);
+      if (wrcntr_) wrcntr_->inc_err();
+    }
+    discard_payload(c, c->cur.len);
+    return;
+  }
+  c->await.erase(op);
+  op->on = nullptr;
+  if (st != errc::ok) {
+    discard_payload(c, c->cur.len);
+    const char* why = st == errc::not_found           ? "no memory region with that key at the target (closed, or a wrong key)"
+                      : st == errc::permission_denied ? "the target region does not allow this access"
+                      : st == errc::invalid_argument  ? "the remote range lies outside the target region (or is not aligned for an atomic)"
+                      : st == errc::busy ? "written, but the target's completion queue is full: retry after it reads it"
+                                         : "the target could not apply it, or its commit handler refused";
+    finish_part(op, st, why);
+    return;
+  }
+  if (c->cur.len != op->local_len) {
+    finish_part(op, errc::io_error, "the target answered with a wrong length");
+    fail_conn(c, errc::io_error, "protocol error: RMA answer of the wrong length; connection dropped");
+    return;
+  }
+  if (c->cur.len == 0) {
+    finish_part(op, errc::ok, "");
+    return;
+  }
+  c->sink.iov_count = op->local_count;
+  std::copy_n(op->local, op->local_count, c->sink.iov);
+  c->sink.cap = op->local_len;
+  c->sink_op = op;
+  c->rx = &c->sink;
+  c->rstage = conn::rs::user;
+}
+
+void endpoint_impl::discard_payload(conn* c, std::size_t len) noexcept {
+  c->cur.len = len;
+  c->pay_got = 0;
+  c->rstage = len ? conn::rs::discard : conn::rs::header;
+}
+
+// ------------------------------------------------------------ RMA, target
+
+void endpoint_impl::respond(conn* c, std::uint64_t id, errc st, const void* payload, std::size_t len) noexcept {
+  tx_op* op = txp_.get();
+  if (!op) {
+    fail_conn(c, errc::no_memory, "out of transmit operations for RMA answers");
+    return;
+  }
+  op->internal = true;
+  op->completion = false;
+  op->hdr = wire::frame_header{wire::magic, wire::version, static_cast<std::uint8_t>(wire::op::rma_resp), 0, 0, len,
+                               id, static_cast<std::uint64_t>(st)};
+  op->iov[0] = {&op->hdr, sizeof op->hdr};
+  op->iov_count = 1;
+  if (len && len <= inject_size) {
+    std::memcpy(op->buf, payload, len);
+    op->iov[1] = {op->buf, len};
+    op->iov_count = 2;
+  } else if (len) {
+    op->iov[1] = {const_cast<void*>(payload), len};  // straight from the region
+    op->iov_count = 2;
+  }
+  op->total = sizeof op->hdr + len;
+  op->sent = 0;
+  c->txq.push_back(op);
+  flush(c);
+}
+
+void endpoint_impl::handle_rma_req(conn* c) noexcept {
+  wire::rma_req q;
+  const std::uint8_t code = c->cur.op;
+  if (wire::status ws = wire::decode_rma_req(c->ctrl, c->ctrl_want, code, q); ws != wire::status::ok) {
+    char why[160];
+    std::snprintf(why, sizeof why, "protocol error from %s: %s in an RMA request; connection dropped",
+                  to_string(c->peer).c_str(), wire::to_string(ws));
+    fail_conn(c, errc::io_error, why);
+    return;
+  }
+  switch (static_cast<wire::op>(code)) {
+    case wire::op::rma_write: {
+      const std::size_t len = c->cur.len - sizeof q;
+      std::byte* where = nullptr;
+      errc st = reg_->find(q.key, q.offset, len, access::remote_write, where);
+      if (st != errc::ok) {
+        if (rwrcntr_) rwrcntr_->inc_err();
+        respond(c, q.id, st, nullptr, 0);  // the bytes are read and dropped
+        if (!c->dead) discard_payload(c, len);
+        return;
+      }
+      c->sink.iov[0] = {where, len};
+      c->sink.iov_count = 1;
+      c->sink.cap = len;
+      c->sink_op = nullptr;
+      c->sink_req = q;
+      c->sink_flags = c->cur.flags;
+      c->rx = &c->sink;
+      c->cur.len = len;
+      c->pay_got = 0;
+      c->rstage = conn::rs::user;
+      if (len == 0) finish_user(c);
+      return;
+    }
+    case wire::op::rma_read: {
+      std::byte* where = nullptr;
+      errc st = reg_->find(q.key, q.offset, q.len, access::remote_read, where);
+      if (rrdcntr_) (st == errc::ok) ? rrdcntr_->inc() : rrdcntr_->inc_err();
+      respond(c, q.id, st, where, st == errc::ok ? q.len : 0);
+      return;
+    }
+    case wire::op::atomic: {
+      const bool fetch = c->cur.flags & wire::flag::fetch;
+      errc st = core::check_atomic(q.atomic_op, q.atomic_type, q.len);
+      const auto op = static_cast<atomic_op>(q.atomic_op);
+      const std::size_t sz = st == errc::ok ? size_of(static_cast<atomic_type>(q.atomic_type)) : 1;
+      const std::size_t bytes = static_cast<std::size_t>(q.len) * sz;
+      if (st == errc::ok && c->ctrl_want != sizeof q + bytes * (op == atomic_op::cswap ? 2 : 1))
+        st = errc::invalid_argument;
+      std::byte* where = nullptr;
+      if (st == errc::ok)
+        st = reg_->find(q.key, q.offset, bytes, access::remote_write | (fetch ? access::remote_read : 0), where);
+      if (st == errc::ok && reinterpret_cast<std::uintptr_t>(where) % sz != 0) st = errc::invalid_argument;
+      alignas(8) std::byte old[atomic_max_bytes];
+      if (st == errc::ok) {
+        const auto* operand = reinterpret_cast<const std::byte*>(c->ctrl + sizeof q);
+        core::apply_atomic(op, static_cast<atomic_type>(q.atomic_type), where, operand,
+                           op == atomic_op::cswap ? operand + bytes : nullptr, q.len, old);
+      }
+      if (rwrcntr_) (st == errc::ok) ? rwrcntr_->inc() : rwrcntr_->inc_err();
+      respond(c, q.id, st, old, st == errc::ok && fetch ? bytes : 0);
+      return;
+    }
+    case wire::op::save: {
+      // Every earlier frame on this connection was handled: flushing the
+      // region now covers every earlier write to it from this peer.
+      const std::uint64_t level = q.level == 3   ? flag::commit_complete
+                                  : q.level == 2 ? flag::delivery_complete
+                                                 : flag::transmit_complete;
+      respond(c, q.id, reg_->commit(commit_event::kind::save, q.key, 0, 0, level), nullptr, 0);
+      return;
+    }
+    default: return;
+  }
+}
+
+// The bytes of a write are in the region, or an answer is in the initiator's buffers.
+void endpoint_impl::sink_done(conn* c) noexcept {
+  if (tx_op* op = c->sink_op) {
+    c->sink_op = nullptr;
+    finish_part(op, errc::ok, "");
+    return;
+  }
+  const wire::rma_req& q = c->sink_req;
+  const std::size_t len = c->sink.cap;
+  errc st = errc::ok;
+  if (c->sink_flags & wire::flag::commit)
+    st = reg_->commit(commit_event::kind::write, q.key, q.offset, len, flag::commit_complete);
+  if (st == errc::ok && (c->sink_flags & wire::flag::cq_data)) {
+    if (rxcq_->reserve())
+      rxcq_->push(cq_entry{nullptr, flag::rma | flag::remote_write | flag::remote_cq_data, len,
+                           c->sink.iov[0].iov_base, c->cur.data, 0, src_of(c)});
+    else
+      st = errc::busy;  // written, but no room to tell the application
+  }
+  if (rwrcntr_) (st == errc::ok) ? rwrcntr_->inc() : rwrcntr_->inc_err();
+  if (st != errc::ok || (c->sink_flags & wire::flag::ack)) respond(c, q.id, st, nullptr, 0);
 }
 
 // ---------------------------------------------------------------- receiving
@@ -882,11 +1318,11 @@ void endpoint_impl::consume(conn* c) noexcept {
         break;
       }
       case conn::rs::ctrl: {
-        const std::size_t take = std::min(avail, c->cur.len - c->pay_got);
+        const std::size_t take = std::min(avail, c->ctrl_want - c->pay_got);
         std::memcpy(c->ctrl + c->pay_got, p, take);
         c->pay_got += take;
         c->rpos += take;
-        if (c->pay_got == c->cur.len) {
+        if (c->pay_got == c->ctrl_want) {
           c->rstage = conn::rs::header;
           on_ctrl(c);
         }
@@ -924,6 +1360,7 @@ void endpoint_impl::on_header(conn* c) noexcept {
         return;
       }
       c->rstage = conn::rs::ctrl;
+      c->ctrl_want = c->cur.len;
       break;
     case wire::op::hello_ack:
       if (!c->outgoing || c->state != conn::st::wait_ack) {
@@ -931,6 +1368,7 @@ void endpoint_impl::on_header(conn* c) noexcept {
         return;
       }
       c->rstage = conn::rs::ctrl;
+      c->ctrl_want = c->cur.len;
       if (c->cur.len == 0) {
         c->rstage = conn::rs::header;
         on_ctrl(c);
@@ -943,6 +1381,24 @@ void endpoint_impl::on_header(conn* c) noexcept {
       }
       (void)dispatch_msg(c);
       break;
+    case wire::op::rma_write:
+    case wire::op::rma_read:
+    case wire::op::atomic:
+    case wire::op::save:
+      if (!identified) {
+        fail_conn(c, errc::io_error, "protocol error: RMA request before hello; connection dropped");
+        return;
+      }
+      c->rstage = conn::rs::ctrl;
+      c->ctrl_want = code == wire::op::atomic ? c->cur.len : sizeof(wire::rma_req);
+      break;
+    case wire::op::rma_resp:
+      if (!identified) {
+        fail_conn(c, errc::io_error, "protocol error: RMA answer before hello; connection dropped");
+        return;
+      }
+      handle_rma_resp(c);
+      break;
     case wire::op::close_req:
       if (!identified) {
         fail_conn(c, errc::io_error, "protocol error: close before hello; connection dropped");
@@ -951,7 +1407,7 @@ void endpoint_impl::on_header(conn* c) noexcept {
       c->rstage = conn::rs::header;
       if (c->state == conn::st::closing) {
         close_conn(c);  // both asked at once: each has read all of the other's data
-      } else if (c->state == conn::st::established && c->txq.empty()) {
+      } else if (c->state == conn::st::established && c->txq.empty() && c->await.empty()) {
         // Idle here too: agree. Everything we sent precedes the close_ack.
         c->state = conn::st::lost;
         c->close_after_flush = true;
@@ -1034,6 +1490,10 @@ void endpoint_impl::finish_user(conn* c) noexcept {
   rx_op* r = c->rx;
   c->rx = nullptr;
   c->rstage = conn::rs::header;
+  if (r == &c->sink) {
+    sink_done(c);
+    return;
+  }
   complete_rx(r, std::min<std::size_t>(c->cur.len, r->cap), c->cur.len, c->cur.flags, c->cur.tag, c->cur.data,
               c->addr);
 }
@@ -1280,8 +1740,10 @@ errc endpoint_impl::cancel(void* context) noexcept {
 // --------------------------------------------------------- hello handshake
 
 void endpoint_impl::on_ctrl(conn* c) noexcept {
-  if (static_cast<wire::op>(c->cur.op) == wire::op::hello) handle_hello(c);
-  else handle_hello_ack(c);
+  const auto code = static_cast<wire::op>(c->cur.op);
+  if (code == wire::op::hello) handle_hello(c);
+  else if (code == wire::op::hello_ack) handle_hello_ack(c);
+  else handle_rma_req(c);
 }
 
 void endpoint_impl::handle_hello(conn* c) noexcept {
@@ -1466,9 +1928,21 @@ void endpoint_impl::move_user_ops(conn* from, conn* to) noexcept {
 // Whatever a connection was receiving ends with it: the receive being filled
 // completes with an error, buffers and list entries pointing at it go away.
 void endpoint_impl::abort_receives(conn* c, errc e, const char* why) noexcept {
-  if (c->rstage == conn::rs::user && c->rx) {
+  if (c->rstage == conn::rs::user && c->rx == &c->sink) {
+    if (c->sink_op) finish_part(c->sink_op, e, why);  // an answer cut short
+    c->sink_op = nullptr;
+    c->rx = nullptr;
+  } else if (c->rstage == conn::rs::user && c->rx) {
     rx_error(c->rx, e, why);
     c->rx = nullptr;
+  }
+  // requests sent here will never be answered
+  while (tx_op* op = c->await.front()) {
+    c->await.erase(op);
+    op->on = nullptr;
+    finish_part(op, e == errc::canceled ? errc::peer_dead : e,
+                "the connection to the target was lost before it answered (the operation may or may not have "
+                "taken effect)");
   }
   if (c->rstage == conn::rs::unexp && c->ux) {
     uxp_.put(c->ux);
@@ -1499,7 +1973,7 @@ void endpoint_impl::close_conn(conn* c) noexcept {
     tx_op* next = c->txq.next(op);
     c->txq.erase(op);
     if (!op->internal && op->sent == 0) keep.push_back(op);
-    else complete_tx(op, op->internal ? errc::ok : errc::peer_dead, "connection closed before the message left");
+    else end_op(op, op->internal ? errc::ok : errc::peer_dead, "connection closed before the message left");
     op = next;
   }
   c->dead = true;
@@ -1530,7 +2004,7 @@ void endpoint_impl::close_conn(conn* c) noexcept {
   if (!keep.empty() && msg_mode_) {  // a MSG connection is never reopened behind the user's back
     while (tx_op* op = keep.front()) {
       keep.erase(op);
-      complete_tx(op, errc::canceled, "the connection was closed before the message left");
+      end_op(op, errc::canceled, "the connection was closed before the message left");
     }
   }
   if (!keep.empty()) {
@@ -1546,7 +2020,7 @@ void endpoint_impl::close_conn(conn* c) noexcept {
     while (tx_op* op = keep.front()) {
       keep.erase(op);
       if (n) n->txq.push_back(op);
-      else complete_tx(op, errc::peer_dead, "cannot reconnect to the peer");
+      else end_op(op, errc::peer_dead, "cannot reconnect to the peer");
     }
     if (n) set_out(n, true);
   }
@@ -1564,7 +2038,7 @@ void endpoint_impl::fail_conn(conn* c, errc e, const char* why) noexcept {
   }
   while (tx_op* op = c->txq.front()) {
     c->txq.erase(op);
-    complete_tx(op, e, why);
+    end_op(op, e, why);
   }
   abort_receives(c, e, why);
   close_conn(c);
@@ -1606,7 +2080,8 @@ void endpoint_impl::tick(std::uint64_t now) noexcept {
       fail_conn(c, errc::timed_out, why);
       continue;
     }
-    if (idle && !msg_mode_ && c->state == conn::st::established && c->txq.empty() && c->rstage == conn::rs::header &&
+    if (idle && !msg_mode_ && c->state == conn::st::established && c->txq.empty() && c->await.empty() &&
+        c->rstage == conn::rs::header &&
         c->hdr_got == 0 && c->rpos == c->rend && now - c->last_active > idle) {
       c->state = conn::st::closing;  // new sends queue here, then move to a new connection
       queue_frame(c, wire::op::close_req, 0, nullptr, 0);

@@ -25,13 +25,13 @@ int env_int(const char* name, int def) {
 info base_info() {
   info i;
   i.caps = cap::msg | cap::tagged | cap::source | cap::directed_recv | cap::remote_cq_data | cap::local_comm |
-           cap::remote_comm;
+           cap::remote_comm | cap::rma | cap::atomic | cap::pmem;
   i.fabric = {"tcp", "tcp", version};
   i.domain.name = "tcp";
   i.domain.max_ep_count = 1024;
   i.ep.type = ep_type::rdm;
   i.ep.max_msg_size = max_msg_size;
-  i.tx = {tx_size, inject_size, max_iov};
+  i.tx = {tx_size, inject_size, max_iov, max_iov, 0};
   i.rx = {rx_size, max_iov, unexpected_count * inject_size};
   i.format = addr_format::inet;
   return i;
@@ -57,7 +57,8 @@ result<std::vector<info>> get_info(const hints& h) {
   // MSG: connected endpoints (connection management through an event queue)
   info m = i;
   m.ep.type = ep_type::msg;
-  m.caps = cap::msg | cap::tagged | cap::remote_cq_data | cap::local_comm | cap::remote_comm;
+  m.caps = cap::msg | cap::tagged | cap::remote_cq_data | cap::local_comm | cap::remote_comm | cap::rma | cap::atomic |
+           cap::pmem;
   return std::vector<info>{i, m};
 }
 

@@ -111,6 +111,9 @@ class domain_impl final : public spi::domain, public std::enable_shared_from_thi
   result<std::shared_ptr<spi::endpoint>> open_endpoint(const info& i) override;
   result<std::shared_ptr<spi::av>> open_av(const spi::av_attr& a) override;
   result<std::shared_ptr<spi::passive_endpoint>> open_passive_endpoint(const info& i) override;
+  result<std::shared_ptr<spi::mr>> register_memory(void* buf, std::size_t len, std::uint64_t acc) override {
+    return registry_->register_memory(buf, len, acc);
+  }
   [[nodiscard]] const config& cfg() const noexcept { return cfg_; }
   [[nodiscard]] engine& eng() noexcept { return eng_; }
 

@@ -21,8 +21,8 @@ status decode_header(const std::uint8_t* p, std::size_t n, std::uint64_t max_len
   if (out.magic != magic) return status::bad_magic;
   if (out.version != version) return status::bad_version;
   if (out.reserved != 0) return status::bad_field;
-  const bool is_msg = out.op == static_cast<std::uint8_t>(op::msg);
-  if (!is_msg && out.tag != 0) return status::bad_field;  // only messages carry a tag
+  const bool tagged_op = out.op == static_cast<std::uint8_t>(op::msg) || out.op == static_cast<std::uint8_t>(op::rma_resp);
+  if (!tagged_op && out.tag != 0) return status::bad_field;  // only messages and answers carry a tag
   switch (static_cast<op>(out.op)) {
     case op::hello:
       if (out.flags & ~flag::replace || out.data != 0) return status::bad_field;
@@ -43,8 +43,41 @@ status decode_header(const std::uint8_t* p, std::size_t n, std::uint64_t max_len
     case op::close_ack:  // data: 0 agreed, 1 refused (the peer has data queued)
       if (out.len != 0 || out.data > 1 || out.flags != 0) return status::bad_field;
       break;
+    case op::rma_write:
+      if (out.flags & ~(flag::cq_data | flag::commit | flag::ack)) return status::bad_field;
+      if (out.len < sizeof(rma_req)) return status::bad_field;
+      if (out.len - sizeof(rma_req) > max_len) return status::too_long;
+      break;
+    case op::rma_read:
+    case op::save:
+      if (out.flags != 0 || out.data != 0) return status::bad_field;
+      if (out.len != sizeof(rma_req)) return status::bad_field;
+      break;
+    case op::atomic:
+      if (out.flags & ~flag::fetch || out.data != 0) return status::bad_field;
+      if (out.len < sizeof(rma_req) || out.len > sizeof(rma_req) + max_atomic_payload) return status::bad_field;
+      break;
+    case op::rma_resp:
+      if (out.flags != 0) return status::bad_field;
+      if (out.len > max_len) return status::too_long;
+      break;
     default: return status::bad_op;
   }
+  return status::ok;
+}
+
+status decode_rma_req(const std::uint8_t* p, std::size_t n, std::uint8_t code, rma_req& out) noexcept {
+  if (n < sizeof(rma_req)) return status::need_more;
+  std::memcpy(&out, p, sizeof out);
+  if (out.reserved != 0) return status::bad_field;
+  const auto o = static_cast<op>(code);
+  if (o == op::save) {
+    if (out.level < 1 || out.level > 3 || out.len != 0 || out.atomic_op || out.atomic_type) return status::bad_field;
+  } else if (out.level != 0) {
+    return status::bad_field;
+  }
+  if (o != op::atomic && (out.atomic_op || out.atomic_type)) return status::bad_field;
+  if (o == op::rma_write && out.len != 0) return status::bad_field;
   return status::ok;
 }
 

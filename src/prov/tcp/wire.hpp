@@ -18,13 +18,37 @@ enum class op : std::uint8_t {
   msg = 3,        // a message: len payload bytes follow
   close_req = 4,  // idle close: stop sending on this connection
   close_ack = 5,  // nothing more will be sent on this connection
+  rma_write = 6,  // payload: rma_req, then the bytes to write
+  rma_read = 7,   // payload: rma_req (its len: bytes wanted)
+  atomic = 8,     // payload: rma_req, operand (and compare) elements
+  save = 9,       // payload: rma_req (len 0): make earlier writes to the region durable
+  rma_resp = 10,  // answer: tag = the request's id, data = status; payload: read bytes / old values
 };
 
 namespace flag {
 inline constexpr std::uint8_t tagged = 1;   // msg
 inline constexpr std::uint8_t cq_data = 2;  // msg
 inline constexpr std::uint8_t replace = 1;  // hello: the sender has no live connection to you: drop yours
+inline constexpr std::uint8_t commit = 4;   // rma_write: flush the range before answering (commit_complete)
+inline constexpr std::uint8_t ack = 8;      // rma_write: answer success too (otherwise only failures)
+inline constexpr std::uint8_t fetch = 16;   // atomic: answer with the old values
 }  // namespace flag
+
+// First bytes of the payload of rma_write, rma_read, atomic and save.
+struct rma_req {
+  std::uint64_t key;        // 0: the target region's key
+  std::uint64_t offset;     // 8: from the start of the region
+  std::uint64_t id;         // 16: the initiator's operation id, echoed in rma_resp.tag
+  std::uint32_t len;        // 24: rma_read: bytes; atomic: elements; rma_write, save: 0
+  std::uint8_t atomic_op;   // 28
+  std::uint8_t atomic_type; // 29
+  std::uint8_t level;       // 30: save: 1 transmit, 2 delivery, 3 commit; zero otherwise
+  std::uint8_t reserved;    // 31: zero
+};
+static_assert(sizeof(rma_req) == 32);
+static_assert(offsetof(rma_req, id) == 16);
+static_assert(offsetof(rma_req, len) == 24);
+inline constexpr std::size_t max_atomic_payload = 128;  // operand + compare
 
 // hello_ack status
 enum class hello_status : std::uint64_t {
@@ -76,6 +100,8 @@ enum class status {
 // Decodes a frame header from n bytes at p. max_len bounds msg payloads.
 [[nodiscard]] status decode_header(const std::uint8_t* p, std::size_t n, std::uint64_t max_len,
                                    frame_header& out) noexcept;
+// Decodes the rma_req at the start of a request's payload (op: the frame's op).
+[[nodiscard]] status decode_rma_req(const std::uint8_t* p, std::size_t n, std::uint8_t op, rma_req& out) noexcept;
 // Decodes a hello payload (the frame's len bytes).
 [[nodiscard]] status decode_hello(const std::uint8_t* p, std::size_t n, hello_body& out) noexcept;
 

@@ -1,0 +1,499 @@
+// RMA beyond plain write/read, on every provider with cap::rma: lists of
+// remote ranges, inject writes, completion levels, SAVE, persistent regions,
+// the commit handler, the registration cache and an imported memory monitor.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <mutex>
+#include <thread>
+
+#include "../common/harness.hpp"
+#include "weft/pmem.hpp"
+
+using namespace weft;
+using namespace weft::test;
+
+namespace {
+
+std::string temp_dir() {
+  char tmpl[] = "/tmp/weft-rma-XXXXXX";
+  const char* d = ::mkdtemp(tmpl);
+  return d ? d : "/tmp";
+}
+
+class rma_ext : public ::testing::TestWithParam<variant> {
+ protected:
+  void SetUp() override {
+    apply(GetParam());
+    a = open_node(GetParam().provider, cap::msg);
+    b = open_node(GetParam().provider, cap::msg);
+    if (!(a.inf.caps & cap::rma)) GTEST_SKIP() << GetParam().name << " has no RMA in this mode";
+    a2b = insert(a, b);
+    insert(b, a);
+    target.assign(1 << 16, 0x5a);
+    auto m = b.dom.register_memory(target.data(), target.size(), access::remote_read | access::remote_write);
+    ASSERT_TRUE(m) << m.error().message;
+    mr = std::move(*m);
+  }
+  void TearDown() override {
+    if (!dir.empty()) std::filesystem::remove_all(dir);
+  }
+  outcome done() { return next(a, {&b}); }
+  // drives both sides for a while and says whether a has a completion
+  bool quiet(int ms = 100) {
+    auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+    while (std::chrono::steady_clock::now() < until) {
+      b.cq.progress();
+      cq_entry e;
+      errc r = a.cq.read(e);
+      if (r != errc::again) return false;
+    }
+    return true;
+  }
+  node a, b;
+  fi_addr_t a2b = addr_unspec;
+  std::vector<unsigned char> target;
+  memory_region mr;
+  std::string dir;
+};
+
+}  // namespace
+
+TEST_P(rma_ext, lists_of_remote_ranges_over_two_regions) {
+  std::vector<unsigned char> other(4096, 0x11);
+  auto m2 = b.dom.register_memory(other.data(), other.size(), access::remote_read | access::remote_write);
+  ASSERT_TRUE(m2);
+  auto src = pattern(3000, 3);
+  // 1000 bytes at 100 of the first region, 1500 at 0 of the second, 500 at 9000 of the first
+  rma_iov ranges[3] = {{100, 1000, mr.key()}, {0, 1500, m2->key()}, {9000, 500, mr.key()}};
+  ::iovec v[2] = {{src.data(), 1200}, {src.data() + 1200, 1800}};
+  rma_desc d{v, 2, a2b, 0, 0, nullptr};
+  d.rma = ranges;
+  d.rma_count = 3;
+  int ctx = 0;
+  d.context = &ctx;
+  ASSERT_EQ(a.ep.writemsg(d, 0), errc::ok);
+  outcome w = done();
+  ASSERT_TRUE(w.ok) << w.err.msg;
+  EXPECT_EQ(w.e.context, &ctx) << "one completion for the whole list";
+  EXPECT_TRUE(std::equal(src.begin(), src.begin() + 1000, target.begin() + 100));
+  EXPECT_TRUE(std::equal(src.begin() + 1000, src.begin() + 2500, other.begin()));
+  EXPECT_TRUE(std::equal(src.begin() + 2500, src.end(), target.begin() + 9000));
+  EXPECT_EQ(target[99], 0x5a);
+  EXPECT_EQ(target[1100], 0x5a);
+  EXPECT_TRUE(quiet(50)) << "exactly one completion";
+  // read the same ranges back into one buffer
+  std::vector<unsigned char> back(3000, 0);
+  ::iovec r{back.data(), back.size()};
+  rma_desc rd{&r, 1, a2b, 0, 0, nullptr};
+  rd.rma = ranges;
+  rd.rma_count = 3;
+  ASSERT_EQ(a.ep.readmsg(rd, 0), errc::ok);
+  outcome o = done();
+  ASSERT_TRUE(o.ok) << o.err.msg;
+  EXPECT_EQ(back, src);
+  // ranges that do not add up to the local bytes, and a bad range in a list
+  rma_iov bad[2] = {{0, 10, mr.key()}, {0, 10, mr.key()}};
+  rd.rma = bad;
+  rd.rma_count = 2;
+  EXPECT_EQ(a.ep.readmsg(rd, 0), errc::invalid_argument);
+  rma_iov partly[2] = {{0, 1500, mr.key()}, {0, 1500, mr.key() ^ 7}};
+  d.rma = partly;
+  d.rma_count = 2;
+  ASSERT_EQ(a.ep.writemsg(d, 0), errc::ok);
+  o = done();
+  ASSERT_TRUE(o.error) << "one bad range fails the operation";
+  EXPECT_EQ(o.err.err, errc::not_found) << o.err.msg;
+  EXPECT_TRUE(quiet(50));
+}
+
+TEST_P(rma_ext, inject_write_returns_at_once_and_reports_only_failures) {
+  std::vector<unsigned char> buf(256);
+  for (int i = 0; i < 100; ++i) {
+    std::fill(buf.begin(), buf.end(), static_cast<unsigned char>(i));
+    ASSERT_EQ(post([&] { return a.ep.inject_write(buf.data(), buf.size(), a2b, 256 * i, mr.key()); }, {&a, &b}),
+              errc::ok);
+    std::fill(buf.begin(), buf.end(), 0xff);  // reusable at once
+  }
+  // a delivery-complete write after them completes after them (same path, in order)
+  unsigned char last = 7;
+  ASSERT_EQ(a.ep.write(&last, 1, a2b, 60000, mr.key()), errc::ok);
+  outcome o = done();
+  ASSERT_TRUE(o.ok) << "injects give no completion: the next one is the write's: " << o.err.msg;
+  for (int i = 0; i < 100; ++i)
+    ASSERT_EQ(target[256 * i + 17], static_cast<unsigned char>(i)) << "inject " << i << " landed";
+  EXPECT_EQ(a.ep.inject_write(buf.data(), 1 << 20, a2b, 0, mr.key()), errc::too_big);
+  // a failed inject is not lost
+  ASSERT_EQ(a.ep.inject_write(buf.data(), 16, a2b, 0, mr.key() ^ 5), errc::ok);
+  o = done();
+  ASSERT_TRUE(o.error);
+  EXPECT_EQ(o.err.err, errc::not_found) << o.err.msg;
+  EXPECT_EQ(o.err.context, nullptr);
+}
+
+TEST_P(rma_ext, completion_levels_per_operation_and_errors_are_not_lost) {
+  auto src = pattern(100000, 5);
+  for (std::uint64_t level : {flag::transmit_complete, flag::delivery_complete, flag::commit_complete}) {
+    SCOPED_TRACE(level);
+    std::fill(target.begin(), target.end(), 0);
+    ::iovec v{src.data(), 60000};
+    rma_desc d{&v, 1, a2b, 10, mr.key(), &level};
+    ASSERT_EQ(a.ep.writemsg(d, level), errc::ok);
+    outcome o = done();
+    ASSERT_TRUE(o.ok) << o.err.msg;
+    EXPECT_EQ(o.e.context, &level);
+    if (level != flag::transmit_complete) {
+      EXPECT_TRUE(std::equal(src.begin(), src.begin() + 60000, target.begin() + 10)) << "placed at completion";
+    }
+  }
+  // with transmit_complete the write completes before the target checked it;
+  // its failure still arrives, as an error without a context
+  unsigned char x = 1;
+  ::iovec v{&x, 1};
+  rma_desc d{&v, 1, a2b, 0, mr.key() ^ 3, nullptr};
+  ASSERT_EQ(a.ep.writemsg(d, flag::transmit_complete), errc::ok);
+  bool saw_error = false;
+  for (int i = 0; i < 2 && !saw_error; ++i) {
+    outcome o = done();
+    if (o.error) {
+      saw_error = true;
+      EXPECT_EQ(o.err.err, errc::not_found) << o.err.msg;
+    }
+  }
+  EXPECT_TRUE(saw_error) << "the target's refusal reached the initiator";
+}
+
+TEST_P(rma_ext, endpoint_default_level_from_info) {
+  info i = a.inf;
+  i.tx.op_flags = flag::commit_complete;
+  auto ep = a.dom.open_endpoint(i);
+  ASSERT_TRUE(ep) << ep.error().message;
+  ASSERT_TRUE(ep->bind(a.cq));
+  ASSERT_TRUE(ep->bind(a.av));
+  ASSERT_TRUE(ep->enable());
+  std::atomic<int> commits{0};
+  ASSERT_TRUE(b.dom.set_commit_handler([&](const commit_event& ev) {
+    if (ev.what == commit_event::kind::write) commits.fetch_add(1);
+    return errc::ok;
+  }));
+  unsigned char x = 42;
+  ASSERT_EQ(ep->write(&x, 1, a2b, 5, mr.key()), errc::ok);
+  outcome o = done();
+  ASSERT_TRUE(o.ok) << o.err.msg;
+  EXPECT_EQ(target[5], 42);
+  EXPECT_EQ(commits.load(), 1) << "the endpoint's default level is commit";
+  ASSERT_EQ(a.ep.write(&x, 1, a2b, 6, mr.key()), errc::ok);
+  ASSERT_TRUE(done().ok);
+  EXPECT_EQ(commits.load(), 1) << "the other endpoint's default is delivery";
+}
+
+TEST_P(rma_ext, save_runs_the_commit_handler_which_decides_the_answer) {
+  std::mutex mu;
+  std::vector<commit_event> seen;
+  errc answer = errc::ok;
+  ASSERT_TRUE(b.dom.set_commit_handler([&](const commit_event& ev) {
+    std::lock_guard lk(mu);
+    seen.push_back(ev);
+    return answer;
+  }));
+  auto src = pattern(2000, 9);
+  ASSERT_EQ(a.ep.write(src.data(), src.size(), a2b, 0, mr.key()), errc::ok);
+  ASSERT_TRUE(done().ok);
+  int ctx = 0;
+  ASSERT_EQ(a.ep.save(a2b, mr.key(), flag::commit_complete, &ctx), errc::ok);
+  outcome o = done();
+  ASSERT_TRUE(o.ok) << o.err.msg;
+  EXPECT_EQ(o.e.context, &ctx);
+  EXPECT_TRUE(o.e.flags & flag::save);
+  {
+    std::lock_guard lk(mu);
+    ASSERT_EQ(seen.size(), 1u);
+    EXPECT_EQ(seen[0].what, commit_event::kind::save);
+    EXPECT_EQ(seen[0].key, mr.key());
+    EXPECT_EQ(seen[0].len, target.size()) << "SAVE covers the whole region";
+    EXPECT_EQ(seen[0].addr, target.data());
+    EXPECT_FALSE(seen[0].persistent);
+    answer = errc::permission_denied;
+  }
+  ASSERT_EQ(a.ep.save(a2b, mr.key()), errc::ok);
+  o = done();
+  ASSERT_TRUE(o.error) << "the handler refused";
+  EXPECT_EQ(o.err.err, errc::permission_denied) << o.err.msg;
+  // a write with commit_complete asks the handler too
+  ::iovec v{src.data(), 100};
+  rma_desc d{&v, 1, a2b, 50, mr.key(), nullptr};
+  ASSERT_EQ(a.ep.writemsg(d, flag::commit_complete), errc::ok);
+  o = done();
+  ASSERT_TRUE(o.error);
+  EXPECT_EQ(o.err.err, errc::permission_denied);
+  {
+    std::lock_guard lk(mu);
+    ASSERT_EQ(seen.size(), 3u);
+    EXPECT_EQ(seen[2].what, commit_event::kind::write);
+    EXPECT_EQ(seen[2].offset, 50u);
+    EXPECT_EQ(seen[2].len, 100u);
+  }
+  EXPECT_EQ(a.ep.save(a2b, mr.key(), flag::rma), errc::invalid_argument);
+  ASSERT_EQ(a.ep.save(a2b, mr.key() ^ 1), errc::ok);
+  o = done();
+  ASSERT_TRUE(o.error);
+  EXPECT_EQ(o.err.err, errc::not_found);
+}
+
+TEST_P(rma_ext, persistent_region_commit_flushes_the_file) {
+  EXPECT_TRUE(a.inf.caps & cap::pmem) << "providers with RMA offer pmem";
+  dir = temp_dir();
+  auto f = persistent_file::open(dir + "/pmem.dat", 1 << 16, true);
+  ASSERT_TRUE(f) << f.error().message;
+  auto pm = b.dom.register_memory(f->addr(), f->len(), access::remote_write | access::remote_read | access::persistent);
+  ASSERT_TRUE(pm) << pm.error().message;
+  EXPECT_NE(pm->persist(), flush_method::none);
+  std::atomic<int> flushed{0};
+  ASSERT_TRUE(b.dom.set_commit_handler([&](const commit_event& ev) {
+    if (ev.persistent) flushed.fetch_add(1);
+    return errc::ok;
+  }));
+  auto src = pattern(5000, 77);
+  ::iovec v{src.data(), src.size()};
+  rma_desc d{&v, 1, a2b, 1000, pm->key(), nullptr};
+  ASSERT_EQ(a.ep.writemsg(d, flag::commit_complete), errc::ok);
+  outcome o = done();
+  ASSERT_TRUE(o.ok) << o.err.msg;
+  EXPECT_EQ(flushed.load(), 1);
+  // what the file holds (read through a second, independent descriptor)
+  std::vector<unsigned char> disk(src.size());
+  int fd = ::open((dir + "/pmem.dat").c_str(), O_RDONLY);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::pread(fd, disk.data(), disk.size(), 1000), static_cast<ssize_t>(disk.size()));
+  ::close(fd);
+  EXPECT_EQ(disk, src);
+  // anonymous memory cannot be persistent
+  std::vector<unsigned char> anon(4096);
+  auto bad = b.dom.register_memory(anon.data(), anon.size(), access::remote_write | access::persistent);
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(bad.error().code, errc::invalid_argument);
+  EXPECT_NE(bad.error().message.find("file"), std::string::npos) << bad.error().message;
+}
+
+// The durability test: write + commit_complete to a target process, kill -9
+// it, reopen the file.
+TEST_P(rma_ext, committed_write_survives_kill_9_of_the_target) {
+  dir = temp_dir();
+  const std::string path = dir + "/durable.dat";
+  int to_parent[2], to_child[2];
+  ASSERT_EQ(::pipe(to_parent), 0);
+  ASSERT_EQ(::pipe(to_child), 0);
+  pid_t kid = ::fork();
+  ASSERT_GE(kid, 0);
+  if (kid == 0) {
+    ::close(to_parent[0]);
+    ::close(to_child[1]);
+    int rc = 0;
+    {
+      node t = open_node(GetParam().provider, cap::msg);
+      auto f = persistent_file::open(path, 1 << 20, true);
+      auto m = f ? t.dom.register_memory(f->addr(), f->len(), access::remote_write | access::persistent)
+                 : result<memory_region>(std::unexpected(f.error()));
+      if (!m) rc = 1;
+      struct {
+        std::uint64_t key;
+        char name[120];
+        std::size_t name_len;
+      } msg{};
+      if (m) {
+        msg.key = m->key();
+        auto n = t.ep.name();
+        msg.name_len = n.view().size();
+        std::memcpy(msg.name, n.view().data(), std::min(msg.name_len, sizeof msg.name));
+      }
+      if (::write(to_parent[1], &msg, sizeof msg) != static_cast<ssize_t>(sizeof msg)) rc = 2;
+      // serve until killed (bounded: 60 s)
+      auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+      while (rc == 0 && std::chrono::steady_clock::now() < until) t.cq.progress();
+    }
+    ::_exit(rc);
+  }
+  ::close(to_parent[1]);
+  ::close(to_child[0]);
+  struct {
+    std::uint64_t key;
+    char name[120];
+    std::size_t name_len;
+  } msg{};
+  ASSERT_EQ(::read(to_parent[0], &msg, sizeof msg), static_cast<ssize_t>(sizeof msg));
+  ASSERT_NE(msg.key, 0u);
+  auto peer = a.av.insert(address::from_string(a.inf.format, std::string(msg.name, msg.name_len)));
+  ASSERT_TRUE(peer) << peer.error().message;
+  auto src = pattern(300000, 31);
+  ::iovec v{src.data(), src.size()};
+  rma_desc d{&v, 1, *peer, 4096, msg.key, nullptr};
+  ASSERT_EQ(a.ep.writemsg(d, flag::commit_complete), errc::ok);
+  outcome o = next(a, {}, 20000);
+  ASSERT_TRUE(o.ok) << o.err.msg;
+  ASSERT_EQ(::kill(kid, SIGKILL), 0);
+  int st = 0;
+  ASSERT_EQ(::waitpid(kid, &st, 0), kid);
+  EXPECT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+  ::close(to_parent[0]);
+  ::close(to_child[1]);
+  auto f = persistent_file::open(path, 1 << 20, false);
+  ASSERT_TRUE(f) << f.error().message;
+  EXPECT_TRUE(std::equal(src.begin(), src.end(), reinterpret_cast<unsigned char*>(f->data()) + 4096))
+      << "the committed bytes are in the file";
+}
+
+TEST_P(rma_ext, registration_cache_hits_and_keys_die_with_the_last_region) {
+  std::vector<unsigned char> buf(8192, 3);
+  const auto before = b.dom.cache_stats();
+  auto r1 = b.dom.register_memory(buf.data(), buf.size(), access::remote_read);
+  ASSERT_TRUE(r1);
+  EXPECT_FALSE(r1->cache_hit());
+  auto r2 = b.dom.register_memory(buf.data(), buf.size(), access::remote_read);
+  ASSERT_TRUE(r2);
+  EXPECT_TRUE(r2->cache_hit()) << "the same memory again hits the cache";
+  EXPECT_EQ(r2->key(), r1->key()) << "a live registration is shared";
+  auto s = b.dom.cache_stats();
+  EXPECT_EQ(s.hits, before.hits + 1);
+  EXPECT_EQ(s.misses, before.misses + 1);
+  const std::uint64_t k = r1->key();
+  r1->close();
+  unsigned char x[16];
+  ASSERT_EQ(a.ep.read(x, 16, a2b, 0, k), errc::ok);
+  ASSERT_TRUE(done().ok) << "still registered through the second handle";
+  r2->close();
+  ASSERT_EQ(a.ep.read(x, 16, a2b, 0, k), errc::ok);
+  outcome o = done();
+  ASSERT_TRUE(o.error) << "closing the last region revokes the key at once";
+  EXPECT_EQ(o.err.err, errc::not_found);
+  auto r3 = b.dom.register_memory(buf.data(), buf.size(), access::remote_read);
+  ASSERT_TRUE(r3);
+  EXPECT_TRUE(r3->cache_hit()) << "the entry outlived its regions";
+  EXPECT_NE(r3->key(), k) << "with a new key";
+  EXPECT_GE(b.dom.cache_stats().cached + b.dom.cache_stats().active, 1u);
+  // different access: a different entry
+  auto r4 = b.dom.register_memory(buf.data(), buf.size(), access::remote_write);
+  ASSERT_TRUE(r4);
+  EXPECT_FALSE(r4->cache_hit());
+}
+
+TEST_P(rma_ext, unmapped_memory_invalidates_the_cache_and_the_key) {
+  const std::size_t len = 1 << 20;
+  void* p = ::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(p, MAP_FAILED);
+  std::memset(p, 1, len);
+  auto r = b.dom.register_memory(p, len, access::remote_read | access::remote_write);
+  ASSERT_TRUE(r);
+  const auto inv = b.dom.cache_stats().invalidations;
+  const std::uint64_t k = r->key();
+  SCOPED_TRACE(b.dom.monitor_name());
+  ASSERT_EQ(::munmap(p, len), 0);
+  // the monitor (a thread) notices; bounded wait
+  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (b.dom.cache_stats().invalidations == inv && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  if (b.dom.monitor_name() != "userfaultfd")
+    GTEST_SKIP() << "the monitor here cannot notify (" << b.dom.monitor_name() << ")";
+  EXPECT_EQ(b.dom.cache_stats().invalidations, inv + 1);
+  // a remote write to the region now fails instead of touching unmapped memory
+  unsigned char x[64] = {};
+  ASSERT_EQ(a.ep.write(x, 64, a2b, 0, k), errc::ok);
+  outcome o = done();
+  ASSERT_TRUE(o.error);
+  EXPECT_EQ(o.err.err, errc::not_found) << o.err.msg;
+  // new memory at the same place is a miss
+  void* q = ::mmap(p, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+  if (q == p) {
+    auto r2 = b.dom.register_memory(q, len, access::remote_read | access::remote_write);
+    ASSERT_TRUE(r2);
+    EXPECT_FALSE(r2->cache_hit());
+    r2->close();
+    ::munmap(q, len);
+  } else if (q != MAP_FAILED) {
+    ::munmap(q, len);
+  }
+}
+
+namespace {
+// A monitor the application brings: it records calls; the test plays the
+// memory manager and calls notify itself.
+class recording_monitor final : public memory_monitor {
+ public:
+  result<void> start(notify_fn n) override {
+    std::lock_guard lk(mu);
+    notify = std::move(n);
+    ++starts;
+    return {};
+  }
+  void stop() noexcept override {
+    std::lock_guard lk(mu);
+    ++stops;
+  }
+  result<watch_mode> subscribe(const void* a, std::size_t l) override {
+    std::lock_guard lk(mu);
+    subs.emplace_back(a, l);
+    return watch_mode::notified;
+  }
+  void unsubscribe(const void* a, std::size_t l) noexcept override {
+    std::lock_guard lk(mu);
+    auto it = std::find(subs.begin(), subs.end(), std::pair<const void*, std::size_t>(a, l));
+    if (it != subs.end()) subs.erase(it);  // one reference
+  }
+  bool valid(const void*, std::size_t) noexcept override { return true; }
+  const char* name() const noexcept override { return "recording"; }
+  std::mutex mu;
+  notify_fn notify;
+  int starts = 0, stops = 0;
+  std::vector<std::pair<const void*, std::size_t>> subs;
+};
+}  // namespace
+
+TEST_P(rma_ext, imported_monitor_replaces_the_default_for_its_domain) {
+  auto mon = std::make_shared<recording_monitor>();
+  ASSERT_TRUE(b.dom.import_monitor(mon));
+  EXPECT_EQ(b.dom.monitor_name(), "recording");
+  EXPECT_EQ(mon->starts, 1);
+  std::vector<unsigned char> buf(4096, 8);
+  auto r = b.dom.register_memory(buf.data(), buf.size(), access::remote_read);
+  ASSERT_TRUE(r);
+  {
+    std::lock_guard lk(mon->mu);
+    EXPECT_NE(std::find(mon->subs.begin(), mon->subs.end(),
+                        std::pair<const void*, std::size_t>(buf.data(), buf.size())),
+              mon->subs.end())
+        << "the region's memory is subscribed";
+  }
+  // the other domain keeps its own (default) monitor
+  EXPECT_NE(a.dom.monitor_name(), "recording");
+  const std::uint64_t k = r->key();
+  mon->notify(buf.data() + 100, 10);  // "that memory went away"
+  unsigned char x[8];
+  ASSERT_EQ(a.ep.read(x, 8, a2b, 0, k), errc::ok);
+  outcome o = done();
+  ASSERT_TRUE(o.error) << "an invalidated region answers not_found";
+  EXPECT_EQ(o.err.err, errc::not_found);
+  auto r2 = b.dom.register_memory(buf.data(), buf.size(), access::remote_read);
+  ASSERT_TRUE(r2);
+  EXPECT_FALSE(r2->cache_hit()) << "the invalidated entry is not reused";
+  r.value().close();
+  r2->close();
+  {
+    std::lock_guard lk(mon->mu);
+    EXPECT_EQ(std::count(mon->subs.begin(), mon->subs.end(),
+                         std::pair<const void*, std::size_t>(buf.data(), buf.size())),
+              1)
+        << "the invalidated entry left the monitor with its last region; the new one stays cached";
+    EXPECT_NE(std::find(mon->subs.begin(), mon->subs.end(),
+                        std::pair<const void*, std::size_t>(target.data(), target.size())),
+              mon->subs.end())
+        << "entries cached before the import were subscribed to the new monitor";
+  }
+  EXPECT_FALSE(b.dom.import_monitor(nullptr));
+}
+
+INSTANTIATE_TEST_SUITE_P(providers, rma_ext, ::testing::ValuesIn(all_variants()),
+                         [](const auto& i) { return i.param.name; });
