@@ -69,15 +69,21 @@ result<std::shared_ptr<mr>> mr_registry::register_memory(void* buf, std::size_t 
   std::lock_guard lk(mu_);
   ++clock_;
   std::shared_ptr<entry> e;
+  // Only an entry the monitor watches can be reused: without a
+  // subscription nothing says the memory is still the same.
   for (auto& x : entries_)
-    if (x->addr == a && x->len == len && x->access == acc && x->valid) {
+    if (x->addr == a && x->len == len && x->access == acc && x->valid && x->subscribed && monitor_started_) {
       e = x;
       break;
     }
-  if (e && monitor_started_ && !monitor_->valid(a, len)) {
-    // the monitor cannot notify for this memory, but it can tell it changed
+  if (e && !monitor_->valid(a, len)) {
+    // changed behind our back (a range the monitor checks rather than watches)
     e->valid = false;
     ++stats_.invalidations;
+    if (e->users == 0) {
+      monitor_->unsubscribe(e->addr, e->len);
+      std::erase(entries_, e);
+    }
     e.reset();
   }
   bool hit = e != nullptr;
@@ -91,9 +97,9 @@ result<std::shared_ptr<mr>> mr_registry::register_memory(void* buf, std::size_t 
       if (!m) return std::unexpected(m.error());
       e->persist = *m;
     }
-    if (auto r = ensure_monitor(); r && max_idle_ > 0) {
-      e->subscribed = monitor_->subscribe(buf, len).has_value();
-    }
+    // live entries are watched even without caching: the monitor also
+    // revokes keys whose memory went away
+    if (auto r = ensure_monitor(); r) e->subscribed = monitor_->subscribe(buf, len).has_value();
     entries_.push_back(e);
     ++stats_.misses;
   } else {
@@ -103,7 +109,10 @@ result<std::shared_ptr<mr>> mr_registry::register_memory(void* buf, std::size_t 
     std::uint64_t k = 0;
     for (int i = 0; i < 16 && (k == 0 || by_key_.count(k)); ++i) k = draw_key();
     if (k == 0 || by_key_.count(k)) {
-      if (!hit) entries_.pop_back();
+      if (!hit) {
+        if (e->subscribed) monitor_->unsubscribe(e->addr, e->len);
+        entries_.pop_back();
+      }
       return make_error(errc::io_error, "cannot draw a random key (getrandom failed)");
     }
     e->key = k;
@@ -132,7 +141,7 @@ void mr_registry::release(mr& m) noexcept {
   by_key_.erase(it);  // invalid at once
   e->key = 0;
   e->last_use = ++clock_;
-  if (!e->valid || max_idle_ == 0) {
+  if (!e->valid || max_idle_ == 0 || !e->subscribed) {
     if (e->subscribed && monitor_) monitor_->unsubscribe(e->addr, e->len);
     std::erase(entries_, e);
   }
@@ -175,26 +184,18 @@ void mr_registry::notify(const void* addr, std::size_t len) noexcept {
 result<void> mr_registry::import_monitor(std::shared_ptr<memory_monitor> m) {
   if (!m) return make_error(errc::invalid_argument, "import a monitor object (not null)");
   std::shared_ptr<memory_monitor> old;
+  result<void> r;
   {
-    std::lock_guard lk(mu_);
-    if (monitor_ && monitor_started_) {
-      for (auto& e : entries_)
-        if (e->subscribed) monitor_->unsubscribe(e->addr, e->len);
-      old = monitor_;
-    }
-    for (auto& e : entries_) e->subscribed = false;
-    monitor_.reset();
+    std::lock_guard lk(mu_);  // one critical section: no registration sees a half-swapped monitor
+    if (monitor_started_) old = monitor_;
+    monitor_ = std::move(m);
     monitor_started_ = false;
+    r = ensure_monitor();
+    if (!r) monitor_.reset();
+    for (auto& e : entries_) e->subscribed = r && monitor_->subscribe(e->addr, e->len).has_value();
   }
-  if (old) old->stop();  // outside the lock: its thread may be waiting for it in notify()
-  std::lock_guard lk(mu_);
-  monitor_ = std::move(m);
-  if (auto r = ensure_monitor(); !r) {
-    monitor_.reset();
-    return r;
-  }
-  for (auto& e : entries_) e->subscribed = monitor_->subscribe(e->addr, e->len).has_value();
-  return {};
+  if (old) old->stop();  // outside the lock: its thread may be waiting for it in notify(); drops its subscriptions
+  return r;
 }
 
 void mr_registry::set_commit_handler(commit_handler h) {
@@ -240,6 +241,7 @@ errc mr_registry::commit(commit_event::kind what, std::uint64_t key, std::uint64
     if (key == 0 || it == by_key_.end() || !it->second->valid) return errc::not_found;
     e = it->second;
     if (what == commit_event::kind::save) {
+      if (!(e->access & access::remote_write)) return errc::permission_denied;  // only writers may force flushes
       offset = 0;
       len = e->len;
     } else if (offset > e->len || len > e->len - offset) {

@@ -26,6 +26,11 @@ result<domain> fabric::open_domain(const info& i) {
 
 result<endpoint> domain::open_endpoint(const info& i) {
   if (!impl_) return make_error(errc::bad_state, "open_endpoint on a closed domain");
+  if (const std::uint64_t l = i.tx.op_flags & flag::completion_levels; l & (l - 1))
+    return make_error(errc::invalid_argument,
+                      "info.tx.op_flags names more than one completion level (transmit, delivery, commit)");
+  if (i.tx.op_flags & ~flag::completion_levels)
+    return make_error(errc::invalid_argument, "info.tx.op_flags takes completion levels only");
   auto e = impl_->open_endpoint(i);
   if (!e) return std::unexpected(e.error());
   return endpoint(std::move(*e), impl_);

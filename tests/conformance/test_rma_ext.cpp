@@ -495,5 +495,81 @@ TEST_P(rma_ext, imported_monitor_replaces_the_default_for_its_domain) {
   EXPECT_FALSE(b.dom.import_monitor(nullptr));
 }
 
+TEST_P(rma_ext, sixteen_local_pieces_and_level_misuse) {
+  auto src = pattern(16 * 1024, 12);
+  ::iovec v[16];
+  for (int i = 0; i < 16; ++i) v[i] = {src.data() + i * 1024, 1024};
+  ASSERT_EQ(a.ep.writev(v, a2b, 100, mr.key()), errc::ok);
+  outcome o = done();
+  ASSERT_TRUE(o.ok) << o.err.msg;
+  EXPECT_TRUE(std::equal(src.begin(), src.end(), target.begin() + 100));
+  ::iovec one{src.data(), 8};
+  rma_desc d{&one, 1, a2b, 0, mr.key(), nullptr};
+  EXPECT_EQ(a.ep.writemsg(d, flag::transmit_complete | flag::commit_complete), errc::invalid_argument)
+      << "one completion level, not two";
+  info i = a.inf;
+  i.tx.op_flags = flag::delivery_complete | flag::commit_complete;
+  auto ep = a.dom.open_endpoint(i);
+  ASSERT_FALSE(ep);
+  EXPECT_EQ(ep.error().code, errc::invalid_argument);
+  // SAVE needs the right to write the region
+  std::vector<unsigned char> ro(64);
+  auto rom = b.dom.register_memory(ro.data(), ro.size(), access::remote_read);
+  ASSERT_TRUE(rom);
+  ASSERT_EQ(a.ep.save(a2b, rom->key()), errc::ok);
+  o = done();
+  ASSERT_TRUE(o.error);
+  EXPECT_EQ(o.err.err, errc::permission_denied) << o.err.msg;
+}
+
+TEST_P(rma_ext, many_reads_outstanding_while_the_initiator_does_not_read) {
+  // The target owes more answers than it queues at once: it must pause, not
+  // fail, until the initiator reads them.
+  std::vector<std::vector<unsigned char>> dst(200, std::vector<unsigned char>(32768));
+  int posted = 0;
+  for (auto& d : dst) {
+    errc r = a.ep.read(d.data(), d.size(), a2b, 0, mr.key());
+    if (r == errc::again) break;
+    ASSERT_EQ(r, errc::ok);
+    ++posted;
+    for (int k = 0; k < 20; ++k) b.cq.progress();  // only the target runs
+  }
+  ASSERT_GT(posted, 40);
+  for (int k = 0; k < 20000; ++k) b.cq.progress();
+  int ok = 0;
+  for (int n = 0; n < posted; ++n) {
+    outcome o = done();
+    ASSERT_TRUE(o.ok) << o.err.msg;
+    ++ok;
+  }
+  EXPECT_EQ(ok, posted);
+  for (int n = 0; n < posted; ++n) ASSERT_TRUE(std::equal(dst[n].begin(), dst[n].end(), target.begin())) << n;
+}
+
+TEST_P(rma_ext, region_closed_while_a_large_write_streams_in) {
+  if (GetParam().provider != "tcp" || GetParam().auto_progress)
+    GTEST_SKIP() << "tcp with manual progress: the write arrives over many progress calls";
+  std::vector<unsigned char> big(8 << 20, 0);
+  auto bm = b.dom.register_memory(big.data(), big.size(), access::remote_write);
+  ASSERT_TRUE(bm);
+  auto src = pattern(big.size(), 21);
+  ASSERT_EQ(a.ep.write(src.data(), src.size(), a2b, 0, bm->key()), errc::ok);
+  // drive both until the first bytes have landed, but not all
+  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (big[0] == 0 && std::chrono::steady_clock::now() < until) {
+    a.cq.progress();
+    b.cq.progress();
+  }
+  ASSERT_NE(big[0], 0) << "the write started";
+  if (big[big.size() - 1] != 0) GTEST_SKIP() << "the whole write landed at once";
+  bm->close();                                  // the application takes its memory back...
+  std::fill(big.begin(), big.end(), 0xee);       // ...and reuses it
+  outcome o = done();
+  ASSERT_TRUE(o.error) << "the rest of the write is refused";
+  EXPECT_EQ(o.err.err, errc::not_found) << o.err.msg;
+  EXPECT_TRUE(std::all_of(big.begin(), big.end(), [](unsigned char c) { return c == 0xee; }))
+      << "nothing was written after the region closed";
+}
+
 INSTANTIATE_TEST_SUITE_P(providers, rma_ext, ::testing::ValuesIn(all_variants()),
                          [](const auto& i) { return i.param.name; });

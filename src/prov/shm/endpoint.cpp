@@ -160,6 +160,7 @@ struct tx_op : util::list_node {
   errc part_err = errc::ok;
   bool completion = true;   // false: inject write (no completion unless it fails)
   std::int32_t ibuf = -1;   // inject write: its copy of the data
+  std::uint32_t rma_parts = 0;  // counted in the endpoint's rma_parts_ until it completes
 };
 
 struct rx_op : util::list_node {
@@ -254,6 +255,8 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable {
     return t && t->gen == static_cast<std::uint32_t>(c >> 32) ? t : nullptr;
   }
   void put_tx(tx_op* op) noexcept {
+    rma_parts_ -= op->rma_parts;
+    op->rma_parts = 0;
     if (op->ibuf >= 0) inject_free_.push_back(static_cast<std::uint32_t>(op->ibuf));
     op->ibuf = -1;
     op->parts = 1;
@@ -340,6 +343,7 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable {
   std::uint32_t idle_polls_ = 0;
   stuck_state stuck_ring_, stuck_ctl_;
   std::uint64_t level_ = flag::delivery_complete;  // default completion level of RMA
+  std::size_t rma_parts_ = 0;  // RMA requests (parts) awaiting their ack
   std::unique_ptr<std::byte[]> inject_bufs_;       // inject writes: the target reads our copy
   std::vector<std::uint32_t> inject_free_;
   std::shared_ptr<spi::mr_registry> reg_;
@@ -391,7 +395,8 @@ endpoint_impl::~endpoint_impl() {
       for (rx_op* r = l->front(); r; r = l->next(r)) rxcq_->unreserve();
   }
   if (txcq_)
-    for (tx_op* op = tx_active_.front(); op; op = tx_active_.next(op)) txcq_->unreserve();
+    for (tx_op* op = tx_active_.front(); op; op = tx_active_.next(op))
+      if (op->completion) txcq_->unreserve();  // inject writes reserved nothing
   if (txcq_) txcq_->detach(this);
   if (rxcq_ && rxcq_ != txcq_) rxcq_->detach(this);
   for (auto* c : {txcntr_.get(), rxcntr_.get(), rdcntr_.get(), wrcntr_.get(), rrdcntr_.get(), rwrcntr_.get()})
@@ -542,7 +547,7 @@ void endpoint_impl::complete_tx(tx_op* op, errc e, const char* what) noexcept {
     segs_held_ &= ~op->seg_mask;
   }
   spi::cntr* k = (op->flags & (flag::rma | flag::atomic))
-                     ? ((op->flags & flag::write) || (op->flags & flag::atomic) ? wrcntr_.get() : rdcntr_.get())
+                     ? ((op->flags & (flag::write | flag::atomic | flag::save)) ? wrcntr_.get() : rdcntr_.get())
                      : txcntr_.get();
   if (k) (e == errc::ok) ? k->inc() : k->inc_err();
   if (!op->completion) {
@@ -1082,6 +1087,8 @@ errc endpoint_impl::rma(const rma_desc& d, std::uint64_t flags) noexcept {
   if (inject && len > rma_inject_size) return errc::too_big;
   std::uint64_t level = flags & flag::completion_levels;
   if (!level) level = level_;
+  if (level != flag::transmit_complete && level != flag::delivery_complete && level != flag::commit_complete)
+    return errc::invalid_argument;  // one level, not a combination
   // the remote ranges the local bytes fill, in order
   const rma_iov one{d.offset, len, d.key};
   const rma_iov* rr = (d.rma_count && !save) ? d.rma : &one;
@@ -1091,6 +1098,8 @@ errc endpoint_impl::rma(const rma_desc& d, std::uint64_t flags) noexcept {
     for (std::size_t i = 0; i < nr; ++i) t += rr[i].len;
     if (t != len) return errc::invalid_argument;  // the ranges must add up to the local bytes
   }
+  // Every part is answered by its own ack: bound what a target may owe us.
+  if (rma_parts_ + nr > max_rma_parts) return errc::again;
   tx_op* op = txp_.get();
   if (!op) return errc::again;
   if (!inject && !txcq_->reserve()) {
@@ -1125,6 +1134,8 @@ errc endpoint_impl::rma(const rma_desc& d, std::uint64_t flags) noexcept {
   op->flags = flag::rma | (save ? flag::save : write ? flag::write : flag::read);
   op->completion = !inject;
   op->parts = static_cast<std::uint32_t>(nr);
+  op->rma_parts = static_cast<std::uint32_t>(nr);
+  rma_parts_ += nr;
   op->part_err = errc::ok;
   op->len = len;
   op->p = *pp;
@@ -1221,8 +1232,8 @@ void endpoint_impl::handle_rma(const slot_header* h) noexcept {
 void endpoint_impl::handle_save(const slot_header* h) noexcept {
   auto pr = dom_->peer_by_key(peer_key(h->src_pid, h->src_epid));
   if (!pr) return;
-  const std::uint64_t level = h->data;
-  errc st = level == flag::commit_complete || level == flag::delivery_complete || level == flag::transmit_complete
+  const std::uint64_t level = h->data == flag::transmit_complete ? flag::delivery_complete : h->data;
+  errc st = level == flag::commit_complete || level == flag::delivery_complete
                 ? reg_->commit(commit_event::kind::save, h->aux, 0, 0, level)
                 : errc::invalid_argument;
   send_ctrl(*pr, op::ack, h->cookie, static_cast<std::uint64_t>(st), 0);

@@ -20,6 +20,7 @@ inline constexpr std::size_t rx_size = 256;
 inline constexpr std::size_t unexpected_count = 256;
 inline constexpr std::size_t rma_inject_size = 4096;  // inject writes: copied into one of rma_inject_bufs buffers
 inline constexpr std::size_t rma_inject_bufs = 64;
+inline constexpr std::size_t max_rma_parts = 256;  // RMA requests in flight per endpoint (one ack each)
 
 [[nodiscard]] constexpr std::uint64_t peer_key(std::uint32_t pid, std::uint32_t epid) noexcept {
   return (std::uint64_t{pid} << 32) | epid;

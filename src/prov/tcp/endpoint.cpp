@@ -40,6 +40,7 @@ constexpr std::size_t direct_read_min = 16 * 1024;
 constexpr std::uint64_t tick_ns = 5'000'000;
 constexpr std::size_t max_handshakes = 256;  // connections accepted but not yet identified
 constexpr std::uint64_t replace_after_ns = 50'000'000;
+constexpr std::uint32_t max_answers = 32;  // RMA answers queued per connection before it stops reading requests
 
 std::size_t iov_total(const ::iovec* v, std::size_t n) noexcept {
   std::size_t t = 0;
@@ -111,12 +112,13 @@ struct tx_op : util::list_node {
   std::uint64_t tag = 0;
   std::size_t len = 0;  // payload bytes
   wire::frame_header hdr{};
-  ::iovec iov[max_iov + 1];  // iov[0] is the header
+  ::iovec iov[max_iov + 2];  // iov[0] is the header; RMA writes: iov[1] the request
   std::size_t iov_count = 0;
   std::size_t total = 0, sent = 0;
   // RMA and atomics: answered by rma_resp unless a transmit-complete write
   bool await = false;
-  conn* on = nullptr;        // awaiting the answer on this connection
+  bool answer = false;       // an answer we owe (counted in on->answers)
+  conn* on = nullptr;        // awaiting the answer on this connection (answer: queued on it)
   tx_op* parent = nullptr;   // a part of a multi-range operation (the parent counts the parts)
   std::uint32_t parts = 1;
   errc part_err = errc::ok;
@@ -155,7 +157,9 @@ struct conn final : handler {
   // closing: we sent close_req; lost: no new data goes out here, it closes
   // once its queue is flushed.
   enum class st : std::uint8_t { connecting, wait_ack, wait_hello, established, closing, lost };
-  enum class rs : std::uint8_t { header, user, unexp, ctrl, discard, stalled };
+  // stalled: a message waits for a buffer or a receive; answers: an RMA request waits until the
+  // answers owed on this connection drain
+  enum class rs : std::uint8_t { header, user, unexp, ctrl, discard, stalled, answers };
   endpoint_impl* ep = nullptr;
   int fd = -1;
   st state = st::connecting;
@@ -190,12 +194,19 @@ struct conn final : handler {
   tx_op* sink_op = nullptr;  // initiator: the operation the answer belongs to
   wire::rma_req sink_req{};  // target: the write being received
   std::uint8_t sink_flags = 0;
+  errc sink_err = errc::ok;  // target: the region went away while its bytes arrived
+  std::uint32_t answers = 0;     // answers queued here, not yet sent (bounded: max_answers)
+  std::uint32_t tc_pending = 0;  // transmit-complete writes sent here whose answer is still due
   // send side
   util::ilist<tx_op> txq;
   util::ilist<tx_op> await;  // requests sent on this connection, waiting for their answer
   std::uint64_t started = 0, last_active = 0;
   void on_event(std::uint32_t events) noexcept override;
 };
+
+inline bool paused(const conn* c) noexcept {
+  return c->rstage == conn::rs::stalled || c->rstage == conn::rs::answers;
+}
 
 struct listener final : handler {
   endpoint_impl* ep = nullptr;
@@ -288,6 +299,12 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable {
   std::shared_ptr<spi::mr_registry> reg_;
   std::uint64_t level_ = flag::delivery_complete;  // default completion level of RMA
   std::size_t rma_reserved_ = 0;  // CQ room held by RMA/atomic operations not yet complete
+  std::uint32_t answer_waits_ = 0;  // connections paused in rs::answers
+  [[nodiscard]] bool answer_room(const conn* c) const noexcept {
+    return c->answers < max_answers && txp_.available() > 64;
+  }
+  void resume_answers() noexcept;
+  bool sink_check(conn* c, std::size_t n) noexcept;
   std::shared_ptr<av_impl> av_;
   std::shared_ptr<spi::eq> eq_;
   bool enabled_ = false;
@@ -296,7 +313,7 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable {
   conn* single_ = nullptr;   // MSG: its connection (null once closed)
   bool was_connected_ = false;  // MSG: sends after the connection ended are peer_dead
 
-  util::pool<tx_op> txp_{tx_size + 64};  // + protocol frames
+  util::pool<tx_op> txp_{tx_size + 64 + 64};  // + protocol frames + answers owed to peers
   util::pool<rx_op> rxp_{rx_size};
   util::pool<unexp> uxp_{unexpected_count};
   std::unique_ptr<std::uint8_t[]> ux_storage_;
@@ -373,7 +390,7 @@ endpoint_impl::~endpoint_impl() {
     for (auto* l : {&posted_msg_, &posted_tag_})
       for (rx_op* r = l->front(); r; r = l->next(r)) rxcq_->unreserve();
     for (auto& c : conns_)
-      if (c->rx) rxcq_->unreserve();
+      if (c->rx && c->rx != &c->sink) rxcq_->unreserve();  // the sink reserved nothing
   }
   if (txcq_)
     for (auto& c : conns_)
@@ -664,7 +681,7 @@ void endpoint_impl::set_out(conn* c, bool on) noexcept {
 // report its data either, or progress would spin on it.
 void endpoint_impl::update_events(conn* c) noexcept {
   if (c->fd < 0 || c->dead) return;
-  const bool reading = c->rstage != conn::rs::stalled && !c->held;
+  const bool reading = !paused(c) && !c->held;
   const std::uint32_t ev = (reading ? static_cast<std::uint32_t>(EPOLLIN) : 0u) | (c->want_out ? EPOLLOUT : 0u);
   if (ev == c->events) return;
   c->events = ev;
@@ -710,8 +727,8 @@ void endpoint_impl::flush(conn* c) noexcept {
     const bool may_send = op->internal ? c->state != conn::st::connecting
                                        : c->state == conn::st::established;
     if (!may_send) break;
-    ::iovec v[max_iov + 1];
-    std::size_t n = slice_from(op->iov, op->iov_count, op->sent, op->total - op->sent, v, max_iov + 1);
+    ::iovec v[max_iov + 2];
+    std::size_t n = slice_from(op->iov, op->iov_count, op->sent, op->total - op->sent, v, max_iov + 2);
     msghdr mh{};
     mh.msg_iov = v;
     mh.msg_iovlen = n;
@@ -741,8 +758,9 @@ void endpoint_impl::flush(conn* c) noexcept {
 }
 
 void endpoint_impl::complete_tx(tx_op* op, errc e, const char* why) noexcept {
+  if (op->answer && op->on) --op->on->answers;
   spi::cntr* k = (op->flags & (flag::rma | flag::atomic))
-                     ? ((op->flags & (flag::write | flag::atomic)) ? wrcntr_.get() : rdcntr_.get())
+                     ? ((op->flags & (flag::write | flag::atomic | flag::save)) ? wrcntr_.get() : rdcntr_.get())
                      : txcntr_.get();
   if (!op->internal && k) (e == errc::ok) ? k->inc() : k->inc_err();
   if (!op->internal && !op->completion && e != errc::ok && (op->flags & flag::rma) && txcq_->reserve()) {
@@ -772,6 +790,7 @@ void endpoint_impl::complete_tx(tx_op* op, errc e, const char* why) noexcept {
 
 void endpoint_impl::recycle(tx_op* op) noexcept {
   op->await = false;
+  op->answer = false;
   op->on = nullptr;
   op->parent = nullptr;
   op->parts = 1;
@@ -804,6 +823,7 @@ void endpoint_impl::on_sent(conn* c, tx_op* op) noexcept {
     op->on = c;
     c->await.push_back(op);
   } else {
+    ++c->tc_pending;  // its answer still comes (failures are reported then)
     finish_part(op, errc::ok, "");  // transmit_complete: the data left
   }
 }
@@ -822,7 +842,7 @@ errc endpoint_impl::send(const msg_desc& m, std::uint64_t flags) noexcept {
   conn* c = path(m.addr);
   if (!c) return msg_mode_ && !was_connected_ ? errc::bad_state : errc::peer_dead;
   tx_op* op = txp_.get();
-  if (!op || txp_.available() < 64) {  // keep room for protocol frames
+  if (!op || txp_.available() < 128) {  // keep room for protocol frames and answers
     if (op) txp_.put(op);
     return errc::again;
   }
@@ -884,7 +904,7 @@ errc endpoint_impl::send(const msg_desc& m, std::uint64_t flags) noexcept {
 // n operations for one request (one per remote range), the first carrying
 // the completion; null (again) if the pool or the CQ has no room.
 bool endpoint_impl::take_ops(std::size_t n, bool completion, tx_op** out) noexcept {
-  if (txp_.available() < n + 64) return false;  // keep room for protocol frames and answers
+  if (txp_.available() < n + 128) return false;  // keep room for protocol frames and answers
   if (completion && !txcq_->reserve()) return false;
   if (completion) ++rma_reserved_;
   tx_op* first = nullptr;
@@ -924,6 +944,8 @@ errc endpoint_impl::rma(const rma_desc& d, std::uint64_t flags) noexcept {
   if (len > max_msg_size || (inject && len > inject_size)) return errc::too_big;
   std::uint64_t level = flags & flag::completion_levels;
   if (!level) level = level_;
+  if (level != flag::transmit_complete && level != flag::delivery_complete && level != flag::commit_complete)
+    return errc::invalid_argument;  // one level, not a combination
   const rma_iov one{d.offset, len, d.key};
   const rma_iov* rr = (d.rma_count && !save) ? d.rma : &one;
   const std::size_t nr = (d.rma_count && !save) ? d.rma_count : 1;
@@ -950,7 +972,7 @@ errc endpoint_impl::rma(const rma_desc& d, std::uint64_t flags) noexcept {
     std::uint8_t f = 0;
     if (write && (flags & flag::remote_cq_data) && i + 1 == nr) f |= wire::flag::cq_data;
     if (write && level == flag::commit_complete) f |= wire::flag::commit;
-    if (write && level != flag::transmit_complete) f |= wire::flag::ack;
+    if (write) f |= wire::flag::ack;  // transmit_complete too: the answer settles tc_pending
     op->await = !write || level != flag::transmit_complete;
     const wire::op code = save ? wire::op::save : write ? wire::op::rma_write : wire::op::rma_read;
     const std::size_t part = rr[i].len;
@@ -972,7 +994,7 @@ errc endpoint_impl::rma(const rma_desc& d, std::uint64_t flags) noexcept {
         op->iov[2] = {op->buf + sizeof q, part};
         op->iov_count = 3;
       } else {
-        op->iov_count = 1 + 1 + slice_from(d.iov, d.iov_count, off, part, op->iov + 2, max_iov - 1);
+        op->iov_count = 2 + slice_from(d.iov, d.iov_count, off, part, op->iov + 2, max_iov);
       }
     } else if (!write && !save) {
       op->local_count = slice_from(d.iov, d.iov_count, off, part, op->local, max_iov);
@@ -1041,8 +1063,14 @@ void endpoint_impl::handle_rma_resp(conn* c) noexcept {
   tx_op* op = txp_.at(static_cast<std::uint32_t>(id));
   if (!op || op->gen != static_cast<std::uint32_t>(id >> 32) || !op->await || op->on != c) op = nullptr;
   if (!op) {
-    // No operation waits for it: a transmit-complete write that failed at
-    // the target. Not lost: an error completion without a context.
+    // No operation waits for it: the answer to a transmit-complete write.
+    // Anything else is a peer making answers up.
+    if (c->tc_pending == 0) {
+      fail_conn(c, errc::io_error, "protocol error: an RMA answer nobody asked for; connection dropped");
+      return;
+    }
+    --c->tc_pending;
+    // A failure is not lost: an error completion without a context.
     if (st != errc::ok && txcq_->reserve()) {
       cq_err_entry ee;
       ee.flags = flag::rma | flag::write;
@@ -1094,6 +1122,39 @@ void endpoint_impl::discard_payload(conn* c, std::size_t len) noexcept {
 
 // ------------------------------------------------------------ RMA, target
 
+// A write's bytes keep arriving over many progress calls: before each piece
+// goes into the region, the region must still be there (closed, or its
+// memory gone: the rest is dropped and the initiator told).
+bool endpoint_impl::sink_check(conn* c, std::size_t n) noexcept {
+  const std::size_t len = std::min(n, c->sink.cap - c->pay_got);
+  std::byte* where = nullptr;
+  errc st = reg_->find(c->sink_req.key, c->sink_req.offset + c->pay_got, len, access::remote_write, where);
+  if (st == errc::ok && where == static_cast<std::byte*>(c->sink.iov[0].iov_base) + c->pay_got) return true;
+  c->sink_err = st == errc::ok ? errc::not_found : st;
+  c->sink.cap = c->pay_got;  // nothing more is copied
+  return false;
+}
+
+// Connections that stopped reading because too many answers were owed.
+void endpoint_impl::resume_answers() noexcept {
+  answer_waits_ = 0;  // counted again: those still waiting, and any that start waiting below
+  for (std::size_t i = 0; i < conns_.size(); ++i) {
+    conn* c = conns_[i].get();
+    if (c->dead || c->rstage != conn::rs::answers) continue;
+    if (!answer_room(c)) {
+      ++answer_waits_;
+      continue;
+    }
+    const auto code = static_cast<wire::op>(c->cur.op);
+    c->rstage = conn::rs::ctrl;
+    c->ctrl_want = code == wire::op::atomic ? c->cur.len : sizeof(wire::rma_req);
+    c->pay_got = 0;
+    update_events(c);
+    consume(c);
+    if (!c->dead && !paused(c)) read_conn(c);
+  }
+}
+
 void endpoint_impl::respond(conn* c, std::uint64_t id, errc st, const void* payload, std::size_t len) noexcept {
   tx_op* op = txp_.get();
   if (!op) {
@@ -1102,6 +1163,9 @@ void endpoint_impl::respond(conn* c, std::uint64_t id, errc st, const void* payl
   }
   op->internal = true;
   op->completion = false;
+  op->answer = true;
+  op->on = c;
+  ++c->answers;
   op->hdr = wire::frame_header{wire::magic, wire::version, static_cast<std::uint8_t>(wire::op::rma_resp), 0, 0, len,
                                id, static_cast<std::uint64_t>(st)};
   op->iov[0] = {&op->hdr, sizeof op->hdr};
@@ -1147,6 +1211,7 @@ void endpoint_impl::handle_rma_req(conn* c) noexcept {
       c->sink_op = nullptr;
       c->sink_req = q;
       c->sink_flags = c->cur.flags;
+      c->sink_err = errc::ok;
       c->rx = &c->sink;
       c->cur.len = len;
       c->pay_got = 0;
@@ -1186,9 +1251,7 @@ void endpoint_impl::handle_rma_req(conn* c) noexcept {
     case wire::op::save: {
       // Every earlier frame on this connection was handled: flushing the
       // region now covers every earlier write to it from this peer.
-      const std::uint64_t level = q.level == 3   ? flag::commit_complete
-                                  : q.level == 2 ? flag::delivery_complete
-                                                 : flag::transmit_complete;
+      const std::uint64_t level = q.level == 3 ? flag::commit_complete : flag::delivery_complete;
       respond(c, q.id, reg_->commit(commit_event::kind::save, q.key, 0, 0, level), nullptr, 0);
       return;
     }
@@ -1204,9 +1267,10 @@ void endpoint_impl::sink_done(conn* c) noexcept {
     return;
   }
   const wire::rma_req& q = c->sink_req;
-  const std::size_t len = c->sink.cap;
-  errc st = errc::ok;
-  if (c->sink_flags & wire::flag::commit)
+  const std::size_t len = c->cur.len;
+  errc st = c->sink_err;
+  c->sink_err = errc::ok;
+  if (st == errc::ok && (c->sink_flags & wire::flag::commit))
     st = reg_->commit(commit_event::kind::write, q.key, q.offset, len, flag::commit_complete);
   if (st == errc::ok && (c->sink_flags & wire::flag::cq_data)) {
     if (rxcq_->reserve())
@@ -1222,16 +1286,20 @@ void endpoint_impl::sink_done(conn* c) noexcept {
 // ---------------------------------------------------------------- receiving
 
 void endpoint_impl::read_conn(conn* c) noexcept {
-  for (int rounds = 0; rounds < 16 && !c->dead && !c->held && c->rstage != conn::rs::stalled; ++rounds) {
+  for (int rounds = 0; rounds < 16 && !c->dead && !c->held && !paused(c); ++rounds) {
     if (c->rpos == c->rend) {
       c->rpos = c->rend = 0;
       if (c->rstage == conn::rs::user) {
         const std::size_t want = c->cur.len - c->pay_got;
+        if (c->rx == &c->sink && !c->sink_op && c->pay_got < c->rx->cap && want >= direct_read_min)
+          (void)sink_check(c, std::min<std::size_t>(want, 256 * 1024));
         const std::size_t room = c->pay_got < c->rx->cap ? c->rx->cap - c->pay_got : 0;
         if (want >= direct_read_min && room >= direct_read_min) {
           // large payload: straight into the receive buffer
           ::iovec v[max_iov];
-          std::size_t n = slice_from(c->rx->iov, c->rx->iov_count, c->pay_got, std::min(want, room), v, max_iov);
+          const std::size_t chunk = (c->rx == &c->sink && !c->sink_op) ? std::min<std::size_t>(256 * 1024, want)
+                                                                          : want;
+          std::size_t n = slice_from(c->rx->iov, c->rx->iov_count, c->pay_got, std::min(chunk, room), v, max_iov);
           ssize_t r = ::readv(c->fd, v, static_cast<int>(n));
           if (r > 0) {
             c->pay_got += static_cast<std::size_t>(r);
@@ -1302,6 +1370,7 @@ void endpoint_impl::consume(conn* c) noexcept {
       }
       case conn::rs::user: {
         const std::size_t take = std::min(avail, c->cur.len - c->pay_got);
+        if (c->rx == &c->sink && !c->sink_op && c->pay_got < c->rx->cap) (void)sink_check(c, take);
         if (c->pay_got < c->rx->cap)
           scatter(c->rx->iov, c->rx->iov_count, c->pay_got, p, std::min(take, c->rx->cap - c->pay_got));
         c->pay_got += take;
@@ -1335,7 +1404,8 @@ void endpoint_impl::consume(conn* c) noexcept {
         if (c->pay_got == c->cur.len) c->rstage = conn::rs::header;
         break;
       }
-      case conn::rs::stalled: return;
+      case conn::rs::stalled:
+      case conn::rs::answers: return;
     }
   }
 }
@@ -1387,6 +1457,14 @@ void endpoint_impl::on_header(conn* c) noexcept {
     case wire::op::save:
       if (!identified) {
         fail_conn(c, errc::io_error, "protocol error: RMA request before hello; connection dropped");
+        return;
+      }
+      if (!answer_room(c)) {
+        // Too many answers owed (or none can be queued now): read nothing
+        // more from this peer until they drain; progress resumes it.
+        c->rstage = conn::rs::answers;
+        ++answer_waits_;
+        update_events(c);
         return;
       }
       c->rstage = conn::rs::ctrl;
@@ -1564,7 +1642,7 @@ void endpoint_impl::deliver_unexpected(rx_op* r, unexp* u) noexcept {
     c->rstage = conn::rs::user;
     update_events(c);
     consume(c);  // bytes already buffered, then the socket
-    if (!c->dead && c->rstage != conn::rs::stalled) read_conn(c);
+    if (!c->dead && !paused(c)) read_conn(c);
     resume_stalled();
     return;
   }
@@ -1994,7 +2072,7 @@ void endpoint_impl::close_conn(conn* c) noexcept {
       h->held_on = nullptr;
       update_events(h);
       handle_hello(h);
-      if (!h->dead && h->rstage != conn::rs::stalled) {
+      if (!h->dead && !paused(h)) {
         consume(h);
         if (!h->dead) read_conn(h);
       }
@@ -2097,7 +2175,7 @@ void endpoint_impl::progress() noexcept {
   // two when data is there; a new connection waits at most 16 polls).
   conn* only = conns_.size() == 1 ? conns_.front().get() : nullptr;
   if (only && !only->dead && only->state == conn::st::established && only->txq.empty() &&
-      only->rstage != conn::rs::stalled && ++direct_polls_ < 16) {
+      !paused(only) && ++direct_polls_ < 16) {
     read_conn(only);
   } else {
     direct_polls_ = 0;
@@ -2108,6 +2186,7 @@ void endpoint_impl::progress() noexcept {
       tick(now);
     }
   }
+  if (answer_waits_) resume_answers();
   if (need_reap_) reap();
 }
 
@@ -2197,7 +2276,7 @@ result<void> endpoint_impl::shutdown() {
   conn* c = single_;
   while (tx_op* op = c->txq.front()) {
     c->txq.erase(op);
-    complete_tx(op, errc::canceled, "canceled by shutdown()");
+    end_op(op, errc::canceled, "canceled by shutdown()");
   }
   cancel_posted();
   // Graceful: our FIN follows everything written; unread input is drained
@@ -2384,7 +2463,8 @@ class passive_impl final : public spi::passive_endpoint, public spi::progressabl
       ev.context = context;
       ev.req = info_;
       ev.req.ep.type = ep_type::msg;
-      ev.req.caps = cap::msg | cap::tagged | cap::remote_cq_data | cap::local_comm | cap::remote_comm;
+      ev.req.caps = cap::msg | cap::tagged | cap::remote_cq_data | cap::local_comm | cap::remote_comm | cap::rma |
+                    cap::atomic | cap::pmem;
       ev.req.src_addr.reset();
       ev.req.dest_addr = p->peer;
       ev.req.handle = p;
