@@ -215,7 +215,7 @@ def write_outputs(doc, run_dir, png_name, table_fn, plot_fn, no_plot):
         note = plot_fn(doc, png)
         if note:
             doc["problems"].append(note)
-            print(f"compare.py: {note}", file=sys.stderr)
+            print(f"{os.path.basename(sys.argv[0])}: {note}", file=sys.stderr)
     doc["files"] = {"json": os.path.join(run_dir, "results.json"),
                     "table": os.path.join(run_dir, "table.txt"),
                     "png": png if not no_plot and note is None else None}
