@@ -33,6 +33,8 @@ mr::~mr() {
 
 mr_registry::mr_registry() {
   if (const char* v = std::getenv("WEFT_MR_CACHE_MAX")) max_idle_ = std::strtoull(v, nullptr, 10);
+  free_slots_.reserve(mr_key_slots);
+  for (std::uint32_t i = mr_key_slots; i-- > 0;) free_slots_.push_back(i);
 }
 
 mr_registry::~mr_registry() {
@@ -107,8 +109,23 @@ result<std::shared_ptr<mr>> mr_registry::register_memory(void* buf, std::size_t 
   }
   if (e->key == 0) {
     std::uint64_t k = 0;
-    for (int i = 0; i < 16 && (k == 0 || by_key_.count(k)); ++i) k = draw_key();
+    if (!free_slots_.empty()) {
+      // random high bits, the slot in the low ones (never 0)
+      const std::uint64_t slot = free_slots_.back();
+      for (int i = 0; i < 16 && (k == 0 || by_key_.count(k)); ++i) {
+        const std::uint64_t r = draw_key() << 14;
+        k = r ? (r | slot) : 0;
+      }
+    }
     if (k == 0 || by_key_.count(k)) {
+      if (free_slots_.empty()) {
+        if (!hit) {
+          if (e->subscribed) monitor_->unsubscribe(e->addr, e->len);
+          entries_.pop_back();
+        }
+        return make_error(errc::no_memory, "too many live memory regions in this domain (" +
+                                               std::to_string(mr_key_slots) + "): close some");
+      }
       if (!hit) {
         if (e->subscribed) monitor_->unsubscribe(e->addr, e->len);
         entries_.pop_back();
@@ -116,7 +133,9 @@ result<std::shared_ptr<mr>> mr_registry::register_memory(void* buf, std::size_t 
       return make_error(errc::io_error, "cannot draw a random key (getrandom failed)");
     }
     e->key = k;
+    free_slots_.pop_back();
     by_key_[k] = e;
+    for (auto* o : observers_) o->published(k, e->addr, e->len, e->access);
   }
   ++e->users;
   e->last_use = clock_;
@@ -139,6 +158,8 @@ void mr_registry::release(mr& m) noexcept {
   auto e = it->second;
   if (--e->users > 0) return;
   by_key_.erase(it);  // invalid at once
+  for (auto* o : observers_) o->revoked(e->key);
+  free_slots_.push_back(mr_key_slot(e->key));
   e->key = 0;
   e->last_use = ++clock_;
   if (!e->valid || max_idle_ == 0 || !e->subscribed) {
@@ -170,6 +191,8 @@ void mr_registry::notify(const void* addr, std::size_t len) noexcept {
     auto& e = *it;
     if (e->valid && e->addr < hi && lo < e->addr + e->len) {
       e->valid = false;  // live regions on it answer not_found from now on
+      if (e->key)
+        for (auto* o : observers_) o->revoked(e->key);
       ++stats_.invalidations;
       if (e->users == 0) {
         if (e->subscribed && monitor_) monitor_->unsubscribe(e->addr, e->len);
@@ -196,6 +219,18 @@ result<void> mr_registry::import_monitor(std::shared_ptr<memory_monitor> m) {
   }
   if (old) old->stop();  // outside the lock: its thread may be waiting for it in notify(); drops its subscriptions
   return r;
+}
+
+void mr_registry::add_observer(mr_observer* o) {
+  std::lock_guard lk(mu_);
+  observers_.push_back(o);
+  for (auto& [k, e] : by_key_)
+    if (e->valid) o->published(k, e->addr, e->len, e->access);
+}
+
+void mr_registry::remove_observer(mr_observer* o) noexcept {
+  std::lock_guard lk(mu_);
+  std::erase(observers_, o);
 }
 
 void mr_registry::set_commit_handler(commit_handler h) {

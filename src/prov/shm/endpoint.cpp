@@ -216,7 +216,7 @@ struct ctrl : util::list_node {
   ctrl_msg m;
 };
 
-class endpoint_impl final : public spi::endpoint, public spi::progressable {
+class endpoint_impl final : public spi::endpoint, public spi::progressable, public spi::mr_observer {
  public:
   endpoint_impl(std::shared_ptr<domain_impl> d, const info& i) : dom_(std::move(d)), info_(i), cfg_(dom_->cfg()) {}
   ~endpoint_impl() override;
@@ -234,6 +234,11 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable {
   errc cancel(void* context) noexcept override;
   errc rma(const rma_desc& d, std::uint64_t flags) noexcept override;
   errc atomic(const atomic_desc& d) noexcept override;
+  // the domain's regions, published in our region for one-sided access
+  void published(std::uint64_t key, std::byte* addr, std::size_t len, std::uint64_t access) noexcept override;
+  void revoked(std::uint64_t key) noexcept override;
+  [[nodiscard]] errc one_sided(peer& p, const rma_desc& d, const rma_iov* rr, std::size_t nr, std::size_t len,
+                               bool write, bool inject) noexcept;
   [[nodiscard]] errc begin_request(peer& p, void* ctx, tx_op*& op, std::byte*& slot, std::uint64_t& pos) noexcept;
   [[nodiscard]] errc finish_request(peer& p, tx_op* op, std::uint64_t pos) noexcept;
   void progress() noexcept override;
@@ -347,6 +352,7 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable {
   std::unique_ptr<std::byte[]> inject_bufs_;       // inject writes: the target reads our copy
   std::vector<std::uint32_t> inject_free_;
   std::shared_ptr<spi::mr_registry> reg_;
+  bool observing_ = false;
 };
 
 result<void> endpoint_impl::init() {
@@ -363,6 +369,8 @@ result<void> endpoint_impl::init() {
   source_cap_ = (info_.caps & cap::source) != 0;
   if (std::uint64_t l = info_.tx.op_flags & flag::completion_levels) level_ = l;
   reg_ = dom_->registry();
+  reg_->add_observer(this);
+  observing_ = true;
   inject_bufs_.reset(new std::byte[rma_inject_size * rma_inject_bufs]);
   for (std::uint32_t i = 0; i < rma_inject_bufs; ++i) inject_free_.push_back(rma_inject_bufs - 1 - i);
   ux_storage_.reset(new std::byte[unexpected_count * static_cast<std::size_t>(inline_max_)]);
@@ -377,6 +385,7 @@ result<void> endpoint_impl::init() {
 }
 
 endpoint_impl::~endpoint_impl() {
+  if (observing_) reg_->remove_observer(this);
   // Cooperative copies in progress: close their generations so no sender
   // claims another chunk, and wait (bounded) for chunks already claimed.
   for (rx_op* r = rx_active_.front(); r; r = rx_active_.next(r)) {
@@ -434,6 +443,9 @@ result<void> endpoint_impl::bind_cntr(std::shared_ptr<spi::cntr> c, std::uint64_
   for (auto& [f, slot] : slots)
     if (flags & f) *slot = c;
   c->attach(this);
+  // Counting peers' accesses needs to see them: no one-sided RMA into us.
+  if (flags & (flag::remote_read | flag::remote_write))
+    self_->hdr()->flags.fetch_or(region_flag::two_sided_rma, std::memory_order_release);
   return {};
 }
 
@@ -1098,6 +1110,11 @@ errc endpoint_impl::rma(const rma_desc& d, std::uint64_t flags) noexcept {
     for (std::size_t i = 0; i < nr; ++i) t += rr[i].len;
     if (t != len) return errc::invalid_argument;  // the ranges must add up to the local bytes
   }
+  // Straight into the target's memory unless it must see the access: remote
+  // CQ data, commit (flush and handler), SAVE, or it counts peers' accesses.
+  if (!save && !(write && (flags & flag::remote_cq_data)) && level != flag::commit_complete &&
+      !(p.map->hdr()->flags.load(std::memory_order_acquire) & region_flag::two_sided_rma))
+    return one_sided(p, d, rr, nr, len, write, inject);
   // Every part is answered by its own ack: bound what a target may owe us.
   if (rma_parts_ + nr > max_rma_parts) return errc::again;
   tx_op* op = txp_.get();
@@ -1191,6 +1208,106 @@ errc endpoint_impl::rma(const rma_desc& d, std::uint64_t flags) noexcept {
     op->parts -= failed;
   }
   wake(p);
+  return errc::ok;
+}
+
+// ----------------------------------------------------- one-sided RMA (CMA)
+
+// The owner's side of the table: a seqlock per entry (odd while rewritten).
+void endpoint_impl::published(std::uint64_t key, std::byte* addr, std::size_t len, std::uint64_t acc) noexcept {
+  mr_entry& e = self_->mr_table()[spi::mr_key_slot(key)];
+  const std::uint32_t s = e.seq.load(std::memory_order_relaxed);
+  e.seq.store(s + 1, std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_release);
+  __atomic_store_n(&e.access, static_cast<std::uint32_t>(acc), __ATOMIC_RELAXED);
+  __atomic_store_n(&e.addr, reinterpret_cast<std::uint64_t>(addr), __ATOMIC_RELAXED);
+  __atomic_store_n(&e.len, static_cast<std::uint64_t>(len), __ATOMIC_RELAXED);
+  __atomic_store_n(&e.key, key, __ATOMIC_RELAXED);
+  e.seq.store(s + 2, std::memory_order_release);
+}
+
+void endpoint_impl::revoked(std::uint64_t key) noexcept {
+  mr_entry& e = self_->mr_table()[spi::mr_key_slot(key)];
+  if (__atomic_load_n(&e.key, __ATOMIC_RELAXED) != key) return;
+  const std::uint32_t s = e.seq.load(std::memory_order_relaxed);
+  e.seq.store(s + 1, std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_release);
+  __atomic_store_n(&e.key, std::uint64_t{0}, __ATOMIC_RELAXED);
+  e.seq.store(s + 2, std::memory_order_release);
+}
+
+namespace {
+// A consistent copy of a peer's table entry (bounded retries: the owner
+// rewrites an entry only when a region opens or closes).
+bool read_entry(const mr_entry& e, std::uint64_t& key, std::uint64_t& addr, std::uint64_t& len,
+                std::uint32_t& acc) noexcept {
+  for (int i = 0; i < 1000; ++i) {
+    const std::uint32_t s1 = const_cast<mr_entry&>(e).seq.load(std::memory_order_acquire);
+    if (s1 & 1) continue;
+    key = __atomic_load_n(&e.key, __ATOMIC_RELAXED);
+    addr = __atomic_load_n(&e.addr, __ATOMIC_RELAXED);
+    len = __atomic_load_n(&e.len, __ATOMIC_RELAXED);
+    acc = __atomic_load_n(&e.access, __ATOMIC_RELAXED);
+    std::atomic_thread_fence(std::memory_order_acquire);
+    if (const_cast<mr_entry&>(e).seq.load(std::memory_order_relaxed) == s1) return true;
+  }
+  return false;
+}
+}  // namespace
+
+// RMA without the target's help: the initiator checks the published entry
+// (key, right, bounds) and copies with one process_vm_readv/writev; the data
+// is placed when this returns, so the operation completes here.
+errc endpoint_impl::one_sided(peer& p, const rma_desc& d, const rma_iov* rr, std::size_t nr, std::size_t len,
+                              bool write, bool inject) noexcept {
+  if (!inject && !txcq_->reserve()) return errc::again;
+  remote_iov riov[max_iov];
+  errc st = errc::ok;
+  const mr_entry* table = p.map->mr_table();
+  for (std::size_t i = 0; i < nr && st == errc::ok; ++i) {
+    std::uint64_t key = 0, addr = 0, rlen = 0;
+    std::uint32_t acc = 0;
+    if (rr[i].key == 0 || !read_entry(table[spi::mr_key_slot(rr[i].key)], key, addr, rlen, acc) || key != rr[i].key)
+      st = errc::not_found;
+    else if (!(acc & (write ? access::remote_write : access::remote_read)))
+      st = errc::permission_denied;
+    else if (rr[i].offset > rlen || rr[i].len > rlen - rr[i].offset)
+      st = errc::invalid_argument;
+    else
+      riov[i] = remote_iov{addr + rr[i].offset, rr[i].len};
+  }
+  if (st == errc::ok && len) {
+    // read = true copies remote -> local (process_vm_readv)
+    if (int err = cma_copy(!write, static_cast<pid_t>(p.pid), d.iov, d.iov_count, riov, nr, 0, len))
+      st = err == ESRCH ? errc::peer_dead : err == EFAULT ? errc::not_found : errc::io_error;
+  }
+  if (spi::cntr* k = write ? wrcntr_.get() : rdcntr_.get()) (st == errc::ok) ? k->inc() : k->inc_err();
+  const std::uint64_t f = flag::rma | (write ? flag::write : flag::read);
+  const char* why = st == errc::not_found           ? "no memory region with that key at the target (closed, or a wrong key)"
+                    : st == errc::permission_denied ? "the target region does not allow this access"
+                    : st == errc::invalid_argument  ? "the remote range lies outside the target region"
+                    : st == errc::peer_dead          ? "the target process is gone"
+                                                     : "the copy into the target failed";
+  if (inject) {
+    if (st != errc::ok && txcq_->reserve()) {
+      cq_err_entry ee;
+      ee.flags = f | flag::inject;
+      ee.err = st;
+      std::snprintf(ee.msg, sizeof ee.msg, "an injected write failed at the target: %s", why);
+      txcq_->push_error(ee);
+    }
+    return errc::ok;
+  }
+  if (st == errc::ok) {
+    txcq_->push(cq_entry{d.context, f, len, nullptr, 0, 0, addr_unspec});
+  } else {
+    cq_err_entry ee;
+    ee.context = d.context;
+    ee.flags = f;
+    ee.err = st;
+    std::snprintf(ee.msg, sizeof ee.msg, "%s", why);
+    txcq_->push_error(ee);
+  }
   return errc::ok;
 }
 

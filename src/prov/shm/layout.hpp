@@ -39,7 +39,10 @@ struct region_header {
   std::uint32_t ctl_count;      // 92: control ring slots (power of two)
   std::uint64_t ctl_offset;     // 96: control ring (cts, ack, data, split)
   std::uint32_t ctl_slot_size;  // 104
-  std::byte pad0_[128 - 108];
+  std::uint32_t mrt_count;      // 108: entries of the memory-region table
+  std::uint64_t mrt_offset;     // 112: the table (mr_entry[mrt_count]), indexed by key slot
+  std::atomic<std::uint32_t> flags;  // 120: region_flag
+  std::byte pad0_[128 - 124];
   util::ring_tail tail;                  // 128: producers' claim counter
   alignas(64) std::atomic<std::uint32_t> doorbell;  // 192: futex word
   std::atomic<std::uint32_t> waiting;    // 196: consumer sleeps: ring the doorbell
@@ -55,6 +58,9 @@ static_assert(offsetof(region_header, total_size) == 64);
 static_assert(offsetof(region_header, state) == 72);
 static_assert(offsetof(region_header, split_offset) == 80);
 static_assert(offsetof(region_header, split_count) == 88);
+static_assert(offsetof(region_header, mrt_count) == 108);
+static_assert(offsetof(region_header, mrt_offset) == 112);
+static_assert(offsetof(region_header, flags) == 120);
 static_assert(offsetof(region_header, tail) == 128);
 static_assert(offsetof(region_header, doorbell) == 192);
 static_assert(offsetof(region_header, waiting) == 196);
@@ -64,6 +70,25 @@ static_assert(offsetof(region_header, ctl_slot_size) == 104);
 static_assert(offsetof(region_header, seg_busy) == 256);
 static_assert(offsetof(region_header, ctl_tail) == 512);
 static_assert(sizeof(region_header) == 576);
+
+namespace region_flag {
+// The owner counts peers' accesses (remote counters bound): RMA goes through
+// its control ring, not straight into its memory.
+inline constexpr std::uint32_t two_sided_rma = 1;
+}  // namespace region_flag
+
+// The owner's live memory regions, published for one-sided RMA: peers find a
+// key's entry at its slot, check it, and copy with process_vm_readv/writev
+// themselves. A seqlock: seq is odd while the owner rewrites the entry.
+struct mr_entry {
+  std::atomic<std::uint32_t> seq;  // 0
+  std::uint32_t access;            // 4: weft::access bits
+  std::uint64_t key;               // 8: 0 = empty
+  std::uint64_t addr;              // 16: in the owner's address space
+  std::uint64_t len;               // 24
+};
+static_assert(sizeof(mr_entry) == 32);
+static_assert(offsetof(mr_entry, key) == 8);
 
 // Cooperative copy of one large message (receiver's region, indexed by the
 // receiver's operation): both processes claim chunks and copy them.

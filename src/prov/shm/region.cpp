@@ -1,4 +1,5 @@
 #include "prov/shm/region.hpp"
+#include "weft/spi/mr.hpp"
 
 #include "util/clock.hpp"
 
@@ -105,7 +106,8 @@ result<std::unique_ptr<mapping>> mapping::create(const std::string& name, const 
   const std::size_t ring_off = ctl_off + page(ctl_bytes);
   const std::size_t ring_bytes = static_cast<std::size_t>(c.slot_count) * c.slot_size;
   const std::size_t seg_off = ring_off + ((ring_bytes + 4095) & ~std::size_t{4095});
-  const std::size_t total = seg_off + static_cast<std::size_t>(c.seg_count) * c.seg_size;
+  const std::size_t mrt_off = page(seg_off + static_cast<std::size_t>(c.seg_count) * c.seg_size);
+  const std::size_t total = mrt_off + std::size_t{spi::mr_key_slots} * sizeof(mr_entry);  // pages committed on use
   std::string path = "/" + name;
   int fd = ::shm_open(path.c_str(), O_RDWR | O_CREAT | O_EXCL, 0600);
   if (fd < 0 && errno == EEXIST) {  // a dead process with our pid left it
@@ -152,6 +154,8 @@ result<std::unique_ptr<mapping>> mapping::create(const std::string& name, const 
   h->ctl_offset = ctl_off;
   h->ctl_count = c.ctl_count;
   h->ctl_slot_size = c.ctl_slot_size;
+  h->mrt_offset = mrt_off;
+  h->mrt_count = spi::mr_key_slots;
   m->take_geometry();
   m->ring().format();
   m->ctl_ring().format();
@@ -199,7 +203,8 @@ result<std::unique_ptr<mapping>> mapping::open(const std::string& name) {
       g.ctl_slot_size < min_slot_size || g.ctl_slot_size % 64 || !pow2(g.slot_count) || !pow2(g.ctl_count) ||
       g.seg_count > max_segments || g.seg_count == 0 || g.seg_size == 0 ||
       !fits(g.ring_offset, g.slot_count, g.slot_size) || !fits(g.ctl_offset, g.ctl_count, g.ctl_slot_size) ||
-      !fits(g.seg_offset, g.seg_count, g.seg_size) || !fits(g.split_offset, g.split_count, sizeof(split_entry)))
+      !fits(g.seg_offset, g.seg_count, g.seg_size) || !fits(g.split_offset, g.split_count, sizeof(split_entry)) ||
+      g.mrt_count != spi::mr_key_slots || !fits(g.mrt_offset, g.mrt_count, sizeof(mr_entry)))
     return make_error(errc::invalid_argument, "'/dev/shm/" + name +
                                                   "' is not a compatible weft shm region (layout version " +
                                                   std::to_string(layout_version) + " expected)");
@@ -230,8 +235,9 @@ mapping::~mapping() {
 
 void mapping::take_geometry() noexcept {
   const auto* h = hdr_;
-  g_ = geometry{h->slot_count, h->slot_size,  h->seg_count,  h->seg_size,  h->split_count, h->ctl_count,
-                h->ctl_slot_size, h->ring_offset, h->seg_offset, h->split_offset, h->ctl_offset};
+  g_ = geometry{h->slot_count,    h->slot_size,   h->seg_count,  h->seg_size,     h->split_count, h->ctl_count,
+                h->ctl_slot_size, h->mrt_count,   h->ring_offset, h->seg_offset, h->split_offset, h->ctl_offset,
+                h->mrt_offset};
 }
 
 bool mapping::owner_alive() noexcept {

@@ -65,6 +65,8 @@ class mapping {
   [[nodiscard]] util::mpsc_ring ctl_ring() const noexcept {
     return util::mpsc_ring(&hdr_->ctl_tail, base() + g_.ctl_offset, g_.ctl_count, g_.ctl_slot_size);
   }
+  // The owner's memory-region table (mr_key_slots entries).
+  [[nodiscard]] mr_entry* mr_table() const noexcept { return reinterpret_cast<mr_entry*>(base() + g_.mrt_offset); }
   [[nodiscard]] bool closed() const noexcept {
     return hdr_->state.load(std::memory_order_acquire) != static_cast<std::uint32_t>(region_state::ready);
   }
@@ -76,8 +78,8 @@ class mapping {
  private:
   mapping() = default;
   struct geometry {
-    std::uint32_t slot_count, slot_size, seg_count, seg_size, split_count, ctl_count, ctl_slot_size;
-    std::uint64_t ring_offset, seg_offset, split_offset, ctl_offset;
+    std::uint32_t slot_count, slot_size, seg_count, seg_size, split_count, ctl_count, ctl_slot_size, mrt_count;
+    std::uint64_t ring_offset, seg_offset, split_offset, ctl_offset, mrt_offset;
   };
   void take_geometry() noexcept;
   geometry g_{};
