@@ -38,6 +38,7 @@ struct options {
   bool verify = false;
   int timeout_s = 30;
   std::uint64_t level = weft::flag::transmit_complete;  // of the writes (put_lat, put_bw)
+  bool registered = false;  // RMA targets: the application's memory, registered (default: domain::alloc_memory)
 };
 
 // Shared between the two processes (MAP_SHARED, made before fork).
@@ -79,6 +80,9 @@ void usage() {
       "  -w, --window N       operations in flight in bandwidth and rate tests (default 64)\n"
       "      --level L        completion level of the writes: transmit (default, as UCX's puts\n"
       "                       complete locally), delivery or commit\n"
+      "      --register       RMA into the application's own (registered) memory instead of memory\n"
+      "                       from domain::alloc_memory (which shm peers map: loads and stores, as\n"
+      "                       UCX's ucp_mem_map'd memory)\n"
       "      --verify         check the bytes of every put_lat round\n"
       "      --json           print one JSON object\n"
       "      --timeout S      give up after S seconds without progress (default 30)\n"
@@ -106,7 +110,9 @@ struct node {
   weft::endpoint ep;
   weft::info inf;
   weft::memory_region mr;
-  std::vector<std::byte> buf;
+  std::vector<std::byte> own;  // --register: the application's memory
+  std::byte* buf = nullptr;
+  std::size_t len = 0;
 };
 
 node open_node(const options& o, std::size_t buf_len) {
@@ -141,10 +147,19 @@ node open_node(const options& o, std::size_t buf_len) {
   if (auto r = n.ep.bind(n.cq); !r) die(r.error().message);
   if (auto r = n.ep.bind(n.av); !r) die(r.error().message);
   if (auto r = n.ep.enable(); !r) die(r.error().message);
-  n.buf.assign(buf_len, std::byte{0});
-  auto m = n.dom.register_memory(n.buf.data(), n.buf.size(), weft::access::remote_read | weft::access::remote_write);
-  if (!m) die(m.error().message);
-  n.mr = std::move(*m);
+  const std::uint64_t acc = weft::access::remote_read | weft::access::remote_write;
+  if (o.registered) {
+    n.own.assign(buf_len, std::byte{0});
+    auto m = n.dom.register_memory(n.own.data(), n.own.size(), acc);
+    if (!m) die(m.error().message);
+    n.mr = std::move(*m);
+  } else {
+    auto m = n.dom.alloc_memory(buf_len, acc);
+    if (!m) die(m.error().message);
+    n.mr = std::move(*m);
+  }
+  n.buf = static_cast<std::byte*>(n.mr.addr());
+  n.len = buf_len;
   return n;
 }
 
@@ -172,7 +187,7 @@ int run_target(const options& o, control* ctl, std::size_t buf_len) {
   std::uint64_t i = 0;
   std::size_t size = 0;
   bool pong = false;
-  volatile std::byte* b = n.buf.data();
+  volatile std::byte* b = n.buf;
   while (!ctl->stop.load(std::memory_order_acquire)) {
     n.cq.progress();
     weft::cq_entry e;
@@ -188,7 +203,7 @@ int run_target(const options& o, control* ctl, std::size_t buf_len) {
       size = ctl->size.load();
       pong = ctl->pong.load() != 0;
       i = 0;
-      std::memset(n.buf.data(), 0, std::min(n.buf.size(), size + 64));
+      std::memset(n.buf, 0, std::min(n.len, size + 64));
       ctl->ready.store(g, std::memory_order_release);
       continue;
     }
@@ -196,7 +211,7 @@ int run_target(const options& o, control* ctl, std::size_t buf_len) {
       ++i;
       weft::errc r;
       do {
-        ::iovec v{n.buf.data(), size};
+        ::iovec v{n.buf, size};
         r = n.ep.writemsg(weft::rma_desc{&v, 1, *peer, 0, ctl->client_key, nullptr}, o.level);
         if (r == weft::errc::again) {
           n.cq.progress();
@@ -286,7 +301,7 @@ struct initiator {
     ctl->size.store(static_cast<std::uint32_t>(size));
     ctl->pong.store(pong ? 1 : 0);
     const std::uint32_t g = ctl->gen.fetch_add(1) + 1;
-    std::memset(n.buf.data(), 0, std::min(n.buf.size(), size + 64));
+    std::memset(n.buf, 0, std::min(n.len, size + 64));
     auto deadline = clk::now() + std::chrono::seconds(o.timeout_s);
     while (ctl->ready.load(std::memory_order_acquire) != g) {
       reap();
@@ -304,7 +319,7 @@ struct initiator {
   result_row put_lat(std::size_t size) {
     phase(size, true);
     const std::uint64_t it = lat_iters(size), warm = std::min<std::uint64_t>(it / 10, 100);
-    volatile std::byte* b = n.buf.data();
+    volatile std::byte* b = n.buf;
     std::vector<std::byte> src(size);
     clk::time_point t0;
     auto deadline = clk::now() + std::chrono::seconds(o.timeout_s);
@@ -425,7 +440,8 @@ int main(int argc, char** argv) try {
       else if (l == "delivery") o.level = weft::flag::delivery_complete;
       else if (l == "commit") o.level = weft::flag::commit_complete;
       else die("--level is transmit, delivery or commit");
-    } else if (a == "--verify") o.verify = true;
+    } else if (a == "--register") o.registered = true;
+    else if (a == "--verify") o.verify = true;
     else if (a == "--json") o.json = true;
     else if (a == "--timeout") o.timeout_s = std::max(1, std::stoi(next()));
     else if (a == "-q" || a == "--quiet") o.quiet = true;

@@ -395,6 +395,12 @@ class domain : public detail::handle<spi::domain> {
   // key; the classification and monitor subscription are reused).
   // access::persistent needs a shared file mapping (e.g. persistent_file).
   result<memory_region> register_memory(void* buf, std::size_t len, std::uint64_t access);
+  // Allocates len bytes for RMA and registers them; the region owns the
+  // memory (freed when it closes). On shm the memory is a shared-memory file
+  // that peers on this host map: their RMA and atomics on it are plain
+  // loads, stores and CPU atomics (no system call, no help from this
+  // process). Elsewhere: page-aligned anonymous memory.
+  result<memory_region> alloc_memory(std::size_t len, std::uint64_t access);
   // The iov form: one region per piece.
   result<std::vector<memory_region>> register_memory(std::span<const ::iovec> iov, std::uint64_t access);
   // Replaces this domain's memory monitor (the default: userfaultfd where

@@ -8,7 +8,11 @@
 #include <string>
 
 #include "util/persist.hpp"
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include "weft/spi/mr.hpp"
+#include "weft/spi/provider.hpp"
 
 namespace weft::spi {
 
@@ -25,6 +29,7 @@ struct mr_registry::entry {
   bool valid = true;       // false once the monitor said the memory went away
   bool subscribed = false;
   std::uint64_t last_use = 0;
+  std::uint64_t tag = 0;
 };
 
 mr::~mr() {
@@ -66,7 +71,8 @@ result<void> mr_registry::ensure_monitor() {
   return {};
 }
 
-result<std::shared_ptr<mr>> mr_registry::register_memory(void* buf, std::size_t len, std::uint64_t acc) {
+result<std::shared_ptr<mr>> mr_registry::register_memory(void* buf, std::size_t len, std::uint64_t acc,
+                                                         std::uint64_t tag) {
   auto* a = static_cast<std::byte*>(buf);
   std::lock_guard lk(mu_);
   ++clock_;
@@ -74,7 +80,8 @@ result<std::shared_ptr<mr>> mr_registry::register_memory(void* buf, std::size_t 
   // Only an entry the monitor watches can be reused: without a
   // subscription nothing says the memory is still the same.
   for (auto& x : entries_)
-    if (x->addr == a && x->len == len && x->access == acc && x->valid && x->subscribed && monitor_started_) {
+    if (x->addr == a && x->len == len && x->access == acc && x->tag == tag && x->valid && x->subscribed &&
+        monitor_started_) {
       e = x;
       break;
     }
@@ -94,6 +101,7 @@ result<std::shared_ptr<mr>> mr_registry::register_memory(void* buf, std::size_t 
     e->addr = a;
     e->len = len;
     e->access = acc;
+    e->tag = tag;
     if (acc & access::persistent) {
       auto m = util::classify_range(buf, len);
       if (!m) return std::unexpected(m.error());
@@ -135,7 +143,7 @@ result<std::shared_ptr<mr>> mr_registry::register_memory(void* buf, std::size_t 
     e->key = k;
     free_slots_.pop_back();
     by_key_[k] = e;
-    for (auto* o : observers_) o->published(k, e->addr, e->len, e->access);
+    for (auto* o : observers_) o->published(k, e->addr, e->len, e->access, e->tag);
   }
   ++e->users;
   e->last_use = clock_;
@@ -225,7 +233,7 @@ void mr_registry::add_observer(mr_observer* o) {
   std::lock_guard lk(mu_);
   observers_.push_back(o);
   for (auto& [k, e] : by_key_)
-    if (e->valid) o->published(k, e->addr, e->len, e->access);
+    if (e->valid) o->published(k, e->addr, e->len, e->access, e->tag);
 }
 
 void mr_registry::remove_observer(mr_observer* o) noexcept {
@@ -288,6 +296,20 @@ errc mr_registry::commit(commit_event::kind what, std::uint64_t key, std::uint64
   if (e->persist != flush_method::none && level == flag::commit_complete && len > 0)
     if (errc r = util::persist_range(ev.addr, len, e->persist); r != errc::ok) return r;
   return h ? (*h)(ev) : errc::ok;
+}
+
+result<std::shared_ptr<mr>> domain::alloc_memory(std::size_t len, std::uint64_t access) {
+  const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+  const std::size_t n = (len + page - 1) / page * page;
+  void* p = ::mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) return make_error(errc::no_memory, "cannot allocate " + std::to_string(len) + " bytes");
+  auto m = register_memory(p, len, access);
+  if (!m) {
+    ::munmap(p, n);
+    return m;
+  }
+  (*m)->own(std::shared_ptr<void>(p, [n](void* q) { ::munmap(q, n); }));
+  return m;
 }
 
 }  // namespace weft::spi

@@ -60,6 +60,18 @@ result<memory_region> domain::register_memory(void* buf, std::size_t len, std::u
   return memory_region(std::move(*m), impl_);
 }
 
+result<memory_region> domain::alloc_memory(std::size_t len, std::uint64_t acc) {
+  if (!impl_) return make_error(errc::bad_state, "alloc_memory on a closed domain");
+  if (len == 0) return make_error(errc::invalid_argument, "allocate at least one byte");
+  if (!acc || (acc & ~access::all) || (acc & access::persistent))
+    return make_error(errc::invalid_argument,
+                      "access is a combination of access::remote_read, remote_write, read, write, send and recv "
+                      "(persistent memory: register a persistent_file)");
+  auto m = impl_->alloc_memory(len, acc);
+  if (!m) return std::unexpected(m.error());
+  return memory_region(std::move(*m), impl_);
+}
+
 result<std::vector<memory_region>> domain::register_memory(std::span<const ::iovec> iov, std::uint64_t acc) {
   std::vector<memory_region> out;
   out.reserve(iov.size());

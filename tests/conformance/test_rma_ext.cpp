@@ -571,5 +571,134 @@ TEST_P(rma_ext, region_closed_while_a_large_write_streams_in) {
       << "nothing was written after the region closed";
 }
 
+namespace {
+std::size_t mem_segments() {  // this process's alloc_memory segments in /dev/shm
+  const std::string prefix = "weft." + std::to_string(::getuid()) + "." + std::to_string(::getpid()) + ".mem.";
+  std::size_t n = 0;
+  for (auto& e : std::filesystem::directory_iterator("/dev/shm"))
+    if (e.path().filename().string().rfind(prefix, 0) == 0) ++n;
+  return n;
+}
+}  // namespace
+
+TEST_P(rma_ext, allocated_memory_works_like_registered_memory) {
+  const std::size_t before = mem_segments();
+  auto m = b.dom.alloc_memory(1 << 20, access::remote_read | access::remote_write);
+  ASSERT_TRUE(m) << m.error().message;
+  ASSERT_EQ(m->len(), std::size_t{1} << 20);
+  auto* t = static_cast<unsigned char*>(m->addr());
+  ASSERT_NE(t, nullptr);
+  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(t) % 4096, 0u) << "page aligned";
+  if (GetParam().provider == "shm") {
+    EXPECT_EQ(mem_segments(), before + 1) << "a shared segment peers can map";
+  }
+  auto src = pattern(100000, 41);
+  ASSERT_EQ(a.ep.write(src.data(), src.size(), a2b, 4096, m->key()), errc::ok);
+  ASSERT_TRUE(done().ok);
+  EXPECT_TRUE(std::equal(src.begin(), src.end(), t + 4096));
+  std::vector<unsigned char> back(src.size());
+  ASSERT_EQ(a.ep.read(back.data(), back.size(), a2b, 4096, m->key()), errc::ok);
+  ASSERT_TRUE(done().ok);
+  EXPECT_EQ(back, src);
+  // atomics, from this process and a second one at once: none lost
+  std::memset(t, 0, 8);
+  std::uint64_t one = 1, old = 0;
+  for (int i = 0; i < 100; ++i) {
+    ASSERT_EQ(a.ep.fetch_atomic(atomic_op::sum, atomic_type::u64, &one, &old, 1, a2b, 0, m->key()), errc::ok);
+    outcome o = done();
+    ASSERT_TRUE(o.ok) << o.err.msg;
+    ASSERT_EQ(old, static_cast<std::uint64_t>(i));
+  }
+  std::uint64_t v = 0;
+  std::memcpy(&v, t, 8);
+  EXPECT_EQ(v, 100u);
+  std::uint64_t swap_in = 7, expect = 100, got = 0;
+  ASSERT_EQ(a.ep.compare_atomic(atomic_type::u64, &swap_in, &expect, &got, 1, a2b, 0, m->key()), errc::ok);
+  ASSERT_TRUE(done().ok);
+  EXPECT_EQ(got, 100u);
+  std::memcpy(&v, t, 8);
+  EXPECT_EQ(v, 7u);
+  // violations
+  ASSERT_EQ(a.ep.atomic(atomic_op::sum, atomic_type::u64, &one, 1, a2b, 3, m->key()), errc::ok);
+  outcome o = done();
+  ASSERT_TRUE(o.error);
+  EXPECT_EQ(o.err.err, errc::invalid_argument) << "misaligned";
+  ASSERT_EQ(a.ep.write(src.data(), 100, a2b, (1 << 20) - 50, m->key()), errc::ok);
+  o = done();
+  ASSERT_TRUE(o.error);
+  EXPECT_EQ(o.err.err, errc::invalid_argument) << "past the end";
+  auto ro = b.dom.alloc_memory(4096, access::remote_read);
+  ASSERT_TRUE(ro);
+  ASSERT_EQ(a.ep.atomic(atomic_op::sum, atomic_type::u64, &one, 1, a2b, 0, ro->key()), errc::ok);
+  o = done();
+  ASSERT_TRUE(o.error);
+  EXPECT_EQ(o.err.err, errc::permission_denied);
+  ASSERT_EQ(a.ep.write(src.data(), 8, a2b, 0, ro->key()), errc::ok);
+  o = done();
+  ASSERT_TRUE(o.error);
+  EXPECT_EQ(o.err.err, errc::permission_denied);
+  // closing frees the memory and revokes the key
+  const std::uint64_t k = m->key();
+  m->close();
+  ro->close();
+  if (GetParam().provider == "shm") {
+    EXPECT_EQ(mem_segments(), before) << "segments removed with their regions";
+  }
+  ASSERT_EQ(a.ep.write(src.data(), 8, a2b, 0, k), errc::ok);
+  o = done();
+  ASSERT_TRUE(o.error);
+  EXPECT_EQ(o.err.err, errc::not_found);
+  EXPECT_FALSE(b.dom.alloc_memory(0, access::remote_read));
+  EXPECT_FALSE(b.dom.alloc_memory(64, access::persistent));
+}
+
+TEST_P(rma_ext, allocated_memory_atomics_from_four_processes) {
+  auto m = b.dom.alloc_memory(4096, access::remote_read | access::remote_write);
+  ASSERT_TRUE(m);
+  std::memset(m->addr(), 0, 8);
+  const address baddr = b.ep.name();
+  const std::uint64_t key = m->key();
+  std::vector<pid_t> kids;
+  for (int k = 0; k < 4; ++k) {
+    pid_t p = ::fork();
+    ASSERT_GE(p, 0);
+    if (p == 0) {
+      int rc = 0;
+      {
+        node c = open_node(GetParam().provider, cap::msg);
+        auto d = c.av.insert(baddr);
+        std::uint64_t one = 1;
+        for (int i = 0; d && i < 500 && rc == 0; ++i) {
+          errc r;
+          auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+          while ((r = c.ep.atomic(atomic_op::sum, atomic_type::u64, &one, 1, *d, 0, key)) == errc::again &&
+                 std::chrono::steady_clock::now() < until)
+            c.cq.progress();
+          if (r != errc::ok) rc = 2;
+          cq_entry e;
+          if (rc == 0 && c.cq.wait(e, 10000) != errc::ok) rc = 3;
+        }
+        if (!d) rc = 1;
+      }
+      ::_exit(rc);
+    }
+    kids.push_back(p);
+  }
+  // the target adds too, with its own CPU atomics, while it serves the others
+  std::atomic_ref<std::uint64_t> mine(*static_cast<std::uint64_t*>(m->addr()));
+  for (int i = 0; i < 500; ++i) {
+    mine.fetch_add(1);
+    b.cq.progress();
+  }
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (mine.load() < 2500 && std::chrono::steady_clock::now() < deadline) b.cq.progress();
+  for (pid_t p : kids) {
+    int st = 0;
+    while (::waitpid(p, &st, WNOHANG) == 0) b.cq.progress();
+    EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "child status " << st;
+  }
+  EXPECT_EQ(mine.load(), 2500u) << "no addition lost";
+}
+
 INSTANTIATE_TEST_SUITE_P(providers, rma_ext, ::testing::ValuesIn(all_variants()),
                          [](const auto& i) { return i.param.name; });

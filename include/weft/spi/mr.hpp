@@ -57,6 +57,24 @@ namespace spi {
 
 class mr_registry;
 
+// Live keys per domain; a key's low bits name its slot (0 .. mr_key_slots-1),
+// so a provider can publish regions in a table peers index directly.
+inline constexpr std::uint32_t mr_key_slots = 16384;
+[[nodiscard]] constexpr std::uint32_t mr_key_slot(std::uint64_t key) noexcept {
+  return static_cast<std::uint32_t>(key & (mr_key_slots - 1));
+}
+
+// Told (under the registry's lock, so in order) when a key becomes usable
+// and when it is revoked (region closed, or its memory went away).
+class mr_observer {
+ public:
+  virtual ~mr_observer() = default;
+  // tag: what the provider attached at registration (0: nothing)
+  virtual void published(std::uint64_t key, std::byte* addr, std::size_t len, std::uint64_t access,
+                         std::uint64_t tag) noexcept = 0;
+  virtual void revoked(std::uint64_t key) noexcept = 0;
+};
+
 class mr {
  public:
   mr() = default;
@@ -69,9 +87,12 @@ class mr {
   [[nodiscard]] std::uint64_t access() const noexcept { return access_; }
   [[nodiscard]] flush_method persist() const noexcept { return persist_; }
   [[nodiscard]] bool cache_hit() const noexcept { return hit_; }
+  // Memory the region owns (domain::alloc_memory): released after the key is revoked.
+  void own(std::shared_ptr<void> memory) noexcept { owned_ = std::move(memory); }
 
  private:
   friend class mr_registry;
+  std::shared_ptr<void> owned_;  // declared first: released after the destructor revoked the key
   std::shared_ptr<mr_registry> reg_;
   std::uint64_t key_ = 0;
   std::byte* addr_ = nullptr;
@@ -90,7 +111,9 @@ class mr_registry : public std::enable_shared_from_this<mr_registry> {
   mr_registry(const mr_registry&) = delete;
   mr_registry& operator=(const mr_registry&) = delete;
 
-  result<std::shared_ptr<mr>> register_memory(void* buf, std::size_t len, std::uint64_t access);
+  // tag: provider data published with the key (0: none); part of the cache match.
+  result<std::shared_ptr<mr>> register_memory(void* buf, std::size_t len, std::uint64_t access,
+                                              std::uint64_t tag = 0);
   // Replaces the monitor for this domain (the default one otherwise starts
   // at the first registration). Cached entries are subscribed again.
   result<void> import_monitor(std::shared_ptr<memory_monitor> m);
@@ -113,6 +136,10 @@ class mr_registry : public std::enable_shared_from_this<mr_registry> {
   // from the monitor: memory in [addr, addr + len) went away
   void notify(const void* addr, std::size_t len) noexcept;
 
+  // An observer is told about every live key at once, then about changes.
+  void add_observer(mr_observer* o);
+  void remove_observer(mr_observer* o) noexcept;
+
  private:
   struct entry;
   friend class mr;
@@ -129,6 +156,8 @@ class mr_registry : public std::enable_shared_from_this<mr_registry> {
   mr_cache_stats stats_;
   std::size_t max_idle_ = 256;
   std::uint64_t clock_ = 0;  // for least-recently-used eviction
+  std::vector<std::uint32_t> free_slots_;
+  std::vector<mr_observer*> observers_;
 };
 
 }  // namespace spi

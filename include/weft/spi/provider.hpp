@@ -88,6 +88,10 @@ class domain {
   virtual result<std::shared_ptr<mr>> register_memory(void*, std::size_t, std::uint64_t) {
     return make_error(errc::not_supported, "this provider has no memory registration (RMA) yet");
   }
+  // Memory allocated for RMA and registered at once (the region owns it).
+  // Default: page-aligned anonymous memory; shm: a shared-memory file that
+  // peers on the host map, so their RMA and atomics are loads and stores.
+  virtual result<std::shared_ptr<mr>> alloc_memory(std::size_t len, std::uint64_t access);
   // Keys, the registration cache and monitor, persistent regions and the
   // commit handler of this domain's regions.
   [[nodiscard]] const std::shared_ptr<mr_registry>& registry() const noexcept { return registry_; }

@@ -235,8 +235,11 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable, publ
   errc rma(const rma_desc& d, std::uint64_t flags) noexcept override;
   errc atomic(const atomic_desc& d) noexcept override;
   // the domain's regions, published in our region for one-sided access
-  void published(std::uint64_t key, std::byte* addr, std::size_t len, std::uint64_t access) noexcept override;
+  void published(std::uint64_t key, std::byte* addr, std::size_t len, std::uint64_t access,
+                 std::uint64_t tag) noexcept override;
   void revoked(std::uint64_t key) noexcept override;
+  // Atomics on a target segment mapped here: CPU atomics, no target help. False: not mapped (go two-sided).
+  [[nodiscard]] bool atomic_one_sided(peer& p, const atomic_desc& d, std::size_t bytes, errc& ret) noexcept;
   [[nodiscard]] errc one_sided(peer& p, const rma_desc& d, const rma_iov* rr, std::size_t nr, std::size_t len,
                                bool write, bool inject) noexcept;
   [[nodiscard]] errc begin_request(peer& p, void* ctx, tx_op*& op, std::byte*& slot, std::uint64_t& pos) noexcept;
@@ -1214,7 +1217,8 @@ errc endpoint_impl::rma(const rma_desc& d, std::uint64_t flags) noexcept {
 // ----------------------------------------------------- one-sided RMA (CMA)
 
 // The owner's side of the table: a seqlock per entry (odd while rewritten).
-void endpoint_impl::published(std::uint64_t key, std::byte* addr, std::size_t len, std::uint64_t acc) noexcept {
+void endpoint_impl::published(std::uint64_t key, std::byte* addr, std::size_t len, std::uint64_t acc,
+                              std::uint64_t tag) noexcept {
   mr_entry& e = self_->mr_table()[spi::mr_key_slot(key)];
   const std::uint32_t s = e.seq.load(std::memory_order_relaxed);
   e.seq.store(s + 1, std::memory_order_relaxed);
@@ -1222,6 +1226,7 @@ void endpoint_impl::published(std::uint64_t key, std::byte* addr, std::size_t le
   __atomic_store_n(&e.access, static_cast<std::uint32_t>(acc), __ATOMIC_RELAXED);
   __atomic_store_n(&e.addr, reinterpret_cast<std::uint64_t>(addr), __ATOMIC_RELAXED);
   __atomic_store_n(&e.len, static_cast<std::uint64_t>(len), __ATOMIC_RELAXED);
+  __atomic_store_n(&e.seg, tag, __ATOMIC_RELAXED);  // alloc_memory: the segment peers may map
   __atomic_store_n(&e.key, key, __ATOMIC_RELAXED);
   e.seq.store(s + 2, std::memory_order_release);
 }
@@ -1240,7 +1245,7 @@ namespace {
 // A consistent copy of a peer's table entry (bounded retries: the owner
 // rewrites an entry only when a region opens or closes).
 bool read_entry(const mr_entry& e, std::uint64_t& key, std::uint64_t& addr, std::uint64_t& len,
-                std::uint32_t& acc) noexcept {
+                std::uint32_t& acc, std::uint64_t& seg) noexcept {
   for (int i = 0; i < 1000; ++i) {
     const std::uint32_t s1 = const_cast<mr_entry&>(e).seq.load(std::memory_order_acquire);
     if (s1 & 1) continue;
@@ -1248,6 +1253,7 @@ bool read_entry(const mr_entry& e, std::uint64_t& key, std::uint64_t& addr, std:
     addr = __atomic_load_n(&e.addr, __ATOMIC_RELAXED);
     len = __atomic_load_n(&e.len, __ATOMIC_RELAXED);
     acc = __atomic_load_n(&e.access, __ATOMIC_RELAXED);
+    seg = __atomic_load_n(&e.seg, __ATOMIC_RELAXED);
     std::atomic_thread_fence(std::memory_order_acquire);
     if (const_cast<mr_entry&>(e).seq.load(std::memory_order_relaxed) == s1) return true;
   }
@@ -1262,21 +1268,37 @@ errc endpoint_impl::one_sided(peer& p, const rma_desc& d, const rma_iov* rr, std
                               bool write, bool inject) noexcept {
   if (!inject && !txcq_->reserve()) return errc::again;
   remote_iov riov[max_iov];
+  std::byte* mapped[max_iov];  // the ranges in the target's segments mapped here (alloc_memory)
+  bool all_mapped = true;
   errc st = errc::ok;
   const mr_entry* table = p.map->mr_table();
+  const auto* ph = p.map->hdr();
   for (std::size_t i = 0; i < nr && st == errc::ok; ++i) {
-    std::uint64_t key = 0, addr = 0, rlen = 0;
+    std::uint64_t key = 0, addr = 0, rlen = 0, seg = 0;
     std::uint32_t acc = 0;
-    if (rr[i].key == 0 || !read_entry(table[spi::mr_key_slot(rr[i].key)], key, addr, rlen, acc) || key != rr[i].key)
+    if (rr[i].key == 0 || !read_entry(table[spi::mr_key_slot(rr[i].key)], key, addr, rlen, acc, seg) ||
+        key != rr[i].key)
       st = errc::not_found;
     else if (!(acc & (write ? access::remote_write : access::remote_read)))
       st = errc::permission_denied;
     else if (rr[i].offset > rlen || rr[i].len > rlen - rr[i].offset)
       st = errc::invalid_argument;
-    else
+    else {
       riov[i] = remote_iov{addr + rr[i].offset, rr[i].len};
+      std::byte* base = seg ? p.segs.get(ph->owner_uid, ph->owner_pid, ph->owner_start, seg, rlen) : nullptr;
+      mapped[i] = base ? base + rr[i].offset : nullptr;
+      all_mapped = all_mapped && base;
+    }
   }
-  if (st == errc::ok && len) {
+  if (st == errc::ok && len && all_mapped) {
+    // loads and stores on the target's memory, mapped here
+    std::size_t off = 0;
+    for (std::size_t i = 0; i < nr; ++i) {
+      if (write) gather(d.iov, d.iov_count, off, mapped[i], rr[i].len);
+      else scatter(d.iov, d.iov_count, off, mapped[i], rr[i].len);
+      off += rr[i].len;
+    }
+  } else if (st == errc::ok && len) {
     // read = true copies remote -> local (process_vm_readv)
     if (int err = cma_copy(!write, static_cast<pid_t>(p.pid), d.iov, d.iov_count, riov, nr, 0, len))
       st = err == ESRCH ? errc::peer_dead : err == EFAULT ? errc::not_found : errc::io_error;
@@ -1309,6 +1331,51 @@ errc endpoint_impl::one_sided(peer& p, const rma_desc& d, const rma_iov* rr, std
     txcq_->push_error(ee);
   }
   return errc::ok;
+}
+
+bool endpoint_impl::atomic_one_sided(peer& p, const atomic_desc& d, std::size_t bytes, errc& ret) noexcept {
+  std::uint64_t key = 0, addr = 0, rlen = 0, seg = 0;
+  std::uint32_t acc = 0;
+  if (d.key == 0 || !read_entry(p.map->mr_table()[spi::mr_key_slot(d.key)], key, addr, rlen, acc, seg) ||
+      key != d.key || seg == 0)
+    return false;  // the target checks (and reports) everything else
+  const auto* ph = p.map->hdr();
+  std::byte* base = p.segs.get(ph->owner_uid, ph->owner_pid, ph->owner_start, seg, rlen);
+  if (!base) return false;
+  if (!txcq_->reserve()) {
+    ret = errc::again;
+    return true;
+  }
+  const auto type = static_cast<atomic_type>(d.type);
+  const std::size_t sz = size_of(type);
+  const std::uint64_t need = access::remote_write | (d.result ? access::remote_read : 0);
+  errc st = errc::ok;
+  if ((acc & need) != need) st = errc::permission_denied;
+  else if (d.offset > rlen || bytes > rlen - d.offset || (addr + d.offset) % sz != 0) st = errc::invalid_argument;
+  else {
+    alignas(8) std::byte old[atomic_max_bytes];
+    core::apply_atomic(static_cast<atomic_op>(d.op), type, base + d.offset,
+                       static_cast<const std::byte*>(d.operand), static_cast<const std::byte*>(d.compare), d.count,
+                       old);
+    if (d.result) std::memcpy(d.result, old, bytes);
+  }
+  const std::uint64_t f = flag::atomic | (d.result ? flag::read : flag::write);
+  if (wrcntr_) (st == errc::ok) ? wrcntr_->inc() : wrcntr_->inc_err();
+  if (st == errc::ok) {
+    txcq_->push(cq_entry{d.context, f, bytes, nullptr, 0, 0, addr_unspec});
+  } else {
+    cq_err_entry ee;
+    ee.context = d.context;
+    ee.flags = f;
+    ee.err = st;
+    std::snprintf(ee.msg, sizeof ee.msg, "%s",
+                  st == errc::permission_denied ? "the target region does not allow this access"
+                                                : "the remote range lies outside the target region (or is not "
+                                                  "aligned for an atomic)");
+    txcq_->push_error(ee);
+  }
+  ret = errc::ok;
+  return true;
 }
 
 // Target side of RMA: checked here, in the owner's progress, against the
@@ -1366,6 +1433,10 @@ errc endpoint_impl::atomic(const atomic_desc& d) noexcept {
   peer& p = **pp;
   if (p.map->closed()) return errc::peer_dead;
   const std::size_t bytes = d.count * size_of(static_cast<atomic_type>(d.type));
+  if (!(p.map->hdr()->flags.load(std::memory_order_acquire) & region_flag::two_sided_rma)) {
+    errc r = errc::ok;
+    if (atomic_one_sided(p, d, bytes, r)) return r;
+  }
   tx_op* op = nullptr;
   std::byte* s = nullptr;
   std::uint64_t pos = 0;

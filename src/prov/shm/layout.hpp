@@ -86,8 +86,12 @@ struct mr_entry {
   std::uint64_t key;               // 8: 0 = empty
   std::uint64_t addr;              // 16: in the owner's address space
   std::uint64_t len;               // 24
+  std::uint64_t seg;               // 32: memory from domain::alloc_memory: the shm file
+                                   //     weft.UID.PID.mem.START.SEG (peers map it); 0 otherwise
+  std::byte pad_[64 - 40];
 };
-static_assert(sizeof(mr_entry) == 32);
+static_assert(sizeof(mr_entry) == 64);
+static_assert(offsetof(mr_entry, seg) == 32);
 static_assert(offsetof(mr_entry, key) == 8);
 
 // Cooperative copy of one large message (receiver's region, indexed by the

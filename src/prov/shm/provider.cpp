@@ -1,6 +1,12 @@
 // shm provider: registration, discovery, fabric, domain and address vector.
 #include <unistd.h>
 
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+
+#include <atomic>
+#include <cstring>
 #include <mutex>
 
 #include "prov/shm/shm.hpp"
@@ -114,6 +120,92 @@ result<std::shared_ptr<spi::mr>> domain_impl::register_memory(void* buf, std::si
   if (!cfg_.cma)
     return make_error(errc::not_supported, "shm RMA needs cross-memory attach (WEFT_SHM_CMA is 0)");
   return registry_->register_memory(buf, len, acc);
+}
+
+result<std::shared_ptr<spi::mr>> domain_impl::alloc_memory(std::size_t len, std::uint64_t acc) {
+  if (!cfg_.cma) return spi::domain::alloc_memory(len, acc);  // no one-sided access without CMA anyway
+  static std::atomic<std::uint64_t> next_seq{1};
+  const std::uint64_t seq = next_seq.fetch_add(1);
+  const auto uid = static_cast<std::uint32_t>(::getuid());
+  const auto pid = static_cast<std::uint32_t>(::getpid());
+  std::string name = "/";
+  name.append(mem_segment_name(uid, pid, process_start_time(static_cast<pid_t>(pid)), seq));
+  const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+  const std::size_t n = (len + page - 1) / page * page;
+  int fd = ::shm_open(name.c_str(), O_RDWR | O_CREAT | O_EXCL, 0600);
+  if (fd < 0) {
+    std::string m = "cannot create shared memory '/dev/shm";
+    m.append(name).append("': ").append(std::strerror(errno));
+    return make_error(errc::io_error, std::move(m));
+  }
+  if (::ftruncate(fd, static_cast<off_t>(n)) != 0) {
+    ::close(fd);
+    ::shm_unlink(name.c_str());
+    std::string m = "cannot size shared memory '/dev/shm";
+    m.append(name).append("' (is /dev/shm full?)");
+    return make_error(errc::no_memory, std::move(m));
+  }
+  void* p = ::mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  ::close(fd);
+  if (p == MAP_FAILED) {
+    ::shm_unlink(name.c_str());
+    std::string m = "cannot map shared memory '/dev/shm";
+    m.append(name).append("'");
+    return make_error(errc::no_memory, std::move(m));
+  }
+  auto m = registry_->register_memory(p, len, acc, seq);
+  if (!m) {
+    ::munmap(p, n);
+    ::shm_unlink(name.c_str());
+    return m;
+  }
+  (*m)->own(std::shared_ptr<void>(p, [n, name](void* q) {
+    ::munmap(q, n);
+    ::shm_unlink(name.c_str());
+  }));
+  return m;
+}
+
+peer_segs::~peer_segs() {
+  for (auto& s : v) ::munmap(s.base, s.len);
+}
+
+std::byte* peer_segs::get(std::uint32_t uid, std::uint32_t pid, std::uint64_t start, std::uint64_t id,
+                          std::size_t len) noexcept {
+  for (std::size_t i = 0; i < v.size(); ++i)
+    if (v[i].id == id) {
+      if (i) std::swap(v[i], v[0]);  // most recent first
+      return v[0].len >= len ? v[0].base : nullptr;
+    }
+  // first access: map it (the owner keeps the name while the region lives)
+  std::string name;
+  try {
+    name = "/";
+    name.append(mem_segment_name(uid, pid, start, id));
+  } catch (...) {
+    return nullptr;
+  }
+  int fd = ::shm_open(name.c_str(), O_RDWR, 0);
+  if (fd < 0) return nullptr;
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || static_cast<std::size_t>(st.st_size) < len) {
+    ::close(fd);
+    return nullptr;
+  }
+  void* p = ::mmap(nullptr, static_cast<std::size_t>(st.st_size), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  ::close(fd);
+  if (p == MAP_FAILED) return nullptr;
+  if (v.size() >= max_peer_segs) {
+    ::munmap(v.back().base, v.back().len);
+    v.pop_back();
+  }
+  try {
+    v.insert(v.begin(), seg{id, static_cast<std::byte*>(p), static_cast<std::size_t>(st.st_size)});
+  } catch (...) {
+    ::munmap(p, static_cast<std::size_t>(st.st_size));
+    return nullptr;
+  }
+  return static_cast<std::byte*>(p);
 }
 
 result<std::shared_ptr<spi::av>> domain_impl::open_av(const spi::av_attr& a) {

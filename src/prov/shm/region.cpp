@@ -82,6 +82,11 @@ bool parse_region_name(std::string_view name, std::uint32_t& uid, std::uint32_t&
   return true;
 }
 
+std::string mem_segment_name(std::uint32_t uid, std::uint32_t pid, std::uint64_t start, std::uint64_t seq) {
+  return "weft." + std::to_string(uid) + "." + std::to_string(pid) + ".mem." + std::to_string(start) + "." +
+         std::to_string(seq);
+}
+
 std::uint64_t process_start_time(pid_t pid) {
   char path[64];
   std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
@@ -378,6 +383,15 @@ std::size_t clean_stale() {
                    h.state.load() != static_cast<std::uint32_t>(region_state::closed);
       // A region still being created has owner_start == 0 only for a moment.
       if (!alive && ok && h.owner_start != 0) {
+        ::shm_unlink(("/" + n).c_str());
+        ++removed;
+      }
+    } else if (n.find(".mem.") != std::string::npos) {
+      unsigned u = 0, p = 0;
+      unsigned long long start = 0, seq = 0;
+      int used = 0;
+      if (std::sscanf(n.c_str(), "weft.%u.%u.mem.%llu.%llu%n", &u, &p, &start, &seq, &used) == 4 &&
+          used == static_cast<int>(n.size()) && process_start_time(static_cast<pid_t>(p)) != start) {
         ::shm_unlink(("/" + n).c_str());
         ++removed;
       }

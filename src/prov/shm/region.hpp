@@ -92,7 +92,12 @@ class mapping {
   bool dead_ = false;
 };
 
-// Removes regions and port entries of this user whose owners are gone.
+// Memory segments of domain::alloc_memory: /dev/shm/weft.UID.PID.mem.START.SEQ
+[[nodiscard]] std::string mem_segment_name(std::uint32_t uid, std::uint32_t pid, std::uint64_t start,
+                                           std::uint64_t seq);
+[[nodiscard]] std::uint64_t process_start_time(pid_t pid);
+
+// Removes regions, memory segments and port entries of this user whose owners are gone.
 // Returns how many were removed.
 std::size_t clean_stale();
 

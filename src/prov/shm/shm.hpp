@@ -28,8 +28,27 @@ inline constexpr std::size_t max_rma_parts = 256;  // RMA requests in flight per
 
 // A mapped remote endpoint, shared by address-vector entries and by the
 // endpoints of a domain that receive from it.
+// A peer's memory segments (domain::alloc_memory) mapped here, the most
+// recently used first; at most max_peer_segs (older ones are unmapped).
+inline constexpr std::size_t max_peer_segs = 64;
+struct peer_segs {
+  struct seg {
+    std::uint64_t id = 0;
+    std::byte* base = nullptr;
+    std::size_t len = 0;
+  };
+  std::vector<seg> v;
+  peer_segs() = default;
+  peer_segs(const peer_segs&) = delete;
+  peer_segs& operator=(const peer_segs&) = delete;
+  ~peer_segs();
+  // The mapping of segment id of the process (uid, pid, start), at least len bytes; null if it cannot be mapped.
+  std::byte* get(std::uint32_t uid, std::uint32_t pid, std::uint64_t start, std::uint64_t id, std::size_t len) noexcept;
+};
+
 struct peer {
   std::unique_ptr<mapping> map;
+  peer_segs segs;
   util::mpsc_ring ring;  // producer view of its message ring
   util::mpsc_ring ctl;   // producer view of its control ring
   std::uint64_t key = 0;
@@ -76,6 +95,7 @@ class domain_impl final : public spi::domain, public std::enable_shared_from_thi
   result<std::shared_ptr<spi::endpoint>> open_endpoint(const info& i) override;
   result<std::shared_ptr<spi::av>> open_av(const spi::av_attr& a) override;
   result<std::shared_ptr<spi::mr>> register_memory(void* buf, std::size_t len, std::uint64_t acc) override;
+  result<std::shared_ptr<spi::mr>> alloc_memory(std::size_t len, std::uint64_t acc) override;
   [[nodiscard]] const config& cfg() const noexcept { return cfg_; }
   // A mapped peer by region name or by (pid, epid); mapped once per domain.
   result<std::shared_ptr<peer>> peer_by_name(const std::string& name);
