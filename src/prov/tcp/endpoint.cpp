@@ -2175,7 +2175,7 @@ void endpoint_impl::progress() noexcept {
   // two when data is there; a new connection waits at most 16 polls).
   conn* only = conns_.size() == 1 ? conns_.front().get() : nullptr;
   if (only && !only->dead && only->state == conn::st::established && only->txq.empty() &&
-      !paused(only) && ++direct_polls_ < 16) {
+      !paused(only) && ++direct_polls_ <= static_cast<std::uint32_t>(cfg_.direct_polls)) {
     read_conn(only);
   } else {
     direct_polls_ = 0;

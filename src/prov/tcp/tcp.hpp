@@ -29,6 +29,9 @@ struct config {
   int timeout_ms = 10000;  // connect timeout and TCP_USER_TIMEOUT (WEFT_TCP_TIMEOUT_MS)
   int idle_ms = 60000;     // close idle RDM connections after this (WEFT_TCP_IDLE_MS, 0: never)
   bool auto_progress = false;  // WEFT_PROGRESS=auto, or domain_attr.progress = automatic
+  // With one connection, polls that read it directly between two epoll_waits
+  // (WEFT_TCP_DIRECT_POLLS; 0: always epoll)
+  int direct_polls = 15;
 };
 [[nodiscard]] config load_config();
 
