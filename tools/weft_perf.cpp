@@ -85,7 +85,8 @@ void usage() {
       "                       (default 1:4M)\n"
       "  -i, --iters N        latency iterations for small sizes (default 10000; fewer for big sizes)\n"
       "  -w, --window N       messages in flight in the bandwidth test (default 64)\n"
-      "  -t, --test LIST      lat, bw or lat,bw (default)\n"
+      "  -t, --test LIST      lat, bw or lat,bw (default); in lat, messages up to the provider's\n"
+      "                       inject_size are injected (no send completion), as fi_pingpong does\n"
       "      --verify         check every byte received\n"
       "      --json           print one JSON object\n"
       "      --timeout S      give up when the peer is silent for S seconds (default 30)\n"
@@ -131,6 +132,7 @@ struct conn {
   weft::endpoint ep;
   weft::fi_addr_t peer = weft::addr_unspec;
   int timeout_s = 30;
+  std::size_t inject_size = 0;  // ping-pong messages up to this size are injected (no send completion)
 };
 
 // Busy-polls the CQ for one completion; dies on an error entry or silence.
@@ -199,6 +201,7 @@ conn open_conn(const options& o, bool server) {
   const weft::info& inf = infos->front();
   conn c;
   c.timeout_s = o.timeout_s;
+  c.inject_size = inf.tx.inject_size;
   auto f = weft::fabric::open(inf);
   if (!f) die(f.error().message);
   c.fab = std::move(*f);
@@ -274,8 +277,13 @@ int run_server(const options& o) {
         if (pl.verify) check(b[i % 2], size, size ^ i, "ping");
         if (i + 1 < n) post_retry(c, [&] { return c.ep.recv(b[(i + 1) % 2], size); });
         std::byte* pong = pl.verify ? b[i % 2] : sbuf.data();
-        post_retry(c, [&] { return c.ep.send(pong, size, c.peer); });
-        while (sends <= i) account(wait_one(c));
+        if (size <= c.inject_size) {
+          post_retry(c, [&] { return c.ep.inject(pong, size, c.peer); });
+          ++sends;
+        } else {
+          post_retry(c, [&] { return c.ep.send(pong, size, c.peer); });
+          while (sends <= i) account(wait_one(c));
+        }
       }
     }
     if (pl.tests & 2) {
@@ -381,8 +389,12 @@ int run_client(const options& o) {
         if (pl.verify) fill(sbuf.data(), size, size ^ i);
         post_retry(c, [&] { return c.ep.recv(rbuf.data(), size, weft::addr_unspec, &rbuf); });
         auto t0 = clk::now();
-        post_retry(c, [&] { return c.ep.send(sbuf.data(), size, c.peer, &sbuf); });
-        wait_one(c);
+        if (size <= c.inject_size) {  // as fi_pingpong: small messages are injected
+          post_retry(c, [&] { return c.ep.inject(sbuf.data(), size, c.peer); });
+        } else {
+          post_retry(c, [&] { return c.ep.send(sbuf.data(), size, c.peer, &sbuf); });
+          wait_one(c);
+        }
         wait_one(c);
         auto t1 = clk::now();
         if (pl.verify) check(rbuf.data(), size, size ^ i, "pong");
