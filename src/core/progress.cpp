@@ -34,6 +34,7 @@ void progress_group::release_lock(std::recursive_mutex* m) noexcept {
 }
 
 void progress_group::sleep_slice(int ms) const noexcept {
+  for (auto* s : sources_) s->prepare_sleep();
   const int fd = sources_.empty() ? -1 : sources_.front()->wait_fd();
   if (fd >= 0) {
     pollfd p{fd, POLLIN, 0};

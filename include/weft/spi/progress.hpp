@@ -20,6 +20,8 @@ class progressable {
   virtual void disarm() noexcept {}
   // Or a file descriptor that polls readable when progress has work (epoll).
   [[nodiscard]] virtual int wait_fd() const noexcept { return -1; }
+  // Called before a queue sleeps on wait_fd(): every event must reach it.
+  virtual void prepare_sleep() noexcept {}
 };
 
 class progress_group {

@@ -168,6 +168,7 @@ struct conn final : handler {
   bool close_after_flush = false;
   bool want_out = false;
   bool in_list = false;  // on the stalled list
+  bool direct = false;   // read by polling it directly: not in epoll's read interest
   bool dup_loser = false;  // lost a simultaneous connect; waits for the winner
   bool held = false;       // a new connection waiting for the old one to close
   conn* held_on = nullptr; // ... that one
@@ -234,6 +235,8 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable {
   errc atomic(const atomic_desc& d) noexcept override;
   void progress() noexcept override;
   [[nodiscard]] int wait_fd() const noexcept override { return dom_->eng().fd(); }
+  void prepare_sleep() noexcept override;
+  void leave_direct() noexcept;
 
   void on_conn_event(conn* c, std::uint32_t ev) noexcept;
   void on_accept() noexcept;
@@ -327,14 +330,16 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable {
   std::uint64_t next_tick_ = 0;
   bool need_reap_ = false;
   std::uint32_t direct_polls_ = 0;  // polls of the only connection since the last epoll_wait
+  conn* direct_conn_ = nullptr;     // the connection polled directly, out of epoll's read interest
   std::uint64_t accept_paused_until_ = 0;  // listener out of epoll after EMFILE
 };
 
 void conn::on_event(std::uint32_t events) noexcept { ep->on_conn_event(this, events); }
 void listener::on_event(std::uint32_t) noexcept { ep->on_accept(); }
 
-void set_socket_options(int fd, int timeout_ms) noexcept {
+void set_socket_options(int fd, int timeout_ms, int sndbuf = 0) noexcept {
   int one = 1;
+  if (sndbuf > 0) (void)::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
   (void)::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   unsigned to = static_cast<unsigned>(timeout_ms);
   (void)::setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &to, sizeof to);
@@ -542,7 +547,7 @@ conn* endpoint_impl::open_conn(const address& peer, const std::string& key, fi_a
   if (!to_sockaddr(peer, ss, len)) return nullptr;
   int fd = ::socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return nullptr;
-  set_socket_options(fd, cfg_.timeout_ms);
+  set_socket_options(fd, cfg_.timeout_ms, cfg_.sndbuf);
   if (!msg_mode_) {  // a specific listening IP is also our source: the peer checks it
     sockaddr_storage me;
     socklen_t ml;
@@ -625,7 +630,7 @@ void endpoint_impl::on_accept() noexcept {
       ::close(fd);
       continue;
     }
-    set_socket_options(fd, cfg_.timeout_ms);
+    set_socket_options(fd, cfg_.timeout_ms, cfg_.sndbuf);
     auto c = std::make_unique<conn>();
     c->ep = this;
     c->fd = fd;
@@ -681,7 +686,7 @@ void endpoint_impl::set_out(conn* c, bool on) noexcept {
 // report its data either, or progress would spin on it.
 void endpoint_impl::update_events(conn* c) noexcept {
   if (c->fd < 0 || c->dead) return;
-  const bool reading = !paused(c) && !c->held;
+  const bool reading = !paused(c) && !c->held && !c->direct;
   const std::uint32_t ev = (reading ? static_cast<std::uint32_t>(EPOLLIN) : 0u) | (c->want_out ? EPOLLOUT : 0u);
   if (ev == c->events) return;
   c->events = ev;
@@ -2057,6 +2062,7 @@ void endpoint_impl::close_conn(conn* c) noexcept {
   c->dead = true;
   need_reap_ = true;
   if (c == single_) single_ = nullptr;  // freed by reap(): never used again
+  if (c == direct_conn_) direct_conn_ = nullptr;
   if (c->fd >= 0) {
     dom_->eng().del(c->fd);
     ::close(c->fd);
@@ -2170,13 +2176,30 @@ void endpoint_impl::tick(std::uint64_t now) noexcept {
 
 void endpoint_impl::progress() noexcept {
   auto g = dom_->guard();
-  // One established connection with nothing to write: read it directly,
-  // skipping epoll_wait 15 polls in 16 (one system call per poll instead of
-  // two when data is there; a new connection waits at most 16 polls).
+  // One established connection with nothing to write, polled by the
+  // application: read it directly and take it out of epoll's read interest
+  // (no wake-up callback on every packet); epoll_wait runs one poll in
+  // direct_polls + 1 for everything else (a new connection, timers).
   conn* only = conns_.size() == 1 ? conns_.front().get() : nullptr;
-  if (only && !only->dead && only->state == conn::st::established && only->txq.empty() &&
-      !paused(only) && ++direct_polls_ <= static_cast<std::uint32_t>(cfg_.direct_polls)) {
-    read_conn(only);
+  const bool direct_ok = only && !only->dead && only->state == conn::st::established && only->txq.empty() &&
+                         !paused(only) && !only->held && cfg_.direct_polls > 0 && !dom_->automatic();
+  if (direct_conn_ && (!direct_ok || direct_conn_ != only)) leave_direct();
+  if (direct_ok) {
+    if (!only->direct) {
+      only->direct = true;
+      direct_conn_ = only;
+      update_events(only);
+    }
+    if (++direct_polls_ > static_cast<std::uint32_t>(cfg_.direct_polls)) {
+      direct_polls_ = 0;
+      dom_->eng().poll();
+      const std::uint64_t now = util::now_ns();
+      if (now >= next_tick_) {
+        next_tick_ = now + tick_ns;
+        tick(now);
+      }
+    }
+    if (!only->dead && only->direct) read_conn(only);
   } else {
     direct_polls_ = 0;
     dom_->eng().poll();
@@ -2188,6 +2211,21 @@ void endpoint_impl::progress() noexcept {
   }
   if (answer_waits_) resume_answers();
   if (need_reap_) reap();
+}
+
+// Back into epoll's read interest (before sleeping on it, or when another
+// connection or pending output needs epoll).
+void endpoint_impl::leave_direct() noexcept {
+  conn* c = direct_conn_;
+  direct_conn_ = nullptr;
+  if (!c || c->dead) return;
+  c->direct = false;
+  update_events(c);
+}
+
+void endpoint_impl::prepare_sleep() noexcept {
+  auto g = dom_->guard();
+  if (direct_conn_) leave_direct();
 }
 
 // --------------------------------------------------- connection management
@@ -2422,7 +2460,7 @@ class passive_impl final : public spi::passive_endpoint, public spi::progressabl
         ::close(fd);
         continue;
       }
-      set_socket_options(fd, dom_->cfg().timeout_ms);
+      set_socket_options(fd, dom_->cfg().timeout_ms, dom_->cfg().sndbuf);
       try {
         auto p = std::make_shared<pending>();
         p->fd = fd;

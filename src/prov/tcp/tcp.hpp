@@ -32,6 +32,7 @@ struct config {
   // With one connection, polls that read it directly between two epoll_waits
   // (WEFT_TCP_DIRECT_POLLS; 0: always epoll)
   int direct_polls = 15;
+  int sndbuf = 0;  // SO_SNDBUF in bytes (WEFT_TCP_SNDBUF; 0: the kernel's autotuning)
 };
 [[nodiscard]] config load_config();
 
