@@ -40,7 +40,8 @@ constexpr std::size_t direct_read_min = 16 * 1024;
 constexpr std::uint64_t tick_ns = 5'000'000;
 constexpr std::size_t max_handshakes = 256;  // connections accepted but not yet identified
 constexpr std::uint64_t replace_after_ns = 50'000'000;
-constexpr std::uint32_t max_answers = 32;  // RMA answers queued per connection before it stops reading requests
+constexpr std::uint32_t max_answers = 32;
+constexpr std::size_t small_frame = 512;  // frames up to this size leave in one send() from the stack  // RMA answers queued per connection before it stops reading requests
 
 std::size_t iov_total(const ::iovec* v, std::size_t n) noexcept {
   std::size_t t = 0;
@@ -871,11 +872,19 @@ errc endpoint_impl::send(const msg_desc& m, std::uint64_t flags) noexcept {
   op->total = sizeof op->hdr + len;
   op->sent = 0;
   if (c->state == conn::st::established && c->txq.empty()) {
-    // fast path: one sendmsg
-    msghdr mh{};
-    mh.msg_iov = op->iov;
-    mh.msg_iovlen = op->iov_count;
-    ssize_t w = ::sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+    // fast path: one system call (small frames as one contiguous send)
+    ssize_t w;
+    if (op->total <= small_frame) {
+      std::uint8_t frame[small_frame];
+      std::memcpy(frame, &op->hdr, sizeof op->hdr);
+      gather(m.iov, m.iov_count, frame + sizeof op->hdr);
+      w = ::send(c->fd, frame, op->total, MSG_NOSIGNAL | MSG_DONTWAIT);
+    } else {
+      msghdr mh{};
+      mh.msg_iov = op->iov;
+      mh.msg_iovlen = op->iov_count;
+      w = ::sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+    }
     if (w == static_cast<ssize_t>(op->total)) {
       c->last_active = util::now_ns();
       complete_tx(op, errc::ok, "");
