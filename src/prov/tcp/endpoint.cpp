@@ -338,6 +338,34 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable {
 void conn::on_event(std::uint32_t events) noexcept { ep->on_conn_event(this, events); }
 void listener::on_event(std::uint32_t) noexcept { ep->on_accept(); }
 
+bool is_loopback(const sockaddr* sa) noexcept {
+  if (sa->sa_family == AF_INET)
+    return (ntohl(reinterpret_cast<const sockaddr_in*>(sa)->sin_addr.s_addr) >> 24) == 127;
+  if (sa->sa_family == AF_INET6) {
+    const auto& a = reinterpret_cast<const sockaddr_in6*>(sa)->sin6_addr;
+    return IN6_IS_ADDR_LOOPBACK(&a) ||
+           (IN6_IS_ADDR_V4MAPPED(&a) && a.s6_addr[12] == 127);
+  }
+  return false;
+}
+
+// The congestion control of a connection: WEFT_TCP_CONGESTION if set; else,
+// on loopback, cubic: BBR's pacing holds back the tail of every frame larger
+// than 64 KiB there (64 KiB RMA writes ran at 1.7 GB/s with BBR, 6.2 with
+// cubic, on this project's machines); elsewhere the system's default.
+void set_congestion(int fd, const sockaddr* peer, const std::string& cc) noexcept {
+  const char* name = !cc.empty() ? cc.c_str() : (peer && is_loopback(peer)) ? "cubic" : nullptr;
+  if (name && std::strcmp(name, "default") != 0)
+    (void)::setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, name, static_cast<socklen_t>(std::strlen(name)));
+}
+
+void set_congestion_accepted(int fd, const std::string& cc) noexcept {
+  sockaddr_storage ss{};
+  socklen_t l = sizeof ss;
+  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &l) == 0)
+    set_congestion(fd, reinterpret_cast<sockaddr*>(&ss), cc);
+}
+
 void set_socket_options(int fd, int timeout_ms, int sndbuf = 0) noexcept {
   int one = 1;
   if (sndbuf > 0) (void)::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
@@ -549,6 +577,7 @@ conn* endpoint_impl::open_conn(const address& peer, const std::string& key, fi_a
   int fd = ::socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return nullptr;
   set_socket_options(fd, cfg_.timeout_ms, cfg_.sndbuf);
+  set_congestion(fd, reinterpret_cast<sockaddr*>(&ss), cfg_.congestion);
   if (!msg_mode_) {  // a specific listening IP is also our source: the peer checks it
     sockaddr_storage me;
     socklen_t ml;
@@ -632,6 +661,7 @@ void endpoint_impl::on_accept() noexcept {
       continue;
     }
     set_socket_options(fd, cfg_.timeout_ms, cfg_.sndbuf);
+    set_congestion_accepted(fd, cfg_.congestion);
     auto c = std::make_unique<conn>();
     c->ep = this;
     c->fd = fd;
@@ -2470,6 +2500,7 @@ class passive_impl final : public spi::passive_endpoint, public spi::progressabl
         continue;
       }
       set_socket_options(fd, dom_->cfg().timeout_ms, dom_->cfg().sndbuf);
+      set_congestion_accepted(fd, dom_->cfg().congestion);
       try {
         auto p = std::make_shared<pending>();
         p->fd = fd;

@@ -85,6 +85,7 @@ config load_config() {
   c.idle_ms = env_int("WEFT_TCP_IDLE_MS", c.idle_ms);
   c.direct_polls = std::clamp(env_int("WEFT_TCP_DIRECT_POLLS", c.direct_polls), 0, 1 << 20);
   c.sndbuf = std::clamp(env_int("WEFT_TCP_SNDBUF", c.sndbuf), 0, 1 << 30);
+  if (const char* cc = std::getenv("WEFT_TCP_CONGESTION")) c.congestion = cc;
   if (const char* p = std::getenv("WEFT_PROGRESS"); p && std::strcmp(p, "auto") == 0) c.auto_progress = true;
   if (c.timeout_ms < 1) c.timeout_ms = 1;
   if (c.idle_ms < 0) c.idle_ms = 0;

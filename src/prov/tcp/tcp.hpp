@@ -33,6 +33,9 @@ struct config {
   // (WEFT_TCP_DIRECT_POLLS; 0: always epoll)
   int direct_polls = 15;
   int sndbuf = 0;  // SO_SNDBUF in bytes (WEFT_TCP_SNDBUF; 0: the kernel's autotuning)
+  // TCP congestion control (WEFT_TCP_CONGESTION; empty: cubic on loopback, the
+  // system default elsewhere; "default": always the system default)
+  std::string congestion;
 };
 [[nodiscard]] config load_config();
 
