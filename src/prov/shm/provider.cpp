@@ -61,8 +61,9 @@ class fabric_impl final : public spi::fabric {
   result<std::shared_ptr<spi::domain>> open_domain(const info& i) override {
     if (i.fabric.prov_name != "shm")
       return make_error(errc::invalid_argument, "info is for provider '" + i.fabric.prov_name + "', not shm");
-    static std::once_flag once;
-    std::call_once(once, [] { clean_stale(); });
+    // once per process (a forked child cleans again: it is a new start)
+    static std::atomic<pid_t> cleaned_by{0};
+    if (const pid_t me = ::getpid(); cleaned_by.exchange(me) != me) clean_stale();
     return std::make_shared<domain_impl>(cfg_);
   }
 
