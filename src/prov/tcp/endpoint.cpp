@@ -37,6 +37,7 @@ namespace {
 
 constexpr std::size_t rbuf_size = 64 * 1024;
 constexpr std::size_t direct_read_min = 16 * 1024;
+constexpr std::size_t bulk_read = 16384;  // read size for the start of a frame after a large one
 constexpr std::uint64_t tick_ns = 5'000'000;
 constexpr std::size_t max_handshakes = 256;  // connections accepted but not yet identified
 constexpr std::uint64_t replace_after_ns = 50'000'000;
@@ -170,6 +171,7 @@ struct conn final : handler {
   bool want_out = false;
   bool in_list = false;  // on the stalled list
   bool direct = false;   // read by polling it directly: not in epoll's read interest
+  bool bulk = false;     // the last frame received was large: read the next header with a small read
   bool dup_loser = false;  // lost a simultaneous connect; waits for the winner
   bool held = false;       // a new connection waiting for the old one to close
   conn* held_on = nullptr; // ... that one
@@ -1365,7 +1367,10 @@ void endpoint_impl::read_conn(conn* c) noexcept {
           return;
         }
       }
-      ssize_t r = ::recv(c->fd, c->rbuf.get(), rbuf_size, MSG_DONTWAIT);
+      // After a large frame the next is likely large too: read its start
+      // only, so that its payload goes straight into place, not via rbuf.
+      const std::size_t want = c->bulk ? bulk_read : rbuf_size;
+      ssize_t r = ::recv(c->fd, c->rbuf.get(), want, MSG_DONTWAIT);
       if (r < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK) return;
         char why[160];
@@ -1387,7 +1392,7 @@ void endpoint_impl::read_conn(conn* c) noexcept {
       }
       c->rend = static_cast<std::size_t>(r);
       c->last_active = util::now_ns();
-      if (c->rend < rbuf_size) {  // a short read drained the socket: no second recv for EAGAIN
+      if (c->rend < want) {  // a short read drained the socket: no second recv for EAGAIN
         consume(c);
         return;
       }
@@ -1609,6 +1614,7 @@ void endpoint_impl::set_lowat(conn* c, int v) noexcept {
 
 void endpoint_impl::finish_user(conn* c) noexcept {
   set_lowat(c, 1);  // small frames must wake us again
+  c->bulk = c->cur.len >= direct_read_min;
   rx_op* r = c->rx;
   c->rx = nullptr;
   c->rstage = conn::rs::header;
