@@ -188,6 +188,10 @@ int run_target(const options& o, control* ctl, std::size_t buf_len) {
   std::size_t size = 0;
   bool pong = false;
   volatile std::byte* b = n.buf;
+  // The pong leaves from a buffer of its own (as ucp_put_lat does), not
+  // from the region the ping just wrote: that would add the cost of pulling
+  // the ping's cache lines from the other core.
+  std::vector<std::byte> pong_src(buf_len);
   while (!ctl->stop.load(std::memory_order_acquire)) {
     n.cq.progress();
     weft::cq_entry e;
@@ -209,9 +213,11 @@ int run_target(const options& o, control* ctl, std::size_t buf_len) {
     }
     if (pong && size && b[size - 1] == tag_of(i + 1)) {
       ++i;
+      if (o.verify) std::memcpy(pong_src.data(), n.buf, size);  // echo what came
+      pong_src[size - 1] = tag_of(i);
       weft::errc r;
       do {
-        ::iovec v{n.buf, size};
+        ::iovec v{pong_src.data(), size};
         r = n.ep.writemsg(weft::rma_desc{&v, 1, *peer, 0, ctl->client_key, nullptr}, o.level);
         if (r == weft::errc::again) {
           n.cq.progress();
