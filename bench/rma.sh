@@ -8,6 +8,9 @@ set -uo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
+bench_name=rma
+# shellcheck source=bench/common.sh
+source "$here/common.sh"
 
 sizes="8,4096,65536,1048576"
 iters=10000
@@ -106,19 +109,6 @@ The exit status is 0 whenever weft_rma_perf produced numbers.
 EOF
 }
 
-die() { echo "rma.sh: $*" >&2; exit 2; }
-log() { echo "[rma.sh] $*" >&2; }
-
-to_bytes() {  # 4K -> 4096, 1M -> 1048576
-  local v=${1^^}
-  case "$v" in
-    *[0-9]K) echo $(( ${v%K} * 1024 )) ;;
-    *[0-9]M) echo $(( ${v%M} * 1048576 )) ;;
-    *[0-9]) echo $(( v )) ;;
-    *) return 1 ;;
-  esac
-}
-
 while (($#)); do
   case "$1" in
     -h|--help) usage; exit 0 ;;
@@ -165,7 +155,6 @@ done
 ((${#tr_list[@]})) || die "no transports"
 [[ -x "$weft" ]] || die "weft_rma_perf not found at $weft (build it, or pass --weft / set WEFT_RMA_PERF)"
 
-bench_name=rma
 # shellcheck source=bench/lib.sh
 source "$here/lib.sh"
 

@@ -5,6 +5,9 @@ set -uo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
+bench_name=shm
+# shellcheck source=bench/common.sh
+source "$here/common.sh"
 
 sizes="8,64,4096,65536,1048576"
 iters=10000
@@ -59,19 +62,6 @@ The exit status is 0 whenever weft_perf produced numbers, targets met or not.
 EOF
 }
 
-die() { echo "shm.sh: $*" >&2; exit 2; }
-log() { echo "[shm.sh] $*" >&2; }
-
-to_bytes() {  # 4K -> 4096, 1M -> 1048576
-  local v=${1^^}
-  case "$v" in
-    *[0-9]K) echo $(( ${v%K} * 1024 )) ;;
-    *[0-9]M) echo $(( ${v%M} * 1048576 )) ;;
-    *[0-9]) echo $(( v )) ;;
-    *) return 1 ;;
-  esac
-}
-
 while (($#)); do
   case "$1" in
     -h|--help) usage; exit 0 ;;
@@ -111,7 +101,6 @@ for p in "${_p[@]}"; do
   esac
 done
 
-bench_name=shm
 # shellcheck source=bench/lib.sh
 source "$here/lib.sh"
 

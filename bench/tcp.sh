@@ -6,6 +6,9 @@ set -uo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
+bench_name=tcp
+# shellcheck source=bench/common.sh
+source "$here/common.sh"
 
 sizes="64,4096,65536,1048576"
 iters=10000
@@ -83,19 +86,6 @@ The exit status is 0 whenever weft_perf produced numbers, targets met or not.
 EOF
 }
 
-die() { echo "tcp.sh: $*" >&2; exit 2; }
-log() { echo "[tcp.sh] $*" >&2; }
-
-to_bytes() {  # 4K -> 4096, 1M -> 1048576
-  local v=${1^^}
-  case "$v" in
-    *[0-9]K) echo $(( ${v%K} * 1024 )) ;;
-    *[0-9]M) echo $(( ${v%M} * 1048576 )) ;;
-    *[0-9]) echo $(( v )) ;;
-    *) return 1 ;;
-  esac
-}
-
 while (($#)); do
   case "$1" in
     -h|--help) usage; exit 0 ;;
@@ -146,7 +136,6 @@ for p in "${_p[@]}"; do
   esac
 done
 
-bench_name=tcp
 # shellcheck source=bench/lib.sh
 source "$here/lib.sh"
 

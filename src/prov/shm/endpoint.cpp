@@ -16,6 +16,7 @@
 
 #include "prov/shm/shm.hpp"
 #include "core/atomic_apply.hpp"
+#include "core/rma_request.hpp"
 #include "weft/atomic.hpp"
 #include "util/clock.hpp"
 #include "util/futex.hpp"
@@ -1085,34 +1086,19 @@ errc endpoint_impl::rma(const rma_desc& d, std::uint64_t flags) noexcept {
   if (!enabled_) [[unlikely]]
     return errc::bad_state;
   if (!cfg_.cma) return errc::not_supported;
-  if (d.iov_count > max_iov || (!d.iov && d.iov_count) || d.rma_count > max_iov || (!d.rma && d.rma_count))
-    [[unlikely]]
-    return errc::invalid_argument;
   const std::shared_ptr<peer>* pp = av_ ? av_->at(d.addr) : nullptr;
   if (!pp) [[unlikely]]
     return errc::invalid_argument;
   peer& p = **pp;
   if (p.map->closed()) return errc::peer_dead;
-  const bool save = flags & flag::save;
-  const bool write = (flags & flag::write) && !save;
-  const bool inject = flags & flag::inject;
-  const std::size_t len = save ? 0 : iov_total(d.iov, d.iov_count);
-  if (len > 0xffffffffu) return errc::too_big;
-  if (inject && !write) return errc::invalid_argument;
-  if (inject && len > rma_inject_size) return errc::too_big;
-  std::uint64_t level = flags & flag::completion_levels;
-  if (!level) level = level_;
-  if (level != flag::transmit_complete && level != flag::delivery_complete && level != flag::commit_complete)
-    return errc::invalid_argument;  // one level, not a combination
-  // the remote ranges the local bytes fill, in order
-  const rma_iov one{d.offset, len, d.key};
-  const rma_iov* rr = (d.rma_count && !save) ? d.rma : &one;
-  const std::size_t nr = (d.rma_count && !save) ? d.rma_count : 1;
-  if (d.rma_count && !save) {
-    std::uint64_t t = 0;
-    for (std::size_t i = 0; i < nr; ++i) t += rr[i].len;
-    if (t != len) return errc::invalid_argument;  // the ranges must add up to the local bytes
-  }
+  core::rma_request q;
+  if (errc e = core::parse_rma(d, flags, level_, max_iov, 0xffffffffu, rma_inject_size, 0xffffffffu, q); e != errc::ok)
+    return e;
+  const bool save = q.save, write = q.write, inject = q.inject;
+  const std::size_t len = q.len;
+  const std::uint64_t level = q.level;
+  const rma_iov* rr = q.ranges();
+  const std::size_t nr = q.count;
   // Straight into the target's memory unless it must see the access: remote
   // CQ data, commit (flush and handler), SAVE, or it counts peers' accesses.
   if (!save && !(write && (flags & flag::remote_cq_data)) && level != flag::commit_complete &&

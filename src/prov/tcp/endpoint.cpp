@@ -27,6 +27,7 @@
 #include <span>
 
 #include "core/atomic_apply.hpp"
+#include "core/rma_request.hpp"
 #include "prov/tcp/tcp.hpp"
 #include "util/clock.hpp"
 #include "util/match.hpp"
@@ -977,33 +978,18 @@ errc endpoint_impl::rma(const rma_desc& d, std::uint64_t flags) noexcept {
   auto g = dom_->guard();
   if (!enabled_) [[unlikely]]
     return errc::bad_state;
-  if (d.iov_count > max_iov || (!d.iov && d.iov_count) || d.rma_count > max_iov || (!d.rma && d.rma_count))
-    [[unlikely]]
-    return errc::invalid_argument;
   if (!msg_mode_ && (!av_ || !av_->at(d.addr))) [[unlikely]]
     return errc::invalid_argument;
-  const bool save = flags & flag::save;
-  const bool write = (flags & flag::write) && !save;
-  const bool inject = flags & flag::inject;
-  const std::size_t len = save ? 0 : iov_total(d.iov, d.iov_count);
-  if (inject && !write) return errc::invalid_argument;
-  if (len > max_msg_size || (inject && len > inject_size)) return errc::too_big;
-  std::uint64_t level = flags & flag::completion_levels;
-  if (!level) level = level_;
-  if (level != flag::transmit_complete && level != flag::delivery_complete && level != flag::commit_complete)
-    return errc::invalid_argument;  // one level, not a combination
-  const rma_iov one{d.offset, len, d.key};
-  const rma_iov* rr = (d.rma_count && !save) ? d.rma : &one;
-  const std::size_t nr = (d.rma_count && !save) ? d.rma_count : 1;
-  if (d.rma_count && !save) {
-    std::uint64_t t = 0;
-    for (std::size_t i = 0; i < nr; ++i) {
-      if (rr[i].len > 0xffffffffu) return errc::too_big;
-      t += rr[i].len;
-    }
-    if (t != len) return errc::invalid_argument;  // the ranges must add up to the local bytes
-  }
-  if (!save && !write && len > 0xffffffffu) return errc::too_big;
+  core::rma_request q;
+  if (errc e = core::parse_rma(d, flags, level_, max_iov, max_msg_size, inject_size,
+                               (flags & flag::write) ? max_msg_size : 0xffffffffu, q);
+      e != errc::ok)
+    return e;
+  const bool save = q.save, write = q.write, inject = q.inject;
+  const std::size_t len = q.len;
+  const std::uint64_t level = q.level;
+  const rma_iov* rr = q.ranges();
+  const std::size_t nr = q.count;
   conn* c = path(d.addr);
   if (!c) return msg_mode_ && !was_connected_ ? errc::bad_state : errc::peer_dead;
   tx_op* ops[max_iov];

@@ -1,0 +1,60 @@
+#pragma once
+// What every provider checks first in an RMA request (rma_desc + flags):
+// the kind, the local length, the completion level and the remote ranges
+// the local bytes fill in order. Data path: no allocation, an errc.
+#include <sys/uio.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "weft/types.hpp"
+
+namespace weft::core {
+
+struct rma_request {
+  bool save = false, write = false, inject = false;
+  std::size_t len = 0;        // local bytes (0 for SAVE)
+  std::uint64_t level = 0;    // exactly one of flag::transmit/delivery/commit_complete
+  rma_iov one{};              // the single range when the request names offset and key
+  const rma_iov* list = nullptr;
+  std::size_t count = 0;      // remote ranges
+  [[nodiscard]] const rma_iov* ranges() const noexcept { return list ? list : &one; }
+};
+
+// limits: max_iov local and remote pieces, max_len local bytes, inject_max
+// for inject writes, max_range bytes per remote range.
+[[nodiscard]] inline errc parse_rma(const rma_desc& d, std::uint64_t flags, std::uint64_t default_level,
+                                    std::size_t max_iov, std::uint64_t max_len, std::size_t inject_max,
+                                    std::uint64_t max_range, rma_request& r) noexcept {
+  if (d.iov_count > max_iov || (!d.iov && d.iov_count) || d.rma_count > max_iov || (!d.rma && d.rma_count))
+    return errc::invalid_argument;
+  r.save = flags & flag::save;
+  r.write = (flags & flag::write) && !r.save;
+  r.inject = flags & flag::inject;
+  r.len = 0;
+  if (!r.save)
+    for (std::size_t i = 0; i < d.iov_count; ++i) r.len += d.iov[i].iov_len;
+  if (r.inject && !r.write) return errc::invalid_argument;
+  if (r.len > max_len || (r.inject && r.len > inject_max)) return errc::too_big;
+  r.level = flags & flag::completion_levels;
+  if (!r.level) r.level = default_level;
+  if (r.level != flag::transmit_complete && r.level != flag::delivery_complete && r.level != flag::commit_complete)
+    return errc::invalid_argument;  // one level, not a combination
+  r.one = rma_iov{d.offset, r.len, d.key};
+  const bool listed = d.rma_count && !r.save;
+  r.list = listed ? d.rma : nullptr;
+  r.count = listed ? d.rma_count : 1;
+  if (listed) {
+    std::uint64_t t = 0;
+    for (std::size_t i = 0; i < r.count; ++i) {
+      if (r.list[i].len > max_range) return errc::too_big;
+      t += r.list[i].len;
+    }
+    if (t != r.len) return errc::invalid_argument;  // the ranges must add up to the local bytes
+  } else if (r.len > max_range) {
+    return errc::too_big;
+  }
+  return errc::ok;
+}
+
+}  // namespace weft::core
