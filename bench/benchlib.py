@@ -1,12 +1,16 @@
-"""Shared pieces of bench/compare.py (shm) and bench/compare_tcp.py (tcp).
+"""Shared pieces of bench/compare.py (shm), bench/compare_tcp.py (tcp) and
+bench/compare_rma.py (RMA and atomics).
 
-The raw outputs of the benchmark scripts (bench/shm.sh, bench/tcp.sh) are
-parsed here: one parser per tool, each returning a dict of numbers or None
-when nothing parsed. Also: loading RUN_DIR/raw/{meta,status}.tsv, combining
-repeats, number formatting and writing the results.
+The raw outputs of the benchmark scripts (bench/shm.sh, bench/tcp.sh,
+bench/rma.sh) are parsed here: one parser per tool, each returning a dict of
+numbers or None when nothing parsed. Also: loading RUN_DIR/raw/{meta,status}.tsv
+and collecting the runs of shm.sh and tcp.sh, combining repeats, the common
+parts of the tables and plots, number formatting, the command line and
+writing the results.
 
-Python 3 standard library only.
+Python 3 standard library only; matplotlib is optional.
 """
+import argparse
 import csv
 import json
 import os
@@ -39,14 +43,21 @@ def tail(text, n=3):
 
 # ---- parsers: each returns a dict of numbers, or None when nothing parsed
 
-def parse_weft(text):
-    """weft_perf --json: {"provider":..,"results":[{size,latency_us{median,p99},bandwidth_MBps,msg_rate}]}"""
+def load_json(text):
+    """the JSON document that starts at the first '{' of text, or None"""
     start = text.find("{")
     if start < 0:
         return None
     try:
-        doc = json.loads(text[start:])
+        return json.loads(text[start:])
     except ValueError:
+        return None
+
+
+def parse_weft(text):
+    """weft_perf --json: {"provider":..,"results":[{size,latency_us{median,p99},bandwidth_MBps,msg_rate}]}"""
+    doc = load_json(text)
+    if doc is None:
         return None
     out = {}
     for r in doc.get("results", []):
@@ -78,10 +89,14 @@ def parse_fi_pingpong(text):
             "msg_rate": float(row[7]) * 1e6}
 
 
-def parse_ucx(text):
-    """ucx_perftest -f -v: CSV 'iterations,50.0_percentile_lat,avg_lat,overall_lat,
-    avg_bw,overall_bw,avg_mr,overall_mr'. In tag_lat the latencies are one-way
-    (round trip / 2); in tag_bw they are the per-message send overhead."""
+def parse_ucx(text, overall_lat=False):
+    """ucx_perftest -f -v: its final CSV row 'iterations,50.0_percentile_lat,avg_lat,
+    overall_lat,avg_bw,overall_bw,avg_mr,overall_mr'. 'avg' is over the last
+    report interval, 'overall' over the whole run. Latency in us: in tag_lat
+    and the RMA ping-pong (ucp_put_lat) one-way (round trip / 2), in tag_bw the
+    per-message send overhead, in the other RMA tests the time per operation;
+    bandwidth in MiB/s, converted to MB/s (bw_MBps, from overall_bw); rate in
+    msg/s (msg_rate, from overall_mr). With overall_lat, also overall_us."""
     row = None
     for line in text.splitlines():
         f = line.strip().split(",")
@@ -89,8 +104,11 @@ def parse_ucx(text):
             row = [float(x) for x in f]
     if row is None:
         return None
-    return {"iters": int(row[0]), "p50_us": row[1], "avg_us": row[2],
-            "bw_MBps": row[5] * MIB, "msg_rate": row[7]}
+    out = {"iters": int(row[0]), "p50_us": row[1], "avg_us": row[2],
+           "bw_MBps": row[5] * MIB, "msg_rate": row[7]}
+    if overall_lat:
+        out["overall_us"] = row[3]
+    return out
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -128,12 +146,8 @@ def parse_sockperf(text):
 def parse_iperf3(text):
     """iperf3 -J: end.sum_received.bits_per_second (receiver side, 10^6 bit = 1 Mbit)
     converted to MB/s (10^6 bytes/s); end.sum_sent for the sender's view."""
-    start = text.find("{")
-    if start < 0:
-        return None
-    try:
-        doc = json.loads(text[start:])
-    except ValueError:
+    doc = load_json(text)
+    if doc is None:
         return None
     end = doc.get("end") or {}
     rcv = (end.get("sum_received") or {}).get("bits_per_second")
@@ -172,6 +186,142 @@ def load_runs(raw):
     return runs
 
 
+def load_run(run_dir):
+    """RUN_DIR/raw: (raw_dir, meta, sizes, problems.txt as text, its lines)"""
+    raw_dir = os.path.join(run_dir, "raw")
+    meta = load_meta(raw_dir)
+    sizes = [int(s) for s in meta.get("sizes", "").split(",") if s]
+    problems_txt = read_text(os.path.join(raw_dir, "problems.txt"))
+    problems = [l.strip() for l in problems_txt.splitlines() if l.strip()]
+    return raw_dir, meta, sizes, problems_txt, problems
+
+
+def no_result(raw_dir, rec, text, what, timed_out=(124,)):
+    """the message for a run (a status.tsv record) that gave no result: WHAT,
+    size, repeat, exit code and the last lines of its output"""
+    rc = int(rec["rc"])
+    why = f"exit code {rc}" + (" (timed out)" if rc in timed_out else "")
+    msg = f"{what} size {rec['size']} rep {int(rec['rep'])}: no result, {why}"
+    detail = tail(text) or tail(read_text(os.path.join(raw_dir, rec.get("server", ""))))
+    if detail:
+        msg += f": {detail}"
+    return msg
+
+
+def pp_bw(size, lat_us):
+    """ping-pong bandwidth, MB/s: size / one-way latency"""
+    return size / lat_us if lat_us else None
+
+
+# the samples of one parsed run of each peer tool: [(metric, value)]
+def fi_samples(p, test, size):
+    return [("lat", p["lat_us"]), ("pp_bw", p["pp_bw_MBps"])]
+
+
+def ucx_samples(p, test, size):
+    if test == "tag_lat":
+        return [("lat", p["p50_us"]), ("pp_bw", pp_bw(size, p["p50_us"]))]
+    return [("bw", p["bw_MBps"])]
+
+
+def sockperf_samples(p, test, size):
+    return [("lat", p["lat_us"]), ("lat_avg", p["avg_us"]), ("lat_p99", p["p99_us"]),
+            ("pp_bw", pp_bw(size, p["lat_us"]))]
+
+
+SOCK_PEERS = ("sockperf", "sockperf-busy")
+# peer in status.tsv (shm.sh: libfabric; tcp.sh: one per fi_pingpong endpoint
+# type and sockperf mode) -> (parser, samples)
+PEER_PARSERS = {
+    "libfabric": (parse_fi_pingpong, fi_samples),
+    "libfabric-msg": (parse_fi_pingpong, fi_samples),
+    "libfabric-rdm": (parse_fi_pingpong, fi_samples),
+    "ucx": (parse_ucx, ucx_samples),
+    "sockperf": (parse_sockperf, sockperf_samples),
+    "sockperf-busy": (parse_sockperf, sockperf_samples),
+    "iperf3": (parse_iperf3, lambda p, test, size: [("bw", p["bw_MBps"])]),
+}
+
+
+def collect(raw_dir, problems):
+    """the runs of shm.sh or tcp.sh: (samples {(peer, metric, size): [values]},
+    the raw entries); a run that gave no result adds a line to problems"""
+    samples = {}
+    raw = []
+
+    def add(peer, metric, size, value):
+        if value is not None:
+            samples.setdefault((peer, metric, size), []).append(value)
+
+    for rec in load_runs(raw_dir):
+        peer, test, rep, rc = rec["peer"], rec["test"], int(rec["rep"]), int(rec["rc"])
+        text = read_text(os.path.join(raw_dir, rec["client"]))
+        entry = {"peer": peer, "test": test, "size": rec["size"], "rep": rep,
+                 "rc": rc, "file": rec["client"]}
+        parsed = None
+        if peer == "weft":
+            parsed = parse_weft(text)
+            if parsed:
+                for size, r in parsed.items():
+                    add("weft", "lat", size, r["lat_us"])
+                    add("weft", "lat_p99", size, r["lat_p99_us"])
+                    add("weft", "bw", size, r["bw_MBps"])
+                    add("weft", "pp_bw", size, pp_bw(size, r["lat_us"]))
+                entry["results"] = {str(k): v for k, v in parsed.items()}
+        elif peer in PEER_PARSERS:
+            parse, metrics = PEER_PARSERS[peer]
+            parsed = parse(text)
+            if parsed:
+                size = int(rec["size"])
+                for metric, value in metrics(parsed, test, size):
+                    add(peer, metric, size, value)
+                entry.update(parsed)
+        if parsed is None:
+            msg = no_result(raw_dir, rec, text, f"{peer} {test}")
+            problems.append(msg)
+            entry["error"] = msg
+        raw.append(entry)
+    return samples, raw
+
+
+def picker(samples, stat):
+    """best(peer, metric, size): the repeats of collect()'s samples combined
+    by stat; lower is better for the latencies (metrics lat*)"""
+    def best(peer, metric, size):
+        return agg(samples.get((peer, metric, size), []), stat, not metric.startswith("lat"))
+    return best
+
+
+def judge(summary, checks):
+    """the targets: checks(by, verdict), by: size -> summary row, calls
+    verdict(name, met (True, False or None: not measured), detail) for each"""
+    by = {r["size"]: r for r in summary}
+    out = []
+
+    def verdict(name, ok, detail):
+        out.append({"target": name, "met": ok, "detail": detail})
+
+    checks(by, verdict)
+    return out
+
+
+def comparison(benchmark, method, meta, summary, targets, problems, raw):
+    """the results of the shm or tcp comparison (results.json)"""
+    return {
+        "benchmark": benchmark,
+        "units": {"latency": "us, one-way (round trip / 2)",
+                  "bandwidth": "MB/s, MB = 1e6 bytes",
+                  "lat_ratio": "peer / weft: > 1 means weft is faster",
+                  "bw_ratio": "weft / peer: > 1 means weft is faster"},
+        "method": method,
+        "meta": meta,
+        "summary": summary,
+        "targets": targets,
+        "problems": problems,
+        "raw": raw,
+    }
+
+
 def agg(values, stat, higher_is_better):
     vals = [v for v in values if v is not None]
     if not vals:
@@ -206,9 +356,118 @@ def human(size):
     return str(size)
 
 
-def write_outputs(doc, run_dir, png_name, table_fn, plot_fn, no_plot):
-    """Plots (unless no_plot), writes RUN_DIR/{results.json,table.txt,PNG_NAME},
+def title(doc, what, extra=""):
+    """the first line of a table: WHAT (date, host, CPUs, load, how repeats were combined EXTRA)"""
+    m = doc["meta"]
+    return (f"{what}  ({m.get('date', '')}, {m.get('host', '')}, "
+            f"{m.get('nproc', '?')} CPUs, load {m.get('loadavg', '?')} before, "
+            f"{m.get('loadavg_end', '?')} after; {doc['method']['stat']} of "
+            f"{m.get('repeats', '?')} runs{extra})")
+
+
+def load_of(meta):
+    """(the 1-minute load before the run or None, the number of CPUs)"""
+    load = fnum(meta.get("loadavg", "").split(" ")[0]) if meta.get("loadavg") else None
+    return load, fnum(meta.get("nproc")) or 1
+
+
+def contention(doc, peers, label, who):
+    """the WARNING line of the shm and tcp tables (None when the machine looked
+    idle): a load of half the CPUs before the run, or latencies of 1 ms at
+    sizes up to 64K (PEERS, named by label(peer)); WHO: which tools busy-poll
+    ("Every tool here busy-polls")"""
+    load, ncpu = load_of(doc["meta"])
+    sliced = sorted({f"{label(p)} {human(r['size'])}" for r in doc["summary"] for p in peers
+                     if r["size"] <= 65536 and (r[p].get("lat_us") or 0) >= 1000})
+    if not ((load is not None and load >= ncpu / 2) or sliced):
+        return None
+    why = []
+    if load is not None and load >= ncpu / 2:
+        why.append(f"1-minute load {load:.2f} on {ncpu:.0f} CPUs before the run")
+    if sliced:
+        why.append("latency >= 1 ms at small sizes: " + ", ".join(sliced))
+    return ("WARNING: CPU contention (" + "; ".join(why) + f"). {who} "
+            "with two processes; sharing CPUs, a round trip can take a "
+            "scheduler time slice (~4 ms). Rerun on an idle machine before trusting "
+            "the ratios.")
+
+
+def targets_and_problems(doc):
+    """the last lines of the shm and tcp tables: the targets, then the problems"""
+    lines = ["", "Targets"]
+    for t in doc["targets"]:
+        mark = {True: "MET    ", False: "NOT MET", None: "UNKNOWN"}[t["met"]]
+        lines.append(f"  [{mark}] {t['target']}: {t['detail']}")
+    return lines + problem_lines(doc, "Problems")
+
+
+def problem_lines(doc, heading):
+    if not doc["problems"]:
+        return []
+    return ["", heading] + [f"  - {p}" for p in doc["problems"]]
+
+
+# ---- plots (matplotlib)
+
+NO_MATPLOTLIB = "matplotlib not available (Debian: python3-matplotlib): no plot"
+
+
+def pyplot():
+    """matplotlib.pyplot on the Agg backend, or None without matplotlib"""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt
+
+
+def series(ax, summary, styles, peer, key, label, dashed=False):
+    """one peer's line: summary rows' r[peer][key] against their size"""
+    pts = [(r["size"], r[peer][key]) for r in summary if r[peer].get(key)]
+    if pts:
+        c, mk = styles[peer]
+        ax.plot(*zip(*pts), color=c, marker=mk, linestyle="--" if dashed else "-", label=label)
+
+
+def log_axes(axes, xlabel, legend_size):
+    for ax in axes:
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel(xlabel)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=legend_size)
+
+
+def save_plot(plt, fig, doc, what, path, dpi):
+    """titles the figure WHAT - date host, stat of repeats, and writes it to path"""
+    m = doc["meta"]
+    fig.suptitle(f"{what} - {m.get('date', '')} {m.get('host', '')}, "
+                 f"{doc['method']['stat']} of {m.get('repeats', '?')}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+
+
+# ---- the command line and the results
+
+def parse_args(doc, stat_help):
+    """RUN_DIR [--stat best|median] [--no-plot]; doc: the script's docstring"""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("run_dir")
+    ap.add_argument("--stat", choices=("best", "median"), default="best",
+                    help=f"how repeats are combined (best: {stat_help})")
+    ap.add_argument("--no-plot", action="store_true")
+    return ap.parse_args()
+
+
+def write_outputs(args, build, table_fn, plot_fn, png_name):
+    """Builds the comparison of args.run_dir (build(run_dir, stat) -> doc),
+    plots it (unless args.no_plot), writes RUN_DIR/{results.json,table.txt,PNG_NAME},
     prints the table on stdout."""
+    run_dir, no_plot = args.run_dir, args.no_plot
+    doc = build(run_dir, args.stat)
     png = os.path.join(run_dir, png_name)
     note = None
     if not no_plot:

@@ -15,18 +15,18 @@ Units: latency is one-way (round trip / 2) in microseconds; bandwidth is in
 MB/s with MB = 10^6 bytes for every tool (ucx_perftest prints MiB/s, which is
 converted here).
 
-The parsers and helpers shared by both comparisons live in benchlib.py; the
-tcp comparison in compare_tcp.py; the shm comparison here.
+The parsers and helpers shared by the comparisons (these two and
+compare_rma.py's) live in benchlib.py; the tcp comparison in compare_tcp.py;
+the shm comparison here.
 Python 3 standard library only; matplotlib is optional.
 """
-import argparse
 import os
 import sys
 
 sys.dont_write_bytecode = True  # no __pycache__ next to the scripts
-from benchlib import (agg, fmt, fnum, fratio, human, load_meta, load_runs,  # noqa: F401
-                      parse_fi_pingpong, parse_ucx, parse_weft, ratio, read_text, tail,
-                      write_outputs)
+from benchlib import (NO_MATPLOTLIB, collect, comparison, contention, fmt, fratio, human,  # noqa: E402
+                      judge, load_meta, load_run, log_axes, parse_args, picker, pyplot, ratio,
+                      save_plot, series, targets_and_problems, title, write_outputs)
 
 # The targets of the shm comparison (from the issue).
 LAT_SIZE = 64
@@ -35,63 +35,9 @@ UCX_LAT_FACTOR = 1.2
 
 
 def build(run_dir, stat):
-    raw_dir = os.path.join(run_dir, "raw")
-    meta = load_meta(raw_dir)
-    sizes = [int(s) for s in meta.get("sizes", "").split(",") if s]
-    problems = [l.strip() for l in read_text(os.path.join(raw_dir, "problems.txt")).splitlines()
-                if l.strip()]
-    samples = {}  # (peer, metric, size) -> [values]
-    raw = []
-
-    def add(peer, metric, size, value):
-        if value is not None:
-            samples.setdefault((peer, metric, size), []).append(value)
-
-    for rec in load_runs(raw_dir):
-        peer, test, rep, rc = rec["peer"], rec["test"], int(rec["rep"]), int(rec["rc"])
-        text = read_text(os.path.join(raw_dir, rec["client"]))
-        entry = {"peer": peer, "test": test, "size": rec["size"], "rep": rep,
-                 "rc": rc, "file": rec["client"]}
-        parsed = None
-        if peer == "weft":
-            parsed = parse_weft(text)
-            if parsed:
-                for size, r in parsed.items():
-                    add("weft", "lat", size, r["lat_us"])
-                    add("weft", "bw", size, r["bw_MBps"])
-                    if r["lat_us"]:
-                        add("weft", "pp_bw", size, size / r["lat_us"])
-                entry["results"] = {str(k): v for k, v in parsed.items()}
-        elif peer == "libfabric":
-            parsed = parse_fi_pingpong(text)
-            if parsed:
-                size = int(rec["size"])
-                add("libfabric", "lat", size, parsed["lat_us"])
-                add("libfabric", "pp_bw", size, parsed["pp_bw_MBps"])
-                entry.update(parsed)
-        elif peer == "ucx":
-            parsed = parse_ucx(text)
-            if parsed:
-                size = int(rec["size"])
-                if test == "tag_lat":
-                    add("ucx", "lat", size, parsed["p50_us"])
-                    add("ucx", "pp_bw", size, size / parsed["p50_us"] if parsed["p50_us"] else None)
-                else:
-                    add("ucx", "bw", size, parsed["bw_MBps"])
-                entry.update(parsed)
-        if parsed is None:
-            why = f"exit code {rc}" + (" (timed out)" if rc == 124 else "")
-            msg = f"{peer} {test} size {rec['size']} rep {rep}: no result, {why}"
-            detail = tail(text) or tail(read_text(os.path.join(raw_dir, rec.get("server", ""))))
-            if detail:
-                msg += f": {detail}"
-            problems.append(msg)
-            entry["error"] = msg
-        raw.append(entry)
-
-    def best(peer, metric, size):
-        hib = metric != "lat"
-        return agg(samples.get((peer, metric, size), []), stat, hib)
+    raw_dir, meta, sizes, _, problems = load_run(run_dir)
+    samples, raw = collect(raw_dir, problems)
+    best = picker(samples, stat)
 
     summary = []
     for size in sizes:
@@ -110,42 +56,24 @@ def build(run_dir, stat):
                     "bw_ratio": ratio(w["bw"], ux["bw"])},
         })
 
-    targets = make_targets(summary)
-    return {
-        "benchmark": "shm",
-        "units": {"latency": "us, one-way (round trip / 2)",
-                  "bandwidth": "MB/s, MB = 1e6 bytes",
-                  "lat_ratio": "peer / weft: > 1 means weft is faster",
-                  "bw_ratio": "weft / peer: > 1 means weft is faster"},
-        "method": {
-            "stat": stat,
-            "weft": "weft_perf --spawn: latency = median of per-iteration RTT/2; "
-                    "bandwidth = streaming, window of 64 messages; "
-                    "pingpong_bw = size / latency",
-            "libfabric": "fi_pingpong -p shm -e rdm: latency = usec/xfer, a MEAN one-way time "
-                         "(weft and UCX give medians; on a loaded machine the mean "
-                         "suffers most from preemption); "
-                         "bandwidth = its MB/sec, a ping-pong (one message in flight) "
-                         "= size / usec/xfer; libfabric-bin has no streaming test",
-            "ucx": "ucx_perftest UCX_TLS=sm,self: latency = tag_lat 50th percentile "
-                   "(one-way); bandwidth = tag_bw overall (MiB/s converted to MB/s); "
-                   "pingpong_bw = size / that latency",
-        },
-        "meta": meta,
-        "summary": summary,
-        "targets": targets,
-        "problems": problems,
-        "raw": raw,
+    method = {
+        "stat": stat,
+        "weft": "weft_perf --spawn: latency = median of per-iteration RTT/2; "
+                "bandwidth = streaming, window of 64 messages; "
+                "pingpong_bw = size / latency",
+        "libfabric": "fi_pingpong -p shm -e rdm: latency = usec/xfer, a MEAN one-way time "
+                     "(weft and UCX give medians; on a loaded machine the mean "
+                     "suffers most from preemption); "
+                     "bandwidth = its MB/sec, a ping-pong (one message in flight) "
+                     "= size / usec/xfer; libfabric-bin has no streaming test",
+        "ucx": "ucx_perftest UCX_TLS=sm,self: latency = tag_lat 50th percentile "
+               "(one-way); bandwidth = tag_bw overall (MiB/s converted to MB/s); "
+               "pingpong_bw = size / that latency",
     }
+    return comparison("shm", method, meta, summary, judge(summary, check_targets), problems, raw)
 
 
-def make_targets(summary):
-    by = {r["size"]: r for r in summary}
-    out = []
-
-    def verdict(name, ok, detail):
-        out.append({"target": name, "met": ok, "detail": detail})
-
+def check_targets(by, verdict):
     r = by.get(LAT_SIZE)
     w = r["weft"]["lat_us"] if r else None
     fi = r["libfabric"]["lat_us"] if r else None
@@ -175,7 +103,6 @@ def make_targets(summary):
         if wbw is not None:
             d += f"; weft streaming {wbw:.0f} MB/s is x{wbw / fpp:.2f} of libfabric ping-pong"
         verdict(name, wpp >= fpp, d)
-    return out
 
 
 # ---- output
@@ -185,27 +112,13 @@ def table(doc):
     m = doc["meta"]
     have = {p: m.get(f"tool.{p}.available", "yes") == "yes" for p in ("weft", "libfabric", "ucx")}
     lines = []
-    lines.append(f"weft shm comparison  ({m.get('date', '')}, {m.get('host', '')}, "
-                 f"{m.get('nproc', '?')} CPUs, load {m.get('loadavg', '?')} before, "
-                 f"{m.get('loadavg_end', '?')} after; {doc['method']['stat']} of "
-                 f"{m.get('repeats', '?')} runs)")
+    lines.append(title(doc, "weft shm comparison"))
     lines.append("peers: libfabric = fi_pingpong -p shm -e rdm (libfabric "
                  f"{m.get('tool.libfabric.version') or '-'}); ucx = ucx_perftest UCX_TLS=sm,self "
                  f"(UCX {m.get('tool.ucx.version') or '-'})")
-    load = fnum(m.get("loadavg", "").split(" ")[0]) if m.get("loadavg") else None
-    ncpu = fnum(m.get("nproc")) or 1
-    sliced = sorted({f"{p} {human(r['size'])}" for r in s for p in ("weft", "libfabric", "ucx")
-                     if r["size"] <= 65536 and (r[p].get("lat_us") or 0) >= 1000})
-    if (load is not None and load >= ncpu / 2) or sliced:
-        why = []
-        if load is not None and load >= ncpu / 2:
-            why.append(f"1-minute load {load:.2f} on {ncpu:.0f} CPUs before the run")
-        if sliced:
-            why.append("latency >= 1 ms at small sizes: " + ", ".join(sliced))
-        lines.append("WARNING: CPU contention (" + "; ".join(why) + "). Every tool here "
-                     "busy-polls with two processes; sharing CPUs, a round trip can take a "
-                     "scheduler time slice (~4 ms). Rerun on an idle machine before trusting "
-                     "the ratios.")
+    warning = contention(doc, ("weft", "libfabric", "ucx"), str, "Every tool here busy-polls")
+    if warning:
+        lines.append(warning)
     for p in ("libfabric", "ucx"):
         if not have[p]:
             lines.append(f"NOTE: {p} not measured: {m.get(f'tool.{p}.note', 'tool missing')}")
@@ -233,80 +146,45 @@ def table(doc):
                      f"{fmt(r['weft']['pingpong_bw_MBps'], 0):>9} "
                      f"{fmt(r['libfabric']['pingpong_bw_MBps'], 0):>10} "
                      f"{fratio(r['libfabric']['pingpong_bw_ratio']):>7}")
-    lines.append("")
-    lines.append("Targets")
-    for t in doc["targets"]:
-        mark = {True: "MET    ", False: "NOT MET", None: "UNKNOWN"}[t["met"]]
-        lines.append(f"  [{mark}] {t['target']}: {t['detail']}")
-    if doc["problems"]:
-        lines.append("")
-        lines.append("Problems")
-        for p in doc["problems"]:
-            lines.append(f"  - {p}")
+    lines.extend(targets_and_problems(doc))
     return "\n".join(lines) + "\n"
 
 
 def plot(doc, path):
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return "matplotlib not available (Debian: python3-matplotlib): no plot"
+    plt = pyplot()
+    if plt is None:
+        return NO_MATPLOTLIB
     s = doc["summary"]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.8))
     styles = {"weft": ("C0", "o"), "libfabric": ("C1", "s"), "ucx": ("C2", "^")}
-
-    def series(ax, peer, key, label, dashed=False):
-        pts = [(r["size"], r[peer][key]) for r in s if r[peer].get(key)]
-        if pts:
-            c, mk = styles[peer]
-            ax.plot(*zip(*pts), color=c, marker=mk, linestyle="--" if dashed else "-", label=label)
-
-    series(a1, "weft", "lat_us", "weft shm")
-    series(a1, "libfabric", "lat_us", "libfabric shm (fi_pingpong)")
-    series(a1, "ucx", "lat_us", "UCX sm (tag_lat)")
+    for p, label in (("weft", "weft shm"), ("libfabric", "libfabric shm (fi_pingpong)"),
+                     ("ucx", "UCX sm (tag_lat)")):
+        series(a1, s, styles, p, "lat_us", label)
     a1.set_title("One-way latency (lower is better)")
     a1.set_ylabel("us")
-    series(a2, "weft", "bw_MBps", "weft shm, stream (window 64)")
-    series(a2, "ucx", "bw_MBps", "UCX sm, stream (tag_bw)")
-    series(a2, "weft", "pingpong_bw_MBps", "weft shm, ping-pong", dashed=True)
-    series(a2, "libfabric", "pingpong_bw_MBps", "libfabric shm, ping-pong (fi_pingpong)", dashed=True)
-    series(a2, "ucx", "pingpong_bw_MBps", "UCX sm, ping-pong (tag_lat)", dashed=True)
+    for p, key, label in (("weft", "bw_MBps", "weft shm, stream (window 64)"),
+                          ("ucx", "bw_MBps", "UCX sm, stream (tag_bw)"),
+                          ("weft", "pingpong_bw_MBps", "weft shm, ping-pong"),
+                          ("libfabric", "pingpong_bw_MBps", "libfabric shm, ping-pong (fi_pingpong)"),
+                          ("ucx", "pingpong_bw_MBps", "UCX sm, ping-pong (tag_lat)")):
+        series(a2, s, styles, p, key, label, dashed=key == "pingpong_bw_MBps")
     a2.set_title("Bandwidth (higher is better)")
     a2.set_ylabel("MB/s (1e6 B/s)")
-    for ax in (a1, a2):
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel("message size (bytes)")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-    m = doc["meta"]
-    fig.suptitle(f"weft shm vs peers - {m.get('date', '')} {m.get('host', '')}, "
-                 f"{doc['method']['stat']} of {m.get('repeats', '?')}", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    log_axes((a1, a2), "message size (bytes)", 8)
+    save_plot(plt, fig, doc, "weft shm vs peers", path, 110)
     return None
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("run_dir")
-    ap.add_argument("--stat", choices=("best", "median"), default="best",
-                    help="how repeats are combined (best: min latency / max bandwidth)")
-    ap.add_argument("--no-plot", action="store_true")
-    a = ap.parse_args()
+    a = parse_args(__doc__, "min latency / max bandwidth")
     bench = load_meta(os.path.join(a.run_dir, "raw")).get("benchmark", "shm")
     if bench == "tcp":
         import compare_tcp
-        doc = compare_tcp.build(a.run_dir, a.stat)
-        return write_outputs(doc, a.run_dir, "tcp.png", compare_tcp.table, compare_tcp.plot, a.no_plot)
+        return write_outputs(a, compare_tcp.build, compare_tcp.table, compare_tcp.plot, "tcp.png")
     if bench != "shm":
         print(f"compare.py: unknown benchmark '{bench}' in {a.run_dir}/raw/meta.tsv", file=sys.stderr)
         return 2
-    doc = build(a.run_dir, a.stat)
-    return write_outputs(doc, a.run_dir, "shm.png", table, plot, a.no_plot)
+    return write_outputs(a, build, table, plot, "shm.png")
 
 
 if __name__ == "__main__":

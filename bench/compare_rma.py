@@ -24,14 +24,13 @@ Units: latency in microseconds, bandwidth in MB/s with MB = 10^6 bytes
 > 1 means weft is faster.
 Python 3 standard library only; matplotlib is optional.
 """
-import argparse
-import json
 import os
 import sys
 
 sys.dont_write_bytecode = True  # no __pycache__ next to the scripts
-from benchlib import (agg, fmt, fnum, fratio, human, load_meta, load_runs, parse_ucx,  # noqa: E402
-                      ratio, read_text, tail, write_outputs)
+from benchlib import (NO_MATPLOTLIB, agg, fmt, fnum, fratio, human, load_json, load_of,  # noqa: E402
+                      load_run, load_runs, log_axes, no_result, parse_args, parse_ucx,
+                      problem_lines, pyplot, ratio, read_text, save_plot, title, write_outputs)
 
 # test -> (kind, label, unit, ucx_perftest command)
 TESTS = {
@@ -51,12 +50,8 @@ TRANSPORTS = ("shm", "tcp")
 def parse_weft_rma(text):
     """weft_rma_perf --json: {"provider", "window", "results": [{test, size, lat_us, mbps, mops}]}
     -> {(test, size): {"lat_us", "mbps", "mops"}}"""
-    start = text.find("{")
-    if start < 0:
-        return None
-    try:
-        doc = json.loads(text[start:])
-    except ValueError:
+    doc = load_json(text)
+    if doc is None:
         return None
     out = {}
     for r in doc.get("results", []):
@@ -70,7 +65,8 @@ def parse_weft_rma(text):
 
 
 def value_of(kind, weft=None, ucx=None):
-    """the figure compared for a test kind, from a weft row or a parse_ucx() dict"""
+    """the figure compared for a test kind, from a weft row or a parse_ucx(overall_lat=True)
+    dict: its 'overall' columns (means over the whole run)"""
     if weft is not None:
         return {"lat": weft["lat_us"], "bw": weft["mbps"], "rate": weft["mops"]}[kind]
     if kind == "lat":
@@ -80,30 +76,9 @@ def value_of(kind, weft=None, ucx=None):
     return ucx["msg_rate"] / 1e6 if ucx["msg_rate"] else None
 
 
-def parse_ucx_rma(text):
-    """ucx_perftest -f -v final CSV row: iterations, 50.0_percentile_lat, avg_lat,
-    overall_lat, avg_bw, overall_bw, avg_mr, overall_mr. 'avg' is over the last
-    report interval, 'overall' over the whole run: the overall columns are used.
-    Latency in us (ping-pong tests: round trip / 2; the others: time per
-    operation); bandwidth in MiB/s, converted to MB/s by parse_ucx (bw_MBps,
-    from overall_bw); rate in msg/s (msg_rate, from overall_mr)."""
-    p = parse_ucx(text)
-    if p is None:
-        return None
-    for line in text.splitlines():
-        f = line.strip().split(",")
-        if len(f) == 8 and all(fnum(x) is not None for x in f):
-            p["overall_us"] = float(f[3])
-    return p
-
-
 def build(run_dir, stat):
-    raw_dir = os.path.join(run_dir, "raw")
-    meta = load_meta(raw_dir)
-    sizes = [int(s) for s in meta.get("sizes", "").split(",") if s]
+    raw_dir, meta, sizes, problems_txt, problems = load_run(run_dir)
     transports = [t for t in meta.get("transports", "shm,tcp").split(",") if t]
-    problems_txt = read_text(os.path.join(raw_dir, "problems.txt"))
-    problems = [l.strip() for l in problems_txt.splitlines() if l.strip()]
     samples = {}  # (peer, transport, test, size) -> [values]
     extra = {}    # (transport, test, size) -> ucx p50 samples etc.
     raw = []
@@ -127,7 +102,7 @@ def build(run_dir, stat):
                         add(("weft", tr, t, size), value_of(TESTS[t][0], weft=r))
                 entry["results"] = [{"test": t, "size": s, **r} for (t, s), r in parsed.items()]
         elif peer == "ucx" and test in TESTS:
-            parsed = parse_ucx_rma(text)
+            parsed = parse_ucx(text, overall_lat=True)
             if parsed:
                 size = int(rec["size"])
                 add(("ucx", tr, test, size), value_of(TESTS[test][0], ucx=parsed))
@@ -135,11 +110,7 @@ def build(run_dir, stat):
                     extra.setdefault((tr, test, size), []).append(parsed["p50_us"])
                 entry.update(parsed)
         if parsed is None:
-            why = f"exit code {rc}" + (" (timed out)" if rc in (124, 137) else "")
-            msg = f"{peer} {tr} {test} size {rec['size']} rep {rep}: no result, {why}"
-            detail = tail(text) or tail(read_text(os.path.join(raw_dir, rec.get("server", ""))))
-            if detail:
-                msg += f": {detail}"
+            msg = no_result(raw_dir, rec, text, f"{peer} {tr} {test}", timed_out=(124, 137))
             entry["error"] = msg
             # rma.sh has already said so in problems.txt (naming the file)
             if rec["client"] not in problems_txt and rec.get("server", "") not in problems_txt:
@@ -218,13 +189,9 @@ def fval(v, kind):
 def table(doc):
     m = doc["meta"]
     lines = []
-    lines.append(f"weft RMA and atomics vs UCX  ({m.get('date', '')}, {m.get('host', '')}, "
-                 f"{m.get('nproc', '?')} CPUs, load {m.get('loadavg', '?')} before, "
-                 f"{m.get('loadavg_end', '?')} after; {doc['method']['stat']} of "
-                 f"{m.get('repeats', '?')} runs; window {doc['method']['window']})")
+    lines.append(title(doc, "weft RMA and atomics vs UCX", f"; window {doc['method']['window']}"))
     lines.append(f"weft_rma_perf {m.get('weft_git', '')} vs ucx_perftest (UCX {m.get('tool.ucx.version') or '-'})")
-    load = fnum(m.get("loadavg", "").split(" ")[0]) if m.get("loadavg") else None
-    ncpu = fnum(m.get("nproc")) or 1
+    load, ncpu = load_of(m)
     if load is not None and load >= ncpu / 2:
         lines.append(f"WARNING: CPU contention (1-minute load {load:.2f} on {ncpu:.0f} CPUs before the "
                      "run). Both tools busy-poll with two processes; sharing CPUs, a round trip can "
@@ -264,21 +231,14 @@ def table(doc):
     lines.append("Units: latency us (put_lat one-way = round trip / 2; get_lat and fetch_add_lat: one "
                  "operation at a time, mean time to completion); bandwidth MB/s = 1e6 B/s "
                  "(ucx_perftest's MiB/s x 1.048576); rate Mops. UCX: 'overall' columns (means).")
-    if doc["problems"]:
-        lines.append("")
-        lines.append("Problems (n/a above; details in raw/problems.txt and raw/)")
-        for p in doc["problems"]:
-            lines.append(f"  - {p}")
+    lines.extend(problem_lines(doc, "Problems (n/a above; details in raw/problems.txt and raw/)"))
     return "\n".join(lines) + "\n"
 
 
 def plot(doc, path):
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return "matplotlib not available (Debian: python3-matplotlib): no plot"
+    plt = pyplot()
+    if plt is None:
+        return NO_MATPLOTLIB
     trs = list(doc["summary"].keys())
     if not trs:
         return "nothing to plot"
@@ -304,12 +264,7 @@ def plot(doc, path):
         a_lat.set_ylabel("us")
         a_bw.set_title(f"{tr}: bandwidth, window {doc['method']['window']} (higher is better)")
         a_bw.set_ylabel("MB/s (1e6 B/s)")
-        for ax in (a_lat, a_bw):
-            ax.set_xscale("log", base=2)
-            ax.set_yscale("log")
-            ax.set_xlabel("size (bytes)")
-            ax.grid(True, which="both", alpha=0.3)
-            ax.legend(fontsize=7)
+        log_axes((a_lat, a_bw), "size (bytes)", 7)
         labels, vals, cols = [], [], []
         for r in rows:
             labels.append(f"{r['test']} {human(r['size'])}")
@@ -333,27 +288,16 @@ def plot(doc, path):
             a_rat.text(0.99, 0.02, f"atomic add: weft {fval(r['weft'], 'rate')} vs ucx "
                        f"{fval(r['ucx'], 'rate')} Mops", transform=a_rat.transAxes, ha="right",
                        fontsize=7)
-    m = doc["meta"]
-    fig.suptitle(f"weft RMA/atomics vs UCX - {m.get('date', '')} {m.get('host', '')}, "
-                 f"{doc['method']['stat']} of {m.get('repeats', '?')}", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_plot(plt, fig, doc, "weft RMA/atomics vs UCX", path, 100)
     return None
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("run_dir")
-    ap.add_argument("--stat", choices=("best", "median"), default="best",
-                    help="how repeats are combined (best: min latency / max bandwidth and rate)")
-    ap.add_argument("--no-plot", action="store_true")
-    a = ap.parse_args()
+    a = parse_args(__doc__, "min latency / max bandwidth and rate")
     if not os.path.isdir(os.path.join(a.run_dir, "raw")):
         print(f"compare_rma.py: {a.run_dir}/raw not found", file=sys.stderr)
         return 2
-    doc = build(a.run_dir, a.stat)
-    return write_outputs(doc, a.run_dir, "rma.png", table, plot, a.no_plot)
+    return write_outputs(a, build, table, plot, "rma.png")
 
 
 if __name__ == "__main__":

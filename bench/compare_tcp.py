@@ -7,10 +7,9 @@ module when RUN_DIR/raw/meta.tsv says "benchmark tcp" (bench/tcp.sh).
 Units: latency is one-way (round trip / 2) in microseconds; bandwidth is in
 MB/s with MB = 10^6 bytes.
 """
-import os
-
-from benchlib import (agg, fmt, fnum, fratio, human, load_meta, load_runs, parse_fi_pingpong,
-                      parse_iperf3, parse_sockperf, parse_ucx, parse_weft, ratio, read_text, tail)
+from benchlib import (NO_MATPLOTLIB, SOCK_PEERS, collect, comparison, contention, fmt, fratio,
+                      human, judge, load_run, log_axes, picker, pyplot, ratio, save_plot, series,
+                      targets_and_problems, title)
 
 # The targets of the tcp comparison (from the issue): "latency within 1.1x of
 # sockperf's busy-polling figure and below libfabric tcp's; bandwidth at least
@@ -30,82 +29,13 @@ PEERS = {
     "iperf3": ("iperf3", "kernel TCP stream (iperf3 -N)"),
 }
 FI_PEERS = ("libfabric-msg", "libfabric-rdm")
-SOCK_PEERS = ("sockperf", "sockperf-busy")
+PP_PEERS = FI_PEERS + ("ucx",) + SOCK_PEERS  # the ping-pong peers
 
 
 def build(run_dir, stat):
-    raw_dir = os.path.join(run_dir, "raw")
-    meta = load_meta(raw_dir)
-    sizes = [int(s) for s in meta.get("sizes", "").split(",") if s]
-    problems = [l.strip() for l in read_text(os.path.join(raw_dir, "problems.txt")).splitlines()
-                if l.strip()]
-    samples = {}  # (peer, metric, size) -> [values]
-    raw = []
-
-    def add(peer, metric, size, value):
-        if value is not None:
-            samples.setdefault((peer, metric, size), []).append(value)
-
-    for rec in load_runs(raw_dir):
-        peer, test, rep, rc = rec["peer"], rec["test"], int(rec["rep"]), int(rec["rc"])
-        text = read_text(os.path.join(raw_dir, rec["client"]))
-        entry = {"peer": peer, "test": test, "size": rec["size"], "rep": rep,
-                 "rc": rc, "file": rec["client"]}
-        parsed = None
-        if peer == "weft":
-            parsed = parse_weft(text)
-            if parsed:
-                for size, r in parsed.items():
-                    add("weft", "lat", size, r["lat_us"])
-                    add("weft", "lat_p99", size, r["lat_p99_us"])
-                    add("weft", "bw", size, r["bw_MBps"])
-                    if r["lat_us"]:
-                        add("weft", "pp_bw", size, size / r["lat_us"])
-                entry["results"] = {str(k): v for k, v in parsed.items()}
-        elif peer in FI_PEERS:
-            parsed = parse_fi_pingpong(text)
-            if parsed:
-                size = int(rec["size"])
-                add(peer, "lat", size, parsed["lat_us"])
-                add(peer, "pp_bw", size, parsed["pp_bw_MBps"])
-                entry.update(parsed)
-        elif peer == "ucx":
-            parsed = parse_ucx(text)
-            if parsed:
-                size = int(rec["size"])
-                if test == "tag_lat":
-                    add("ucx", "lat", size, parsed["p50_us"])
-                    add("ucx", "pp_bw", size, size / parsed["p50_us"] if parsed["p50_us"] else None)
-                else:
-                    add("ucx", "bw", size, parsed["bw_MBps"])
-                entry.update(parsed)
-        elif peer in SOCK_PEERS:
-            parsed = parse_sockperf(text)
-            if parsed:
-                size = int(rec["size"])
-                add(peer, "lat", size, parsed["lat_us"])
-                add(peer, "lat_avg", size, parsed["avg_us"])
-                add(peer, "lat_p99", size, parsed["p99_us"])
-                add(peer, "pp_bw", size, size / parsed["lat_us"] if parsed["lat_us"] else None)
-                entry.update(parsed)
-        elif peer == "iperf3":
-            parsed = parse_iperf3(text)
-            if parsed:
-                add("iperf3", "bw", int(rec["size"]), parsed["bw_MBps"])
-                entry.update(parsed)
-        if parsed is None:
-            why = f"exit code {rc}" + (" (timed out)" if rc == 124 else "")
-            msg = f"{peer} {test} size {rec['size']} rep {rep}: no result, {why}"
-            detail = tail(text) or tail(read_text(os.path.join(raw_dir, rec.get("server", ""))))
-            if detail:
-                msg += f": {detail}"
-            problems.append(msg)
-            entry["error"] = msg
-        raw.append(entry)
-
-    def best(peer, metric, size):
-        hib = metric not in ("lat", "lat_p99", "lat_avg")
-        return agg(samples.get((peer, metric, size), []), stat, hib)
+    raw_dir, meta, sizes, _, problems = load_run(run_dir)
+    samples, raw = collect(raw_dir, problems)
+    best = picker(samples, stat)
 
     summary = []
     for size in sizes:
@@ -134,52 +64,35 @@ def build(run_dir, stat):
         summary.append(row)
 
     ucx_dev = meta.get("ucx_net_devices") or "all"
-    return {
-        "benchmark": "tcp",
-        "units": {"latency": "us, one-way (round trip / 2)",
-                  "bandwidth": "MB/s, MB = 1e6 bytes",
-                  "lat_ratio": "peer / weft: > 1 means weft is faster",
-                  "bw_ratio": "weft / peer: > 1 means weft is faster"},
-        "method": {
-            "stat": stat,
-            "weft": "weft_perf --spawn -p tcp (loopback): latency = median of per-iteration "
-                    "RTT/2; bandwidth = streaming, window of 64 messages; "
+    method = {
+        "stat": stat,
+        "weft": "weft_perf --spawn -p tcp (loopback): latency = median of per-iteration "
+                "RTT/2; bandwidth = streaming, window of 64 messages; "
+                "pingpong_bw = size / latency",
+        "libfabric-msg": "fi_pingpong -p tcp -e msg: latency = usec/xfer, a MEAN one-way time "
+                         "(the others give medians; on a loaded machine the mean suffers "
+                         "most from preemption); bandwidth = its MB/sec, a ping-pong "
+                         "(one message in flight) = size / usec/xfer; libfabric-bin has no "
+                         "streaming test",
+        "libfabric-rdm": "fi_pingpong -p tcp -e rdm (provider tcp;ofi_rxm): as libfabric-msg",
+        "ucx": f"ucx_perftest UCX_TLS=tcp UCX_NET_DEVICES={ucx_dev}: latency = tag_lat 50th "
+               "percentile (one-way); bandwidth = tag_bw overall (MiB/s converted to MB/s); "
+               "pingpong_bw = size / that latency",
+        "sockperf": "sockperf ping-pong --tcp 127.0.0.1, blocking sockets (server: epoll): "
+                    "latency = 50th percentile of its one-way latency (sockperf reports "
+                    "RTT/2 unless --full-rtt); lat_avg_us = its avg-latency; "
                     "pingpong_bw = size / latency",
-            "libfabric-msg": "fi_pingpong -p tcp -e msg: latency = usec/xfer, a MEAN one-way time "
-                             "(the others give medians; on a loaded machine the mean suffers "
-                             "most from preemption); bandwidth = its MB/sec, a ping-pong "
-                             "(one message in flight) = size / usec/xfer; libfabric-bin has no "
-                             "streaming test",
-            "libfabric-rdm": "fi_pingpong -p tcp -e rdm (provider tcp;ofi_rxm): as libfabric-msg",
-            "ucx": f"ucx_perftest UCX_TLS=tcp UCX_NET_DEVICES={ucx_dev}: latency = tag_lat 50th "
-                   "percentile (one-way); bandwidth = tag_bw overall (MiB/s converted to MB/s); "
-                   "pingpong_bw = size / that latency",
-            "sockperf": "sockperf ping-pong --tcp 127.0.0.1, blocking sockets (server: epoll): "
-                        "latency = 50th percentile of its one-way latency (sockperf reports "
-                        "RTT/2 unless --full-rtt); lat_avg_us = its avg-latency; "
-                        "pingpong_bw = size / latency",
-            "sockperf-busy": "as sockperf, with --nonblocked on the client and "
-                             "--nonblocked --timeout 0 on the server: both sides busy-poll "
-                             "non-blocking sockets, the floor of kernel TCP ping-pong here",
-            "iperf3": "iperf3 -c 127.0.0.1 -N -l SIZE -J: receiver-side throughput of a kernel "
-                      "TCP byte stream written SIZE bytes per write(), TCP_NODELAY; no message "
-                      "framing, completions or receive matching: a ceiling, not a peer",
-        },
-        "meta": meta,
-        "summary": summary,
-        "targets": make_targets(summary),
-        "problems": problems,
-        "raw": raw,
+        "sockperf-busy": "as sockperf, with --nonblocked on the client and "
+                         "--nonblocked --timeout 0 on the server: both sides busy-poll "
+                         "non-blocking sockets, the floor of kernel TCP ping-pong here",
+        "iperf3": "iperf3 -c 127.0.0.1 -N -l SIZE -J: receiver-side throughput of a kernel "
+                  "TCP byte stream written SIZE bytes per write(), TCP_NODELAY; no message "
+                  "framing, completions or receive matching: a ceiling, not a peer",
     }
+    return comparison("tcp", method, meta, summary, judge(summary, check_targets), problems, raw)
 
 
-def make_targets(summary):
-    by = {r["size"]: r for r in summary}
-    out = []
-
-    def verdict(name, ok, detail):
-        out.append({"target": name, "met": ok, "detail": detail})
-
+def check_targets(by, verdict):
     r = by.get(LAT_SIZE)
     missing = "" if r else f" ({LAT_SIZE} B not in sizes)"
     w = r["weft"]["lat_us"] if r else None
@@ -222,7 +135,6 @@ def make_targets(summary):
             top = max(fis.values())
             d += f"; weft streaming {wbw:.0f} MB/s is x{wbw / top:.2f} of the best libfabric ping-pong"
         verdict(name, all(wpp >= v for v in fis.values()), d)
-    return out
 
 
 # ---- output
@@ -232,10 +144,7 @@ def table(doc):
     m = doc["meta"]
     have = {p: m.get(f"tool.{p}.available", "yes") == "yes" for p in PEERS}
     lines = []
-    lines.append(f"weft tcp comparison (loopback)  ({m.get('date', '')}, {m.get('host', '')}, "
-                 f"{m.get('nproc', '?')} CPUs, load {m.get('loadavg', '?')} before, "
-                 f"{m.get('loadavg_end', '?')} after; {doc['method']['stat']} of "
-                 f"{m.get('repeats', '?')} runs)")
+    lines.append(title(doc, "weft tcp comparison (loopback)"))
     lines.append(f"peers: fi-msg / fi-rdm = fi_pingpong -p tcp -e msg / -e rdm (tcp;ofi_rxm) "
                  f"(libfabric {m.get('tool.libfabric-msg.version') or m.get('tool.libfabric-rdm.version') or '-'});")
     lines.append(f"  ucx = ucx_perftest UCX_TLS=tcp UCX_NET_DEVICES={m.get('ucx_net_devices') or 'all'} "
@@ -244,122 +153,63 @@ def table(doc):
                  "blocking / --nonblocked busy-polling (kernel TCP);")
     lines.append(f"  iperf3 = iperf3 {m.get('tool.iperf3.version') or '-'} -N -l SIZE "
                  "(kernel TCP byte stream, receiver side)")
-    load = fnum(m.get("loadavg", "").split(" ")[0]) if m.get("loadavg") else None
-    ncpu = fnum(m.get("nproc")) or 1
-    lat_peers = ("weft",) + FI_PEERS + ("ucx",) + SOCK_PEERS
-    sliced = sorted({f"{PEERS[p][0]} {human(r['size'])}" for r in s for p in lat_peers
-                     if r["size"] <= 65536 and (r[p].get("lat_us") or 0) >= 1000})
-    if (load is not None and load >= ncpu / 2) or sliced:
-        why = []
-        if load is not None and load >= ncpu / 2:
-            why.append(f"1-minute load {load:.2f} on {ncpu:.0f} CPUs before the run")
-        if sliced:
-            why.append("latency >= 1 ms at small sizes: " + ", ".join(sliced))
-        lines.append("WARNING: CPU contention (" + "; ".join(why) + "). Most tools here "
-                     "busy-poll with two processes; sharing CPUs, a round trip can take a "
-                     "scheduler time slice (~4 ms). Rerun on an idle machine before trusting "
-                     "the ratios.")
+    warning = contention(doc, ("weft",) + PP_PEERS, lambda p: PEERS[p][0], "Most tools here busy-poll")
+    if warning:
+        lines.append(warning)
     for p in PEERS:
         if p != "weft" and not have[p]:
             lines.append(f"NOTE: {p} not measured: {m.get(f'tool.{p}.note', 'tool missing')}")
         elif p != "weft" and m.get(f"tool.{p}.note"):
             lines.append(f"NOTE: {p}: {m.get(f'tool.{p}.note')}")
 
-    def cols(r, peers, key, rkey, nd):
-        out = []
-        for p in peers:
-            out.append(f"{fmt(r[p].get(key), nd):>9} {fratio(r[p].get(rkey)):>6}")
-        return " ".join(out)
+    def section(heading, note, peers, first, key, rkey, nd):
+        """a table of weft's r["weft"][key] and each peer's with its ratio rkey"""
+        lines.extend(["", heading, note])
+        hdr = f"{'size':>6} {first:>9} " + " ".join(f"{PEERS[p][0]:>9} {'ratio':>6}" for p in peers)
+        lines.append(hdr)
+        lines.append("-" * len(hdr))
+        for r in s:
+            lines.append(f"{human(r['size']):>6} {fmt(r['weft'][key], nd):>9} "
+                         + " ".join(f"{fmt(r[p].get(key), nd):>9} {fratio(r[p].get(rkey)):>6}"
+                                    for p in peers))
 
-    def head(peers, first):
-        return f"{'size':>6} {first:>9} " + " ".join(f"{PEERS[p][0]:>9} {'ratio':>6}" for p in peers)
-
-    lines.append("")
-    lines.append("One-way latency, us (ratio = peer / weft; > 1 means weft is faster)")
-    lines.append("  weft, ucx, sockperf: median; fi-msg, fi-rdm: mean (fi_pingpong prints no median)")
-    peers = FI_PEERS + ("ucx",) + SOCK_PEERS
-    hdr = head(peers, "weft")
-    lines.append(hdr)
-    lines.append("-" * len(hdr))
-    for r in s:
-        lines.append(f"{human(r['size']):>6} {fmt(r['weft']['lat_us']):>9} "
-                     + cols(r, peers, "lat_us", "lat_ratio", 3))
-    lines.append("")
-    lines.append("Streaming bandwidth, MB/s = 1e6 B/s (ratio = weft / peer; > 1 means weft is faster)")
-    lines.append("  weft_perf window 64 vs ucx tag_bw and iperf3 (a byte stream: no messages, a ceiling)")
-    peers = ("ucx", "iperf3")
-    hdr = head(peers, "weft")
-    lines.append(hdr)
-    lines.append("-" * len(hdr))
-    for r in s:
-        lines.append(f"{human(r['size']):>6} {fmt(r['weft']['bw_MBps'], 0):>9} "
-                     + cols(r, peers, "bw_MBps", "bw_ratio", 0))
-    lines.append("")
-    lines.append("Ping-pong bandwidth, MB/s: one message in flight, size / one-way latency")
-    lines.append("  (ratio = weft / peer; fi_pingpong's only mode, so the like-for-like libfabric figure)")
-    peers = FI_PEERS + ("ucx",) + SOCK_PEERS
-    hdr = head(peers, "weft pp")
-    lines.append(hdr)
-    lines.append("-" * len(hdr))
-    for r in s:
-        lines.append(f"{human(r['size']):>6} {fmt(r['weft']['pingpong_bw_MBps'], 0):>9} "
-                     + cols(r, peers, "pingpong_bw_MBps", "pingpong_bw_ratio", 0))
-    lines.append("")
-    lines.append("Targets")
-    for t in doc["targets"]:
-        mark = {True: "MET    ", False: "NOT MET", None: "UNKNOWN"}[t["met"]]
-        lines.append(f"  [{mark}] {t['target']}: {t['detail']}")
-    if doc["problems"]:
-        lines.append("")
-        lines.append("Problems")
-        for p in doc["problems"]:
-            lines.append(f"  - {p}")
+    section("One-way latency, us (ratio = peer / weft; > 1 means weft is faster)",
+            "  weft, ucx, sockperf: median; fi-msg, fi-rdm: mean (fi_pingpong prints no median)",
+            PP_PEERS, "weft", "lat_us", "lat_ratio", 3)
+    section("Streaming bandwidth, MB/s = 1e6 B/s (ratio = weft / peer; > 1 means weft is faster)",
+            "  weft_perf window 64 vs ucx tag_bw and iperf3 (a byte stream: no messages, a ceiling)",
+            ("ucx", "iperf3"), "weft", "bw_MBps", "bw_ratio", 0)
+    section("Ping-pong bandwidth, MB/s: one message in flight, size / one-way latency",
+            "  (ratio = weft / peer; fi_pingpong's only mode, so the like-for-like libfabric figure)",
+            PP_PEERS, "weft pp", "pingpong_bw_MBps", "pingpong_bw_ratio", 0)
+    lines.extend(targets_and_problems(doc))
     return "\n".join(lines) + "\n"
 
 
 def plot(doc, path):
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return "matplotlib not available (Debian: python3-matplotlib): no plot"
+    plt = pyplot()
+    if plt is None:
+        return NO_MATPLOTLIB
     s = doc["summary"]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(13, 5.2))
     styles = {"weft": ("C0", "o"), "libfabric-msg": ("C1", "s"), "libfabric-rdm": ("C5", "D"),
               "ucx": ("C2", "^"), "sockperf": ("C7", "v"), "sockperf-busy": ("C3", "x"),
               "iperf3": ("C4", "P")}
-
-    def series(ax, peer, key, label, dashed=False):
-        pts = [(r["size"], r[peer][key]) for r in s if r[peer].get(key)]
-        if pts:
-            c, mk = styles[peer]
-            ax.plot(*zip(*pts), color=c, marker=mk, linestyle="--" if dashed else "-", label=label)
-
-    for p in ("weft",) + FI_PEERS + ("ucx",) + SOCK_PEERS:
-        series(a1, p, "lat_us", PEERS[p][1])
+    for p in ("weft",) + PP_PEERS:
+        series(a1, s, styles, p, "lat_us", PEERS[p][1])
     a1.set_title("One-way latency (lower is better)")
     a1.set_ylabel("us")
-    series(a2, "weft", "bw_MBps", "weft tcp, stream (window 64)")
-    series(a2, "ucx", "bw_MBps", "UCX tcp, stream (tag_bw)")
-    series(a2, "iperf3", "bw_MBps", "kernel TCP byte stream (iperf3 -N)")
-    series(a2, "weft", "pingpong_bw_MBps", "weft tcp, ping-pong", dashed=True)
+    series(a2, s, styles, "weft", "bw_MBps", "weft tcp, stream (window 64)")
+    series(a2, s, styles, "ucx", "bw_MBps", "UCX tcp, stream (tag_bw)")
+    series(a2, s, styles, "iperf3", "bw_MBps", "kernel TCP byte stream (iperf3 -N)")
+    series(a2, s, styles, "weft", "pingpong_bw_MBps", "weft tcp, ping-pong", dashed=True)
     for p in FI_PEERS:
-        series(a2, p, "pingpong_bw_MBps", PEERS[p][1].replace(" (fi_pingpong)", ", ping-pong"), dashed=True)
-    series(a2, "sockperf-busy", "pingpong_bw_MBps", "kernel TCP busy-polling, ping-pong (sockperf)",
-           dashed=True)
+        series(a2, s, styles, p, "pingpong_bw_MBps", PEERS[p][1].replace(" (fi_pingpong)", ", ping-pong"),
+               dashed=True)
+    series(a2, s, styles, "sockperf-busy", "pingpong_bw_MBps",
+           "kernel TCP busy-polling, ping-pong (sockperf)", dashed=True)
     a2.set_title("Bandwidth (higher is better)")
     a2.set_ylabel("MB/s (1e6 B/s)")
-    for ax in (a1, a2):
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel("message size (bytes)")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
-    m = doc["meta"]
-    fig.suptitle(f"weft tcp vs peers (loopback) - {m.get('date', '')} {m.get('host', '')}, "
-                 f"{doc['method']['stat']} of {m.get('repeats', '?')}", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    log_axes((a1, a2), "message size (bytes)", 7)
+    save_plot(plt, fig, doc, "weft tcp vs peers (loopback)", path, 110)
     return None

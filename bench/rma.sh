@@ -7,21 +7,15 @@
 set -uo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-root=$(cd "$here/.." && pwd)
 bench_name=rma
+weft_tool=weft_rma_perf
 # shellcheck source=bench/common.sh
 source "$here/common.sh"
 
 sizes="8,4096,65536,1048576"
-iters=10000
-repeats=3
 window=64
-outdir="$root/bench/results"
-stat=best
 transports="shm,tcp"
 tmo=90
-weft="${WEFT_RMA_PERF:-$root/build/release/tools/weft_rma_perf}"
-plot=1
 ucx_dev=lo
 # UCX's shared-memory transports for the shm comparison. Tried on this
 # machine (UCX 1.13.1, Debian 12, 2 CPUs, idle) with UCX_TLS = "sm",
@@ -111,38 +105,23 @@ EOF
 
 while (($#)); do
   case "$1" in
-    -h|--help) usage; exit 0 ;;
-    -s|--sizes) sizes=${2:?}; shift ;;
-    -i|--iters) iters=${2:?}; shift ;;
-    -r|--repeats) repeats=${2:?}; shift ;;
-    --stat) stat=${2:?}; shift ;;
     -w|--window) window=${2:?}; shift ;;
-    -o|--out) outdir=${2:?}; shift ;;
     --transports) transports=${2:?}; shift ;;
     --ucx-shm-tls) ucx_shm_tls=${2:?}; shift ;;
     --ucx-devices) ucx_dev=${2:?}; shift ;;
-    --weft) weft=${2:?}; shift ;;
-    --timeout) tmo=${2:?}; shift ;;
-    --no-plot) plot=0 ;;
-    *) usage >&2; die "unknown option: $1" ;;
+    *) common_opt "$@"; shift $(( nargs - 1 )) ;;
   esac
   shift
 done
 
-[[ "$iters" =~ ^[1-9][0-9]*$ ]] || die "--iters wants a positive integer"
-[[ "$repeats" =~ ^[1-9][0-9]*$ ]] || die "--repeats wants a positive integer"
+want_posint --iters "$iters"
+want_posint --repeats "$repeats"
 [[ "$window" =~ ^[1-9][0-9]*$ ]] && ((window <= 1024)) || die "--window wants an integer from 1 to 1024"
-[[ "$tmo" =~ ^[1-9][0-9]*$ ]] || die "--timeout wants a positive integer"
-[[ "$stat" == best || "$stat" == median ]] || die "--stat is best or median"
-[[ "$ucx_dev" =~ ^[A-Za-z0-9_.:,-]+$ ]] || die "bad --ucx-devices: $ucx_dev"
+want_posint --timeout "$tmo"
+want_stat
+want_ucx_dev
 [[ "$ucx_shm_tls" =~ ^[A-Za-z0-9_,^-]+$ ]] || die "bad --ucx-shm-tls: $ucx_shm_tls"
-size_list=()
-IFS=, read -ra _s <<<"$sizes"
-for s in "${_s[@]}"; do
-  b=$(to_bytes "$s" 2>/dev/null) && ((b > 0 && b <= 1073741824)) || die "bad size: $s (1 B to 1 GiB)"
-  size_list+=("$b")
-done
-((${#size_list[@]})) || die "no sizes"
+parse_sizes "$sizes" 1073741824 " (1 B to 1 GiB)"
 tr_list=()
 IFS=, read -ra _t <<<"$transports"
 for t in "${_t[@]}"; do
@@ -153,45 +132,15 @@ for t in "${_t[@]}"; do
   esac
 done
 ((${#tr_list[@]})) || die "no transports"
-[[ -x "$weft" ]] || die "weft_rma_perf not found at $weft (build it, or pass --weft / set WEFT_RMA_PERF)"
 
 # shellcheck source=bench/lib.sh
 source "$here/lib.sh"
 
-# client_server NAME SERVER_CMD... -- CLIENT_CMD...: runs one ucx_perftest
-# server/client pair, each bounded by --timeout; sets rc to the client's exit
-# status. The server ends by itself after the client; it gets 3 s to do so.
-client_server() {
-  local name=$1; shift
-  local scmd=() ccmd=()
-  while [[ "$1" != "--" ]]; do scmd+=("$1"); shift; done
-  shift; ccmd=("$@")
-  timeout -k 3 "$tmo" "${scmd[@]}" >"$raw/$name.server.txt" 2>&1 </dev/null &
-  local spid=$!
-  servers+=("$spid")
-  if ! wait_listen "$port" "$spid"; then
-    log "$name: server did not come up on port $port"
-  fi
-  timeout -k 3 "$tmo" "${ccmd[@]}" >"$raw/$name.client.txt" 2>&1 </dev/null
-  rc=$?
-  stop_server "$spid" 30
-}
-
-record() {  # peer test size rep rc name
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5" "$6.client.txt" "$6.server.txt" \
-    >>"$raw/status.tsv"
-}
-
 # the iteration counts of weft_rma_perf (tools/weft_rma_perf.cpp lat_iters,
 # bw_ops), so that UCX does the same amount of work
-lat_iters() {
-  local n=$(( (1 << 27) / $1 )); ((n < 50)) && n=50; ((n > iters)) && n=$iters; echo $n
-}
-bw_ops() {
-  local s=$1; ((s < 64)) && s=64
-  local n=$(( (1 << 30) / s )); ((n < 2000)) && n=2000; ((n > 200000)) && n=200000; echo $n
-}
-warm_of() { local w=$(( $1 / 10 )); ((w < 10)) && w=10; ((w > 1000)) && w=1000; echo $w; }
+rma_lat_iters() { clamp_div $(( 1 << 27 )) "$1" 50 "$iters"; }
+bw_ops() { clamp_div $(( 1 << 30 )) $(( $1 < 64 ? 64 : $1 )) 2000 200000; }
+warm_of() { clamp_div "$1" 10 10 1000; }
 
 # why a run failed, in one line: UCX's error lines if any, else the last lines
 why_failed() {  # name rc
@@ -210,44 +159,30 @@ why_failed() {  # name rc
 }
 
 # ---- tools
-version_of() { "$@" 2>/dev/null | head -n1 | grep -o '[0-9][0-9.]*[0-9]' | head -n1; }
-ucx_bin=$(command -v "${UCX_PERFTEST:-ucx_perftest}" || true)
 meta benchmark rma
-meta date "$(date -Iseconds)"
-meta host "$(hostname)"
-meta nproc "$(nproc)"
-meta loadavg "$(cut -d' ' -f1-3 /proc/loadavg)"
-meta kernel "$(uname -r)"
-meta sizes "$(IFS=,; echo "${size_list[*]}")"
-meta iters "$iters"
-meta repeats "$repeats"
+meta_run
 meta window "$window"
 meta transports "$(IFS=,; echo "${tr_list[*]}")"
 meta ucx_shm_tls "$ucx_shm_tls"
 meta ucx_net_devices "$ucx_dev"
-meta weft_git "$(git -C "$root" describe --always --dirty 2>/dev/null || echo unknown)"
-meta tool.weft.path "$weft"
-meta tool.weft.available yes
-# what weft_rma_perf runs: its mtime and libweft's, checked again at the end
-# (a rebuild in the middle of a run mixes two builds)
-weft_lib=$(ldd "$weft" 2>/dev/null | awk '/libweft/ { print $3; exit }')
-weft_stamp() { stat -c '%y' "$weft" ${weft_lib:+"$weft_lib"} 2>/dev/null | tr '\n' ' '; }
-weft_built=$(weft_stamp)
-meta tool.weft.built "$weft_built"
-[[ -n "$weft_lib" ]] && meta tool.weft.lib "$weft_lib"
+meta_weft
+meta_weft_build
+
+ucx_env_of() {  # transport -> the env command prefix for UCX, in ucx_env
+  if [[ $1 == shm ]]; then
+    ucx_env=(env "UCX_TLS=$ucx_shm_tls")
+  else
+    ucx_tcp_env
+  fi
+}
 
 # ucx_perftest and the tests it knows (ucp_fadd is missing from old versions)
 run_ucx=1
 declare -A ucx_has=()
-if [[ -z "$ucx_bin" ]]; then
-  run_ucx=0
-  meta tool.ucx.available no
-  meta tool.ucx.note "${UCX_PERFTEST:-ucx_perftest} not found (Debian package ucx-utils)"
-  problem "ucx: ${UCX_PERFTEST:-ucx_perftest} not found (install ucx-utils: scripts/install-deps.sh --bench); UCX not measured, its column is n/a"
-else
-  meta tool.ucx.available yes
-  meta tool.ucx.path "$ucx_bin"
-  meta tool.ucx.version "$(version_of ucx_info -v)"
+tool_check run_ucx ucx "$ucx_bin" "${UCX_PERFTEST:-ucx_perftest} not found (Debian package ucx-utils)" \
+  "ucx: ${UCX_PERFTEST:-ucx_perftest} not found (install ucx-utils: scripts/install-deps.sh --bench); UCX not measured, its column is n/a" \
+  version_of ucx_info -v
+if ((run_ucx)); then
   help=$("$ucx_bin" -h 2>&1)
   for t in ucp_put_lat ucp_put_bw ucp_get ucp_add ucp_fadd; do
     if grep -qE "^[[:space:]]*$t -" <<<"$help"; then
@@ -258,32 +193,19 @@ else
   done
   # the lanes UCX picks for RMA and atomics on each transport, for the record
   for tr in "${tr_list[@]}"; do
+    ucx_env_of "$tr"
     if [[ $tr == shm ]]; then
-      UCX_TLS=$ucx_shm_tls ucx_info -e -u ra -P intra >"$raw/ucx-lanes-shm.txt" 2>&1
-    elif [[ "$ucx_dev" == all ]]; then
-      UCX_TLS=tcp ucx_info -e -u ra -P inter >"$raw/ucx-lanes-tcp.txt" 2>&1
+      "${ucx_env[@]}" ucx_info -e -u ra -P intra >"$raw/ucx-lanes-shm.txt" 2>&1
     else
-      UCX_TLS=tcp UCX_NET_DEVICES=$ucx_dev ucx_info -e -u ra -P inter >"$raw/ucx-lanes-tcp.txt" 2>&1
+      "${ucx_env[@]}" ucx_info -e -u ra -P inter >"$raw/ucx-lanes-tcp.txt" 2>&1
     fi
   done
 fi
 
-ucx_env_of() {  # transport -> the env command prefix for UCX, in ucx_env
-  if [[ $1 == shm ]]; then
-    ucx_env=(env "UCX_TLS=$ucx_shm_tls")
-  else
-    ucx_env=(env UCX_TLS=tcp)
-    [[ "$ucx_dev" != all ]] && ucx_env+=("UCX_NET_DEVICES=$ucx_dev")
-  fi
-}
-
 log "results in $run_dir"
 log "transports ${tr_list[*]}; sizes ${size_list[*]}; window $window; $repeats repeats; weft=$weft; python=$py"
 
-weft_sizes=()
-for s in "${size_list[@]}"; do weft_sizes+=(-s "$s"); done
 weft_tmo=$(( tmo < 30 ? tmo : 30 ))  # weft_rma_perf's own stall timeout
-weft_ok=0
 t_start=$SECONDS
 
 # one UCX measurement: transport weft-test ucx-test size iterations outstanding kind
@@ -298,7 +220,7 @@ ucx_one() {
   next_port
   local oopt=()
   [[ -n "$o" ]] && oopt=(-O "$o")
-  client_server "$name" \
+  client_server "$name" 30 \
     "${ucx_env[@]}" "$ucx_bin" -t "$ut" -s "$s" -n "$n" -w "$w" "${oopt[@]}" -p "$port" -- \
     "${ucx_env[@]}" "$ucx_bin" -t "$ut" -s "$s" -n "$n" -w "$w" "${oopt[@]}" -p "$port" -f -v localhost
   record "ucx-$tr" "$wt" "$s" "$rep" "$rc" "$name"
@@ -346,7 +268,7 @@ for ((rep = 1; rep <= repeats; rep++)); do
     ((run_ucx)) || continue
     ucx_env_of "$tr"
     for s in "${size_list[@]}"; do
-      n=$(lat_iters "$s")
+      n=$(rma_lat_iters "$s")
       m=$(bw_ops "$s")
       ucx_one "$tr" put_lat ucp_put_lat "$s" "$n" "" lat
       ucx_one "$tr" put_bw ucp_put_bw "$s" "$m" "$window" bw
@@ -357,19 +279,4 @@ for ((rep = 1; rep <= repeats; rep++)); do
     ucx_one "$tr" fetch_add_lat ucp_fadd 8 "$iters" 1 lat
   done
 done
-meta seconds "$(( SECONDS - t_start ))"
-[[ "$(weft_stamp)" == "$weft_built" ]] ||
-  problem "weft_rma_perf or libweft was rebuilt during the run ($weft_built -> $(weft_stamp)): the weft figures may mix two builds"
-meta loadavg_end "$(cut -d' ' -f1-3 /proc/loadavg)"
-log "measured in $(( SECONDS - t_start )) s; comparing"
-
-args=("$run_dir" --stat "$stat")
-((plot)) || args+=(--no-plot)
-"$py" "$here/compare_rma.py" "${args[@]}"
-prc=$?
-((prc == 0)) || die "compare_rma.py failed (exit $prc); raw outputs are in $raw"
-log "table: $run_dir/table.txt"
-log "json:  $run_dir/results.json"
-[[ -f "$run_dir/rma.png" ]] && log "plot:  $run_dir/rma.png"
-((weft_ok)) || { log "weft_rma_perf produced no numbers"; exit 1; }
-exit 0
+finish compare_rma.py

@@ -5,20 +5,14 @@
 set -uo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-root=$(cd "$here/.." && pwd)
 bench_name=tcp
+weft_tool=weft_perf
 # shellcheck source=bench/common.sh
 source "$here/common.sh"
 
 sizes="64,4096,65536,1048576"
-iters=10000
-repeats=3
-outdir="$root/bench/results"
-stat=best
 peers="libfabric,ucx,sockperf,iperf3"
 tmo=60
-weft="${WEFT_PERF:-$root/build/release/tools/weft_perf}"
-plot=1
 sock_time=1
 iperf_time=1
 ucx_dev=lo
@@ -88,39 +82,24 @@ EOF
 
 while (($#)); do
   case "$1" in
-    -h|--help) usage; exit 0 ;;
-    -s|--sizes) sizes=${2:?}; shift ;;
-    -i|--iters) iters=${2:?}; shift ;;
-    -r|--repeats) repeats=${2:?}; shift ;;
-    --stat) stat=${2:?}; shift ;;
-    -o|--out) outdir=${2:?}; shift ;;
     --peers) peers=${2?}; shift ;;
     --sockperf-time) sock_time=${2:?}; shift ;;
     --iperf-time) iperf_time=${2:?}; shift ;;
     --ucx-devices) ucx_dev=${2:?}; shift ;;
-    --weft) weft=${2:?}; shift ;;
-    --timeout) tmo=${2:?}; shift ;;
-    --no-plot) plot=0 ;;
-    *) usage >&2; die "unknown option: $1" ;;
+    *) common_opt "$@"; shift $(( nargs - 1 )) ;;
   esac
   shift
 done
 
-[[ "$iters" =~ ^[1-9][0-9]*$ ]] || die "--iters wants a positive integer"
-[[ "$repeats" =~ ^[1-9][0-9]*$ ]] || die "--repeats wants a positive integer"
-[[ "$tmo" =~ ^[1-9][0-9]*$ ]] || die "--timeout wants a positive integer"
-[[ "$sock_time" =~ ^[1-9][0-9]*$ ]] || die "--sockperf-time wants a positive integer"
-[[ "$iperf_time" =~ ^[1-9][0-9]*$ ]] || die "--iperf-time wants a positive integer"
+want_posint --iters "$iters"
+want_posint --repeats "$repeats"
+want_posint --timeout "$tmo"
+want_posint --sockperf-time "$sock_time"
+want_posint --iperf-time "$iperf_time"
 ((sock_time + 5 <= tmo && iperf_time + 5 <= tmo)) || die "--timeout must exceed the sockperf/iperf3 time by 5 s"
-[[ "$stat" == best || "$stat" == median ]] || die "--stat is best or median"
-[[ "$ucx_dev" =~ ^[A-Za-z0-9_.:,-]+$ ]] || die "bad --ucx-devices: $ucx_dev"
-size_list=()
-IFS=, read -ra _s <<<"$sizes"
-for s in "${_s[@]}"; do
-  b=$(to_bytes "$s" 2>/dev/null) && ((b > 0)) || die "bad size: $s"
-  size_list+=("$b")
-done
-((${#size_list[@]})) || die "no sizes"
+want_stat
+want_ucx_dev
+parse_sizes "$sizes"
 run_fim=0 run_fir=0 run_ucx=0 run_sock=0 run_iperf=0
 IFS=, read -ra _p <<<"$peers"
 for p in "${_p[@]}"; do
@@ -139,92 +118,30 @@ done
 # shellcheck source=bench/lib.sh
 source "$here/lib.sh"
 
-# client_server NAME GRACE SERVER_CMD... -- CLIENT_CMD...: runs one server/client
-# pair bounded by --timeout; sets rc to the client's exit status. GRACE: how
-# long (tenths of a second) a server that stops by itself may take to do so
-# after the client; 0 for servers that run until stopped (sockperf).
-client_server() {
-  local name=$1 grace=$2; shift 2
-  local scmd=() ccmd=()
-  while [[ "$1" != "--" ]]; do scmd+=("$1"); shift; done
-  shift; ccmd=("$@")
-  timeout -k 3 "$tmo" "${scmd[@]}" >"$raw/$name.server.txt" 2>&1 </dev/null &
-  local spid=$!
-  servers+=("$spid")
-  if ! wait_listen "$port" "$spid"; then
-    log "$name: server did not come up on port $port"
-  fi
-  timeout -k 3 "$tmo" "${ccmd[@]}" >"$raw/$name.client.txt" 2>&1 </dev/null
-  rc=$?
-  stop_server "$spid" "$grace"
-}
-
-record() {  # peer test size rep rc name
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5" "$6.client.txt" "$6.server.txt" \
-    >>"$raw/status.tsv"
-}
-
-lat_iters() { local n=$(( (1 << 28) / $1 )); ((n < 100)) && n=100; ((n > iters)) && n=$iters; echo $n; }
-bw_msgs() {
-  local n=$(( (1 << 31) / $1 )); ((n < 1000)) && n=1000; ((n > 10 * iters)) && n=$(( 10 * iters ))
-  echo $n
-}
-
 # ---- tools
-version_of() { "$@" 2>/dev/null | head -n1 | grep -o '[0-9][0-9.]*[0-9]' | head -n1; }
-fi_bin=$(command -v "${FI_PINGPONG:-fi_pingpong}" || true)
-ucx_bin=$(command -v "${UCX_PERFTEST:-ucx_perftest}" || true)
 sock_bin=$(command -v "${SOCKPERF:-sockperf}" || true)
 iperf_bin=$(command -v "${IPERF3:-iperf3}" || true)
 meta benchmark tcp
-meta date "$(date -Iseconds)"
-meta host "$(hostname)"
-meta nproc "$(nproc)"
-meta loadavg "$(cut -d' ' -f1-3 /proc/loadavg)"
-meta kernel "$(uname -r)"
-meta sizes "$(IFS=,; echo "${size_list[*]}")"
-meta iters "$iters"
-meta repeats "$repeats"
+meta_run
 meta address "$host (loopback)"
 meta sockperf_seconds "$sock_time"
 meta iperf3_seconds "$iperf_time"
 [[ "$ucx_dev" != all ]] && meta ucx_net_devices "$ucx_dev"
-meta weft_git "$(git -C "$root" describe --always --dirty 2>/dev/null || echo unknown)"
-meta tool.weft.path "$weft"
-meta tool.weft.available yes
-# what weft_perf runs: its mtime and libweft's, checked again at the end (a
-# rebuild in the middle of a run mixes two builds)
-weft_lib=$(ldd "$weft" 2>/dev/null | awk '/libweft/ { print $3; exit }')
-weft_stamp() { stat -c '%y' "$weft" ${weft_lib:+"$weft_lib"} 2>/dev/null | tr '\n' ' '; }
-weft_built=$(weft_stamp)
-meta tool.weft.built "$weft_built"
-[[ -n "$weft_lib" ]] && meta tool.weft.lib "$weft_lib"
+meta_weft
+meta_weft_build
 
-# tool_check FLAGVAR KEY BIN DEBIAN_PACKAGE VERSION_CMD...: records the tool
-# in meta.tsv, or clears FLAGVAR when it is missing
-tool_check() {
-  local -n flag=$1
-  local key=$2 bin=$3 pkg=$4; shift 4
-  if ((!flag)); then
-    meta "tool.$key.available" no
-    meta "tool.$key.note" "left out with --peers"
-  elif [[ -z "$bin" ]]; then
-    flag=0
-    meta "tool.$key.available" no
-    meta "tool.$key.note" "not found (Debian package $pkg)"
-    problem "$key: tool not found (install $pkg); not measured"
-  else
-    meta "tool.$key.available" yes
-    meta "tool.$key.path" "$bin"
-    meta "tool.$key.version" "$("$@")"
-  fi
+# peer_tool FLAGVAR KEY BIN DEBIAN_PACKAGE VERSION_CMD...: tool_check with
+# this script's messages for a missing tool
+peer_tool() {
+  local key=$2 pkg=$4
+  tool_check "$1" "$key" "$3" "not found (Debian package $pkg)" \
+    "$key: tool not found (install $pkg); not measured" "${@:5}"
 }
-fi_version() { fi_info --version 2>/dev/null | sed -n 's/^libfabric: *//p'; }
-tool_check run_fim libfabric-msg "$fi_bin" libfabric-bin fi_version
-tool_check run_fir libfabric-rdm "$fi_bin" libfabric-bin fi_version
-tool_check run_ucx ucx "$ucx_bin" ucx-utils version_of ucx_info -v
-tool_check run_sock sockperf "$sock_bin" sockperf version_of "$sock_bin" --version
-tool_check run_iperf iperf3 "$iperf_bin" iperf3 version_of "$iperf_bin" --version
+peer_tool run_fim libfabric-msg "$fi_bin" libfabric-bin fi_version
+peer_tool run_fir libfabric-rdm "$fi_bin" libfabric-bin fi_version
+peer_tool run_ucx ucx "$ucx_bin" ucx-utils version_of ucx_info -v
+peer_tool run_sock sockperf "$sock_bin" sockperf version_of "$sock_bin" --version
+peer_tool run_iperf iperf3 "$iperf_bin" iperf3 version_of "$iperf_bin" --version
 if ((run_fim || run_fir)) && ! fi_info -p tcp >/dev/null 2>&1; then
   problem "libfabric: fi_info -p tcp lists no tcp provider; fi_pingpong will probably fail"
 fi
@@ -235,15 +152,11 @@ if ((run_sock)); then
   ((${#skipped[@]})) && meta tool.sockperf.note \
     "sizes ${skipped[*]} not measured: sockperf ping-pong takes 14 to 1048575 bytes"
 fi
-ucx_env=(env UCX_TLS=tcp)
-[[ "$ucx_dev" != all ]] && ucx_env+=("UCX_NET_DEVICES=$ucx_dev")
+ucx_tcp_env
 
 log "results in $run_dir"
 log "sizes ${size_list[*]}; $repeats repeats; weft=$weft; python=$py"
 
-weft_sizes=()
-for s in "${size_list[@]}"; do weft_sizes+=(-s "$s"); done
-weft_ok=0
 t_start=$SECONDS
 
 # Repeats are the outer loop so that load from elsewhere on the machine
@@ -255,15 +168,10 @@ for ((rep = 1; rep <= repeats; rep++)); do
   timeout -k 3 "$tmo" "$weft" --spawn -p tcp -P "$port" -q --json -i "$iters" "${weft_sizes[@]}" \
     >"$raw/$name.client.txt" 2>"$raw/$name.server.txt" </dev/null
   rc=$?
-  : >>"$raw/$name.server.txt"
-  record weft all all "$rep" "$rc" "$name"
-  if ((rc == 0)); then
-    weft_ok=1
+  if weft_perf_done "$name"; then
     v=$(sed -n 's/.*"size": \([0-9]*\), "latency_us": {"median": \([0-9.]*\).*"bandwidth_MBps": \([0-9.]*\).*/\1 B \2 us \3 MB\/s/p' \
       "$raw/$name.client.txt" | paste -sd, - | sed 's/,/, /g')
     [[ -n "$v" ]] && log "rep $rep/$repeats: weft_perf: $v"
-  else
-    log "weft_perf failed (exit $rc): $(tail -n2 "$raw/$name.server.txt" | tr '\n' ' ')"
   fi
 
   for s in "${size_list[@]}"; do
@@ -271,37 +179,9 @@ for ((rep = 1; rep <= repeats; rep++)); do
     for ep in msg rdm; do
       [[ $ep == msg ]] && ((!run_fim)) && continue
       [[ $ep == rdm ]] && ((!run_fir)) && continue
-      name="fi-$ep-$s-r$rep"
-      next_port
-      client_server "$name" 30 \
-        "$fi_bin" -p tcp -e "$ep" -S "$s" -I "$n" -B "$port" -- \
-        "$fi_bin" -p tcp -e "$ep" -S "$s" -I "$n" -P "$port" localhost
-      record "libfabric-$ep" pingpong "$s" "$rep" "$rc" "$name"
-      v=$(awk 'NF == 8 && $7 ~ /^[0-9.]+$/ { l = $7 } END { print l }' "$raw/$name.client.txt")
-      log "rep $rep/$repeats: fi_pingpong -e $ep $s B x$n: ${v:-FAILED (exit $rc)}${v:+ us (mean)}"
+      fi_run "fi-$ep-$s-r$rep" "libfabric-$ep" "$s" "$n" "fi_pingpong -e $ep" "us (mean)" -p tcp -e "$ep"
     done
-    if ((run_ucx)); then
-      name="ucx-lat-$s-r$rep"
-      next_port
-      w=$(( n / 10 > 10 ? n / 10 : 10 ))
-      client_server "$name" 30 \
-        "${ucx_env[@]}" "$ucx_bin" -t tag_lat -s "$s" -n "$n" -w "$w" -p "$port" -- \
-        "${ucx_env[@]}" "$ucx_bin" -t tag_lat -s "$s" -n "$n" -w "$w" -p "$port" -f -v localhost
-      record ucx tag_lat "$s" "$rep" "$rc" "$name"
-      v=$(awk -F, 'NF == 8 && $2 ~ /^[0-9.]+$/ { l = $2 } END { print l }' "$raw/$name.client.txt")
-      log "rep $rep/$repeats: ucx tag_lat    $s B x$n: ${v:-FAILED (exit $rc)}${v:+ us}"
-
-      name="ucx-bw-$s-r$rep"
-      next_port
-      m=$(bw_msgs "$s")
-      w=$(( m / 10 > 10 ? m / 10 : 10 ))
-      client_server "$name" 30 \
-        "${ucx_env[@]}" "$ucx_bin" -t tag_bw -s "$s" -n "$m" -w "$w" -p "$port" -- \
-        "${ucx_env[@]}" "$ucx_bin" -t tag_bw -s "$s" -n "$m" -w "$w" -p "$port" -f -v localhost
-      record ucx tag_bw "$s" "$rep" "$rc" "$name"
-      v=$(awk -F, 'NF == 8 && $6 ~ /^[0-9.]+$/ { l = $6 } END { print l }' "$raw/$name.client.txt")
-      log "rep $rep/$repeats: ucx tag_bw     $s B x$m: ${v:-FAILED (exit $rc)}${v:+ MiB/s}"
-    fi
+    ((run_ucx)) && ucx_tag_runs "$s" "$n" "    "
     if ((run_sock)) && sock_ok "$s"; then
       smax=$(( s > 65507 ? s : 65507 ))
       for mode in blocking busy; do
@@ -333,19 +213,4 @@ except Exception: pass' "$raw/$name.client.txt" 2>/dev/null)
     fi
   done
 done
-meta seconds "$(( SECONDS - t_start ))"
-[[ "$(weft_stamp)" == "$weft_built" ]] ||
-  problem "weft_perf or libweft was rebuilt during the run ($weft_built -> $(weft_stamp)): the weft figures may mix two builds"
-meta loadavg_end "$(cut -d' ' -f1-3 /proc/loadavg)"
-log "measured in $(( SECONDS - t_start )) s; comparing"
-
-args=("$run_dir" --stat "$stat")
-((plot)) || args+=(--no-plot)
-"$py" "$here/compare.py" "${args[@]}"
-prc=$?
-((prc == 0)) || die "compare.py failed (exit $prc); raw outputs are in $raw"
-log "table: $run_dir/table.txt"
-log "json:  $run_dir/results.json"
-[[ -f "$run_dir/tcp.png" ]] && log "plot:  $run_dir/tcp.png"
-((weft_ok)) || { log "weft_perf produced no numbers"; exit 1; }
-exit 0
+finish compare.py
