@@ -5,31 +5,14 @@
 
 #include <random>
 
-#include "../common/harness.hpp"
+#include "../common/rma_pair.hpp"
 
 using namespace weft;
 using namespace weft::test;
 
-class rma : public ::testing::TestWithParam<variant> {
+class rma : public rma_pair {
  protected:
-  void SetUp() override {
-    apply(GetParam());
-    a = open_node(GetParam().provider, cap::msg);
-    b = open_node(GetParam().provider, cap::msg);
-    if (!(a.inf.caps & cap::rma)) GTEST_SKIP() << GetParam().name << " has no RMA yet";
-    a2b = insert(a, b);
-    insert(b, a);
-    target.assign(1 << 20, 0x5a);
-    auto m = b.dom.register_memory(target.data(), target.size(), access::remote_read | access::remote_write);
-    ASSERT_TRUE(m) << m.error().message;
-    mr = std::move(*m);
-  }
-  // next completion at the initiator, driving the target
-  outcome done() { return next(a, {&b}); }
-  node a, b;
-  fi_addr_t a2b = addr_unspec;
-  std::vector<unsigned char> target;
-  memory_region mr;
+  void SetUp() override { open_pair(1 << 20); }
 };
 
 TEST_P(rma, write_then_read_back) {

@@ -12,7 +12,7 @@
 #include <mutex>
 #include <thread>
 
-#include "../common/harness.hpp"
+#include "../common/rma_pair.hpp"
 #include "weft/pmem.hpp"
 
 using namespace weft;
@@ -26,24 +26,12 @@ std::string temp_dir() {
   return d ? d : "/tmp";
 }
 
-class rma_ext : public ::testing::TestWithParam<variant> {
+class rma_ext : public rma_pair {
  protected:
-  void SetUp() override {
-    apply(GetParam());
-    a = open_node(GetParam().provider, cap::msg);
-    b = open_node(GetParam().provider, cap::msg);
-    if (!(a.inf.caps & cap::rma)) GTEST_SKIP() << GetParam().name << " has no RMA in this mode";
-    a2b = insert(a, b);
-    insert(b, a);
-    target.assign(1 << 16, 0x5a);
-    auto m = b.dom.register_memory(target.data(), target.size(), access::remote_read | access::remote_write);
-    ASSERT_TRUE(m) << m.error().message;
-    mr = std::move(*m);
-  }
+  void SetUp() override { open_pair(1 << 16); }
   void TearDown() override {
     if (!dir.empty()) std::filesystem::remove_all(dir);
   }
-  outcome done() { return next(a, {&b}); }
   // drives both sides for a while and says whether a has a completion
   bool quiet(int ms = 100) {
     auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
@@ -55,10 +43,6 @@ class rma_ext : public ::testing::TestWithParam<variant> {
     }
     return true;
   }
-  node a, b;
-  fi_addr_t a2b = addr_unspec;
-  std::vector<unsigned char> target;
-  memory_region mr;
   std::string dir;
 };
 

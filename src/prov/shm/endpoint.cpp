@@ -241,6 +241,7 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable, publ
   void revoked(std::uint64_t key) noexcept override;
   // Atomics on a target segment mapped here: CPU atomics, no target help. False: not mapped (go two-sided).
   [[nodiscard]] bool atomic_one_sided(peer& p, const atomic_desc& d, std::size_t bytes, errc& ret) noexcept;
+  void complete_now(void* ctx, std::uint64_t f, std::size_t len, errc st, const char* why) noexcept;
   [[nodiscard]] errc one_sided(peer& p, const rma_desc& d, const rma_iov* rr, std::size_t nr, std::size_t len,
                                bool write, bool inject) noexcept;
   [[nodiscard]] errc begin_request(peer& p, void* ctx, tx_op*& op, std::byte*& slot, std::uint64_t& pos) noexcept;
@@ -1306,17 +1307,22 @@ errc endpoint_impl::one_sided(peer& p, const rma_desc& d, const rma_iov* rr, std
     }
     return errc::ok;
   }
-  if (st == errc::ok) {
-    txcq_->push(cq_entry{d.context, f, len, nullptr, 0, 0, addr_unspec});
-  } else {
-    cq_err_entry ee;
-    ee.context = d.context;
-    ee.flags = f;
-    ee.err = st;
-    std::snprintf(ee.msg, sizeof ee.msg, "%s", why);
-    txcq_->push_error(ee);
-  }
+  complete_now(d.context, f, len, st, why);
   return errc::ok;
+}
+
+// A one-sided operation's completion (CQ room reserved by the caller).
+void endpoint_impl::complete_now(void* ctx, std::uint64_t f, std::size_t len, errc st, const char* why) noexcept {
+  if (st == errc::ok) {
+    txcq_->push(cq_entry{ctx, f, len, nullptr, 0, 0, addr_unspec});
+    return;
+  }
+  cq_err_entry ee;
+  ee.context = ctx;
+  ee.flags = f;
+  ee.err = st;
+  std::snprintf(ee.msg, sizeof ee.msg, "%s", why);
+  txcq_->push_error(ee);
 }
 
 bool endpoint_impl::atomic_one_sided(peer& p, const atomic_desc& d, std::size_t bytes, errc& ret) noexcept {
@@ -1347,19 +1353,10 @@ bool endpoint_impl::atomic_one_sided(peer& p, const atomic_desc& d, std::size_t 
   }
   const std::uint64_t f = flag::atomic | (d.result ? flag::read : flag::write);
   if (wrcntr_) (st == errc::ok) ? wrcntr_->inc() : wrcntr_->inc_err();
-  if (st == errc::ok) {
-    txcq_->push(cq_entry{d.context, f, bytes, nullptr, 0, 0, addr_unspec});
-  } else {
-    cq_err_entry ee;
-    ee.context = d.context;
-    ee.flags = f;
-    ee.err = st;
-    std::snprintf(ee.msg, sizeof ee.msg, "%s",
-                  st == errc::permission_denied ? "the target region does not allow this access"
-                                                : "the remote range lies outside the target region (or is not "
-                                                  "aligned for an atomic)");
-    txcq_->push_error(ee);
-  }
+  complete_now(d.context, f, bytes, st,
+               st == errc::permission_denied ? "the target region does not allow this access"
+                                             : "the remote range lies outside the target region (or is not "
+                                               "aligned for an atomic)");
   ret = errc::ok;
   return true;
 }
