@@ -2,6 +2,7 @@
 // a real endpoint. Garbage, a wrong version or an absurd length drop that
 // connection with a clear error and leave the endpoint working; a message that
 // arrives in pieces keeps its place in the order.
+#include <algorithm>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -116,6 +117,50 @@ TEST_F(tcp_fault, wrong_version_and_absurd_length_drop_the_connection) {
     p.put("oops", 4);
     drive(100);
     EXPECT_TRUE(p.closed_by_peer()) << "message before hello";
+  }
+  still_works();
+}
+
+TEST_F(tcp_fault, rma_frames_from_a_hostile_peer) {
+  std::vector<unsigned char> mem(4096, 0x11);
+  auto m = srv.dom.register_memory(mem.data(), mem.size(), access::remote_read | access::remote_write);
+  ASSERT_TRUE(m);
+  {  // an answer nobody asked for (no RMA was ever sent to this peer)
+    raw_peer p(srv.ep.name());
+    p.hello();
+    drive(50);
+    p.frame(wire::op::rma_resp, 0, 0, 12345, 0);
+    drive(100);
+    EXPECT_TRUE(p.closed_by_peer()) << "unsolicited answer";
+  }
+  {  // a request with a malformed body (reserved byte set)
+    raw_peer p(srv.ep.name());
+    p.hello();
+    drive(50);
+    wire::rma_req q{m->key(), 0, 1, 16, 0, 0, 0, 7};
+    p.frame(wire::op::rma_read, 0, sizeof q);
+    p.put(&q, sizeof q);
+    drive(100);
+    EXPECT_TRUE(p.closed_by_peer()) << "bad rma_req";
+  }
+  {  // a write past the end of the region: refused with an answer, memory untouched, connection kept
+    raw_peer p(srv.ep.name());
+    p.hello();
+    drive(50);
+    wire::rma_req q{m->key(), 4000, 99, 0, 0, 0, 0, 0};
+    std::vector<unsigned char> payload(200, 0xee);
+    p.frame(wire::op::rma_write, wire::flag::ack, sizeof q + payload.size());
+    p.put(&q, sizeof q);
+    p.put(payload.data(), payload.size());
+    drive(100);
+    wire::frame_header h{};
+    ASSERT_EQ(::recv(p.fd, &h, sizeof h, MSG_WAITALL), static_cast<ssize_t>(sizeof h)) << "hello_ack";
+    ASSERT_EQ(h.op, static_cast<std::uint8_t>(wire::op::hello_ack));
+    ASSERT_EQ(::recv(p.fd, &h, sizeof h, MSG_WAITALL), static_cast<ssize_t>(sizeof h)) << "the answer";
+    EXPECT_EQ(h.op, static_cast<std::uint8_t>(wire::op::rma_resp));
+    EXPECT_EQ(h.tag, 99u);
+    EXPECT_EQ(h.data, static_cast<std::uint64_t>(errc::invalid_argument));
+    EXPECT_TRUE(std::all_of(mem.begin(), mem.end(), [](unsigned char c) { return c == 0x11; }));
   }
   still_works();
 }

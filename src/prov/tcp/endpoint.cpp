@@ -201,7 +201,7 @@ struct conn final : handler {
   std::uint8_t sink_flags = 0;
   errc sink_err = errc::ok;  // target: the region went away while its bytes arrived
   std::uint32_t answers = 0;     // answers queued here, not yet sent (bounded: max_answers)
-  std::uint32_t tc_pending = 0;  // transmit-complete writes sent here whose answer is still due
+  std::uint64_t tc_pending = 0;  // transmit-complete writes sent here that may still be reported failed
   // send side
   util::ilist<tx_op> txq;
   util::ilist<tx_op> await;  // requests sent on this connection, waiting for their answer
@@ -862,7 +862,7 @@ void endpoint_impl::on_sent(conn* c, tx_op* op) noexcept {
     op->on = c;
     c->await.push_back(op);
   } else {
-    ++c->tc_pending;  // its answer still comes (failures are reported then)
+    ++c->tc_pending;  // a failure may still be reported
     finish_part(op, errc::ok, "");  // transmit_complete: the data left
   }
 }
@@ -1004,7 +1004,9 @@ errc endpoint_impl::rma(const rma_desc& d, std::uint64_t flags) noexcept {
     std::uint8_t f = 0;
     if (write && (flags & flag::remote_cq_data) && i + 1 == nr) f |= wire::flag::cq_data;
     if (write && level == flag::commit_complete) f |= wire::flag::commit;
-    if (write) f |= wire::flag::ack;  // transmit_complete too: the answer settles tc_pending
+    // transmit_complete: no answer unless it fails (tc_pending bounds the
+    // failures the peer may report to the writes we actually sent)
+    if (write && level != flag::transmit_complete) f |= wire::flag::ack;
     op->await = !write || level != flag::transmit_complete;
     const wire::op code = save ? wire::op::save : write ? wire::op::rma_write : wire::op::rma_read;
     const std::size_t part = rr[i].len;
@@ -1095,9 +1097,10 @@ void endpoint_impl::handle_rma_resp(conn* c) noexcept {
   tx_op* op = txp_.at(static_cast<std::uint32_t>(id));
   if (!op || op->gen != static_cast<std::uint32_t>(id >> 32) || !op->await || op->on != c) op = nullptr;
   if (!op) {
-    // No operation waits for it: the answer to a transmit-complete write.
-    // Anything else is a peer making answers up.
-    if (c->tc_pending == 0) {
+    // No operation waits for it: the failure of a transmit-complete write
+    // (they are answered only when they fail). Beyond the number of such
+    // writes sent here, a peer is making answers up.
+    if (c->tc_pending == 0 || st == errc::ok) {
       fail_conn(c, errc::io_error, "protocol error: an RMA answer nobody asked for; connection dropped");
       return;
     }
