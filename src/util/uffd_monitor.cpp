@@ -512,13 +512,33 @@ core_registry& registry() noexcept {
   return *r;
 }
 
-void atfork_prepare() noexcept { registry().mu.lock(); }
-void atfork_parent() noexcept { registry().mu.unlock(); }
+}  // namespace
+
+// Held by the dispatcher while it delivers (it allocates, and notify may),
+// and across fork(): a child must not inherit an allocator lock that the
+// dispatcher held at that instant (taken before registry().mu, which the
+// dispatcher never takes while delivering).
+std::mutex& fork_quiesce() noexcept {
+  static auto* const m = new std::mutex();
+  return *m;
+}
+
+namespace {
+
+void atfork_prepare() noexcept {
+  fork_quiesce().lock();
+  registry().mu.lock();
+}
+void atfork_parent() noexcept {
+  registry().mu.unlock();
+  fork_quiesce().unlock();
+}
 void atfork_child() noexcept {
   core_registry& reg = registry();
   for (uffd_core* c : reg.live) c->forget_after_fork();
   reg.live.clear();
   reg.mu.unlock();
+  fork_quiesce().unlock();
 }
 
 }  // namespace
@@ -967,6 +987,7 @@ void uffd_core::dispatcher_loop() noexcept {
       if (stopping_) return;
       notes_pending_ = false;
     }
+    std::lock_guard fq(fork_quiesce());  // no fork() while delivering
     std::shared_ptr<uffd_core> keep;  // the last monitor may go away inside notify
     note lost_note{0, 0, 0};
     std::vector<std::uint64_t> everyone;

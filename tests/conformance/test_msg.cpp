@@ -606,6 +606,7 @@ TEST_P(conformance, many_senders_one_receiver_checksums) {
     pid_t p = ::fork();
     ASSERT_GE(p, 0);
     if (p == 0) {
+      forked_child();
       int rc = 1;
       {
         node c = open_node(GetParam().provider, cap::msg | cap::tagged);
@@ -711,6 +712,7 @@ TEST_P(conformance, blocking_wait_times_out_then_wakes) {
   ASSERT_GE(p, 0);
   address baddr = b.ep.name();
   if (p == 0) {
+    forked_child();
     int rc = 1;
     {
       node c = open_node(GetParam().provider, cap::msg);

@@ -323,6 +323,7 @@ TEST_P(atomics, four_processes_add_concurrently) {
     pid_t p = ::fork();
     ASSERT_GE(p, 0);
     if (p == 0) {
+      forked_child();
       int rc = 0;
       {
         node c = open_node(GetParam().provider, cap::msg);

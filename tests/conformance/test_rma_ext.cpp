@@ -275,6 +275,7 @@ TEST_P(rma_ext, committed_write_survives_kill_9_of_the_target) {
   pid_t kid = ::fork();
   ASSERT_GE(kid, 0);
   if (kid == 0) {
+    forked_child();
     ::close(to_parent[0]);
     ::close(to_child[1]);
     int rc = 0;
@@ -647,6 +648,7 @@ TEST_P(rma_ext, allocated_memory_atomics_from_four_processes) {
     pid_t p = ::fork();
     ASSERT_GE(p, 0);
     if (p == 0) {
+      forked_child();
       int rc = 0;
       {
         node c = open_node(GetParam().provider, cap::msg);

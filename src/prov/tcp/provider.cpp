@@ -3,6 +3,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sys/epoll.h>
 #include <unistd.h>
 
@@ -10,6 +11,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 
 #include "prov/tcp/tcp.hpp"
 
@@ -210,15 +212,44 @@ int engine::poll() noexcept {
 
 // ---- domain and address vector
 
+// fork() while a progress thread is inside progress (allocating a new
+// connection, say) can leave the child with a lock (the allocator's) that no
+// thread will ever release. Around fork, every automatic domain's lock is
+// held by the forking thread, so no progress thread is in progress then.
+namespace {
+std::mutex auto_domains_mu;
+std::vector<domain_impl*>& auto_domains() {
+  static auto* v = new std::vector<domain_impl*>();  // never destroyed: atfork handlers outlive statics
+  return *v;
+}
+void fork_prepare() noexcept {
+  auto_domains_mu.lock();
+  for (auto* d : auto_domains()) d->lock()->lock();
+}
+void fork_release() noexcept {
+  auto& v = auto_domains();
+  for (auto it = v.rbegin(); it != v.rend(); ++it) (*it)->lock()->unlock();
+  auto_domains_mu.unlock();
+}
+}  // namespace
+
 domain_impl::~domain_impl() {
   if (thr_.joinable()) {
     stop_ = true;
     thr_.join();
+    std::lock_guard lk(auto_domains_mu);
+    std::erase(auto_domains(), this);
   }
 }
 
 void domain_impl::start_progress_thread() {
-  auto_ = true;
+  static std::once_flag once;
+  std::call_once(once, [] { ::pthread_atfork(fork_prepare, fork_release, fork_release); });
+  auto_ = true;  // before it is listed: fork_prepare takes lock()
+  {
+    std::lock_guard lk(auto_domains_mu);
+    auto_domains().push_back(this);
+  }
   thr_ = std::thread([this] {
     while (!stop_.load(std::memory_order_relaxed)) {
       pollfd p{eng_.fd(), POLLIN, 0};
