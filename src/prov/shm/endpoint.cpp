@@ -245,7 +245,8 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable, publ
   [[nodiscard]] errc one_sided(peer& p, const rma_desc& d, const rma_iov* rr, std::size_t nr, std::size_t len,
                                bool write, bool inject) noexcept;
   [[nodiscard]] errc begin_request(peer& p, void* ctx, tx_op*& op, std::byte*& slot, std::uint64_t& pos) noexcept;
-  [[nodiscard]] errc finish_request(peer& p, tx_op* op, std::uint64_t pos) noexcept;
+  // Publishes a claimed slot of ring (the peer's message or control ring) for op.
+  [[nodiscard]] errc finish_request(peer& p, util::mpsc_ring& ring, tx_op* op, std::uint64_t pos) noexcept;
   void progress() noexcept override;
   std::atomic<std::uint32_t>* arm() noexcept override {
     self_->hdr()->waiting.store(1, std::memory_order_seq_cst);
@@ -545,15 +546,7 @@ errc endpoint_impl::send(const msg_desc& m, std::uint64_t flags) noexcept {
   auto* riov = reinterpret_cast<remote_iov*>(s + sizeof(slot_header));
   for (std::size_t i = 0; i < m.iov_count; ++i)
     riov[i] = remote_iov{reinterpret_cast<std::uint64_t>(m.iov[i].iov_base), m.iov[i].iov_len};
-  if (!p.ring.publish(pos)) [[unlikely]] {
-    txcq_->unreserve();
-    op->p.reset();
-    txp_.put(op);
-    return errc::io_error;
-  }
-  tx_active_.push_back(op);
-  wake(p);
-  return errc::ok;
+  return finish_request(p, p.ring, op, pos);
 }
 
 void endpoint_impl::complete_tx(tx_op* op, errc e, const char* what) noexcept {
@@ -1071,8 +1064,8 @@ errc endpoint_impl::begin_request(peer& p, void* ctx, tx_op*& op, std::byte*& sl
   return errc::ok;
 }
 
-errc endpoint_impl::finish_request(peer& p, tx_op* op, std::uint64_t pos) noexcept {
-  if (!p.ctl.publish(pos)) [[unlikely]] {
+errc endpoint_impl::finish_request(peer& p, util::mpsc_ring& ring, tx_op* op, std::uint64_t pos) noexcept {
+  if (!ring.publish(pos)) [[unlikely]] {
     txcq_->unreserve();
     op->p.reset();
     txp_.put(op);
@@ -1442,7 +1435,7 @@ errc endpoint_impl::atomic(const atomic_desc& d) noexcept {
   h->iov_count = 0;
   std::memcpy(s + sizeof(slot_header), d.operand, bytes);
   if (d.compare) std::memcpy(s + sizeof(slot_header) + atomic_max_bytes, d.compare, bytes);
-  return finish_request(p, op, pos);
+  return finish_request(p, p.ctl, op, pos);
 }
 
 // Target side of atomics: checked like RMA, then applied element by element
