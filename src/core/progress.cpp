@@ -7,6 +7,12 @@
 
 namespace weft::spi {
 
+namespace {
+thread_local std::uint64_t progress_calls_tl = 0;
+}  // namespace
+
+std::uint64_t thread_progress_calls() noexcept { return progress_calls_tl; }
+
 void progress_group::attach(progressable* p) {
   if (std::find(sources_.begin(), sources_.end(), p) == sources_.end()) sources_.push_back(p);
 }
@@ -17,7 +23,10 @@ void progress_group::progress() noexcept {
   auto g = guard();
   if (in_progress_) return;  // re-entry from a callback is refused
   in_progress_ = true;
-  for (std::size_t i = 0; i < sources_.size(); ++i) sources_[i]->progress();
+  for (std::size_t i = 0; i < sources_.size(); ++i) {
+    ++progress_calls_tl;
+    sources_[i]->progress();
+  }
   in_progress_ = false;
 }
 

@@ -234,3 +234,60 @@ TEST(tcp_rdm, more_unexpected_messages_than_buffers_then_a_directed_receive) {
     ASSERT_EQ(v, i);
   }
 }
+
+// A lone connection polled by the application is read directly, and an
+// empty poll that the application follows straight away with another waits
+// WEFT_TCP_POLL_PAUSE_NS with cpu_relax() first. Whatever that pause (none,
+// the default, far longer than a round trip), every message of a ping-pong
+// arrives whole and in order.
+TEST(tcp_rdm, busy_polled_lone_connection_delivers_whatever_the_poll_pause) {
+  ::setenv("WEFT_PROGRESS", "manual", 1);
+  for (const char* pause : {"0", "1000", "200000"}) {
+    SCOPED_TRACE(std::string("WEFT_TCP_POLL_PAUSE_NS=") + pause);
+    ::setenv("WEFT_TCP_POLL_PAUSE_NS", pause, 1);
+    node a = open_node("tcp", cap::msg);
+    node b = open_node("tcp", cap::msg);
+    ::unsetenv("WEFT_TCP_POLL_PAUSE_NS");
+    fi_addr_t a2b = insert(a, b), b2a = insert(b, a);
+    const std::size_t sizes[] = {1, 64, 4096, 8193, 65536};
+    std::vector<std::uint8_t> out(65536), in(65536);
+    // Receives into `in` on r, skipping r's send completions. r is polled
+    // alone, many times in a row (the application coming straight back: the
+    // pause applies), and the peer is driven once in a while (its connection
+    // handshake and unsent bytes need it).
+    auto receive = [&in](node& r, node& peer, std::size_t len) {
+      std::fill(in.begin(), in.end(), 0);
+      EXPECT_EQ(r.ep.recv(in.data(), in.size()), errc::ok);
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+      for (int polls = 1; std::chrono::steady_clock::now() < deadline; ++polls) {
+        cq_entry e{};
+        const errc rc = r.cq.read(e);
+        if (rc == errc::error_available) {
+          cq_err_entry ee{};
+          (void)r.cq.read_error(ee);
+          ADD_FAILURE() << "receive failed: " << ee.msg;
+          return;
+        }
+        if (rc == errc::ok && (e.flags & flag::recv)) {
+          EXPECT_EQ(e.len, len);
+          return;
+        }
+        if (polls % 64 == 0) peer.cq.progress();
+      }
+      ADD_FAILURE() << "no message within 20 s";
+    };
+    const int rounds = std::strcmp(pause, "200000") == 0 ? 50 : 300;
+    for (int i = 0; i < rounds; ++i) {
+      const std::size_t len = sizes[static_cast<std::size_t>(i) % std::size(sizes)];
+      for (std::size_t k = 0; k < len; ++k) out[k] = static_cast<std::uint8_t>(i * 131 + k * 7 + 1);
+      ASSERT_EQ(a.ep.send(out.data(), len, a2b), errc::ok);
+      receive(b, a, len);
+      ASSERT_EQ(std::memcmp(in.data(), out.data(), len), 0) << "ping " << i << " of " << len << " B";
+      for (std::size_t k = 0; k < len; ++k) out[k] = static_cast<std::uint8_t>(~in[k]);
+      ASSERT_EQ(b.ep.send(out.data(), len, b2a), errc::ok);
+      receive(a, b, len);
+      ASSERT_EQ(std::memcmp(in.data(), out.data(), len), 0) << "pong " << i << " of " << len << " B";
+      if (HasFatalFailure() || HasFailure()) return;
+    }
+  }
+}

@@ -24,6 +24,12 @@ class progressable {
   virtual void prepare_sleep() noexcept {}
 };
 
+// How many sources this thread has driven so far, through any queue of any
+// provider (counted before each call). A source that finds the count one
+// above what it saw at its previous call knows that the application came
+// straight back to it and polled nothing else in between.
+[[nodiscard]] std::uint64_t thread_progress_calls() noexcept;
+
 class progress_group {
  public:
   void attach(progressable* p);

@@ -31,6 +31,8 @@
 #include "prov/tcp/tcp.hpp"
 #include "util/clock.hpp"
 #include "util/match.hpp"
+#include "util/relax.hpp"
+#include "weft/spi/progress.hpp"
 
 namespace weft::prov::tcp {
 
@@ -38,6 +40,8 @@ namespace {
 
 constexpr std::size_t rbuf_size = 64 * 1024;
 constexpr std::size_t direct_read_min = 16 * 1024;
+// A poll that follows an empty one within this is the application spinning.
+constexpr std::uint64_t poll_recent_ns = 1000;
 constexpr std::size_t bulk_read = 16384;  // read size for the start of a frame after a large one
 constexpr std::uint64_t tick_ns = 5'000'000;
 constexpr std::size_t max_handshakes = 256;  // connections accepted but not yet identified
@@ -256,7 +260,7 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable {
   void flush(conn* c) noexcept;
   void set_out(conn* c, bool on) noexcept;
   void update_events(conn* c) noexcept;
-  void read_conn(conn* c) noexcept;
+  bool read_conn(conn* c) noexcept;
   void consume(conn* c) noexcept;
   void on_header(conn* c) noexcept;
   void on_ctrl(conn* c) noexcept;
@@ -335,6 +339,8 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable {
   bool need_reap_ = false;
   std::uint32_t direct_polls_ = 0;  // polls of the only connection since the last epoll_wait
   conn* direct_conn_ = nullptr;     // the connection polled directly, out of epoll's read interest
+  std::uint64_t last_empty_ns_ = 0;  // when a direct poll last found nothing (0: it found bytes)
+  std::uint64_t empty_calls_ = 0;    // spi::thread_progress_calls() at that poll
   std::uint64_t accept_paused_until_ = 0;  // listener out of epoll after EMFILE
 };
 
@@ -1320,7 +1326,9 @@ void endpoint_impl::sink_done(conn* c) noexcept {
 
 // ---------------------------------------------------------------- receiving
 
-void endpoint_impl::read_conn(conn* c) noexcept {
+// Reads what the socket has; true when there were bytes to consume.
+bool endpoint_impl::read_conn(conn* c) noexcept {
+  bool got = c->rpos != c->rend;  // bytes already buffered count
   for (int rounds = 0; rounds < 16 && !c->dead && !c->held && !paused(c); ++rounds) {
     if (c->rpos == c->rend) {
       c->rpos = c->rend = 0;
@@ -1337,6 +1345,7 @@ void endpoint_impl::read_conn(conn* c) noexcept {
           std::size_t n = slice_from(c->rx->iov, c->rx->iov_count, c->pay_got, std::min(chunk, room), v, max_iov);
           ssize_t r = ::readv(c->fd, v, static_cast<int>(n));
           if (r > 0) {
+            got = true;
             c->pay_got += static_cast<std::size_t>(r);
             c->last_active = util::now_ns();
             const std::size_t left = c->cur.len - c->pay_got;
@@ -1347,13 +1356,13 @@ void endpoint_impl::read_conn(conn* c) noexcept {
                              ? static_cast<int>(std::min<std::size_t>(std::min(left, room_left), 256 * 1024))
                              : 1);
             if (c->pay_got == c->cur.len) finish_user(c);
-            else if (static_cast<std::size_t>(r) < std::min(want, room)) return;  // drained for now
+            else if (static_cast<std::size_t>(r) < std::min(want, room)) return got;  // drained for now
             continue;
           }
-          if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+          if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return got;
           fail_conn(c, r == 0 ? errc::peer_dead : errno_to_errc(errno),
                     r == 0 ? "connection closed by the peer in the middle of a message" : "receive failed");
-          return;
+          return got;
         }
       }
       // After a large frame the next is likely large too: read its start
@@ -1361,11 +1370,11 @@ void endpoint_impl::read_conn(conn* c) noexcept {
       const std::size_t want = c->bulk ? bulk_read : rbuf_size;
       ssize_t r = ::recv(c->fd, c->rbuf.get(), want, MSG_DONTWAIT);
       if (r < 0) {
-        if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return got;
         char why[160];
         std::snprintf(why, sizeof why, "receive from %s failed: %s", to_string(c->peer).c_str(), std::strerror(errno));
         fail_conn(c, errno_to_errc(errno), why);
-        return;
+        return got;
       }
       if (r == 0) {
         const bool clean = c->rstage == conn::rs::header && c->hdr_got == 0;
@@ -1377,17 +1386,19 @@ void endpoint_impl::read_conn(conn* c) noexcept {
         } else if (clean && (c->state == conn::st::lost || c->state == conn::st::closing)) close_conn(c);
         else fail_conn(c, errc::peer_dead, clean ? "the peer closed the connection" :
                                                    "the peer closed the connection in the middle of a message");
-        return;
+        return got;
       }
+      got = true;
       c->rend = static_cast<std::size_t>(r);
       c->last_active = util::now_ns();
       if (c->rend < want) {  // a short read drained the socket: no second recv for EAGAIN
         consume(c);
-        return;
+        return got;
       }
     }
     consume(c);
   }
+  return got;
 }
 
 void endpoint_impl::consume(conn* c) noexcept {
@@ -2233,7 +2244,22 @@ void endpoint_impl::progress() noexcept {
         tick(now);
       }
     }
-    if (!only->dead && only->direct) read_conn(only);
+    if (!only->dead && only->direct) {
+      // Busy polling. A receive takes the socket's lock, which the kernel
+      // needs to deliver the very packet we wait for, and a tight loop of
+      // system calls starves whatever shares the core: when the application
+      // comes straight back after an empty poll (within poll_recent_ns, having
+      // driven nothing else), wait poll_pause_ns with cpu_relax() before the
+      // next receive (docs/design.md, "Busy polling a socket").
+      const std::uint64_t calls = spi::thread_progress_calls();
+      if (cfg_.poll_pause_ns > 0 && last_empty_ns_ != 0 && calls == empty_calls_ + 1) {
+        const std::uint64_t now = util::now_ns();
+        if (now - last_empty_ns_ < poll_recent_ns)
+          util::relax_until(now + static_cast<std::uint64_t>(cfg_.poll_pause_ns));
+      }
+      last_empty_ns_ = read_conn(only) ? 0 : util::now_ns();
+      empty_calls_ = calls;
+    }
   } else {
     direct_polls_ = 0;
     dom_->eng().poll();
@@ -2252,6 +2278,7 @@ void endpoint_impl::progress() noexcept {
 void endpoint_impl::leave_direct() noexcept {
   conn* c = direct_conn_;
   direct_conn_ = nullptr;
+  last_empty_ns_ = 0;
   if (!c || c->dead) return;
   c->direct = false;
   update_events(c);

@@ -86,6 +86,7 @@ config load_config() {
   c.timeout_ms = env_int("WEFT_TCP_TIMEOUT_MS", c.timeout_ms);
   c.idle_ms = env_int("WEFT_TCP_IDLE_MS", c.idle_ms);
   c.direct_polls = std::clamp(env_int("WEFT_TCP_DIRECT_POLLS", c.direct_polls), 0, 1 << 20);
+  c.poll_pause_ns = std::clamp(env_int("WEFT_TCP_POLL_PAUSE_NS", c.poll_pause_ns), 0, 1000000);
   c.sndbuf = std::clamp(env_int("WEFT_TCP_SNDBUF", c.sndbuf), 0, 1 << 30);
   if (const char* cc = std::getenv("WEFT_TCP_CONGESTION")) c.congestion = cc;
   if (const char* p = std::getenv("WEFT_PROGRESS"); p && std::strcmp(p, "auto") == 0) c.auto_progress = true;

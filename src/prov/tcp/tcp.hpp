@@ -32,6 +32,9 @@ struct config {
   // With one connection, polls that read it directly between two epoll_waits
   // (WEFT_TCP_DIRECT_POLLS; 0: always epoll)
   int direct_polls = 15;
+  // Busy polling of that connection: after an empty poll, the next waits this
+  // long with cpu_relax() before its receive (WEFT_TCP_POLL_PAUSE_NS; 0: none)
+  int poll_pause_ns = 1000;
   int sndbuf = 0;  // SO_SNDBUF in bytes (WEFT_TCP_SNDBUF; 0: the kernel's autotuning)
   // TCP congestion control (WEFT_TCP_CONGESTION; empty: cubic on loopback, the
   // system default elsewhere; "default": always the system default)
