@@ -266,9 +266,9 @@ struct initiator {
   }
   // reaps what is there; returns how many completed
   std::uint64_t reap() {
-    weft::cq_entry es[64];
+    static weft::cq_entry reaped[64];  // not on the stack: 64 entries to initialise per call
     std::size_t k = 0;
-    weft::errc r = n.cq.read(es, k);
+    weft::errc r = n.cq.read(reaped, k);
     if (r == weft::errc::error_available) fail_entry();
     if (r == weft::errc::ok) {
       inflight -= k;
@@ -276,19 +276,21 @@ struct initiator {
     }
     return 0;
   }
+  // The clock is read only once a wait has lasted a while, not per operation.
   void wait_all() {
-    auto deadline = clk::now() + std::chrono::seconds(o.timeout_s);
+    clk::time_point deadline{};
     for (std::uint64_t s = 0; inflight; ++s) {
       reap();
       if ((s & 4095) == 4095) {
         check_target();
-        if (clk::now() > deadline) die("operations did not complete (is the target alive?)");
+        if (s == 4095) deadline = clk::now() + std::chrono::seconds(o.timeout_s);
+        else if (clk::now() > deadline) die("operations did not complete (is the target alive?)");
       }
     }
   }
   template <class Post>
   void post(Post&& p) {
-    auto deadline = clk::now() + std::chrono::seconds(o.timeout_s);
+    clk::time_point deadline{};
     for (std::uint64_t s = 0;; ++s) {
       weft::errc r = p();
       if (r == weft::errc::ok) {
@@ -299,7 +301,8 @@ struct initiator {
       reap();
       if ((s & 4095) == 4095) {
         check_target();
-        if (clk::now() > deadline) die("back-pressure did not clear");
+        if (s == 4095) deadline = clk::now() + std::chrono::seconds(o.timeout_s);
+        else if (clk::now() > deadline) die("back-pressure did not clear");
       }
     }
   }
