@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "page_bytes.hpp"
 #include "weft/weft.hpp"
 
 namespace {
@@ -260,7 +261,7 @@ int run_server(const options& o) {
   if (c.peer == weft::addr_notavail || c.peer == weft::addr_unspec) die("cannot tell who the client is");
   std::size_t maxsz = 1;
   for (std::uint32_t i = 0; i < pl.nsizes; ++i) maxsz = std::max<std::size_t>(maxsz, pl.sizes[i]);
-  std::vector<std::byte> buf(maxsz), buf2(maxsz), sbuf(maxsz), vbuf;
+  weft::tools::page_bytes buf(maxsz), buf2(maxsz), sbuf(maxsz), vbuf;
   char ack = 1;
   post_retry(c, [&] { return c.ep.send(&ack, 1, c.peer); });
   wait_one(c);
@@ -357,7 +358,7 @@ int run_client(const options& o) {
     pl.bw_rounds[i] = bw_rounds(o.sizes[i], o.window);
     maxsz = std::max(maxsz, o.sizes[i]);
   }
-  std::vector<std::byte> sbuf(maxsz), rbuf(maxsz);
+  weft::tools::page_bytes sbuf(maxsz), rbuf(maxsz);
   char ack = 0;
   post_retry(c, [&] { return c.ep.recv(&ack, 1); });
   // The server may not be listening yet (tcp cannot tell before connecting):

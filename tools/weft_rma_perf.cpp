@@ -22,9 +22,11 @@
 #include <thread>
 #include <vector>
 
+#include "page_bytes.hpp"
 #include "weft/weft.hpp"
 
 namespace {
+
 using clk = std::chrono::steady_clock;
 
 struct options {
@@ -110,7 +112,7 @@ struct node {
   weft::endpoint ep;
   weft::info inf;
   weft::memory_region mr;
-  std::vector<std::byte> own;  // --register: the application's memory
+  weft::tools::page_bytes own;  // --register: the application's memory
   std::byte* buf = nullptr;
   std::size_t len = 0;
 };
@@ -191,11 +193,10 @@ int run_target(const options& o, control* ctl, std::size_t buf_len) {
   // The pong leaves from a buffer of its own (as ucp_put_lat does), not
   // from the region the ping just wrote: that would add the cost of pulling
   // the ping's cache lines from the other core.
-  std::vector<std::byte> pong_src(buf_len);
+  weft::tools::page_bytes pong_src(buf_len);
+  weft::cq_entry e;
   while (!ctl->stop.load(std::memory_order_acquire)) {
-    n.cq.progress();
-    weft::cq_entry e;
-    if (n.cq.read(e) == weft::errc::error_available) {
+    if (n.cq.read(e) == weft::errc::error_available) {  // drives progress
       weft::cq_err_entry ee;
       (void)n.cq.read_error(ee);
       std::snprintf(ctl->error, sizeof ctl->error, "target: %s", ee.msg);
@@ -329,7 +330,7 @@ struct initiator {
     phase(size, true);
     const std::uint64_t it = lat_iters(size), warm = std::min<std::uint64_t>(it / 10, 100);
     volatile std::byte* b = n.buf;
-    std::vector<std::byte> src(size);
+    weft::tools::page_bytes src(size);
     clk::time_point t0;
     auto deadline = clk::now() + std::chrono::seconds(o.timeout_s);
     for (std::uint64_t i = 1; i <= it + warm; ++i) {
@@ -375,7 +376,7 @@ struct initiator {
 
   result_row get_lat(std::size_t size) {
     phase(size, false);
-    std::vector<std::byte> dst(size);
+    weft::tools::page_bytes dst(size);
     const std::uint64_t it = lat_iters(size), warm = std::min<std::uint64_t>(it / 10, 100);
     clk::time_point t0;
     for (std::uint64_t i = 0; i < it + warm; ++i) {
@@ -488,7 +489,7 @@ int main(int argc, char** argv) try {
   ctl->client_up.store(1, std::memory_order_release);
 
   std::vector<result_row> rows;
-  std::vector<std::byte> src(buf_len, std::byte{0x42}), dst(buf_len);
+  weft::tools::page_bytes src(buf_len, std::byte{0x42}), dst(buf_len);
   auto progress = [&](const result_row& r) {
     if (!o.quiet)
       std::fprintf(stderr, "weft_rma_perf: %-13s %8zu B  lat %9.3f us  %10.1f MB/s  %8.3f Mops\n", r.test.c_str(),
