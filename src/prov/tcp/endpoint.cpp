@@ -46,8 +46,8 @@ constexpr std::size_t bulk_read = 16384;  // read size for the start of a frame 
 constexpr std::uint64_t tick_ns = 5'000'000;
 constexpr std::size_t max_handshakes = 256;  // connections accepted but not yet identified
 constexpr std::uint64_t replace_after_ns = 50'000'000;
-constexpr std::uint32_t max_answers = 32;
-constexpr std::size_t small_frame = 512;  // frames up to this size leave in one send() from the stack  // RMA answers queued per connection before it stops reading requests
+constexpr std::uint32_t max_answers = 32;  // RMA answers queued per connection before it stops reading requests
+constexpr std::size_t small_frame = 512;   // frames up to this size leave in one send() from the stack
 
 std::size_t iov_total(const ::iovec* v, std::size_t n) noexcept {
   std::size_t t = 0;
