@@ -36,7 +36,7 @@ struct config {
   // long with cpu_relax() before its receive (WEFT_TCP_POLL_PAUSE_NS; 0: none)
   int poll_pause_ns = 1000;
   int sndbuf = 0;  // SO_SNDBUF in bytes (WEFT_TCP_SNDBUF; 0: the kernel's autotuning)
-  // TCP congestion control (WEFT_TCP_CONGESTION; empty: cubic on loopback, the
+  // TCP congestion control (WEFT_TCP_CONGESTION; empty: reno on loopback, the
   // system default elsewhere; "default": always the system default)
   std::string congestion;
 };
