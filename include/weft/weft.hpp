@@ -296,7 +296,7 @@ class endpoint : public detail::handle<spi::endpoint> {
   }
   // Write len bytes, reusable as soon as this returns; no completion unless it
   // fails (then an error entry with a null context). At most tx.inject_size
-  // bytes (shm: 4096).
+  // bytes, as inject().
   [[nodiscard]] errc inject_write(const void* buf, std::size_t len, fi_addr_t dest, std::uint64_t offset,
                                   std::uint64_t key) noexcept {
     ::iovec v{const_cast<void*>(buf), len};

@@ -112,6 +112,19 @@ TEST_P(rma_ext, inject_write_returns_at_once_and_reports_only_failures) {
   for (int i = 0; i < 100; ++i)
     ASSERT_EQ(target[256 * i + 17], static_cast<unsigned char>(i)) << "inject " << i << " landed";
   EXPECT_EQ(a.ep.inject_write(buf.data(), 1 << 20, a2b, 0, mr.key()), errc::too_big);
+  // up to tx.inject_size, as inject()
+  const std::size_t lim = a.inf.tx.inject_size;
+  ASSERT_GE(lim, 256u);
+  ASSERT_LE(lim, 32768u) << "the target region is 64 KiB";
+  std::vector<unsigned char> big(lim + 1, 0xc3);
+  EXPECT_EQ(a.ep.inject_write(big.data(), lim + 1, a2b, 0, mr.key()), errc::too_big);
+  ASSERT_EQ(post([&] { return a.ep.inject_write(big.data(), lim, a2b, 1, mr.key()); }, {&a, &b}), errc::ok);
+  std::fill(big.begin(), big.end(), 0);
+  ASSERT_EQ(a.ep.write(&last, 1, a2b, 60000, mr.key()), errc::ok);
+  o = done();
+  ASSERT_TRUE(o.ok) << o.err.msg;
+  for (std::size_t k = 1; k <= lim; ++k) ASSERT_EQ(target[k], 0xc3) << "byte " << k << " of a " << lim << "-byte inject";
+  EXPECT_EQ(target[lim + 1], static_cast<unsigned char>(lim + 1 < 256 * 100 ? (lim + 1) / 256 : 0x5a));
   // a failed inject is not lost
   ASSERT_EQ(a.ep.inject_write(buf.data(), 16, a2b, 0, mr.key() ^ 5), errc::ok);
   o = done();

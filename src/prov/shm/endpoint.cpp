@@ -377,7 +377,7 @@ result<void> endpoint_impl::init() {
   reg_ = dom_->registry();
   reg_->add_observer(this);
   observing_ = true;
-  inject_bufs_.reset(new std::byte[rma_inject_size * rma_inject_bufs]);
+  inject_bufs_.reset(new std::byte[static_cast<std::size_t>(inline_max_) * rma_inject_bufs]);
   for (std::uint32_t i = 0; i < rma_inject_bufs; ++i) inject_free_.push_back(rma_inject_bufs - 1 - i);
   ux_storage_.reset(new std::byte[unexpected_count * static_cast<std::size_t>(inline_max_)]);
   for (std::uint32_t i = 0; i < unexpected_count; ++i)
@@ -1086,7 +1086,7 @@ errc endpoint_impl::rma(const rma_desc& d, std::uint64_t flags) noexcept {
   peer& p = **pp;
   if (p.map->closed()) return errc::peer_dead;
   core::rma_request q;
-  if (errc e = core::parse_rma(d, flags, level_, max_iov, 0xffffffffu, rma_inject_size, 0xffffffffu, q); e != errc::ok)
+  if (errc e = core::parse_rma(d, flags, level_, max_iov, 0xffffffffu, inline_max_, 0xffffffffu, q); e != errc::ok)
     return e;
   const bool save = q.save, write = q.write, inject = q.inject;
   const std::size_t len = q.len;
@@ -1141,7 +1141,7 @@ errc endpoint_impl::rma(const rma_desc& d, std::uint64_t flags) noexcept {
   op->p = *pp;
   op->tag = 0;
   if (inject) {
-    std::byte* b = inject_bufs_.get() + static_cast<std::size_t>(op->ibuf) * rma_inject_size;
+    std::byte* b = inject_bufs_.get() + static_cast<std::size_t>(op->ibuf) * inline_max_;
     gather(d.iov, d.iov_count, 0, b, len);
     op->iov[0] = {b, len};
     op->iov_count = 1;

@@ -18,7 +18,8 @@ inline constexpr std::size_t max_iov = 16;
 inline constexpr std::size_t tx_size = 256;
 inline constexpr std::size_t rx_size = 256;
 inline constexpr std::size_t unexpected_count = 256;
-inline constexpr std::size_t rma_inject_size = 4096;  // inject writes: copied into one of rma_inject_bufs buffers
+// inject writes the target copies itself (two-sided) wait in one of these
+// buffers, each of inline_max bytes (tx.inject_size, as for messages)
 inline constexpr std::size_t rma_inject_bufs = 64;
 inline constexpr std::size_t max_rma_parts = 256;  // RMA requests in flight per endpoint (one ack each)
 
