@@ -3,7 +3,9 @@
 // ucp_put_bw, ucp_get and ucp_add:
 //   put_lat  ping-pong of writes: each side writes the other's region and
 //            polls its own memory for the last byte; one-way = half the round trip
-//   put_bw   writes of SIZE with a window in flight; MB/s and Mops
+//   put_bw   writes of SIZE with a window in flight; MB/s and Mops (writes up
+//            to tx.inject_size are injected: no completion each, as UCX
+//            completes small puts in place; a delivery-complete write ends the run)
 //   get_lat  one read at a time; the time to its completion
 //   get_bw   reads with a window in flight
 //   atomic   non-fetching 64-bit atomic adds with a window (Mops), and the
@@ -79,7 +81,10 @@ void usage() {
       "                       (default 8:1M)\n"
       "  -t, --test LIST      put_lat,put_bw,get_lat,get_bw,atomic (default: all)\n"
       "  -i, --iters N        latency iterations for small sizes (default 10000; fewer for big sizes)\n"
-      "  -w, --window N       operations in flight in bandwidth and rate tests (default 64)\n"
+      "  -w, --window N       operations in flight in bandwidth and rate tests (default 64); put_bw\n"
+      "                       injects writes up to tx.inject_size at transmit level (no completion\n"
+      "                       each, as UCX completes small puts in place) and ends with a\n"
+      "                       delivery-complete write that waits for them all\n"
       "      --level L        completion level of the writes: transmit (default, as UCX's puts\n"
       "                       complete locally), delivery or commit\n"
       "      --register       RMA into the application's own (registered) memory instead of memory\n"
@@ -289,13 +294,14 @@ struct initiator {
       }
     }
   }
+  // counted: the operation gives a completion (not an inject)
   template <class Post>
-  void post(Post&& p) {
+  void post(Post&& p, bool counted = true) {
     clk::time_point deadline{};
     for (std::uint64_t s = 0;; ++s) {
       weft::errc r = p();
       if (r == weft::errc::ok) {
-        ++inflight;
+        if (counted) ++inflight;
         return;
       }
       if (r != weft::errc::again) die(std::string("post failed: ") + weft::to_string(r));
@@ -354,20 +360,32 @@ struct initiator {
     return {"put_lat", size, us / static_cast<double>(it) / 2, 0, 0};
   }
 
+  // Injected operations give no completion: the run ends with a
+  // delivery-complete write, which completes after every earlier one landed.
+  void wait_injected(const void* src) {
+    post([&] {
+      ::iovec v{const_cast<void*>(src), 1};
+      return n.ep.writemsg(weft::rma_desc{&v, 1, peer, 0, ctl->key, nullptr}, weft::flag::delivery_complete);
+    });
+    wait_all();
+  }
   template <class Post>
-  result_row stream(const char* name, std::size_t size, Post&& p) {
+  result_row stream(const char* name, std::size_t size, Post&& p, const void* injected_src = nullptr) {
     phase(size, false);
     const std::uint64_t ops = bw_ops(size);
+    const bool counted = injected_src == nullptr;
     for (std::uint64_t i = 0; i < std::min<std::uint64_t>(ops / 10, 200); ++i) {  // warm-up
-      post(p);
+      post(p, counted);
       while (inflight >= o.window) reap();
     }
+    if (!counted) wait_injected(injected_src);
     wait_all();
     auto t0 = clk::now();
     for (std::uint64_t i = 0; i < ops; ++i) {
       while (inflight >= o.window) reap();
-      post(p);
+      post(p, counted);
     }
+    if (!counted) wait_injected(injected_src);
     wait_all();
     const double s = std::chrono::duration<double>(clk::now() - t0).count();
     return {name, size, s * 1e6 / static_cast<double>(ops), static_cast<double>(ops * size) / s / 1e6,
@@ -498,8 +516,13 @@ int main(int argc, char** argv) try {
   };
   for (std::size_t size : o.sizes) {
     if (wants(o, "put_lat")) progress(in.put_lat(size));
-    if (wants(o, "put_bw"))
-      progress(in.stream("put_bw", size, [&] { return in.put(src.data(), size); }));
+    if (wants(o, "put_bw")) {
+      if (size <= in.n.inf.tx.inject_size && o.level == weft::flag::transmit_complete)
+        progress(in.stream("put_bw", size, [&] { return in.n.ep.inject_write(src.data(), size, in.peer, 0, ctl->key); },
+                           src.data()));
+      else
+        progress(in.stream("put_bw", size, [&] { return in.put(src.data(), size); }));
+    }
     if (wants(o, "get_lat")) progress(in.get_lat(size));
     if (wants(o, "get_bw"))
       progress(in.stream("get_bw", size, [&] { return in.n.ep.read(dst.data(), size, in.peer, 0, ctl->key); }));

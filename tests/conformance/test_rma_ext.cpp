@@ -133,6 +133,37 @@ TEST_P(rma_ext, inject_write_returns_at_once_and_reports_only_failures) {
   EXPECT_EQ(o.err.context, nullptr);
 }
 
+// An inject write gives no completion, but a write counter counts it at the
+// endpoint's completion level (delivery by default): whenever the counter
+// says k, the first k writes are in the target's memory, even while the
+// target is driven only now and then.
+TEST_P(rma_ext, inject_writes_counted_by_a_write_counter_count_their_delivery) {
+  auto ic = a.dom.open_counter();
+  ASSERT_TRUE(ic);
+  auto ie = a.dom.open_endpoint(a.inf);
+  ASSERT_TRUE(ie);
+  ASSERT_TRUE(ie->bind(a.cq) && ie->bind(a.av) && ie->bind(*ic, flag::write) && ie->enable());
+  constexpr int n = 50;
+  std::vector<unsigned char> buf(64);
+  for (int i = 0; i < n; ++i) {
+    std::fill(buf.begin(), buf.end(), static_cast<unsigned char>(i + 1));
+    ASSERT_EQ(post([&] { return ie->inject_write(buf.data(), buf.size(), a2b, 64 * static_cast<std::uint64_t>(i), mr.key()); }, {&a}),
+              errc::ok);
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  std::uint64_t c = 0;
+  for (int it = 0; c < n && std::chrono::steady_clock::now() < deadline; ++it) {
+    a.cq.progress();
+    if (it % 16 == 15) b.cq.progress();
+    c = ic->read();
+    ASSERT_EQ(ic->read_err(), 0u);
+    for (std::uint64_t i = 0; i < c; ++i)
+      ASSERT_EQ(target[64 * i + 63], static_cast<unsigned char>(i + 1))
+          << "the counter says " << c << " writes were delivered, write " << i << " is not in the target";
+  }
+  EXPECT_EQ(c, static_cast<std::uint64_t>(n));
+}
+
 TEST_P(rma_ext, completion_levels_per_operation_and_errors_are_not_lost) {
   auto src = pattern(100000, 5);
   for (std::uint64_t level : {flag::transmit_complete, flag::delivery_complete, flag::commit_complete}) {

@@ -995,7 +995,11 @@ errc endpoint_impl::rma(const rma_desc& d, std::uint64_t flags) noexcept {
     return e;
   const bool save = q.save, write = q.write, inject = q.inject;
   const std::size_t len = q.len;
-  const std::uint64_t level = q.level;
+  // An inject write gives no completion: at delivery level, unless a write
+  // counter counts its delivery, the target's answer would tell nobody
+  // anything. Sent as transmit-complete, a failure is still reported.
+  const std::uint64_t level =
+      inject && q.level == flag::delivery_complete && !wrcntr_ ? flag::transmit_complete : q.level;
   const rma_iov* rr = q.ranges();
   const std::size_t nr = q.count;
   conn* c = path(d.addr);
