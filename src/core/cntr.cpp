@@ -36,4 +36,32 @@ errc cntr::wait(std::uint64_t threshold, int timeout_ms) noexcept {
   }
 }
 
+result<bool> endpoint_counters::bind(const std::shared_ptr<cntr>& c, std::uint64_t flags) {
+  if (!c) return make_error(errc::invalid_argument, "no counter to bind");
+  const std::pair<std::uint64_t, std::shared_ptr<cntr>*> slots[] = {
+      {flag::send, &send}, {flag::recv, &recv}, {flag::read, &read}, {flag::write, &write},
+      {flag::remote_read, &remote_read}, {flag::remote_write, &remote_write}};
+  bool any = false;
+  for (auto& [f, slot] : slots) {
+    if (!(flags & f)) continue;
+    any = true;
+    if (*slot) return make_error(errc::bad_state, "a counter is already bound for that kind");
+  }
+  if (!any)
+    return make_error(errc::invalid_argument,
+                      "bind a counter for send, recv, read, write, remote_read or remote_write events");
+  const auto mine = distinct();
+  const bool fresh = std::find(mine.begin(), mine.end(), c.get()) == mine.end();
+  for (auto& [f, slot] : slots)
+    if (flags & f) *slot = c;
+  return fresh;
+}
+
+std::vector<cntr*> endpoint_counters::distinct() const {
+  std::vector<cntr*> v;
+  for (cntr* c : {send.get(), recv.get(), read.get(), write.get(), remote_read.get(), remote_write.get()})
+    if (c && std::find(v.begin(), v.end(), c) == v.end()) v.push_back(c);
+  return v;
+}
+
 }  // namespace weft::spi

@@ -4,8 +4,10 @@
 // progress thread may update it while the application reads it.
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
+#include "weft/error.hpp"
 #include "weft/spi/progress.hpp"
 #include "weft/types.hpp"
 
@@ -30,6 +32,33 @@ class cntr : public progress_group {
 
  private:
   std::atomic<std::uint64_t> value_{0}, errors_{0}, seen_err_{0};
+};
+
+// Counts one event on k, if there is a counter: a success or a failure.
+inline void count(cntr* k, bool ok) noexcept {
+  if (k) ok ? k->inc() : k->inc_err();
+}
+
+// The counters an endpoint is bound to, one per kind of event (fi_ep_bind
+// with FI_SEND, FI_RECV, FI_READ, FI_WRITE, FI_REMOTE_READ, FI_REMOTE_WRITE).
+struct endpoint_counters {
+  std::shared_ptr<cntr> send, recv, read, write, remote_read, remote_write;
+
+  // Binds c for the kinds named in flags (flag::send, recv, read, write,
+  // remote_read, remote_write); bad_state if one of them has a counter
+  // already, and nothing changes then. On success, true when c was not bound
+  // here before for another kind (the endpoint then attaches to it).
+  [[nodiscard]] result<bool> bind(const std::shared_ptr<cntr>& c, std::uint64_t flags);
+  // Every counter bound, each once (to detach from them).
+  [[nodiscard]] std::vector<cntr*> distinct() const;
+  // The counter of one of the endpoint's own operations completing, by its
+  // completion flags: RMA writes, SAVE and atomics count as writes, RMA reads
+  // as reads, everything else as a send.
+  [[nodiscard]] cntr* of_tx(std::uint64_t op_flags) const noexcept {
+    if (op_flags & (flag::rma | flag::atomic))
+      return (op_flags & (flag::write | flag::atomic | flag::save)) ? write.get() : read.get();
+    return send.get();
+  }
 };
 
 }  // namespace weft::spi

@@ -331,8 +331,7 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable, publ
   util::mpsc_ring ctl_;   // control: cts, ack, data, split (never blocked by unexpected messages)
   std::uint32_t pid_ = 0, epid_ = 0;
   std::shared_ptr<spi::cq> txcq_, rxcq_;
-  std::shared_ptr<spi::cntr> txcntr_, rxcntr_;  // counters, if bound
-  std::shared_ptr<spi::cntr> rdcntr_, wrcntr_, rrdcntr_, rwrcntr_;  // RMA: issued reads/writes, remote ones
+  spi::endpoint_counters cntrs_;  // counters, if bound
   std::shared_ptr<av_impl> av_;
   bool enabled_ = false;
   bool source_cap_ = false;
@@ -414,8 +413,7 @@ endpoint_impl::~endpoint_impl() {
       if (op->completion) txcq_->unreserve();  // inject writes reserved nothing
   if (txcq_) txcq_->detach(this);
   if (rxcq_ && rxcq_ != txcq_) rxcq_->detach(this);
-  for (auto* c : {txcntr_.get(), rxcntr_.get(), rdcntr_.get(), wrcntr_.get(), rrdcntr_.get(), rwrcntr_.get()})
-    if (c) c->detach(this);
+  for (spi::cntr* c : cntrs_.distinct()) c->detach(this);
   if (port_) unregister_port(port_, self_->name());
 }
 
@@ -441,14 +439,9 @@ result<void> endpoint_impl::bind_av(std::shared_ptr<spi::av> a) {
 
 result<void> endpoint_impl::bind_cntr(std::shared_ptr<spi::cntr> c, std::uint64_t flags) {
   if (enabled_) return make_error(errc::bad_state, "bind counters before enable()");
-  const std::pair<std::uint64_t, std::shared_ptr<spi::cntr>*> slots[] = {
-      {flag::send, &txcntr_}, {flag::recv, &rxcntr_},          {flag::read, &rdcntr_},
-      {flag::write, &wrcntr_}, {flag::remote_read, &rrdcntr_}, {flag::remote_write, &rwrcntr_}};
-  for (auto& [f, slot] : slots)
-    if ((flags & f) && *slot) return make_error(errc::bad_state, "a counter is already bound for that kind");
-  for (auto& [f, slot] : slots)
-    if (flags & f) *slot = c;
-  c->attach(this);
+  auto fresh = cntrs_.bind(c, flags);
+  if (!fresh) return std::unexpected(fresh.error());
+  if (*fresh) c->attach(this);
   // Counting peers' accesses needs to see them: no one-sided RMA into us.
   if (flags & (flag::remote_read | flag::remote_write))
     self_->hdr()->flags.fetch_or(region_flag::two_sided_rma, std::memory_order_release);
@@ -505,7 +498,7 @@ errc endpoint_impl::send(const msg_desc& m, std::uint64_t flags) noexcept {
     }
     wake(p);
     if (!inject) txcq_->push(cq_entry{m.context, cflags, len, nullptr, 0, m.tag, addr_unspec});
-    if (txcntr_) txcntr_->inc();
+    if (cntrs_.send) cntrs_.send->inc();
     return errc::ok;
   }
   if (inject) return errc::too_big;
@@ -556,10 +549,7 @@ void endpoint_impl::complete_tx(tx_op* op, errc e, const char* what) noexcept {
       if (op->seg_mask & (1ull << i)) self_->hdr()->seg_busy[i].store(0, std::memory_order_relaxed);
     segs_held_ &= ~op->seg_mask;
   }
-  spi::cntr* k = (op->flags & (flag::rma | flag::atomic))
-                     ? ((op->flags & (flag::write | flag::atomic | flag::save)) ? wrcntr_.get() : rdcntr_.get())
-                     : txcntr_.get();
-  if (k) (e == errc::ok) ? k->inc() : k->inc_err();
+  spi::count(cntrs_.of_tx(op->flags), e == errc::ok);
   if (!op->completion) {
     // inject write: nothing to report when it worked; a failure is not lost
     if (e != errc::ok && txcq_->reserve()) {
@@ -820,7 +810,7 @@ errc endpoint_impl::cancel(void* context) noexcept {
     e.err = errc::canceled;
     std::snprintf(e.msg, sizeof e.msg, "receive canceled by cancel()");
     rxcq_->push_error(e);
-    if (rxcntr_) rxcntr_->inc_err();
+    if (cntrs_.recv) cntrs_.recv->inc_err();
     put_rx(r);
     return errc::ok;
   }
@@ -830,7 +820,7 @@ errc endpoint_impl::cancel(void* context) noexcept {
 void endpoint_impl::complete_rx(rx_op* r, const incoming& in, std::size_t copied) noexcept {
   const std::uint64_t f = r->flags | ((in.flags & slot_flag::cq_data) ? flag::remote_cq_data : 0);
   void* buf = r->iov_count ? r->iov[0].iov_base : nullptr;
-  if (rxcntr_) (copied < in.len) ? rxcntr_->inc_err() : rxcntr_->inc();
+  spi::count(cntrs_.recv.get(), copied >= in.len);
   if (copied < in.len) {
     cq_err_entry e;
     e.context = r->ctx;
@@ -851,7 +841,7 @@ void endpoint_impl::complete_rx(rx_op* r, const incoming& in, std::size_t copied
 }
 
 void endpoint_impl::complete_rx_error(rx_op* r, errc err, const char* what) noexcept {
-  if (rxcntr_) rxcntr_->inc_err();
+  if (cntrs_.recv) cntrs_.recv->inc_err();
   cq_err_entry e;
   e.context = r->ctx;
   e.flags = r->flags;
@@ -1283,7 +1273,7 @@ errc endpoint_impl::one_sided(peer& p, const rma_desc& d, const rma_iov* rr, std
     if (int err = cma_copy(!write, static_cast<pid_t>(p.pid), d.iov, d.iov_count, riov, nr, 0, len))
       st = err == ESRCH ? errc::peer_dead : err == EFAULT ? errc::not_found : errc::io_error;
   }
-  if (spi::cntr* k = write ? wrcntr_.get() : rdcntr_.get()) (st == errc::ok) ? k->inc() : k->inc_err();
+  spi::count(write ? cntrs_.write.get() : cntrs_.read.get(), st == errc::ok);
   const std::uint64_t f = flag::rma | (write ? flag::write : flag::read);
   const char* why = st == errc::not_found           ? "no memory region with that key at the target (closed, or a wrong key)"
                     : st == errc::permission_denied ? "the target region does not allow this access"
@@ -1345,7 +1335,7 @@ bool endpoint_impl::atomic_one_sided(peer& p, const atomic_desc& d, std::size_t 
     if (d.result) std::memcpy(d.result, old, bytes);
   }
   const std::uint64_t f = flag::atomic | (d.result ? flag::read : flag::write);
-  if (wrcntr_) (st == errc::ok) ? wrcntr_->inc() : wrcntr_->inc_err();
+  spi::count(cntrs_.write.get(), st == errc::ok);
   complete_now(d.context, f, bytes, st,
                st == errc::permission_denied ? "the target region does not allow this access"
                                              : "the remote range lies outside the target region (or is not "
@@ -1382,7 +1372,7 @@ void endpoint_impl::handle_rma(const slot_header* h) noexcept {
     else
       st = errc::busy;  // written, but no room to tell the application: the initiator is told to retry
   }
-  if (spi::cntr* k = write ? rwrcntr_.get() : rrdcntr_.get()) (st == errc::ok) ? k->inc() : k->inc_err();
+  spi::count(write ? cntrs_.remote_write.get() : cntrs_.remote_read.get(), st == errc::ok);
   send_ctrl(*pr, op::ack, h->cookie, static_cast<std::uint64_t>(st), 0);
 }
 
@@ -1465,7 +1455,7 @@ void endpoint_impl::handle_atomic(const slot_header* h) noexcept {
         st = err == ESRCH ? errc::peer_dead : errc::io_error;
     }
   }
-  if (rwrcntr_) (st == errc::ok) ? rwrcntr_->inc() : rwrcntr_->inc_err();
+  spi::count(cntrs_.remote_write.get(), st == errc::ok);
   send_ctrl(*pr, op::ack, h->cookie, static_cast<std::uint64_t>(st), 0);
 }
 

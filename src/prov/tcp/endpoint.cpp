@@ -305,8 +305,7 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable {
   listener lst_;
   address name_{};
   std::shared_ptr<spi::cq> txcq_, rxcq_;
-  std::shared_ptr<spi::cntr> txcntr_, rxcntr_;  // counters, if bound
-  std::shared_ptr<spi::cntr> rdcntr_, wrcntr_, rrdcntr_, rwrcntr_;  // RMA: issued reads/writes, remote ones
+  spi::endpoint_counters cntrs_;  // counters, if bound
   std::shared_ptr<spi::mr_registry> reg_;
   std::uint64_t level_ = flag::delivery_complete;  // default completion level of RMA
   std::size_t rma_reserved_ = 0;  // CQ room held by RMA/atomic operations not yet complete
@@ -449,13 +448,10 @@ endpoint_impl::~endpoint_impl() {
       q->release_lock(dom_->lock());
     }
   {
-    std::vector<spi::cntr*> seen;
-    for (auto* c : {txcntr_.get(), rxcntr_.get(), rdcntr_.get(), wrcntr_.get(), rrdcntr_.get(), rwrcntr_.get()})
-      if (c && std::find(seen.begin(), seen.end(), c) == seen.end()) {
-        seen.push_back(c);
-        c->detach(this);
-        c->release_lock(dom_->lock());
-      }
+    for (spi::cntr* c : cntrs_.distinct()) {
+      c->detach(this);
+      c->release_lock(dom_->lock());
+    }
   }
   if (eq_) {
     eq_->detach(this);
@@ -496,18 +492,17 @@ result<void> endpoint_impl::bind_av(std::shared_ptr<spi::av> a) {
 result<void> endpoint_impl::bind_cntr(std::shared_ptr<spi::cntr> c, std::uint64_t flags) {
   auto g = dom_->guard();
   if (enabled_) return make_error(errc::bad_state, "bind counters before enable()");
-  const std::pair<std::uint64_t, std::shared_ptr<spi::cntr>*> slots[] = {
-      {flag::send, &txcntr_}, {flag::recv, &rxcntr_},          {flag::read, &rdcntr_},
-      {flag::write, &wrcntr_}, {flag::remote_read, &rrdcntr_}, {flag::remote_write, &rwrcntr_}};
-  for (auto& [f, slot] : slots)
-    if ((flags & f) && *slot) return make_error(errc::bad_state, "a counter is already bound for that kind");
-  const bool known = (txcntr_ == c) || (rxcntr_ == c) || (rdcntr_ == c) || (wrcntr_ == c) || (rrdcntr_ == c) ||
-                     (rwrcntr_ == c);
+  if (!c) return make_error(errc::invalid_argument, "no counter to bind");
+  const auto mine = cntrs_.distinct();
+  const bool known = std::find(mine.begin(), mine.end(), c.get()) != mine.end();
   if (!known && !c->set_lock(dom_->lock()))
     return make_error(errc::bad_state, "this counter already serves another automatic-progress domain");
-  for (auto& [f, slot] : slots)
-    if (flags & f) *slot = c;
-  if (!known) c->attach(this);
+  auto fresh = cntrs_.bind(c, flags);
+  if (!fresh) {
+    if (!known) c->release_lock(dom_->lock());
+    return std::unexpected(fresh.error());
+  }
+  if (*fresh) c->attach(this);
   return {};
 }
 
@@ -806,10 +801,7 @@ void endpoint_impl::flush(conn* c) noexcept {
 
 void endpoint_impl::complete_tx(tx_op* op, errc e, const char* why) noexcept {
   if (op->answer && op->on) --op->on->answers;
-  spi::cntr* k = (op->flags & (flag::rma | flag::atomic))
-                     ? ((op->flags & (flag::write | flag::atomic | flag::save)) ? wrcntr_.get() : rdcntr_.get())
-                     : txcntr_.get();
-  if (!op->internal && k) (e == errc::ok) ? k->inc() : k->inc_err();
+  if (!op->internal) spi::count(cntrs_.of_tx(op->flags), e == errc::ok);
   if (!op->internal && !op->completion && e != errc::ok && (op->flags & flag::rma) && txcq_->reserve()) {
     // inject write: nothing to report when it worked; a failure is not lost
     cq_err_entry ee;
@@ -999,7 +991,7 @@ errc endpoint_impl::rma(const rma_desc& d, std::uint64_t flags) noexcept {
   // counter counts its delivery, the target's answer would tell nobody
   // anything. Sent as transmit-complete, a failure is still reported.
   const std::uint64_t level =
-      inject && q.level == flag::delivery_complete && !wrcntr_ ? flag::transmit_complete : q.level;
+      inject && q.level == flag::delivery_complete && !cntrs_.write ? flag::transmit_complete : q.level;
   const rma_iov* rr = q.ranges();
   const std::size_t nr = q.count;
   conn* c = path(d.addr);
@@ -1127,7 +1119,7 @@ void endpoint_impl::handle_rma_resp(conn* c) noexcept {
                     "learn which",
                     to_string(st));
       txcq_->push_error(ee);
-      if (wrcntr_) wrcntr_->inc_err();
+      if (cntrs_.write) cntrs_.write->inc_err();
     }
     discard_payload(c, c->cur.len);
     return;
@@ -1247,7 +1239,7 @@ void endpoint_impl::handle_rma_req(conn* c) noexcept {
       std::byte* where = nullptr;
       errc st = reg_->find(q.key, q.offset, len, access::remote_write, where);
       if (st != errc::ok) {
-        if (rwrcntr_) rwrcntr_->inc_err();
+        if (cntrs_.remote_write) cntrs_.remote_write->inc_err();
         respond(c, q.id, st, nullptr, 0);  // the bytes are read and dropped
         if (!c->dead) discard_payload(c, len);
         return;
@@ -1269,7 +1261,7 @@ void endpoint_impl::handle_rma_req(conn* c) noexcept {
     case wire::op::rma_read: {
       std::byte* where = nullptr;
       errc st = reg_->find(q.key, q.offset, q.len, access::remote_read, where);
-      if (rrdcntr_) (st == errc::ok) ? rrdcntr_->inc() : rrdcntr_->inc_err();
+      spi::count(cntrs_.remote_read.get(), st == errc::ok);
       respond(c, q.id, st, where, st == errc::ok ? q.len : 0);
       return;
     }
@@ -1291,7 +1283,7 @@ void endpoint_impl::handle_rma_req(conn* c) noexcept {
         core::apply_atomic(op, static_cast<atomic_type>(q.atomic_type), where, operand,
                            op == atomic_op::cswap ? operand + bytes : nullptr, q.len, old);
       }
-      if (rwrcntr_) (st == errc::ok) ? rwrcntr_->inc() : rwrcntr_->inc_err();
+      spi::count(cntrs_.remote_write.get(), st == errc::ok);
       respond(c, q.id, st, old, st == errc::ok && fetch ? bytes : 0);
       return;
     }
@@ -1326,7 +1318,7 @@ void endpoint_impl::sink_done(conn* c) noexcept {
     else
       st = errc::busy;  // written, but no room to tell the application
   }
-  if (rwrcntr_) (st == errc::ok) ? rwrcntr_->inc() : rwrcntr_->inc_err();
+  spi::count(cntrs_.remote_write.get(), st == errc::ok);
   if (st != errc::ok || (c->sink_flags & wire::flag::ack)) respond(c, q.id, st, nullptr, 0);
 }
 
@@ -1655,7 +1647,7 @@ void endpoint_impl::complete_rx(rx_op* r, std::size_t copied, std::size_t msg_le
                                 std::uint64_t tag, std::uint64_t data, fi_addr_t src) noexcept {
   const std::uint64_t f = r->flags | ((flags & wire::flag::cq_data) ? flag::remote_cq_data : 0);
   void* buf = r->iov_count ? r->iov[0].iov_base : nullptr;
-  if (rxcntr_) (copied < msg_len) ? rxcntr_->inc_err() : rxcntr_->inc();
+  spi::count(cntrs_.recv.get(), copied >= msg_len);
   if (copied < msg_len) {
     cq_err_entry e;
     e.context = r->ctx;
@@ -1677,7 +1669,7 @@ void endpoint_impl::complete_rx(rx_op* r, std::size_t copied, std::size_t msg_le
 }
 
 void endpoint_impl::rx_error(rx_op* r, errc err, const char* why) noexcept {
-  if (rxcntr_) rxcntr_->inc_err();
+  if (cntrs_.recv) cntrs_.recv->inc_err();
   cq_err_entry e;
   e.context = r->ctx;
   e.flags = r->flags;
