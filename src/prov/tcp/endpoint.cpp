@@ -210,6 +210,8 @@ struct conn final : handler {
   util::ilist<tx_op> txq;
   util::ilist<tx_op> await;  // requests sent on this connection, waiting for their answer
   std::uint64_t started = 0, last_active = 0;
+  // Bytes moved (data path: a count, no clock); tick() turns a change into last_active.
+  std::uint64_t activity = 0, activity_seen = 0;
   void on_event(std::uint32_t events) noexcept override;
 };
 
@@ -786,7 +788,7 @@ void endpoint_impl::flush(conn* c) noexcept {
       return;
     }
     op->sent += static_cast<std::size_t>(w);
-    c->last_active = util::now_ns();
+    ++c->activity;
     if (op->sent < op->total) {
       set_out(c, true);
       return;
@@ -919,7 +921,7 @@ errc endpoint_impl::send(const msg_desc& m, std::uint64_t flags) noexcept {
       w = ::sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
     }
     if (w == static_cast<ssize_t>(op->total)) {
-      c->last_active = util::now_ns();
+      ++c->activity;
       complete_tx(op, errc::ok, "");
       return errc::ok;
     }
@@ -1345,7 +1347,7 @@ bool endpoint_impl::read_conn(conn* c) noexcept {
           if (r > 0) {
             got = true;
             c->pay_got += static_cast<std::size_t>(r);
-            c->last_active = util::now_ns();
+            ++c->activity;
             const std::size_t left = c->cur.len - c->pay_got;
             const std::size_t room_left = c->pay_got < c->rx->cap ? c->rx->cap - c->pay_got : 0;
             // Wake for the rest in large pieces, not for every segment; only
@@ -1388,7 +1390,7 @@ bool endpoint_impl::read_conn(conn* c) noexcept {
       }
       got = true;
       c->rend = static_cast<std::size_t>(r);
-      c->last_active = util::now_ns();
+      ++c->activity;
       if (c->rend < want) {  // a short read drained the socket: no second recv for EAGAIN
         consume(c);
         return got;
@@ -2187,6 +2189,10 @@ void endpoint_impl::tick(std::uint64_t now) noexcept {
   for (std::size_t i = 0; i < conns_.size(); ++i) {
     conn* c = conns_[i].get();
     if (c->dead) continue;
+    if (c->activity != c->activity_seen) {
+      c->activity_seen = c->activity;
+      c->last_active = std::max(c->last_active, now);
+    }
     if (c->dup_loser && !c->txq.empty() && now - c->started > replace_after_ns) {
       // No winner appeared: the peer holds a stale connection to us.
       // Connect again, telling it to drop the old one.
@@ -2255,7 +2261,8 @@ void endpoint_impl::progress() noexcept {
         if (now - last_empty_ns_ < poll_recent_ns)
           util::relax_until(now + static_cast<std::uint64_t>(cfg_.poll_pause_ns));
       }
-      last_empty_ns_ = read_conn(only) ? 0 : util::now_ns();
+      const bool got = read_conn(only);
+      last_empty_ns_ = got || cfg_.poll_pause_ns <= 0 ? 0 : util::now_ns();
       empty_calls_ = calls;
     }
   } else {
