@@ -291,3 +291,64 @@ TEST(tcp_rdm, busy_polled_lone_connection_delivers_whatever_the_poll_pause) {
     }
   }
 }
+
+// The failure of a write that reserved no completion (an inject write) needs
+// room in the initiator's CQ for its error entry. With the CQ full, the
+// connection stops reading until the application reads its CQ: every failure
+// is reported, none is dropped. Without a write counter the failures come
+// unsolicited (transmit-complete); with one, they answer awaited writes.
+TEST(tcp_rdm, failures_of_inject_writes_wait_for_room_in_a_full_cq) {
+  ::setenv("WEFT_PROGRESS", "manual", 1);
+  for (bool counted : {false, true}) {
+    SCOPED_TRACE(counted ? "with a write counter" : "without a counter");
+    node a = open_node("tcp", cap::msg, 0, false, 2);  // a 2-entry CQ
+    node b = open_node("tcp", cap::msg);
+    std::vector<unsigned char> mem(4096, 0);
+    auto m = b.dom.register_memory(mem.data(), mem.size(), access::remote_write);
+    ASSERT_TRUE(m) << m.error().message;
+    auto ic = a.dom.open_counter();
+    ASSERT_TRUE(ic);
+    auto ie = a.dom.open_endpoint(a.inf);
+    ASSERT_TRUE(ie);
+    ASSERT_TRUE(ie->bind(a.cq) && ie->bind(a.av));
+    if (counted) {
+      ASSERT_TRUE(ie->bind(*ic, flag::write));
+    }
+    ASSERT_TRUE(ie->enable());
+    fi_addr_t to = insert(a, b);
+    constexpr int n = 7;
+    unsigned char v = 1;
+    for (int i = 0; i < n; ++i)
+      ASSERT_EQ(post([&] { return ie->inject_write(&v, 1, to, 8 * static_cast<std::uint64_t>(i), m->key() ^ 1); },
+                     {&a, &b}),
+                errc::ok);
+    // Let every failure arrive before reading anything: two fit, the rest wait.
+    drive({&a, &b}, 200);
+    int errors = 0;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (errors < n && std::chrono::steady_clock::now() < deadline) {
+      cq_entry e{};
+      if (a.cq.read(e) == errc::error_available) {
+        cq_err_entry ee{};
+        ASSERT_EQ(a.cq.read_error(ee), errc::ok);
+        EXPECT_EQ(ee.err, errc::not_found) << ee.msg;
+        EXPECT_EQ(ee.context, nullptr);
+        ++errors;
+      }
+      b.cq.progress();
+    }
+    EXPECT_EQ(errors, n) << "every failed inject write reported, none dropped by the full CQ";
+    if (counted) {
+      EXPECT_EQ(ic->read_err(), static_cast<std::uint64_t>(n));
+    }
+    EXPECT_TRUE(std::all_of(mem.begin(), mem.end(), [](unsigned char x) { return x == 0; }));
+    // and the connection still works
+    ASSERT_EQ(post([&] { return ie->inject_write(&v, 1, to, 0, m->key()); }, {&a, &b}), errc::ok);
+    ASSERT_EQ(post([&] { return ie->send(&v, 1, to); }, {&a, &b}), errc::ok);
+    std::uint64_t r = 0;
+    ASSERT_EQ(b.ep.recv(&r, 8), errc::ok);
+    outcome o = next(b, {&a});
+    ASSERT_TRUE(o.ok) << o.err.msg;
+    EXPECT_EQ(mem[0], 1) << "the inject before the message landed";
+  }
+}

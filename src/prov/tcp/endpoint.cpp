@@ -114,6 +114,7 @@ struct tx_op : util::list_node {
   std::uint32_t gen = 0;
   bool internal = false;    // protocol frame: no completion
   bool completion = false;  // a user operation that reports a completion
+  bool err_reserved = false;  // no completion, but a failure arrived: CQ room held for its error entry
   void* ctx = nullptr;
   std::uint64_t flags = 0;
   std::uint64_t tag = 0;
@@ -166,7 +167,7 @@ struct conn final : handler {
   enum class st : std::uint8_t { connecting, wait_ack, wait_hello, established, closing, lost };
   // stalled: a message waits for a buffer or a receive; answers: an RMA request waits until the
   // answers owed on this connection drain
-  enum class rs : std::uint8_t { header, user, unexp, ctrl, discard, stalled, answers };
+  enum class rs : std::uint8_t { header, user, unexp, ctrl, discard, stalled, answers, cq_full };
   endpoint_impl* ep = nullptr;
   int fd = -1;
   st state = st::connecting;
@@ -216,7 +217,7 @@ struct conn final : handler {
 };
 
 inline bool paused(const conn* c) noexcept {
-  return c->rstage == conn::rs::stalled || c->rstage == conn::rs::answers;
+  return c->rstage == conn::rs::stalled || c->rstage == conn::rs::answers || c->rstage == conn::rs::cq_full;
 }
 
 struct listener final : handler {
@@ -311,7 +312,7 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable {
   std::shared_ptr<spi::mr_registry> reg_;
   std::uint64_t level_ = flag::delivery_complete;  // default completion level of RMA
   std::size_t rma_reserved_ = 0;  // CQ room held by RMA/atomic operations not yet complete
-  std::uint32_t answer_waits_ = 0;  // connections paused in rs::answers
+  std::uint32_t answer_waits_ = 0;  // connections paused in rs::answers or rs::cq_full
   [[nodiscard]] bool answer_room(const conn* c) const noexcept {
     return c->answers < max_answers && txp_.available() > 64;
   }
@@ -804,14 +805,18 @@ void endpoint_impl::flush(conn* c) noexcept {
 void endpoint_impl::complete_tx(tx_op* op, errc e, const char* why) noexcept {
   if (op->answer && op->on) --op->on->answers;
   if (!op->internal) spi::count(cntrs_.of_tx(op->flags), e == errc::ok);
-  if (!op->internal && !op->completion && e != errc::ok && (op->flags & flag::rma) && txcq_->reserve()) {
+  if (!op->internal && !op->completion && e != errc::ok && (op->flags & flag::rma) &&
+      (op->err_reserved || txcq_->reserve())) {
     // inject write: nothing to report when it worked; a failure is not lost
     cq_err_entry ee;
     ee.flags = op->flags | flag::inject;
     ee.err = e;
     std::snprintf(ee.msg, sizeof ee.msg, "an injected write failed: %s", why);
     txcq_->push_error(ee);
+  } else if (op->err_reserved) {
+    txcq_->unreserve();
   }
+  op->err_reserved = false;
   if (op->completion && (op->flags & (flag::rma | flag::atomic))) --rma_reserved_;
   if (op->completion) {
     if (e == errc::ok) {
@@ -837,6 +842,8 @@ void endpoint_impl::recycle(tx_op* op) noexcept {
   op->parts = 1;
   op->part_err = errc::ok;
   op->local_count = op->local_len = 0;
+  if (op->err_reserved) txcq_->unreserve();  // not used by complete_tx(): give it back
+  op->err_reserved = false;
   ++op->gen;
   txp_.put(op);
 }
@@ -1102,17 +1109,31 @@ void endpoint_impl::handle_rma_resp(conn* c) noexcept {
   const auto st = static_cast<errc>(raw);
   tx_op* op = txp_.at(static_cast<std::uint32_t>(id));
   if (!op || op->gen != static_cast<std::uint32_t>(id >> 32) || !op->await || op->on != c) op = nullptr;
-  if (!op) {
-    // No operation waits for it: the failure of a transmit-complete write
-    // (they are answered only when they fail). Beyond the number of such
-    // writes sent here, a peer is making answers up.
-    if (c->tc_pending == 0 || st == errc::ok) {
-      fail_conn(c, errc::io_error, "protocol error: an RMA answer nobody asked for; connection dropped");
+  // No operation waits for it: the failure of a transmit-complete write
+  // (they are answered only when they fail). Beyond the number of such
+  // writes sent here, a peer is making answers up.
+  if (!op && (c->tc_pending == 0 || st == errc::ok)) {
+    fail_conn(c, errc::io_error, "protocol error: an RMA answer nobody asked for; connection dropped");
+    return;
+  }
+  // A failure nobody reserved a completion for (a transmit-complete write,
+  // or an inject) needs room in the CQ for its error entry: without room,
+  // read nothing more from this peer until the application reads its CQ
+  // (resume_answers() comes back here). A failure is never dropped.
+  tx_op* u = op && op->parent ? op->parent : op;  // the operation that completes
+  if (st != errc::ok && (!u || (!u->completion && !u->err_reserved))) {
+    if (!txcq_->reserve()) {
+      c->rstage = conn::rs::cq_full;
+      ++answer_waits_;
+      update_events(c);
       return;
     }
+    if (u) u->err_reserved = true;  // complete_tx() pushes the error entry into it
+  }
+  if (!op) {
     --c->tc_pending;
-    // A failure is not lost: an error completion without a context.
-    if (st != errc::ok && txcq_->reserve()) {
+    {
+      // An error completion without a context (the room is reserved above).
       cq_err_entry ee;
       ee.flags = flag::rma | flag::write;
       ee.err = st;
@@ -1176,12 +1197,27 @@ bool endpoint_impl::sink_check(conn* c, std::size_t n) noexcept {
   return false;
 }
 
-// Connections that stopped reading because too many answers were owed.
+// Connections that stopped reading because too many answers were owed, or
+// because a failure found no room in the CQ.
 void endpoint_impl::resume_answers() noexcept {
   answer_waits_ = 0;  // counted again: those still waiting, and any that start waiting below
   for (std::size_t i = 0; i < conns_.size(); ++i) {
     conn* c = conns_[i].get();
-    if (c->dead || c->rstage != conn::rs::answers) continue;
+    if (c->dead) continue;
+    if (c->rstage == conn::rs::cq_full) {  // a failure waits for room in the CQ
+      if (!txcq_->reserve()) {
+        ++answer_waits_;
+        continue;
+      }
+      txcq_->unreserve();  // handle_rma_resp() takes it
+      c->rstage = conn::rs::header;
+      update_events(c);
+      handle_rma_resp(c);
+      if (!c->dead) consume(c);
+      if (!c->dead && !paused(c)) read_conn(c);
+      continue;
+    }
+    if (c->rstage != conn::rs::answers) continue;
     if (!answer_room(c)) {
       ++answer_waits_;
       continue;
@@ -1454,7 +1490,8 @@ void endpoint_impl::consume(conn* c) noexcept {
         break;
       }
       case conn::rs::stalled:
-      case conn::rs::answers: return;
+      case conn::rs::answers:
+      case conn::rs::cq_full: return;
     }
   }
 }
