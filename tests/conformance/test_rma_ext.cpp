@@ -164,6 +164,46 @@ TEST_P(rma_ext, inject_writes_counted_by_a_write_counter_count_their_delivery) {
   EXPECT_EQ(c, static_cast<std::uint64_t>(n));
 }
 
+// Failed inject writes reserved no completion, but their failures are never
+// dropped, however small the initiator's CQ: shm reserves room when the
+// write is posted (a full CQ is `again`), tcp stops reading the connection
+// until the application makes room. Seven failures through a 2-entry CQ.
+TEST_P(rma_ext, inject_write_failures_are_not_lost_in_a_small_cq) {
+  node x = open_node(GetParam().provider, cap::msg, 0, false, 2);
+  fi_addr_t to = insert(x, b);
+  constexpr int n = 7;
+  int posted = 0, errors = 0;
+  unsigned char v = 1;
+  auto read_errors = [&] {
+    cq_entry e{};
+    if (x.cq.read(e) == errc::error_available) {
+      cq_err_entry ee{};
+      ASSERT_EQ(x.cq.read_error(ee), errc::ok);
+      EXPECT_EQ(ee.err, errc::not_found) << ee.msg;
+      EXPECT_EQ(ee.context, nullptr);
+      EXPECT_TRUE(ee.flags & flag::inject);
+      ++errors;
+    }
+    b.cq.progress();
+  };
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (posted < n && std::chrono::steady_clock::now() < deadline) {
+    const errc r = x.ep.inject_write(&v, 1, to, 8 * static_cast<std::uint64_t>(posted), mr.key() ^ 1);
+    if (r == errc::ok) ++posted;
+    else ASSERT_EQ(r, errc::again);
+    if (posted > 2 || r == errc::again) read_errors();  // first let the CQ fill up
+  }
+  ASSERT_EQ(posted, n);
+  while (errors < n && std::chrono::steady_clock::now() < deadline) read_errors();
+  EXPECT_EQ(errors, n) << "every failed inject write is reported";
+  EXPECT_EQ(target[0], 0x5a) << "nothing landed";
+  // the path still works
+  ASSERT_EQ(post([&] { return x.ep.write(&v, 1, to, 0, mr.key()); }, {&x, &b}), errc::ok);
+  outcome o = next(x, {&b});
+  ASSERT_TRUE(o.ok) << o.err.msg;
+  EXPECT_EQ(target[0], 1);
+}
+
 TEST_P(rma_ext, completion_levels_per_operation_and_errors_are_not_lost) {
   auto src = pattern(100000, 5);
   for (std::uint64_t level : {flag::transmit_complete, flag::delivery_complete, flag::commit_complete}) {

@@ -159,7 +159,7 @@ struct tx_op : util::list_node {
   // RMA: one request per remote range, all answered before it completes
   std::uint32_t parts = 1;
   errc part_err = errc::ok;
-  bool completion = true;   // false: inject write (no completion unless it fails)
+  bool completion = true;   // false: inject write (no completion unless it fails; CQ room is reserved for that)
   std::int32_t ibuf = -1;   // inject write: its copy of the data
   std::uint32_t rma_parts = 0;  // counted in the endpoint's rma_parts_ until it completes
 };
@@ -410,7 +410,7 @@ endpoint_impl::~endpoint_impl() {
   }
   if (txcq_)
     for (tx_op* op = tx_active_.front(); op; op = tx_active_.next(op))
-      if (op->completion) txcq_->unreserve();  // inject writes reserved nothing
+      txcq_->unreserve();  // every operation reserved room (an inject write, for its failure)
   if (txcq_) txcq_->detach(this);
   if (rxcq_ && rxcq_ != txcq_) rxcq_->detach(this);
   for (spi::cntr* c : cntrs_.distinct()) c->detach(this);
@@ -552,7 +552,10 @@ void endpoint_impl::complete_tx(tx_op* op, errc e, const char* what) noexcept {
   spi::count(cntrs_.of_tx(op->flags), e == errc::ok);
   if (!op->completion) {
     // inject write: nothing to report when it worked; a failure is not lost
-    if (e != errc::ok && txcq_->reserve()) {
+    // (its room was reserved when it was posted)
+    if (e == errc::ok) {
+      txcq_->unreserve();
+    } else {
       cq_err_entry ee;
       ee.flags = op->flags | flag::inject;
       ee.err = e;
@@ -1092,7 +1095,8 @@ errc endpoint_impl::rma(const rma_desc& d, std::uint64_t flags) noexcept {
   if (rma_parts_ + nr > max_rma_parts) return errc::again;
   tx_op* op = txp_.get();
   if (!op) return errc::again;
-  if (!inject && !txcq_->reserve()) {
+  // Room for the completion, or for an inject write's failure: never dropped.
+  if (!txcq_->reserve()) {
     txp_.put(op);
     return errc::again;
   }
@@ -1114,7 +1118,7 @@ errc endpoint_impl::rma(const rma_desc& d, std::uint64_t flags) noexcept {
         reinterpret_cast<slot_header*>(slots[j])->code = op::nop;
         (void)p.ctl.publish(pos[j]);
       }
-      if (!inject) txcq_->unreserve();
+      txcq_->unreserve();
       put_tx(op);
       return p.map->owner_alive() ? errc::again : errc::peer_dead;
     }
@@ -1236,7 +1240,7 @@ bool read_entry(const mr_entry& e, std::uint64_t& key, std::uint64_t& addr, std:
 // is placed when this returns, so the operation completes here.
 errc endpoint_impl::one_sided(peer& p, const rma_desc& d, const rma_iov* rr, std::size_t nr, std::size_t len,
                               bool write, bool inject) noexcept {
-  if (!inject && !txcq_->reserve()) return errc::again;
+  if (!txcq_->reserve()) return errc::again;  // an inject write's failure needs room too
   remote_iov riov[max_iov];
   std::byte* mapped[max_iov];  // the ranges in the target's segments mapped here (alloc_memory)
   bool all_mapped = true;
@@ -1281,7 +1285,9 @@ errc endpoint_impl::one_sided(peer& p, const rma_desc& d, const rma_iov* rr, std
                     : st == errc::peer_dead          ? "the target process is gone"
                                                      : "the copy into the target failed";
   if (inject) {
-    if (st != errc::ok && txcq_->reserve()) {
+    if (st == errc::ok) {
+      txcq_->unreserve();
+    } else {
       cq_err_entry ee;
       ee.flags = f | flag::inject;
       ee.err = st;

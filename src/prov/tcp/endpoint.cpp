@@ -46,6 +46,7 @@ constexpr std::size_t bulk_read = 16384;  // read size for the start of a frame 
 constexpr std::uint64_t tick_ns = 5'000'000;
 constexpr std::size_t max_handshakes = 256;  // connections accepted but not yet identified
 constexpr std::uint64_t replace_after_ns = 50'000'000;
+constexpr std::uint64_t tc_inject_bit = std::uint64_t{1} << 63;  // in an RMA request's id: see rma()
 constexpr std::uint32_t max_answers = 32;  // RMA answers queued per connection before it stops reading requests
 constexpr std::size_t small_frame = 512;   // frames up to this size leave in one send() from the stack
 
@@ -1023,7 +1024,12 @@ errc endpoint_impl::rma(const rma_desc& d, std::uint64_t flags) noexcept {
     op->await = !write || level != flag::transmit_complete;
     const wire::op code = save ? wire::op::save : write ? wire::op::rma_write : wire::op::rma_read;
     const std::size_t part = rr[i].len;
-    wire::rma_req q{rr[i].key, rr[i].offset, (std::uint64_t{op->gen} << 32) | txp_.index(op),
+    // The id names the operation an answer is for; an unawaited (transmit-
+    // complete) write is answered only when it fails, and its id then says
+    // whether it was an inject (bit 63), for the error entry's flags.
+    const std::uint64_t id = (std::uint64_t{op->gen & 0x7fffffffu} << 32) | txp_.index(op) |
+                             (!op->await && inject ? tc_inject_bit : 0);
+    wire::rma_req q{rr[i].key, rr[i].offset, id,
                     write || save ? 0u : static_cast<std::uint32_t>(part), 0, 0,
                     static_cast<std::uint8_t>(save ? (level == flag::commit_complete ? 3 : level == flag::delivery_complete ? 2 : 1) : 0),
                     0};
@@ -1075,7 +1081,7 @@ errc endpoint_impl::atomic(const atomic_desc& d) noexcept {
   op->tag = 0;
   op->len = bytes;
   op->await = true;
-  wire::rma_req q{d.key, d.offset, (std::uint64_t{op->gen} << 32) | txp_.index(op), static_cast<std::uint32_t>(d.count),
+  wire::rma_req q{d.key, d.offset, (std::uint64_t{op->gen & 0x7fffffffu} << 32) | txp_.index(op), static_cast<std::uint32_t>(d.count),
                   d.op, d.type, 0, 0};
   std::memcpy(op->buf, &q, sizeof q);
   std::memcpy(op->buf + sizeof q, d.operand, bytes);
@@ -1108,7 +1114,9 @@ void endpoint_impl::handle_rma_resp(conn* c) noexcept {
   }
   const auto st = static_cast<errc>(raw);
   tx_op* op = txp_.at(static_cast<std::uint32_t>(id));
-  if (!op || op->gen != static_cast<std::uint32_t>(id >> 32) || !op->await || op->on != c) op = nullptr;
+  if (!op || (op->gen & 0x7fffffffu) != static_cast<std::uint32_t>((id >> 32) & 0x7fffffffu) || !op->await ||
+      op->on != c || (id & tc_inject_bit))
+    op = nullptr;
   // No operation waits for it: the failure of a transmit-complete write
   // (they are answered only when they fail). Beyond the number of such
   // writes sent here, a peer is making answers up.
@@ -1135,7 +1143,7 @@ void endpoint_impl::handle_rma_resp(conn* c) noexcept {
     {
       // An error completion without a context (the room is reserved above).
       cq_err_entry ee;
-      ee.flags = flag::rma | flag::write;
+      ee.flags = flag::rma | flag::write | ((id & tc_inject_bit) ? flag::inject : 0);
       ee.err = st;
       std::snprintf(ee.msg, sizeof ee.msg,
                     "a write that completed at transmit failed at the target (%s): use delivery_complete to "
