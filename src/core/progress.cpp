@@ -8,8 +8,9 @@
 namespace weft::spi {
 
 namespace {
-// initial-exec: a plain %fs-relative access, no __tls_get_addr on every poll
-[[gnu::tls_model("initial-exec")]] thread_local std::uint64_t progress_calls_tl = 0;
+// Read on every poll: libweft is built with TLS descriptors (CMakeLists.txt),
+// so this costs no __tls_get_addr call, and dlopen() still works.
+thread_local std::uint64_t progress_calls_tl = 0;
 }  // namespace
 
 std::uint64_t thread_progress_calls() noexcept { return progress_calls_tl; }

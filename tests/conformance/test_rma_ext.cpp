@@ -164,10 +164,10 @@ TEST_P(rma_ext, inject_writes_counted_by_a_write_counter_count_their_delivery) {
   EXPECT_EQ(c, static_cast<std::uint64_t>(n));
 }
 
-// Failed inject writes reserved no completion, but their failures are never
+// Failed inject writes reserved no completion, but their failures are not
 // dropped, however small the initiator's CQ: shm reserves room when the
-// write is posted (a full CQ is `again`), tcp stops reading the connection
-// until the application makes room. Seven failures through a 2-entry CQ.
+// write is posted (a full CQ is `again`), on tcp the error entries wait for
+// room. Seven failures through a 2-entry CQ.
 TEST_P(rma_ext, inject_write_failures_are_not_lost_in_a_small_cq) {
   node x = open_node(GetParam().provider, cap::msg, 0, false, 2);
   fi_addr_t to = insert(x, b);
@@ -202,6 +202,49 @@ TEST_P(rma_ext, inject_write_failures_are_not_lost_in_a_small_cq) {
   outcome o = next(x, {&b});
   ASSERT_TRUE(o.ok) << o.err.msg;
   EXPECT_EQ(target[0], 1);
+}
+
+// A failure waiting for CQ room must not hold back the completions that
+// would free it: an inject write fails, then two delivery-complete writes take
+// the whole 2-entry CQ; their completions, then the failure, all arrive.
+TEST_P(rma_ext, a_waiting_failure_does_not_block_the_completions_behind_it) {
+  node x = open_node(GetParam().provider, cap::msg, 0, false, 2);
+  fi_addr_t to = insert(x, b);
+  unsigned char v[2] = {7, 8};
+  int oks = 0, errors = 0;
+  auto read_one = [&] {
+    cq_entry e{};
+    const errc r = x.cq.read(e);
+    if (r == errc::ok) ++oks;
+    if (r == errc::error_available) {
+      cq_err_entry ee{};
+      ASSERT_EQ(x.cq.read_error(ee), errc::ok);
+      EXPECT_EQ(ee.err, errc::not_found) << ee.msg;
+      ++errors;
+    }
+    b.cq.progress();
+  };
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  auto post_reading = [&](auto&& f) {
+    errc r = errc::again;
+    while (r == errc::again && std::chrono::steady_clock::now() < deadline) {
+      r = f();
+      if (r == errc::again) read_one();
+    }
+    return r;
+  };
+  ASSERT_EQ(post_reading([&] { return x.ep.inject_write(&v[0], 1, to, 0, mr.key() ^ 1); }), errc::ok);
+  ::iovec io{&v[1], 1};
+  for (std::uint64_t i = 0; i < 2; ++i)
+    ASSERT_EQ(post_reading([&] {
+                return x.ep.writemsg(rma_desc{&io, 1, to, 100 + i, mr.key(), nullptr}, flag::delivery_complete);
+              }),
+              errc::ok);
+  while ((oks < 2 || errors < 1) && std::chrono::steady_clock::now() < deadline) read_one();
+  EXPECT_EQ(oks, 2) << "the writes' completions arrived";
+  EXPECT_EQ(errors, 1) << "and the failure too";
+  EXPECT_EQ(target[100], 8);
+  EXPECT_EQ(target[101], 8);
 }
 
 TEST_P(rma_ext, completion_levels_per_operation_and_errors_are_not_lost) {

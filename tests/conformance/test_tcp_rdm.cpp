@@ -294,9 +294,9 @@ TEST(tcp_rdm, busy_polled_lone_connection_delivers_whatever_the_poll_pause) {
 
 // The failure of a write that reserved no completion (an inject write) needs
 // room in the initiator's CQ for its error entry. With the CQ full, the
-// connection stops reading until the application reads its CQ: every failure
-// is reported, none is dropped. Without a write counter the failures come
-// unsolicited (transmit-complete); with one, they answer awaited writes.
+// error entries wait, in order, until the application reads its CQ: every
+// failure is reported, none is dropped. Without a write counter the failures
+// come unsolicited (transmit-complete); with one, they answer awaited writes.
 TEST(tcp_rdm, failures_of_inject_writes_wait_for_room_in_a_full_cq) {
   ::setenv("WEFT_PROGRESS", "manual", 1);
   for (bool counted : {false, true}) {

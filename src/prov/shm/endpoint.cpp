@@ -1102,6 +1102,7 @@ errc endpoint_impl::rma(const rma_desc& d, std::uint64_t flags) noexcept {
   }
   if (inject) {
     if (inject_free_.empty()) {
+      txcq_->unreserve();
       txp_.put(op);
       return errc::again;
     }

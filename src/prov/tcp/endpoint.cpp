@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -115,7 +116,6 @@ struct tx_op : util::list_node {
   std::uint32_t gen = 0;
   bool internal = false;    // protocol frame: no completion
   bool completion = false;  // a user operation that reports a completion
-  bool err_reserved = false;  // no completion, but a failure arrived: CQ room held for its error entry
   void* ctx = nullptr;
   std::uint64_t flags = 0;
   std::uint64_t tag = 0;
@@ -168,7 +168,7 @@ struct conn final : handler {
   enum class st : std::uint8_t { connecting, wait_ack, wait_hello, established, closing, lost };
   // stalled: a message waits for a buffer or a receive; answers: an RMA request waits until the
   // answers owed on this connection drain
-  enum class rs : std::uint8_t { header, user, unexp, ctrl, discard, stalled, answers, cq_full };
+  enum class rs : std::uint8_t { header, user, unexp, ctrl, discard, stalled, answers };
   endpoint_impl* ep = nullptr;
   int fd = -1;
   st state = st::connecting;
@@ -218,7 +218,7 @@ struct conn final : handler {
 };
 
 inline bool paused(const conn* c) noexcept {
-  return c->rstage == conn::rs::stalled || c->rstage == conn::rs::answers || c->rstage == conn::rs::cq_full;
+  return c->rstage == conn::rs::stalled || c->rstage == conn::rs::answers;
 }
 
 struct listener final : handler {
@@ -313,7 +313,15 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable {
   std::shared_ptr<spi::mr_registry> reg_;
   std::uint64_t level_ = flag::delivery_complete;  // default completion level of RMA
   std::size_t rma_reserved_ = 0;  // CQ room held by RMA/atomic operations not yet complete
-  std::uint32_t answer_waits_ = 0;  // connections paused in rs::answers or rs::cq_full
+  std::uint32_t answer_waits_ = 0;  // connections paused in rs::answers
+  // Failures nobody reserved CQ room for (transmit-complete and inject
+  // writes), waiting for room: pushed in order as soon as the CQ has some.
+  static constexpr std::size_t pending_errors_max = 64;
+  std::array<cq_err_entry, pending_errors_max> pend_err_{};
+  std::size_t pend_head_ = 0, pend_n_ = 0;
+  std::uint64_t errors_dropped_ = 0;  // beyond pending_errors_max (the write counter still counts them)
+  void report_error(const cq_err_entry& ee) noexcept;
+  void push_pending_errors() noexcept;
   [[nodiscard]] bool answer_room(const conn* c) const noexcept {
     return c->answers < max_answers && txp_.available() > 64;
   }
@@ -803,21 +811,44 @@ void endpoint_impl::flush(conn* c) noexcept {
   if (c->txq.empty() && c->close_after_flush) close_conn(c);
 }
 
+// An error entry no operation reserved room for: into the CQ if it has room
+// and nothing is waiting before it, else it waits (in order) for room, which
+// progress gives it as soon as the application reads the CQ. Only beyond
+// pending_errors_max waiting entries is one dropped (the counters still count
+// it). Never a pause of the connection: the completions that would free the
+// CQ may be behind it in the same stream.
+void endpoint_impl::report_error(const cq_err_entry& ee) noexcept {
+  if (pend_n_ == 0 && txcq_->reserve()) {
+    txcq_->push_error(ee);
+    return;
+  }
+  if (pend_n_ == pending_errors_max) {
+    ++errors_dropped_;
+    return;
+  }
+  pend_err_[(pend_head_ + pend_n_) % pending_errors_max] = ee;
+  ++pend_n_;
+}
+
+void endpoint_impl::push_pending_errors() noexcept {
+  while (pend_n_ && txcq_->reserve()) {
+    txcq_->push_error(pend_err_[pend_head_]);
+    pend_head_ = (pend_head_ + 1) % pending_errors_max;
+    --pend_n_;
+  }
+}
+
 void endpoint_impl::complete_tx(tx_op* op, errc e, const char* why) noexcept {
   if (op->answer && op->on) --op->on->answers;
   if (!op->internal) spi::count(cntrs_.of_tx(op->flags), e == errc::ok);
-  if (!op->internal && !op->completion && e != errc::ok && (op->flags & flag::rma) &&
-      (op->err_reserved || txcq_->reserve())) {
+  if (!op->internal && !op->completion && e != errc::ok && (op->flags & flag::rma)) {
     // inject write: nothing to report when it worked; a failure is not lost
     cq_err_entry ee;
     ee.flags = op->flags | flag::inject;
     ee.err = e;
     std::snprintf(ee.msg, sizeof ee.msg, "an injected write failed: %s", why);
-    txcq_->push_error(ee);
-  } else if (op->err_reserved) {
-    txcq_->unreserve();
+    report_error(ee);
   }
-  op->err_reserved = false;
   if (op->completion && (op->flags & (flag::rma | flag::atomic))) --rma_reserved_;
   if (op->completion) {
     if (e == errc::ok) {
@@ -843,8 +874,6 @@ void endpoint_impl::recycle(tx_op* op) noexcept {
   op->parts = 1;
   op->part_err = errc::ok;
   op->local_count = op->local_len = 0;
-  if (op->err_reserved) txcq_->unreserve();  // not used by complete_tx(): give it back
-  op->err_reserved = false;
   ++op->gen;
   txp_.put(op);
 }
@@ -1124,32 +1153,23 @@ void endpoint_impl::handle_rma_resp(conn* c) noexcept {
     fail_conn(c, errc::io_error, "protocol error: an RMA answer nobody asked for; connection dropped");
     return;
   }
-  // A failure nobody reserved a completion for (a transmit-complete write,
-  // or an inject) needs room in the CQ for its error entry: without room,
-  // read nothing more from this peer until the application reads its CQ
-  // (resume_answers() comes back here). A failure is never dropped.
-  tx_op* u = op && op->parent ? op->parent : op;  // the operation that completes
-  if (st != errc::ok && (!u || (!u->completion && !u->err_reserved))) {
-    if (!txcq_->reserve()) {
-      c->rstage = conn::rs::cq_full;
-      ++answer_waits_;
-      update_events(c);
-      return;
-    }
-    if (u) u->err_reserved = true;  // complete_tx() pushes the error entry into it
-  }
   if (!op) {
     --c->tc_pending;
     {
-      // An error completion without a context (the room is reserved above).
+      // An error completion without a context.
       cq_err_entry ee;
-      ee.flags = flag::rma | flag::write | ((id & tc_inject_bit) ? flag::inject : 0);
       ee.err = st;
-      std::snprintf(ee.msg, sizeof ee.msg,
-                    "a write that completed at transmit failed at the target (%s): use delivery_complete to "
-                    "learn which",
-                    to_string(st));
-      txcq_->push_error(ee);
+      if (id & tc_inject_bit) {
+        ee.flags = flag::rma | flag::write | flag::inject;
+        std::snprintf(ee.msg, sizeof ee.msg, "an injected write failed at the target (%s)", to_string(st));
+      } else {
+        ee.flags = flag::rma | flag::write;
+        std::snprintf(ee.msg, sizeof ee.msg,
+                      "a write that completed at transmit failed at the target (%s): use delivery_complete to "
+                      "learn which",
+                      to_string(st));
+      }
+      report_error(ee);
       if (cntrs_.write) cntrs_.write->inc_err();
     }
     discard_payload(c, c->cur.len);
@@ -1205,27 +1225,12 @@ bool endpoint_impl::sink_check(conn* c, std::size_t n) noexcept {
   return false;
 }
 
-// Connections that stopped reading because too many answers were owed, or
-// because a failure found no room in the CQ.
+// Connections that stopped reading because too many answers were owed.
 void endpoint_impl::resume_answers() noexcept {
   answer_waits_ = 0;  // counted again: those still waiting, and any that start waiting below
   for (std::size_t i = 0; i < conns_.size(); ++i) {
     conn* c = conns_[i].get();
-    if (c->dead) continue;
-    if (c->rstage == conn::rs::cq_full) {  // a failure waits for room in the CQ
-      if (!txcq_->reserve()) {
-        ++answer_waits_;
-        continue;
-      }
-      txcq_->unreserve();  // handle_rma_resp() takes it
-      c->rstage = conn::rs::header;
-      update_events(c);
-      handle_rma_resp(c);
-      if (!c->dead) consume(c);
-      if (!c->dead && !paused(c)) read_conn(c);
-      continue;
-    }
-    if (c->rstage != conn::rs::answers) continue;
+    if (c->dead || c->rstage != conn::rs::answers) continue;
     if (!answer_room(c)) {
       ++answer_waits_;
       continue;
@@ -1498,8 +1503,7 @@ void endpoint_impl::consume(conn* c) noexcept {
         break;
       }
       case conn::rs::stalled:
-      case conn::rs::answers:
-      case conn::rs::cq_full: return;
+      case conn::rs::answers: return;
     }
   }
 }
@@ -2320,6 +2324,7 @@ void endpoint_impl::progress() noexcept {
     }
   }
   if (answer_waits_) resume_answers();
+  if (pend_n_) push_pending_errors();
   if (need_reap_) reap();
 }
 
