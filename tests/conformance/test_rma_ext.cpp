@@ -247,6 +247,51 @@ TEST_P(rma_ext, a_waiting_failure_does_not_block_the_completions_behind_it) {
   EXPECT_EQ(target[101], 8);
 }
 
+// shm: with a target that counts peers' writes, inject writes go two-sided
+// and each holds one of 64 inject buffers until the target answers. Posts
+// beyond that are `again` and must give back the CQ room they reserved: after
+// thousands of such retries the initiator still posts and completes.
+TEST_P(rma_ext, inject_writes_out_of_buffers_give_back_their_cq_room) {
+  if (GetParam().provider != "shm") GTEST_SKIP() << "inject buffers are shm's";
+  auto tc = b.dom.open_counter();
+  ASSERT_TRUE(tc);
+  auto te = b.dom.open_endpoint(b.inf);
+  ASSERT_TRUE(te);
+  ASSERT_TRUE(te->bind(b.cq) && te->bind(b.av) && te->bind(*tc, flag::remote_write) && te->enable());
+  auto to = a.av.insert(te->name());
+  ASSERT_TRUE(to);
+  unsigned char v = 3;
+  int posted = 0;
+  for (int i = 0; i < 100; ++i)  // the target does not progress: buffers run out
+    if (a.ep.inject_write(&v, 1, *to, static_cast<std::uint64_t>(i), mr.key()) == errc::ok) ++posted;
+  ASSERT_GE(posted, 1);
+  ASSERT_LT(posted, 100) << "inject buffers are bounded";
+  for (int i = 0; i < 3000; ++i) ASSERT_EQ(a.ep.inject_write(&v, 1, *to, 0, mr.key()), errc::again);
+  // the target catches up; every inject lands
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (tc->read() < static_cast<std::uint64_t>(posted) && std::chrono::steady_clock::now() < deadline) {
+    b.cq.progress();
+    a.cq.progress();
+  }
+  ASSERT_EQ(tc->read(), static_cast<std::uint64_t>(posted));
+  // and the initiator's CQ still has all its room: 200 writes in flight at once
+  for (int i = 0; i < 200; ++i) {
+    errc r = errc::again;
+    for (int tries = 0; tries < 1000 && r == errc::again; ++tries) {
+      r = a.ep.write(&v, 1, *to, 200, mr.key());
+      if (r == errc::again) {
+        b.cq.progress();
+        a.cq.progress();  // acks free the operations; the CQ keeps its entries
+      }
+    }
+    ASSERT_EQ(r, errc::ok) << "write " << i << ": CQ room lost to the refused injects";
+  }
+  for (int i = 0; i < 200; ++i) {
+    outcome o = done();
+    ASSERT_TRUE(o.ok) << o.err.msg;
+  }
+}
+
 TEST_P(rma_ext, completion_levels_per_operation_and_errors_are_not_lost) {
   auto src = pattern(100000, 5);
   for (std::uint64_t level : {flag::transmit_complete, flag::delivery_complete, flag::commit_complete}) {
