@@ -140,6 +140,19 @@ inline outcome next(node& n, std::vector<node*> others = {}, int timeout_ms = 10
   return o;
 }
 
+// Polls n's CQ once: true if it held an error entry for an injected write
+// (no context) that failed with `want`; a success entry is consumed too.
+inline bool take_inject_failure(node& n, errc want) {
+  cq_entry e{};
+  if (n.cq.read(e) != errc::error_available) return false;
+  cq_err_entry ee{};
+  EXPECT_EQ(n.cq.read_error(ee), errc::ok);
+  EXPECT_EQ(ee.err, want) << ee.msg;
+  EXPECT_EQ(ee.context, nullptr);
+  EXPECT_TRUE(ee.flags & flag::inject) << ee.msg;
+  return true;
+}
+
 // Posts, driving progress on `drive` while the provider says again.
 template <class F>
 errc post(F&& f, std::vector<node*> drive, int timeout_ms = 10000) {
