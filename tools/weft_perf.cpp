@@ -14,7 +14,7 @@
 #include <thread>
 #include <vector>
 
-#include "page_bytes.hpp"
+#include "support.hpp"
 #include "weft/weft.hpp"
 
 namespace {
@@ -139,8 +139,8 @@ struct conn {
 // Busy-polls the CQ for one completion; dies on an error entry or silence.
 weft::cq_entry wait_one(conn& c) {
   weft::cq_entry e;
-  clk::time_point deadline{};  // set once the wait has lasted: no clock read per message
-  for (std::uint64_t spins = 0;; ++spins) {
+  weft::tools::spin_deadline dl(c.timeout_s, 1024);
+  for (;;) {
     weft::errc r = c.cq.read(e);
     if (r == weft::errc::ok) return e;
     if (r == weft::errc::error_available) {
@@ -148,10 +148,9 @@ weft::cq_entry wait_one(conn& c) {
       if (c.cq.read_error(ee) == weft::errc::ok)
         die(std::string("operation failed: ") + weft::to_string(ee.err) + ": " + ee.msg);
     }
-    if ((spins & 1023) == 1023) {  // not on the first spin: keep syscalls out of timed loops
+    if (dl.due()) {  // not on every spin: keep syscalls out of timed loops
       check_server();
-      if (spins == 1023) deadline = clk::now() + std::chrono::seconds(c.timeout_s);
-      else if (clk::now() > deadline)
+      if (dl.over())
         die("the peer has been silent for " + std::to_string(c.timeout_s) + " s (is it running?)");
     }
   }
@@ -161,8 +160,8 @@ weft::cq_entry wait_one(conn& c) {
 // meanwhile go to seen() when given.
 template <class Post, class Seen = void (*)(const weft::cq_entry&)>
 void post_retry(conn& c, Post&& post, Seen seen = [](const weft::cq_entry&) {}) {
-  clk::time_point deadline{};
-  for (std::uint64_t spins = 0;; ++spins) {
+  weft::tools::spin_deadline dl(c.timeout_s, 1024);
+  for (;;) {
     weft::errc r = post();
     if (r == weft::errc::ok) return;
     if (r != weft::errc::again) die(std::string("post failed: ") + weft::to_string(r));
@@ -170,10 +169,7 @@ void post_retry(conn& c, Post&& post, Seen seen = [](const weft::cq_entry&) {}) 
     weft::errc q = c.cq.read(e);
     if (q == weft::errc::ok) seen(e);
     if (q == weft::errc::error_available) wait_one(c);  // reports and dies
-    if ((spins & 1023) == 1023) {
-      if (spins == 1023) deadline = clk::now() + std::chrono::seconds(c.timeout_s);
-      else if (clk::now() > deadline) die("back-pressure did not clear (is the peer running?)");
-    }
+    if (dl.due() && dl.over()) die("back-pressure did not clear (is the peer running?)");
   }
 }
 

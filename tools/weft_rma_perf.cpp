@@ -24,7 +24,7 @@
 #include <thread>
 #include <vector>
 
-#include "page_bytes.hpp"
+#include "support.hpp"
 #include "weft/weft.hpp"
 
 namespace {
@@ -284,21 +284,20 @@ struct initiator {
   }
   // The clock is read only once a wait has lasted a while, not per operation.
   void wait_all() {
-    clk::time_point deadline{};
-    for (std::uint64_t s = 0; inflight; ++s) {
+    weft::tools::spin_deadline dl(o.timeout_s, 4096);
+    while (inflight) {
       reap();
-      if ((s & 4095) == 4095) {
+      if (dl.due()) {
         check_target();
-        if (s == 4095) deadline = clk::now() + std::chrono::seconds(o.timeout_s);
-        else if (clk::now() > deadline) die("operations did not complete (is the target alive?)");
+        if (dl.over()) die("operations did not complete (is the target alive?)");
       }
     }
   }
   // counted: the operation gives a completion (not an inject)
   template <class Post>
   void post(Post&& p, bool counted = true) {
-    clk::time_point deadline{};
-    for (std::uint64_t s = 0;; ++s) {
+    weft::tools::spin_deadline dl(o.timeout_s, 4096);
+    for (;;) {
       weft::errc r = p();
       if (r == weft::errc::ok) {
         if (counted) ++inflight;
@@ -306,10 +305,9 @@ struct initiator {
       }
       if (r != weft::errc::again) die(std::string("post failed: ") + weft::to_string(r));
       reap();
-      if ((s & 4095) == 4095) {
+      if (dl.due()) {
         check_target();
-        if (s == 4095) deadline = clk::now() + std::chrono::seconds(o.timeout_s);
-        else if (clk::now() > deadline) die("back-pressure did not clear");
+        if (dl.over()) die("back-pressure did not clear");
       }
     }
   }

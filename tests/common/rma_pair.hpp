@@ -1,11 +1,58 @@
 #pragma once
 // Two nodes of one provider variant, b's memory registered for a's RMA: the
 // fixture of the RMA conformance tests. Skips variants without cap::rma.
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
 #include <vector>
 
 #include "harness.hpp"
 
 namespace weft::test {
+
+// Forks `procs` processes that each add 1, `per` times, to the u64 at offset
+// 0 of region `key` at the endpoint `target`, waiting for each completion;
+// a child exits 0 when every addition completed. With retry_again, a post
+// answered `again` is retried (progressing) for up to 10 s; without, it fails.
+inline void fork_adders(const std::string& provider, const address& target, std::uint64_t key, int procs, int per,
+                        bool retry_again, std::vector<pid_t>& kids) {
+  for (int k = 0; k < procs; ++k) {
+    pid_t p = ::fork();
+    ASSERT_GE(p, 0);
+    if (p == 0) {
+      forked_child();
+      int rc = 0;
+      {
+        node c = open_node(provider, cap::msg);
+        auto d = c.av.insert(target);
+        std::uint64_t one = 1;
+        for (int i = 0; d && i < per && rc == 0; ++i) {
+          errc r;
+          const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+          while ((r = c.ep.atomic(atomic_op::sum, atomic_type::u64, &one, 1, *d, 0, key)) == errc::again &&
+                 retry_again && std::chrono::steady_clock::now() < until)
+            c.cq.progress();
+          if (r != errc::ok) rc = 2;
+          cq_entry e;
+          if (rc == 0 && c.cq.wait(e, 10000) != errc::ok) rc = 3;
+        }
+        if (!d) rc = 1;
+      }
+      ::_exit(rc);
+    }
+    kids.push_back(p);
+  }
+}
+
+// Progresses `target` until each of the adders exited, and expects exit 0.
+inline void reap_adders(node& target, const std::vector<pid_t>& kids) {
+  for (pid_t p : kids) {
+    int st = 0;
+    while (::waitpid(p, &st, WNOHANG) == 0) target.cq.progress();
+    EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "child status " << st;
+  }
+}
 
 class rma_pair : public ::testing::TestWithParam<variant> {
  protected:

@@ -319,27 +319,8 @@ TEST_P(atomics, four_processes_add_concurrently) {
   const std::uint64_t key = mr.key();
   constexpr int procs = 4, per = 500;
   std::vector<pid_t> kids;
-  for (int k = 0; k < procs; ++k) {
-    pid_t p = ::fork();
-    ASSERT_GE(p, 0);
-    if (p == 0) {
-      forked_child();
-      int rc = 0;
-      {
-        node c = open_node(GetParam().provider, cap::msg);
-        auto d = c.av.insert(baddr);
-        std::uint64_t one = 1;
-        for (int i = 0; d && i < per && rc == 0; ++i) {
-          if (c.ep.atomic(atomic_op::sum, atomic_type::u64, &one, 1, *d, 0, key) != errc::ok) rc = 2;
-          cq_entry e;
-          if (rc == 0 && c.cq.wait(e, 10000) != errc::ok) rc = 3;
-        }
-        if (!d) rc = 1;
-      }
-      ::_exit(rc);
-    }
-    kids.push_back(p);
-  }
+  fork_adders(GetParam().provider, baddr, key, procs, per, false, kids);
+  ASSERT_FALSE(HasFatalFailure()) << "fork failed";
   // the target progresses until every addition arrived (bounded)
   std::uint64_t v = 0;
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
@@ -348,11 +329,7 @@ TEST_P(atomics, four_processes_add_concurrently) {
     std::memcpy(&v, target.data(), 8);
     if (v == procs * per) break;
   }
-  for (pid_t p : kids) {
-    int st = 0;
-    while (::waitpid(p, &st, WNOHANG) == 0) b.cq.progress();
-    EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "child status " << st;
-  }
+  reap_adders(b, kids);
   EXPECT_EQ(v, static_cast<std::uint64_t>(procs * per)) << "no addition lost";
 }
 

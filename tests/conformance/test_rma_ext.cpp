@@ -808,32 +808,8 @@ TEST_P(rma_ext, allocated_memory_atomics_from_four_processes) {
   const address baddr = b.ep.name();
   const std::uint64_t key = m->key();
   std::vector<pid_t> kids;
-  for (int k = 0; k < 4; ++k) {
-    pid_t p = ::fork();
-    ASSERT_GE(p, 0);
-    if (p == 0) {
-      forked_child();
-      int rc = 0;
-      {
-        node c = open_node(GetParam().provider, cap::msg);
-        auto d = c.av.insert(baddr);
-        std::uint64_t one = 1;
-        for (int i = 0; d && i < 500 && rc == 0; ++i) {
-          errc r;
-          auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-          while ((r = c.ep.atomic(atomic_op::sum, atomic_type::u64, &one, 1, *d, 0, key)) == errc::again &&
-                 std::chrono::steady_clock::now() < until)
-            c.cq.progress();
-          if (r != errc::ok) rc = 2;
-          cq_entry e;
-          if (rc == 0 && c.cq.wait(e, 10000) != errc::ok) rc = 3;
-        }
-        if (!d) rc = 1;
-      }
-      ::_exit(rc);
-    }
-    kids.push_back(p);
-  }
+  fork_adders(GetParam().provider, baddr, key, 4, 500, true, kids);
+  ASSERT_FALSE(HasFatalFailure()) << "fork failed";
   // the target adds too, with its own CPU atomics, while it serves the others
   std::atomic_ref<std::uint64_t> mine(*static_cast<std::uint64_t*>(m->addr()));
   for (int i = 0; i < 500; ++i) {
@@ -842,11 +818,7 @@ TEST_P(rma_ext, allocated_memory_atomics_from_four_processes) {
   }
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
   while (mine.load() < 2500 && std::chrono::steady_clock::now() < deadline) b.cq.progress();
-  for (pid_t p : kids) {
-    int st = 0;
-    while (::waitpid(p, &st, WNOHANG) == 0) b.cq.progress();
-    EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "child status " << st;
-  }
+  reap_adders(b, kids);
   EXPECT_EQ(mine.load(), 2500u) << "no addition lost";
 }
 

@@ -249,6 +249,7 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable {
   [[nodiscard]] int wait_fd() const noexcept override { return dom_->eng().fd(); }
   void prepare_sleep() noexcept override;
   void leave_direct() noexcept;
+  void poll_engine() noexcept;
 
   void on_conn_event(conn* c, std::uint32_t ev) noexcept;
   void on_accept() noexcept;
@@ -319,9 +320,13 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable {
   static constexpr std::size_t pending_errors_max = 64;
   std::array<cq_err_entry, pending_errors_max> pend_err_{};
   std::size_t pend_head_ = 0, pend_n_ = 0;
-  std::uint64_t errors_dropped_ = 0;  // beyond pending_errors_max (the write counter still counts them)
   void report_error(const cq_err_entry& ee) noexcept;
   void push_pending_errors() noexcept;
+  // An RMA request's id: the operation's pool index and 31 bits of its
+  // generation (bit 63 is tc_inject_bit); the answer echoes it.
+  [[nodiscard]] std::uint64_t request_id(const tx_op* op) const noexcept {
+    return (std::uint64_t{op->gen & 0x7fffffffu} << 32) | txp_.index(op);
+  }
   [[nodiscard]] bool answer_room(const conn* c) const noexcept {
     return c->answers < max_answers && txp_.available() > 64;
   }
@@ -381,19 +386,21 @@ void set_congestion(int fd, const sockaddr* peer, const std::string& cc) noexcep
     (void)::setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, name, static_cast<socklen_t>(std::strlen(name)));
 }
 
-void set_congestion_accepted(int fd, const std::string& cc) noexcept {
-  sockaddr_storage ss{};
-  socklen_t l = sizeof ss;
-  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &l) == 0)
-    set_congestion(fd, reinterpret_cast<sockaddr*>(&ss), cc);
-}
-
-void set_socket_options(int fd, int timeout_ms, int sndbuf = 0) noexcept {
+// Every connection's socket: SO_SNDBUF if configured, TCP_NODELAY,
+// TCP_USER_TIMEOUT, and the congestion control for its peer (peer: the
+// address connected to; nullptr for an accepted socket, which asks the kernel).
+void set_socket_options(int fd, const config& cfg, const sockaddr* peer) noexcept {
   int one = 1;
-  if (sndbuf > 0) (void)::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
+  if (cfg.sndbuf > 0) (void)::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &cfg.sndbuf, sizeof cfg.sndbuf);
   (void)::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  unsigned to = static_cast<unsigned>(timeout_ms);
+  unsigned to = static_cast<unsigned>(cfg.timeout_ms);
   (void)::setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &to, sizeof to);
+  sockaddr_storage ss{};
+  if (!peer) {
+    socklen_t l = sizeof ss;
+    if (::getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &l) == 0) peer = reinterpret_cast<sockaddr*>(&ss);
+  }
+  set_congestion(fd, peer, cfg.congestion);
 }
 
 // ------------------------------------------------------------------ setup
@@ -594,8 +601,7 @@ conn* endpoint_impl::open_conn(const address& peer, const std::string& key, fi_a
   if (!to_sockaddr(peer, ss, len)) return nullptr;
   int fd = ::socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return nullptr;
-  set_socket_options(fd, cfg_.timeout_ms, cfg_.sndbuf);
-  set_congestion(fd, reinterpret_cast<sockaddr*>(&ss), cfg_.congestion);
+  set_socket_options(fd, cfg_, reinterpret_cast<sockaddr*>(&ss));
   if (!msg_mode_) {  // a specific listening IP is also our source: the peer checks it
     sockaddr_storage me;
     socklen_t ml;
@@ -678,8 +684,7 @@ void endpoint_impl::on_accept() noexcept {
       ::close(fd);
       continue;
     }
-    set_socket_options(fd, cfg_.timeout_ms, cfg_.sndbuf);
-    set_congestion_accepted(fd, cfg_.congestion);
+    set_socket_options(fd, cfg_, nullptr);
     auto c = std::make_unique<conn>();
     c->ep = this;
     c->fd = fd;
@@ -822,10 +827,7 @@ void endpoint_impl::report_error(const cq_err_entry& ee) noexcept {
     txcq_->push_error(ee);
     return;
   }
-  if (pend_n_ == pending_errors_max) {
-    ++errors_dropped_;
-    return;
-  }
+  if (pend_n_ == pending_errors_max) return;  // dropped: the write counter still counts it
   pend_err_[(pend_head_ + pend_n_) % pending_errors_max] = ee;
   ++pend_n_;
 }
@@ -1056,8 +1058,7 @@ errc endpoint_impl::rma(const rma_desc& d, std::uint64_t flags) noexcept {
     // The id names the operation an answer is for; an unawaited (transmit-
     // complete) write is answered only when it fails, and its id then says
     // whether it was an inject (bit 63), for the error entry's flags.
-    const std::uint64_t id = (std::uint64_t{op->gen & 0x7fffffffu} << 32) | txp_.index(op) |
-                             (!op->await && inject ? tc_inject_bit : 0);
+    const std::uint64_t id = request_id(op) | (!op->await && inject ? tc_inject_bit : 0);
     wire::rma_req q{rr[i].key, rr[i].offset, id,
                     write || save ? 0u : static_cast<std::uint32_t>(part), 0, 0,
                     static_cast<std::uint8_t>(save ? (level == flag::commit_complete ? 3 : level == flag::delivery_complete ? 2 : 1) : 0),
@@ -1110,7 +1111,7 @@ errc endpoint_impl::atomic(const atomic_desc& d) noexcept {
   op->tag = 0;
   op->len = bytes;
   op->await = true;
-  wire::rma_req q{d.key, d.offset, (std::uint64_t{op->gen & 0x7fffffffu} << 32) | txp_.index(op), static_cast<std::uint32_t>(d.count),
+  wire::rma_req q{d.key, d.offset, request_id(op), static_cast<std::uint32_t>(d.count),
                   d.op, d.type, 0, 0};
   std::memcpy(op->buf, &q, sizeof q);
   std::memcpy(op->buf + sizeof q, d.operand, bytes);
@@ -1143,9 +1144,7 @@ void endpoint_impl::handle_rma_resp(conn* c) noexcept {
   }
   const auto st = static_cast<errc>(raw);
   tx_op* op = txp_.at(static_cast<std::uint32_t>(id));
-  if (!op || (op->gen & 0x7fffffffu) != static_cast<std::uint32_t>((id >> 32) & 0x7fffffffu) || !op->await ||
-      op->on != c || (id & tc_inject_bit))
-    op = nullptr;
+  if (!op || request_id(op) != id || !op->await || op->on != c) op = nullptr;
   // No operation waits for it: the failure of a transmit-complete write
   // (they are answered only when they fail). Beyond the number of such
   // writes sent here, a peer is making answers up.
@@ -2272,6 +2271,16 @@ void endpoint_impl::tick(std::uint64_t now) noexcept {
   }
 }
 
+// epoll_wait (without waiting) and the timers (at most every tick_ns).
+void endpoint_impl::poll_engine() noexcept {
+  dom_->eng().poll();
+  const std::uint64_t now = util::now_ns();
+  if (now >= next_tick_) {
+    next_tick_ = now + tick_ns;
+    tick(now);
+  }
+}
+
 void endpoint_impl::progress() noexcept {
   auto g = dom_->guard();
   // One established connection with nothing to write, polled by the
@@ -2290,12 +2299,7 @@ void endpoint_impl::progress() noexcept {
     }
     if (++direct_polls_ > static_cast<std::uint32_t>(cfg_.direct_polls)) {
       direct_polls_ = 0;
-      dom_->eng().poll();
-      const std::uint64_t now = util::now_ns();
-      if (now >= next_tick_) {
-        next_tick_ = now + tick_ns;
-        tick(now);
-      }
+      poll_engine();
     }
     if (!only->dead && only->direct) {
       // Busy polling. A receive takes the socket's lock, which the kernel
@@ -2316,12 +2320,7 @@ void endpoint_impl::progress() noexcept {
     }
   } else {
     direct_polls_ = 0;
-    dom_->eng().poll();
-    const std::uint64_t now = util::now_ns();  // timers: at least every 16 polls
-    if (now >= next_tick_) {
-      next_tick_ = now + tick_ns;
-      tick(now);
-    }
+    poll_engine();
   }
   if (answer_waits_) resume_answers();
   if (pend_n_) push_pending_errors();
@@ -2576,8 +2575,7 @@ class passive_impl final : public spi::passive_endpoint, public spi::progressabl
         ::close(fd);
         continue;
       }
-      set_socket_options(fd, dom_->cfg().timeout_ms, dom_->cfg().sndbuf);
-      set_congestion_accepted(fd, dom_->cfg().congestion);
+      set_socket_options(fd, dom_->cfg(), nullptr);
       try {
         auto p = std::make_shared<pending>();
         p->fd = fd;
