@@ -177,7 +177,8 @@ class endpoint : public detail::handle<spi::endpoint> {
   }
   [[nodiscard]] address name() const { return impl_ ? impl_->name() : address{}; }
 
-  // connected (MSG) endpoints: connection management (cf. fi_cm(3))
+  // Events: connection management on MSG endpoints (cf. fi_cm(3)); on RDM
+  // endpoints, eq_event::kind::peer_dead names a peer that died or closed.
   result<void> bind(event_queue& q);
   void set_context(void* ctx) noexcept {
     if (impl_) impl_->context = ctx;

@@ -9,25 +9,11 @@
 #include <string>
 #include <vector>
 
+#include "weft/event.hpp"
 #include "weft/info.hpp"
 #include "weft/spi/cq.hpp"
 
 namespace weft {
-
-struct eq_event {
-  enum class kind : std::uint8_t {
-    connreq,    // a peer asks to connect: open an endpoint from `req`, then accept() or reject()
-    connected,  // the connection is up (both sides get it)
-    shutdown,   // the peer shut the connection down
-    error,      // connect failed: refused, unreachable, timed out, rejected (see err and message)
-  };
-  kind type = kind::error;
-  void* context = nullptr;       // the endpoint's context (endpoint::set_context)
-  info req;                      // connreq: the info to open the accepting endpoint with
-  std::vector<std::byte> data;   // connection data: connreq (connect's), connected (accept's), rejected (reject's)
-  errc err = errc::ok;           // error events
-  std::string message;           // error events: what happened and what to do
-};
 
 namespace spi {
 

@@ -49,10 +49,11 @@ class endpoint {
   virtual result<void> bind_cntr(std::shared_ptr<cntr>, std::uint64_t) {
     return make_error(errc::not_supported, "this provider has no counters");
   }
-  // connected (MSG) endpoints; RDM endpoints refuse these
+  // MSG endpoints: connection management events; RDM endpoints: peer_dead events
   virtual result<void> bind_eq(std::shared_ptr<eq>) {
-    return make_error(errc::not_supported, "this endpoint type has no connection events (use MSG endpoints)");
+    return make_error(errc::not_supported, "this provider's endpoints report no events yet");
   }
+  // connected (MSG) endpoints; RDM endpoints refuse these
   virtual result<void> connect(const address&, std::span<const std::byte>) {
     return make_error(errc::not_supported, "connect is for MSG endpoints (ep_type::msg)");
   }
