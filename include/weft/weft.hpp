@@ -1,38 +1,75 @@
 #pragma once
 // The weft C++ API: move-only RAII handles over provider objects. A child
 // keeps its parent alive, so objects may be closed (destroyed) in any order.
+//
+// The handles call the data path inline through the interfaces of
+// weft/detail/ops.hpp; everything else is defined in libweft. The provider
+// interface (weft/spi/) is not included here: its classes are only named.
 #include <sys/uio.h>
 
 #include <memory>
 #include <span>
+#include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
 #include "weft/address.hpp"
 #include "weft/atomic.hpp"
+#include "weft/av.hpp"
+#include "weft/detail/ops.hpp"
 #include "weft/error.hpp"
+#include "weft/event.hpp"
 #include "weft/info.hpp"
-#include "weft/spi/provider.hpp"
+#include "weft/monitor.hpp"
+#include "weft/mr.hpp"
+#include "weft/pmem.hpp"
 #include "weft/types.hpp"
 
 namespace weft {
 
-using av_attr = spi::av_attr;
+namespace spi {  // the provider objects behind the handles (weft/spi/provider.hpp)
+class fabric;
+class domain;
+class endpoint;
+class passive_endpoint;
+class av;
+class cq;
+class eq;
+class cntr;
+class mr;
+}  // namespace spi
 
 namespace detail {
-template <class Impl>
+// Impl: the provider object (an incomplete type here); Ops: its data-path
+// interface (void for objects that have none), which the handle calls inline.
+template <class Impl, class Ops = void>
 class handle {
  public:
   handle() = default;
-  handle(std::shared_ptr<Impl> impl, std::shared_ptr<void> parent)
-      : parent_(std::move(parent)), impl_(std::move(impl)) {}
+  // Made by libweft, where Impl is a complete type.
+  handle(std::shared_ptr<Impl> impl, std::shared_ptr<void> parent) noexcept
+      : parent_(std::move(parent)), impl_(std::move(impl)) {
+    if constexpr (!std::is_void_v<Ops>) ops_ = impl_.get();
+  }
   handle(const handle&) = delete;
   handle& operator=(const handle&) = delete;
-  handle(handle&&) noexcept = default;
-  handle& operator=(handle&&) noexcept = default;
+  handle(handle&& o) noexcept
+      : parent_(std::move(o.parent_)), impl_(std::move(o.impl_)), ops_(std::exchange(o.ops_, nullptr)) {}
+  handle& operator=(handle&& o) noexcept {
+    if (this != &o) {
+      close();  // the object before its parent
+      parent_ = std::move(o.parent_);
+      impl_ = std::move(o.impl_);
+      ops_ = std::exchange(o.ops_, nullptr);
+    }
+    return *this;
+  }
+  ~handle() { close(); }
   [[nodiscard]] explicit operator bool() const noexcept { return impl_ != nullptr; }
   [[nodiscard]] const std::shared_ptr<Impl>& impl() const noexcept { return impl_; }
   void close() noexcept {
+    ops_ = nullptr;
     impl_.reset();
     parent_.reset();
   }
@@ -40,18 +77,19 @@ class handle {
  protected:
   std::shared_ptr<void> parent_;  // declared first: destroyed after impl_
   std::shared_ptr<Impl> impl_;
+  Ops* ops_ = nullptr;  // impl_, seen through its data-path interface
 };
 }  // namespace detail
 
-class completion_queue : public detail::handle<spi::cq> {
+class completion_queue : public detail::handle<spi::cq, detail::cq_ops> {
  public:
   using handle::handle;
   // Drives progress of every bound endpoint, then returns completions.
   // ok (n > 0), again (nothing yet) or error_available (call read_error).
   [[nodiscard]] errc read(std::span<cq_entry> out, std::size_t& n) noexcept {
-    if (!impl_) [[unlikely]]
+    if (!ops_) [[unlikely]]
       return errc::bad_state;
-    return impl_->read(out, n);
+    return ops_->read(out, n);
   }
   [[nodiscard]] errc read(cq_entry& e) noexcept {
     std::size_t n = 0;
@@ -60,16 +98,16 @@ class completion_queue : public detail::handle<spi::cq> {
   // Same as read(); entries carry the sender in cq_entry::src (needs cap::source).
   [[nodiscard]] errc read_from(std::span<cq_entry> out, std::size_t& n) noexcept { return read(out, n); }
   [[nodiscard]] errc read_error(cq_err_entry& e) noexcept {
-    return impl_ ? impl_->read_error(e) : errc::bad_state;
+    return ops_ ? ops_->read_error(e) : errc::bad_state;
   }
   // Drives progress of the bound endpoints without taking completions.
   void progress() noexcept {
-    if (impl_) impl_->progress();
+    if (ops_) ops_->progress();
   }
   // Spins briefly, then sleeps; timeout_ms < 0 waits forever. timed_out when
   // nothing arrived in time.
   [[nodiscard]] errc wait(std::span<cq_entry> out, std::size_t& n, int timeout_ms) noexcept {
-    return impl_ ? impl_->wait(out, n, timeout_ms) : errc::bad_state;
+    return ops_ ? ops_->wait(out, n, timeout_ms) : errc::bad_state;
   }
   [[nodiscard]] errc wait(cq_entry& e, int timeout_ms) noexcept {
     std::size_t n = 0;
@@ -80,67 +118,58 @@ class completion_queue : public detail::handle<spi::cq> {
 class address_vector : public detail::handle<spi::av> {
  public:
   using handle::handle;
-  result<fi_addr_t> insert(const address& a) {
-    if (!impl_) return make_error(errc::bad_state, "insert into a closed address vector");
-    return impl_->insert(a);
-  }
-  result<void> remove(fi_addr_t a) {
-    if (!impl_) return make_error(errc::bad_state, "remove from a closed address vector");
-    return impl_->remove(a);
-  }
-  result<address> lookup(fi_addr_t a) const {
-    if (!impl_) return make_error(errc::bad_state, "lookup in a closed address vector");
-    return impl_->lookup(a);
-  }
+  result<fi_addr_t> insert(const address& a);
+  result<void> remove(fi_addr_t a);
+  result<address> lookup(fi_addr_t a) const;
 };
 
 class event_queue : public detail::handle<spi::eq> {
  public:
   using handle::handle;
   // ok (an event), again (none yet). Drives progress of the bound objects.
-  [[nodiscard]] errc read(eq_event& e) { return impl_ ? impl_->read(e) : errc::bad_state; }
+  [[nodiscard]] errc read(eq_event& e);
   // timed_out when nothing arrived in time; timeout_ms < 0 waits forever.
-  [[nodiscard]] errc wait(eq_event& e, int timeout_ms) { return impl_ ? impl_->wait(e, timeout_ms) : errc::bad_state; }
+  [[nodiscard]] errc wait(eq_event& e, int timeout_ms);
 };
 
 class memory_region : public detail::handle<spi::mr> {
  public:
   using handle::handle;
   // What a peer needs to name this region in RMA operations.
-  [[nodiscard]] std::uint64_t key() const noexcept { return impl_ ? impl_->key() : 0; }
-  [[nodiscard]] void* addr() const noexcept { return impl_ ? impl_->addr() : nullptr; }
-  [[nodiscard]] std::size_t len() const noexcept { return impl_ ? impl_->len() : 0; }
+  [[nodiscard]] std::uint64_t key() const noexcept;
+  [[nodiscard]] void* addr() const noexcept;
+  [[nodiscard]] std::size_t len() const noexcept;
   // Persistent regions: how commits make writes durable (flush_method::none otherwise).
-  [[nodiscard]] flush_method persist() const noexcept { return impl_ ? impl_->persist() : flush_method::none; }
+  [[nodiscard]] flush_method persist() const noexcept;
   // Whether the registration was served from the domain's registration cache.
-  [[nodiscard]] bool cache_hit() const noexcept { return impl_ && impl_->cache_hit(); }
+  [[nodiscard]] bool cache_hit() const noexcept;
 };
 
-class counter : public detail::handle<spi::cntr> {
+class counter : public detail::handle<spi::cntr, detail::cntr_ops> {
  public:
   using handle::handle;
   // Drives progress of the bound endpoints, then reads.
-  [[nodiscard]] std::uint64_t read() noexcept { return impl_ ? impl_->read() : 0; }
-  [[nodiscard]] std::uint64_t read_err() noexcept { return impl_ ? impl_->read_err() : 0; }
+  [[nodiscard]] std::uint64_t read() noexcept { return ops_ ? ops_->read() : 0; }
+  [[nodiscard]] std::uint64_t read_err() noexcept { return ops_ ? ops_->read_error() : 0; }
   void add(std::uint64_t n) noexcept {
-    if (impl_) impl_->add(n);
+    if (ops_) ops_->add(n);
   }
   void set(std::uint64_t n) noexcept {
-    if (impl_) impl_->set(n);
+    if (ops_) ops_->set(n);
   }
   void set_err(std::uint64_t n) noexcept {
-    if (impl_) impl_->set_err(n);
+    if (ops_) ops_->set_error(n);
   }
   // ok once read() >= threshold; timed_out; error_available when an
   // operation failed since read_err() or set_err() was last called.
   [[nodiscard]] errc wait(std::uint64_t threshold, int timeout_ms) noexcept {
-    return impl_ ? impl_->wait(threshold, timeout_ms) : errc::bad_state;
+    return ops_ ? ops_->wait(threshold, timeout_ms) : errc::bad_state;
   }
 };
 
-class endpoint : public detail::handle<spi::endpoint> {
+class endpoint : public detail::handle<spi::endpoint, detail::endpoint_ops> {
   [[nodiscard]] errc do_atomic(const atomic_desc& d) noexcept {
-    if (!impl_) [[unlikely]]
+    if (!ops_) [[unlikely]]
       return errc::bad_state;
     const auto op = static_cast<atomic_op>(d.op);
     const auto t = static_cast<atomic_type>(d.type);
@@ -148,17 +177,22 @@ class endpoint : public detail::handle<spi::endpoint> {
         !atomic_valid(op, t) || d.count == 0 || d.count * size_of(t) > atomic_max_bytes || !d.operand ||
         (op == atomic_op::cswap && (!d.compare || !d.result)))
       return errc::invalid_argument;
-    return impl_->atomic(d);
+    return ops_->atomic(d);
   }
   [[nodiscard]] errc tx(const msg_desc& m, std::uint64_t flags) noexcept {
-    if (!impl_) [[unlikely]]
+    if (!ops_) [[unlikely]]
       return errc::bad_state;
-    return impl_->send(m, flags);
+    return ops_->send(m, flags);
   }
   [[nodiscard]] errc rx(const msg_desc& m, std::uint64_t flags) noexcept {
-    if (!impl_) [[unlikely]]
+    if (!ops_) [[unlikely]]
       return errc::bad_state;
-    return impl_->recv(m, flags);
+    return ops_->recv(m, flags);
+  }
+  [[nodiscard]] errc do_rma(const rma_desc& d, std::uint64_t flags) noexcept {
+    if (!ops_) [[unlikely]]
+      return errc::bad_state;
+    return ops_->rma(d, flags);
   }
 
  public:
@@ -171,34 +205,20 @@ class endpoint : public detail::handle<spi::endpoint> {
   // RMA accesses by peers to this endpoint's regions (flag::remote_read,
   // flag::remote_write); injected sends included; failures go to the error count.
   result<void> bind(counter& c, std::uint64_t flags);
-  result<void> enable() {
-    if (!impl_) return make_error(errc::bad_state, "enable on a closed endpoint");
-    return impl_->enable();
-  }
-  [[nodiscard]] address name() const { return impl_ ? impl_->name() : address{}; }
+  result<void> enable();
+  [[nodiscard]] address name() const;
 
   // Events: connection management on MSG endpoints (cf. fi_cm(3)); on RDM
   // endpoints, eq_event::kind::peer_dead names a peer that died or closed.
   result<void> bind(event_queue& q);
-  void set_context(void* ctx) noexcept {
-    if (impl_) impl_->context = ctx;
-  }
+  void set_context(void* ctx) noexcept;
   // Connect to a listening peer with up to 256 bytes of connection data; a
   // connected (or error) event follows on the bound event queue.
-  result<void> connect(const address& peer, std::span<const std::byte> data = {}) {
-    if (!impl_) return make_error(errc::bad_state, "connect on a closed endpoint");
-    return impl_->connect(peer, data);
-  }
+  result<void> connect(const address& peer, std::span<const std::byte> data = {});
   // Accept the connreq this endpoint was opened from (its info).
-  result<void> accept(std::span<const std::byte> data = {}) {
-    if (!impl_) return make_error(errc::bad_state, "accept on a closed endpoint");
-    return impl_->accept(data);
-  }
+  result<void> accept(std::span<const std::byte> data = {});
   // The peer gets a shutdown event; receives posted here complete as canceled.
-  result<void> shutdown() {
-    if (!impl_) return make_error(errc::bad_state, "shutdown on a closed endpoint");
-    return impl_->shutdown();
-  }
+  result<void> shutdown();
 
   // messages
   [[nodiscard]] errc send(const void* buf, std::size_t len, fi_addr_t dest, void* ctx = nullptr) noexcept {
@@ -283,7 +303,7 @@ class endpoint : public detail::handle<spi::endpoint> {
   [[nodiscard]] errc write(const void* buf, std::size_t len, fi_addr_t dest, std::uint64_t offset,
                            std::uint64_t key, void* ctx = nullptr) noexcept {
     ::iovec v{const_cast<void*>(buf), len};
-    return impl_ ? impl_->rma(rma_desc{&v, 1, dest, offset, key, ctx}, flag::rma | flag::write) : errc::bad_state;
+    return do_rma(rma_desc{&v, 1, dest, offset, key, ctx}, flag::rma | flag::write);
   }
   // ... and the target gets a completion (flag::remote_write |
   // flag::remote_cq_data) carrying data. A target whose completion queue is
@@ -291,9 +311,7 @@ class endpoint : public detail::handle<spi::endpoint> {
   [[nodiscard]] errc writedata(const void* buf, std::size_t len, std::uint64_t data, fi_addr_t dest,
                                std::uint64_t offset, std::uint64_t key, void* ctx = nullptr) noexcept {
     ::iovec v{const_cast<void*>(buf), len};
-    return impl_ ? impl_->rma(rma_desc{&v, 1, dest, offset, key, ctx, data},
-                              flag::rma | flag::write | flag::remote_cq_data)
-                 : errc::bad_state;
+    return do_rma(rma_desc{&v, 1, dest, offset, key, ctx, data}, flag::rma | flag::write | flag::remote_cq_data);
   }
   // Write len bytes, reusable as soon as this returns; no completion unless it
   // fails (then an error entry with a null context). At most tx.inject_size
@@ -301,20 +319,18 @@ class endpoint : public detail::handle<spi::endpoint> {
   [[nodiscard]] errc inject_write(const void* buf, std::size_t len, fi_addr_t dest, std::uint64_t offset,
                                   std::uint64_t key) noexcept {
     ::iovec v{const_cast<void*>(buf), len};
-    return impl_ ? impl_->rma(rma_desc{&v, 1, dest, offset, key, nullptr}, flag::rma | flag::write | flag::inject)
-                 : errc::bad_state;
+    return do_rma(rma_desc{&v, 1, dest, offset, key, nullptr}, flag::rma | flag::write | flag::inject);
   }
   // The general forms: local iov, a list of remote ranges (d.rma, d.rma_count)
   // that the local bytes fill in order, and flags: a completion level
   // (flag::transmit_complete, delivery_complete, commit_complete; default:
   // the endpoint's, info.tx.op_flags), flag::remote_cq_data, flag::inject.
   [[nodiscard]] errc writemsg(const rma_desc& d, std::uint64_t flags) noexcept {
-    return impl_ ? impl_->rma(d, (flags & (flag::completion_levels | flag::remote_cq_data | flag::inject)) | flag::rma |
-                                     flag::write)
-                 : errc::bad_state;
+    return do_rma(d, (flags & (flag::completion_levels | flag::remote_cq_data | flag::inject)) | flag::rma |
+                         flag::write);
   }
   [[nodiscard]] errc readmsg(const rma_desc& d, std::uint64_t flags) noexcept {
-    return impl_ ? impl_->rma(d, (flags & flag::completion_levels) | flag::rma | flag::read) : errc::bad_state;
+    return do_rma(d, (flags & flag::completion_levels) | flag::rma | flag::read);
   }
   // SAVE: moves no data; completes once every write this endpoint issued
   // earlier to the peer's region (key) is durable at the level asked
@@ -323,26 +339,22 @@ class endpoint : public detail::handle<spi::endpoint> {
   // if any, runs and decides the answer.
   [[nodiscard]] errc save(fi_addr_t dest, std::uint64_t key, std::uint64_t level = flag::commit_complete,
                           void* ctx = nullptr) noexcept {
-    if (!impl_) [[unlikely]]
-      return errc::bad_state;
     if (level != flag::commit_complete && level != flag::delivery_complete && level != flag::transmit_complete)
       return errc::invalid_argument;
-    return impl_->rma(rma_desc{nullptr, 0, dest, 0, key, ctx}, flag::rma | flag::save | level);
+    return do_rma(rma_desc{nullptr, 0, dest, 0, key, ctx}, flag::rma | flag::save | level);
   }
   [[nodiscard]] errc read(void* buf, std::size_t len, fi_addr_t src, std::uint64_t offset, std::uint64_t key,
                           void* ctx = nullptr) noexcept {
     ::iovec v{buf, len};
-    return impl_ ? impl_->rma(rma_desc{&v, 1, src, offset, key, ctx}, flag::rma | flag::read) : errc::bad_state;
+    return do_rma(rma_desc{&v, 1, src, offset, key, ctx}, flag::rma | flag::read);
   }
   [[nodiscard]] errc writev(std::span<const ::iovec> iov, fi_addr_t dest, std::uint64_t offset, std::uint64_t key,
                             void* ctx = nullptr) noexcept {
-    return impl_ ? impl_->rma(rma_desc{iov.data(), iov.size(), dest, offset, key, ctx}, flag::rma | flag::write)
-                 : errc::bad_state;
+    return do_rma(rma_desc{iov.data(), iov.size(), dest, offset, key, ctx}, flag::rma | flag::write);
   }
   [[nodiscard]] errc readv(std::span<const ::iovec> iov, fi_addr_t src, std::uint64_t offset, std::uint64_t key,
                            void* ctx = nullptr) noexcept {
-    return impl_ ? impl_->rma(rma_desc{iov.data(), iov.size(), src, offset, key, ctx}, flag::rma | flag::read)
-                 : errc::bad_state;
+    return do_rma(rma_desc{iov.data(), iov.size(), src, offset, key, ctx}, flag::rma | flag::read);
   }
   // Atomics on count elements at offset of the peer's region (key). Atomic
   // with respect to every other weft atomic on that memory, from any peer.
@@ -367,19 +379,16 @@ class endpoint : public detail::handle<spi::endpoint> {
                                  static_cast<std::uint8_t>(t), dest, offset, key, ctx});
   }
   // Cancels a posted receive; it completes with errc::canceled.
-  [[nodiscard]] errc cancel(void* ctx) noexcept { return impl_ ? impl_->cancel(ctx) : errc::bad_state; }
+  [[nodiscard]] errc cancel(void* ctx) noexcept { return ops_ ? ops_->cancel(ctx) : errc::bad_state; }
 };
 
 class passive_endpoint : public detail::handle<spi::passive_endpoint> {
  public:
   using handle::handle;
   result<void> bind(event_queue& q);
-  [[nodiscard]] address name() const { return impl_ ? impl_->name() : address{}; }
+  [[nodiscard]] address name() const;
   // Refuse a connreq; the connector gets an error event (errc::permission_denied) carrying data.
-  result<void> reject(const info& req, std::span<const std::byte> data = {}) {
-    if (!impl_) return make_error(errc::bad_state, "reject on a closed passive endpoint");
-    return impl_->reject(req, data);
-  }
+  result<void> reject(const info& req, std::span<const std::byte> data = {});
 };
 
 class domain : public detail::handle<spi::domain> {

@@ -14,7 +14,7 @@ std::uint64_t cntr::read() noexcept {
   return value_.load(std::memory_order_acquire);
 }
 
-std::uint64_t cntr::read_err() noexcept {
+std::uint64_t cntr::read_error() noexcept {
   progress();
   const std::uint64_t e = errors_.load(std::memory_order_acquire);
   seen_err_.store(e, std::memory_order_release);

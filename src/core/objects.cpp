@@ -1,3 +1,4 @@
+#include "weft/spi/provider.hpp"
 #include "weft/weft.hpp"
 
 namespace weft {

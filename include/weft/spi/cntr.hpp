@@ -7,28 +7,33 @@
 #include <memory>
 #include <vector>
 
+#include "weft/detail/ops.hpp"
 #include "weft/error.hpp"
 #include "weft/spi/progress.hpp"
 #include "weft/types.hpp"
 
 namespace weft::spi {
 
-class cntr : public progress_group {
+class cntr : public detail::cntr_ops, public progress_group {
  public:
   void inc() noexcept { value_.fetch_add(1, std::memory_order_release); }
   void inc_err() noexcept { errors_.fetch_add(1, std::memory_order_release); }
 
-  [[nodiscard]] std::uint64_t read() noexcept;
-  [[nodiscard]] std::uint64_t read_err() noexcept;
-  void add(std::uint64_t n) noexcept { value_.fetch_add(n, std::memory_order_acq_rel); }
-  void set(std::uint64_t n) noexcept { value_.store(n, std::memory_order_release); }
-  void set_err(std::uint64_t n) noexcept {
+  // detail::cntr_ops: what weft::counter calls
+  [[nodiscard]] std::uint64_t read() noexcept final;
+  [[nodiscard]] std::uint64_t read_error() noexcept final;
+  void add(std::uint64_t n) noexcept final { value_.fetch_add(n, std::memory_order_acq_rel); }
+  void set(std::uint64_t n) noexcept final { value_.store(n, std::memory_order_release); }
+  void set_error(std::uint64_t n) noexcept final {
     errors_.store(n, std::memory_order_release);
     seen_err_.store(n, std::memory_order_release);
   }
   // ok once the count reaches threshold; timed_out; error_available when the
   // error count changed since the application last read or set it.
-  [[nodiscard]] errc wait(std::uint64_t threshold, int timeout_ms) noexcept;
+  [[nodiscard]] errc wait(std::uint64_t threshold, int timeout_ms) noexcept final;
+  // the provider interface's older names
+  [[nodiscard]] std::uint64_t read_err() noexcept { return read_error(); }
+  void set_err(std::uint64_t n) noexcept { set_error(n); }
 
  private:
   std::atomic<std::uint64_t> value_{0}, errors_{0}, seen_err_{0};

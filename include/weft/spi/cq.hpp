@@ -10,12 +10,13 @@
 #include <span>
 #include <vector>
 
+#include "weft/detail/ops.hpp"
 #include "weft/spi/progress.hpp"
 #include "weft/types.hpp"
 
 namespace weft::spi {
 
-class cq : public progress_group {
+class cq : public detail::cq_ops, public progress_group {
  public:
   explicit cq(std::size_t size);
   cq(const cq&) = delete;
@@ -31,10 +32,11 @@ class cq : public progress_group {
   void push(const cq_entry& e) noexcept;          // uses a reserved credit
   void push_error(const cq_err_entry& e) noexcept;  // uses a reserved credit
 
-  // consumer side
-  [[nodiscard]] errc read(std::span<cq_entry> out, std::size_t& n) noexcept;
-  [[nodiscard]] errc read_error(cq_err_entry& out) noexcept;
-  [[nodiscard]] errc wait(std::span<cq_entry> out, std::size_t& n, int timeout_ms) noexcept;
+  // consumer side (detail::cq_ops, what completion_queue calls)
+  [[nodiscard]] errc read(std::span<cq_entry> out, std::size_t& n) noexcept final;
+  [[nodiscard]] errc read_error(cq_err_entry& out) noexcept final;
+  [[nodiscard]] errc wait(std::span<cq_entry> out, std::size_t& n, int timeout_ms) noexcept final;
+  void progress() noexcept final { progress_group::progress(); }
   [[nodiscard]] std::size_t size() const noexcept { return cap_; }
 
  private:

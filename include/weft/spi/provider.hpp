@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "weft/av.hpp"
+#include "weft/detail/ops.hpp"
 #include "weft/info.hpp"
 #include "weft/spi/cntr.hpp"
 #include "weft/spi/cq.hpp"
@@ -17,10 +19,7 @@
 
 namespace weft::spi {
 
-struct av_attr {
-  std::size_t count = 64;     // expected entries (a hint)
-  bool auto_insert = false;   // unknown senders are inserted on first receive
-};
+using weft::av_attr;
 
 class av {
  public:
@@ -31,20 +30,15 @@ class av {
   [[nodiscard]] virtual std::size_t count() const noexcept = 0;
 };
 
-class endpoint {
+// The data path (send, recv, cancel, rma, atomic) is detail::endpoint_ops
+// (weft/detail/ops.hpp), which the application's handle calls inline.
+class endpoint : public detail::endpoint_ops {
  public:
-  virtual ~endpoint() = default;
+  ~endpoint() override = default;
   virtual result<void> bind_cq(std::shared_ptr<cq> q, std::uint64_t flags) = 0;
   virtual result<void> bind_av(std::shared_ptr<av> a) = 0;
   virtual result<void> enable() = 0;
   [[nodiscard]] virtual address name() const = 0;
-  // data path: m.iov/iov_count describe the buffer; flags from weft::flag.
-  [[nodiscard]] virtual errc send(const msg_desc& m, std::uint64_t flags) noexcept = 0;
-  [[nodiscard]] virtual errc recv(const msg_desc& m, std::uint64_t flags) noexcept = 0;
-  [[nodiscard]] virtual errc cancel(void* context) noexcept = 0;
-  // RMA: flags hold flag::read or flag::write
-  [[nodiscard]] virtual errc rma(const rma_desc&, std::uint64_t) noexcept { return errc::not_supported; }
-  [[nodiscard]] virtual errc atomic(const atomic_desc&) noexcept { return errc::not_supported; }
   // counters for flag::send and/or flag::recv events
   virtual result<void> bind_cntr(std::shared_ptr<cntr>, std::uint64_t) {
     return make_error(errc::not_supported, "this provider has no counters");
