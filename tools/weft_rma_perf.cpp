@@ -41,7 +41,7 @@ struct options {
   bool quiet = false;
   bool verify = false;
   int timeout_s = 30;
-  std::uint64_t level = weft::flag::transmit_complete;  // of the writes (put_lat, put_bw)
+  weft::op_flags level = weft::flag::transmit_complete;  // of the writes (put_lat, put_bw)
   bool registered = false;  // RMA targets: the application's memory, registered (default: domain::alloc_memory)
 };
 
@@ -154,7 +154,7 @@ node open_node(const options& o, std::size_t buf_len) {
   if (auto r = n.ep.bind(n.cq); !r) die(r.error().message);
   if (auto r = n.ep.bind(n.av); !r) die(r.error().message);
   if (auto r = n.ep.enable(); !r) die(r.error().message);
-  const std::uint64_t acc = weft::access::remote_read | weft::access::remote_write;
+  const weft::access_flags acc = weft::access::remote_read | weft::access::remote_write;
   if (o.registered) {
     n.own.assign(buf_len, std::byte{0});
     auto m = n.dom.register_memory(n.own.data(), n.own.size(), acc);

@@ -7,18 +7,19 @@
 #include <functional>
 
 #include "weft/error.hpp"
+#include "weft/flags.hpp"
 
 namespace weft {
 
 namespace access {
-inline constexpr std::uint64_t remote_read = 1ull << 0;   // peers may read it (RMA read, fetching atomics)
-inline constexpr std::uint64_t remote_write = 1ull << 1;  // peers may write it (RMA write, atomics)
-inline constexpr std::uint64_t persistent = 1ull << 2;    // a shared file mapping: commits make writes durable
-inline constexpr std::uint64_t read = 1ull << 3;          // local use as an RMA read target (recorded)
-inline constexpr std::uint64_t write = 1ull << 4;         // local use as an RMA write source (recorded)
-inline constexpr std::uint64_t send = 1ull << 5;          // local use as a send buffer (recorded)
-inline constexpr std::uint64_t recv = 1ull << 6;          // local use as a receive buffer (recorded)
-inline constexpr std::uint64_t all = remote_read | remote_write | persistent | read | write | send | recv;
+inline constexpr access_flags remote_read{1ull << 0};   // peers may read it (RMA read, fetching atomics)
+inline constexpr access_flags remote_write{1ull << 1};  // peers may write it (RMA write, atomics)
+inline constexpr access_flags persistent{1ull << 2};    // a shared file mapping: commits make writes durable
+inline constexpr access_flags read{1ull << 3};          // local use as an RMA read target (recorded)
+inline constexpr access_flags write{1ull << 4};         // local use as an RMA write source (recorded)
+inline constexpr access_flags send{1ull << 5};          // local use as a send buffer (recorded)
+inline constexpr access_flags recv{1ull << 6};          // local use as a receive buffer (recorded)
+inline constexpr access_flags all = remote_read | remote_write | persistent | read | write | send | recv;
 }  // namespace access
 
 // What reaches a commit handler: a write with commit_complete, or a SAVE.
@@ -30,7 +31,7 @@ struct commit_event {
   std::uint64_t offset = 0;  // ... from the start of the region
   std::size_t len = 0;
   bool persistent = false;   // the region is persistent (the range was flushed before the call)
-  std::uint64_t level = 0;   // flag::delivery_complete or flag::commit_complete
+  op_flags level;            // flag::delivery_complete or flag::commit_complete
 };
 // Runs inside the provider's progress (keep it short; no weft calls on the
 // same domain). ok acknowledges; any other code completes the initiator's

@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "weft/error.hpp"
+#include "weft/flags.hpp"
 
 namespace weft {
 
@@ -15,31 +16,31 @@ inline constexpr fi_addr_t addr_notavail = ~1ull;  // source not in the address 
 
 // Operation and completion flags (cf. fi_cq(3), fi_msg(3), fi_tagged(3)).
 namespace flag {
-inline constexpr std::uint64_t send = 1ull << 0;
-inline constexpr std::uint64_t recv = 1ull << 1;
-inline constexpr std::uint64_t msg = 1ull << 2;
-inline constexpr std::uint64_t tagged = 1ull << 3;
-inline constexpr std::uint64_t remote_cq_data = 1ull << 4;
-inline constexpr std::uint64_t inject = 1ull << 5;       // buffer reusable on return, no completion
-inline constexpr std::uint64_t peek = 1ull << 6;         // look for a matching message
-inline constexpr std::uint64_t claim = 1ull << 7;        // with peek: reserve it; alone: receive it
-inline constexpr std::uint64_t discard = 1ull << 8;      // with peek|claim or claim: drop it
-inline constexpr std::uint64_t completion = 1ull << 9;
-inline constexpr std::uint64_t transmit = 1ull << 10;    // cq binding: transmit side
-inline constexpr std::uint64_t receive = 1ull << 11;     // cq binding: receive side
-inline constexpr std::uint64_t rma = 1ull << 12;         // completion of an RMA operation
-inline constexpr std::uint64_t read = 1ull << 13;        // ... a read
-inline constexpr std::uint64_t write = 1ull << 14;       // ... a write
-inline constexpr std::uint64_t atomic = 1ull << 15;      // completion of an atomic operation
-inline constexpr std::uint64_t remote_read = 1ull << 16;  // counter binding: peers read our regions
-inline constexpr std::uint64_t remote_write = 1ull << 17; // counter binding: peers wrote our regions (atomics too)
+inline constexpr op_flags send{1ull << 0};
+inline constexpr op_flags recv{1ull << 1};
+inline constexpr op_flags msg{1ull << 2};
+inline constexpr op_flags tagged{1ull << 3};
+inline constexpr op_flags remote_cq_data{1ull << 4};
+inline constexpr op_flags inject{1ull << 5};       // buffer reusable on return, no completion
+inline constexpr op_flags peek{1ull << 6};         // look for a matching message
+inline constexpr op_flags claim{1ull << 7};        // with peek: reserve it; alone: receive it
+inline constexpr op_flags discard{1ull << 8};      // with peek|claim or claim: drop it
+inline constexpr op_flags completion{1ull << 9};
+inline constexpr op_flags transmit{1ull << 10};    // cq binding: transmit side
+inline constexpr op_flags receive{1ull << 11};     // cq binding: receive side
+inline constexpr op_flags rma{1ull << 12};         // completion of an RMA operation
+inline constexpr op_flags read{1ull << 13};        // ... a read
+inline constexpr op_flags write{1ull << 14};       // ... a write
+inline constexpr op_flags atomic{1ull << 15};      // completion of an atomic operation
+inline constexpr op_flags remote_read{1ull << 16};  // counter binding: peers read our regions
+inline constexpr op_flags remote_write{1ull << 17}; // counter binding: peers wrote our regions (atomics too)
 // Completion levels (cf. fi_cq(3)), per operation or as endpoint defaults
 // (info.tx.op_flags): when an RMA/atomic operation may complete.
-inline constexpr std::uint64_t transmit_complete = 1ull << 18;  // the data left this process
-inline constexpr std::uint64_t delivery_complete = 1ull << 19;  // the data is placed in the target's memory
-inline constexpr std::uint64_t commit_complete = 1ull << 20;    // ... and durable there (persistent regions)
-inline constexpr std::uint64_t save = 1ull << 21;               // completion of a SAVE
-inline constexpr std::uint64_t completion_levels = transmit_complete | delivery_complete | commit_complete;
+inline constexpr op_flags transmit_complete{1ull << 18};  // the data left this process
+inline constexpr op_flags delivery_complete{1ull << 19};  // the data is placed in the target's memory
+inline constexpr op_flags commit_complete{1ull << 20};    // ... and durable there (persistent regions)
+inline constexpr op_flags save{1ull << 21};               // completion of a SAVE
+inline constexpr op_flags completion_levels = transmit_complete | delivery_complete | commit_complete;
 }  // namespace flag
 
 struct cq_entry {

@@ -179,17 +179,17 @@ class endpoint : public detail::handle<spi::endpoint, detail::endpoint_ops> {
       return errc::invalid_argument;
     return ops_->atomic(d);
   }
-  [[nodiscard]] errc tx(const msg_desc& m, std::uint64_t flags) noexcept {
+  [[nodiscard]] errc tx(const msg_desc& m, op_flags flags) noexcept {
     if (!ops_) [[unlikely]]
       return errc::bad_state;
     return ops_->send(m, flags);
   }
-  [[nodiscard]] errc rx(const msg_desc& m, std::uint64_t flags) noexcept {
+  [[nodiscard]] errc rx(const msg_desc& m, op_flags flags) noexcept {
     if (!ops_) [[unlikely]]
       return errc::bad_state;
     return ops_->recv(m, flags);
   }
-  [[nodiscard]] errc do_rma(const rma_desc& d, std::uint64_t flags) noexcept {
+  [[nodiscard]] errc do_rma(const rma_desc& d, op_flags flags) noexcept {
     if (!ops_) [[unlikely]]
       return errc::bad_state;
     return ops_->rma(d, flags);
@@ -198,13 +198,13 @@ class endpoint : public detail::handle<spi::endpoint, detail::endpoint_ops> {
  public:
   using handle::handle;
   // setup
-  result<void> bind(completion_queue& q, std::uint64_t flags = flag::transmit | flag::receive);
+  result<void> bind(completion_queue& q, op_flags flags = flag::transmit | flag::receive);
   result<void> bind(address_vector& a);
   // Counts completed sends (flag::send), receives (flag::recv), RMA reads and
   // writes issued here (flag::read, flag::write; atomics count as writes) and
   // RMA accesses by peers to this endpoint's regions (flag::remote_read,
   // flag::remote_write); injected sends included; failures go to the error count.
-  result<void> bind(counter& c, std::uint64_t flags);
+  result<void> bind(counter& c, op_flags flags);
   result<void> enable();
   [[nodiscard]] address name() const;
 
@@ -242,7 +242,7 @@ class endpoint : public detail::handle<spi::endpoint, detail::endpoint_ops> {
     return tx(msg_desc{&v, 1, dest, 0, 0, data, nullptr},
                        flag::msg | flag::inject | flag::remote_cq_data);
   }
-  [[nodiscard]] errc sendmsg(const msg_desc& m, std::uint64_t flags) noexcept {
+  [[nodiscard]] errc sendmsg(const msg_desc& m, op_flags flags) noexcept {
     return tx(m, (flags & ~flag::tagged) | flag::msg);
   }
   [[nodiscard]] errc recv(void* buf, std::size_t len, fi_addr_t src = addr_unspec, void* ctx = nullptr) noexcept {
@@ -252,7 +252,7 @@ class endpoint : public detail::handle<spi::endpoint, detail::endpoint_ops> {
   [[nodiscard]] errc recvv(std::span<const ::iovec> iov, fi_addr_t src = addr_unspec, void* ctx = nullptr) noexcept {
     return rx(msg_desc{iov.data(), iov.size(), src, 0, 0, 0, ctx}, flag::msg);
   }
-  [[nodiscard]] errc recvmsg(const msg_desc& m, std::uint64_t flags) noexcept {
+  [[nodiscard]] errc recvmsg(const msg_desc& m, op_flags flags) noexcept {
     return rx(m, (flags & ~flag::tagged) | flag::msg);
   }
 
@@ -281,7 +281,7 @@ class endpoint : public detail::handle<spi::endpoint, detail::endpoint_ops> {
     return tx(msg_desc{&v, 1, dest, tag, 0, data, nullptr},
                        flag::tagged | flag::inject | flag::remote_cq_data);
   }
-  [[nodiscard]] errc tsendmsg(const msg_desc& m, std::uint64_t flags) noexcept {
+  [[nodiscard]] errc tsendmsg(const msg_desc& m, op_flags flags) noexcept {
     return tx(m, (flags & ~flag::msg) | flag::tagged);
   }
   [[nodiscard]] errc trecv(void* buf, std::size_t len, fi_addr_t src, std::uint64_t tag, std::uint64_t ignore,
@@ -294,7 +294,7 @@ class endpoint : public detail::handle<spi::endpoint, detail::endpoint_ops> {
     return rx(msg_desc{iov.data(), iov.size(), src, tag, ignore, 0, ctx}, flag::tagged);
   }
   // flags: peek, peek|claim, claim, peek|discard, claim|discard (cf. fi_tagged(3)).
-  [[nodiscard]] errc trecvmsg(const msg_desc& m, std::uint64_t flags) noexcept {
+  [[nodiscard]] errc trecvmsg(const msg_desc& m, op_flags flags) noexcept {
     return rx(m, (flags & ~flag::msg) | flag::tagged);
   }
   // RMA: write len bytes at offset of the peer's region (key), or read them.
@@ -325,11 +325,11 @@ class endpoint : public detail::handle<spi::endpoint, detail::endpoint_ops> {
   // that the local bytes fill in order, and flags: a completion level
   // (flag::transmit_complete, delivery_complete, commit_complete; default:
   // the endpoint's, info.tx.op_flags), flag::remote_cq_data, flag::inject.
-  [[nodiscard]] errc writemsg(const rma_desc& d, std::uint64_t flags) noexcept {
+  [[nodiscard]] errc writemsg(const rma_desc& d, op_flags flags) noexcept {
     return do_rma(d, (flags & (flag::completion_levels | flag::remote_cq_data | flag::inject)) | flag::rma |
                          flag::write);
   }
-  [[nodiscard]] errc readmsg(const rma_desc& d, std::uint64_t flags) noexcept {
+  [[nodiscard]] errc readmsg(const rma_desc& d, op_flags flags) noexcept {
     return do_rma(d, (flags & flag::completion_levels) | flag::rma | flag::read);
   }
   // SAVE: moves no data; completes once every write this endpoint issued
@@ -337,7 +337,7 @@ class endpoint : public detail::handle<spi::endpoint, detail::endpoint_ops> {
   // (flag::commit_complete: flushed; flag::delivery_complete: placed). Orders
   // only against earlier writes to that region. The peer's commit handler,
   // if any, runs and decides the answer.
-  [[nodiscard]] errc save(fi_addr_t dest, std::uint64_t key, std::uint64_t level = flag::commit_complete,
+  [[nodiscard]] errc save(fi_addr_t dest, std::uint64_t key, op_flags level = flag::commit_complete,
                           void* ctx = nullptr) noexcept {
     if (level != flag::commit_complete && level != flag::delivery_complete && level != flag::transmit_complete)
       return errc::invalid_argument;
@@ -404,15 +404,15 @@ class domain : public detail::handle<spi::domain> {
   // range with the same access again is a registration-cache hit (a fresh
   // key; the classification and monitor subscription are reused).
   // access::persistent needs a shared file mapping (e.g. persistent_file).
-  result<memory_region> register_memory(void* buf, std::size_t len, std::uint64_t access);
+  result<memory_region> register_memory(void* buf, std::size_t len, access_flags access);
   // Allocates len bytes for RMA and registers them; the region owns the
   // memory (freed when it closes). On shm the memory is a shared-memory file
   // that peers on this host map: their RMA and atomics on it are plain
   // loads, stores and CPU atomics (no system call, no help from this
   // process). Elsewhere: page-aligned anonymous memory.
-  result<memory_region> alloc_memory(std::size_t len, std::uint64_t access);
+  result<memory_region> alloc_memory(std::size_t len, access_flags access);
   // The iov form: one region per piece.
-  result<std::vector<memory_region>> register_memory(std::span<const ::iovec> iov, std::uint64_t access);
+  result<std::vector<memory_region>> register_memory(std::span<const ::iovec> iov, access_flags access);
   // Replaces this domain's memory monitor (the default: userfaultfd where
   // the kernel allows it, docs/rma.md).
   result<void> import_monitor(std::shared_ptr<memory_monitor> m);

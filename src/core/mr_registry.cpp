@@ -290,7 +290,7 @@ errc mr_registry::commit(commit_event::kind what, std::uint64_t key, std::uint64
     } else if (offset > e->len || len > e->len - offset) {
       return errc::invalid_argument;
     }
-    ev = commit_event{what, key, e->addr + offset, offset, len, e->persist != flush_method::none, level};
+    ev = commit_event{what, key, e->addr + offset, offset, len, e->persist != flush_method::none, op_flags{level}};
     h = handler_;
   }
   if (e->persist != flush_method::none && level == flag::commit_complete && len > 0)

@@ -49,7 +49,7 @@ result<event_queue> domain::open_eq() {
   return event_queue(std::make_shared<spi::eq>(), impl_);
 }
 
-result<memory_region> domain::register_memory(void* buf, std::size_t len, std::uint64_t acc) {
+result<memory_region> domain::register_memory(void* buf, std::size_t len, access_flags acc) {
   if (!impl_) return make_error(errc::bad_state, "register_memory on a closed domain");
   if (!buf || len == 0) return make_error(errc::invalid_argument, "register a non-empty buffer");
   if (!acc || (acc & ~access::all))
@@ -61,7 +61,7 @@ result<memory_region> domain::register_memory(void* buf, std::size_t len, std::u
   return memory_region(std::move(*m), impl_);
 }
 
-result<memory_region> domain::alloc_memory(std::size_t len, std::uint64_t acc) {
+result<memory_region> domain::alloc_memory(std::size_t len, access_flags acc) {
   if (!impl_) return make_error(errc::bad_state, "alloc_memory on a closed domain");
   if (len == 0) return make_error(errc::invalid_argument, "allocate at least one byte");
   if (!acc || (acc & ~access::all) || (acc & access::persistent))
@@ -73,7 +73,7 @@ result<memory_region> domain::alloc_memory(std::size_t len, std::uint64_t acc) {
   return memory_region(std::move(*m), impl_);
 }
 
-result<std::vector<memory_region>> domain::register_memory(std::span<const ::iovec> iov, std::uint64_t acc) {
+result<std::vector<memory_region>> domain::register_memory(std::span<const ::iovec> iov, access_flags acc) {
   std::vector<memory_region> out;
   out.reserve(iov.size());
   for (const auto& v : iov) {
@@ -104,7 +104,7 @@ result<counter> domain::open_counter() {
   return counter(std::make_shared<spi::cntr>(), impl_);
 }
 
-result<void> endpoint::bind(counter& c, std::uint64_t flags) {
+result<void> endpoint::bind(counter& c, op_flags flags) {
   if (!impl_ || !c) return make_error(errc::bad_state, "bind on a closed endpoint or counter");
   constexpr std::uint64_t kinds =
       flag::send | flag::recv | flag::read | flag::write | flag::remote_read | flag::remote_write;
@@ -139,7 +139,7 @@ result<completion_queue> domain::open_cq(std::size_t size) {
   return completion_queue(std::move(*q), impl_);
 }
 
-result<void> endpoint::bind(completion_queue& q, std::uint64_t flags) {
+result<void> endpoint::bind(completion_queue& q, op_flags flags) {
   if (!impl_ || !q) return make_error(errc::bad_state, "bind on a closed endpoint or completion queue");
   if (!(flags & (flag::transmit | flag::receive)))
     return make_error(errc::invalid_argument, "bind a CQ with flag::transmit, flag::receive or both");

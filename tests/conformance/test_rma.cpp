@@ -217,7 +217,7 @@ TEST_P(rma, writedata_to_a_full_target_cq_is_a_clear_retry) {
 TEST_P(rma, misuse) {
   EXPECT_FALSE(b.dom.register_memory(nullptr, 10, access::remote_read));
   EXPECT_FALSE(b.dom.register_memory(target.data(), 0, access::remote_read));
-  EXPECT_FALSE(b.dom.register_memory(target.data(), 10, 0));
+  EXPECT_FALSE(b.dom.register_memory(target.data(), 10, access_flags{}));
   char x[8];
   EXPECT_EQ(a.ep.write(x, 8, 12345, 0, mr.key()), errc::invalid_argument) << "unknown peer";
 }

@@ -61,7 +61,7 @@ TEST_P(rma_ext, lists_of_remote_ranges_over_two_regions) {
   d.rma_count = 3;
   int ctx = 0;
   d.context = &ctx;
-  ASSERT_EQ(a.ep.writemsg(d, 0), errc::ok);
+  ASSERT_EQ(a.ep.writemsg(d, {}), errc::ok);
   outcome w = done();
   ASSERT_TRUE(w.ok) << w.err.msg;
   EXPECT_EQ(w.e.context, &ctx) << "one completion for the whole list";
@@ -77,7 +77,7 @@ TEST_P(rma_ext, lists_of_remote_ranges_over_two_regions) {
   rma_desc rd{&r, 1, a2b, 0, 0, nullptr};
   rd.rma = ranges;
   rd.rma_count = 3;
-  ASSERT_EQ(a.ep.readmsg(rd, 0), errc::ok);
+  ASSERT_EQ(a.ep.readmsg(rd, {}), errc::ok);
   outcome o = done();
   ASSERT_TRUE(o.ok) << o.err.msg;
   EXPECT_EQ(back, src);
@@ -85,11 +85,11 @@ TEST_P(rma_ext, lists_of_remote_ranges_over_two_regions) {
   rma_iov bad[2] = {{0, 10, mr.key()}, {0, 10, mr.key()}};
   rd.rma = bad;
   rd.rma_count = 2;
-  EXPECT_EQ(a.ep.readmsg(rd, 0), errc::invalid_argument);
+  EXPECT_EQ(a.ep.readmsg(rd, {}), errc::invalid_argument);
   rma_iov partly[2] = {{0, 1500, mr.key()}, {0, 1500, mr.key() ^ 7}};
   d.rma = partly;
   d.rma_count = 2;
-  ASSERT_EQ(a.ep.writemsg(d, 0), errc::ok);
+  ASSERT_EQ(a.ep.writemsg(d, {}), errc::ok);
   o = done();
   ASSERT_TRUE(o.error) << "one bad range fails the operation";
   EXPECT_EQ(o.err.err, errc::not_found) << o.err.msg;
@@ -286,7 +286,7 @@ TEST_P(rma_ext, inject_writes_out_of_buffers_give_back_their_cq_room) {
 
 TEST_P(rma_ext, completion_levels_per_operation_and_errors_are_not_lost) {
   auto src = pattern(100000, 5);
-  for (std::uint64_t level : {flag::transmit_complete, flag::delivery_complete, flag::commit_complete}) {
+  for (op_flags level : {flag::transmit_complete, flag::delivery_complete, flag::commit_complete}) {
     SCOPED_TRACE(level);
     std::fill(target.begin(), target.end(), 0);
     ::iovec v{src.data(), 60000};
