@@ -47,6 +47,9 @@ struct domain_attr {
   progress_mode progress = progress_mode::manual;
   std::size_t cq_data_size = 8;
   std::size_t max_ep_count = 0;
+  // Local buffers must be registered and named by their region's desc in
+  // every operation (FI_MR_LOCAL). shm and tcp: false (they ignore descs).
+  bool mr_local = false;
 };
 
 struct ep_attr {

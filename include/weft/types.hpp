@@ -66,6 +66,15 @@ struct cq_err_entry {
   char msg[160] = {};     // what happened and what to do
 };
 
+// A local memory descriptor (cf. fi_mr_desc(3), UCX's memh): names, for the
+// provider, the registered region a local buffer lies in. Opaque; it comes
+// from memory_region::desc() and is valid while that region is open.
+// mr_desc::none: the buffer is not registered (or the caller does not say).
+// shm and tcp need no registration of local buffers and ignore it; a
+// provider that does (FI_MR_LOCAL semantics, info.domain.mr_local) requires
+// the region of every local buffer and refuses an operation without it.
+enum class mr_desc : std::uintptr_t { none = 0 };
+
 // A message description for the *msg() forms.
 struct msg_desc {
   const ::iovec* iov = nullptr;
@@ -75,6 +84,7 @@ struct msg_desc {
   std::uint64_t ignore = 0;      // receive: tag bits that need not match
   std::uint64_t data = 0;        // remote CQ data (with flag::remote_cq_data)
   void* context = nullptr;
+  const mr_desc* desc = nullptr;  // null, or one per iov entry: the region each buffer lies in
 };
 
 // One remote range: len bytes at offset of the peer's region named by key.
@@ -97,6 +107,7 @@ struct rma_desc {
   std::uint64_t data = 0;    // remote CQ data (with flag::remote_cq_data)
   const rma_iov* rma = nullptr;  // when rma_count > 0: the remote ranges (offset and key above unused)
   std::size_t rma_count = 0;
+  const mr_desc* desc = nullptr;  // null, or one per iov entry: the region each local buffer lies in
 };
 
 // An atomic operation on count elements at offset of the peer's region.

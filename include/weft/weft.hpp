@@ -143,6 +143,9 @@ class memory_region : public detail::handle<spi::mr> {
   [[nodiscard]] flush_method persist() const noexcept;
   // Whether the registration was served from the domain's registration cache.
   [[nodiscard]] bool cache_hit() const noexcept;
+  // The local memory descriptor of this region's buffers (mr_desc::none
+  // once closed), for the desc arguments of operations on them.
+  [[nodiscard]] mr_desc desc() const noexcept;
 };
 
 class counter : public detail::handle<spi::cntr, detail::cntr_ops> {
@@ -220,18 +223,25 @@ class endpoint : public detail::handle<spi::endpoint, detail::endpoint_ops> {
   // The peer gets a shutdown event; receives posted here complete as canceled.
   result<void> shutdown();
 
+  // Local memory descriptors: every form that names local buffers takes the
+  // region they lie in as its last argument (memory_region::desc(); for the
+  // iov forms, an array with one per iov entry), as fi_send's desc. Only a
+  // provider with info.domain.mr_local needs them; shm and tcp ignore them.
+
   // messages
-  [[nodiscard]] errc send(const void* buf, std::size_t len, fi_addr_t dest, void* ctx = nullptr) noexcept {
+  [[nodiscard]] errc send(const void* buf, std::size_t len, fi_addr_t dest, void* ctx = nullptr,
+                          mr_desc desc = mr_desc::none) noexcept {
     ::iovec v{const_cast<void*>(buf), len};
-    return tx(msg_desc{&v, 1, dest, 0, 0, 0, ctx}, flag::msg);
+    return tx(msg_desc{&v, 1, dest, 0, 0, 0, ctx, &desc}, flag::msg);
   }
-  [[nodiscard]] errc sendv(std::span<const ::iovec> iov, fi_addr_t dest, void* ctx = nullptr) noexcept {
-    return tx(msg_desc{iov.data(), iov.size(), dest, 0, 0, 0, ctx}, flag::msg);
+  [[nodiscard]] errc sendv(std::span<const ::iovec> iov, fi_addr_t dest, void* ctx = nullptr,
+                           const mr_desc* desc = nullptr) noexcept {
+    return tx(msg_desc{iov.data(), iov.size(), dest, 0, 0, 0, ctx, desc}, flag::msg);
   }
   [[nodiscard]] errc senddata(const void* buf, std::size_t len, std::uint64_t data, fi_addr_t dest,
-                              void* ctx = nullptr) noexcept {
+                              void* ctx = nullptr, mr_desc desc = mr_desc::none) noexcept {
     ::iovec v{const_cast<void*>(buf), len};
-    return tx(msg_desc{&v, 1, dest, 0, 0, data, ctx}, flag::msg | flag::remote_cq_data);
+    return tx(msg_desc{&v, 1, dest, 0, 0, data, ctx, &desc}, flag::msg | flag::remote_cq_data);
   }
   [[nodiscard]] errc inject(const void* buf, std::size_t len, fi_addr_t dest) noexcept {
     ::iovec v{const_cast<void*>(buf), len};
@@ -239,37 +249,38 @@ class endpoint : public detail::handle<spi::endpoint, detail::endpoint_ops> {
   }
   [[nodiscard]] errc injectdata(const void* buf, std::size_t len, std::uint64_t data, fi_addr_t dest) noexcept {
     ::iovec v{const_cast<void*>(buf), len};
-    return tx(msg_desc{&v, 1, dest, 0, 0, data, nullptr},
-                       flag::msg | flag::inject | flag::remote_cq_data);
+    return tx(msg_desc{&v, 1, dest, 0, 0, data, nullptr}, flag::msg | flag::inject | flag::remote_cq_data);
   }
   [[nodiscard]] errc sendmsg(const msg_desc& m, op_flags flags) noexcept {
     return tx(m, (flags & ~flag::tagged) | flag::msg);
   }
-  [[nodiscard]] errc recv(void* buf, std::size_t len, fi_addr_t src = addr_unspec, void* ctx = nullptr) noexcept {
+  [[nodiscard]] errc recv(void* buf, std::size_t len, fi_addr_t src = addr_unspec, void* ctx = nullptr,
+                          mr_desc desc = mr_desc::none) noexcept {
     ::iovec v{buf, len};
-    return rx(msg_desc{&v, 1, src, 0, 0, 0, ctx}, flag::msg);
+    return rx(msg_desc{&v, 1, src, 0, 0, 0, ctx, &desc}, flag::msg);
   }
-  [[nodiscard]] errc recvv(std::span<const ::iovec> iov, fi_addr_t src = addr_unspec, void* ctx = nullptr) noexcept {
-    return rx(msg_desc{iov.data(), iov.size(), src, 0, 0, 0, ctx}, flag::msg);
+  [[nodiscard]] errc recvv(std::span<const ::iovec> iov, fi_addr_t src = addr_unspec, void* ctx = nullptr,
+                           const mr_desc* desc = nullptr) noexcept {
+    return rx(msg_desc{iov.data(), iov.size(), src, 0, 0, 0, ctx, desc}, flag::msg);
   }
   [[nodiscard]] errc recvmsg(const msg_desc& m, op_flags flags) noexcept {
     return rx(m, (flags & ~flag::tagged) | flag::msg);
   }
 
   // tagged messages
-  [[nodiscard]] errc tsend(const void* buf, std::size_t len, fi_addr_t dest, std::uint64_t tag,
-                           void* ctx = nullptr) noexcept {
+  [[nodiscard]] errc tsend(const void* buf, std::size_t len, fi_addr_t dest, std::uint64_t tag, void* ctx = nullptr,
+                           mr_desc desc = mr_desc::none) noexcept {
     ::iovec v{const_cast<void*>(buf), len};
-    return tx(msg_desc{&v, 1, dest, tag, 0, 0, ctx}, flag::tagged);
+    return tx(msg_desc{&v, 1, dest, tag, 0, 0, ctx, &desc}, flag::tagged);
   }
-  [[nodiscard]] errc tsendv(std::span<const ::iovec> iov, fi_addr_t dest, std::uint64_t tag,
-                            void* ctx = nullptr) noexcept {
-    return tx(msg_desc{iov.data(), iov.size(), dest, tag, 0, 0, ctx}, flag::tagged);
+  [[nodiscard]] errc tsendv(std::span<const ::iovec> iov, fi_addr_t dest, std::uint64_t tag, void* ctx = nullptr,
+                            const mr_desc* desc = nullptr) noexcept {
+    return tx(msg_desc{iov.data(), iov.size(), dest, tag, 0, 0, ctx, desc}, flag::tagged);
   }
   [[nodiscard]] errc tsenddata(const void* buf, std::size_t len, std::uint64_t data, fi_addr_t dest,
-                               std::uint64_t tag, void* ctx = nullptr) noexcept {
+                               std::uint64_t tag, void* ctx = nullptr, mr_desc desc = mr_desc::none) noexcept {
     ::iovec v{const_cast<void*>(buf), len};
-    return tx(msg_desc{&v, 1, dest, tag, 0, data, ctx}, flag::tagged | flag::remote_cq_data);
+    return tx(msg_desc{&v, 1, dest, tag, 0, data, ctx, &desc}, flag::tagged | flag::remote_cq_data);
   }
   [[nodiscard]] errc tinject(const void* buf, std::size_t len, fi_addr_t dest, std::uint64_t tag) noexcept {
     ::iovec v{const_cast<void*>(buf), len};
@@ -278,20 +289,19 @@ class endpoint : public detail::handle<spi::endpoint, detail::endpoint_ops> {
   [[nodiscard]] errc tinjectdata(const void* buf, std::size_t len, std::uint64_t data, fi_addr_t dest,
                                  std::uint64_t tag) noexcept {
     ::iovec v{const_cast<void*>(buf), len};
-    return tx(msg_desc{&v, 1, dest, tag, 0, data, nullptr},
-                       flag::tagged | flag::inject | flag::remote_cq_data);
+    return tx(msg_desc{&v, 1, dest, tag, 0, data, nullptr}, flag::tagged | flag::inject | flag::remote_cq_data);
   }
   [[nodiscard]] errc tsendmsg(const msg_desc& m, op_flags flags) noexcept {
     return tx(m, (flags & ~flag::msg) | flag::tagged);
   }
   [[nodiscard]] errc trecv(void* buf, std::size_t len, fi_addr_t src, std::uint64_t tag, std::uint64_t ignore,
-                           void* ctx = nullptr) noexcept {
+                           void* ctx = nullptr, mr_desc desc = mr_desc::none) noexcept {
     ::iovec v{buf, len};
-    return rx(msg_desc{&v, 1, src, tag, ignore, 0, ctx}, flag::tagged);
+    return rx(msg_desc{&v, 1, src, tag, ignore, 0, ctx, &desc}, flag::tagged);
   }
   [[nodiscard]] errc trecvv(std::span<const ::iovec> iov, fi_addr_t src, std::uint64_t tag, std::uint64_t ignore,
-                            void* ctx = nullptr) noexcept {
-    return rx(msg_desc{iov.data(), iov.size(), src, tag, ignore, 0, ctx}, flag::tagged);
+                            void* ctx = nullptr, const mr_desc* desc = nullptr) noexcept {
+    return rx(msg_desc{iov.data(), iov.size(), src, tag, ignore, 0, ctx, desc}, flag::tagged);
   }
   // flags: peek, peek|claim, claim, peek|discard, claim|discard (cf. fi_tagged(3)).
   [[nodiscard]] errc trecvmsg(const msg_desc& m, op_flags flags) noexcept {
@@ -301,17 +311,19 @@ class endpoint : public detail::handle<spi::endpoint, detail::endpoint_ops> {
   // The peer's progress applies them (it checks key, bounds and access);
   // a violation completes with an error here, the peer's memory untouched.
   [[nodiscard]] errc write(const void* buf, std::size_t len, fi_addr_t dest, std::uint64_t offset,
-                           std::uint64_t key, void* ctx = nullptr) noexcept {
+                           std::uint64_t key, void* ctx = nullptr, mr_desc desc = mr_desc::none) noexcept {
     ::iovec v{const_cast<void*>(buf), len};
-    return do_rma(rma_desc{&v, 1, dest, offset, key, ctx}, flag::rma | flag::write);
+    return do_rma(rma_desc{&v, 1, dest, offset, key, ctx, 0, nullptr, 0, &desc}, flag::rma | flag::write);
   }
   // ... and the target gets a completion (flag::remote_write |
   // flag::remote_cq_data) carrying data. A target whose completion queue is
   // full answers busy: retry after it has read its completions.
   [[nodiscard]] errc writedata(const void* buf, std::size_t len, std::uint64_t data, fi_addr_t dest,
-                               std::uint64_t offset, std::uint64_t key, void* ctx = nullptr) noexcept {
+                               std::uint64_t offset, std::uint64_t key, void* ctx = nullptr,
+                               mr_desc desc = mr_desc::none) noexcept {
     ::iovec v{const_cast<void*>(buf), len};
-    return do_rma(rma_desc{&v, 1, dest, offset, key, ctx, data}, flag::rma | flag::write | flag::remote_cq_data);
+    return do_rma(rma_desc{&v, 1, dest, offset, key, ctx, data, nullptr, 0, &desc},
+                  flag::rma | flag::write | flag::remote_cq_data);
   }
   // Write len bytes, reusable as soon as this returns; no completion unless it
   // fails (then an error entry with a null context). At most tx.inject_size
@@ -321,10 +333,11 @@ class endpoint : public detail::handle<spi::endpoint, detail::endpoint_ops> {
     ::iovec v{const_cast<void*>(buf), len};
     return do_rma(rma_desc{&v, 1, dest, offset, key, nullptr}, flag::rma | flag::write | flag::inject);
   }
-  // The general forms: local iov, a list of remote ranges (d.rma, d.rma_count)
-  // that the local bytes fill in order, and flags: a completion level
-  // (flag::transmit_complete, delivery_complete, commit_complete; default:
-  // the endpoint's, info.tx.op_flags), flag::remote_cq_data, flag::inject.
+  // The general forms: local iov (and d.desc), a list of remote ranges
+  // (d.rma, d.rma_count) that the local bytes fill in order, and flags: a
+  // completion level (flag::transmit_complete, delivery_complete,
+  // commit_complete; default: the endpoint's, info.tx.op_flags),
+  // flag::remote_cq_data, flag::inject.
   [[nodiscard]] errc writemsg(const rma_desc& d, op_flags flags) noexcept {
     return do_rma(d, (flags & (flag::completion_levels | flag::remote_cq_data | flag::inject)) | flag::rma |
                          flag::write);
@@ -344,17 +357,19 @@ class endpoint : public detail::handle<spi::endpoint, detail::endpoint_ops> {
     return do_rma(rma_desc{nullptr, 0, dest, 0, key, ctx}, flag::rma | flag::save | level);
   }
   [[nodiscard]] errc read(void* buf, std::size_t len, fi_addr_t src, std::uint64_t offset, std::uint64_t key,
-                          void* ctx = nullptr) noexcept {
+                          void* ctx = nullptr, mr_desc desc = mr_desc::none) noexcept {
     ::iovec v{buf, len};
-    return do_rma(rma_desc{&v, 1, src, offset, key, ctx}, flag::rma | flag::read);
+    return do_rma(rma_desc{&v, 1, src, offset, key, ctx, 0, nullptr, 0, &desc}, flag::rma | flag::read);
   }
   [[nodiscard]] errc writev(std::span<const ::iovec> iov, fi_addr_t dest, std::uint64_t offset, std::uint64_t key,
-                            void* ctx = nullptr) noexcept {
-    return do_rma(rma_desc{iov.data(), iov.size(), dest, offset, key, ctx}, flag::rma | flag::write);
+                            void* ctx = nullptr, const mr_desc* desc = nullptr) noexcept {
+    return do_rma(rma_desc{iov.data(), iov.size(), dest, offset, key, ctx, 0, nullptr, 0, desc},
+                  flag::rma | flag::write);
   }
   [[nodiscard]] errc readv(std::span<const ::iovec> iov, fi_addr_t src, std::uint64_t offset, std::uint64_t key,
-                           void* ctx = nullptr) noexcept {
-    return do_rma(rma_desc{iov.data(), iov.size(), src, offset, key, ctx}, flag::rma | flag::read);
+                           void* ctx = nullptr, const mr_desc* desc = nullptr) noexcept {
+    return do_rma(rma_desc{iov.data(), iov.size(), src, offset, key, ctx, 0, nullptr, 0, desc},
+                  flag::rma | flag::read);
   }
   // Atomics on count elements at offset of the peer's region (key). Atomic
   // with respect to every other weft atomic on that memory, from any peer.

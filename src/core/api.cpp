@@ -29,6 +29,7 @@ void* memory_region::addr() const noexcept { return impl_ ? impl_->addr() : null
 std::size_t memory_region::len() const noexcept { return impl_ ? impl_->len() : 0; }
 flush_method memory_region::persist() const noexcept { return impl_ ? impl_->persist() : flush_method::none; }
 bool memory_region::cache_hit() const noexcept { return impl_ && impl_->cache_hit(); }
+mr_desc memory_region::desc() const noexcept { return impl_ ? spi::to_desc(impl_.get()) : mr_desc::none; }
 
 result<void> endpoint::enable() {
   if (!impl_) return make_error(errc::bad_state, "enable on a closed endpoint");

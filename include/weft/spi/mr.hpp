@@ -67,6 +67,17 @@ class mr {
   bool hit_ = false;
 };
 
+// A region as a local memory descriptor (memory_region::desc()) and back,
+// for providers that need registered local buffers (info.domain.mr_local):
+// such a provider checks that each desc of an operation names a live region
+// of its domain that covers the buffer with the right local access.
+[[nodiscard]] inline mr_desc to_desc(const mr* m) noexcept {
+  return static_cast<mr_desc>(reinterpret_cast<std::uintptr_t>(m));
+}
+[[nodiscard]] inline const mr* from_desc(mr_desc d) noexcept {
+  return reinterpret_cast<const mr*>(static_cast<std::uintptr_t>(d));
+}
+
 // One per domain. Registration and monitor calls are the control path;
 // find() and commit() are the target's data path (a mutex, no allocation).
 class mr_registry : public std::enable_shared_from_this<mr_registry> {
