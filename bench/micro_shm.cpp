@@ -52,7 +52,7 @@ struct pair_nodes {
       (void)e->bind(av);
       (void)e->enable();
     }
-    to_b = *av.insert(b.name());
+    to_b = *av.insert(*b.name());
   }
 };
 

@@ -246,7 +246,7 @@ std::uint64_t bw_rounds(std::size_t size, std::uint32_t window) {
 int run_server(const options& o) {
   conn c = open_conn(o, true);
   if (!o.quiet) std::fprintf(stderr, "weft_perf: server on %s port %u (%s)\n", o.provider.c_str(), o.port,
-                             weft::to_string(c.ep.name()).c_str());
+                             weft::to_string(*c.ep.name()).c_str());
   plan pl{};
   post_retry(c, [&] { return c.ep.recv(&pl, sizeof pl); });
   c.timeout_s = 3600;  // wait for a client as long as needed

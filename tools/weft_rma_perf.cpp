@@ -175,8 +175,8 @@ std::byte tag_of(std::uint64_t i) { return static_cast<std::byte>((i % 127) + 1)
 // ---- target: serves accesses; answers put_lat pings
 int run_target(const options& o, control* ctl, std::size_t buf_len) {
   node n = open_node(o, buf_len);
-  auto nm = n.ep.name();
-  ctl->key = n.mr.key();
+  auto nm = *n.ep.name();
+  ctl->key = *n.mr.key();
   ctl->name_len = std::min(nm.view().size(), sizeof ctl->name);
   std::memcpy(ctl->name, nm.view().data(), ctl->name_len);
   ctl->target_up.store(1, std::memory_order_release);
@@ -495,8 +495,8 @@ int main(int argc, char** argv) try {
     if (clk::now() > deadline) die("the target did not start");
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
-  auto nm = in.n.ep.name();
-  ctl->client_key = in.n.mr.key();
+  auto nm = *in.n.ep.name();
+  ctl->client_key = *in.n.mr.key();
   ctl->client_name_len = std::min(nm.view().size(), sizeof ctl->client_name);
   std::memcpy(ctl->client_name, nm.view().data(), ctl->client_name_len);
   auto p = in.n.av.insert(weft::address::from_string(in.n.inf.format, std::string(ctl->name, ctl->name_len)));

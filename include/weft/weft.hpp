@@ -7,6 +7,7 @@
 // interface (weft/spi/) is not included here: its classes are only named.
 #include <sys/uio.h>
 
+#include <expected>
 #include <memory>
 #include <span>
 #include <string>
@@ -135,8 +136,8 @@ class event_queue : public detail::handle<spi::eq> {
 class memory_region : public detail::handle<spi::mr> {
  public:
   using handle::handle;
-  // What a peer needs to name this region in RMA operations.
-  [[nodiscard]] std::uint64_t key() const noexcept;
+  // What a peer needs to name this region in RMA operations; bad_state once closed.
+  [[nodiscard]] std::expected<std::uint64_t, errc> key() const noexcept;
   [[nodiscard]] void* addr() const noexcept;
   [[nodiscard]] std::size_t len() const noexcept;
   // Persistent regions: how commits make writes durable (flush_method::none otherwise).
@@ -151,17 +152,35 @@ class memory_region : public detail::handle<spi::mr> {
 class counter : public detail::handle<spi::cntr, detail::cntr_ops> {
  public:
   using handle::handle;
-  // Drives progress of the bound endpoints, then reads.
-  [[nodiscard]] std::uint64_t read() noexcept { return ops_ ? ops_->read() : 0; }
-  [[nodiscard]] std::uint64_t read_err() noexcept { return ops_ ? ops_->read_error() : 0; }
-  void add(std::uint64_t n) noexcept {
-    if (ops_) ops_->add(n);
+  // Drives progress of the bound endpoints, then reads; bad_state once closed.
+  [[nodiscard]] std::expected<std::uint64_t, errc> read() noexcept {
+    if (!ops_) [[unlikely]]
+      return std::unexpected(errc::bad_state);
+    return ops_->read();
   }
-  void set(std::uint64_t n) noexcept {
-    if (ops_) ops_->set(n);
+  [[nodiscard]] std::expected<std::uint64_t, errc> read_err() noexcept {
+    if (!ops_) [[unlikely]]
+      return std::unexpected(errc::bad_state);
+    return ops_->read_error();
   }
-  void set_err(std::uint64_t n) noexcept {
-    if (ops_) ops_->set_error(n);
+  // ok, or bad_state once closed.
+  [[nodiscard]] errc add(std::uint64_t n) noexcept {
+    if (!ops_) [[unlikely]]
+      return errc::bad_state;
+    ops_->add(n);
+    return errc::ok;
+  }
+  [[nodiscard]] errc set(std::uint64_t n) noexcept {
+    if (!ops_) [[unlikely]]
+      return errc::bad_state;
+    ops_->set(n);
+    return errc::ok;
+  }
+  [[nodiscard]] errc set_err(std::uint64_t n) noexcept {
+    if (!ops_) [[unlikely]]
+      return errc::bad_state;
+    ops_->set_error(n);
+    return errc::ok;
   }
   // ok once read() >= threshold; timed_out; error_available when an
   // operation failed since read_err() or set_err() was last called.
@@ -209,7 +228,8 @@ class endpoint : public detail::handle<spi::endpoint, detail::endpoint_ops> {
   // flag::remote_write); injected sends included; failures go to the error count.
   result<void> bind(counter& c, op_flags flags);
   result<void> enable();
-  [[nodiscard]] address name() const;
+  // The address peers reach this endpoint at (insert it into their AVs).
+  [[nodiscard]] result<address> name() const;
 
   // Events: connection management on MSG endpoints (cf. fi_cm(3)); on RDM
   // endpoints, eq_event::kind::peer_dead names a peer that died or closed.
@@ -401,7 +421,8 @@ class passive_endpoint : public detail::handle<spi::passive_endpoint> {
  public:
   using handle::handle;
   result<void> bind(event_queue& q);
-  [[nodiscard]] address name() const;
+  // The listening address (its port too).
+  [[nodiscard]] result<address> name() const;
   // Refuse a connreq; the connector gets an error event (errc::permission_denied) carrying data.
   result<void> reject(const info& req, std::span<const std::byte> data = {});
 };
@@ -434,8 +455,8 @@ class domain : public detail::handle<spi::domain> {
   // Runs inside the provider when a commit_complete write or a SAVE reaches
   // one of this domain's regions; its result is the initiator's answer.
   result<void> set_commit_handler(commit_handler h);
-  [[nodiscard]] mr_cache_stats cache_stats() const;
-  [[nodiscard]] std::string monitor_name() const;
+  [[nodiscard]] result<mr_cache_stats> cache_stats() const;
+  [[nodiscard]] result<std::string> monitor_name() const;
   result<address_vector> open_av(const av_attr& a = {});
   result<completion_queue> open_cq(std::size_t size = 1024);
   [[nodiscard]] const info& get_info() const noexcept { return info_; }

@@ -24,7 +24,10 @@ errc event_queue::read(eq_event& e) { return impl_ ? impl_->read(e) : errc::bad_
 
 errc event_queue::wait(eq_event& e, int timeout_ms) { return impl_ ? impl_->wait(e, timeout_ms) : errc::bad_state; }
 
-std::uint64_t memory_region::key() const noexcept { return impl_ ? impl_->key() : 0; }
+std::expected<std::uint64_t, errc> memory_region::key() const noexcept {
+  if (!impl_) return std::unexpected(errc::bad_state);
+  return impl_->key();
+}
 void* memory_region::addr() const noexcept { return impl_ ? impl_->addr() : nullptr; }
 std::size_t memory_region::len() const noexcept { return impl_ ? impl_->len() : 0; }
 flush_method memory_region::persist() const noexcept { return impl_ ? impl_->persist() : flush_method::none; }
@@ -36,7 +39,10 @@ result<void> endpoint::enable() {
   return impl_->enable();
 }
 
-address endpoint::name() const { return impl_ ? impl_->name() : address{}; }
+result<address> endpoint::name() const {
+  if (!impl_) return make_error(errc::bad_state, "name of a closed endpoint");
+  return impl_->name();
+}
 
 void endpoint::set_context(void* ctx) noexcept {
   if (impl_) impl_->context = ctx;
@@ -57,7 +63,10 @@ result<void> endpoint::shutdown() {
   return impl_->shutdown();
 }
 
-address passive_endpoint::name() const { return impl_ ? impl_->name() : address{}; }
+result<address> passive_endpoint::name() const {
+  if (!impl_) return make_error(errc::bad_state, "name of a closed passive endpoint");
+  return impl_->name();
+}
 
 result<void> passive_endpoint::reject(const info& req, std::span<const std::byte> data) {
   if (!impl_) return make_error(errc::bad_state, "reject on a closed passive endpoint");

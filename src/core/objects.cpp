@@ -95,9 +95,15 @@ result<void> domain::set_commit_handler(commit_handler h) {
   return {};
 }
 
-mr_cache_stats domain::cache_stats() const { return impl_ ? impl_->registry()->stats() : mr_cache_stats{}; }
+result<mr_cache_stats> domain::cache_stats() const {
+  if (!impl_) return make_error(errc::bad_state, "cache_stats of a closed domain");
+  return impl_->registry()->stats();
+}
 
-std::string domain::monitor_name() const { return impl_ ? impl_->registry()->monitor_name() : std::string(); }
+result<std::string> domain::monitor_name() const {
+  if (!impl_) return make_error(errc::bad_state, "monitor_name of a closed domain");
+  return impl_->registry()->monitor_name();
+}
 
 result<counter> domain::open_counter() {
   if (!impl_) return make_error(errc::bad_state, "open_counter on a closed domain");

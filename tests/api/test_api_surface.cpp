@@ -2,6 +2,7 @@
 // the provider objects behind the handles must be incomplete types here.
 #include <gtest/gtest.h>
 
+#include "../common/harness.hpp"  // weft.hpp and gtest only
 #include "weft/weft.hpp"
 
 namespace {
@@ -28,6 +29,41 @@ TEST(api_surface, closed_handles_refuse_the_data_path) {
   weft::cq_entry e;
   EXPECT_EQ(cq.read(e), weft::errc::bad_state);
   EXPECT_EQ(c.wait(1, 0), weft::errc::bad_state);
+}
+
+// A closed handle says so instead of answering a plausible value (a count of
+// 0, a key of 0, an empty address).
+TEST(api_surface, closed_handles_report_bad_state) {
+  using namespace weft;
+  test::apply(test::all_variants().front());
+  test::node n = test::open_node("shm");
+  auto c = n.dom.open_counter();
+  ASSERT_TRUE(c);
+  std::vector<char> buf(4096);
+  auto m = n.dom.register_memory(buf.data(), buf.size(), access::remote_read);
+  ASSERT_TRUE(m);
+  ASSERT_TRUE(m->key().has_value());
+  EXPECT_NE(*m->key(), 0u);
+  ASSERT_TRUE(c->read().has_value());
+  ASSERT_TRUE(n.ep.name().has_value());
+  EXPECT_NE(n.ep.name()->size, 0);
+  ASSERT_TRUE(n.dom.cache_stats().has_value());
+
+  m->close();
+  c->close();
+  n.ep.close();
+  EXPECT_EQ(m->key().error(), errc::bad_state);
+  EXPECT_EQ(c->read().error(), errc::bad_state);
+  EXPECT_EQ(c->read_err().error(), errc::bad_state);
+  EXPECT_EQ(c->add(1), errc::bad_state);
+  EXPECT_EQ(c->set(1), errc::bad_state);
+  EXPECT_EQ(c->set_err(1), errc::bad_state);
+  ASSERT_FALSE(n.ep.name().has_value());
+  EXPECT_EQ(n.ep.name().error().code, errc::bad_state);
+  n.dom.close();
+  EXPECT_EQ(n.dom.cache_stats().error().code, errc::bad_state);
+  EXPECT_EQ(n.dom.monitor_name().error().code, errc::bad_state);
+  EXPECT_EQ(passive_endpoint{}.name().error().code, errc::bad_state);
 }
 
 }  // namespace

@@ -106,7 +106,7 @@ inline node open_node(const std::string& provider, caps_t caps = cap::msg | cap:
 }
 
 inline fi_addr_t insert(node& n, const node& peer) {
-  auto r = n.av.insert(peer.ep.name());
+  auto r = n.av.insert(*peer.ep.name());
   EXPECT_TRUE(r.has_value()) << (r ? "" : r.error().message);
   return r ? *r : addr_unspec;
 }

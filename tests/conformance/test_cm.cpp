@@ -85,7 +85,7 @@ class cm : public ::testing::Test {
     pep = std::move(*p);
     ASSERT_TRUE(pep.bind(srv.eq));
     sockaddr_in sa{};
-    std::memcpy(&sa, pep.name().bytes.data(), sizeof sa);
+    std::memcpy(&sa, pep.name()->bytes.data(), sizeof sa);
     port = ntohs(sa.sin_port);
     ASSERT_NE(port, 0) << "port 0 picks an ephemeral port that can be read back";
   }
@@ -276,7 +276,7 @@ TEST_F(cm, garbage_to_the_listener_is_dropped) {
   {
     int s = ::socket(AF_INET, SOCK_STREAM, 0);
     sockaddr_in sa{};
-    std::memcpy(&sa, pep.name().bytes.data(), sizeof sa);
+    std::memcpy(&sa, pep.name()->bytes.data(), sizeof sa);
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     ASSERT_EQ(::connect(s, reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0);
     const char junk[64] = "this is not a weft hello, not at all...";

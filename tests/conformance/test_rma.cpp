@@ -21,7 +21,7 @@ TEST_P(rma, write_then_read_back) {
     auto src = pattern(size, static_cast<unsigned>(size));
     const std::uint64_t off = 12345;
     int wctx = 0;
-    ASSERT_EQ(a.ep.write(src.data(), size, a2b, off, mr.key(), &wctx), errc::ok);
+    ASSERT_EQ(a.ep.write(src.data(), size, a2b, off, *mr.key(), &wctx), errc::ok);
     outcome w = done();
     ASSERT_TRUE(w.ok) << w.err.msg;
     EXPECT_EQ(w.e.context, &wctx);
@@ -30,7 +30,7 @@ TEST_P(rma, write_then_read_back) {
     EXPECT_EQ(target[off - 1], 0x5a);
     EXPECT_EQ(target[off + size], 0x5a) << "nothing beyond the range";
     std::vector<unsigned char> back(size);
-    ASSERT_EQ(a.ep.read(back.data(), size, a2b, off, mr.key()), errc::ok);
+    ASSERT_EQ(a.ep.read(back.data(), size, a2b, off, *mr.key()), errc::ok);
     outcome r = done();
     ASSERT_TRUE(r.ok) << r.err.msg;
     EXPECT_TRUE(r.e.flags & flag::read);
@@ -41,12 +41,12 @@ TEST_P(rma, write_then_read_back) {
 TEST_P(rma, iov_on_the_initiator) {
   auto src = pattern(100000, 7);
   ::iovec v[3] = {{src.data(), 10}, {src.data() + 10, 50000}, {src.data() + 50010, 49990}};
-  ASSERT_EQ(a.ep.writev(v, a2b, 0, mr.key()), errc::ok);
+  ASSERT_EQ(a.ep.writev(v, a2b, 0, *mr.key()), errc::ok);
   ASSERT_TRUE(done().ok);
   EXPECT_TRUE(std::equal(src.begin(), src.end(), target.begin()));
   std::vector<unsigned char> x(30000), y(70000);
   ::iovec r[2] = {{x.data(), x.size()}, {y.data(), y.size()}};
-  ASSERT_EQ(a.ep.readv(r, a2b, 0, mr.key()), errc::ok);
+  ASSERT_EQ(a.ep.readv(r, a2b, 0, *mr.key()), errc::ok);
   ASSERT_TRUE(done().ok);
   EXPECT_TRUE(std::equal(x.begin(), x.end(), src.begin()));
   EXPECT_TRUE(std::equal(y.begin(), y.end(), src.begin() + 30000));
@@ -61,9 +61,9 @@ TEST_P(rma, violations_fail_at_the_initiator_and_leave_the_target_untouched) {
     errc expect;
     const char* what;
   } cases[] = {
-      {target.size() - 100, mr.key(), 4096, errc::invalid_argument, "runs past the end"},
-      {~0ull - 10, mr.key(), 64, errc::invalid_argument, "offset overflow"},
-      {0, mr.key() ^ 1, 64, errc::not_found, "wrong key"},
+      {target.size() - 100, *mr.key(), 4096, errc::invalid_argument, "runs past the end"},
+      {~0ull - 10, *mr.key(), 64, errc::invalid_argument, "offset overflow"},
+      {0, *mr.key() ^ 1, 64, errc::not_found, "wrong key"},
       {0, 0, 64, errc::not_found, "zero key"},
   };
   for (auto& c : cases) {
@@ -88,24 +88,24 @@ TEST_P(rma, permissions_and_closed_regions) {
   auto rom = b.dom.register_memory(ro.data(), ro.size(), access::remote_read);
   auto wom = b.dom.register_memory(wo.data(), wo.size(), access::remote_write);
   ASSERT_TRUE(rom && wom);
-  EXPECT_NE(rom->key(), wom->key());
-  EXPECT_GT(rom->key() > wom->key() ? rom->key() - wom->key() : wom->key() - rom->key(), 1000u)
+  EXPECT_NE(*rom->key(), *wom->key());
+  EXPECT_GT(*rom->key() > *wom->key() ? *rom->key() - *wom->key() : *wom->key() - *rom->key(), 1000u)
       << "keys are not sequential";
   std::vector<unsigned char> buf(64, 9);
-  ASSERT_EQ(a.ep.write(buf.data(), 64, a2b, 0, rom->key()), errc::ok);
+  ASSERT_EQ(a.ep.write(buf.data(), 64, a2b, 0, *rom->key()), errc::ok);
   outcome o = done();
   ASSERT_TRUE(o.error);
   EXPECT_EQ(o.err.err, errc::permission_denied);
   EXPECT_EQ(ro[0], 1) << "read-only region not written";
-  ASSERT_EQ(a.ep.read(buf.data(), 64, a2b, 0, wom->key()), errc::ok);
+  ASSERT_EQ(a.ep.read(buf.data(), 64, a2b, 0, *wom->key()), errc::ok);
   o = done();
   ASSERT_TRUE(o.error);
   EXPECT_EQ(o.err.err, errc::permission_denied);
-  ASSERT_EQ(a.ep.read(buf.data(), 64, a2b, 0, rom->key()), errc::ok);
+  ASSERT_EQ(a.ep.read(buf.data(), 64, a2b, 0, *rom->key()), errc::ok);
   ASSERT_TRUE(done().ok);
   EXPECT_EQ(buf[0], 1);
   // closing invalidates at once
-  const std::uint64_t k = wom->key();
+  const std::uint64_t k = *wom->key();
   wom->close();
   ASSERT_EQ(a.ep.write(buf.data(), 64, a2b, 0, k), errc::ok);
   o = done();
@@ -123,11 +123,11 @@ TEST_P(rma, randomized_keys_and_offsets_match_a_model) {
     const std::size_t len = 1 + rng() % 2048;
     std::uint64_t off = rng() % (target.size() + 4096);  // sometimes past the end
     const bool good_key = rng() % 4 != 0;
-    const std::uint64_t key = good_key ? mr.key() : rng();
+    const std::uint64_t key = good_key ? *mr.key() : rng();
     for (auto& c : buf) c = static_cast<unsigned char>(rng());
     ASSERT_EQ(post([&] { return a.ep.write(buf.data(), len, a2b, off, key); }, {&a, &b}), errc::ok);
     outcome o = done();
-    const bool valid = key == mr.key() && off <= target.size() && len <= target.size() - off;
+    const bool valid = key == *mr.key() && off <= target.size() && len <= target.size() - off;
     ASSERT_EQ(o.ok, valid) << "op " << i << (o.error ? std::string(": ") + o.err.msg : "");
     if (valid) {
       std::copy(buf.begin(), buf.begin() + static_cast<long>(len), model.begin() + static_cast<long>(off));
@@ -152,18 +152,18 @@ TEST_P(rma, counters_for_rma_events) {
   ASSERT_TRUE(ie->bind(a.cq) && ie->bind(a.av) && ie->bind(*ic, flag::read | flag::write) && ie->enable());
   ASSERT_TRUE(te->bind(b.cq) && te->bind(b.av) && te->bind(*tc, flag::remote_read | flag::remote_write) &&
               te->enable());
-  auto to = a.av.insert(te->name());
+  auto to = a.av.insert(*te->name());
   ASSERT_TRUE(to);
   std::vector<unsigned char> buf(1000, 3);
-  for (int i = 0; i < 3; ++i) ASSERT_EQ(ie->write(buf.data(), buf.size(), *to, 0, mr.key()), errc::ok);
-  for (int i = 0; i < 2; ++i) ASSERT_EQ(ie->read(buf.data(), buf.size(), *to, 0, mr.key()), errc::ok);
-  ASSERT_EQ(ie->write(buf.data(), buf.size(), *to, 0, mr.key() + 1), errc::ok);  // fails
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(ie->write(buf.data(), buf.size(), *to, 0, *mr.key()), errc::ok);
+  for (int i = 0; i < 2; ++i) ASSERT_EQ(ie->read(buf.data(), buf.size(), *to, 0, *mr.key()), errc::ok);
+  ASSERT_EQ(ie->write(buf.data(), buf.size(), *to, 0, *mr.key() + 1), errc::ok);  // fails
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while ((ic->read() + ic->read_err() < 6) && std::chrono::steady_clock::now() < deadline) b.cq.progress();
-  EXPECT_EQ(ic->read(), 5u) << "3 writes and 2 reads issued";
-  EXPECT_EQ(ic->read_err(), 1u);
-  EXPECT_EQ(tc->read(), 5u) << "5 accesses served";
-  EXPECT_EQ(tc->read_err(), 1u);
+  while ((*ic->read() + *ic->read_err() < 6) && std::chrono::steady_clock::now() < deadline) b.cq.progress();
+  EXPECT_EQ(*ic->read(), 5u) << "3 writes and 2 reads issued";
+  EXPECT_EQ(*ic->read_err(), 1u);
+  EXPECT_EQ(*tc->read(), 5u) << "5 accesses served";
+  EXPECT_EQ(*tc->read_err(), 1u);
   cq_entry e;
   cq_err_entry ee;
   for (int i = 0; i < 20; ++i)
@@ -172,7 +172,7 @@ TEST_P(rma, counters_for_rma_events) {
 
 TEST_P(rma, write_with_remote_cq_data_completes_at_the_target) {
   auto src = pattern(5000, 11);
-  ASSERT_EQ(a.ep.writedata(src.data(), src.size(), 0xfeedull, a2b, 100, mr.key()), errc::ok);
+  ASSERT_EQ(a.ep.writedata(src.data(), src.size(), 0xfeedull, a2b, 100, *mr.key()), errc::ok);
   outcome w = done();
   ASSERT_TRUE(w.ok) << w.err.msg;
   cq_entry e;
@@ -185,7 +185,7 @@ TEST_P(rma, write_with_remote_cq_data_completes_at_the_target) {
   EXPECT_EQ(e.buf, static_cast<void*>(target.data() + 100));
   EXPECT_TRUE(std::equal(src.begin(), src.end(), target.begin() + 100));
   // a plain write makes no target completion
-  ASSERT_EQ(a.ep.write(src.data(), 10, a2b, 0, mr.key()), errc::ok);
+  ASSERT_EQ(a.ep.write(src.data(), 10, a2b, 0, *mr.key()), errc::ok);
   ASSERT_TRUE(done().ok);
   EXPECT_EQ(b.cq.read(e), errc::again);
 }
@@ -199,7 +199,7 @@ TEST_P(rma, writedata_to_a_full_target_cq_is_a_clear_retry) {
   char x = 'x';
   int busy = 0;
   for (int i = 0; i < 3; ++i) {  // the third finds no room
-    ASSERT_EQ(a.ep.writedata(&x, 1, static_cast<std::uint64_t>(i), to, 0, m->key()), errc::ok);
+    ASSERT_EQ(a.ep.writedata(&x, 1, static_cast<std::uint64_t>(i), to, 0, *m->key()), errc::ok);
     outcome o = next(a, {&t});
     if (o.error) {
       EXPECT_EQ(o.err.err, errc::busy) << o.err.msg;
@@ -210,7 +210,7 @@ TEST_P(rma, writedata_to_a_full_target_cq_is_a_clear_retry) {
   EXPECT_EQ(busy, 1);
   cq_entry e;
   ASSERT_EQ(t.cq.read(e), errc::ok);  // reading frees room
-  ASSERT_EQ(a.ep.writedata(&x, 1, 9, to, 0, m->key()), errc::ok);
+  ASSERT_EQ(a.ep.writedata(&x, 1, 9, to, 0, *m->key()), errc::ok);
   EXPECT_TRUE(next(a, {&t}).ok);
 }
 
@@ -219,7 +219,7 @@ TEST_P(rma, misuse) {
   EXPECT_FALSE(b.dom.register_memory(target.data(), 0, access::remote_read));
   EXPECT_FALSE(b.dom.register_memory(target.data(), 10, access_flags{}));
   char x[8];
-  EXPECT_EQ(a.ep.write(x, 8, 12345, 0, mr.key()), errc::invalid_argument) << "unknown peer";
+  EXPECT_EQ(a.ep.write(x, 8, 12345, 0, *mr.key()), errc::invalid_argument) << "unknown peer";
 }
 
 INSTANTIATE_TEST_SUITE_P(providers, rma, ::testing::ValuesIn(all_variants()),
@@ -265,7 +265,7 @@ void check_type(rma* t, node& a, node& b, fi_addr_t a2b, memory_region& mr, std:
     }
     const std::uint64_t off = 64 * (1 + static_cast<unsigned>(op));
     std::memcpy(target.data() + off, init, sizeof init);
-    ASSERT_EQ(a.ep.fetch_atomic(op, type, opnd, result, n, a2b, off, mr.key()), errc::ok);
+    ASSERT_EQ(a.ep.fetch_atomic(op, type, opnd, result, n, a2b, off, *mr.key()), errc::ok);
     outcome o = next(a, {&b});
     ASSERT_TRUE(o.ok) << o.err.msg;
     EXPECT_TRUE(o.e.flags & flag::atomic);
@@ -277,7 +277,7 @@ void check_type(rma* t, node& a, node& b, fi_addr_t a2b, memory_region& mr, std:
     }
     // the non-fetching form too
     std::memcpy(target.data() + off, init, sizeof init);
-    ASSERT_EQ(a.ep.atomic(op, type, opnd, n, a2b, off, mr.key()), errc::ok);
+    ASSERT_EQ(a.ep.atomic(op, type, opnd, n, a2b, off, *mr.key()), errc::ok);
     ASSERT_TRUE(next(a, {&b}).ok);
     std::memcpy(now, target.data() + off, sizeof now);
     for (std::size_t i = 0; i < n; ++i) EXPECT_EQ(now[i], expect[i]);
@@ -285,13 +285,13 @@ void check_type(rma* t, node& a, node& b, fi_addr_t a2b, memory_region& mr, std:
   // compare-and-swap: a hit and a miss
   T cur = static_cast<T>(5), cmp_hit = static_cast<T>(5), cmp_miss = static_cast<T>(6), val = static_cast<T>(9), old{};
   std::memcpy(target.data() + 8, &cur, sizeof cur);
-  ASSERT_EQ(a.ep.compare_atomic(type, &val, &cmp_miss, &old, 1, a2b, 8, mr.key()), errc::ok);
+  ASSERT_EQ(a.ep.compare_atomic(type, &val, &cmp_miss, &old, 1, a2b, 8, *mr.key()), errc::ok);
   ASSERT_TRUE(next(a, {&b}).ok);
   T now;
   std::memcpy(&now, target.data() + 8, sizeof now);
   EXPECT_EQ(now, cur) << "no swap on a miss";
   EXPECT_EQ(old, cur);
-  ASSERT_EQ(a.ep.compare_atomic(type, &val, &cmp_hit, &old, 1, a2b, 8, mr.key()), errc::ok);
+  ASSERT_EQ(a.ep.compare_atomic(type, &val, &cmp_hit, &old, 1, a2b, 8, *mr.key()), errc::ok);
   ASSERT_TRUE(next(a, {&b}).ok);
   std::memcpy(&now, target.data() + 8, sizeof now);
   EXPECT_EQ(now, val) << "swapped on a hit";
@@ -315,8 +315,8 @@ TEST_P(atomics, every_op_on_every_type_matches_a_model) {
 TEST_P(atomics, four_processes_add_concurrently) {
   std::uint64_t zero = 0;
   std::memcpy(target.data(), &zero, 8);
-  const address baddr = b.ep.name();
-  const std::uint64_t key = mr.key();
+  const address baddr = *b.ep.name();
+  const std::uint64_t key = *mr.key();
   constexpr int procs = 4, per = 500;
   std::vector<pid_t> kids;
   fork_adders(GetParam().provider, baddr, key, procs, per, false, kids);
@@ -335,28 +335,28 @@ TEST_P(atomics, four_processes_add_concurrently) {
 
 TEST_P(atomics, invalid_pairs_alignment_rights_and_bounds) {
   double d = 1;
-  EXPECT_EQ(a.ep.atomic(atomic_op::band, atomic_type::f64, &d, 1, a2b, 0, mr.key()), errc::invalid_argument)
+  EXPECT_EQ(a.ep.atomic(atomic_op::band, atomic_type::f64, &d, 1, a2b, 0, *mr.key()), errc::invalid_argument)
       << "bitwise on floating point";
   EXPECT_FALSE(atomic_valid(atomic_op::bxor, atomic_type::f32));
   EXPECT_TRUE(atomic_valid(atomic_op::sum, atomic_type::f32));
   EXPECT_TRUE(atomic_valid(atomic_op::bor, atomic_type::u8));
   std::uint64_t big[16] = {};
-  EXPECT_EQ(a.ep.atomic(atomic_op::sum, atomic_type::u64, big, 16, a2b, 0, mr.key()), errc::invalid_argument)
+  EXPECT_EQ(a.ep.atomic(atomic_op::sum, atomic_type::u64, big, 16, a2b, 0, *mr.key()), errc::invalid_argument)
       << "more than 64 bytes";
   const auto before = target;
   std::uint64_t one = 1;
-  ASSERT_EQ(a.ep.atomic(atomic_op::sum, atomic_type::u64, &one, 1, a2b, 3, mr.key()), errc::ok);  // misaligned
+  ASSERT_EQ(a.ep.atomic(atomic_op::sum, atomic_type::u64, &one, 1, a2b, 3, *mr.key()), errc::ok);  // misaligned
   outcome o = next(a, {&b});
   ASSERT_TRUE(o.error);
   EXPECT_EQ(o.err.err, errc::invalid_argument) << o.err.msg;
-  ASSERT_EQ(a.ep.atomic(atomic_op::sum, atomic_type::u64, &one, 1, a2b, target.size(), mr.key()), errc::ok);
+  ASSERT_EQ(a.ep.atomic(atomic_op::sum, atomic_type::u64, &one, 1, a2b, target.size(), *mr.key()), errc::ok);
   o = next(a, {&b});
   ASSERT_TRUE(o.error);
   EXPECT_EQ(o.err.err, errc::invalid_argument);
   std::vector<unsigned char> ro(64, 0);
   auto rom = b.dom.register_memory(ro.data(), ro.size(), access::remote_read);
   ASSERT_TRUE(rom);
-  ASSERT_EQ(a.ep.atomic(atomic_op::sum, atomic_type::u64, &one, 1, a2b, 0, rom->key()), errc::ok);
+  ASSERT_EQ(a.ep.atomic(atomic_op::sum, atomic_type::u64, &one, 1, a2b, 0, *rom->key()), errc::ok);
   o = next(a, {&b});
   ASSERT_TRUE(o.error);
   EXPECT_EQ(o.err.err, errc::permission_denied);

@@ -54,7 +54,7 @@ TEST_P(rma_ext, lists_of_remote_ranges_over_two_regions) {
   ASSERT_TRUE(m2);
   auto src = pattern(3000, 3);
   // 1000 bytes at 100 of the first region, 1500 at 0 of the second, 500 at 9000 of the first
-  rma_iov ranges[3] = {{100, 1000, mr.key()}, {0, 1500, m2->key()}, {9000, 500, mr.key()}};
+  rma_iov ranges[3] = {{100, 1000, *mr.key()}, {0, 1500, *m2->key()}, {9000, 500, *mr.key()}};
   ::iovec v[2] = {{src.data(), 1200}, {src.data() + 1200, 1800}};
   rma_desc d{v, 2, a2b, 0, 0, nullptr};
   d.rma = ranges;
@@ -82,11 +82,11 @@ TEST_P(rma_ext, lists_of_remote_ranges_over_two_regions) {
   ASSERT_TRUE(o.ok) << o.err.msg;
   EXPECT_EQ(back, src);
   // ranges that do not add up to the local bytes, and a bad range in a list
-  rma_iov bad[2] = {{0, 10, mr.key()}, {0, 10, mr.key()}};
+  rma_iov bad[2] = {{0, 10, *mr.key()}, {0, 10, *mr.key()}};
   rd.rma = bad;
   rd.rma_count = 2;
   EXPECT_EQ(a.ep.readmsg(rd, {}), errc::invalid_argument);
-  rma_iov partly[2] = {{0, 1500, mr.key()}, {0, 1500, mr.key() ^ 7}};
+  rma_iov partly[2] = {{0, 1500, *mr.key()}, {0, 1500, *mr.key() ^ 7}};
   d.rma = partly;
   d.rma_count = 2;
   ASSERT_EQ(a.ep.writemsg(d, {}), errc::ok);
@@ -100,33 +100,33 @@ TEST_P(rma_ext, inject_write_returns_at_once_and_reports_only_failures) {
   std::vector<unsigned char> buf(256);
   for (int i = 0; i < 100; ++i) {
     std::fill(buf.begin(), buf.end(), static_cast<unsigned char>(i));
-    ASSERT_EQ(post([&] { return a.ep.inject_write(buf.data(), buf.size(), a2b, 256 * i, mr.key()); }, {&a, &b}),
+    ASSERT_EQ(post([&] { return a.ep.inject_write(buf.data(), buf.size(), a2b, 256 * i, *mr.key()); }, {&a, &b}),
               errc::ok);
     std::fill(buf.begin(), buf.end(), 0xff);  // reusable at once
   }
   // a delivery-complete write after them completes after them (same path, in order)
   unsigned char last = 7;
-  ASSERT_EQ(a.ep.write(&last, 1, a2b, 60000, mr.key()), errc::ok);
+  ASSERT_EQ(a.ep.write(&last, 1, a2b, 60000, *mr.key()), errc::ok);
   outcome o = done();
   ASSERT_TRUE(o.ok) << "injects give no completion: the next one is the write's: " << o.err.msg;
   for (int i = 0; i < 100; ++i)
     ASSERT_EQ(target[256 * i + 17], static_cast<unsigned char>(i)) << "inject " << i << " landed";
-  EXPECT_EQ(a.ep.inject_write(buf.data(), 1 << 20, a2b, 0, mr.key()), errc::too_big);
+  EXPECT_EQ(a.ep.inject_write(buf.data(), 1 << 20, a2b, 0, *mr.key()), errc::too_big);
   // up to tx.inject_size, as inject()
   const std::size_t lim = a.inf.tx.inject_size;
   ASSERT_GE(lim, 256u);
   ASSERT_LE(lim, 32768u) << "the target region is 64 KiB";
   std::vector<unsigned char> big(lim + 1, 0xc3);
-  EXPECT_EQ(a.ep.inject_write(big.data(), lim + 1, a2b, 0, mr.key()), errc::too_big);
-  ASSERT_EQ(post([&] { return a.ep.inject_write(big.data(), lim, a2b, 1, mr.key()); }, {&a, &b}), errc::ok);
+  EXPECT_EQ(a.ep.inject_write(big.data(), lim + 1, a2b, 0, *mr.key()), errc::too_big);
+  ASSERT_EQ(post([&] { return a.ep.inject_write(big.data(), lim, a2b, 1, *mr.key()); }, {&a, &b}), errc::ok);
   std::fill(big.begin(), big.end(), 0);
-  ASSERT_EQ(a.ep.write(&last, 1, a2b, 60000, mr.key()), errc::ok);
+  ASSERT_EQ(a.ep.write(&last, 1, a2b, 60000, *mr.key()), errc::ok);
   o = done();
   ASSERT_TRUE(o.ok) << o.err.msg;
   for (std::size_t k = 1; k <= lim; ++k) ASSERT_EQ(target[k], 0xc3) << "byte " << k << " of a " << lim << "-byte inject";
   EXPECT_EQ(target[lim + 1], static_cast<unsigned char>(lim + 1 < 256 * 100 ? (lim + 1) / 256 : 0x5a));
   // a failed inject is not lost
-  ASSERT_EQ(a.ep.inject_write(buf.data(), 16, a2b, 0, mr.key() ^ 5), errc::ok);
+  ASSERT_EQ(a.ep.inject_write(buf.data(), 16, a2b, 0, *mr.key() ^ 5), errc::ok);
   o = done();
   ASSERT_TRUE(o.error);
   EXPECT_EQ(o.err.err, errc::not_found) << o.err.msg;
@@ -147,7 +147,7 @@ TEST_P(rma_ext, inject_writes_counted_by_a_write_counter_count_their_delivery) {
   std::vector<unsigned char> buf(64);
   for (int i = 0; i < n; ++i) {
     std::fill(buf.begin(), buf.end(), static_cast<unsigned char>(i + 1));
-    ASSERT_EQ(post([&] { return ie->inject_write(buf.data(), buf.size(), a2b, 64 * static_cast<std::uint64_t>(i), mr.key()); }, {&a}),
+    ASSERT_EQ(post([&] { return ie->inject_write(buf.data(), buf.size(), a2b, 64 * static_cast<std::uint64_t>(i), *mr.key()); }, {&a}),
               errc::ok);
   }
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
@@ -155,8 +155,8 @@ TEST_P(rma_ext, inject_writes_counted_by_a_write_counter_count_their_delivery) {
   for (int it = 0; c < n && std::chrono::steady_clock::now() < deadline; ++it) {
     a.cq.progress();
     if (it % 16 == 15) b.cq.progress();
-    c = ic->read();
-    ASSERT_EQ(ic->read_err(), 0u);
+    c = *ic->read();
+    ASSERT_EQ(*ic->read_err(), 0u);
     for (std::uint64_t i = 0; i < c; ++i)
       ASSERT_EQ(target[64 * i + 63], static_cast<unsigned char>(i + 1))
           << "the counter says " << c << " writes were delivered, write " << i << " is not in the target";
@@ -180,7 +180,7 @@ TEST_P(rma_ext, inject_write_failures_are_not_lost_in_a_small_cq) {
   };
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
   while (posted < n && std::chrono::steady_clock::now() < deadline) {
-    const errc r = x.ep.inject_write(&v, 1, to, 8 * static_cast<std::uint64_t>(posted), mr.key() ^ 1);
+    const errc r = x.ep.inject_write(&v, 1, to, 8 * static_cast<std::uint64_t>(posted), *mr.key() ^ 1);
     if (r == errc::ok) ++posted;
     else ASSERT_EQ(r, errc::again);
     if (posted > 2 || r == errc::again) read_errors();  // first let the CQ fill up
@@ -190,7 +190,7 @@ TEST_P(rma_ext, inject_write_failures_are_not_lost_in_a_small_cq) {
   EXPECT_EQ(errors, n) << "every failed inject write is reported";
   EXPECT_EQ(target[0], 0x5a) << "nothing landed";
   // the path still works
-  ASSERT_EQ(post([&] { return x.ep.write(&v, 1, to, 0, mr.key()); }, {&x, &b}), errc::ok);
+  ASSERT_EQ(post([&] { return x.ep.write(&v, 1, to, 0, *mr.key()); }, {&x, &b}), errc::ok);
   outcome o = next(x, {&b});
   ASSERT_TRUE(o.ok) << o.err.msg;
   EXPECT_EQ(target[0], 1);
@@ -225,11 +225,11 @@ TEST_P(rma_ext, a_waiting_failure_does_not_block_the_completions_behind_it) {
     }
     return r;
   };
-  ASSERT_EQ(post_reading([&] { return x.ep.inject_write(&v[0], 1, to, 0, mr.key() ^ 1); }), errc::ok);
+  ASSERT_EQ(post_reading([&] { return x.ep.inject_write(&v[0], 1, to, 0, *mr.key() ^ 1); }), errc::ok);
   ::iovec io{&v[1], 1};
   for (std::uint64_t i = 0; i < 2; ++i)
     ASSERT_EQ(post_reading([&] {
-                return x.ep.writemsg(rma_desc{&io, 1, to, 100 + i, mr.key(), nullptr}, flag::delivery_complete);
+                return x.ep.writemsg(rma_desc{&io, 1, to, 100 + i, *mr.key(), nullptr}, flag::delivery_complete);
               }),
               errc::ok);
   while ((oks < 2 || errors < 1) && std::chrono::steady_clock::now() < deadline) read_one();
@@ -250,27 +250,27 @@ TEST_P(rma_ext, inject_writes_out_of_buffers_give_back_their_cq_room) {
   auto te = b.dom.open_endpoint(b.inf);
   ASSERT_TRUE(te);
   ASSERT_TRUE(te->bind(b.cq) && te->bind(b.av) && te->bind(*tc, flag::remote_write) && te->enable());
-  auto to = a.av.insert(te->name());
+  auto to = a.av.insert(*te->name());
   ASSERT_TRUE(to);
   unsigned char v = 3;
   int posted = 0;
   for (int i = 0; i < 100; ++i)  // the target does not progress: buffers run out
-    if (a.ep.inject_write(&v, 1, *to, static_cast<std::uint64_t>(i), mr.key()) == errc::ok) ++posted;
+    if (a.ep.inject_write(&v, 1, *to, static_cast<std::uint64_t>(i), *mr.key()) == errc::ok) ++posted;
   ASSERT_GE(posted, 1);
   ASSERT_LT(posted, 100) << "inject buffers are bounded";
-  for (int i = 0; i < 3000; ++i) ASSERT_EQ(a.ep.inject_write(&v, 1, *to, 0, mr.key()), errc::again);
+  for (int i = 0; i < 3000; ++i) ASSERT_EQ(a.ep.inject_write(&v, 1, *to, 0, *mr.key()), errc::again);
   // the target catches up; every inject lands
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (tc->read() < static_cast<std::uint64_t>(posted) && std::chrono::steady_clock::now() < deadline) {
+  while (*tc->read() < static_cast<std::uint64_t>(posted) && std::chrono::steady_clock::now() < deadline) {
     b.cq.progress();
     a.cq.progress();
   }
-  ASSERT_EQ(tc->read(), static_cast<std::uint64_t>(posted));
+  ASSERT_EQ(*tc->read(), static_cast<std::uint64_t>(posted));
   // and the initiator's CQ still has all its room: 200 writes in flight at once
   for (int i = 0; i < 200; ++i) {
     errc r = errc::again;
     for (int tries = 0; tries < 1000 && r == errc::again; ++tries) {
-      r = a.ep.write(&v, 1, *to, 200, mr.key());
+      r = a.ep.write(&v, 1, *to, 200, *mr.key());
       if (r == errc::again) {
         b.cq.progress();
         a.cq.progress();  // acks free the operations; the CQ keeps its entries
@@ -290,7 +290,7 @@ TEST_P(rma_ext, completion_levels_per_operation_and_errors_are_not_lost) {
     SCOPED_TRACE(level);
     std::fill(target.begin(), target.end(), 0);
     ::iovec v{src.data(), 60000};
-    rma_desc d{&v, 1, a2b, 10, mr.key(), &level};
+    rma_desc d{&v, 1, a2b, 10, *mr.key(), &level};
     ASSERT_EQ(a.ep.writemsg(d, level), errc::ok);
     outcome o = done();
     ASSERT_TRUE(o.ok) << o.err.msg;
@@ -303,7 +303,7 @@ TEST_P(rma_ext, completion_levels_per_operation_and_errors_are_not_lost) {
   // its failure still arrives, as an error without a context
   unsigned char x = 1;
   ::iovec v{&x, 1};
-  rma_desc d{&v, 1, a2b, 0, mr.key() ^ 3, nullptr};
+  rma_desc d{&v, 1, a2b, 0, *mr.key() ^ 3, nullptr};
   ASSERT_EQ(a.ep.writemsg(d, flag::transmit_complete), errc::ok);
   bool saw_error = false;
   for (int i = 0; i < 2 && !saw_error; ++i) {
@@ -330,12 +330,12 @@ TEST_P(rma_ext, endpoint_default_level_from_info) {
     return errc::ok;
   }));
   unsigned char x = 42;
-  ASSERT_EQ(ep->write(&x, 1, a2b, 5, mr.key()), errc::ok);
+  ASSERT_EQ(ep->write(&x, 1, a2b, 5, *mr.key()), errc::ok);
   outcome o = done();
   ASSERT_TRUE(o.ok) << o.err.msg;
   EXPECT_EQ(target[5], 42);
   EXPECT_EQ(commits.load(), 1) << "the endpoint's default level is commit";
-  ASSERT_EQ(a.ep.write(&x, 1, a2b, 6, mr.key()), errc::ok);
+  ASSERT_EQ(a.ep.write(&x, 1, a2b, 6, *mr.key()), errc::ok);
   ASSERT_TRUE(done().ok);
   EXPECT_EQ(commits.load(), 1) << "the other endpoint's default is delivery";
 }
@@ -350,10 +350,10 @@ TEST_P(rma_ext, save_runs_the_commit_handler_which_decides_the_answer) {
     return answer;
   }));
   auto src = pattern(2000, 9);
-  ASSERT_EQ(a.ep.write(src.data(), src.size(), a2b, 0, mr.key()), errc::ok);
+  ASSERT_EQ(a.ep.write(src.data(), src.size(), a2b, 0, *mr.key()), errc::ok);
   ASSERT_TRUE(done().ok);
   int ctx = 0;
-  ASSERT_EQ(a.ep.save(a2b, mr.key(), flag::commit_complete, &ctx), errc::ok);
+  ASSERT_EQ(a.ep.save(a2b, *mr.key(), flag::commit_complete, &ctx), errc::ok);
   outcome o = done();
   ASSERT_TRUE(o.ok) << o.err.msg;
   EXPECT_EQ(o.e.context, &ctx);
@@ -362,19 +362,19 @@ TEST_P(rma_ext, save_runs_the_commit_handler_which_decides_the_answer) {
     std::lock_guard lk(mu);
     ASSERT_EQ(seen.size(), 1u);
     EXPECT_EQ(seen[0].what, commit_event::kind::save);
-    EXPECT_EQ(seen[0].key, mr.key());
+    EXPECT_EQ(seen[0].key, *mr.key());
     EXPECT_EQ(seen[0].len, target.size()) << "SAVE covers the whole region";
     EXPECT_EQ(seen[0].addr, target.data());
     EXPECT_FALSE(seen[0].persistent);
     answer = errc::permission_denied;
   }
-  ASSERT_EQ(a.ep.save(a2b, mr.key()), errc::ok);
+  ASSERT_EQ(a.ep.save(a2b, *mr.key()), errc::ok);
   o = done();
   ASSERT_TRUE(o.error) << "the handler refused";
   EXPECT_EQ(o.err.err, errc::permission_denied) << o.err.msg;
   // a write with commit_complete asks the handler too
   ::iovec v{src.data(), 100};
-  rma_desc d{&v, 1, a2b, 50, mr.key(), nullptr};
+  rma_desc d{&v, 1, a2b, 50, *mr.key(), nullptr};
   ASSERT_EQ(a.ep.writemsg(d, flag::commit_complete), errc::ok);
   o = done();
   ASSERT_TRUE(o.error);
@@ -386,8 +386,8 @@ TEST_P(rma_ext, save_runs_the_commit_handler_which_decides_the_answer) {
     EXPECT_EQ(seen[2].offset, 50u);
     EXPECT_EQ(seen[2].len, 100u);
   }
-  EXPECT_EQ(a.ep.save(a2b, mr.key(), flag::rma), errc::invalid_argument);
-  ASSERT_EQ(a.ep.save(a2b, mr.key() ^ 1), errc::ok);
+  EXPECT_EQ(a.ep.save(a2b, *mr.key(), flag::rma), errc::invalid_argument);
+  ASSERT_EQ(a.ep.save(a2b, *mr.key() ^ 1), errc::ok);
   o = done();
   ASSERT_TRUE(o.error);
   EXPECT_EQ(o.err.err, errc::not_found);
@@ -408,7 +408,7 @@ TEST_P(rma_ext, persistent_region_commit_flushes_the_file) {
   }));
   auto src = pattern(5000, 77);
   ::iovec v{src.data(), src.size()};
-  rma_desc d{&v, 1, a2b, 1000, pm->key(), nullptr};
+  rma_desc d{&v, 1, a2b, 1000, *pm->key(), nullptr};
   ASSERT_EQ(a.ep.writemsg(d, flag::commit_complete), errc::ok);
   outcome o = done();
   ASSERT_TRUE(o.ok) << o.err.msg;
@@ -455,8 +455,8 @@ TEST_P(rma_ext, committed_write_survives_kill_9_of_the_target) {
         std::size_t name_len;
       } msg{};
       if (m) {
-        msg.key = m->key();
-        auto n = t.ep.name();
+        msg.key = *m->key();
+        auto n = *t.ep.name();
         msg.name_len = n.view().size();
         std::memcpy(msg.name, n.view().data(), std::min(msg.name_len, sizeof msg.name));
       }
@@ -498,18 +498,18 @@ TEST_P(rma_ext, committed_write_survives_kill_9_of_the_target) {
 
 TEST_P(rma_ext, registration_cache_hits_and_keys_die_with_the_last_region) {
   std::vector<unsigned char> buf(8192, 3);
-  const auto before = b.dom.cache_stats();
+  const auto before = *b.dom.cache_stats();
   auto r1 = b.dom.register_memory(buf.data(), buf.size(), access::remote_read);
   ASSERT_TRUE(r1);
   EXPECT_FALSE(r1->cache_hit());
   auto r2 = b.dom.register_memory(buf.data(), buf.size(), access::remote_read);
   ASSERT_TRUE(r2);
   EXPECT_TRUE(r2->cache_hit()) << "the same memory again hits the cache";
-  EXPECT_EQ(r2->key(), r1->key()) << "a live registration is shared";
-  auto s = b.dom.cache_stats();
+  EXPECT_EQ(*r2->key(), *r1->key()) << "a live registration is shared";
+  auto s = *b.dom.cache_stats();
   EXPECT_EQ(s.hits, before.hits + 1);
   EXPECT_EQ(s.misses, before.misses + 1);
-  const std::uint64_t k = r1->key();
+  const std::uint64_t k = *r1->key();
   r1->close();
   unsigned char x[16];
   ASSERT_EQ(a.ep.read(x, 16, a2b, 0, k), errc::ok);
@@ -522,8 +522,8 @@ TEST_P(rma_ext, registration_cache_hits_and_keys_die_with_the_last_region) {
   auto r3 = b.dom.register_memory(buf.data(), buf.size(), access::remote_read);
   ASSERT_TRUE(r3);
   EXPECT_TRUE(r3->cache_hit()) << "the entry outlived its regions";
-  EXPECT_NE(r3->key(), k) << "with a new key";
-  EXPECT_GE(b.dom.cache_stats().cached + b.dom.cache_stats().active, 1u);
+  EXPECT_NE(*r3->key(), k) << "with a new key";
+  EXPECT_GE(b.dom.cache_stats()->cached + b.dom.cache_stats()->active, 1u);
   // different access: a different entry
   auto r4 = b.dom.register_memory(buf.data(), buf.size(), access::remote_write);
   ASSERT_TRUE(r4);
@@ -537,17 +537,17 @@ TEST_P(rma_ext, unmapped_memory_invalidates_the_cache_and_the_key) {
   std::memset(p, 1, len);
   auto r = b.dom.register_memory(p, len, access::remote_read | access::remote_write);
   ASSERT_TRUE(r);
-  const auto inv = b.dom.cache_stats().invalidations;
-  const std::uint64_t k = r->key();
-  SCOPED_TRACE(b.dom.monitor_name());
+  const auto inv = b.dom.cache_stats()->invalidations;
+  const std::uint64_t k = *r->key();
+  SCOPED_TRACE(*b.dom.monitor_name());
   ASSERT_EQ(::munmap(p, len), 0);
   // the monitor (a thread) notices; bounded wait
   auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-  while (b.dom.cache_stats().invalidations == inv && std::chrono::steady_clock::now() < until)
+  while (b.dom.cache_stats()->invalidations == inv && std::chrono::steady_clock::now() < until)
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  if (b.dom.monitor_name() != "userfaultfd")
-    GTEST_SKIP() << "the monitor here cannot notify (" << b.dom.monitor_name() << ")";
-  EXPECT_EQ(b.dom.cache_stats().invalidations, inv + 1);
+  if (*b.dom.monitor_name() != "userfaultfd")
+    GTEST_SKIP() << "the monitor here cannot notify (" << *b.dom.monitor_name() << ")";
+  EXPECT_EQ(b.dom.cache_stats()->invalidations, inv + 1);
   // a remote write to the region now fails instead of touching unmapped memory
   unsigned char x[64] = {};
   ASSERT_EQ(a.ep.write(x, 64, a2b, 0, k), errc::ok);
@@ -604,7 +604,7 @@ class recording_monitor final : public memory_monitor {
 TEST_P(rma_ext, imported_monitor_replaces_the_default_for_its_domain) {
   auto mon = std::make_shared<recording_monitor>();
   ASSERT_TRUE(b.dom.import_monitor(mon));
-  EXPECT_EQ(b.dom.monitor_name(), "recording");
+  EXPECT_EQ(*b.dom.monitor_name(), "recording");
   EXPECT_EQ(mon->starts, 1);
   std::vector<unsigned char> buf(4096, 8);
   auto r = b.dom.register_memory(buf.data(), buf.size(), access::remote_read);
@@ -617,8 +617,8 @@ TEST_P(rma_ext, imported_monitor_replaces_the_default_for_its_domain) {
         << "the region's memory is subscribed";
   }
   // the other domain keeps its own (default) monitor
-  EXPECT_NE(a.dom.monitor_name(), "recording");
-  const std::uint64_t k = r->key();
+  EXPECT_NE(*a.dom.monitor_name(), "recording");
+  const std::uint64_t k = *r->key();
   mon->notify(buf.data() + 100, 10);  // "that memory went away"
   unsigned char x[8];
   ASSERT_EQ(a.ep.read(x, 8, a2b, 0, k), errc::ok);
@@ -648,12 +648,12 @@ TEST_P(rma_ext, sixteen_local_pieces_and_level_misuse) {
   auto src = pattern(16 * 1024, 12);
   ::iovec v[16];
   for (int i = 0; i < 16; ++i) v[i] = {src.data() + i * 1024, 1024};
-  ASSERT_EQ(a.ep.writev(v, a2b, 100, mr.key()), errc::ok);
+  ASSERT_EQ(a.ep.writev(v, a2b, 100, *mr.key()), errc::ok);
   outcome o = done();
   ASSERT_TRUE(o.ok) << o.err.msg;
   EXPECT_TRUE(std::equal(src.begin(), src.end(), target.begin() + 100));
   ::iovec one{src.data(), 8};
-  rma_desc d{&one, 1, a2b, 0, mr.key(), nullptr};
+  rma_desc d{&one, 1, a2b, 0, *mr.key(), nullptr};
   EXPECT_EQ(a.ep.writemsg(d, flag::transmit_complete | flag::commit_complete), errc::invalid_argument)
       << "one completion level, not two";
   info i = a.inf;
@@ -665,7 +665,7 @@ TEST_P(rma_ext, sixteen_local_pieces_and_level_misuse) {
   std::vector<unsigned char> ro(64);
   auto rom = b.dom.register_memory(ro.data(), ro.size(), access::remote_read);
   ASSERT_TRUE(rom);
-  ASSERT_EQ(a.ep.save(a2b, rom->key()), errc::ok);
+  ASSERT_EQ(a.ep.save(a2b, *rom->key()), errc::ok);
   o = done();
   ASSERT_TRUE(o.error);
   EXPECT_EQ(o.err.err, errc::permission_denied) << o.err.msg;
@@ -677,7 +677,7 @@ TEST_P(rma_ext, many_reads_outstanding_while_the_initiator_does_not_read) {
   std::vector<std::vector<unsigned char>> dst(200, std::vector<unsigned char>(32768));
   int posted = 0;
   for (auto& d : dst) {
-    errc r = a.ep.read(d.data(), d.size(), a2b, 0, mr.key());
+    errc r = a.ep.read(d.data(), d.size(), a2b, 0, *mr.key());
     if (r == errc::again) break;
     ASSERT_EQ(r, errc::ok);
     ++posted;
@@ -702,7 +702,7 @@ TEST_P(rma_ext, region_closed_while_a_large_write_streams_in) {
   auto bm = b.dom.register_memory(big.data(), big.size(), access::remote_write);
   ASSERT_TRUE(bm);
   auto src = pattern(big.size(), 21);
-  ASSERT_EQ(a.ep.write(src.data(), src.size(), a2b, 0, bm->key()), errc::ok);
+  ASSERT_EQ(a.ep.write(src.data(), src.size(), a2b, 0, *bm->key()), errc::ok);
   // drive both until the first bytes have landed, but not all
   auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
   while (big[0] == 0 && std::chrono::steady_clock::now() < until) {
@@ -742,18 +742,18 @@ TEST_P(rma_ext, allocated_memory_works_like_registered_memory) {
     EXPECT_EQ(mem_segments(), before + 1) << "a shared segment peers can map";
   }
   auto src = pattern(100000, 41);
-  ASSERT_EQ(a.ep.write(src.data(), src.size(), a2b, 4096, m->key()), errc::ok);
+  ASSERT_EQ(a.ep.write(src.data(), src.size(), a2b, 4096, *m->key()), errc::ok);
   ASSERT_TRUE(done().ok);
   EXPECT_TRUE(std::equal(src.begin(), src.end(), t + 4096));
   std::vector<unsigned char> back(src.size());
-  ASSERT_EQ(a.ep.read(back.data(), back.size(), a2b, 4096, m->key()), errc::ok);
+  ASSERT_EQ(a.ep.read(back.data(), back.size(), a2b, 4096, *m->key()), errc::ok);
   ASSERT_TRUE(done().ok);
   EXPECT_EQ(back, src);
   // atomics, from this process and a second one at once: none lost
   std::memset(t, 0, 8);
   std::uint64_t one = 1, old = 0;
   for (int i = 0; i < 100; ++i) {
-    ASSERT_EQ(a.ep.fetch_atomic(atomic_op::sum, atomic_type::u64, &one, &old, 1, a2b, 0, m->key()), errc::ok);
+    ASSERT_EQ(a.ep.fetch_atomic(atomic_op::sum, atomic_type::u64, &one, &old, 1, a2b, 0, *m->key()), errc::ok);
     outcome o = done();
     ASSERT_TRUE(o.ok) << o.err.msg;
     ASSERT_EQ(old, static_cast<std::uint64_t>(i));
@@ -762,32 +762,32 @@ TEST_P(rma_ext, allocated_memory_works_like_registered_memory) {
   std::memcpy(&v, t, 8);
   EXPECT_EQ(v, 100u);
   std::uint64_t swap_in = 7, expect = 100, got = 0;
-  ASSERT_EQ(a.ep.compare_atomic(atomic_type::u64, &swap_in, &expect, &got, 1, a2b, 0, m->key()), errc::ok);
+  ASSERT_EQ(a.ep.compare_atomic(atomic_type::u64, &swap_in, &expect, &got, 1, a2b, 0, *m->key()), errc::ok);
   ASSERT_TRUE(done().ok);
   EXPECT_EQ(got, 100u);
   std::memcpy(&v, t, 8);
   EXPECT_EQ(v, 7u);
   // violations
-  ASSERT_EQ(a.ep.atomic(atomic_op::sum, atomic_type::u64, &one, 1, a2b, 3, m->key()), errc::ok);
+  ASSERT_EQ(a.ep.atomic(atomic_op::sum, atomic_type::u64, &one, 1, a2b, 3, *m->key()), errc::ok);
   outcome o = done();
   ASSERT_TRUE(o.error);
   EXPECT_EQ(o.err.err, errc::invalid_argument) << "misaligned";
-  ASSERT_EQ(a.ep.write(src.data(), 100, a2b, (1 << 20) - 50, m->key()), errc::ok);
+  ASSERT_EQ(a.ep.write(src.data(), 100, a2b, (1 << 20) - 50, *m->key()), errc::ok);
   o = done();
   ASSERT_TRUE(o.error);
   EXPECT_EQ(o.err.err, errc::invalid_argument) << "past the end";
   auto ro = b.dom.alloc_memory(4096, access::remote_read);
   ASSERT_TRUE(ro);
-  ASSERT_EQ(a.ep.atomic(atomic_op::sum, atomic_type::u64, &one, 1, a2b, 0, ro->key()), errc::ok);
+  ASSERT_EQ(a.ep.atomic(atomic_op::sum, atomic_type::u64, &one, 1, a2b, 0, *ro->key()), errc::ok);
   o = done();
   ASSERT_TRUE(o.error);
   EXPECT_EQ(o.err.err, errc::permission_denied);
-  ASSERT_EQ(a.ep.write(src.data(), 8, a2b, 0, ro->key()), errc::ok);
+  ASSERT_EQ(a.ep.write(src.data(), 8, a2b, 0, *ro->key()), errc::ok);
   o = done();
   ASSERT_TRUE(o.error);
   EXPECT_EQ(o.err.err, errc::permission_denied);
   // closing frees the memory and revokes the key
-  const std::uint64_t k = m->key();
+  const std::uint64_t k = *m->key();
   m->close();
   ro->close();
   if (GetParam().provider == "shm") {
@@ -805,8 +805,8 @@ TEST_P(rma_ext, allocated_memory_atomics_from_four_processes) {
   auto m = b.dom.alloc_memory(4096, access::remote_read | access::remote_write);
   ASSERT_TRUE(m);
   std::memset(m->addr(), 0, 8);
-  const address baddr = b.ep.name();
-  const std::uint64_t key = m->key();
+  const address baddr = *b.ep.name();
+  const std::uint64_t key = *m->key();
   std::vector<pid_t> kids;
   fork_adders(GetParam().provider, baddr, key, 4, 500, true, kids);
   ASSERT_FALSE(HasFatalFailure()) << "fork failed";

@@ -75,7 +75,7 @@ TEST(tcp_rdm, simultaneous_connect_keeps_one_connection_and_every_message) {
     expect_sequence(b, {&a}, 0, 100);
     expect_sequence(a, {&b}, 0, 100);
     drive({&a, &b}, 50);
-    EXPECT_EQ(established_with(port_of(a.ep.name()), port_of(b.ep.name())), 2)
+    EXPECT_EQ(established_with(port_of(*a.ep.name()), port_of(*b.ep.name())), 2)
         << "one connection (two sockets) between the pair, round " << round;
     // and it keeps working both ways
     for (std::uint64_t i = 100; i < 110; ++i) {
@@ -94,7 +94,7 @@ TEST(tcp_rdm, idle_connection_closes_and_reopens_transparently) {
   node b = open_node("tcp", cap::msg);
   ::unsetenv("WEFT_TCP_IDLE_MS");
   fi_addr_t a2b = insert(a, b);
-  const auto pa = port_of(a.ep.name()), pb = port_of(b.ep.name());
+  const auto pa = port_of(*a.ep.name()), pb = port_of(*b.ep.name());
   for (std::uint64_t i = 0; i < 20; ++i) ASSERT_EQ(a.ep.inject(&i, 8, a2b), errc::ok);
   expect_sequence(b, {&a}, 0, 20);
   EXPECT_EQ(established_with(pa, pb), 2);
@@ -173,7 +173,7 @@ TEST(tcp_rdm, a_restarted_peer_at_the_same_address_is_served) {
   address a_addr;
   {
     node a1 = open_node("tcp", cap::msg);
-    a_addr = a1.ep.name();
+    a_addr = *a1.ep.name();
     fi_addr_t to_b = insert(a1, b);
     std::uint64_t v = 1;
     ASSERT_EQ(a1.ep.inject(&v, 8, to_b), errc::ok);
@@ -319,7 +319,7 @@ TEST(tcp_rdm, failures_of_inject_writes_wait_for_room_in_a_full_cq) {
     constexpr int n = 7;
     unsigned char v = 1;
     for (int i = 0; i < n; ++i)
-      ASSERT_EQ(post([&] { return ie->inject_write(&v, 1, to, 8 * static_cast<std::uint64_t>(i), m->key() ^ 1); },
+      ASSERT_EQ(post([&] { return ie->inject_write(&v, 1, to, 8 * static_cast<std::uint64_t>(i), *m->key() ^ 1); },
                      {&a, &b}),
                 errc::ok);
     // Let every failure arrive before reading anything: two fit, the rest wait.
@@ -332,11 +332,11 @@ TEST(tcp_rdm, failures_of_inject_writes_wait_for_room_in_a_full_cq) {
     }
     EXPECT_EQ(errors, n) << "every failed inject write reported, none dropped by the full CQ";
     if (counted) {
-      EXPECT_EQ(ic->read_err(), static_cast<std::uint64_t>(n));
+      EXPECT_EQ(*ic->read_err(), static_cast<std::uint64_t>(n));
     }
     EXPECT_TRUE(std::all_of(mem.begin(), mem.end(), [](unsigned char x) { return x == 0; }));
     // and the connection still works
-    ASSERT_EQ(post([&] { return ie->inject_write(&v, 1, to, 0, m->key()); }, {&a, &b}), errc::ok);
+    ASSERT_EQ(post([&] { return ie->inject_write(&v, 1, to, 0, *m->key()); }, {&a, &b}), errc::ok);
     ASSERT_EQ(post([&] { return ie->send(&v, 1, to); }, {&a, &b}), errc::ok);
     std::uint64_t r = 0;
     ASSERT_EQ(b.ep.recv(&r, 8), errc::ok);

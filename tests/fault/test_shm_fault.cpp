@@ -37,7 +37,7 @@ pid_t spawn_peer(const std::string& prov, int pipefd[2], Body body) {
   int rc = 1;
   {
     node c = open_node(prov, cap::msg | cap::tagged);
-    address a = c.ep.name();
+    address a = *c.ep.name();
     if (::write(pipefd[1], &a, sizeof a) == static_cast<ssize_t>(sizeof a)) rc = body(c);
   }
   ::_exit(rc);
@@ -172,7 +172,7 @@ TEST_P(shm_fault, sender_killed_mid_transfer_fails_receive) {
   int pfd[2], back[2];
   ASSERT_EQ(::pipe(pfd), 0);
   ASSERT_EQ(::pipe(back), 0);
-  address raddr = r.ep.name();
+  address raddr = *r.ep.name();
   ASSERT_EQ(::write(back[1], &raddr, sizeof raddr), static_cast<ssize_t>(sizeof raddr));
   pid_t child = spawn_peer("shm", pfd, [&](node& c) {
     address a = read_addr(back[0]);
@@ -245,7 +245,7 @@ TEST_P(shm_fault, stale_segments_cleaned_at_next_start) {
 TEST_P(shm_fault, regions_are_owner_only) {
   node n = open_node("shm");
   struct stat st;
-  ASSERT_EQ(::stat(shm_path(n.ep.name()).c_str(), &st), 0);
+  ASSERT_EQ(::stat(shm_path(*n.ep.name()).c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0600u);
 }
 
@@ -255,7 +255,7 @@ TEST_P(shm_fault, garbage_in_ring_does_not_crash_or_corrupt) {
   node good = open_node("shm");
   fi_addr_t g2v = insert(good, victim);
   // Map the victim's region as a hostile same-user process would.
-  hostile_view view(victim.ep.name());
+  hostile_view view(*victim.ep.name());
   ASSERT_TRUE(view.ok());
   weft::util::mpsc_ring& ring = view.ring;
   std::mt19937_64 rng(12345);
@@ -314,7 +314,7 @@ TEST_P(shm_fault, writer_killed_between_claim_and_publish_does_not_block_ring) {
   pid_t gone = ::fork();
   if (gone == 0) ::_exit(0);
   reap(gone);  // a pid that is certainly dead
-  ASSERT_TRUE(claim_as(victim.ep.name(), gone));  // ... and the writer "dies" here
+  ASSERT_TRUE(claim_as(*victim.ep.name(), gone));  // ... and the writer "dies" here
   char got[6] = {};
   ASSERT_EQ(victim.ep.recv(got, 5), errc::ok);
   ASSERT_EQ(good.ep.inject("after", 5, g2v), errc::ok);
@@ -333,7 +333,7 @@ TEST_P(shm_fault, stuck_slot_is_recovered_while_the_consumer_sleeps) {
   pid_t gone = ::fork();
   if (gone == 0) ::_exit(0);
   reap(gone);
-  ASSERT_TRUE(claim_as(victim.ep.name(), gone));
+  ASSERT_TRUE(claim_as(*victim.ep.name(), gone));
   char got[5] = {};
   ASSERT_EQ(victim.ep.recv(got, 5), errc::ok);
   ASSERT_EQ(good.ep.inject("after", 5, g2v), errc::ok);

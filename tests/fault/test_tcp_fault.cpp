@@ -87,7 +87,7 @@ class tcp_fault : public ::testing::Test {
 }  // namespace
 
 TEST_F(tcp_fault, garbage_instead_of_hello_drops_the_connection) {
-  raw_peer p(srv.ep.name());
+  raw_peer p(*srv.ep.name());
   const char junk[] = "GET / HTTP/1.1\r\nHost: weft\r\n\r\n....";
   p.put(junk, sizeof junk);
   drive(100);
@@ -97,14 +97,14 @@ TEST_F(tcp_fault, garbage_instead_of_hello_drops_the_connection) {
 
 TEST_F(tcp_fault, wrong_version_and_absurd_length_drop_the_connection) {
   {
-    raw_peer p(srv.ep.name());
+    raw_peer p(*srv.ep.name());
     wire::frame_header h{wire::magic, 99, static_cast<std::uint8_t>(wire::op::hello), 0, 0, 32, 0, 0};
     p.put(&h, sizeof h);
     drive(100);
     EXPECT_TRUE(p.closed_by_peer()) << "unknown version";
   }
   {
-    raw_peer p(srv.ep.name());
+    raw_peer p(*srv.ep.name());
     p.hello();
     drive(50);
     p.frame(wire::op::msg, 0, std::uint64_t{1} << 60);  // 1 EiB
@@ -112,7 +112,7 @@ TEST_F(tcp_fault, wrong_version_and_absurd_length_drop_the_connection) {
     EXPECT_TRUE(p.closed_by_peer()) << "absurd length";
   }
   {
-    raw_peer p(srv.ep.name());
+    raw_peer p(*srv.ep.name());
     p.frame(wire::op::msg, 0, 4);  // a message before the hello
     p.put("oops", 4);
     drive(100);
@@ -126,7 +126,7 @@ TEST_F(tcp_fault, rma_frames_from_a_hostile_peer) {
   auto m = srv.dom.register_memory(mem.data(), mem.size(), access::remote_read | access::remote_write);
   ASSERT_TRUE(m);
   {  // an answer nobody asked for (no RMA was ever sent to this peer)
-    raw_peer p(srv.ep.name());
+    raw_peer p(*srv.ep.name());
     p.hello();
     drive(50);
     p.frame(wire::op::rma_resp, 0, 0, 12345, 0);
@@ -134,20 +134,20 @@ TEST_F(tcp_fault, rma_frames_from_a_hostile_peer) {
     EXPECT_TRUE(p.closed_by_peer()) << "unsolicited answer";
   }
   {  // a request with a malformed body (reserved byte set)
-    raw_peer p(srv.ep.name());
+    raw_peer p(*srv.ep.name());
     p.hello();
     drive(50);
-    wire::rma_req q{m->key(), 0, 1, 16, 0, 0, 0, 7};
+    wire::rma_req q{*m->key(), 0, 1, 16, 0, 0, 0, 7};
     p.frame(wire::op::rma_read, 0, sizeof q);
     p.put(&q, sizeof q);
     drive(100);
     EXPECT_TRUE(p.closed_by_peer()) << "bad rma_req";
   }
   {  // a write past the end of the region: refused with an answer, memory untouched, connection kept
-    raw_peer p(srv.ep.name());
+    raw_peer p(*srv.ep.name());
     p.hello();
     drive(50);
-    wire::rma_req q{m->key(), 4000, 99, 0, 0, 0, 0, 0};
+    wire::rma_req q{*m->key(), 4000, 99, 0, 0, 0, 0, 0};
     std::vector<unsigned char> payload(200, 0xee);
     p.frame(wire::op::rma_write, wire::flag::ack, sizeof q + payload.size());
     p.put(&q, sizeof q);
@@ -170,7 +170,7 @@ TEST_F(tcp_fault, peer_vanishing_mid_message_fails_only_that_receive) {
   int ctx = 0;
   ASSERT_EQ(srv.ep.recv(buf.data(), buf.size(), addr_unspec, &ctx), errc::ok);
   {
-    raw_peer p(srv.ep.name());
+    raw_peer p(*srv.ep.name());
     p.hello();
     p.frame(wire::op::msg, 0, 100000);
     std::vector<char> half(40000, 'h');
@@ -187,7 +187,7 @@ TEST_F(tcp_fault, peer_vanishing_mid_message_fails_only_that_receive) {
 TEST_F(tcp_fault, message_arriving_in_pieces_keeps_its_place) {
   // Regression: a receive posted while an unexpected message was still
   // arriving went to the next message, overtaking the first.
-  raw_peer p(srv.ep.name());
+  raw_peer p(*srv.ep.name());
   p.hello();
   std::vector<char> m1(1000, '1'), m2(10, '2');
   p.frame(wire::op::msg, 0, m1.size());

@@ -20,7 +20,7 @@ int main() {
   for (auto* ep : {&*a, &*b}) {
     if (!ep->bind(*cq) || !ep->bind(*av) || !ep->enable()) return 1;
   }
-  auto to_b = av->insert(b->name());
+  auto to_b = av->insert(*b->name());
   if (!to_b) return 1;
   char got[6] = {};
   if (b->recv(got, 5) != weft::errc::ok || a->send("hello", 5, *to_b) != weft::errc::ok) return 1;
