@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "weft/atomic.hpp"
 #include "weft/error.hpp"
 #include "weft/flags.hpp"
 
@@ -116,8 +117,8 @@ struct atomic_desc {
   const void* compare = nullptr;  // cswap: count elements
   void* result = nullptr;         // fetch forms: receives the old values
   std::size_t count = 1;
-  std::uint8_t op = 0;    // weft::atomic_op
-  std::uint8_t type = 0;  // weft::atomic_type
+  atomic_op op = atomic_op::sum;
+  atomic_type type = atomic_type::i8;
   fi_addr_t addr = addr_unspec;
   std::uint64_t offset = 0;
   std::uint64_t key = 0;

@@ -158,7 +158,7 @@ class counter : public detail::handle<spi::cntr, detail::cntr_ops> {
       return std::unexpected(errc::bad_state);
     return ops_->read();
   }
-  [[nodiscard]] std::expected<std::uint64_t, errc> read_err() noexcept {
+  [[nodiscard]] std::expected<std::uint64_t, errc> read_error() noexcept {
     if (!ops_) [[unlikely]]
       return std::unexpected(errc::bad_state);
     return ops_->read_error();
@@ -176,14 +176,14 @@ class counter : public detail::handle<spi::cntr, detail::cntr_ops> {
     ops_->set(n);
     return errc::ok;
   }
-  [[nodiscard]] errc set_err(std::uint64_t n) noexcept {
+  [[nodiscard]] errc set_error(std::uint64_t n) noexcept {
     if (!ops_) [[unlikely]]
       return errc::bad_state;
     ops_->set_error(n);
     return errc::ok;
   }
   // ok once read() >= threshold; timed_out; error_available when an
-  // operation failed since read_err() or set_err() was last called.
+  // operation failed since read_error() or set_error() was last called.
   [[nodiscard]] errc wait(std::uint64_t threshold, int timeout_ms) noexcept {
     return ops_ ? ops_->wait(threshold, timeout_ms) : errc::bad_state;
   }
@@ -193,10 +193,9 @@ class endpoint : public detail::handle<spi::endpoint, detail::endpoint_ops> {
   [[nodiscard]] errc do_atomic(const atomic_desc& d) noexcept {
     if (!ops_) [[unlikely]]
       return errc::bad_state;
-    const auto op = static_cast<atomic_op>(d.op);
-    const auto t = static_cast<atomic_type>(d.type);
-    if (d.op > static_cast<std::uint8_t>(atomic_op::cswap) || d.type > static_cast<std::uint8_t>(atomic_type::f64) ||
-        !atomic_valid(op, t) || d.count == 0 || d.count * size_of(t) > atomic_max_bytes || !d.operand ||
+    const auto op = d.op;
+    const auto t = d.type;
+    if (op > atomic_op::cswap || t > atomic_type::f64 || !atomic_valid(op, t) || d.count == 0 || d.count * size_of(t) > atomic_max_bytes || !d.operand ||
         (op == atomic_op::cswap && (!d.compare || !d.result)))
       return errc::invalid_argument;
     return ops_->atomic(d);
@@ -234,6 +233,8 @@ class endpoint : public detail::handle<spi::endpoint, detail::endpoint_ops> {
   // Events: connection management on MSG endpoints (cf. fi_cm(3)); on RDM
   // endpoints, eq_event::kind::peer_dead names a peer that died or closed.
   result<void> bind(event_queue& q);
+  // What this endpoint's events carry in eq_event::context. Safe while a
+  // progress thread (WEFT_PROGRESS=auto) builds events.
   void set_context(void* ctx) noexcept;
   // Connect to a listening peer with up to 256 bytes of connection data; a
   // connected (or error) event follows on the bound event queue.
@@ -396,22 +397,19 @@ class endpoint : public detail::handle<spi::endpoint, detail::endpoint_ops> {
   // invalid_argument for an op/type pair that atomic_valid() refuses.
   [[nodiscard]] errc atomic(atomic_op op, atomic_type t, const void* operand, std::size_t count, fi_addr_t dest,
                             std::uint64_t offset, std::uint64_t key, void* ctx = nullptr) noexcept {
-    return do_atomic(atomic_desc{operand, nullptr, nullptr, count, static_cast<std::uint8_t>(op),
-                                 static_cast<std::uint8_t>(t), dest, offset, key, ctx});
+    return do_atomic(atomic_desc{operand, nullptr, nullptr, count, op, t, dest, offset, key, ctx});
   }
   // ... and result receives the values before the operation.
   [[nodiscard]] errc fetch_atomic(atomic_op op, atomic_type t, const void* operand, void* result, std::size_t count,
                                   fi_addr_t dest, std::uint64_t offset, std::uint64_t key,
                                   void* ctx = nullptr) noexcept {
-    return do_atomic(atomic_desc{operand, nullptr, result, count, static_cast<std::uint8_t>(op),
-                                 static_cast<std::uint8_t>(t), dest, offset, key, ctx});
+    return do_atomic(atomic_desc{operand, nullptr, result, count, op, t, dest, offset, key, ctx});
   }
   // Compare-and-swap: where the target equals compare, store operand; result gets the old values.
   [[nodiscard]] errc compare_atomic(atomic_type t, const void* operand, const void* compare, void* result,
                                     std::size_t count, fi_addr_t dest, std::uint64_t offset, std::uint64_t key,
                                     void* ctx = nullptr) noexcept {
-    return do_atomic(atomic_desc{operand, compare, result, count, static_cast<std::uint8_t>(atomic_op::cswap),
-                                 static_cast<std::uint8_t>(t), dest, offset, key, ctx});
+    return do_atomic(atomic_desc{operand, compare, result, count, atomic_op::cswap, t, dest, offset, key, ctx});
   }
   // Cancels a posted receive; it completes with errc::canceled.
   [[nodiscard]] errc cancel(void* ctx) noexcept { return ops_ ? ops_->cancel(ctx) : errc::bad_state; }
@@ -421,6 +419,8 @@ class passive_endpoint : public detail::handle<spi::passive_endpoint> {
  public:
   using handle::handle;
   result<void> bind(event_queue& q);
+  // What this endpoint's connreq events carry in eq_event::context.
+  void set_context(void* ctx) noexcept;
   // The listening address (its port too).
   [[nodiscard]] result<address> name() const;
   // Refuse a connreq; the connector gets an error event (errc::permission_denied) carrying data.

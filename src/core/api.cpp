@@ -45,7 +45,11 @@ result<address> endpoint::name() const {
 }
 
 void endpoint::set_context(void* ctx) noexcept {
-  if (impl_) impl_->context = ctx;
+  if (impl_) impl_->context.store(ctx, std::memory_order_release);
+}
+
+void passive_endpoint::set_context(void* ctx) noexcept {
+  if (impl_) impl_->context.store(ctx, std::memory_order_release);
 }
 
 result<void> endpoint::connect(const address& peer, std::span<const std::byte> data) {

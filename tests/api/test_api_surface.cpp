@@ -16,6 +16,9 @@ static_assert(!complete_type<weft::spi::cntr>, "weft.hpp must not define the pro
 static_assert(!complete_type<weft::spi::domain>, "weft.hpp must not define the provider interface");
 static_assert(!complete_type<weft::spi::mr>, "weft.hpp must not define the provider interface");
 // ... while what an application uses is public
+// atomic descriptions carry the enums, not raw bytes
+static_assert(std::is_same_v<decltype(weft::atomic_desc::op), weft::atomic_op> &&
+              std::is_same_v<decltype(weft::atomic_desc::type), weft::atomic_type>);
 static_assert(complete_type<weft::av_attr> && complete_type<weft::commit_event> &&
               complete_type<weft::mr_cache_stats> && complete_type<weft::eq_event>);
 
@@ -54,10 +57,10 @@ TEST(api_surface, closed_handles_report_bad_state) {
   n.ep.close();
   EXPECT_EQ(m->key().error(), errc::bad_state);
   EXPECT_EQ(c->read().error(), errc::bad_state);
-  EXPECT_EQ(c->read_err().error(), errc::bad_state);
+  EXPECT_EQ(c->read_error().error(), errc::bad_state);
   EXPECT_EQ(c->add(1), errc::bad_state);
   EXPECT_EQ(c->set(1), errc::bad_state);
-  EXPECT_EQ(c->set_err(1), errc::bad_state);
+  EXPECT_EQ(c->set_error(1), errc::bad_state);
   ASSERT_FALSE(n.ep.name().has_value());
   EXPECT_EQ(n.ep.name().error().code, errc::bad_state);
   n.dom.close();

@@ -448,7 +448,7 @@ TEST_P(conformance, counters_count_sends_receives_and_errors) {
   }
   EXPECT_EQ(*sc->read(), 10u);
   EXPECT_EQ(*rc->read(), 10u);
-  EXPECT_EQ(*sc->read_err(), 0u);
+  EXPECT_EQ(*sc->read_error(), 0u);
   // wait: reached at once; a higher threshold times out
   EXPECT_EQ(rc->wait(10, 1000), errc::ok);
   EXPECT_EQ(rc->wait(11, 50), errc::timed_out);
@@ -462,15 +462,15 @@ TEST_P(conformance, counters_count_sends_receives_and_errors) {
     w = rc->wait(11, 1);
   }
   EXPECT_EQ(w, errc::error_available);
-  EXPECT_EQ(*rc->read_err(), 1u);
+  EXPECT_EQ(*rc->read_error(), 1u);
   EXPECT_EQ(rc->wait(11, 20), errc::timed_out) << "the error was seen: no longer reported";
   // add, set
   EXPECT_EQ(rc->add(5), errc::ok);
   EXPECT_EQ(*rc->read(), 15u);
   EXPECT_EQ(rc->set(2), errc::ok);
-  EXPECT_EQ(rc->set_err(0), errc::ok);
+  EXPECT_EQ(rc->set_error(0), errc::ok);
   EXPECT_EQ(*rc->read(), 2u);
-  EXPECT_EQ(*rc->read_err(), 0u);
+  EXPECT_EQ(*rc->read_error(), 0u);
   // drain completion queues
   cq_entry e;
   cq_err_entry ee;

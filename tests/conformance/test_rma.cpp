@@ -159,11 +159,11 @@ TEST_P(rma, counters_for_rma_events) {
   for (int i = 0; i < 2; ++i) ASSERT_EQ(ie->read(buf.data(), buf.size(), *to, 0, *mr.key()), errc::ok);
   ASSERT_EQ(ie->write(buf.data(), buf.size(), *to, 0, *mr.key() + 1), errc::ok);  // fails
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while ((*ic->read() + *ic->read_err() < 6) && std::chrono::steady_clock::now() < deadline) b.cq.progress();
+  while ((*ic->read() + *ic->read_error() < 6) && std::chrono::steady_clock::now() < deadline) b.cq.progress();
   EXPECT_EQ(*ic->read(), 5u) << "3 writes and 2 reads issued";
-  EXPECT_EQ(*ic->read_err(), 1u);
+  EXPECT_EQ(*ic->read_error(), 1u);
   EXPECT_EQ(*tc->read(), 5u) << "5 accesses served";
-  EXPECT_EQ(*tc->read_err(), 1u);
+  EXPECT_EQ(*tc->read_error(), 1u);
   cq_entry e;
   cq_err_entry ee;
   for (int i = 0; i < 20; ++i)

@@ -156,7 +156,7 @@ TEST_P(rma_ext, inject_writes_counted_by_a_write_counter_count_their_delivery) {
     a.cq.progress();
     if (it % 16 == 15) b.cq.progress();
     c = *ic->read();
-    ASSERT_EQ(*ic->read_err(), 0u);
+    ASSERT_EQ(*ic->read_error(), 0u);
     for (std::uint64_t i = 0; i < c; ++i)
       ASSERT_EQ(target[64 * i + 63], static_cast<unsigned char>(i + 1))
           << "the counter says " << c << " writes were delivered, write " << i << " is not in the target";

@@ -332,7 +332,7 @@ TEST(tcp_rdm, failures_of_inject_writes_wait_for_room_in_a_full_cq) {
     }
     EXPECT_EQ(errors, n) << "every failed inject write reported, none dropped by the full CQ";
     if (counted) {
-      EXPECT_EQ(*ic->read_err(), static_cast<std::uint64_t>(n));
+      EXPECT_EQ(*ic->read_error(), static_cast<std::uint64_t>(n));
     }
     EXPECT_TRUE(std::all_of(mem.begin(), mem.end(), [](unsigned char x) { return x == 0; }));
     // and the connection still works

@@ -1,6 +1,7 @@
 #pragma once
 // The provider interface. A provider registers a descriptor (name, version,
 // get_info, open_fabric); the core filters and orders what providers return.
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -57,7 +58,9 @@ class endpoint : public detail::endpoint_ops {
   virtual result<void> shutdown() {
     return make_error(errc::not_supported, "shutdown is for MSG endpoints (ep_type::msg)");
   }
-  void* context = nullptr;  // reported in EQ events
+  // Reported in EQ events. Atomic: the application sets it while a progress
+  // thread may be building an event (providers read it as a plain void*).
+  std::atomic<void*> context{nullptr};
 };
 
 class passive_endpoint {
@@ -66,7 +69,7 @@ class passive_endpoint {
   virtual result<void> bind_eq(std::shared_ptr<eq> q) = 0;
   [[nodiscard]] virtual address name() const = 0;  // the listening address (its port too)
   virtual result<void> reject(const info& req, std::span<const std::byte> data) = 0;
-  void* context = nullptr;
+  std::atomic<void*> context{nullptr};  // as endpoint::context
 };
 
 class domain {

@@ -1422,7 +1422,7 @@ errc endpoint_impl::atomic(const atomic_desc& d) noexcept {
   auto* h = reinterpret_cast<slot_header*>(s);
   h->src_pid = pid_;
   h->code = op::atomic;
-  h->flags = static_cast<std::uint16_t>(d.op | (d.type << 8));
+  h->flags = static_cast<std::uint16_t>(static_cast<unsigned>(d.op) | (static_cast<unsigned>(d.type) << 8));
   h->len = static_cast<std::uint32_t>(d.count);
   h->tag = d.offset;
   h->data = reinterpret_cast<std::uint64_t>(d.result);

@@ -1112,7 +1112,7 @@ errc endpoint_impl::atomic(const atomic_desc& d) noexcept {
   op->len = bytes;
   op->await = true;
   wire::rma_req q{d.key, d.offset, request_id(op), static_cast<std::uint32_t>(d.count),
-                  d.op, d.type, 0, 0};
+                  static_cast<std::uint8_t>(d.op), static_cast<std::uint8_t>(d.type), 0, 0};
   std::memcpy(op->buf, &q, sizeof q);
   std::memcpy(op->buf + sizeof q, d.operand, bytes);
   if (cswap) std::memcpy(op->buf + sizeof q + bytes, d.compare, bytes);

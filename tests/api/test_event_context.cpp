@@ -1,0 +1,84 @@
+// set_context: the context an endpoint's events carry, set by the
+// application while tcp's automatic-progress thread builds those events (the
+// spi field is atomic, so this is no data race).
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+
+#include <cstring>
+
+#include "../common/harness.hpp"
+
+using namespace weft;
+
+namespace {
+
+info msg_info(bool source, std::uint16_t port) {
+  hints h;
+  h.provider = "tcp";
+  h.type = ep_type::msg;
+  h.node = "127.0.0.1";
+  h.port = port;
+  h.source = source;
+  auto r = get_info(h);
+  EXPECT_TRUE(r) << (r ? "" : r.error().message);
+  return r ? r->front() : info{};
+}
+
+errc next_event(event_queue& q, eq_event& e) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  errc r = errc::again;
+  while (r == errc::again && std::chrono::steady_clock::now() < deadline) r = q.wait(e, 100);
+  return r;
+}
+
+TEST(event_context, set_while_a_progress_thread_builds_events) {
+  ::setenv("WEFT_PROGRESS", "auto", 1);
+  const info si = msg_info(true, 0);
+  auto sfab = fabric::open(si);
+  ASSERT_TRUE(sfab);
+  auto sdom = sfab->open_domain(si);
+  ASSERT_TRUE(sdom);
+  auto seq = sdom->open_eq();
+  auto pep = sdom->open_passive_endpoint(si);
+  ASSERT_TRUE(seq && pep) << (pep ? "" : pep.error().message);
+  ASSERT_TRUE(pep->bind(*seq));
+  auto where = pep->name();
+  ASSERT_TRUE(where);
+  sockaddr_in sa{};
+  std::memcpy(&sa, where->bytes.data(), sizeof sa);
+  const info ci = msg_info(false, ntohs(sa.sin_port));
+  auto cfab = fabric::open(ci);
+  ASSERT_TRUE(cfab);
+  auto cdom = cfab->open_domain(ci);
+  ASSERT_TRUE(cdom);
+  auto ccq = cdom->open_cq(16);
+  auto ceq = cdom->open_eq();
+  ASSERT_TRUE(ccq && ceq);
+
+  int server_ctx[8], client_ctx[8];
+  for (int i = 0; i < 8; ++i) {
+    SCOPED_TRACE(i);
+    pep->set_context(&server_ctx[i]);  // the progress thread is running meanwhile
+    auto ep = cdom->open_endpoint(ci);
+    ASSERT_TRUE(ep) << ep.error().message;
+    ASSERT_TRUE(ep->bind(*ccq));
+    ASSERT_TRUE(ep->bind(*ceq));
+    ASSERT_TRUE(ep->enable());
+    ep->set_context(&client_ctx[i]);
+    ASSERT_TRUE(ep->connect(*ci.dest_addr));
+    eq_event req;
+    ASSERT_EQ(next_event(*seq, req), errc::ok);
+    ASSERT_EQ(req.type, eq_event::kind::connreq) << req.message;
+    EXPECT_EQ(req.context, &server_ctx[i]);
+    ASSERT_TRUE(pep->reject(req.req));
+    eq_event refused;
+    ASSERT_EQ(next_event(*ceq, refused), errc::ok);
+    EXPECT_EQ(refused.type, eq_event::kind::error);
+    EXPECT_EQ(refused.err, errc::permission_denied) << refused.message;
+    EXPECT_EQ(refused.context, &client_ctx[i]);
+  }
+  ::setenv("WEFT_PROGRESS", "manual", 1);
+}
+
+}  // namespace
