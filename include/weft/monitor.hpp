@@ -53,7 +53,7 @@ class memory_monitor {
   virtual ~memory_monitor() = default;
 
   // Starts monitoring; notify must be callable until stop() returns.
-  virtual result<void> start(notify_fn notify) = 0;
+  [[nodiscard]] virtual result<void> start(notify_fn notify) = 0;
   // Stops monitoring and drops all subscriptions. Waits for a notify call in
   // progress to return (unless called from inside notify): do not call it
   // while holding a lock that notify takes.
@@ -61,7 +61,7 @@ class memory_monitor {
 
   // [addr, addr + len) must be mapped. The answer says whether notify will
   // report this range or valid() must be asked before reuse.
-  virtual result<watch_mode> subscribe(const void* addr, std::size_t len) = 0;
+  [[nodiscard]] virtual result<watch_mode> subscribe(const void* addr, std::size_t len) = 0;
   // Drops one reference on exactly this range; unknown ranges are ignored.
   virtual void unsubscribe(const void* addr, std::size_t len) noexcept = 0;
   // True only if [addr, addr + len) is covered by subscriptions and none of

@@ -53,7 +53,7 @@ class persistent_file {
   // than len is invalid_argument. The mapping is made by libpmem2 when built
   // with it; otherwise MAP_SHARED_VALIDATE|MAP_SYNC (DAX file systems: method
   // = the best CPU flush), else plain MAP_SHARED (method = msync).
-  static result<persistent_file> open(const std::string& path, std::size_t len, bool create);
+  [[nodiscard]] static result<persistent_file> open(const std::string& path, std::size_t len, bool create);
 
   persistent_file() noexcept = default;
   persistent_file(const persistent_file&) = delete;
@@ -73,7 +73,7 @@ class persistent_file {
   // is outside the mapping; bad_state when closed; io_error (msync failed).
   [[nodiscard]] errc persist(std::size_t offset, std::size_t len) noexcept;
   // Unmaps (idempotent). Does not persist.
-  result<void> close();
+  [[nodiscard]] result<void> close();
 
  private:
   using persist_fn = void (*)(const void*, std::size_t);

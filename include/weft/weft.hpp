@@ -119,9 +119,9 @@ class completion_queue : public detail::handle<spi::cq, detail::cq_ops> {
 class address_vector : public detail::handle<spi::av> {
  public:
   using handle::handle;
-  result<fi_addr_t> insert(const address& a);
-  result<void> remove(fi_addr_t a);
-  result<address> lookup(fi_addr_t a) const;
+  [[nodiscard]] result<fi_addr_t> insert(const address& a);
+  [[nodiscard]] result<void> remove(fi_addr_t a);
+  [[nodiscard]] result<address> lookup(fi_addr_t a) const;
 };
 
 class event_queue : public detail::handle<spi::eq> {
@@ -219,30 +219,32 @@ class endpoint : public detail::handle<spi::endpoint, detail::endpoint_ops> {
  public:
   using handle::handle;
   // setup
-  result<void> bind(completion_queue& q, op_flags flags = flag::transmit | flag::receive);
-  result<void> bind(address_vector& a);
+  [[nodiscard]] result<void> bind(completion_queue& q, op_flags flags = flag::transmit | flag::receive);
+  [[nodiscard]] result<void> bind(address_vector& a);
   // Counts completed sends (flag::send), receives (flag::recv), RMA reads and
   // writes issued here (flag::read, flag::write; atomics count as writes) and
   // RMA accesses by peers to this endpoint's regions (flag::remote_read,
   // flag::remote_write); injected sends included; failures go to the error count.
-  result<void> bind(counter& c, op_flags flags);
-  result<void> enable();
+  [[nodiscard]] result<void> bind(counter& c, op_flags flags);
+  // After binding a CQ and, on RDM endpoints, an address vector (bad_state
+  // otherwise: bind them, then enable again).
+  [[nodiscard]] result<void> enable();
   // The address peers reach this endpoint at (insert it into their AVs).
   [[nodiscard]] result<address> name() const;
 
   // Events: connection management on MSG endpoints (cf. fi_cm(3)); on RDM
   // endpoints, eq_event::kind::peer_dead names a peer that died or closed.
-  result<void> bind(event_queue& q);
+  [[nodiscard]] result<void> bind(event_queue& q);
   // What this endpoint's events carry in eq_event::context. Safe while a
   // progress thread (WEFT_PROGRESS=auto) builds events.
   void set_context(void* ctx) noexcept;
   // Connect to a listening peer with up to 256 bytes of connection data; a
   // connected (or error) event follows on the bound event queue.
-  result<void> connect(const address& peer, std::span<const std::byte> data = {});
+  [[nodiscard]] result<void> connect(const address& peer, std::span<const std::byte> data = {});
   // Accept the connreq this endpoint was opened from (its info).
-  result<void> accept(std::span<const std::byte> data = {});
+  [[nodiscard]] result<void> accept(std::span<const std::byte> data = {});
   // The peer gets a shutdown event; receives posted here complete as canceled.
-  result<void> shutdown();
+  [[nodiscard]] result<void> shutdown();
 
   // Local memory descriptors: every form that names local buffers takes the
   // region they lie in as its last argument (memory_region::desc(); for the
@@ -413,52 +415,58 @@ class endpoint : public detail::handle<spi::endpoint, detail::endpoint_ops> {
   }
   // Cancels a posted receive; it completes with errc::canceled.
   [[nodiscard]] errc cancel(void* ctx) noexcept { return ops_ ? ops_->cancel(ctx) : errc::bad_state; }
+
+ private:
+  friend class domain;
+  bool needs_av_ = false;  // an RDM endpoint: enable() needs an address vector bound
+  bool av_bound_ = false;
+  bool cq_bound_ = false;  // (without one, the provider's enable() says so first)
 };
 
 class passive_endpoint : public detail::handle<spi::passive_endpoint> {
  public:
   using handle::handle;
-  result<void> bind(event_queue& q);
+  [[nodiscard]] result<void> bind(event_queue& q);
   // What this endpoint's connreq events carry in eq_event::context.
   void set_context(void* ctx) noexcept;
   // The listening address (its port too).
   [[nodiscard]] result<address> name() const;
   // Refuse a connreq; the connector gets an error event (errc::permission_denied) carrying data.
-  result<void> reject(const info& req, std::span<const std::byte> data = {});
+  [[nodiscard]] result<void> reject(const info& req, std::span<const std::byte> data = {});
 };
 
 class domain : public detail::handle<spi::domain> {
  public:
   using handle::handle;
-  result<endpoint> open_endpoint(const info& i);
+  [[nodiscard]] result<endpoint> open_endpoint(const info& i);
   // Listens on info.src_addr (hints.source = true, node and port; port 0: any).
-  result<passive_endpoint> open_passive_endpoint(const info& i);
-  result<event_queue> open_eq();
-  result<counter> open_counter();
+  [[nodiscard]] result<passive_endpoint> open_passive_endpoint(const info& i);
+  [[nodiscard]] result<event_queue> open_eq();
+  [[nodiscard]] result<counter> open_counter();
   // Registers [buf, buf + len) with access flags (access::remote_read,
   // remote_write, persistent, and the local read/write/send/recv). The same
   // range with the same access again is a registration-cache hit (a fresh
   // key; the classification and monitor subscription are reused).
   // access::persistent needs a shared file mapping (e.g. persistent_file).
-  result<memory_region> register_memory(void* buf, std::size_t len, access_flags access);
+  [[nodiscard]] result<memory_region> register_memory(void* buf, std::size_t len, access_flags access);
   // Allocates len bytes for RMA and registers them; the region owns the
   // memory (freed when it closes). On shm the memory is a shared-memory file
   // that peers on this host map: their RMA and atomics on it are plain
   // loads, stores and CPU atomics (no system call, no help from this
   // process). Elsewhere: page-aligned anonymous memory.
-  result<memory_region> alloc_memory(std::size_t len, access_flags access);
+  [[nodiscard]] result<memory_region> alloc_memory(std::size_t len, access_flags access);
   // The iov form: one region per piece.
-  result<std::vector<memory_region>> register_memory(std::span<const ::iovec> iov, access_flags access);
+  [[nodiscard]] result<std::vector<memory_region>> register_memory(std::span<const ::iovec> iov, access_flags access);
   // Replaces this domain's memory monitor (the default: userfaultfd where
   // the kernel allows it, docs/rma.md).
-  result<void> import_monitor(std::shared_ptr<memory_monitor> m);
+  [[nodiscard]] result<void> import_monitor(std::shared_ptr<memory_monitor> m);
   // Runs inside the provider when a commit_complete write or a SAVE reaches
   // one of this domain's regions; its result is the initiator's answer.
-  result<void> set_commit_handler(commit_handler h);
+  [[nodiscard]] result<void> set_commit_handler(commit_handler h);
   [[nodiscard]] result<mr_cache_stats> cache_stats() const;
   [[nodiscard]] result<std::string> monitor_name() const;
-  result<address_vector> open_av(const av_attr& a = {});
-  result<completion_queue> open_cq(std::size_t size = 1024);
+  [[nodiscard]] result<address_vector> open_av(const av_attr& a = {});
+  [[nodiscard]] result<completion_queue> open_cq(std::size_t size = 1024);
   [[nodiscard]] const info& get_info() const noexcept { return info_; }
   void set_info(info i) { info_ = std::move(i); }
 
@@ -469,8 +477,8 @@ class domain : public detail::handle<spi::domain> {
 class fabric : public detail::handle<spi::fabric> {
  public:
   using handle::handle;
-  static result<fabric> open(const info& i);
-  result<domain> open_domain(const info& i);
+  [[nodiscard]] static result<fabric> open(const info& i);
+  [[nodiscard]] result<domain> open_domain(const info& i);
   [[nodiscard]] const info& get_info() const noexcept { return info_; }
 
  private:

@@ -36,6 +36,10 @@ mr_desc memory_region::desc() const noexcept { return impl_ ? spi::to_desc(impl_
 
 result<void> endpoint::enable() {
   if (!impl_) return make_error(errc::bad_state, "enable on a closed endpoint");
+  if (needs_av_ && !av_bound_ && cq_bound_)
+    return make_error(errc::bad_state,
+                      "bind an address vector before enable(): an RDM endpoint names its peers through one "
+                      "(domain.open_av(), then endpoint.bind(av))");
   return impl_->enable();
 }
 

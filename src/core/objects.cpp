@@ -34,7 +34,9 @@ result<endpoint> domain::open_endpoint(const info& i) {
     return make_error(errc::invalid_argument, "info.tx.op_flags takes completion levels only");
   auto e = impl_->open_endpoint(i);
   if (!e) return std::unexpected(e.error());
-  return endpoint(std::move(*e), impl_);
+  endpoint out(std::move(*e), impl_);
+  out.needs_av_ = i.ep.type != ep_type::msg;  // RDM (unspec opens RDM endpoints)
+  return out;
 }
 
 result<passive_endpoint> domain::open_passive_endpoint(const info& i) {
@@ -149,12 +151,16 @@ result<void> endpoint::bind(completion_queue& q, op_flags flags) {
   if (!impl_ || !q) return make_error(errc::bad_state, "bind on a closed endpoint or completion queue");
   if (!(flags & (flag::transmit | flag::receive)))
     return make_error(errc::invalid_argument, "bind a CQ with flag::transmit, flag::receive or both");
-  return impl_->bind_cq(q.impl(), flags);
+  auto r = impl_->bind_cq(q.impl(), flags);
+  if (r) cq_bound_ = true;
+  return r;
 }
 
 result<void> endpoint::bind(address_vector& a) {
   if (!impl_ || !a) return make_error(errc::bad_state, "bind on a closed endpoint or address vector");
-  return impl_->bind_av(a.impl());
+  auto r = impl_->bind_av(a.impl());
+  if (r) av_bound_ = true;
+  return r;
 }
 
 }  // namespace weft
