@@ -10,7 +10,8 @@ namespace weft {
 
 enum class errc : std::int32_t {
   ok = 0,
-  again,              // back-pressure: nothing is wrong, retry after progress
+  again,              // back-pressure (a post): read the CQ, then retry (endpoint::again_reason() says why);
+                      // from a CQ or EQ read: nothing yet
   error_available,    // a CQ error entry is waiting: call read_error()
   invalid_argument,
   no_memory,

@@ -15,6 +15,21 @@ using fi_addr_t = std::uint64_t;
 inline constexpr fi_addr_t addr_unspec = ~0ull;    // any source / no address
 inline constexpr fi_addr_t addr_notavail = ~1ull;  // source not in the address vector
 
+// Why a post answered errc::again (endpoint::again_reason()), and what to
+// do before retrying. Meaningful right after a call returned again.
+enum class again_reason : std::uint8_t {
+  none,       // no again so far
+  cq_full,    // no room in the completion queue for this operation's completion:
+              // read the CQ (that frees room and drives progress), then retry
+  tx_full,    // operations in flight fill the transmit queue: read the CQ (their
+              // completions free it), then retry
+  rx_full,    // posted receives fill the receive queue: read the CQ (or cancel one), then retry
+  peer_busy,  // the peer has not yet consumed what was sent to it (its ring is full):
+              // wait on the CQ (it drives progress and returns when room appears or
+              // completions arrive), then retry; the peer must progress
+};
+[[nodiscard]] const char* to_string(again_reason r) noexcept;
+
 // Operation and completion flags (cf. fi_cq(3), fi_msg(3), fi_tagged(3)).
 namespace flag {
 inline constexpr op_flags send{1ull << 0};

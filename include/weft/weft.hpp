@@ -416,6 +416,13 @@ class endpoint : public detail::handle<spi::endpoint, detail::endpoint_ops> {
   // Cancels a posted receive; it completes with errc::canceled.
   [[nodiscard]] errc cancel(void* ctx) noexcept { return ops_ ? ops_->cancel(ctx) : errc::bad_state; }
 
+  // Why the last post on this endpoint that answered errc::again did, so
+  // the application knows what frees room (weft::again_reason says what to
+  // do for each); meaningful right after an again.
+  [[nodiscard]] weft::again_reason again_reason() const noexcept {
+    return ops_ ? ops_->last_again() : weft::again_reason::none;
+  }
+
  private:
   friend class domain;
   bool needs_av_ = false;  // an RDM endpoint: enable() needs an address vector bound

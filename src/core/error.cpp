@@ -8,13 +8,16 @@
 #include <string>
 
 #include "weft/address.hpp"
+#include "weft/types.hpp"
 
 namespace weft {
 
 const char* to_string(errc e) noexcept {
   switch (e) {
     case errc::ok: return "ok";
-    case errc::again: return "again (resource busy: drive progress and retry)";
+    case errc::again:
+      return "again (back-pressure: read the completion queue (that frees room and drives progress), then retry; "
+             "endpoint::again_reason() says why)";
     case errc::error_available: return "error entry available (call read_error)";
     case errc::invalid_argument: return "invalid argument";
     case errc::no_memory: return "out of memory";
@@ -33,6 +36,20 @@ const char* to_string(errc e) noexcept {
     case errc::permission_denied: return "permission denied";
   }
   return "unknown error";
+}
+
+const char* to_string(again_reason r) noexcept {
+  switch (r) {
+    case again_reason::none: return "none";
+    case again_reason::cq_full: return "cq_full (the completion queue is full: read it, then retry)";
+    case again_reason::tx_full:
+      return "tx_full (operations in flight fill the transmit queue: read the completion queue, then retry)";
+    case again_reason::rx_full:
+      return "rx_full (posted receives fill the receive queue: read the completion queue, then retry)";
+    case again_reason::peer_busy:
+      return "peer_busy (the peer has not consumed what was sent yet: wait on the completion queue, then retry)";
+  }
+  return "unknown";
 }
 
 std::string to_string(const address& a) {

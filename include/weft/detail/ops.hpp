@@ -5,6 +5,7 @@
 // (weft/spi/) derives its objects from these and adds the control path;
 // applications never call them directly. Each is one virtual call from the
 // application, as before the split.
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -27,6 +28,20 @@ class endpoint_ops {
   // RMA: flags hold flag::read or flag::write
   [[nodiscard]] virtual errc rma(const rma_desc&, std::uint64_t) noexcept { return errc::not_supported; }
   [[nodiscard]] virtual errc atomic(const atomic_desc&) noexcept { return errc::not_supported; }
+
+  // Why the last post that answered errc::again did (endpoint::again_reason()).
+  [[nodiscard]] again_reason last_again() const noexcept { return again_.load(std::memory_order_relaxed); }
+
+ protected:
+  // For providers, where they return errc::again: records why (a one-byte store).
+  [[nodiscard]] errc again(again_reason why) noexcept {
+    again_.store(why, std::memory_order_relaxed);
+    return errc::again;
+  }
+  void note_again(again_reason why) noexcept { again_.store(why, std::memory_order_relaxed); }
+
+ private:
+  std::atomic<again_reason> again_{again_reason::none};
 };
 
 class cq_ops {

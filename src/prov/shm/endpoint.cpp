@@ -477,11 +477,11 @@ errc endpoint_impl::send(const msg_desc& m, std::uint64_t flags) noexcept {
   std::uint64_t pos;
 
   if (len <= p.inline_max) {
-    if (!inject && !txcq_->reserve()) return errc::again;
+    if (!inject && !txcq_->reserve()) return again(again_reason::cq_full);
     auto* s = p.ring.claim(pos);
     if (!s) [[unlikely]] {
       if (!inject) txcq_->unreserve();
-      return p.map->owner_alive() ? errc::again : errc::peer_dead;
+      return p.map->owner_alive() ? again(again_reason::peer_busy) : errc::peer_dead;
     }
     auto* h = reinterpret_cast<slot_header*>(s);
     h->src_pid = pid_;  // first: names the writer if it dies before publishing
@@ -503,16 +503,16 @@ errc endpoint_impl::send(const msg_desc& m, std::uint64_t flags) noexcept {
   }
   if (inject) return errc::too_big;
   tx_op* op = txp_.get();
-  if (!op) return errc::again;
+  if (!op) return again(again_reason::tx_full);
   if (!txcq_->reserve()) {
     txp_.put(op);
-    return errc::again;
+    return again(again_reason::cq_full);
   }
   auto* s = p.ring.claim(pos);
   if (!s) {
     txcq_->unreserve();
     txp_.put(op);
-    return p.map->owner_alive() ? errc::again : errc::peer_dead;
+    return p.map->owner_alive() ? again(again_reason::peer_busy) : errc::peer_dead;
   }
   op->state = tx_op::st::wait_reply;
   op->ctx = m.context;
@@ -705,10 +705,10 @@ errc endpoint_impl::recv(const msg_desc& m, std::uint64_t flags) noexcept {
     return peek_claim(m, flags, src);
   }
   rx_op* r = rxp_.get();
-  if (!r) return errc::again;
+  if (!r) return again(again_reason::rx_full);
   if (!rxcq_->reserve()) {
     rxp_.put(r);
-    return errc::again;
+    return again(again_reason::cq_full);
   }
   r->ctx = m.context;
   r->flags = flag::recv | (tagged ? flag::tagged : flag::msg);
@@ -742,7 +742,7 @@ void endpoint_impl::release_unexpected(unexp* u, bool ack_sender) noexcept {
 }
 
 errc endpoint_impl::peek_claim(const msg_desc& m, std::uint64_t flags, std::uint64_t src) noexcept {
-  if (!rxcq_->reserve()) return errc::again;
+  if (!rxcq_->reserve()) return again(again_reason::cq_full);
   const std::uint64_t cflags = flag::recv | flag::tagged;
   if (flags & flag::peek) {
     progress();  // look at what has arrived so far
@@ -788,7 +788,7 @@ errc endpoint_impl::peek_claim(const msg_desc& m, std::uint64_t flags, std::uint
   rx_op* r = rxp_.get();
   if (!r) {
     rxcq_->unreserve();
-    return errc::again;
+    return again(again_reason::rx_full);
   }
   claimed_.erase(u);
   r->ctx = m.context;
@@ -1041,16 +1041,16 @@ void endpoint_impl::handle_split(const slot_header* h) noexcept {
 // room for its completion and a control slot, or again.
 errc endpoint_impl::begin_request(peer& p, void* ctx, tx_op*& op, std::byte*& slot, std::uint64_t& pos) noexcept {
   op = txp_.get();
-  if (!op) return errc::again;
+  if (!op) return again(again_reason::tx_full);
   if (!txcq_->reserve()) {
     txp_.put(op);
-    return errc::again;
+    return again(again_reason::cq_full);
   }
   slot = p.ctl.claim(pos);
   if (!slot) {
     txcq_->unreserve();
     txp_.put(op);
-    return p.map->owner_alive() ? errc::again : errc::peer_dead;
+    return p.map->owner_alive() ? again(again_reason::peer_busy) : errc::peer_dead;
   }
   op->state = tx_op::st::wait_reply;
   op->ctx = ctx;
@@ -1092,19 +1092,19 @@ errc endpoint_impl::rma(const rma_desc& d, std::uint64_t flags) noexcept {
       !(p.map->hdr()->flags.load(std::memory_order_acquire) & region_flag::two_sided_rma))
     return one_sided(p, d, rr, nr, len, write, inject);
   // Every part is answered by its own ack: bound what a target may owe us.
-  if (rma_parts_ + nr > max_rma_parts) return errc::again;
+  if (rma_parts_ + nr > max_rma_parts) return again(again_reason::tx_full);
   tx_op* op = txp_.get();
-  if (!op) return errc::again;
+  if (!op) return again(again_reason::tx_full);
   // Room for the completion, or for an inject write's failure: never dropped.
   if (!txcq_->reserve()) {
     txp_.put(op);
-    return errc::again;
+    return again(again_reason::cq_full);
   }
   if (inject) {
     if (inject_free_.empty()) {
       txcq_->unreserve();
       txp_.put(op);
-      return errc::again;
+      return again(again_reason::tx_full);
     }
     op->ibuf = static_cast<std::int32_t>(inject_free_.back());
     inject_free_.pop_back();
@@ -1121,7 +1121,7 @@ errc endpoint_impl::rma(const rma_desc& d, std::uint64_t flags) noexcept {
       }
       txcq_->unreserve();
       put_tx(op);
-      return p.map->owner_alive() ? errc::again : errc::peer_dead;
+      return p.map->owner_alive() ? again(again_reason::peer_busy) : errc::peer_dead;
     }
   }
   op->state = tx_op::st::wait_reply;
@@ -1241,7 +1241,7 @@ bool read_entry(const mr_entry& e, std::uint64_t& key, std::uint64_t& addr, std:
 // is placed when this returns, so the operation completes here.
 errc endpoint_impl::one_sided(peer& p, const rma_desc& d, const rma_iov* rr, std::size_t nr, std::size_t len,
                               bool write, bool inject) noexcept {
-  if (!txcq_->reserve()) return errc::again;  // an inject write's failure needs room too
+  if (!txcq_->reserve()) return again(again_reason::cq_full);  // an inject write's failure needs room too
   remote_iov riov[max_iov];
   std::byte* mapped[max_iov];  // the ranges in the target's segments mapped here (alloc_memory)
   bool all_mapped = true;
@@ -1325,7 +1325,7 @@ bool endpoint_impl::atomic_one_sided(peer& p, const atomic_desc& d, std::size_t 
   std::byte* base = p.segs.get(ph->owner_uid, ph->owner_pid, ph->owner_start, seg, rlen);
   if (!base) return false;
   if (!txcq_->reserve()) {
-    ret = errc::again;
+    ret = again(again_reason::cq_full);
     return true;
   }
   const auto type = static_cast<atomic_type>(d.type);

@@ -924,11 +924,11 @@ errc endpoint_impl::send(const msg_desc& m, std::uint64_t flags) noexcept {
   tx_op* op = txp_.get();
   if (!op || txp_.available() < 128) {  // keep room for protocol frames and answers
     if (op) txp_.put(op);
-    return errc::again;
+    return again(again_reason::tx_full);
   }
   if (!inject && !txcq_->reserve()) {
     txp_.put(op);
-    return errc::again;
+    return again(again_reason::cq_full);
   }
   op->internal = false;
   op->completion = !inject;
@@ -992,8 +992,14 @@ errc endpoint_impl::send(const msg_desc& m, std::uint64_t flags) noexcept {
 // n operations for one request (one per remote range), the first carrying
 // the completion; null (again) if the pool or the CQ has no room.
 bool endpoint_impl::take_ops(std::size_t n, bool completion, tx_op** out) noexcept {
-  if (txp_.available() < n + 128) return false;  // keep room for protocol frames and answers
-  if (completion && !txcq_->reserve()) return false;
+  if (txp_.available() < n + 128) {  // keep room for protocol frames and answers
+    note_again(again_reason::tx_full);
+    return false;
+  }
+  if (completion && !txcq_->reserve()) {
+    note_again(again_reason::cq_full);
+    return false;
+  }
   if (completion) ++rma_reserved_;
   tx_op* first = nullptr;
   for (std::size_t i = 0; i < n; ++i) {
@@ -1816,10 +1822,10 @@ errc endpoint_impl::recv(const msg_desc& m, std::uint64_t flags) noexcept {
     return peek_claim(m, flags, src);
   }
   rx_op* r = rxp_.get();
-  if (!r) return errc::again;
+  if (!r) return again(again_reason::rx_full);
   if (!rxcq_->reserve()) {
     rxp_.put(r);
-    return errc::again;
+    return again(again_reason::cq_full);
   }
   r->ctx = m.context;
   r->flags = flag::recv | (tagged ? flag::tagged : flag::msg);
@@ -1844,7 +1850,7 @@ errc endpoint_impl::recv(const msg_desc& m, std::uint64_t flags) noexcept {
 }
 
 errc endpoint_impl::peek_claim(const msg_desc& m, std::uint64_t flags, fi_addr_t src) noexcept {
-  if (!rxcq_->reserve()) return errc::again;
+  if (!rxcq_->reserve()) return again(again_reason::cq_full);
   const std::uint64_t cflags = flag::recv | flag::tagged;
   if (flags & flag::peek) {
     progress();
@@ -1889,7 +1895,7 @@ errc endpoint_impl::peek_claim(const msg_desc& m, std::uint64_t flags, fi_addr_t
   rx_op* r = rxp_.get();
   if (!r) {
     rxcq_->unreserve();
-    return errc::again;
+    return again(again_reason::rx_full);
   }
   claimed_.erase(u);
   r->ctx = m.context;
