@@ -32,6 +32,16 @@ enum class errc : std::int32_t {
 
 [[nodiscard]] const char* to_string(errc e) noexcept;
 
+// Why the last data-path call on this thread that failed with an error
+// other than again (a post, a CQ or counter read) failed, in words: "send:
+// fi_addr 7 is not in the address vector (insert the peer's address
+// first; ...)". A thread-local fixed buffer (no allocation), overwritten by the
+// next such failure on this thread and not cleared by successes: read it
+// right after the call. Empty before the first failure. (Control-path
+// calls carry their text in result<T>'s error; operations that fail later,
+// in cq_err_entry::msg.)
+[[nodiscard]] const char* last_error_message() noexcept;
+
 struct error {
   errc code = errc::ok;
   std::string message;

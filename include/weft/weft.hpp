@@ -5,6 +5,14 @@
 // The handles call the data path inline through the interfaces of
 // weft/detail/ops.hpp; everything else is defined in libweft. The provider
 // interface (weft/spi/) is not included here: its classes are only named.
+//
+// Errors: the data path (posts, CQ and counter reads) returns errc, or
+// std::expected<T, errc>; when that is an error other than again,
+// weft::last_error_message() (error.hpp) says in words what was wrong on
+// this thread ("send: fi_addr 7 is not in the address vector (insert the
+// peer's address first ...)"). again is back-pressure: read the CQ, then
+// retry; endpoint::again_reason() says what is full. The control path
+// returns result<T>, whose error carries the text.
 #include <sys/uio.h>
 
 #include <expected>
@@ -89,7 +97,7 @@ class completion_queue : public detail::handle<spi::cq, detail::cq_ops> {
   // ok (n > 0), again (nothing yet) or error_available (call read_error).
   [[nodiscard]] errc read(std::span<cq_entry> out, std::size_t& n) noexcept {
     if (!ops_) [[unlikely]]
-      return errc::bad_state;
+      return detail::closed("the completion queue");
     return ops_->read(out, n);
   }
   [[nodiscard]] errc read(cq_entry& e) noexcept {
@@ -99,7 +107,9 @@ class completion_queue : public detail::handle<spi::cq, detail::cq_ops> {
   // Same as read(); entries carry the sender in cq_entry::src (needs cap::source).
   [[nodiscard]] errc read_from(std::span<cq_entry> out, std::size_t& n) noexcept { return read(out, n); }
   [[nodiscard]] errc read_error(cq_err_entry& e) noexcept {
-    return ops_ ? ops_->read_error(e) : errc::bad_state;
+    if (!ops_) [[unlikely]]
+      return detail::closed("the completion queue");
+    return ops_->read_error(e);
   }
   // Drives progress of the bound endpoints without taking completions.
   void progress() noexcept {
@@ -108,7 +118,9 @@ class completion_queue : public detail::handle<spi::cq, detail::cq_ops> {
   // Spins briefly, then sleeps; timeout_ms < 0 waits forever. timed_out when
   // nothing arrived in time.
   [[nodiscard]] errc wait(std::span<cq_entry> out, std::size_t& n, int timeout_ms) noexcept {
-    return ops_ ? ops_->wait(out, n, timeout_ms) : errc::bad_state;
+    if (!ops_) [[unlikely]]
+      return detail::closed("the completion queue");
+    return ops_->wait(out, n, timeout_ms);
   }
   [[nodiscard]] errc wait(cq_entry& e, int timeout_ms) noexcept {
     std::size_t n = 0;
@@ -155,64 +167,66 @@ class counter : public detail::handle<spi::cntr, detail::cntr_ops> {
   // Drives progress of the bound endpoints, then reads; bad_state once closed.
   [[nodiscard]] std::expected<std::uint64_t, errc> read() noexcept {
     if (!ops_) [[unlikely]]
-      return std::unexpected(errc::bad_state);
+      return std::unexpected(detail::closed("the counter"));
     return ops_->read();
   }
   [[nodiscard]] std::expected<std::uint64_t, errc> read_error() noexcept {
     if (!ops_) [[unlikely]]
-      return std::unexpected(errc::bad_state);
+      return std::unexpected(detail::closed("the counter"));
     return ops_->read_error();
   }
   // ok, or bad_state once closed.
   [[nodiscard]] errc add(std::uint64_t n) noexcept {
     if (!ops_) [[unlikely]]
-      return errc::bad_state;
+      return detail::closed("the counter");
     ops_->add(n);
     return errc::ok;
   }
   [[nodiscard]] errc set(std::uint64_t n) noexcept {
     if (!ops_) [[unlikely]]
-      return errc::bad_state;
+      return detail::closed("the counter");
     ops_->set(n);
     return errc::ok;
   }
   [[nodiscard]] errc set_error(std::uint64_t n) noexcept {
     if (!ops_) [[unlikely]]
-      return errc::bad_state;
+      return detail::closed("the counter");
     ops_->set_error(n);
     return errc::ok;
   }
   // ok once read() >= threshold; timed_out; error_available when an
   // operation failed since read_error() or set_error() was last called.
   [[nodiscard]] errc wait(std::uint64_t threshold, int timeout_ms) noexcept {
-    return ops_ ? ops_->wait(threshold, timeout_ms) : errc::bad_state;
+    if (!ops_) [[unlikely]]
+      return detail::closed("the counter");
+    return ops_->wait(threshold, timeout_ms);
   }
 };
 
 class endpoint : public detail::handle<spi::endpoint, detail::endpoint_ops> {
   [[nodiscard]] errc do_atomic(const atomic_desc& d) noexcept {
     if (!ops_) [[unlikely]]
-      return errc::bad_state;
+      return detail::closed("the endpoint");
     const auto op = d.op;
     const auto t = d.type;
-    if (op > atomic_op::cswap || t > atomic_type::f64 || !atomic_valid(op, t) || d.count == 0 || d.count * size_of(t) > atomic_max_bytes || !d.operand ||
-        (op == atomic_op::cswap && (!d.compare || !d.result)))
-      return errc::invalid_argument;
+    if (op > atomic_op::cswap || t > atomic_type::f64 || !atomic_valid(op, t) || d.count == 0 ||
+        d.count * size_of(t) > atomic_max_bytes || !d.operand || (op == atomic_op::cswap && (!d.compare || !d.result)))
+      [[unlikely]] return detail::invalid_atomic(d);
     return ops_->atomic(d);
   }
   [[nodiscard]] errc tx(const msg_desc& m, op_flags flags) noexcept {
     if (!ops_) [[unlikely]]
-      return errc::bad_state;
+      return detail::closed("the endpoint");
     return ops_->send(m, flags);
   }
   [[nodiscard]] errc rx(const msg_desc& m, op_flags flags) noexcept {
     if (!ops_) [[unlikely]]
-      return errc::bad_state;
+      return detail::closed("the endpoint");
     return ops_->recv(m, flags);
   }
   [[nodiscard]] errc do_rma(const rma_desc& d, op_flags flags) noexcept {
     if (!ops_) [[unlikely]]
-      return errc::bad_state;
+      return detail::closed("the endpoint");
     return ops_->rma(d, flags);
   }
 
@@ -376,7 +390,8 @@ class endpoint : public detail::handle<spi::endpoint, detail::endpoint_ops> {
   [[nodiscard]] errc save(fi_addr_t dest, std::uint64_t key, op_flags level = flag::commit_complete,
                           void* ctx = nullptr) noexcept {
     if (level != flag::commit_complete && level != flag::delivery_complete && level != flag::transmit_complete)
-      return errc::invalid_argument;
+      [[unlikely]] return detail::fail(errc::invalid_argument,
+                                       "save: the level is flag::commit_complete, delivery_complete or transmit_complete");
     return do_rma(rma_desc{nullptr, 0, dest, 0, key, ctx}, flag::rma | flag::save | level);
   }
   [[nodiscard]] errc read(void* buf, std::size_t len, fi_addr_t src, std::uint64_t offset, std::uint64_t key,
@@ -414,7 +429,11 @@ class endpoint : public detail::handle<spi::endpoint, detail::endpoint_ops> {
     return do_atomic(atomic_desc{operand, compare, result, count, atomic_op::cswap, t, dest, offset, key, ctx});
   }
   // Cancels a posted receive; it completes with errc::canceled.
-  [[nodiscard]] errc cancel(void* ctx) noexcept { return ops_ ? ops_->cancel(ctx) : errc::bad_state; }
+  [[nodiscard]] errc cancel(void* ctx) noexcept {
+    if (!ops_) [[unlikely]]
+      return detail::closed("the endpoint");
+    return ops_->cancel(ctx);
+  }
 
   // Why the last post on this endpoint that answered errc::again did, so
   // the application knows what frees room (weft::again_reason says what to

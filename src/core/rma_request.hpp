@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "weft/spi/error.hpp"
 #include "weft/types.hpp"
 
 namespace weft::core {
@@ -26,20 +27,25 @@ struct rma_request {
 [[nodiscard]] inline errc parse_rma(const rma_desc& d, std::uint64_t flags, std::uint64_t default_level,
                                     std::size_t max_iov, std::uint64_t max_len, std::size_t inject_max,
                                     std::uint64_t max_range, rma_request& r) noexcept {
-  if (d.iov_count > max_iov || (!d.iov && d.iov_count) || d.rma_count > max_iov || (!d.rma && d.rma_count))
-    return errc::invalid_argument;
+  if (d.iov_count > max_iov || (!d.iov && d.iov_count))
+    return spi::bad_iov("RMA", d.iov_count, max_iov);
+  if (d.rma_count > max_iov || (!d.rma && d.rma_count))
+    return spi::fail(errc::invalid_argument, "RMA: too many remote ranges (tx.rma_iov_limit), or a null list");
   r.save = flags & flag::save;
   r.write = (flags & flag::write) && !r.save;
   r.inject = flags & flag::inject;
   r.len = 0;
   if (!r.save)
     for (std::size_t i = 0; i < d.iov_count; ++i) r.len += d.iov[i].iov_len;
-  if (r.inject && !r.write) return errc::invalid_argument;
-  if (r.len > max_len || (r.inject && r.len > inject_max)) return errc::too_big;
+  if (r.inject && !r.write) return spi::fail(errc::invalid_argument, "RMA: only writes may be injected");
+  if (r.len > max_len || (r.inject && r.len > inject_max))
+    return r.inject && r.len <= max_len ? spi::over_limit("inject write", r.len, "tx.inject_size", inject_max)
+                                        : spi::over_limit("RMA", r.len, "ep.max_msg_size", max_len);
   r.level = flags & flag::completion_levels;
   if (!r.level) r.level = default_level;
   if (r.level != flag::transmit_complete && r.level != flag::delivery_complete && r.level != flag::commit_complete)
-    return errc::invalid_argument;  // one level, not a combination
+    return spi::fail(errc::invalid_argument,  // one level, not a combination
+                     "RMA: one completion level (flag::transmit_complete, delivery_complete or commit_complete)");
   r.one = rma_iov{d.offset, r.len, d.key};
   const bool listed = d.rma_count && !r.save;
   r.list = listed ? d.rma : nullptr;
@@ -47,12 +53,13 @@ struct rma_request {
   if (listed) {
     std::uint64_t t = 0;
     for (std::size_t i = 0; i < r.count; ++i) {
-      if (r.list[i].len > max_range) return errc::too_big;
+      if (r.list[i].len > max_range)
+        return spi::over_limit("RMA remote range", r.list[i].len, "the limit", max_range);
       t += r.list[i].len;
     }
-    if (t != r.len) return errc::invalid_argument;  // the ranges must add up to the local bytes
+    if (t != r.len) return spi::fail(errc::invalid_argument, "RMA: the remote ranges must add up to the local bytes");
   } else if (r.len > max_range) {
-    return errc::too_big;
+    return spi::over_limit("RMA", r.len, "the limit", max_range);
   }
   return errc::ok;
 }

@@ -14,6 +14,15 @@
 
 namespace weft::detail {
 
+// Sets what last_error_message() returns on this thread (no allocation; cut
+// at 255 bytes). For the handles' inline code and providers' data path.
+void set_last_error(const char* msg) noexcept;
+[[gnu::format(printf, 1, 2)]] void format_last_error(const char* fmt, ...) noexcept;
+// The same, returning the code: the handles' cold paths.
+[[gnu::cold]] errc fail(errc code, const char* what) noexcept;
+[[gnu::cold]] errc closed(const char* object) noexcept;          // bad_state: "<object> is closed ..."
+[[gnu::cold]] errc invalid_atomic(const atomic_desc& d) noexcept;  // invalid_argument, saying what is wrong
+
 class endpoint_ops {
  public:
   endpoint_ops() = default;

@@ -14,6 +14,7 @@
 #include "weft/info.hpp"
 #include "weft/spi/cntr.hpp"
 #include "weft/spi/cq.hpp"
+#include "weft/spi/error.hpp"
 #include "weft/spi/eq.hpp"
 #include "weft/spi/mr.hpp"
 #include "weft/types.hpp"

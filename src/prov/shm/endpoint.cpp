@@ -460,12 +460,12 @@ result<void> endpoint_impl::enable() {
 
 errc endpoint_impl::send(const msg_desc& m, std::uint64_t flags) noexcept {
   if (!enabled_) [[unlikely]]
-    return errc::bad_state;
+    return spi::not_enabled("send");
   if (m.iov_count > max_iov || (!m.iov && m.iov_count)) [[unlikely]]
-    return errc::invalid_argument;
+    return spi::bad_iov("send", m.iov_count, max_iov);
   const std::shared_ptr<peer>* pp = av_ ? av_->at(m.addr) : nullptr;
   if (!pp) [[unlikely]]
-    return errc::invalid_argument;
+    return spi::no_peer("send", m.addr, av_ != nullptr);
   peer& p = **pp;
   if (p.map->closed()) [[unlikely]]
     return errc::peer_dead;  // its endpoint is closed: nothing would read this
@@ -501,7 +501,7 @@ errc endpoint_impl::send(const msg_desc& m, std::uint64_t flags) noexcept {
     if (cntrs_.send) cntrs_.send->inc();
     return errc::ok;
   }
-  if (inject) return errc::too_big;
+  if (inject) return spi::over_limit("inject", len, "tx.inject_size", p.inline_max);
   tx_op* op = txp_.get();
   if (!op) return again(again_reason::tx_full);
   if (!txcq_->reserve()) {
@@ -690,18 +690,18 @@ void endpoint_impl::send_ctrl(const std::shared_ptr<peer>& p, const ctrl_msg& m)
 
 errc endpoint_impl::recv(const msg_desc& m, std::uint64_t flags) noexcept {
   if (!enabled_) [[unlikely]]
-    return errc::bad_state;
+    return spi::not_enabled("receive");
   if (m.iov_count > max_iov || (!m.iov && m.iov_count)) [[unlikely]]
-    return errc::invalid_argument;
+    return spi::bad_iov("receive", m.iov_count, max_iov);
   std::uint64_t src = util::any_source;
   if (m.addr != addr_unspec) {
     const std::shared_ptr<peer>* pp = av_ ? av_->at(m.addr) : nullptr;
-    if (!pp) return errc::invalid_argument;
+    if (!pp) return spi::no_peer("receive", m.addr, av_ != nullptr);
     src = (*pp)->key;
   }
   const bool tagged = flags & flag::tagged;
   if (flags & (flag::peek | flag::claim | flag::discard)) {
-    if (!tagged) return errc::invalid_argument;  // peek and claim are tagged operations
+    if (!tagged) return spi::fail(errc::invalid_argument, "peek and claim are tagged operations (trecvmsg)");
     return peek_claim(m, flags, src);
   }
   rx_op* r = rxp_.get();
@@ -777,7 +777,7 @@ errc endpoint_impl::peek_claim(const msg_desc& m, std::uint64_t flags, std::uint
   unexp* u = claimed_.find([&](const unexp& x) { return x.claim_ctx == m.context; });
   if (!u) {
     rxcq_->unreserve();
-    return errc::not_found;
+    return spi::fail(errc::not_found, "claim: no message was reserved for this context by a peek|claim");
   }
   if (flags & flag::discard) {
     claimed_.erase(u);
@@ -817,7 +817,7 @@ errc endpoint_impl::cancel(void* context) noexcept {
     put_rx(r);
     return errc::ok;
   }
-  return errc::not_found;
+  return spi::fail(errc::not_found, "cancel: no posted receive has this context");
 }
 
 void endpoint_impl::complete_rx(rx_op* r, const incoming& in, std::size_t copied) noexcept {
@@ -1071,11 +1071,12 @@ errc endpoint_impl::finish_request(peer& p, util::mpsc_ring& ring, tx_op* op, st
 
 errc endpoint_impl::rma(const rma_desc& d, std::uint64_t flags) noexcept {
   if (!enabled_) [[unlikely]]
-    return errc::bad_state;
-  if (!cfg_.cma) return errc::not_supported;
+    return spi::not_enabled("RMA");
+  if (!cfg_.cma)
+    return spi::fail(errc::not_supported, "RMA on shm needs cross-memory attach (WEFT_SHM_CMA=0 turns it off)");
   const std::shared_ptr<peer>* pp = av_ ? av_->at(d.addr) : nullptr;
   if (!pp) [[unlikely]]
-    return errc::invalid_argument;
+    return spi::no_peer("RMA", d.addr, av_ != nullptr);
   peer& p = **pp;
   if (p.map->closed()) return errc::peer_dead;
   core::rma_request q;
@@ -1398,11 +1399,12 @@ void endpoint_impl::handle_save(const slot_header* h) noexcept {
 
 errc endpoint_impl::atomic(const atomic_desc& d) noexcept {
   if (!enabled_) [[unlikely]]
-    return errc::bad_state;
-  if (!cfg_.cma) return errc::not_supported;
+    return spi::not_enabled("atomic");
+  if (!cfg_.cma)
+    return spi::fail(errc::not_supported, "atomics on shm need cross-memory attach (WEFT_SHM_CMA=0 turns it off)");
   const std::shared_ptr<peer>* pp = av_ ? av_->at(d.addr) : nullptr;
   if (!pp) [[unlikely]]
-    return errc::invalid_argument;
+    return spi::no_peer("atomic", d.addr, av_ != nullptr);
   peer& p = **pp;
   if (p.map->closed()) return errc::peer_dead;
   const std::size_t bytes = d.count * size_of(static_cast<atomic_type>(d.type));

@@ -37,6 +37,9 @@
 
 namespace weft::prov::tcp {
 
+// what last_error_message() says when an unconnected MSG endpoint posts
+constexpr const char* not_connected = "a MSG endpoint that is not connected: connect() or accept() first";
+
 namespace {
 
 constexpr std::size_t rbuf_size = 64 * 1024;
@@ -911,16 +914,18 @@ void endpoint_impl::on_sent(conn* c, tx_op* op) noexcept {
 errc endpoint_impl::send(const msg_desc& m, std::uint64_t flags) noexcept {
   auto g = dom_->guard();
   if (!enabled_) [[unlikely]]
-    return errc::bad_state;
+    return spi::not_enabled("send");
   if (m.iov_count > max_iov || (!m.iov && m.iov_count)) [[unlikely]]
-    return errc::invalid_argument;
+    return spi::bad_iov("send", m.iov_count, max_iov);
   if (!msg_mode_ && (!av_ || !av_->at(m.addr))) [[unlikely]]
-    return errc::invalid_argument;
+    return spi::no_peer("send", m.addr, av_ != nullptr);
   const std::size_t len = iov_total(m.iov, m.iov_count);
   const bool inject = flags & flag::inject;
-  if (len > max_msg_size || (inject && len > inject_size)) return errc::too_big;
+  if (len > max_msg_size || (inject && len > inject_size))
+    return spi::over_limit(inject ? "inject" : "send", len, inject ? "tx.inject_size" : "ep.max_msg_size",
+                           inject ? inject_size : max_msg_size);
   conn* c = path(m.addr);
-  if (!c) return msg_mode_ && !was_connected_ ? errc::bad_state : errc::peer_dead;
+  if (!c) return msg_mode_ && !was_connected_ ? spi::fail(errc::bad_state, not_connected) : errc::peer_dead;
   tx_op* op = txp_.get();
   if (!op || txp_.available() < 128) {  // keep room for protocol frames and answers
     if (op) txp_.put(op);
@@ -1024,9 +1029,9 @@ bool endpoint_impl::take_ops(std::size_t n, bool completion, tx_op** out) noexce
 errc endpoint_impl::rma(const rma_desc& d, std::uint64_t flags) noexcept {
   auto g = dom_->guard();
   if (!enabled_) [[unlikely]]
-    return errc::bad_state;
+    return spi::not_enabled("RMA");
   if (!msg_mode_ && (!av_ || !av_->at(d.addr))) [[unlikely]]
-    return errc::invalid_argument;
+    return spi::no_peer("RMA", d.addr, av_ != nullptr);
   core::rma_request q;
   if (errc e = core::parse_rma(d, flags, level_, max_iov, max_msg_size, inject_size,
                                (flags & flag::write) ? max_msg_size : 0xffffffffu, q);
@@ -1042,7 +1047,7 @@ errc endpoint_impl::rma(const rma_desc& d, std::uint64_t flags) noexcept {
   const rma_iov* rr = q.ranges();
   const std::size_t nr = q.count;
   conn* c = path(d.addr);
-  if (!c) return msg_mode_ && !was_connected_ ? errc::bad_state : errc::peer_dead;
+  if (!c) return msg_mode_ && !was_connected_ ? spi::fail(errc::bad_state, not_connected) : errc::peer_dead;
   tx_op* ops[max_iov];
   if (!take_ops(nr, !inject, ops)) return errc::again;
   std::size_t off = 0;
@@ -1102,14 +1107,14 @@ errc endpoint_impl::rma(const rma_desc& d, std::uint64_t flags) noexcept {
 errc endpoint_impl::atomic(const atomic_desc& d) noexcept {
   auto g = dom_->guard();
   if (!enabled_) [[unlikely]]
-    return errc::bad_state;
+    return spi::not_enabled("atomic");
   if (!msg_mode_ && (!av_ || !av_->at(d.addr))) [[unlikely]]
-    return errc::invalid_argument;
+    return spi::no_peer("atomic", d.addr, av_ != nullptr);
   const auto t = static_cast<atomic_type>(d.type);
   const std::size_t bytes = d.count * size_of(t);
   const bool cswap = static_cast<atomic_op>(d.op) == atomic_op::cswap;
   conn* c = path(d.addr);
-  if (!c) return msg_mode_ && !was_connected_ ? errc::bad_state : errc::peer_dead;
+  if (!c) return msg_mode_ && !was_connected_ ? spi::fail(errc::bad_state, not_connected) : errc::peer_dead;
   tx_op* op = nullptr;
   if (!take_ops(1, true, &op)) return errc::again;
   op->ctx = d.context;
@@ -1807,18 +1812,18 @@ void endpoint_impl::resume_stalled() noexcept {
 errc endpoint_impl::recv(const msg_desc& m, std::uint64_t flags) noexcept {
   auto g = dom_->guard();
   if (!enabled_) [[unlikely]]
-    return errc::bad_state;
+    return spi::not_enabled("receive");
   if (m.iov_count > max_iov || (!m.iov && m.iov_count)) [[unlikely]]
-    return errc::invalid_argument;
+    return spi::bad_iov("receive", m.iov_count, max_iov);
   if (msg_mode_ && was_connected_ && !single_) return errc::peer_dead;  // the connection has ended
   fi_addr_t src = util::any_source;
   if (m.addr != addr_unspec && !msg_mode_) {  // MSG endpoints have one peer
-    if (!av_ || !av_->at(m.addr)) return errc::invalid_argument;
+    if (!av_ || !av_->at(m.addr)) return spi::no_peer("receive", m.addr, av_ != nullptr);
     src = m.addr;
   }
   const bool tagged = flags & flag::tagged;
   if (flags & (flag::peek | flag::claim | flag::discard)) {
-    if (!tagged) return errc::invalid_argument;  // peek and claim are tagged operations
+    if (!tagged) return spi::fail(errc::invalid_argument, "peek and claim are tagged operations (trecvmsg)");
     return peek_claim(m, flags, src);
   }
   rx_op* r = rxp_.get();
@@ -1884,7 +1889,7 @@ errc endpoint_impl::peek_claim(const msg_desc& m, std::uint64_t flags, fi_addr_t
   unexp* u = claimed_.find([&](const unexp& x) { return x.claim_ctx == m.context; });
   if (!u) {
     rxcq_->unreserve();
-    return errc::not_found;
+    return spi::fail(errc::not_found, "claim: no message was reserved for this context by a peek|claim");
   }
   if (flags & flag::discard) {
     claimed_.erase(u);
@@ -1916,7 +1921,7 @@ errc endpoint_impl::cancel(void* context) noexcept {
     rx_error(r, errc::canceled, "receive canceled by cancel()");
     return errc::ok;
   }
-  return errc::not_found;
+  return spi::fail(errc::not_found, "cancel: no posted receive has this context");
 }
 
 // --------------------------------------------------------- hello handshake

@@ -1,0 +1,22 @@
+#pragma once
+// Data-path failures that a provider reports to the application: each sets
+// the thread's last_error_message() (no allocation) and returns the code,
+// so that a provider writes `return spi::no_peer("send", m.addr, av_ != nullptr);`.
+#include <cstddef>
+
+#include "weft/types.hpp"
+
+namespace weft::spi {
+
+// code, with what as the text
+[[nodiscard]] errc fail(errc code, const char* what) noexcept;
+// bad_state: op on an endpoint that is not enabled
+[[nodiscard]] errc not_enabled(const char* op) noexcept;
+// invalid_argument: more than max iov entries, or a null iov with entries
+[[nodiscard]] errc bad_iov(const char* op, std::size_t count, std::size_t max) noexcept;
+// invalid_argument: a is not in the address vector (have_av), or none is bound
+[[nodiscard]] errc no_peer(const char* op, fi_addr_t a, bool have_av) noexcept;
+// too_big: len bytes, more than limit (its name) allows
+[[nodiscard]] errc over_limit(const char* op, std::size_t len, const char* limit, std::size_t max) noexcept;
+
+}  // namespace weft::spi
