@@ -30,6 +30,12 @@ T check(weft::result<T> r, const char* what) {
   }
   return std::move(*r);
 }
+void check(weft::result<void> r, const char* what) {
+  if (!r) {
+    std::fprintf(stderr, "hello_shm: %s: %s\n", what, r.error().message.c_str());
+    std::exit(1);
+  }
+}
 
 node open(const weft::info& info, bool server) {
   node n;
@@ -40,8 +46,19 @@ node open(const weft::info& info, bool server) {
   a.auto_insert = server;  // the server learns its clients from their messages
   n.av = check(n.dom.open_av(a), "address vector");
   n.ep = check(n.dom.open_endpoint(info), "endpoint");
-  if (!n.ep.bind(n.cq) || !n.ep.bind(n.av) || !n.ep.enable()) std::exit(1);
+  // binding and enabling are [[nodiscard]] results: check them
+  check(n.ep.bind(n.cq), "bind completion queue");
+  check(n.ep.bind(n.av), "bind address vector");  // an RDM endpoint needs one before enable()
+  check(n.ep.enable(), "enable");
   return n;
+}
+
+// A post that fails says why in weft::last_error_message(); again (back-
+// pressure) does not happen here: one message is in flight at a time.
+bool posted(weft::errc r, const char* what) {
+  if (r == weft::errc::ok) return true;
+  std::fprintf(stderr, "hello_shm: %s: %s: %s\n", what, weft::to_string(r), weft::last_error_message());
+  return false;
 }
 
 weft::cq_entry wait(node& n) {
@@ -71,11 +88,11 @@ int server(std::uint16_t port, int ready_fd) {
   (void)!::write(ready_fd, "r", 1);
   std::vector<char> buf(1 << 20);
   for (int i = 0; i < 4; ++i) {
-    if (n.ep.trecv(buf.data(), buf.size(), weft::addr_unspec, 0, ~0ull) != weft::errc::ok) return 1;
+    if (!posted(n.ep.trecv(buf.data(), buf.size(), weft::addr_unspec, 0, ~0ull), "receive")) return 1;
     weft::cq_entry e = wait(n);
     std::printf("  server: got %zu bytes (tag %llu) from client #%llu, echoing\n", e.len,
                 static_cast<unsigned long long>(e.tag), static_cast<unsigned long long>(e.src));
-    if (n.ep.tsend(buf.data(), e.len, e.src, e.tag) != weft::errc::ok) return 1;
+    if (!posted(n.ep.tsend(buf.data(), e.len, e.src, e.tag), "echo")) return 1;
     wait(n);
   }
   return 0;
@@ -112,8 +129,8 @@ int main(int argc, char** argv) {
   for (std::uint64_t i = 0; i < 4; ++i) {
     std::vector<char> out(sizes[i]), in(sizes[i]);
     for (std::size_t k = 0; k < out.size(); ++k) out[k] = static_cast<char>('a' + (k + i) % 26);
-    if (n.ep.trecv(in.data(), in.size(), srv, i, 0) != weft::errc::ok) return 1;
-    if (n.ep.tsend(out.data(), out.size(), srv, i) != weft::errc::ok) return 1;
+    if (!posted(n.ep.trecv(in.data(), in.size(), srv, i, 0), "receive")) return 1;
+    if (!posted(n.ep.tsend(out.data(), out.size(), srv, i), "send")) return 1;
     wait(n);
     wait(n);
     bool same = in == out;

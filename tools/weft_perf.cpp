@@ -164,12 +164,15 @@ void post_retry(conn& c, Post&& post, Seen seen = [](const weft::cq_entry&) {}) 
   for (;;) {
     weft::errc r = post();
     if (r == weft::errc::ok) return;
-    if (r != weft::errc::again) die(std::string("post failed: ") + weft::to_string(r));
+    if (r != weft::errc::again)
+      die(std::string("post failed: ") + weft::to_string(r) + ": " + weft::last_error_message());
     weft::cq_entry e;
     weft::errc q = c.cq.read(e);
     if (q == weft::errc::ok) seen(e);
     if (q == weft::errc::error_available) wait_one(c);  // reports and dies
-    if (dl.due() && dl.over()) die("back-pressure did not clear (is the peer running?)");
+    if (dl.due() && dl.over())
+      die(std::string("back-pressure did not clear (is the peer running?): ") +
+          weft::to_string(c.ep.again_reason()));
   }
 }
 

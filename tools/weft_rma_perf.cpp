@@ -232,7 +232,8 @@ int run_target(const options& o, control* ctl, std::size_t buf_len) {
         }
       } while (r == weft::errc::again && !ctl->stop.load());
       if (r != weft::errc::ok && r != weft::errc::again) {
-        std::snprintf(ctl->error, sizeof ctl->error, "target: write failed: %s", weft::to_string(r));
+        std::snprintf(ctl->error, sizeof ctl->error, "target: write failed: %s: %s", weft::to_string(r),
+                      weft::last_error_message());
         return 1;
       }
     }
@@ -303,11 +304,12 @@ struct initiator {
         if (counted) ++inflight;
         return;
       }
-      if (r != weft::errc::again) die(std::string("post failed: ") + weft::to_string(r));
+      if (r != weft::errc::again)
+        die(std::string("post failed: ") + weft::to_string(r) + ": " + weft::last_error_message());
       reap();
       if (dl.due()) {
         check_target();
-        if (dl.over()) die("back-pressure did not clear");
+        if (dl.over()) die(std::string("back-pressure did not clear: ") + weft::to_string(n.ep.again_reason()));
       }
     }
   }
