@@ -88,12 +88,16 @@ TEST_P(again_test, operations_in_flight_fill_the_transmit_queue_tx_full) {
     if ((r = a.ep.send(big.data(), big.size(), to)) != errc::ok) break;
   ASSERT_EQ(r, errc::again) << "after " << n << " sends";
   EXPECT_EQ(a.ep.again_reason(), again_reason::tx_full) << to_string(a.ep.again_reason()) << " after " << n;
-  EXPECT_LE(n, a.inf.tx.size);
-  // once the receiver takes one and the sender reads its completion, the retry works
+  // the documented retry: read the CQ, then retry. Once the receiver takes
+  // one message, a send completes and its completion frees its place (sends
+  // that completed before the again only free CQ room: keep reading)
   std::vector<char> in(big.size());
   ASSERT_EQ(b.ep.recv(in.data(), in.size()), errc::ok);
-  ASSERT_TRUE(next(a, {&b}).ok);
-  EXPECT_EQ(a.ep.send(big.data(), big.size(), to), errc::ok);
+  for (std::size_t i = 0; i <= n && r == errc::again; ++i) {
+    ASSERT_TRUE(next(a, {&b}).ok);
+    r = a.ep.send(big.data(), big.size(), to);
+  }
+  EXPECT_EQ(r, errc::ok);
 }
 
 TEST_P(again_test, a_peer_that_has_not_consumed_is_peer_busy) {
