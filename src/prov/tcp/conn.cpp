@@ -152,7 +152,7 @@ void endpoint_impl::on_conn_event(conn* c, std::uint32_t ev) noexcept {
     ::getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &l);
     if (err) {
       char why[160];
-      std::snprintf(why, sizeof why, "cannot connect to %s: %s", to_string(c->peer).c_str(), std::strerror(err));
+      std::snprintf(why, sizeof why, "cannot connect to %s: %s", text_of(c->peer).s, std::strerror(err));
       fail_conn(c, errno_to_errc(err), why);
       return;
     }
@@ -166,7 +166,7 @@ void endpoint_impl::on_conn_event(conn* c, std::uint32_t ev) noexcept {
     ::getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &l);
     if (err || !(ev & EPOLLIN)) {
       char why[160];
-      std::snprintf(why, sizeof why, "connection to %s lost: %s", to_string(c->peer).c_str(),
+      std::snprintf(why, sizeof why, "connection to %s lost: %s", text_of(c->peer).s,
                     err ? std::strerror(err) : "closed by the peer");
       fail_conn(c, err ? errno_to_errc(err) : errc::peer_dead, why);
       return;

@@ -55,9 +55,33 @@ void set_socket_options(int fd, const config& cfg, const sockaddr* peer) noexcep
 
 // ------------------------------------------------------------------ setup
 
+addr_text text_of(const address& a) noexcept {
+  addr_text t{};
+  sockaddr_storage ss;
+  socklen_t len;
+  if (!to_sockaddr(a, ss, len)) {
+    std::snprintf(t.s, sizeof t.s, "an unknown address");
+    return t;
+  }
+  char ip[INET6_ADDRSTRLEN] = {};
+  if (ss.ss_family == AF_INET) {
+    const auto* s = reinterpret_cast<const sockaddr_in*>(&ss);
+    ::inet_ntop(AF_INET, &s->sin_addr, ip, sizeof ip);
+    std::snprintf(t.s, sizeof t.s, "tcp://%s:%u", ip, static_cast<unsigned>(ntohs(s->sin_port)));
+  } else {
+    const auto* s = reinterpret_cast<const sockaddr_in6*>(&ss);
+    ::inet_ntop(AF_INET6, &s->sin6_addr, ip, sizeof ip);
+    std::snprintf(t.s, sizeof t.s, "tcp://[%s]:%u", ip, static_cast<unsigned>(ntohs(s->sin6_port)));
+  }
+  return t;
+}
+
 result<void> endpoint_impl::init() {
   msg_mode_ = info_.ep.type == ep_type::msg;
   reg_ = dom_->registry();
+  // Told when a region closes, so that no RMA read answer reads it after that.
+  reg_->add_observer(this);
+  observing_ = true;
   if (std::uint64_t l = info_.tx.op_flags & flag::completion_levels) level_ = l;
   ux_storage_.reset(new std::uint8_t[unexpected_count * inject_size]);
   for (std::uint32_t i = 0; i < unexpected_count; ++i) uxp_.at(i)->payload = ux_storage_.get() + i * inject_size;
@@ -96,7 +120,9 @@ result<void> endpoint_impl::init() {
 }
 
 endpoint_impl::~endpoint_impl() {
+  if (observing_) reg_->remove_observer(this);  // no revoked() after this
   auto g = dom_->guard();
+  for (std::uint32_t i = 0; i < txp_.capacity(); ++i) delete[] txp_.at(i)->own;
   dom_->remove_target(this);
   // Give back the CQ room held by operations that will never complete.
   if (rxcq_) {
@@ -253,7 +279,7 @@ void endpoint_impl::tick(std::uint64_t now) noexcept {
     if (handshaking && now - std::max(c->started, c->last_active) > to) {
       char why[160];
       std::snprintf(why, sizeof why, "connection to %s timed out after %d ms",
-                    c->key.empty() ? "a peer" : to_string(c->peer).c_str(), cfg_.timeout_ms);
+                    c->key.empty() ? "a peer" : text_of(c->peer).s, cfg_.timeout_ms);
       fail_conn(c, errc::timed_out, why);
       continue;
     }

@@ -111,6 +111,7 @@ inline errc errno_to_errc(int e) noexcept {
     default: return errc::io_error;
   }
 }
+
 struct conn;
 
 struct tx_op : util::list_node {
@@ -133,6 +134,14 @@ struct tx_op : util::list_node {
   std::uint32_t parts = 1;
   errc part_err = errc::ok;
   char why[112] = {};
+  // An RMA read's answer sent straight from the target region (zero copy):
+  // zc says so (set and cleared by progress, under zc_mu_); zc_key names the
+  // region until it is revoked, which rewrites the answer (zc_mu_ held). See
+  // endpoint_impl::revoked().
+  bool zc = false;
+  bool poisoned = false;     // revoked mid-answer and the rest could not be copied: the connection must close
+  std::uint64_t zc_key = 0;
+  std::byte* own = nullptr;  // the rest of a revoked answer, copied (freed when the operation is recycled)
   ::iovec local[max_iov];    // read / fetch: where the answer goes
   std::size_t local_count = 0, local_len = 0;
   std::uint8_t buf[inject_size + sizeof(wire::hello_body) + wire::max_cm_data];
@@ -227,7 +236,7 @@ struct listener final : handler {
   void on_event(std::uint32_t events) noexcept override;
 };
 
-class endpoint_impl final : public spi::endpoint, public spi::progressable {
+class endpoint_impl final : public spi::endpoint, public spi::progressable, public spi::mr_observer {
  public:
   endpoint_impl(std::shared_ptr<domain_impl> d, const info& i) : dom_(std::move(d)), info_(i), cfg_(dom_->cfg()) {}
   ~endpoint_impl() override;
@@ -289,7 +298,16 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable {
   void handle_rma_req(conn* c) noexcept;
   void handle_rma_resp(conn* c) noexcept;
   void sink_done(conn* c) noexcept;
+  // Queues an answer (payload up to inject_size is copied; a longer one is
+  // sent from where it is) and sends what it can.
   void respond(conn* c, std::uint64_t id, errc st, const void* payload, std::size_t len) noexcept;
+  tx_op* answer_op(conn* c, std::uint64_t id, errc st, const void* payload, std::size_t len) noexcept;
+  void respond_read(conn* c, const wire::rma_req& q) noexcept;
+  void revoke_answer(tx_op* op) noexcept;
+  // mr_observer: the registry tells us (under its lock, from the thread that
+  // closes a region, or the memory monitor's) when a key dies.
+  void published(std::uint64_t, std::byte*, std::size_t, std::uint64_t, std::uint64_t) noexcept override {}
+  void revoked(std::uint64_t key) noexcept override;
   void discard_payload(conn* c, std::size_t len) noexcept;
   [[nodiscard]] bool take_ops(std::size_t n, bool completion, tx_op** out) noexcept;
   void complete_rx(rx_op* r, std::size_t copied, std::size_t msg_len, std::uint8_t flags, std::uint64_t tag,
@@ -313,6 +331,12 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable {
   std::shared_ptr<spi::cq> txcq_, rxcq_;
   spi::endpoint_counters cntrs_;  // counters, if bound
   std::shared_ptr<spi::mr_registry> reg_;
+  bool observing_ = false;  // registered as the registry's observer
+  // Guards the answers sent straight from region memory (tx_op::zc) against
+  // revoked(), which may run on another thread. Lock order: the registry's
+  // lock, then this one; never the other way round.
+  std::mutex zc_mu_;
+  std::uint32_t zc_live_ = 0;  // answers still naming a region (zc_key != 0), under zc_mu_
   std::uint64_t level_ = flag::delivery_complete;  // default completion level of RMA
   std::size_t rma_reserved_ = 0;  // CQ room held by RMA/atomic operations not yet complete
   std::uint32_t answer_waits_ = 0;  // connections paused in rs::answers
@@ -361,6 +385,12 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable {
   std::uint64_t accept_paused_until_ = 0;  // listener out of epoll after EMFILE
 };
 
+
+// An address as text (tcp://ip:port), without allocating.
+struct addr_text {
+  char s[64];
+};
+[[nodiscard]] addr_text text_of(const address& a) noexcept;
 
 // Every connection's socket: SO_SNDBUF if configured, TCP_NODELAY,
 // TCP_USER_TIMEOUT, and the congestion control for its peer (peer: the

@@ -1,5 +1,10 @@
 // tcp endpoint: RMA and atomics, initiator and target (docs/wire/tcp.md).
+#include <sys/mman.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
 #include <cstdio>
+#include <new>
 
 #include "core/atomic_apply.hpp"
 #include "core/rma_request.hpp"
@@ -198,7 +203,10 @@ void endpoint_impl::handle_rma_resp(conn* c) noexcept {
   op->on = nullptr;
   if (st != errc::ok) {
     discard_payload(c, c->cur.len);
-    const char* why = st == errc::not_found           ? "no memory region with that key at the target (closed, or a wrong key)"
+    const char* why = (c->cur.flags & wire::flag::revoked)
+                          ? "the region was closed while the read was in flight (the target closed it before its "
+                            "bytes were sent)"
+                      : st == errc::not_found         ? "no memory region with that key at the target (closed, or a wrong key)"
                       : st == errc::permission_denied ? "the target region does not allow this access"
                       : st == errc::invalid_argument  ? "the remote range lies outside the target region (or is not aligned for an atomic)"
                       : st == errc::busy ? "written, but the target's completion queue is full: retry after it reads it"
@@ -264,11 +272,11 @@ void endpoint_impl::resume_answers() noexcept {
   }
 }
 
-void endpoint_impl::respond(conn* c, std::uint64_t id, errc st, const void* payload, std::size_t len) noexcept {
+tx_op* endpoint_impl::answer_op(conn* c, std::uint64_t id, errc st, const void* payload, std::size_t len) noexcept {
   tx_op* op = txp_.get();
   if (!op) {
     fail_conn(c, errc::no_memory, "out of transmit operations for RMA answers");
-    return;
+    return nullptr;
   }
   op->internal = true;
   op->completion = false;
@@ -290,7 +298,119 @@ void endpoint_impl::respond(conn* c, std::uint64_t id, errc st, const void* payl
   op->total = sizeof op->hdr + len;
   op->sent = 0;
   c->txq.push_back(op);
+  return op;
+}
+
+void endpoint_impl::respond(conn* c, std::uint64_t id, errc st, const void* payload, std::size_t len) noexcept {
+  if (answer_op(c, id, st, payload, len)) flush(c);
+}
+
+// An RMA read: the answer is sent from the region itself when it is larger
+// than inject_size, so it is registered for revoked() before it is queued.
+void endpoint_impl::respond_read(conn* c, const wire::rma_req& q) noexcept {
+  std::byte* where = nullptr;
+  errc st = reg_->find(q.key, q.offset, q.len, access::remote_read, where);
+  spi::count(cntrs_.remote_read.get(), st == errc::ok);
+  if (st != errc::ok || q.len <= inject_size || !observing_) {
+    respond(c, q.id, st, where, st == errc::ok ? q.len : 0);
+    return;
+  }
+  tx_op* op = answer_op(c, q.id, errc::ok, where, q.len);
+  if (!op) return;
+  {
+    std::lock_guard lk(zc_mu_);
+    op->zc = true;
+    op->zc_key = q.key;
+    ++zc_live_;
+  }
+  // From here revoked() sees the answer; a close between the find above and
+  // that point is seen here instead.
+  std::byte* now = nullptr;
+  if (reg_->find(q.key, q.offset, q.len, access::remote_read, now) != errc::ok || now != where) {
+    std::lock_guard lk(zc_mu_);
+    if (op->zc_key) revoke_answer(op);
+  }
   flush(c);
+}
+
+namespace {
+
+// Copies len bytes of this process's memory at src, failing (not faulting)
+// when the memory is gone: a region's memory may have been unmapped already
+// when the monitor reports it.
+bool copy_if_mapped(std::byte* dst, const std::byte* src, std::size_t len) noexcept {
+  ::iovec l{dst, len};
+  ::iovec r{const_cast<std::byte*>(src), len};
+  const ssize_t n = ::process_vm_readv(::getpid(), &l, 1, &r, 1, 0);
+  if (n == static_cast<ssize_t>(len)) return true;
+  if (n >= 0 || (errno != ENOSYS && errno != EPERM)) return false;
+  // process_vm_readv is not allowed here (seccomp): msync says whether the
+  // range is still mapped (a closed region's memory is; an unmapped one not).
+  static const std::uintptr_t page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto a = reinterpret_cast<std::uintptr_t>(src);
+  const std::uintptr_t lo = a & ~(page - 1);
+  if (::msync(reinterpret_cast<void*>(lo), a + len - lo, MS_ASYNC) != 0) return false;
+  std::memcpy(dst, src, len);
+  return true;
+}
+
+}  // namespace
+
+// zc_mu_ held. A read answer whose region is gone: if nothing of it left
+// yet, it becomes an error answer (not_found, flagged revoked); if part of
+// it is on the wire, the rest is copied into memory the operation owns, so
+// that the region's memory is never read again. When that copy cannot be
+// made, the operation is poisoned: flush() closes the connection instead of
+// sending anything more of it.
+void endpoint_impl::revoke_answer(tx_op* op) noexcept {
+  static_assert(static_cast<std::uint64_t>(errc::not_found) == 5, "docs/wire/tcp.md: rma_resp flag revoked");
+  op->zc_key = 0;
+  --zc_live_;
+  constexpr std::size_t h = sizeof(wire::frame_header);
+  const std::size_t len = op->hdr.len;
+  if (op->sent == 0) {
+    op->hdr.len = 0;
+    op->hdr.flags = wire::flag::revoked;
+    op->hdr.data = static_cast<std::uint64_t>(errc::not_found);
+    op->iov_count = 1;
+    op->total = h;
+    return;
+  }
+  if (op->sent >= op->total) return;  // all of it left already
+  const std::size_t done = op->sent > h ? op->sent - h : 0;  // payload bytes on the wire
+  const std::size_t rest = len - done;
+  const auto* src = static_cast<const std::byte*>(op->iov[1].iov_base) + done;
+  std::byte* copy = new (std::nothrow) std::byte[rest];
+  if (!copy) {
+    op->poisoned = true;
+    std::snprintf(op->why, sizeof op->why, "its region was closed and no memory was left to copy the rest (%zu bytes)",
+                  rest);
+    return;
+  }
+  if (!copy_if_mapped(copy, src, rest)) {
+    delete[] copy;
+    op->poisoned = true;
+    std::snprintf(op->why, sizeof op->why, "its region's memory was unmapped while it was being sent");
+    return;
+  }
+  op->own = copy;
+  if (done == 0) {
+    op->iov[1] = {copy, rest};
+    op->iov_count = 2;
+  } else {
+    op->iov[1] = {nullptr, done};  // sent already: skipped by offset, never read
+    op->iov[2] = {copy, rest};
+    op->iov_count = 3;
+  }
+}
+
+void endpoint_impl::revoked(std::uint64_t key) noexcept {
+  std::lock_guard lk(zc_mu_);
+  if (zc_live_ == 0) return;
+  for (std::uint32_t i = 0; i < txp_.capacity(); ++i) {
+    tx_op* op = txp_.at(i);
+    if (op->zc && op->zc_key == key) revoke_answer(op);
+  }
 }
 
 void endpoint_impl::handle_rma_req(conn* c) noexcept {
@@ -299,7 +419,7 @@ void endpoint_impl::handle_rma_req(conn* c) noexcept {
   if (wire::status ws = wire::decode_rma_req(c->ctrl, c->ctrl_want, code, q); ws != wire::status::ok) {
     char why[160];
     std::snprintf(why, sizeof why, "protocol error from %s: %s in an RMA request; connection dropped",
-                  to_string(c->peer).c_str(), wire::to_string(ws));
+                  text_of(c->peer).s, wire::to_string(ws));
     fail_conn(c, errc::io_error, why);
     return;
   }
@@ -328,13 +448,9 @@ void endpoint_impl::handle_rma_req(conn* c) noexcept {
       if (len == 0) finish_user(c);
       return;
     }
-    case wire::op::rma_read: {
-      std::byte* where = nullptr;
-      errc st = reg_->find(q.key, q.offset, q.len, access::remote_read, where);
-      spi::count(cntrs_.remote_read.get(), st == errc::ok);
-      respond(c, q.id, st, where, st == errc::ok ? q.len : 0);
+    case wire::op::rma_read:
+      respond_read(c, q);
       return;
-    }
     case wire::op::atomic: {
       const bool fetch = c->cur.flags & wire::flag::fetch;
       errc st = core::check_atomic(q.atomic_op, q.atomic_type, q.len);

@@ -54,7 +54,7 @@ bool endpoint_impl::read_conn(conn* c) noexcept {
       if (r < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK) return got;
         char why[160];
-        std::snprintf(why, sizeof why, "receive from %s failed: %s", to_string(c->peer).c_str(), std::strerror(errno));
+        std::snprintf(why, sizeof why, "receive from %s failed: %s", text_of(c->peer).s, std::strerror(errno));
         fail_conn(c, errno_to_errc(errno), why);
         return got;
       }
@@ -146,7 +146,7 @@ void endpoint_impl::on_header(conn* c) noexcept {
   if (s != wire::status::ok) {
     char why[160];
     std::snprintf(why, sizeof why, "protocol error from %s: %s; connection dropped",
-                  c->key.empty() ? "an unidentified peer" : to_string(c->peer).c_str(), wire::to_string(s));
+                  c->key.empty() ? "an unidentified peer" : text_of(c->peer).s, wire::to_string(s));
     fail_conn(c, errc::io_error, why);
     return;
   }

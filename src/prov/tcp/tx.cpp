@@ -58,28 +58,62 @@ void endpoint_impl::update_events(conn* c) noexcept {
 
 // ------------------------------------------------------------------ sending
 
+namespace {
+
+// One sendmsg of what is left of op's frame.
+ssize_t write_op(int fd, const tx_op* op) noexcept {
+  ::iovec v[max_iov + 2];
+  std::size_t n = slice_from(op->iov, op->iov_count, op->sent, op->total - op->sent, v, max_iov + 2);
+  msghdr mh{};
+  mh.msg_iov = v;
+  mh.msg_iovlen = n;
+  return ::sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
+}  // namespace
+
 void endpoint_impl::flush(conn* c) noexcept {
   while (tx_op* op = c->txq.front()) {
     const bool may_send = op->internal ? c->state != conn::st::connecting
                                        : c->state == conn::st::established;
     if (!may_send) break;
-    ::iovec v[max_iov + 2];
-    std::size_t n = slice_from(op->iov, op->iov_count, op->sent, op->total - op->sent, v, max_iov + 2);
-    msghdr mh{};
-    mh.msg_iov = v;
-    mh.msg_iovlen = n;
-    ssize_t w = ::sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+    ssize_t w;
+    int err = 0;
+    if (op->zc) [[unlikely]] {
+      // An answer straight from a region: revoked() may rewrite it, but not
+      // while it is being written (once a region's close returns, nothing
+      // reads its memory any more).
+      std::unique_lock lk(zc_mu_);
+      if (op->poisoned) {
+        char why[256];
+        std::snprintf(why, sizeof why, "an RMA read answer to %s could not be finished: %s; connection closed",
+                      text_of(c->peer).s, op->why);
+        lk.unlock();
+        fail_conn(c, errc::io_error, why);
+        return;
+      }
+      w = write_op(c->fd, op);
+      err = errno;
+      if (w > 0) op->sent += static_cast<std::size_t>(w);
+    } else {
+      w = write_op(c->fd, op);
+      err = errno;
+      if (w > 0) op->sent += static_cast<std::size_t>(w);
+    }
     if (w < 0) {
-      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      if (err == EAGAIN || err == EWOULDBLOCK) {
         set_out(c, true);
         return;
       }
-      char why[160];
-      std::snprintf(why, sizeof why, "send to %s failed: %s", to_string(c->peer).c_str(), std::strerror(errno));
-      fail_conn(c, errno_to_errc(errno), why);
+      char why[200];
+      if (err == EFAULT && op->zc)
+        std::snprintf(why, sizeof why, "an RMA read answer to %s failed: the region's memory was unmapped while it "
+                      "was sent; connection closed", text_of(c->peer).s);
+      else
+        std::snprintf(why, sizeof why, "send to %s failed: %s", text_of(c->peer).s, std::strerror(err));
+      fail_conn(c, errno_to_errc(err), why);
       return;
     }
-    op->sent += static_cast<std::size_t>(w);
     ++c->activity;
     if (op->sent < op->total) {
       set_out(c, true);
@@ -146,6 +180,15 @@ void endpoint_impl::complete_tx(tx_op* op, errc e, const char* why) noexcept {
 }
 
 void endpoint_impl::recycle(tx_op* op) noexcept {
+  if (op->zc) [[unlikely]] {
+    std::lock_guard lk(zc_mu_);
+    if (op->zc_key) --zc_live_;
+    op->zc = false;
+    op->zc_key = 0;
+    op->poisoned = false;
+    delete[] op->own;
+    op->own = nullptr;
+  }
   op->await = false;
   op->answer = false;
   op->on = nullptr;
@@ -248,7 +291,7 @@ errc endpoint_impl::send(const msg_desc& m, std::uint64_t flags) noexcept {
       op->internal = true;  // recycled: neither a completion nor a count (the caller gets peer_dead)
       complete_tx(op, errc::ok, "");
       char why[160];
-      std::snprintf(why, sizeof why, "send to %s failed: %s", to_string(c->peer).c_str(), std::strerror(errno));
+      std::snprintf(why, sizeof why, "send to %s failed: %s", text_of(c->peer).s, std::strerror(errno));
       fail_conn(c, errno_to_errc(errno), why);
       return errc::peer_dead;
     }
