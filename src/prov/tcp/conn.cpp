@@ -405,6 +405,9 @@ void endpoint_impl::abort_receives(conn* c, errc e, const char* why) noexcept {
 void endpoint_impl::close_conn(conn* c) noexcept {
   if (c->dead) return;
   abort_receives(c, errc::canceled, "the connection was closed while this message was arriving");
+  // Transmit-complete writes no answer came for: none can come now (they
+  // completed when they left); their failure slots come back.
+  retire_tc(c, c->tc_sent);
   // user messages still queued (deferred during an idle close) get a new path
   util::ilist<tx_op> keep;
   for (tx_op* op = c->txq.front(); op;) {

@@ -138,6 +138,11 @@ struct tx_op : util::list_node {
   // zc says so (set and cleared by progress, under zc_mu_); zc_key names the
   // region until it is revoked, which rewrites the answer (zc_mu_ held). See
   // endpoint_impl::revoked().
+  // Failure slots (endpoint_impl::slots_free_) held: fslot by a part that
+  // will be answered only if it fails (until it leaves; then its connection
+  // holds the slot), islot by an inject write (until it completes).
+  bool fslot = false, islot = false;
+  std::uint64_t tc_mark = 0;  // awaited: its connection's tc_sent when it left
   bool zc = false;
   bool poisoned = false;     // revoked mid-answer and the rest could not be copied: the connection must close
   std::uint64_t zc_key = 0;
@@ -217,7 +222,11 @@ struct conn final : handler {
   std::uint8_t sink_flags = 0;
   errc sink_err = errc::ok;  // target: the region went away while its bytes arrived
   std::uint32_t answers = 0;     // answers queued here, not yet sent (bounded: max_answers)
-  std::uint64_t tc_pending = 0;  // transmit-complete writes sent here that may still be reported failed
+  // Writes sent here that the target answers only if they fail (transmit-
+  // complete): tc_sent counts them as they leave, tc_done those resolved
+  // (failure answered, or known to have worked because a later request was
+  // answered). Each unresolved one holds a failure slot of the endpoint.
+  std::uint64_t tc_sent = 0, tc_done = 0;
   // send side
   util::ilist<tx_op> txq;
   util::ilist<tx_op> await;  // requests sent on this connection, waiting for their answer
@@ -342,10 +351,29 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable, publ
   std::uint32_t answer_waits_ = 0;  // connections paused in rs::answers
   // Failures nobody reserved CQ room for (transmit-complete and inject
   // writes), waiting for room: pushed in order as soon as the CQ has some.
-  static constexpr std::size_t pending_errors_max = 64;
+  //
+  // A write that may fail after it gave its completion (or that gives none)
+  // takes a failure slot when it is posted (none free: again), so that its
+  // error entry always has a place here: nothing is ever dropped. Slots come
+  // back when the entry reaches the CQ, or when the write is known to have
+  // worked: an answer to a later request on the same connection (the target
+  // handles and answers in order), or the connection's end. Once fewer than
+  // half the slots are free, such writes ask for an answer (wire flag ack),
+  // so that slots never stay held by writes nobody will answer.
+  static constexpr std::size_t failure_slots = 256;
+  static constexpr std::size_t pending_errors_max = failure_slots;
+  std::size_t slots_free_ = failure_slots;
   std::array<cq_err_entry, pending_errors_max> pend_err_{};
   std::size_t pend_head_ = 0, pend_n_ = 0;
-  void report_error(const cq_err_entry& ee) noexcept;
+  void report_error(const cq_err_entry& ee) noexcept;  // the caller holds a failure slot for it
+  // The transmit-complete writes sent on c before its connection's count
+  // reached mark worked (or were answered failed): their slots come back.
+  void retire_tc(conn* c, std::uint64_t mark) noexcept {
+    if (mark > c->tc_done) {
+      slots_free_ += mark - c->tc_done;
+      c->tc_done = mark;
+    }
+  }
   void push_pending_errors() noexcept;
   // An RMA request's id: the operation's pool index and 31 bits of its
   // generation (bit 63 is tc_inject_bit); the answer echoes it.

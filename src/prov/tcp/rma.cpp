@@ -56,14 +56,25 @@ errc endpoint_impl::rma(const rma_desc& d, std::uint64_t flags) noexcept {
   // An inject write gives no completion: at delivery level, unless a write
   // counter counts its delivery, the target's answer would tell nobody
   // anything. Sent as transmit-complete, a failure is still reported.
-  const std::uint64_t level =
+  std::uint64_t level =
       inject && q.level == flag::delivery_complete && !cntrs_.write ? flag::transmit_complete : q.level;
   const rma_iov* rr = q.ranges();
   const std::size_t nr = q.count;
+  // Failure slots (endpoint.hpp): one per part answered only if it fails,
+  // one for an inject write's own error entry. When they run low, the
+  // write asks for an answer instead, which gives slots back.
+  std::size_t need = (write && level == flag::transmit_complete ? nr : 0) + (inject ? 1 : 0);
+  if (write && level == flag::transmit_complete && slots_free_ < need + failure_slots / 2) {
+    level = flag::delivery_complete;
+    need = inject ? 1 : 0;
+  }
+  if (slots_free_ < need) return errc::again;  // the CQ must be read (or the target answer) first
   conn* c = path(d.addr);
   if (!c) return msg_mode_ && !was_connected_ ? errc::bad_state : errc::peer_dead;
   tx_op* ops[max_iov];
   if (!take_ops(nr, !inject, ops)) return errc::again;
+  slots_free_ -= need;
+  ops[0]->islot = inject;
   std::size_t off = 0;
   for (std::size_t i = 0; i < nr; ++i) {
     tx_op* op = ops[i];
@@ -74,10 +85,11 @@ errc endpoint_impl::rma(const rma_desc& d, std::uint64_t flags) noexcept {
     std::uint8_t f = 0;
     if (write && (flags & flag::remote_cq_data) && i + 1 == nr) f |= wire::flag::cq_data;
     if (write && level == flag::commit_complete) f |= wire::flag::commit;
-    // transmit_complete: no answer unless it fails (tc_pending bounds the
+    // transmit_complete: no answer unless it fails (tc_sent - tc_done bounds the
     // failures the peer may report to the writes we actually sent)
     if (write && level != flag::transmit_complete) f |= wire::flag::ack;
     op->await = !write || level != flag::transmit_complete;
+    op->fslot = !op->await;
     const wire::op code = save ? wire::op::save : write ? wire::op::rma_write : wire::op::rma_read;
     const std::size_t part = rr[i].len;
     // The id names the operation an answer is for; an unawaited (transmit-
@@ -173,12 +185,12 @@ void endpoint_impl::handle_rma_resp(conn* c) noexcept {
   // No operation waits for it: the failure of a transmit-complete write
   // (they are answered only when they fail). Beyond the number of such
   // writes sent here, a peer is making answers up.
-  if (!op && (c->tc_pending == 0 || st == errc::ok)) {
+  if (!op && (c->tc_sent == c->tc_done || st == errc::ok)) {
     fail_conn(c, errc::io_error, "protocol error: an RMA answer nobody asked for; connection dropped");
     return;
   }
   if (!op) {
-    --c->tc_pending;
+    ++c->tc_done;  // its slot goes to the error entry
     {
       // An error completion without a context.
       cq_err_entry ee;
@@ -201,6 +213,7 @@ void endpoint_impl::handle_rma_resp(conn* c) noexcept {
   }
   c->await.erase(op);
   op->on = nullptr;
+  retire_tc(c, op->tc_mark);
   if (st != errc::ok) {
     discard_payload(c, c->cur.len);
     const char* why = (c->cur.flags & wire::flag::revoked)

@@ -127,18 +127,20 @@ void endpoint_impl::flush(conn* c) noexcept {
   if (c->txq.empty() && c->close_after_flush) close_conn(c);
 }
 
-// An error entry no operation reserved room for: into the CQ if it has room
-// and nothing is waiting before it, else it waits (in order) for room, which
-// progress gives it as soon as the application reads the CQ. Only beyond
-// pending_errors_max waiting entries is one dropped (the counters still count
-// it). Never a pause of the connection: the completions that would free the
-// CQ may be behind it in the same stream.
+// An error entry no operation reserved CQ room for, with the failure slot
+// its write took when posted: into the CQ if it has room and nothing waits
+// before it (the slot comes back), else it waits in order, in its slot, for
+// room, which progress gives it as soon as the application reads the CQ.
+// The slots bound the waiting entries, so none is ever dropped. Never a
+// pause of the connection: the completions that would free the CQ may be
+// behind it in the same stream.
 void endpoint_impl::report_error(const cq_err_entry& ee) noexcept {
   if (pend_n_ == 0 && txcq_->reserve()) {
     txcq_->push_error(ee);
+    ++slots_free_;
     return;
   }
-  if (pend_n_ == pending_errors_max) return;  // dropped: the write counter still counts it
+  // pend_n_ < pending_errors_max: every waiting entry holds one of the slots
   pend_err_[(pend_head_ + pend_n_) % pending_errors_max] = ee;
   ++pend_n_;
 }
@@ -148,6 +150,7 @@ void endpoint_impl::push_pending_errors() noexcept {
     txcq_->push_error(pend_err_[pend_head_]);
     pend_head_ = (pend_head_ + 1) % pending_errors_max;
     --pend_n_;
+    ++slots_free_;
   }
 }
 
@@ -160,6 +163,7 @@ void endpoint_impl::complete_tx(tx_op* op, errc e, const char* why) noexcept {
     ee.flags = op->flags | flag::inject;
     ee.err = e;
     std::snprintf(ee.msg, sizeof ee.msg, "an injected write failed: %s", why);
+    op->islot = false;  // the entry takes the slot
     report_error(ee);
   }
   if (op->completion && (op->flags & (flag::rma | flag::atomic))) --rma_reserved_;
@@ -180,6 +184,10 @@ void endpoint_impl::complete_tx(tx_op* op, errc e, const char* why) noexcept {
 }
 
 void endpoint_impl::recycle(tx_op* op) noexcept {
+  if (op->fslot || op->islot) [[unlikely]] {  // it ended without needing its failure slots
+    slots_free_ += std::size_t{op->fslot} + std::size_t{op->islot};
+    op->fslot = op->islot = false;
+  }
   if (op->zc) [[unlikely]] {
     std::lock_guard lk(zc_mu_);
     if (op->zc_key) --zc_live_;
@@ -221,9 +229,11 @@ void endpoint_impl::on_sent(conn* c, tx_op* op) noexcept {
     complete_tx(op, errc::ok, "");
   } else if (op->await) {
     op->on = c;
+    op->tc_mark = c->tc_sent;  // its answer resolves every transmit-complete write before it
     c->await.push_back(op);
   } else {
-    ++c->tc_pending;  // a failure may still be reported
+    ++c->tc_sent;  // a failure may still be reported: the connection holds its slot now
+    op->fslot = false;
     finish_part(op, errc::ok, "");  // transmit_complete: the data left
   }
 }
