@@ -107,6 +107,7 @@ class passive_impl final : public spi::passive_endpoint, public spi::progressabl
     socklen_t ml = sizeof me;
     ::getsockname(lfd_, reinterpret_cast<sockaddr*>(&me), &ml);
     name_ = from_sockaddr(reinterpret_cast<sockaddr*>(&me));
+    if (auto r = dom_->open_spare(); !r) return r;
     dom_->eng().add(lfd_, this, EPOLLIN);
     return {};
   }
@@ -140,7 +141,12 @@ class passive_impl final : public spi::passive_endpoint, public spi::progressabl
   void on_event(std::uint32_t) noexcept override {
     for (int i = 0; i < 64; ++i) {
       int fd = ::accept4(lfd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (fd < 0 && (errno == EMFILE || errno == ENFILE)) {
+        if (refuse(errno)) continue;
+        return;
+      }
       if (fd < 0) return;
+      fd_short_ = false;
       if (waiting_.size() >= max_handshakes) {  // too many silent connections: refuse this one
         ::close(fd);
         continue;
@@ -165,6 +171,11 @@ class passive_impl final : public spi::passive_endpoint, public spi::progressabl
   }
   void progress() noexcept override {
     auto g = dom_->guard();
+    if (accept_paused_until_ && util::now_ns() >= accept_paused_until_) {
+      accept_paused_until_ = 0;
+      dom_->eng().mod(lfd_, this, EPOLLIN);
+    }
+    if (fd_report_) report();
     dom_->eng().poll();
     // hellos that never come are dropped after the timeout
     const std::uint64_t now = util::now_ns();
@@ -198,12 +209,66 @@ class passive_impl final : public spi::passive_endpoint, public spi::progressabl
     }
   }
 
+  // Out of descriptors: the waiting connection is taken with the domain's
+  // spare descriptor, told why (hello_ack no_resources) and closed; the
+  // application gets one error event per shortage. false: stop accepting.
+  bool refuse(int err) noexcept {
+    if (!fd_short_) {
+      fd_short_ = true;
+      fd_errno_ = err;
+      fd_report_ = true;
+      report();
+    }
+    const int fd = dom_->accept_with_spare(lfd_);
+    if (fd < 0) {
+      const int e = errno;
+      dom_->restore_spare();
+      if (e != EAGAIN && e != EWOULDBLOCK) {  // no spare: stop listening a while (no spinning)
+        dom_->eng().mod(lfd_, this, 0);
+        accept_paused_until_ = util::now_ns() + 100'000'000ull;
+      }
+      return false;
+    }
+    char lim[96];
+    describe_fd_shortage(err, lim, sizeof lim);
+    const std::size_t n = std::strlen(lim);
+    std::uint8_t frame[sizeof(wire::frame_header) + sizeof lim];
+    const wire::frame_header h{wire::magic, wire::version, static_cast<std::uint8_t>(wire::op::hello_ack), 0, 0,
+                               n, 0, static_cast<std::uint64_t>(wire::hello_status::no_resources)};
+    std::memcpy(frame, &h, sizeof h);
+    std::memcpy(frame + sizeof h, lim, n);
+    (void)::send(fd, frame, sizeof h + n, MSG_NOSIGNAL | MSG_DONTWAIT);
+    ::close(fd);
+    dom_->restore_spare();
+    return true;
+  }
+  // The error event of a shortage (retried at the next progress when the
+  // event queue cannot take it now).
+  void report() noexcept {
+    if (!eq_) return;
+    try {
+      char lim[96];
+      describe_fd_shortage(fd_errno_, lim, sizeof lim);
+      eq_event ev;
+      ev.type = eq_event::kind::error;
+      ev.context = context;
+      ev.err = errc::no_memory;
+      ev.message = std::string(lim) + ": connection requests are refused until descriptors are free: raise ulimit -n";
+      eq_->push(std::move(ev));
+      fd_report_ = false;
+    } catch (...) {
+    }
+  }
+
   std::shared_ptr<domain_impl> dom_;
   info info_;
   int lfd_ = -1;
   address name_{};
   std::shared_ptr<spi::eq> eq_;
   std::vector<std::shared_ptr<pending>> waiting_;
+  bool fd_short_ = false, fd_report_ = false;
+  int fd_errno_ = 0;
+  std::uint64_t accept_paused_until_ = 0;
 };
 
 result<void> take_pending(const info& i, int& fd, address& peer) {
@@ -225,19 +290,11 @@ result<void> take_pending(const info& i, int& fd, address& peer) {
 
 // --------------------------------------------------- connection management
 
-void endpoint_impl::cm_event(eq_event::kind k, errc e, std::string msg, const std::uint8_t* data,
+// Through the pending events (liveness.cpp): delivered at once, or at the
+// next progress when the EQ cannot take it now (out of memory).
+void endpoint_impl::cm_event(eq_event::kind k, errc e, const char* msg, const std::uint8_t* data,
                              std::size_t len) noexcept {
-  if (!eq_) return;
-  try {
-    eq_event ev;
-    ev.type = k;
-    ev.context = context;
-    ev.err = e;
-    ev.message = std::move(msg);
-    if (len) ev.data.assign(reinterpret_cast<const std::byte*>(data), reinterpret_cast<const std::byte*>(data) + len);
-    eq_->push(std::move(ev));
-  } catch (...) {
-  }
+  push_event(k, e, address{}, addr_notavail, msg, data, len);
 }
 
 void endpoint_impl::cancel_posted() noexcept {
@@ -257,8 +314,13 @@ result<void> endpoint_impl::connect(const address& peer, std::span<const std::by
     return make_error(errc::too_big, "connection data is limited to 256 bytes");
   std::string k = key_of(peer);
   if (k.empty()) return make_error(errc::invalid_argument, to_string(peer).append(" is not a tcp address"));
-  conn* c = open_conn(peer, k, addr_unspec, data);
-  if (!c) return make_error(errc::io_error, "cannot open a socket to " + to_string(peer));
+  conn* c = nullptr;
+  try {
+    c = open_conn(peer, k, addr_unspec, data);
+  } catch (const std::bad_alloc&) {
+    return make_error(errc::no_memory, "out of memory connecting to " + to_string(peer));
+  }
+  if (!c) return make_error(errc::io_error, "cannot open a socket to " + to_string(peer) + ": " + std::strerror(errno));
   by_key_.erase(k);  // MSG connections are not shared
   single_ = c;
   was_connected_ = true;
@@ -275,15 +337,15 @@ result<void> endpoint_impl::accept(std::span<const std::byte> data) {
   int fd = -1;
   address peer;
   if (auto r = take_pending(info_, fd, peer); !r) return r;
-  auto c = std::make_unique<conn>();
-  c->ep = this;
-  c->fd = fd;
-  c->outgoing = false;
-  c->peer = peer;
-  c->started = c->last_active = util::now_ns();
-  c->state = conn::st::established;
-  conn* raw = c.get();
-  conns_.push_back(std::move(c));
+  conn* raw;
+  try {
+    raw = add_conn(fd, false);
+  } catch (const std::bad_alloc&) {
+    ::close(fd);
+    return make_error(errc::no_memory, "out of memory accepting the connection");
+  }
+  raw->peer = peer;
+  raw->state = conn::st::established;
   dom_->eng().add(fd, raw, EPOLLIN);
   single_ = raw;
   was_connected_ = true;

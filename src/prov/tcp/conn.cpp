@@ -18,93 +18,130 @@ void listener::on_event(std::uint32_t) noexcept { ep->on_accept(); }
 
 conn* endpoint_impl::path(fi_addr_t a) noexcept {
   if (msg_mode_) return single_;
-  if (av_->version() != av_version_) {
-    std::fill(by_addr_.begin(), by_addr_.end(), nullptr);
-    av_version_ = av_->version();
-  }
+  sync_av();
   if (a < by_addr_.size() && by_addr_[a] && !by_addr_[a]->dead) return by_addr_[a];
   const address* pa = av_->at(a);
   if (!pa) return nullptr;
-  // First contact with this peer since the path was dropped: control path.
+  // First contact with this peer since the path was dropped: control path
+  // (allocation; out of memory: no path, and path_err_ says why).
+  path_err_ = errc::peer_dead;
   try {
     std::string k = key_of(*pa);
+    index_peer(a);
     conn* c = nullptr;
     if (auto it = by_key_.find(k); it != by_key_.end() && !it->second->dead) c = it->second;
     if (!c) c = open_conn(*pa, k, a);
     if (!c) return nullptr;
-    if (a >= by_addr_.size()) by_addr_.resize(a + 1, nullptr);
     by_addr_[a] = c;
     c->addr = a;
     return c;
   } catch (...) {
+    path_err_ = errc::no_memory;
     return nullptr;
   }
 }
 
+void endpoint_impl::index_peer(fi_addr_t a) {
+  if (a == addr_notavail || a == addr_unspec) return;
+  if (a >= by_addr_.size()) by_addr_.resize(a + 1, nullptr);
+  if (a >= peer_state_.size()) peer_state_.resize(a + 1, 0);
+}
+
+conn* endpoint_impl::add_conn(int fd, bool outgoing) {
+  auto c = std::make_unique<conn>();
+  conns_.reserve(conns_.size() + 1);
+  stalled_.reserve(conns_.size() + 1);
+  // One event per connection at most, and one for the listener's descriptor report.
+  if (const std::size_t need = events_.size() + conns_.size() + 2; events_.capacity() < need)
+    events_.reserve(2 * need);
+  c->ep = this;
+  c->fd = fd;
+  c->outgoing = outgoing;
+  c->started = c->last_active = util::now_ns();
+  conn* raw = c.get();
+  conns_.push_back(std::move(c));  // capacity reserved: cannot throw
+  return raw;
+}
+
 conn* endpoint_impl::open_conn(const address& peer, const std::string& key, fi_addr_t a,
-                                std::span<const std::byte> cm, std::uint8_t hello_flags) noexcept {
+                                std::span<const std::byte> cm, std::uint8_t hello_flags) {
   sockaddr_storage ss;
   socklen_t len;
   if (!to_sockaddr(peer, ss, len)) return nullptr;
-  int fd = ::socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) return nullptr;
-  set_socket_options(fd, cfg_, reinterpret_cast<sockaddr*>(&ss));
-  if (!msg_mode_) {  // a specific listening IP is also our source: the peer checks it
-    sockaddr_storage me;
-    socklen_t ml;
-    if (to_sockaddr(name_, me, ml) && me.ss_family == ss.ss_family) {
-      bool specific = me.ss_family == AF_INET
-                          ? reinterpret_cast<sockaddr_in*>(&me)->sin_addr.s_addr != htonl(INADDR_ANY)
-                          : !IN6_IS_ADDR_UNSPECIFIED(&reinterpret_cast<sockaddr_in6*>(&me)->sin6_addr);
-      if (specific) {
-        if (me.ss_family == AF_INET) reinterpret_cast<sockaddr_in*>(&me)->sin_port = 0;
-        else reinterpret_cast<sockaddr_in6*>(&me)->sin6_port = 0;
-        (void)::bind(fd, reinterpret_cast<sockaddr*>(&me), ml);
-      }
-    }
-  }
-  auto c = std::make_unique<conn>();
-  c->ep = this;
-  c->fd = fd;
-  c->outgoing = true;
-  c->peer = peer;
-  c->key = key;
-  c->addr = a;
-  c->started = c->last_active = util::now_ns();
-  int rc = ::connect(fd, reinterpret_cast<sockaddr*>(&ss), len);
-  if (rc != 0 && errno != EINPROGRESS) {
-    ::close(fd);
-    return nullptr;
-  }
-  c->state = conn::st::connecting;
-  conn* raw = c.get();
-  conns_.push_back(std::move(c));
-  by_key_[key] = raw;
-  dom_->eng().add(fd, raw, EPOLLIN | EPOLLOUT);
-  raw->want_out = true;
-  // the hello is the first frame on the wire
-  wire::hello_body hb{};
-  sockaddr_storage me;
-  socklen_t ml;
+  sockaddr_storage me{};
+  socklen_t ml = 0;
   if (msg_mode_) {  // no listening address: advertise the connection's family only
-    me = sockaddr_storage{};
     me.ss_family = ss.ss_family;
   } else if (!to_sockaddr(name_, me, ml)) {
     return nullptr;
   }
+  // Everything that allocates, before the socket exists.
+  std::string k = key;
+  auto [slot, fresh] = by_key_.try_emplace(key, nullptr);
+  int fd = ::socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  const int serr = fd < 0 ? errno : 0;
+  if (fd < 0 && serr != EMFILE && serr != ENFILE) {
+    if (fresh) by_key_.erase(slot);
+    return nullptr;
+  }
+  conn* raw;
+  try {
+    raw = add_conn(fd, true);
+  } catch (...) {
+    if (fd >= 0) ::close(fd);
+    if (fresh) by_key_.erase(slot);
+    throw;
+  }
+  raw->peer = peer;
+  raw->key = std::move(k);
+  raw->addr = a;
+  raw->state = conn::st::connecting;
+  slot->second = raw;
+  if (fd < 0) {
+    // Out of descriptors: the operations queued on it fail at the next
+    // progress with an error that says so (fail_doomed).
+    raw->doom = serr;
+    need_doom_ = true;
+    return raw;
+  }
+  set_socket_options(fd, cfg_, reinterpret_cast<sockaddr*>(&ss));
+  if (!msg_mode_) {  // a specific listening IP is also our source: the peer checks it
+    sockaddr_storage src = me;
+    const bool specific = src.ss_family == ss.ss_family &&
+                          (src.ss_family == AF_INET
+                               ? reinterpret_cast<sockaddr_in*>(&src)->sin_addr.s_addr != htonl(INADDR_ANY)
+                               : !IN6_IS_ADDR_UNSPECIFIED(&reinterpret_cast<sockaddr_in6*>(&src)->sin6_addr));
+    if (specific) {
+      if (src.ss_family == AF_INET) reinterpret_cast<sockaddr_in*>(&src)->sin_port = 0;
+      else reinterpret_cast<sockaddr_in6*>(&src)->sin6_port = 0;
+      (void)::bind(fd, reinterpret_cast<sockaddr*>(&src), ml);
+    }
+  }
+  int rc = ::connect(fd, reinterpret_cast<sockaddr*>(&ss), len);
+  if (rc != 0 && errno != EINPROGRESS) {
+    char why[200];
+    std::snprintf(why, sizeof why, "cannot connect to %s: %s", text_of(peer).s, std::strerror(errno));
+    fail_conn(raw, errno_to_errc(errno), why);
+    return nullptr;
+  }
+  dom_->eng().add(fd, raw, EPOLLIN | EPOLLOUT);
+  raw->events = EPOLLIN | EPOLLOUT;
+  raw->want_out = true;
+  // the hello is the first frame on the wire
+  wire::hello_body hb{};
   hb.magic = wire::hello_magic;
   hb.ep_type = msg_mode_ ? 1 : 2;
   hb.cm_len = static_cast<std::uint16_t>(cm.size());
   if (me.ss_family == AF_INET) {
-    auto* s = reinterpret_cast<sockaddr_in*>(&me);
+    auto* sa = reinterpret_cast<sockaddr_in*>(&me);
     hb.family = AF_INET;
-    hb.port = s->sin_port;
-    std::memcpy(hb.addr, &s->sin_addr, 4);
+    hb.port = sa->sin_port;
+    std::memcpy(hb.addr, &sa->sin_addr, 4);
   } else {
-    auto* s = reinterpret_cast<sockaddr_in6*>(&me);
+    auto* sa = reinterpret_cast<sockaddr_in6*>(&me);
     hb.family = AF_INET6;
-    hb.port = s->sin6_port;
-    std::memcpy(hb.addr, &s->sin6_addr, 16);
+    hb.port = sa->sin6_port;
+    std::memcpy(hb.addr, &sa->sin6_addr, 16);
   }
   std::uint8_t body[sizeof hb + wire::max_cm_data];
   std::memcpy(body, &hb, sizeof hb);
@@ -117,14 +154,14 @@ void endpoint_impl::on_accept() noexcept {
   for (int i = 0; i < 64; ++i) {
     int fd = ::accept4(lfd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
-      if (errno == EMFILE || errno == ENFILE) {
-        // Out of descriptors: the listener would stay readable and spin the
-        // engine. Stop listening for a while; tick() resumes it.
-        dom_->eng().mod(lfd_, &lst_, 0);
-        accept_paused_until_ = util::now_ns() + 100'000'000ull;
+      const int err = errno;
+      if (err == EMFILE || err == ENFILE) {
+        if (refuse_for_descriptors(err)) continue;  // each waiting connection is refused with the reason
+        return;
       }
-      return;
+      return;  // EAGAIN: none waiting (or a transient error: the listener stays readable)
     }
+    fd_short_ = false;  // descriptors again: a later shortage is reported again
     std::size_t unidentified = 0;
     for (auto& x : conns_) unidentified += !x->dead && x->state == conn::st::wait_hello;
     if (unidentified >= max_handshakes) {  // a flood of silent connections: refuse
@@ -132,14 +169,16 @@ void endpoint_impl::on_accept() noexcept {
       continue;
     }
     set_socket_options(fd, cfg_, nullptr);
-    auto c = std::make_unique<conn>();
-    c->ep = this;
-    c->fd = fd;
-    c->outgoing = false;
+    conn* c;
+    try {
+      c = add_conn(fd, false);
+    } catch (...) {
+      // Out of memory for a connection: refused (the peer sees it closed).
+      ::close(fd);
+      continue;
+    }
     c->state = conn::st::wait_hello;
-    c->started = c->last_active = util::now_ns();
-    dom_->eng().add(fd, c.get(), EPOLLIN);
-    conns_.push_back(std::move(c));
+    dom_->eng().add(fd, c, EPOLLIN);
   }
 }
 
@@ -150,10 +189,17 @@ void endpoint_impl::on_conn_event(conn* c, std::uint32_t ev) noexcept {
     int err = 0;
     socklen_t l = sizeof err;
     ::getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &l);
+    if (err && (ev & EPOLLIN) && err == ECONNRESET) {
+      // Accepted and closed at once: the peer may have said why first (a
+      // hello_ack such as no_resources): read it before failing.
+      c->state = conn::st::wait_ack;
+      read_conn(c);
+      if (c->dead) return;
+    }
     if (err) {
       char why[160];
       std::snprintf(why, sizeof why, "cannot connect to %s: %s", text_of(c->peer).s, std::strerror(err));
-      fail_conn(c, errno_to_errc(err), why);
+      lose_conn(c, errno_to_errc(err), why);
       return;
     }
     c->state = conn::st::wait_ack;
@@ -168,7 +214,7 @@ void endpoint_impl::on_conn_event(conn* c, std::uint32_t ev) noexcept {
       char why[160];
       std::snprintf(why, sizeof why, "connection to %s lost: %s", text_of(c->peer).s,
                     err ? std::strerror(err) : "closed by the peer");
-      fail_conn(c, err ? errno_to_errc(err) : errc::peer_dead, why);
+      lose_conn(c, err ? errno_to_errc(err) : errc::peer_dead, why);
       return;
     }
   }
@@ -305,9 +351,12 @@ void endpoint_impl::handle_hello_ack(conn* c) noexcept {
       flush(c);
     } else {
       const bool rej = st == wire::hello_status::rejected;
-      cm_event(eq_event::kind::error, rej ? errc::permission_denied : errc::io_error,
-               rej ? "the listener rejected the connection (its data is attached)"
-                   : "the listener refused the connection request as malformed",
+      const bool full = st == wire::hello_status::no_resources;
+      cm_event(eq_event::kind::error, rej ? errc::permission_denied : full ? errc::busy : errc::io_error,
+               rej    ? "the listener rejected the connection (its data is attached)"
+               : full ? "the listener is out of file descriptors and refused the connection (its reason is "
+                        "attached): it must raise its limit (ulimit -n), or retry later"
+                      : "the listener refused the connection request as malformed",
                c->ctrl, c->cur.len);
       c->state = conn::st::lost;
       close_conn(c);
@@ -316,7 +365,24 @@ void endpoint_impl::handle_hello_ack(conn* c) noexcept {
   }
   if (st == wire::hello_status::ok) {
     c->state = conn::st::established;
+    peer_up(c);
     flush(c);
+    return;
+  }
+  if (st == wire::hello_status::no_resources) {
+    // The peer could not take the connection (out of descriptors); its
+    // reason follows as text (at most 256 bytes, the decoder's bound).
+    char reason[wire::max_cm_data + 1];
+    std::size_t n = 0;
+    for (std::size_t i = 0; i < c->cur.len && i < wire::max_cm_data; ++i) {
+      const unsigned char ch = c->ctrl[i];
+      reason[n++] = ch >= 0x20 && ch < 0x7f ? static_cast<char>(ch) : '?';
+    }
+    reason[n] = 0;
+    char why[400];
+    std::snprintf(why, sizeof why, "%s refused the connection: %s: it must raise its limit (ulimit -n), or retry later",
+                  text_of(c->peer).s, n ? reason : "out of resources");
+    fail_conn(c, errc::busy, why);
     return;
   }
   if (st == wire::hello_status::duplicate) {
@@ -339,14 +405,14 @@ void endpoint_impl::handle_hello_ack(conn* c) noexcept {
   fail_conn(c, errc::io_error, "the peer refused the connection (bad hello)");
 }
 
-void endpoint_impl::adopt(conn* c, fi_addr_t a) noexcept {
+// Allocates first (the caller catches), then changes nothing that can fail.
+void endpoint_impl::adopt(conn* c, fi_addr_t a) {
+  index_peer(a);
+  by_key_[c->key] = c;
   c->state = conn::st::established;
   c->addr = a;
-  by_key_[c->key] = c;
-  if (a != addr_notavail && a != addr_unspec) {
-    if (a >= by_addr_.size()) by_addr_.resize(a + 1, nullptr);
-    by_addr_[a] = c;
-  }
+  if (a != addr_notavail && a != addr_unspec) by_addr_[a] = c;
+  peer_up(c);
 }
 
 void endpoint_impl::move_user_ops(conn* from, conn* to) noexcept {
@@ -451,18 +517,20 @@ void endpoint_impl::close_conn(conn* c) noexcept {
   }
   if (!keep.empty()) {
     conn* n = nullptr;
+    errc why = errc::peer_dead;
     if (auto it = by_key_.find(c->key); it != by_key_.end() && !it->second->dead) n = it->second;
     if (!n && !c->key.empty()) {
       try {
         n = open_conn(c->peer, c->key, c->addr);
       } catch (...) {
         n = nullptr;
+        why = errc::no_memory;
       }
     }
     while (tx_op* op = keep.front()) {
       keep.erase(op);
       if (n) n->txq.push_back(op);
-      else end_op(op, errc::peer_dead, "cannot reconnect to the peer");
+      else end_op(op, why, why == errc::no_memory ? "out of memory reconnecting to the peer" : "cannot reconnect to the peer");
     }
     if (n) set_out(n, true);
   }

@@ -83,6 +83,7 @@ result<void> endpoint_impl::init() {
   reg_->add_observer(this);
   observing_ = true;
   if (std::uint64_t l = info_.tx.op_flags & flag::completion_levels) level_ = l;
+  events_.reserve(4);  // a MSG connection's events, the listener's report (connections reserve more)
   ux_storage_.reset(new std::uint8_t[unexpected_count * inject_size]);
   for (std::uint32_t i = 0; i < unexpected_count; ++i) uxp_.at(i)->payload = ux_storage_.get() + i * inject_size;
   if (msg_mode_) return {};  // connects or accepts; a passive endpoint listens
@@ -116,6 +117,8 @@ result<void> endpoint_impl::init() {
   lst_.ep = this;
   if (!dom_->eng().add(lfd_, &lst_, EPOLLIN)) return make_error(errc::io_error, "epoll_ctl failed");
   source_cap_ = (info_.caps & cap::source) != 0;
+  // A listener out of descriptors refuses connections with the domain's spare one.
+  if (auto r = dom_->open_spare(); !r) return r;
   return {};
 }
 
@@ -152,11 +155,13 @@ endpoint_impl::~endpoint_impl() {
     eq_->detach(this);
     eq_->release_lock(dom_->lock());
   }
-  for (auto& c : conns_)
+  for (auto& c : conns_) {
+    say_bye(c.get());  // an orderly close, not a death, for the peer
     if (c->fd >= 0) {
       dom_->eng().del(c->fd);
       ::close(c->fd);
     }
+  }
   if (lfd_ >= 0) {
     dom_->eng().del(lfd_);
     ::close(lfd_);
@@ -203,7 +208,9 @@ result<void> endpoint_impl::bind_cntr(std::shared_ptr<spi::cntr> c, std::uint64_
 
 result<void> endpoint_impl::bind_eq(std::shared_ptr<spi::eq> q) {
   auto g = dom_->guard();
-  if (!msg_mode_) return make_error(errc::not_supported, "event queues are for MSG endpoints (ep_type::msg)");
+  // MSG endpoints: connection management; RDM endpoints: peer_dead events
+  // (and the listener's descriptor shortage).
+  if (!q) return make_error(errc::invalid_argument, "no event queue to bind");
   if (eq_) return make_error(errc::bad_state, "an event queue is already bound");
   if (!q->set_lock(dom_->lock()))
     return make_error(errc::bad_state, "this event queue already serves another automatic-progress domain");
@@ -266,7 +273,12 @@ void endpoint_impl::tick(std::uint64_t now) noexcept {
     if (c->dup_loser && !c->txq.empty() && now - c->started > replace_after_ns) {
       // No winner appeared: the peer holds a stale connection to us.
       // Connect again, telling it to drop the old one.
-      conn* n = open_conn(c->peer, c->key, c->addr, {}, wire::flag::replace);
+      conn* n = nullptr;
+      try {
+        n = open_conn(c->peer, c->key, c->addr, {}, wire::flag::replace);
+      } catch (...) {
+        n = nullptr;  // out of memory: the timeout below ends it
+      }
       if (n) {
         move_user_ops(c, n);
         close_conn(c);
@@ -280,7 +292,7 @@ void endpoint_impl::tick(std::uint64_t now) noexcept {
       char why[160];
       std::snprintf(why, sizeof why, "connection to %s timed out after %d ms",
                     c->key.empty() ? "a peer" : text_of(c->peer).s, cfg_.timeout_ms);
-      fail_conn(c, errc::timed_out, why);
+      lose_conn(c, errc::timed_out, why);  // a peer that was up and stopped answering is dead
       continue;
     }
     if (idle && !msg_mode_ && c->state == conn::st::established && c->txq.empty() && c->await.empty() &&
@@ -346,6 +358,8 @@ void endpoint_impl::progress() noexcept {
   }
   if (answer_waits_) resume_answers();
   if (pend_n_) push_pending_errors();
+  if (need_doom_) fail_doomed();
+  if (!events_.empty()) deliver_events();
   if (need_reap_) reap();
 }
 

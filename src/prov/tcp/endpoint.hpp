@@ -197,6 +197,8 @@ struct conn final : handler {
   bool dup_loser = false;  // lost a simultaneous connect; waits for the winner
   bool held = false;       // a new connection waiting for the old one to close
   conn* held_on = nullptr; // ... that one
+  bool was_up = false;     // it was established once: its failure is the peer's (liveness.cpp)
+  int doom = 0;            // no socket could be made (errno): progress fails it (liveness.cpp)
   std::uint32_t events = EPOLLIN;  // epoll interest in force
   std::string key;       // the peer's listening address (once known)
   address peer{};
@@ -273,11 +275,34 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable, publ
   void on_conn_event(conn* c, std::uint32_t ev) noexcept;
   void on_accept() noexcept;
 
+  // An event for the bound EQ (RDM without one: a CQ error entry), kept
+  // here until it can be delivered (liveness.cpp).
+  struct pending_event {
+    eq_event::kind kind = eq_event::kind::error;
+    errc err = errc::ok;
+    address peer{};
+    fi_addr_t addr = addr_notavail;
+    char msg[160] = {};
+    std::uint8_t data[wire::max_cm_data] = {};
+    std::uint16_t data_len = 0;
+    bool cq_too = false;  // RDM without an EQ: a CQ error entry instead
+  };
+
  private:
+  // The connection to a; null: path_err_ says why (peer_dead, or no_memory).
   conn* path(fi_addr_t a) noexcept;
+  errc path_err_ = errc::peer_dead;
+  // Control path (they allocate; bad_alloc propagates to the caller's try):
+  // a new connection, with the room it may need later on the data path
+  // reserved (the stalled list, a pending event for its failure).
+  conn* add_conn(int fd, bool outgoing);
+  // Connects to peer; null if no socket could be made for a reason other
+  // than running out of descriptors (those give a connection that fails
+  // with a clear error at the next progress: conn::doom).
   conn* open_conn(const address& peer, const std::string& key, fi_addr_t a, std::span<const std::byte> cm = {},
-                  std::uint8_t hello_flags = 0) noexcept;
-  void cm_event(eq_event::kind k, errc e, std::string msg, const std::uint8_t* data, std::size_t len) noexcept;
+                  std::uint8_t hello_flags = 0);
+  void index_peer(fi_addr_t a);  // by_addr_ and peer_state_ cover a
+  void cm_event(eq_event::kind k, errc e, const char* msg, const std::uint8_t* data, std::size_t len) noexcept;
   void cancel_posted() noexcept;
   void queue_frame(conn* c, wire::op code, std::uint64_t data, const void* payload, std::size_t len,
                    bool front = false, std::uint8_t flags = 0) noexcept;
@@ -293,7 +318,7 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable, publ
   bool dispatch_msg(conn* c) noexcept;
   void handle_hello(conn* c) noexcept;
   void handle_hello_ack(conn* c) noexcept;
-  void adopt(conn* c, fi_addr_t a) noexcept;
+  void adopt(conn* c, fi_addr_t a);  // allocates: inside a try
   void move_user_ops(conn* from, conn* to) noexcept;
   void close_conn(conn* c) noexcept;
   void abort_receives(conn* c, errc e, const char* why) noexcept;
@@ -329,6 +354,31 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable, publ
   void tick(std::uint64_t now) noexcept;
   void reap() noexcept;
   [[nodiscard]] fi_addr_t src_of(conn* c) noexcept { return source_cap_ ? c->addr : addr_unspec; }
+
+  // ---- liveness.cpp: peer failure, descriptor exhaustion, pending events
+  // A connection failed on its socket (reset, EOF without the close
+  // handshake, timeout, refused): when it was the path to a peer that was
+  // up (an established connection now or before), the peer is dead: its
+  // operations in flight and its directed receives complete with
+  // peer_dead, and a peer_dead event is reported once. Otherwise as
+  // fail_conn.
+  void lose_conn(conn* c, errc e, const char* why) noexcept;
+  // The peer of c is gone: it died (reported on the EQ, else as a CQ error
+  // entry) or closed its endpoint in order (bye: reported on the EQ only).
+  void peer_lost(conn* c, bool died, const char* why) noexcept;
+  void say_bye(conn* c) noexcept;  // the endpoint closes: tell the peer, best effort
+  void peer_up(conn* c) noexcept;  // established: the peer is alive (again: a new peer)
+  [[nodiscard]] bool is_dead(fi_addr_t a) noexcept;
+  void sync_av() noexcept;  // an address vector entry was removed: forget what was known per entry
+  void push_event(eq_event::kind k, errc e, const address& peer, fi_addr_t a, const char* msg,
+                  const std::uint8_t* data, std::size_t len, bool cq_too = false) noexcept;
+  void deliver_events() noexcept;
+  void fail_doomed() noexcept;
+  // The listener's accept ran out of descriptors: the waiting connection is
+  // refused with a reason (hello_ack no_resources) instead of left hanging,
+  // and the application is told once.
+  [[nodiscard]] bool refuse_for_descriptors(int err) noexcept;  // false: none waiting, or no spare
+  void report_descriptors(int err) noexcept;
   [[nodiscard]] std::string my_key(conn* c) const;
 
   std::shared_ptr<domain_impl> dom_;
@@ -403,14 +453,25 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable, publ
   std::unordered_map<std::string, conn*> by_key_;
   std::vector<conn*> by_addr_;
   std::uint64_t av_version_ = 0;
-  std::vector<conn*> stalled_;
+  std::vector<conn*> stalled_;  // capacity >= conns_.size(): add_conn reserves it
+  // Per address-vector entry: peer_known (a connection to it was up),
+  // peer_gone (declared dead, not up since). Sized by index_peer().
+  static constexpr std::uint8_t peer_known = 1, peer_gone = 2;
+  std::vector<std::uint8_t> peer_state_;
+  // Events not yet delivered, in order. capacity >= size + conns_.size() + 1
+  // (add_conn reserves it): each connection ends in one event at most.
+  std::vector<pending_event> events_;
+  bool need_doom_ = false;     // a connection waits in conn::doom
+  bool fd_short_ = false;      // accept is out of descriptors (reported once per episode)
+  bool fd_report_ = false;     // ... and the application has not been told yet
+  int fd_errno_ = 0;
   std::uint64_t next_tick_ = 0;
   bool need_reap_ = false;
   std::uint32_t direct_polls_ = 0;  // polls of the only connection since the last epoll_wait
   conn* direct_conn_ = nullptr;     // the connection polled directly, out of epoll's read interest
   std::uint64_t last_empty_ns_ = 0;  // when a direct poll last found nothing (0: it found bytes)
   std::uint64_t empty_calls_ = 0;    // spi::thread_progress_calls() at that poll
-  std::uint64_t accept_paused_until_ = 0;  // listener out of epoll after EMFILE
+  std::uint64_t accept_paused_until_ = 0;  // listener out of epoll after EMFILE with no spare descriptor
 };
 
 
@@ -419,6 +480,10 @@ struct addr_text {
   char s[64];
 };
 [[nodiscard]] addr_text text_of(const address& a) noexcept;
+
+// "out of file descriptors (RLIMIT_NOFILE 1024)" for EMFILE, "the system
+// is out of file descriptors" for ENFILE.
+void describe_fd_shortage(int err, char* out, std::size_t n) noexcept;
 
 // Every connection's socket: SO_SNDBUF if configured, TCP_NODELAY,
 // TCP_USER_TIMEOUT, and the congestion control for its peer (peer: the

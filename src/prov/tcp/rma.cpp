@@ -70,7 +70,7 @@ errc endpoint_impl::rma(const rma_desc& d, std::uint64_t flags) noexcept {
   }
   if (slots_free_ < need) return errc::again;  // the CQ must be read (or the target answer) first
   conn* c = path(d.addr);
-  if (!c) return msg_mode_ && !was_connected_ ? errc::bad_state : errc::peer_dead;
+  if (!c) return msg_mode_ && !was_connected_ ? errc::bad_state : path_err_;
   tx_op* ops[max_iov];
   if (!take_ops(nr, !inject, ops)) return errc::again;
   slots_free_ -= need;
@@ -140,7 +140,7 @@ errc endpoint_impl::atomic(const atomic_desc& d) noexcept {
   const std::size_t bytes = d.count * size_of(t);
   const bool cswap = static_cast<atomic_op>(d.op) == atomic_op::cswap;
   conn* c = path(d.addr);
-  if (!c) return msg_mode_ && !was_connected_ ? errc::bad_state : errc::peer_dead;
+  if (!c) return msg_mode_ && !was_connected_ ? errc::bad_state : path_err_;
   tx_op* op = nullptr;
   if (!take_ops(1, true, &op)) return errc::again;
   op->ctx = d.context;

@@ -42,8 +42,14 @@ bool endpoint_impl::read_conn(conn* c) noexcept {
             continue;
           }
           if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return got;
-          fail_conn(c, r == 0 ? errc::peer_dead : errno_to_errc(errno),
-                    r == 0 ? "connection closed by the peer in the middle of a message" : "receive failed");
+          const int err = r == 0 ? 0 : errno;
+          char why[160];
+          if (r == 0)
+            std::snprintf(why, sizeof why, "connection to %s closed by the peer in the middle of a message",
+                          text_of(c->peer).s);
+          else
+            std::snprintf(why, sizeof why, "receive from %s failed: %s", text_of(c->peer).s, std::strerror(err));
+          lose_conn(c, r == 0 ? errc::peer_dead : errno_to_errc(err), why);
           return got;
         }
       }
@@ -53,9 +59,10 @@ bool endpoint_impl::read_conn(conn* c) noexcept {
       ssize_t r = ::recv(c->fd, c->rbuf.get(), want, MSG_DONTWAIT);
       if (r < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK) return got;
+        const int err = errno;
         char why[160];
-        std::snprintf(why, sizeof why, "receive from %s failed: %s", text_of(c->peer).s, std::strerror(errno));
-        fail_conn(c, errno_to_errc(errno), why);
+        std::snprintf(why, sizeof why, "receive from %s failed: %s", text_of(c->peer).s, std::strerror(err));
+        lose_conn(c, errno_to_errc(err), why);
         return got;
       }
       if (r == 0) {
@@ -66,8 +73,12 @@ bool endpoint_impl::read_conn(conn* c) noexcept {
           cancel_posted();
           close_conn(c);
         } else if (clean && (c->state == conn::st::lost || c->state == conn::st::closing)) close_conn(c);
-        else fail_conn(c, errc::peer_dead, clean ? "the peer closed the connection" :
-                                                   "the peer closed the connection in the middle of a message");
+        else {
+          char why[160];
+          std::snprintf(why, sizeof why, "connection to %s closed by the peer%s", text_of(c->peer).s,
+                        clean ? "" : " in the middle of a message");
+          lose_conn(c, errc::peer_dead, why);
+        }
         return got;
       }
       got = true;
@@ -214,7 +225,12 @@ void endpoint_impl::on_header(conn* c) noexcept {
         return;
       }
       c->rstage = conn::rs::header;
-      if (c->state == conn::st::closing) {
+      if (c->cur.data == 1) {
+        // bye: the peer's endpoint is closing; nothing follows. Not a death,
+        // but nothing directed at it can arrive any more.
+        peer_lost(c, false, "it closed its endpoint");
+        close_conn(c);
+      } else if (c->state == conn::st::closing) {
         close_conn(c);  // both asked at once: each has read all of the other's data
       } else if (c->state == conn::st::established && c->txq.empty() && c->await.empty()) {
         // Idle here too: agree. Everything we sent precedes the close_ack.
@@ -262,7 +278,7 @@ bool endpoint_impl::dispatch_msg(conn* c) noexcept {
     c->rstage = conn::rs::stalled;
     update_events(c);
     if (!c->in_list) {
-      stalled_.push_back(c);
+      stalled_.push_back(c);  // capacity >= conns_.size() (add_conn): no allocation
       c->in_list = true;
     }
     return false;
@@ -470,6 +486,15 @@ errc endpoint_impl::recv(const msg_desc& m, std::uint64_t flags) noexcept {
   if (u) {
     uxl.erase(u);
     deliver_unexpected(r, u);
+    return errc::ok;
+  }
+  if (src != util::any_source && is_dead(src)) [[unlikely]] {
+    // Directed at a peer declared dead (and not connected since): nothing
+    // can come from it; the receive ends at once instead of waiting forever.
+    char why[256];
+    std::snprintf(why, sizeof why, "the peer %s died or closed its endpoint: nothing can arrive from it (a send to it reconnects)",
+                  text_of(*av_->at(src)).s);
+    rx_error(r, errc::peer_dead, why);
     return errc::ok;
   }
   (tagged ? posted_tag_ : posted_msg_).push_back(r);

@@ -111,7 +111,7 @@ void endpoint_impl::flush(conn* c) noexcept {
                       "was sent; connection closed", text_of(c->peer).s);
       else
         std::snprintf(why, sizeof why, "send to %s failed: %s", text_of(c->peer).s, std::strerror(err));
-      fail_conn(c, errno_to_errc(err), why);
+      lose_conn(c, errno_to_errc(err), why);
       return;
     }
     ++c->activity;
@@ -250,7 +250,7 @@ errc endpoint_impl::send(const msg_desc& m, std::uint64_t flags) noexcept {
   const bool inject = flags & flag::inject;
   if (len > max_msg_size || (inject && len > inject_size)) return errc::too_big;
   conn* c = path(m.addr);
-  if (!c) return msg_mode_ && !was_connected_ ? errc::bad_state : errc::peer_dead;
+  if (!c) return msg_mode_ && !was_connected_ ? errc::bad_state : path_err_;
   tx_op* op = txp_.get();
   if (!op || txp_.available() < 128) {  // keep room for protocol frames and answers
     if (op) txp_.put(op);
@@ -296,13 +296,14 @@ errc endpoint_impl::send(const msg_desc& m, std::uint64_t flags) noexcept {
     }
     if (w > 0) op->sent = static_cast<std::size_t>(w);
     else if (errno != EAGAIN && errno != EWOULDBLOCK) {
+      const int err = errno;
       if (!inject) txcq_->unreserve();
       op->completion = false;
       op->internal = true;  // recycled: neither a completion nor a count (the caller gets peer_dead)
       complete_tx(op, errc::ok, "");
       char why[160];
-      std::snprintf(why, sizeof why, "send to %s failed: %s", text_of(c->peer).s, std::strerror(errno));
-      fail_conn(c, errno_to_errc(errno), why);
+      std::snprintf(why, sizeof why, "send to %s failed: %s", text_of(c->peer).s, std::strerror(err));
+      lose_conn(c, errno_to_errc(err), why);
       return errc::peer_dead;
     }
   }

@@ -37,8 +37,8 @@ status decode_header(const std::uint8_t* p, std::size_t n, std::uint64_t max_len
       if (out.flags & ~(flag::tagged | flag::cq_data)) return status::bad_field;
       if (out.len > max_len) return status::too_long;
       break;
-    case op::close_req:
-      if (out.len != 0 || out.data != 0 || out.flags != 0) return status::bad_field;
+    case op::close_req:  // data: 0 idle close, 1 bye (the sender's endpoint is closing)
+      if (out.len != 0 || out.data > 1 || out.flags != 0) return status::bad_field;
       break;
     case op::close_ack:  // data: 0 agreed, 1 refused (the peer has data queued)
       if (out.len != 0 || out.data > 1 || out.flags != 0) return status::bad_field;

@@ -16,7 +16,7 @@ enum class op : std::uint8_t {
   hello = 1,      // first frame on a connection, from the connecting side
   hello_ack = 2,  // the accepting side's answer (status in header.data)
   msg = 3,        // a message: len payload bytes follow
-  close_req = 4,  // idle close: stop sending on this connection
+  close_req = 4,  // idle close: stop sending on this connection (data 1: bye, the endpoint closes)
   close_ack = 5,  // nothing more will be sent on this connection
   rma_write = 6,  // payload: rma_req, then the bytes to write
   rma_read = 7,   // payload: rma_req (its len: bytes wanted)
