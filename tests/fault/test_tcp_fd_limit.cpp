@@ -19,11 +19,23 @@ constexpr int peers = 80;
 constexpr int wait_ms = 5000;  // well below WEFT_TCP_TIMEOUT_MS (10 s)
 const std::string limit_text = "RLIMIT_NOFILE " + std::to_string(limit);
 
+rlim_t saved_limit = 0;
+
 bool lower_fd_limit() {
   rlimit rl{};
   if (::getrlimit(RLIMIT_NOFILE, &rl) != 0) return false;
+  saved_limit = rl.rlim_cur;
   rl.rlim_cur = limit;
   return ::setrlimit(RLIMIT_NOFILE, &rl) == 0;
+}
+
+// Before a child's objects are destroyed: sanitizers check memory with a
+// pipe, which they cannot make while the process is out of descriptors.
+void restore_fd_limit() {
+  rlimit rl{};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) != 0) return;
+  rl.rlim_cur = saved_limit;
+  (void)::setrlimit(RLIMIT_NOFILE, &rl);
 }
 
 // What a child saw, for the parent to check.
@@ -76,6 +88,7 @@ TEST(tcp_fd_limit, server_out_of_descriptors_refuses_with_the_reason) {
           }
         }
       }
+      restore_fd_limit();
     }
     ::_exit(rc);
   }
@@ -186,8 +199,10 @@ TEST(tcp_fd_limit, client_out_of_descriptors_fails_the_send_with_the_reason) {
         }
       }
       for (int i = 0; i < rep.ok; ++i) rep.echoed += send_one(i).first == errc::ok;  // the first ones connected
+      if (!up.put(&rep, sizeof rep)) ::_exit(2);
+      restore_fd_limit();
     }
-    ::_exit(up.put(&rep, sizeof rep) ? 0 : 2);
+    ::_exit(0);
   }
   node base = open_node("tcp", cap::msg | cap::tagged);
   std::vector<endpoint> srv;
