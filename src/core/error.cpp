@@ -74,6 +74,11 @@ errc spi::not_enabled(const char* op) noexcept {
   return errc::bad_state;
 }
 
+errc spi::not_connected(const char* op) noexcept {
+  detail::format_last_error("%s on a MSG endpoint that is not connected: connect() (or accept()) first", op);
+  return errc::bad_state;
+}
+
 errc spi::bad_iov(const char* op, std::size_t count, std::size_t max) noexcept {
   detail::format_last_error("%s with %zu iov entries: at most %zu (info.tx.iov_limit, rx.iov_limit), and a null "
                             "iov only with none",

@@ -12,6 +12,8 @@ namespace weft::spi {
 [[nodiscard]] errc fail(errc code, const char* what) noexcept;
 // bad_state: op on an endpoint that is not enabled
 [[nodiscard]] errc not_enabled(const char* op) noexcept;
+// bad_state: op on a MSG endpoint that is not connected
+[[nodiscard]] errc not_connected(const char* op) noexcept;
 // invalid_argument: more than max iov entries, or a null iov with entries
 [[nodiscard]] errc bad_iov(const char* op, std::size_t count, std::size_t max) noexcept;
 // invalid_argument: a is not in the address vector (have_av), or none is bound
