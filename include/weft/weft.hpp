@@ -249,8 +249,9 @@ class endpoint : public detail::handle<spi::endpoint, detail::endpoint_ops> {
   // Events: connection management on MSG endpoints (cf. fi_cm(3)); on RDM
   // endpoints, eq_event::kind::peer_dead names a peer that died or closed.
   [[nodiscard]] result<void> bind(event_queue& q);
-  // What this endpoint's events carry in eq_event::context. Safe while a
-  // progress thread (WEFT_PROGRESS=auto) builds events.
+  // What this endpoint's events carry in eq_event::context. May be called
+  // from any thread at any time, also while a progress thread
+  // (WEFT_PROGRESS=auto) builds events (an atomic store).
   void set_context(void* ctx) noexcept;
   // Connect to a listening peer with up to 256 bytes of connection data; a
   // connected (or error) event follows on the bound event queue.
@@ -453,7 +454,8 @@ class passive_endpoint : public detail::handle<spi::passive_endpoint> {
  public:
   using handle::handle;
   [[nodiscard]] result<void> bind(event_queue& q);
-  // What this endpoint's connreq events carry in eq_event::context.
+  // What this endpoint's connreq events carry in eq_event::context (as
+  // endpoint::set_context: any thread, any time).
   void set_context(void* ctx) noexcept;
   // The listening address (its port too).
   [[nodiscard]] result<address> name() const;

@@ -1,11 +1,14 @@
 // set_context: the context an endpoint's events carry, set by the
 // application while tcp's automatic-progress thread builds those events (the
-// spi field is atomic, so this is no data race).
+// spi field is atomic, so this is no data race: run it under
+// ThreadSanitizer to see one without that).
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 
+#include <atomic>
 #include <cstring>
+#include <thread>
 
 #include "../common/harness.hpp"
 
@@ -56,10 +59,29 @@ TEST(event_context, set_while_a_progress_thread_builds_events) {
   auto ceq = cdom->open_eq();
   ASSERT_TRUE(ccq && ceq);
 
-  int server_ctx[8], client_ctx[8];
+  // Another thread keeps changing the listener's context while the progress
+  // thread builds its connreq events (under ThreadSanitizer, a plain field
+  // there was a data race).
+  int flip_a = 0, flip_b = 0;
+  std::atomic<bool> stop{false};
+  pep->set_context(&flip_a);  // before the thread: every event carries one of the two
+  std::thread flipper([&] {
+    while (!stop.load(std::memory_order_relaxed)) {
+      pep->set_context(&flip_b);
+      pep->set_context(&flip_a);
+    }
+  });
+  struct joiner {  // stops the thread however the test ends
+    std::atomic<bool>& stop;
+    std::thread& t;
+    ~joiner() {
+      stop = true;
+      if (t.joinable()) t.join();
+    }
+  } join_at_exit{stop, flipper};
+  int client_ctx[8];
   for (int i = 0; i < 8; ++i) {
     SCOPED_TRACE(i);
-    pep->set_context(&server_ctx[i]);  // the progress thread is running meanwhile
     auto ep = cdom->open_endpoint(ci);
     ASSERT_TRUE(ep) << ep.error().message;
     ASSERT_TRUE(ep->bind(*ccq));
@@ -70,7 +92,7 @@ TEST(event_context, set_while_a_progress_thread_builds_events) {
     eq_event req;
     ASSERT_EQ(next_event(*seq, req), errc::ok);
     ASSERT_EQ(req.type, eq_event::kind::connreq) << req.message;
-    EXPECT_EQ(req.context, &server_ctx[i]);
+    EXPECT_TRUE(req.context == &flip_a || req.context == &flip_b) << req.context;
     ASSERT_TRUE(pep->reject(req.req));
     eq_event refused;
     ASSERT_EQ(next_event(*ceq, refused), errc::ok);
@@ -78,6 +100,18 @@ TEST(event_context, set_while_a_progress_thread_builds_events) {
     EXPECT_EQ(refused.err, errc::permission_denied) << refused.message;
     EXPECT_EQ(refused.context, &client_ctx[i]);
   }
+  stop = true;
+  flipper.join();
+  // and a context set before the events is the one they carry
+  int fixed = 0;
+  pep->set_context(&fixed);
+  auto ep = cdom->open_endpoint(ci);
+  ASSERT_TRUE(ep && ep->bind(*ccq) && ep->bind(*ceq) && ep->enable());
+  ASSERT_TRUE(ep->connect(*ci.dest_addr));
+  eq_event req;
+  ASSERT_EQ(next_event(*seq, req), errc::ok);
+  EXPECT_EQ(req.context, &fixed);
+  ASSERT_TRUE(pep->reject(req.req));
   ::setenv("WEFT_PROGRESS", "manual", 1);
 }
 
