@@ -55,9 +55,9 @@ TEST_P(again_test, full_cq_is_cq_full_and_reading_the_cq_makes_room) {
 }
 
 TEST_P(again_test, full_receive_queue_is_rx_full_and_a_completion_makes_room) {
-  node b = open_node(GetParam().provider);
-  std::vector<char> buf(16);
+  std::vector<char> buf(16);  // first: it outlives the receives still posted when b closes
   int ctx[1024];
+  node b = open_node(GetParam().provider);
   std::size_t posted = 0;
   errc r = errc::ok;
   for (; posted < 1024; ++posted)
@@ -76,12 +76,13 @@ TEST_P(again_test, full_receive_queue_is_rx_full_and_a_completion_makes_room) {
 TEST_P(again_test, operations_in_flight_fill_the_transmit_queue_tx_full) {
   // shm: more ring slots than operations, so the transmit queue fills first
   env_guard slots("WEFT_SHM_SLOTS", "512");
+  // large messages the receiver has not taken: each one stays in flight
+  // (declared first: the buffers outlive the endpoints that still send them)
+  std::vector<char> big(shm() ? 65536 : (1 << 20), 'q'), in(big.size());
   node a = open_node(GetParam().provider);
   node b = open_node(GetParam().provider);
   const fi_addr_t to = insert(a, b);
   insert(b, a);
-  // large messages the receiver has not taken: each one stays in flight
-  std::vector<char> big(shm() ? 65536 : (1 << 20), 'q');
   std::size_t n = 0;
   errc r = errc::ok;
   for (; n < 1000; ++n)
@@ -91,7 +92,6 @@ TEST_P(again_test, operations_in_flight_fill_the_transmit_queue_tx_full) {
   // the documented retry: read the CQ, then retry. Once the receiver takes
   // one message, a send completes and its completion frees its place (sends
   // that completed before the again only free CQ room: keep reading)
-  std::vector<char> in(big.size());
   ASSERT_EQ(b.ep.recv(in.data(), in.size()), errc::ok);
   for (std::size_t i = 0; i <= n && r == errc::again; ++i) {
     ASSERT_TRUE(next(a, {&b}).ok);
