@@ -67,6 +67,7 @@
 #include <utility>
 #include <vector>
 
+#include "util/proc_maps.hpp"
 #include "weft/error.hpp"
 #include "weft/monitor.hpp"
 
@@ -82,19 +83,9 @@ struct uffd_support {
   std::uint64_t enabled = 0;    // UFFD_FEATURE_* the monitor turns on
 };
 [[nodiscard]] uffd_support probe_userfaultfd() noexcept;
-
-// One piece of the mapping of a range, as /proc/self/maps describes it.
-struct map_piece {
-  std::uintptr_t lo = 0;
-  std::uintptr_t hi = 0;
-  std::uint64_t dev = 0;
-  std::uint64_t inode = 0;
-  std::uint64_t offset = 0;  // file offset of lo (0 for anonymous memory)
-  bool shared = false;
-  friend bool operator==(const map_piece&, const map_piece&) = default;
-};
-// The mapping of the pages of [lo, hi); not_found if any page is unmapped.
-[[nodiscard]] result<std::vector<map_piece>> map_identity(std::uintptr_t lo, std::uintptr_t hi);
+// A userfaultfd with the features the monitor needs (s tells how it was
+// opened); -1 with s.open_errno when this process may not have one.
+[[nodiscard]] int open_configured(uffd_support& s) noexcept;
 
 class uffd_core;
 
