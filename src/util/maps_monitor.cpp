@@ -38,12 +38,15 @@ result<watch_mode> maps_monitor::subscribe(const void* addr, std::size_t len) {
   std::uintptr_t lo = 0, hi = 0;
   if (!page_round(addr, len, lo, hi)) return make_error(errc::invalid_argument, "memory monitor: empty range");
   auto identity = map_identity(lo, hi);  // outside the lock: it reads /proc
-  if (!identity) return std::unexpected(std::move(identity.error()));
+  // Unreadable just now: subscribed with no identity, so valid() answers
+  // false (never reused) until the range is subscribed again.
+  if (!identity && identity.error().code != errc::not_supported) return std::unexpected(std::move(identity.error()));
+  std::vector<map_piece> now = identity ? std::move(*identity) : std::vector<map_piece>{};
   std::lock_guard lk(mu_);
   if (!started_) return make_error(errc::bad_state, "memory monitor is not started");
   record& r = recs_[{lo, hi}];
   if (r.refs == UINT32_MAX) return make_error(errc::too_big, "memory monitor: too many subscriptions of one range");
-  if (r.refs == 0 || r.identity != *identity) r.identity = std::move(*identity);  // new, or stale: the newest wins
+  if (r.refs == 0 || r.identity != now) r.identity = std::move(now);  // new, or stale: the newest wins
   ++r.refs;
   max_len_ = std::max(max_len_, hi - lo);
   return watch_mode::checked;

@@ -491,17 +491,21 @@ result<uffd_core::record> uffd_core::make_record_locked(std::uintptr_t lo, std::
         unregister_gaps_locked(lo, hi);
         return make_error(errc::invalid_argument, "memory monitor: range is not mapped");
       case range_kind::sysv_shm:
+      case range_kind::unknown:  // the mapping could not be read: it may be a segment
         unregister_gaps_locked(lo, hi);
         break;
     }
   }
   // EBUSY (another userfaultfd owns it), EINVAL (memory type refused, e.g. a
   // file mapping without UFFD_FEATURE_WP_ASYNC, VM_PFNMAP), EPERM (mapping
-  // that may never be written), ENOMEM (vm.max_map_count), or a System V
-  // segment (shmdt is not reported): checked mode.
+  // that may never be written), ENOMEM (vm.max_map_count), a System V
+  // segment (shmdt is not reported), or nobody could tell: checked mode.
   auto identity = map_identity(lo, hi);
-  if (!identity) return std::unexpected(std::move(identity.error()));
-  r.identity = std::move(*identity);
+  if (identity) {
+    r.identity = std::move(*identity);
+  } else if (identity.error().code != errc::not_supported) {
+    return std::unexpected(std::move(identity.error()));
+  }  // else unreadable just now: no identity, so valid() answers false until subscribed again
   return r;
 }
 

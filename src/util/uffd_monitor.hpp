@@ -27,7 +27,12 @@
 // (EBUSY), a memory type the kernel refuses (regular file mappings without
 // WP_ASYNC, VM_PFNMAP/IO mappings), a mapping that may never be written,
 // vm.max_map_count reached, or a System V shm segment (shmdt is not
-// reported; recognized with PROCMAP_QUERY only, Linux 6.11).
+// reported; recognized by the PROCMAP_QUERY ioctl, Linux 6.11, else by the
+// text of /proc/self/maps). When the mapping cannot be read at subscribe
+// (/proc/self/maps unreadable, the ioctl and the read both failing), nobody
+// can tell whether the range is a segment: it is checked too, never
+// notified (util/proc_maps.hpp); if even its identity cannot be read,
+// valid() answers false until it is subscribed again.
 //
 // Costs and limits to know:
 //  * munmap, madvise(DONTNEED/FREE/REMOVE), mremap, MAP_FIXED over and brk
