@@ -29,6 +29,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/child.hpp"
 #include "util/uffd_monitor.hpp"
 #include "weft/monitor.hpp"
 
@@ -709,9 +710,7 @@ TEST(monitor_no_hang, fork_while_subscribed) {
       ::munmap(c, 4 * k_page);
       ::_exit(rec2.wait_overlap(c, 4 * k_page) ? 0 : 11);
     }
-    int status = 0;
-    ::waitpid(child, &status, 0);
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) return 4;
+    if (!weft::test::wait_child(child, 10s).exited_ok()) return 4;  // a hung grandchild is killed too
     if (!mon->valid(p, 4 * k_page)) return 5;  // the parent's mapping is untouched
     mon->stop();
     mon.reset();
