@@ -1,11 +1,18 @@
 // Conformance: messages, tagged messages, inject, CQ data, cancel, truncation,
 // peek/claim, directed receive, ordering. Every test runs on every provider
 // variant (all_variants()).
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdio>
+#include <fstream>
 #include <numeric>
+#include <set>
 
+#include "../common/child.hpp"
 #include "../common/harness.hpp"
 
 using namespace weft;
@@ -177,20 +184,51 @@ TEST_P(conformance, tag_matching_with_ignore_bits_and_order) {
 }
 
 TEST_P(conformance, unexpected_messages_are_buffered) {
-  // sends before any receive is posted, inline and rendezvous
-  auto small = pattern(100, 1), big = pattern(500000, 2);
+  // Sent before any receive is posted: a small message, a large tagged one,
+  // a large untagged one. The receives are posted only once the receiver
+  // knows the large tagged message (a peek finds it), so the small one, sent
+  // before it, has certainly arrived with no receive to take it. (tcp leaves
+  // a large unexpected message's payload in the socket until a receive
+  // matches it, so nothing behind it is read before that.)
+  auto small = pattern(100, 1), big = pattern(500000, 2), big2 = pattern(300000, 3);
   ASSERT_EQ(a.ep.send(small.data(), small.size(), a2b, nullptr), errc::ok);
-  ASSERT_EQ(a.ep.send(big.data(), big.size(), a2b, nullptr), errc::ok);
-  for (int i = 0; i < 10; ++i) b.cq.progress();
-  std::vector<unsigned char> d1(100), d2(500000);
-  ASSERT_EQ(b.ep.recv(d1.data(), d1.size()), errc::ok);
-  ASSERT_EQ(b.ep.recv(d2.data(), d2.size()), errc::ok);
-  ASSERT_TRUE(next(b, {&a}).ok);
-  ASSERT_TRUE(next(b, {&a}).ok);
+  ASSERT_EQ(a.ep.tsend(big.data(), big.size(), a2b, 7, nullptr), errc::ok);
+  ASSERT_EQ(a.ep.send(big2.data(), big2.size(), a2b, nullptr), errc::ok);
+  int pctx = 0;
+  msg_desc m{nullptr, 0, addr_unspec, 7, 0, 0, &pctx};
+  outcome p;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!p.ok && std::chrono::steady_clock::now() < deadline) {
+    a.cq.progress();  // the sender connects and sends meanwhile
+    ASSERT_EQ(b.ep.trecvmsg(m, flag::peek), errc::ok);
+    p = next(b, {&a});
+    if (p.error) {
+      ASSERT_EQ(p.err.err, errc::no_message) << p.err.msg;
+    }
+  }
+  ASSERT_TRUE(p.ok) << "the large message never reached the receiver";
+  EXPECT_EQ(p.e.context, &pctx);
+  EXPECT_EQ(p.e.len, big.size());
+  std::vector<unsigned char> d1(100), d2(500000), d3(300000);
+  int c1 = 0, c2 = 0, c3 = 0;
+  ASSERT_EQ(b.ep.recv(d1.data(), d1.size(), addr_unspec, &c1), errc::ok);
+  ASSERT_EQ(b.ep.trecv(d2.data(), d2.size(), addr_unspec, 7, 0, &c2), errc::ok);
+  ASSERT_EQ(b.ep.recv(d3.data(), d3.size(), addr_unspec, &c3), errc::ok);
+  std::set<void*> done;
+  for (int i = 0; i < 3; ++i) {
+    outcome r = next(b, {&a});
+    ASSERT_TRUE(r.ok) << r.err.msg;
+    done.insert(r.e.context);
+    if (r.e.context == &c1) {
+      EXPECT_EQ(i, 0) << "the small message, buffered, completes first";
+      EXPECT_EQ(r.e.len, small.size());
+    }
+  }
+  EXPECT_EQ(done, (std::set<void*>{&c1, &c2, &c3}));
   EXPECT_EQ(d1, small);
   EXPECT_EQ(d2, big);
-  ASSERT_TRUE(next(a, {&b}).ok);
-  ASSERT_TRUE(next(a, {&b}).ok);
+  EXPECT_EQ(d3, big2);
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(next(a, {&b}).ok);
 }
 
 TEST_P(conformance, inject_buffer_reusable_and_no_completion) {
@@ -236,7 +274,7 @@ TEST_P(conformance, remote_cq_data) {
 }
 
 TEST_P(conformance, cancel_posted_receive) {
-  char buf[8];
+  char buf[8] = {};
   int ctx = 0;
   ASSERT_EQ(b.ep.recv(buf, sizeof buf, addr_unspec, &ctx), errc::ok);
   EXPECT_EQ(b.ep.cancel(&ctx), errc::ok);
@@ -245,11 +283,20 @@ TEST_P(conformance, cancel_posted_receive) {
   EXPECT_EQ(o.err.err, errc::canceled);
   EXPECT_EQ(o.err.context, &ctx);
   EXPECT_EQ(b.ep.cancel(&ctx), errc::not_found) << "nothing left to cancel";
-  // a message sent now is not delivered into the canceled buffer
+  // A message sent now is not delivered into the canceled buffer: the next
+  // receive gets it (waited for, whatever the provider's latency).
   ASSERT_EQ(a.ep.inject("z", 1, a2b), errc::ok);
-  for (int i = 0; i < 5; ++i) b.cq.progress();
+  char fresh[8] = {};
+  int fctx = 0;
+  ASSERT_EQ(b.ep.recv(fresh, sizeof fresh, addr_unspec, &fctx), errc::ok);
+  outcome r = next(b, {&a});
+  ASSERT_TRUE(r.ok) << r.err.msg;
+  EXPECT_EQ(r.e.context, &fctx) << "the message went to the receive posted after the cancel";
+  EXPECT_EQ(r.e.len, 1u);
+  EXPECT_EQ(fresh[0], 'z');
+  EXPECT_EQ(buf[0], 0) << "the canceled buffer is untouched";
   cq_entry e;
-  EXPECT_EQ(b.cq.read(e), errc::again);
+  EXPECT_EQ(b.cq.read(e), errc::again) << "one message, one completion";
 }
 
 TEST_P(conformance, truncation_reports_error_with_lengths) {
@@ -695,53 +742,128 @@ TEST_P(conformance, many_senders_one_receiver_checksums) {
   EXPECT_EQ(total, senders * per);
   for (int s = 0; s < senders; ++s) EXPECT_EQ(sums[s], final_sum[s]) << "checksum of sender " << s;
   for (pid_t p : kids) {
-    int st = 0;
-    ::waitpid(p, &st, 0);
-    EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "sender exit status " << st;
+    const child_status st = wait_child(p, std::chrono::seconds(60), [&] { srv.cq.progress(); });
+    EXPECT_TRUE(st.exited_ok()) << "sender " << st.describe();
   }
 }
 
+namespace {
+// Whether thread tid of process pid is asleep (state S in its stat line).
+bool thread_sleeping(pid_t pid, pid_t tid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid) + "/stat");
+  std::string line;
+  if (!std::getline(f, line)) return false;
+  const auto paren = line.rfind(')');  // the command name may hold spaces and parentheses
+  return paren != std::string::npos && paren + 2 < line.size() && line[paren + 2] == 'S';
+}
+}  // namespace
+
 TEST_P(conformance, blocking_wait_times_out_then_wakes) {
-  char buf[8];
+  char buf[8] = {};
   ASSERT_EQ(b.ep.recv(buf, sizeof buf), errc::ok);
   cq_entry e;
   auto t0 = std::chrono::steady_clock::now();
   EXPECT_EQ(b.cq.wait(e, 50), errc::timed_out);
-  EXPECT_GE(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(45));
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(45)) << "timed out early";
+  // The sender sends only once this thread has said it is about to wait and
+  // is seen asleep (after the wait's spin, WEFT_SPIN_US): the message must
+  // wake the wait, which would otherwise end timed_out after 10 s.
+  int about[2];
+  ASSERT_EQ(::pipe(about), 0);
+  address baddr = b.ep.name();
+  const pid_t waiter = ::getpid();  // gtest runs the test on the main thread: its tid is the pid
   pid_t p = ::fork();
   ASSERT_GE(p, 0);
-  address baddr = b.ep.name();
   if (p == 0) {
     forked_child();
+    ::close(about[1]);
     int rc = 1;
     {
       node c = open_node(GetParam().provider, cap::msg);
-      ::usleep(100000);  // the parent is asleep in wait() by now
-      cq_entry done;
-      if (auto d = c.av.insert(baddr); d && c.ep.send("wake", 4, *d, nullptr) == errc::ok &&
-                                         c.cq.wait(done, 5000) == errc::ok)
-        rc = 0;  // the message left before this process exits
+      auto d = c.av.insert(baddr);
+      char x = 0;
+      if (d && read_within(about[0], &x, 1, std::chrono::seconds(10))) {
+        bool asleep = false;
+        const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+        while (!(asleep = thread_sleeping(waiter, waiter)) && std::chrono::steady_clock::now() < until) {
+          timespec ts{0, 100000};
+          ::nanosleep(&ts, nullptr);
+        }
+        cq_entry done;
+        if (c.ep.send("wake", 4, *d, nullptr) == errc::ok && c.cq.wait(done, 10000) == errc::ok)
+          rc = asleep ? 0 : 7;  // the message left before this process exits
+        else
+          rc = 2;
+      }
     }
     ::_exit(rc);
   }
-  errc r = b.cq.wait(e, 5000);
-  int st = 0;
-  ::waitpid(p, &st, 0);
-  EXPECT_EQ(r, errc::ok);
+  ::close(about[0]);
+  ASSERT_EQ(::write(about[1], "w", 1), 1);
+  const errc r = b.cq.wait(e, 10000);
+  const child_status st = wait_child(p, std::chrono::seconds(20));
+  ::close(about[1]);
+  EXPECT_EQ(r, errc::ok) << "the message came while the wait slept: it must wake it (" << to_string(r) << ")";
   EXPECT_EQ(std::string(buf, 4), "wake");
-  EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  EXPECT_TRUE(st.exited_ok()) << "sender " << st.describe() << " (7: the waiter was never seen asleep)";
 }
 
 TEST_P(conformance, api_misuse_gets_clear_errors) {
   char buf[8] = {};
   EXPECT_EQ(a.ep.send(buf, 8, 12345, nullptr), errc::invalid_argument) << "unknown address handle";
   EXPECT_EQ(b.ep.recv(buf, 8, 777, nullptr), errc::invalid_argument) << "unknown source handle";
-  auto bad = a.av.insert(address::from_string(addr_format::shm_name, "weft.0.1.99999"));
-  ASSERT_FALSE(bad);
-  EXPECT_FALSE(bad.error().message.empty());
-  auto garbage = a.av.insert(address::from_string(addr_format::shm_name, "../../etc/passwd"));
-  ASSERT_FALSE(garbage);
-  EXPECT_EQ(garbage.error().code, errc::invalid_argument);
+  // Addresses in this provider's own form: one where no endpoint is, and
+  // malformed ones.
+  const address own = a.ep.name();
+  ASSERT_EQ(own.format, a.inf.format);
+  if (GetParam().provider == "shm") {
+    // shm opens the peer's region at insert: no endpoint, no entry
+    auto bad = a.av.insert(address::from_string(addr_format::shm_name, "weft.0.1.99999"));
+    ASSERT_FALSE(bad);
+    EXPECT_TRUE(bad.error().code == errc::not_found || bad.error().code == errc::peer_dead) << bad.error().message;
+    EXPECT_FALSE(bad.error().message.empty());
+    auto garbage = a.av.insert(address::from_string(addr_format::shm_name, "../../etc/passwd"));
+    ASSERT_FALSE(garbage);
+    EXPECT_EQ(garbage.error().code, errc::invalid_argument) << garbage.error().message;
+  } else {
+    // tcp connects on the first send: the address of a closed port is
+    // accepted, and the send to it fails with a clear error
+    ASSERT_EQ(own.format, addr_format::inet);
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t sl = sizeof sa;
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0);
+    ASSERT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &sl), 0);
+    ::close(fd);  // nobody listens there now
+    address nobody;
+    nobody.format = addr_format::inet;
+    nobody.size = sizeof sa;
+    std::memcpy(nobody.bytes.data(), &sa, sizeof sa);
+    auto bad = a.av.insert(nobody);
+    ASSERT_TRUE(bad) << bad.error().message;
+    int ctx = 0;
+    ASSERT_EQ(a.ep.send(buf, 8, *bad, &ctx), errc::ok);
+    outcome o = next(a, {}, 10000);
+    ASSERT_TRUE(o.error) << "a send to an address nobody listens on fails";
+    EXPECT_EQ(o.err.context, &ctx);
+    EXPECT_EQ(o.err.err, errc::peer_dead) << o.err.msg;
+    EXPECT_NE(std::string(o.err.msg), "");
+    ASSERT_TRUE(a.av.remove(*bad));
+    address short_addr = own;  // too short for a sockaddr_in
+    short_addr.size = 3;
+    auto garbage = a.av.insert(short_addr);
+    ASSERT_FALSE(garbage);
+    EXPECT_EQ(garbage.error().code, errc::invalid_argument) << garbage.error().message;
+    address wrong_family = own;  // the size of a sockaddr_in, the family of something else
+    const sa_family_t unix_family = AF_UNIX;
+    std::memcpy(wrong_family.bytes.data(), &unix_family, sizeof unix_family);
+    auto garbage2 = a.av.insert(wrong_family);
+    ASSERT_FALSE(garbage2);
+    EXPECT_EQ(garbage2.error().code, errc::invalid_argument) << garbage2.error().message;
+  }
   EXPECT_FALSE(a.av.lookup(999));
   auto looked = a.av.lookup(a2b);
   ASSERT_TRUE(looked);
