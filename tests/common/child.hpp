@@ -26,6 +26,8 @@ struct child_status {
   [[nodiscard]] bool exited_ok() const { return exit_code() == 0; }
   [[nodiscard]] bool stopped() const { return reaped && !timed_out && WIFSTOPPED(raw); }
   [[nodiscard]] bool signaled(int sig) const { return reaped && WIFSIGNALED(raw) && WTERMSIG(raw) == sig; }
+  // no longer a child of ours to wait for (reaped, or killed after the deadline)
+  [[nodiscard]] bool gone() const { return timed_out || (reaped && !WIFSTOPPED(raw)); }
   [[nodiscard]] std::string describe() const {
     if (timed_out) return "did not finish in time (killed)";
     if (!reaped) return "could not be waited for";
@@ -83,6 +85,26 @@ inline child_status wait_child(pid_t pid, std::chrono::milliseconds timeout, con
     else detail::pause_briefly();
   }
 }
+
+// Kills and reaps a child the test did not wait for itself, e.g. when a
+// failed ASSERT left the test early: a stopped or hung child never outlives
+// its test. Hand it every status the test got for the child.
+class child_guard {
+ public:
+  explicit child_guard(pid_t pid) noexcept : pid_(pid) {}
+  child_guard(const child_guard&) = delete;
+  child_guard& operator=(const child_guard&) = delete;
+  ~child_guard() {
+    if (pid_ > 0) (void)kill_and_reap(pid_);
+  }
+  const child_status& operator()(const child_status& s) noexcept {
+    if (s.gone()) pid_ = -1;
+    return s;
+  }
+
+ private:
+  pid_t pid_;
+};
 
 // Reads exactly n bytes from fd within timeout; false on EOF, error or time out.
 inline bool read_within(int fd, void* buf, std::size_t n, std::chrono::milliseconds timeout) {

@@ -811,10 +811,11 @@ TEST_P(conformance, blocking_wait_times_out_then_wakes) {
     }
     ::_exit(rc);
   }
+  child_guard guard(p);
   ::close(about[0]);
   ASSERT_EQ(::write(about[1], "w", 1), 1);
   const errc r = b.cq.wait(e, 10000);
-  const child_status st = wait_child(p, std::chrono::seconds(20));
+  const child_status st = guard(wait_child(p, std::chrono::seconds(20)));
   ::close(about[1]);
   EXPECT_EQ(r, errc::ok) << "the message came while the wait slept: it must wake it (" << to_string(r) << ")";
   EXPECT_EQ(std::string(buf, 4), "wake");

@@ -132,14 +132,15 @@ TEST_P(peer_fault, receiver_killed_mid_transfer_fails_sends_then_new_peer_works)
     return 0;
   });
   ASSERT_GT(child, 0);
+  child_guard guard(child);
   auto dst = s.av.insert(read_addr(pfd[0]));
   ASSERT_TRUE(dst) << dst.error().message;
   std::vector<char> big(64 << 20, 'b');
   ASSERT_EQ(s.ep.send(big.data(), big.size(), *dst, &big), errc::ok);
   // Drive our side until the child has stopped itself, then kill it.
-  const child_status st = wait_child(child, 20s, [&] { s.cq.progress(); }, true);
+  const child_status st = guard(wait_child(child, 20s, [&] { s.cq.progress(); }, true));
   ASSERT_TRUE(st.stopped()) << "the receiver stops itself mid-transfer, but it " << st.describe();
-  ASSERT_TRUE(kill_and_reap(child).signaled(SIGKILL));
+  ASSERT_TRUE(guard(kill_and_reap(child)).signaled(SIGKILL));
   auto t_kill = clk::now();
   outcome o = next(s, {}, 5000);
   auto t_done = clk::now();
@@ -179,6 +180,7 @@ TEST_P(peer_fault, receiver_killed_mid_transfer_fails_sends_then_new_peer_works)
     return d == 'd' ? 0 : 6;
   });
   ASSERT_GT(child2, 0);
+  child_guard guard2(child2);
   auto dst2 = s.av.insert(read_addr(pfd[0]));
   ASSERT_TRUE(dst2);
   std::vector<char> msg(1 << 20, 'n');
@@ -186,7 +188,7 @@ TEST_P(peer_fault, receiver_killed_mid_transfer_fails_sends_then_new_peer_works)
   outcome ok = next(s, {}, 10000);
   EXPECT_TRUE(ok.ok) << ok.err.msg;
   EXPECT_EQ(::write(done[1], "d", 1), 1);
-  const child_status st2 = wait_child(child2, 20s, [&] { s.cq.progress(); });
+  const child_status st2 = guard2(wait_child(child2, 20s, [&] { s.cq.progress(); }));
   EXPECT_TRUE(st2.exited_ok()) << "the new peer " << st2.describe();
   for (int fd : {pfd[0], pfd[1], done[0], done[1]}) ::close(fd);
 }
@@ -223,6 +225,7 @@ TEST_P(peer_fault, sender_killed_mid_transfer_fails_receive) {
     return 0;
   });
   ASSERT_GT(child, 0);
+  child_guard guard(child);
   address caddr = read_addr(pfd[0]);
   char hi[2] = {};
   static std::vector<char> dst(64 << 20);
@@ -234,9 +237,9 @@ TEST_P(peer_fault, sender_killed_mid_transfer_fails_receive) {
   ASSERT_EQ(std::string(hi, 2), "hi");
   // From here until the kill, r does not progress.
   ASSERT_EQ(::write(go[1], "g", 1), 1);
-  const child_status st = wait_child(child, 20s, {}, true);
+  const child_status st = guard(wait_child(child, 20s, {}, true));
   ASSERT_TRUE(st.stopped()) << "the sender stops itself mid-transfer, but it " << st.describe();
-  ASSERT_TRUE(kill_and_reap(child).signaled(SIGKILL));
+  ASSERT_TRUE(guard(kill_and_reap(child)).signaled(SIGKILL));
   auto t_kill = clk::now();
   outcome o = next(r, {}, 5000);
   ASSERT_TRUE(o.error) << "the sender died before its message was complete: the receive cannot succeed (len "
@@ -262,8 +265,9 @@ TEST_P(shm_fault, stale_segments_cleaned_at_next_start) {
     ::raise(SIGKILL);  // dies without any cleanup
     return 0;
   });
+  child_guard guard(child);
   address dead = read_addr(pfd[0]);
-  const child_status gone = wait_child(child, 20s);
+  const child_status gone = guard(wait_child(child, 20s));
   ASSERT_TRUE(gone.signaled(SIGKILL)) << "the peer " << gone.describe();
   ASSERT_TRUE(shm_exists(dead)) << "a killed process leaves its region behind";
   // a new process starting weft removes it
@@ -274,7 +278,8 @@ TEST_P(shm_fault, stale_segments_cleaned_at_next_start) {
     ::_exit(n.ep ? 0 : 1);
   }
   ASSERT_GT(fresh, 0);
-  const child_status st = wait_child(fresh, 20s);
+  child_guard fresh_guard(fresh);
+  const child_status st = fresh_guard(wait_child(fresh, 20s));
   EXPECT_TRUE(st.exited_ok()) << "the fresh process " << st.describe();
   EXPECT_FALSE(shm_exists(dead)) << "stale region removed at the next start";
   // and inserting a dead address is a clear error
