@@ -130,7 +130,7 @@ result<std::shared_ptr<spi::mr>> domain_impl::alloc_memory(std::size_t len, std:
   const auto uid = static_cast<std::uint32_t>(::getuid());
   const auto pid = static_cast<std::uint32_t>(::getpid());
   std::string name = "/";
-  name.append(mem_segment_name(uid, pid, process_start_time(static_cast<pid_t>(pid)), seq));
+  name.append(mem_segment_name(uid, pid, own_start_time(), seq));
   const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
   const std::size_t n = (len + page - 1) / page * page;
   int fd = ::shm_open(name.c_str(), O_RDWR | O_CREAT | O_EXCL, 0600);
