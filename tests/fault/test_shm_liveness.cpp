@@ -228,3 +228,34 @@ TEST(shm_liveness, rendezvous_send_in_flight_to_killed_peer_fails) {
   }));
   EXPECT_TRUE(log.ok.empty());
 }
+
+// A report that finds the CQ full waits for room: never dropped, still once.
+TEST(shm_liveness, report_waits_for_room_in_a_full_cq) {
+  node s = open_node("shm", cap::msg | cap::tagged, 0, false, 2);
+  peer_proc c = peer_proc::spawn();
+  ASSERT_GT(c.pid, 0);
+  auto fa = s.av.insert(c.addr);
+  ASSERT_TRUE(fa) << fa.error().message;
+  char b1[8], b2[8];
+  int x1 = 0, x2 = 0;
+  ASSERT_EQ(s.ep.recv(b1, sizeof b1, *fa, &x1), errc::ok);
+  ASSERT_EQ(s.ep.recv(b2, sizeof b2, *fa, &x2), errc::ok);  // the CQ's 2 entries are spoken for
+  c.reap();
+  // Drive progress without reading: both receives fail and fill the CQ; the
+  // report has no room yet. (Bounded: 5 s.)
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  errc r = errc::again;
+  while (std::chrono::steady_clock::now() < deadline) {
+    cq_entry e;
+    if ((r = s.cq.read(e)) == errc::error_available) break;
+  }
+  ASSERT_EQ(r, errc::error_available);
+  cq_log log;
+  ASSERT_TRUE(drain_until(s.cq, log, [&](const cq_log& l) { return l.err.size() == 3; }))
+      << "two directed receives and the report, which waited for room; got " << log.err.size();
+  EXPECT_EQ(count_err(log, &x1, errc::peer_dead), 1u);
+  EXPECT_EQ(count_err(log, &x2, errc::peer_dead), 1u);
+  EXPECT_EQ(count_err(log, nullptr, errc::peer_dead), 1u);
+  drain_until(s.cq, log, [](const cq_log&) { return false; }, 100);
+  EXPECT_EQ(log.err.size(), 3u);
+}

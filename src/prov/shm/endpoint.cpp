@@ -329,12 +329,19 @@ class endpoint_impl final : public spi::endpoint,
   void stream(tx_op* op) noexcept;
   void complete_tx(tx_op* op, errc e, const char* what) noexcept;
   void check_peers() noexcept;
-  // The liveness schedule (20 ms): probes peers, fails what involved dead ones.
+  // The liveness schedule (20 ms): finds peers gone, takes in the replies they
+  // published before they went (an ack must not turn into peer_dead), then
+  // fails what involved them and reports.
   void liveness(std::uint64_t now) noexcept {
     if (!watch_.due(now)) return;
-    watch_.tick(now, ring_.head(), ring_.claimed());
-    check_peers();  // operations with peers the watch does not know (an AV entry removed meanwhile)
+    const bool watch_gone = watch_.probe(now, ring_.claimed());
+    const bool ops_gone = probe_op_peers();  // operations with peers the watch does not know (AV entry removed)
+    if (watch_gone || ops_gone) drain_control();
+    watch_.settle(now, ring_.head(), ring_.claimed());
+    if (ops_gone) check_peers();
   }
+  [[nodiscard]] bool probe_op_peers() noexcept;
+  void drain_control() noexcept;
   void check_stuck_head(util::mpsc_ring& ring, stuck_state& st) noexcept;
   void housekeeping() noexcept;
   void handle_control(slot_header* h) noexcept;
@@ -1722,16 +1729,47 @@ void endpoint_impl::fail_peer(std::uint64_t key, const peer* p, const char* name
   }
 }
 
+// Latches the death of the peers of operations in flight (owner_alive, at
+// most one look per 5 ms per peer): true if any is gone.
+bool endpoint_impl::probe_op_peers() noexcept {
+  bool gone = false;
+  for (tx_op* op = tx_active_.front(); op; op = tx_active_.next(op)) gone = !op->p->map->owner_alive() || gone;
+  for (rx_op* r = rx_active_.front(); r; r = rx_active_.next(r)) gone = !r->p->map->owner_alive() || gone;
+  return gone;
+}
+
+// Every reply already given: the control messages published (bounded by the
+// ring's size), and segments released by receivers of streamed sends whose
+// data is all sent (such a send completes when they are free: no ack).
+void endpoint_impl::drain_control() noexcept {
+  for (std::uint32_t i = 0; i < ctl_.slot_count(); ++i) {
+    auto* s = ctl_.peek();
+    if (!s) break;
+    auto* h = reinterpret_cast<slot_header*>(s);
+    handle_control(h);
+    h->src_pid = 0;
+    ctl_.pop();
+  }
+  for (tx_op* op = tx_active_.front(); op;) {
+    tx_op* next = tx_active_.next(op);
+    if (op->state == tx_op::st::streaming && op->sent == op->accepted) stream(op);
+    op = next;
+  }
+}
+
+// Operations whose peer was found gone before the control ring was drained
+// (found_gone(), not a fresh look: a peer that acknowledged and then closed
+// just now is not failed).
 void endpoint_impl::check_peers() noexcept {
   for (tx_op* op = tx_active_.front(); op;) {
     tx_op* next = tx_active_.next(op);
-    if (!op->p->map->owner_alive())
+    if (op->p->map->found_gone())
       complete_tx(op, errc::peer_dead, "the receiver exited before the transfer finished");
     op = next;
   }
   for (rx_op* r = rx_active_.front(); r;) {
     rx_op* next = rx_active_.next(r);
-    if (!r->p->map->owner_alive()) {
+    if (r->p->map->found_gone()) {
       rx_active_.erase(r);
       if (r->split) {
         --splits_pending_;

@@ -5,6 +5,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 
@@ -33,7 +34,7 @@ peer_watch::known* peer_watch::lookup(std::uint64_t key) noexcept {
 
 peer_watch::known* peer_watch::add(std::uint64_t key, std::shared_ptr<peer> p) noexcept {
   try {
-    known_.reserve(known_.size() + 1);
+    if (known_.size() == known_.capacity()) known_.reserve(std::max<std::size_t>(16, known_.size() * 2));
     index_.emplace(key, static_cast<std::uint32_t>(known_.size()));
   } catch (...) {
     return nullptr;  // not watched for now: a later message or AV scan tries again
@@ -117,7 +118,7 @@ void peer_watch::mark_gone(known& k, bool cleanly, std::uint64_t now, std::uint6
   ++owed_;
 }
 
-void peer_watch::probe(known& k, std::uint64_t now, std::uint64_t ring_tail) noexcept {
+void peer_watch::probe_one(known& k, std::uint64_t now, std::uint64_t ring_tail) noexcept {
   if (k.state != fate::alive) return;
   if (k.p) {
     if (!k.p->map->owner_alive()) mark_gone(k, k.p->map->closed_cleanly(), now, ring_tail);
@@ -158,15 +159,22 @@ peer_watch::fate peer_watch::fate_of(std::uint64_t key, std::uint64_t ring_tail)
   return k->state;
 }
 
-void peer_watch::tick(std::uint64_t now, std::uint64_t ring_head, std::uint64_t ring_tail) noexcept {
+bool peer_watch::probe(std::uint64_t now, std::uint64_t ring_tail) noexcept {
   next_tick_ = now + liveness_period_ns;
   if (av_ && av_->version() != av_version_) scan_av();
   // Probe a bounded number of peers per period, round robin.
   const std::size_t n = std::min(known_.size(), peers_per_tick);
+  bool dying = false;
   for (std::size_t i = 0; i < n; ++i) {
     if (next_probe_ >= known_.size()) next_probe_ = 0;
-    probe(known_[next_probe_++], now, ring_tail);
+    known& k = known_[next_probe_++];
+    probe_one(k, now, ring_tail);
+    dying = dying || k.state == fate::dying;
   }
+  return dying || owed_;
+}
+
+void peer_watch::settle(std::uint64_t now, std::uint64_t ring_head, std::uint64_t ring_tail) noexcept {
   if (!owed_) return;
   std::size_t owed = 0;
   for (std::size_t i = 0; i < known_.size();) {

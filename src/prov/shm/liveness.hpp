@@ -50,10 +50,14 @@ class peer_watch {
   void insert_failed(std::uint64_t key) noexcept;
 
   [[nodiscard]] bool due(std::uint64_t now) const noexcept { return now >= next_tick_; }
-  // Probes up to peers_per_tick known peers (a peer found gone is failed once
-  // every message it published before is consumed: ring head past the tail
-  // seen then), and reports what is owed. ring_head/ring_tail: our message ring.
-  void tick(std::uint64_t now, std::uint64_t ring_head, std::uint64_t ring_tail) noexcept;
+  // One period, in two steps around the endpoint taking in every control
+  // message already published (a peer's replies sent before it went):
+  // probe() finds peers gone (up to peers_per_tick probes), true if any is
+  // waiting to be failed; settle() fails each once every message it
+  // published before is consumed (our message ring's head past its tail when
+  // it was found gone), and reports what is owed.
+  [[nodiscard]] bool probe(std::uint64_t now, std::uint64_t ring_tail) noexcept;
+  void settle(std::uint64_t now, std::uint64_t ring_head, std::uint64_t ring_tail) noexcept;
 
   enum class fate : std::uint8_t { alive, dying, dead };
   // A receive is directed at key, whose region is closed or whose owner is
@@ -79,7 +83,7 @@ class peer_watch {
   known* add(std::uint64_t key, std::shared_ptr<peer> p) noexcept;
   known* lookup(std::uint64_t key) noexcept;
   void scan_av() noexcept;
-  void probe(known& k, std::uint64_t now, std::uint64_t ring_tail) noexcept;
+  void probe_one(known& k, std::uint64_t now, std::uint64_t ring_tail) noexcept;
   void mark_gone(known& k, bool cleanly, std::uint64_t now, std::uint64_t ring_tail) noexcept;
   [[nodiscard]] bool report_dead(const known& k) noexcept;
   [[nodiscard]] bool report_insert_failure(const known& k) noexcept;

@@ -101,6 +101,8 @@ class mapping {
   // (probe_process, at most once per 5 ms; /proc read once per second). Once
   // false, false for good. A look that proves nothing (exhaustion) is alive.
   [[nodiscard]] bool owner_alive() noexcept;
+  // owner_alive() returned false before (no new look).
+  [[nodiscard]] bool found_gone() const noexcept { return dead_; }
   // Why the owner is gone (after owner_alive() returned false): it closed
   // its endpoint, or its process exited.
   [[nodiscard]] bool closed_cleanly() const noexcept { return closed_cleanly_; }
