@@ -94,6 +94,7 @@ TEST(shm_liveness, directed_receive_from_killed_peer_fails_and_cq_reports_it) {
   int ctx2 = 0;
   ASSERT_EQ(s.ep.recv(buf, sizeof buf, *fa, &ctx2), errc::ok);
   ASSERT_TRUE(drain_until(s.cq, log, [&](const cq_log& l) { return count_err(l, &ctx2, errc::peer_dead) == 1; }));
+  EXPECT_TRUE(names(log.err.back().msg, c.name())) << log.err.back().msg;
 }
 
 // With an EQ: a peer_dead event names the peer's address and AV entry; the

@@ -772,10 +772,12 @@ errc endpoint_impl::recv(const msg_desc& m, std::uint64_t flags) noexcept {
   if (from && from->map->closed()) [[unlikely]] {
     // Directed at a peer that is gone: once what it sent was consumed, it can never match.
     if (watch_.fate_of(src, ring_.claimed()) == peer_watch::fate::dead) {
+      char name[48], msg[160];
+      peer_name(src, name);
+      std::snprintf(msg, sizeof msg, "receive directed at shm peer %s, which is gone (died or closed): it can "
+                    "never match; post it for another peer", name);
       r->msg_tag = m.tag;
-      complete_rx_error(r, errc::peer_dead,
-                        "receive directed at a shm peer that is gone (died or closed its endpoint): "
-                        "it can never match; post it for another peer");
+      complete_rx_error(r, errc::peer_dead, msg);
       return errc::ok;
     }
   }

@@ -18,14 +18,14 @@ namespace {
 constexpr std::uint64_t drain_limit_ns = 2'000'000'000;  // a gone peer's messages wait at most this long
 constexpr std::uint64_t remap_period_ns = 100'000'000;   // an unmapped peer: next try to map it
 
+// A missing peer: its region is gone (closed and unlinked) or its process is.
+bool is_gone(const error& e) noexcept { return e.code == errc::peer_dead || e.code == errc::not_found; }
+}  // namespace
+
 void peer_name(std::uint64_t key, char (&out)[48]) noexcept {
   std::snprintf(out, sizeof out, "weft.%u.%u.%u", static_cast<unsigned>(::getuid()),
                 static_cast<unsigned>(key >> 32), static_cast<unsigned>(key & 0xffffffffu));
 }
-
-// A missing peer: its region is gone (closed and unlinked) or its process is.
-bool is_gone(const error& e) noexcept { return e.code == errc::peer_dead || e.code == errc::not_found; }
-}  // namespace
 
 peer_watch::known* peer_watch::lookup(std::uint64_t key) noexcept {
   auto it = index_.find(key);

@@ -25,6 +25,9 @@ class peer_failure_sink {
   ~peer_failure_sink() = default;
 };
 
+// A peer's address (its region's name) from its key, without allocating.
+void peer_name(std::uint64_t key, char (&out)[48]) noexcept;
+
 inline constexpr std::uint64_t liveness_period_ns = 20'000'000;  // a dead peer is found within ~20 ms
 inline constexpr std::size_t peers_per_tick = 256;               // probes per period (one kill() each)
 
