@@ -1,10 +1,12 @@
 // tcp provider: registration, discovery, addresses, epoll engine, address vector.
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,6 +14,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <string>
 
 #include "prov/tcp/tcp.hpp"
 
@@ -241,6 +244,28 @@ domain_impl::~domain_impl() {
     std::lock_guard lk(auto_domains_mu);
     std::erase(auto_domains(), this);
   }
+  if (spare_ >= 0) ::close(spare_);
+}
+
+result<void> domain_impl::open_spare() {
+  if (spare_ >= 0) return {};
+  spare_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (spare_ < 0)
+    return make_error(errno == EMFILE || errno == ENFILE ? errc::no_memory : errc::io_error,
+                      std::string("cannot keep a spare descriptor for refusing connections: ") + std::strerror(errno) +
+                          (errno == EMFILE ? " (raise ulimit -n)" : ""));
+  return {};
+}
+
+int domain_impl::accept_with_spare(int lfd) noexcept {
+  if (spare_ < 0) return -1;
+  ::close(spare_);
+  spare_ = -1;
+  return ::accept4(lfd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+}
+
+void domain_impl::restore_spare() noexcept {
+  if (spare_ < 0) spare_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);  // -1 if another thread took it meanwhile
 }
 
 void domain_impl::start_progress_thread() {

@@ -126,6 +126,14 @@ class domain_impl final : public spi::domain, public std::enable_shared_from_thi
   }
   [[nodiscard]] const config& cfg() const noexcept { return cfg_; }
   [[nodiscard]] engine& eng() noexcept { return eng_; }
+  // A listener whose accept fails for want of descriptors takes the waiting
+  // connection with the domain's spare descriptor, so that it can refuse it
+  // with a reason and close it (not leave the peer hanging, nor spin on a
+  // listener that stays readable). Returns the accepted socket (the caller
+  // closes it, then calls restore_spare()) or -1.
+  int accept_with_spare(int lfd) noexcept;
+  void restore_spare() noexcept;
+  result<void> open_spare();  // at the first endpoint or passive endpoint
 
  private:
   config cfg_;
@@ -135,6 +143,7 @@ class domain_impl final : public spi::domain, public std::enable_shared_from_thi
   std::thread thr_;
   std::atomic<bool> stop_{false};
   std::vector<spi::progressable*> targets_;
+  int spare_ = -1;  // a descriptor on /dev/null kept for accept_with_spare
 };
 
 }  // namespace weft::prov::tcp

@@ -31,14 +31,14 @@ status decode_header(const std::uint8_t* p, std::size_t n, std::uint64_t max_len
     case op::hello_ack:
       if (out.flags != 0) return status::bad_field;
       if (out.len > max_cm_data) return status::too_long;
-      if (out.data > static_cast<std::uint64_t>(hello_status::bad_request)) return status::bad_field;
+      if (out.data > static_cast<std::uint64_t>(hello_status::no_resources)) return status::bad_field;
       break;
     case op::msg:
       if (out.flags & ~(flag::tagged | flag::cq_data)) return status::bad_field;
       if (out.len > max_len) return status::too_long;
       break;
-    case op::close_req:
-      if (out.len != 0 || out.data != 0 || out.flags != 0) return status::bad_field;
+    case op::close_req:  // data: 0 idle close, 1 bye (the sender's endpoint is closing)
+      if (out.len != 0 || out.data > 1 || out.flags != 0) return status::bad_field;
       break;
     case op::close_ack:  // data: 0 agreed, 1 refused (the peer has data queued)
       if (out.len != 0 || out.data > 1 || out.flags != 0) return status::bad_field;
@@ -58,7 +58,8 @@ status decode_header(const std::uint8_t* p, std::size_t n, std::uint64_t max_len
       if (out.len < sizeof(rma_req) || out.len > sizeof(rma_req) + max_atomic_payload) return status::bad_field;
       break;
     case op::rma_resp:
-      if (out.flags != 0) return status::bad_field;
+      if (out.flags & ~flag::revoked) return status::bad_field;
+      if ((out.flags & flag::revoked) && (out.len != 0 || out.data != 5)) return status::bad_field;  // 5: not_found
       if (out.len > max_len) return status::too_long;
       break;
     default: return status::bad_op;

@@ -16,7 +16,7 @@ enum class op : std::uint8_t {
   hello = 1,      // first frame on a connection, from the connecting side
   hello_ack = 2,  // the accepting side's answer (status in header.data)
   msg = 3,        // a message: len payload bytes follow
-  close_req = 4,  // idle close: stop sending on this connection
+  close_req = 4,  // idle close: stop sending on this connection (data 1: bye, the endpoint closes)
   close_ack = 5,  // nothing more will be sent on this connection
   rma_write = 6,  // payload: rma_req, then the bytes to write
   rma_read = 7,   // payload: rma_req (its len: bytes wanted)
@@ -32,6 +32,7 @@ inline constexpr std::uint8_t replace = 1;  // hello: the sender has no live con
 inline constexpr std::uint8_t commit = 4;   // rma_write: flush the range before answering (commit_complete)
 inline constexpr std::uint8_t ack = 8;      // rma_write: answer success too (otherwise only failures)
 inline constexpr std::uint8_t fetch = 16;   // atomic: answer with the old values
+inline constexpr std::uint8_t revoked = 32; // rma_resp (status not_found): the region was closed while the read was in flight
 }  // namespace flag
 
 // First bytes of the payload of rma_write, rma_read, atomic and save.
@@ -56,6 +57,7 @@ enum class hello_status : std::uint64_t {
   duplicate = 1,  // both sides connected at once: use the other connection
   rejected = 2,   // MSG: the listener rejected (its data follows)
   bad_request = 3,
+  no_resources = 4,  // RDM: the acceptor is out of file descriptors (its reason follows, as text)
 };
 
 struct frame_header {

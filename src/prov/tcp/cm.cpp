@@ -1,0 +1,393 @@
+// tcp endpoint: connection management of MSG endpoints (connect, accept,
+// shutdown) and passive endpoints (listen, connreq, reject).
+#include <netinet/in.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <functional>
+
+#include "prov/tcp/endpoint.hpp"
+#include "util/clock.hpp"
+
+namespace weft::prov::tcp {
+
+namespace {
+
+// A connection accepted by a passive endpoint, waiting for its hello and
+// then for accept() or reject().
+struct pending final : handler {
+  int fd = -1;
+  engine* eng = nullptr;
+  bool registered = false;
+  bool complete = false, bad = false;
+  std::uint8_t buf[sizeof(wire::frame_header) + sizeof(wire::hello_body) + wire::max_cm_data]{};
+  std::size_t got = 0, need = sizeof(wire::frame_header);
+  wire::hello_body hello{};
+  address peer{};
+  std::uint64_t started = 0;
+  std::function<void(pending*)> on_complete;
+  ~pending() override {
+    if (registered) eng->del(fd);
+    if (fd >= 0) ::close(fd);
+  }
+  void on_event(std::uint32_t) noexcept override {
+    while (!complete && !bad) {
+      ssize_t n = ::recv(fd, buf + got, need - got, MSG_DONTWAIT);
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+      if (n <= 0) {
+        bad = true;
+        break;
+      }
+      got += static_cast<std::size_t>(n);
+      if (got < need) continue;
+      if (need == sizeof(wire::frame_header)) {
+        wire::frame_header h;
+        if (wire::decode_header(buf, got, max_msg_size, h) != wire::status::ok ||
+            h.op != static_cast<std::uint8_t>(wire::op::hello)) {
+          bad = true;
+          break;
+        }
+        need += h.len;
+        continue;
+      }
+      if (wire::decode_hello(buf + sizeof(wire::frame_header), got - sizeof(wire::frame_header), hello) !=
+              wire::status::ok ||
+          hello.ep_type != 1) {
+        bad = true;
+        break;
+      }
+      complete = true;
+    }
+    if (registered) {  // the endpoint that accepts registers the socket again
+      eng->del(fd);
+      registered = false;
+    }
+    if (on_complete) on_complete(this);
+  }
+};
+
+class passive_impl final : public spi::passive_endpoint, public spi::progressable, public handler {
+ public:
+  passive_impl(std::shared_ptr<domain_impl> d, const info& i) : dom_(std::move(d)), info_(i) {}
+  ~passive_impl() override {
+    auto g = dom_->guard();  // the progress thread must not see any of this half-gone
+    dom_->remove_target(this);
+    if (eq_) {
+      eq_->detach(this);
+      eq_->release_lock(dom_->lock());
+    }
+    if (lfd_ >= 0) {
+      dom_->eng().del(lfd_);
+      ::close(lfd_);
+    }
+    for (auto& p : waiting_) p->on_complete = nullptr;
+    waiting_.clear();  // pending connections leave epoll here, under the lock
+  }
+  result<void> init() {
+    address a;
+    if (info_.src_addr) {
+      a = *info_.src_addr;
+    } else {
+      sockaddr_in any{};
+      any.sin_family = AF_INET;
+      a = from_sockaddr(reinterpret_cast<sockaddr*>(&any));
+    }
+    sockaddr_storage ss;
+    socklen_t len;
+    if (!to_sockaddr(a, ss, len)) return make_error(errc::invalid_argument, "not a tcp listening address");
+    lfd_ = ::socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    (void)::setsockopt(lfd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (lfd_ < 0 || ::bind(lfd_, reinterpret_cast<sockaddr*>(&ss), len) != 0 || ::listen(lfd_, 512) != 0) {
+      int e = errno;
+      return make_error(e == EADDRINUSE ? errc::address_in_use : errc::io_error,
+                        "cannot listen on " + to_string(a) + ": " + std::strerror(e));
+    }
+    sockaddr_storage me{};
+    socklen_t ml = sizeof me;
+    ::getsockname(lfd_, reinterpret_cast<sockaddr*>(&me), &ml);
+    name_ = from_sockaddr(reinterpret_cast<sockaddr*>(&me));
+    if (auto r = dom_->open_spare(); !r) return r;
+    dom_->eng().add(lfd_, this, EPOLLIN);
+    return {};
+  }
+  result<void> bind_eq(std::shared_ptr<spi::eq> q) override {
+    auto g = dom_->guard();
+    if (eq_) return make_error(errc::bad_state, "an event queue is already bound");
+    if (!q->set_lock(dom_->lock()))
+      return make_error(errc::bad_state, "this event queue already serves another automatic-progress domain");
+    eq_ = std::move(q);
+    eq_->attach(this);
+    if (dom_->automatic()) dom_->add_target(this);
+    return {};
+  }
+  [[nodiscard]] address name() const override { return name_; }
+  result<void> reject(const info& req, std::span<const std::byte> data) override {
+    auto g = dom_->guard();
+    auto p = std::static_pointer_cast<pending>(req.handle);
+    if (!p || p->fd < 0 || !p->complete)
+      return make_error(errc::invalid_argument, "reject() takes the info of a connreq event not yet answered");
+    if (data.size() > wire::max_cm_data) return make_error(errc::too_big, "reject data is limited to 256 bytes");
+    std::uint8_t frame[sizeof(wire::frame_header) + wire::max_cm_data];
+    wire::frame_header h{wire::magic, wire::version, static_cast<std::uint8_t>(wire::op::hello_ack), 0, 0,
+                         data.size(), 0, static_cast<std::uint64_t>(wire::hello_status::rejected)};
+    std::memcpy(frame, &h, sizeof h);
+    if (!data.empty()) std::memcpy(frame + sizeof h, data.data(), data.size());
+    (void)::send(p->fd, frame, sizeof h + data.size(), MSG_NOSIGNAL | MSG_DONTWAIT);  // fits the socket buffer
+    ::close(p->fd);
+    p->fd = -1;
+    return {};
+  }
+  void on_event(std::uint32_t) noexcept override {
+    for (int i = 0; i < 64; ++i) {
+      int fd = ::accept4(lfd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (fd < 0 && (errno == EMFILE || errno == ENFILE)) {
+        if (refuse(errno)) continue;
+        return;
+      }
+      if (fd < 0) return;
+      fd_short_ = false;
+      if (waiting_.size() >= max_handshakes) {  // too many silent connections: refuse this one
+        ::close(fd);
+        continue;
+      }
+      set_socket_options(fd, dom_->cfg(), nullptr);
+      try {
+        auto p = std::make_shared<pending>();
+        p->fd = fd;
+        p->eng = &dom_->eng();
+        p->started = util::now_ns();
+        sockaddr_storage peer{};
+        socklen_t pl = sizeof peer;
+        ::getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &pl);
+        p->peer = from_sockaddr(reinterpret_cast<sockaddr*>(&peer));
+        p->on_complete = [this](pending* x) { completed(x); };
+        p->registered = dom_->eng().add(fd, p.get(), EPOLLIN);
+        waiting_.push_back(std::move(p));
+      } catch (...) {
+        ::close(fd);
+      }
+    }
+  }
+  void progress() noexcept override {
+    auto g = dom_->guard();
+    if (accept_paused_until_ && util::now_ns() >= accept_paused_until_) {
+      accept_paused_until_ = 0;
+      dom_->eng().mod(lfd_, this, EPOLLIN);
+    }
+    if (fd_report_) report();
+    dom_->eng().poll();
+    // hellos that never come are dropped after the timeout
+    const std::uint64_t now = util::now_ns();
+    const std::uint64_t to = static_cast<std::uint64_t>(dom_->cfg().timeout_ms) * 1'000'000ull;
+    std::erase_if(waiting_, [&](const std::shared_ptr<pending>& p) { return !p->complete && now - p->started > to; });
+  }
+  [[nodiscard]] int wait_fd() const noexcept override { return dom_->eng().fd(); }
+
+ private:
+  void completed(pending* x) noexcept {
+    auto it = std::find_if(waiting_.begin(), waiting_.end(), [&](auto& p) { return p.get() == x; });
+    if (it == waiting_.end()) return;
+    std::shared_ptr<pending> p = *it;
+    waiting_.erase(it);
+    if (p->bad || !eq_) return;  // garbage or nobody listening: dropped (closing the socket)
+    try {
+      eq_event ev;
+      ev.type = eq_event::kind::connreq;
+      ev.context = context;
+      ev.req = info_;
+      ev.req.ep.type = ep_type::msg;
+      ev.req.caps = cap::msg | cap::tagged | cap::remote_cq_data | cap::local_comm | cap::remote_comm | cap::rma |
+                    cap::atomic | cap::pmem;
+      ev.req.src_addr.reset();
+      ev.req.dest_addr = p->peer;
+      ev.req.handle = p;
+      const std::uint8_t* cm = p->buf + sizeof(wire::frame_header) + sizeof(wire::hello_body);
+      ev.data.assign(reinterpret_cast<const std::byte*>(cm), reinterpret_cast<const std::byte*>(cm) + p->hello.cm_len);
+      eq_->push(std::move(ev));
+    } catch (...) {
+    }
+  }
+
+  // Out of descriptors: the waiting connection is taken with the domain's
+  // spare descriptor, told why (hello_ack no_resources) and closed; the
+  // application gets one error event per shortage. false: stop accepting.
+  bool refuse(int err) noexcept {
+    if (!fd_short_) {
+      fd_short_ = true;
+      fd_errno_ = err;
+      fd_report_ = true;
+      report();
+    }
+    const int fd = dom_->accept_with_spare(lfd_);
+    if (fd < 0) {
+      const int e = errno;
+      dom_->restore_spare();
+      if (e != EAGAIN && e != EWOULDBLOCK) {  // no spare: stop listening a while (no spinning)
+        dom_->eng().mod(lfd_, this, 0);
+        accept_paused_until_ = util::now_ns() + 100'000'000ull;
+      }
+      return false;
+    }
+    char lim[96];
+    describe_fd_shortage(err, lim, sizeof lim);
+    const std::size_t n = std::strlen(lim);
+    std::uint8_t frame[sizeof(wire::frame_header) + sizeof lim];
+    const wire::frame_header h{wire::magic, wire::version, static_cast<std::uint8_t>(wire::op::hello_ack), 0, 0,
+                               n, 0, static_cast<std::uint64_t>(wire::hello_status::no_resources)};
+    std::memcpy(frame, &h, sizeof h);
+    std::memcpy(frame + sizeof h, lim, n);
+    (void)::send(fd, frame, sizeof h + n, MSG_NOSIGNAL | MSG_DONTWAIT);
+    ::close(fd);
+    dom_->restore_spare();
+    return true;
+  }
+  // The error event of a shortage (retried at the next progress when the
+  // event queue cannot take it now).
+  void report() noexcept {
+    if (!eq_) return;
+    try {
+      char lim[96];
+      describe_fd_shortage(fd_errno_, lim, sizeof lim);
+      eq_event ev;
+      ev.type = eq_event::kind::error;
+      ev.context = context;
+      ev.err = errc::no_memory;
+      ev.message = std::string(lim) + ": connection requests are refused until descriptors are free: raise ulimit -n";
+      eq_->push(std::move(ev));
+      fd_report_ = false;
+    } catch (...) {
+    }
+  }
+
+  std::shared_ptr<domain_impl> dom_;
+  info info_;
+  int lfd_ = -1;
+  address name_{};
+  std::shared_ptr<spi::eq> eq_;
+  std::vector<std::shared_ptr<pending>> waiting_;
+  bool fd_short_ = false, fd_report_ = false;
+  int fd_errno_ = 0;
+  std::uint64_t accept_paused_until_ = 0;
+};
+
+result<void> take_pending(const info& i, int& fd, address& peer) {
+  auto p = std::static_pointer_cast<pending>(i.handle);
+  if (!p || !p->complete || p->fd < 0)
+    return make_error(errc::invalid_argument,
+                      "accept() needs an endpoint opened from the info of a connreq event not yet answered");
+  if (p->registered) {
+    p->eng->del(p->fd);
+    p->registered = false;
+  }
+  fd = p->fd;
+  p->fd = -1;
+  peer = p->peer;
+  return {};
+}
+
+}  // namespace
+
+// --------------------------------------------------- connection management
+
+// Through the pending events (liveness.cpp): delivered at once, or at the
+// next progress when the EQ cannot take it now (out of memory).
+void endpoint_impl::cm_event(eq_event::kind k, errc e, const char* msg, const std::uint8_t* data,
+                             std::size_t len) noexcept {
+  push_event(k, e, address{}, addr_notavail, msg, data, len);
+}
+
+void endpoint_impl::cancel_posted() noexcept {
+  for (auto* l : {&posted_msg_, &posted_tag_})
+    while (rx_op* r = l->front()) {
+      l->erase(r);
+      rx_error(r, errc::canceled, "the connection was shut down");
+    }
+}
+
+result<void> endpoint_impl::connect(const address& peer, std::span<const std::byte> data) {
+  auto g = dom_->guard();
+  if (!msg_mode_) return make_error(errc::not_supported, "connect is for MSG endpoints (ep_type::msg)");
+  if (!enabled_) return make_error(errc::bad_state, "enable() the endpoint before connect()");
+  if (single_) return make_error(errc::bad_state, "this endpoint is already connected or connecting");
+  if (data.size() > wire::max_cm_data)
+    return make_error(errc::too_big, "connection data is limited to 256 bytes");
+  std::string k = key_of(peer);
+  if (k.empty()) return make_error(errc::invalid_argument, to_string(peer).append(" is not a tcp address"));
+  conn* c = nullptr;
+  try {
+    c = open_conn(peer, k, addr_unspec, data);
+  } catch (const std::bad_alloc&) {
+    return make_error(errc::no_memory, "out of memory connecting to " + to_string(peer));
+  }
+  if (!c) return make_error(errc::io_error, "cannot open a socket to " + to_string(peer) + ": " + std::strerror(errno));
+  by_key_.erase(k);  // MSG connections are not shared
+  single_ = c;
+  was_connected_ = true;
+  return {};
+}
+
+result<void> endpoint_impl::accept(std::span<const std::byte> data) {
+  auto g = dom_->guard();
+  if (!msg_mode_) return make_error(errc::not_supported, "accept is for MSG endpoints");
+  if (!enabled_) return make_error(errc::bad_state, "enable() the endpoint before accept()");
+  if (single_) return make_error(errc::bad_state, "this endpoint is already connected");
+  if (data.size() > wire::max_cm_data)
+    return make_error(errc::too_big, "connection data is limited to 256 bytes");
+  int fd = -1;
+  address peer;
+  if (auto r = take_pending(info_, fd, peer); !r) return r;
+  conn* raw;
+  try {
+    raw = add_conn(fd, false);
+  } catch (const std::bad_alloc&) {
+    ::close(fd);
+    return make_error(errc::no_memory, "out of memory accepting the connection");
+  }
+  raw->peer = peer;
+  raw->state = conn::st::established;
+  dom_->eng().add(fd, raw, EPOLLIN);
+  single_ = raw;
+  was_connected_ = true;
+  sockaddr_storage me{};
+  socklen_t ml = sizeof me;
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&me), &ml) == 0)
+    name_ = from_sockaddr(reinterpret_cast<sockaddr*>(&me));
+  queue_frame(raw, wire::op::hello_ack, static_cast<std::uint64_t>(wire::hello_status::ok), data.data(),
+              data.size());
+  flush(raw);
+  cm_event(eq_event::kind::connected, errc::ok, "", nullptr, 0);
+  return {};
+}
+
+result<void> endpoint_impl::shutdown() {
+  auto g = dom_->guard();
+  if (!msg_mode_) return make_error(errc::not_supported, "shutdown is for MSG endpoints");
+  if (!single_) return make_error(errc::bad_state, "the endpoint is not connected");
+  flush(single_);  // what could leave without waiting leaves; the rest is canceled
+  conn* c = single_;
+  while (tx_op* op = c->txq.front()) {
+    c->txq.erase(op);
+    end_op(op, errc::canceled, "canceled by shutdown()");
+  }
+  cancel_posted();
+  // Graceful: our FIN follows everything written; unread input is drained
+  // first, since closing with unread data would reset the connection and
+  // the peer could lose messages it has not read yet.
+  ::shutdown(c->fd, SHUT_WR);
+  char sink[4096];
+  for (int i = 0; i < 256 && ::recv(c->fd, sink, sizeof sink, MSG_DONTWAIT) > 0; ++i) {
+  }
+  close_conn(c);
+  return {};
+}
+
+result<std::shared_ptr<spi::passive_endpoint>> domain_impl::open_passive_endpoint(const info& i) {
+  if (i.fabric.prov_name != "tcp")
+    return make_error(errc::invalid_argument, "info is for provider '" + i.fabric.prov_name + "', not tcp");
+  auto p = std::make_shared<passive_impl>(shared_from_this(), i);
+  if (auto r = p->init(); !r) return std::unexpected(r.error());
+  return p;
+}
+
+}  // namespace weft::prov::tcp

@@ -1,0 +1,230 @@
+// tcp endpoint: liveness. A peer whose connection fails on its socket is
+// dead: its directed receives and operations in flight complete with
+// peer_dead and the application is told once (an EQ event, or a CQ error
+// entry). A listener out of file descriptors refuses connections with a
+// reason instead of leaving them hanging. Events wait here, in room
+// reserved when connections were made, until they can be delivered.
+// docs/design.md, "Peer failure".
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <cstdio>
+
+#include "prov/tcp/endpoint.hpp"
+#include "util/clock.hpp"
+
+namespace weft::prov::tcp {
+
+void describe_fd_shortage(int err, char* out, std::size_t n) noexcept {
+  if (err == ENFILE) {
+    std::snprintf(out, n, "the system is out of file descriptors (ENFILE: fs.file-max)");
+    return;
+  }
+  rlimit rl{};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+    std::snprintf(out, n, "out of file descriptors (RLIMIT_NOFILE %llu)",
+                  static_cast<unsigned long long>(rl.rlim_cur));
+  else
+    std::snprintf(out, n, "out of file descriptors (EMFILE)");
+}
+
+// ------------------------------------------------------------ peer failure
+
+void endpoint_impl::sync_av() noexcept {
+  if (!av_ || av_->version() == av_version_) return;
+  // An entry was removed (and may name another peer now): nothing known per
+  // entry holds any more.
+  std::fill(by_addr_.begin(), by_addr_.end(), nullptr);
+  std::fill(peer_state_.begin(), peer_state_.end(), std::uint8_t{0});
+  av_version_ = av_->version();
+}
+
+bool endpoint_impl::is_dead(fi_addr_t a) noexcept {
+  sync_av();
+  return a < peer_state_.size() && (peer_state_[a] & peer_gone);
+}
+
+void endpoint_impl::peer_up(conn* c) noexcept {
+  c->was_up = true;
+  if (c->addr < peer_state_.size()) peer_state_[c->addr] = peer_known;  // alive: a dead one is a new peer now
+}
+
+void endpoint_impl::lose_conn(conn* c, errc e, const char* why) noexcept {
+  if (c->dead) return;
+  const bool socket_failure = e == errc::peer_dead || e == errc::timed_out;
+  const bool known = c->was_up || (c->addr < peer_state_.size() && (peer_state_[c->addr] & peer_known));
+  if (msg_mode_ || c->key.empty() || !socket_failure || !known) {
+    fail_conn(c, e, why);
+    return;
+  }
+  // Its operations fail first (in order, before the report), then the peer.
+  fail_conn(c, errc::peer_dead, why);
+  peer_lost(c, true, why);
+}
+
+void endpoint_impl::peer_lost(conn* c, bool died, const char* why) noexcept {
+  const fi_addr_t a = c->addr;
+  const bool in_av = a < peer_state_.size();
+  const addr_text name = text_of(c->peer);
+  if (in_av) {
+    if (peer_state_[a] & peer_gone) return;  // told already; not up since
+    peer_state_[a] |= peer_gone;
+    // Receives only that peer could complete never will.
+    char msg[160];
+    std::snprintf(msg, sizeof msg, "the peer %s %s: this receive directed at it cannot complete", name.s,
+                  died ? "died or lost its connection" : "closed its endpoint");
+    for (auto* l : {&posted_msg_, &posted_tag_})
+      for (rx_op* r = l->front(); r;) {
+        rx_op* next = l->next(r);
+        if (r->src_filter == a) {
+          l->erase(r);
+          rx_error(r, errc::peer_dead, msg);
+        }
+        r = next;
+      }
+  }
+  char msg[160];
+  if (died)
+    std::snprintf(msg, sizeof msg, "the peer %s is dead (%s): its operations failed; a send reconnects", name.s, why);
+  else
+    std::snprintf(msg, sizeof msg, "the peer %s closed its endpoint", name.s);
+  push_event(eq_event::kind::peer_dead, errc::peer_dead, c->peer, in_av ? a : addr_notavail, msg, nullptr, 0,
+             died && in_av);
+}
+
+void endpoint_impl::say_bye(conn* c) noexcept {
+  if (msg_mode_ || c->fd < 0 || c->dead || c->key.empty() || !c->was_up) return;
+  if (c->state != conn::st::established && c->state != conn::st::closing) return;
+  if (tx_op* op = c->txq.front(); op && op->sent > 0) return;  // mid-frame: the peer sees a cut (a death)
+  const wire::frame_header h{wire::magic, wire::version, static_cast<std::uint8_t>(wire::op::close_req), 0, 0, 0, 0,
+                             1};
+  (void)::send(c->fd, &h, sizeof h, MSG_NOSIGNAL | MSG_DONTWAIT);
+  // Unread input would make close() reset the connection, and the peer
+  // could lose the bye: drain what is there (bounded).
+  std::uint8_t sink[4096];
+  for (int i = 0; i < 64 && ::recv(c->fd, sink, sizeof sink, MSG_DONTWAIT) > 0; ++i) {
+  }
+}
+
+// ------------------------------------------------------------------ events
+
+void endpoint_impl::push_event(eq_event::kind k, errc e, const address& peer, fi_addr_t a, const char* msg,
+                               const std::uint8_t* data, std::size_t len, bool cq_too) noexcept {
+  // Room was reserved (init, add_conn): one event per connection, one for
+  // the listener's report, a few for a MSG endpoint's connection.
+  if (events_.size() == events_.capacity()) return;  // not reached: see the reservations
+  events_.emplace_back();
+  pending_event& p = events_.back();
+  p.kind = k;
+  p.err = e;
+  p.peer = peer;
+  p.addr = a;
+  std::snprintf(p.msg, sizeof p.msg, "%s", msg);
+  p.cq_too = cq_too;
+  p.data_len = static_cast<std::uint16_t>(std::min(len, sizeof p.data));
+  if (p.data_len) std::memcpy(p.data, data, p.data_len);
+  deliver_events();
+}
+
+// In order, as far as they go: an EQ event (its allocation failing: it
+// waits for the next progress), else, for a death or the listener's report
+// on an RDM endpoint (cq_too), a CQ error entry when the CQ has room (flags
+// recv, no context, data = the peer's fi_addr_t). An orderly close, and a
+// peer the application has no name for (not in its address vector), go to
+// an EQ only.
+void endpoint_impl::deliver_events() noexcept {
+  std::size_t done = 0;
+  for (; done < events_.size(); ++done) {
+    const pending_event& p = events_[done];
+    if (eq_) {
+      try {
+        eq_event ev;
+        ev.type = p.kind;
+        ev.context = context;
+        ev.err = p.err;
+        ev.message = p.msg;
+        ev.peer = p.peer;
+        ev.addr = p.addr;
+        if (p.data_len)
+          ev.data.assign(reinterpret_cast<const std::byte*>(p.data),
+                         reinterpret_cast<const std::byte*>(p.data) + p.data_len);
+        eq_->push(std::move(ev));
+      } catch (...) {
+        break;
+      }
+    } else if (p.cq_too && rxcq_) {
+      if (!rxcq_->reserve()) break;
+      cq_err_entry ee;
+      ee.flags = flag::recv;
+      ee.err = p.err;
+      ee.data = p.addr;
+      std::snprintf(ee.msg, sizeof ee.msg, "%s", p.msg);
+      rxcq_->push_error(ee);
+    }
+    if (p.kind == eq_event::kind::error && !msg_mode_) fd_report_ = false;
+  }
+  if (done) events_.erase(events_.begin(), events_.begin() + static_cast<std::ptrdiff_t>(done));
+}
+
+// ----------------------------------------------------- descriptor shortage
+
+// Connections opened while out of descriptors: their operations fail with
+// an error that names the limit.
+void endpoint_impl::fail_doomed() noexcept {
+  need_doom_ = false;
+  for (std::size_t i = 0; i < conns_.size(); ++i) {
+    conn* c = conns_[i].get();
+    if (c->dead || !c->doom) continue;
+    char lim[96];
+    describe_fd_shortage(c->doom, lim, sizeof lim);
+    char why[256];
+    std::snprintf(why, sizeof why, "cannot open a socket to %s: %s: raise the limit (ulimit -n) or close descriptors",
+                  text_of(c->peer).s, lim);
+    fail_conn(c, errc::no_memory, why);
+  }
+}
+
+void endpoint_impl::report_descriptors(int err) noexcept {
+  if (fd_short_) return;  // once per shortage
+  fd_short_ = true;
+  fd_errno_ = err;
+  if (fd_report_) return;  // the last report is not delivered yet
+  fd_report_ = true;
+  char lim[96];
+  describe_fd_shortage(err, lim, sizeof lim);
+  char msg[200];
+  std::snprintf(msg, sizeof msg, "%s: connections from peers are refused until descriptors are free: raise ulimit -n",
+                lim);
+  push_event(eq_event::kind::error, errc::no_memory, name_, addr_notavail, msg, nullptr, 0, true);
+}
+
+bool endpoint_impl::refuse_for_descriptors(int err) noexcept {
+  report_descriptors(err);
+  const int fd = dom_->accept_with_spare(lfd_);
+  if (fd < 0) {
+    const int e = errno;
+    dom_->restore_spare();
+    if (e == EAGAIN || e == EWOULDBLOCK) return false;  // nobody waits
+    // No spare descriptor: the listener would stay readable and spin the
+    // engine. Stop listening for a while; tick() resumes it.
+    dom_->eng().mod(lfd_, &lst_, 0);
+    accept_paused_until_ = util::now_ns() + 100'000'000ull;
+    return false;
+  }
+  accept_paused_until_ = 0;
+  // Say why, then close: the peer's connect fails at once with the reason.
+  char lim[96];
+  describe_fd_shortage(err, lim, sizeof lim);
+  const std::size_t n = std::strlen(lim);
+  std::uint8_t frame[sizeof(wire::frame_header) + sizeof lim];
+  const wire::frame_header h{wire::magic, wire::version, static_cast<std::uint8_t>(wire::op::hello_ack), 0, 0, n, 0,
+                             static_cast<std::uint64_t>(wire::hello_status::no_resources)};
+  std::memcpy(frame, &h, sizeof h);
+  std::memcpy(frame + sizeof h, lim, n);
+  (void)::send(fd, frame, sizeof h + n, MSG_NOSIGNAL | MSG_DONTWAIT);  // a new socket's buffer takes it
+  ::close(fd);
+  dom_->restore_spare();
+  return true;
+}
+
+}  // namespace weft::prov::tcp

@@ -1,0 +1,524 @@
+// tcp endpoint: RMA and atomics, initiator and target (docs/wire/tcp.md).
+#include <sys/mman.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <new>
+
+#include "core/atomic_apply.hpp"
+#include "core/rma_request.hpp"
+#include "prov/tcp/endpoint.hpp"
+
+namespace weft::prov::tcp {
+
+// --------------------------------------------------------- RMA, initiator
+
+// n operations for one request (one per remote range), the first carrying
+// the completion; null (again) if the pool or the CQ has no room.
+bool endpoint_impl::take_ops(std::size_t n, bool completion, tx_op** out) noexcept {
+  if (txp_.available() < n + 128) return false;  // keep room for protocol frames and answers
+  if (completion && !txcq_->reserve()) return false;
+  if (completion) ++rma_reserved_;
+  tx_op* first = nullptr;
+  for (std::size_t i = 0; i < n; ++i) {
+    tx_op* op = txp_.get();
+    op->internal = false;
+    op->completion = completion && i == 0;
+    op->parent = i ? first : nullptr;
+    op->parts = 1;
+    op->part_err = errc::ok;
+    op->why[0] = 0;
+    op->await = false;
+    op->on = nullptr;
+    op->local_count = op->local_len = 0;
+    op->sent = 0;
+    if (!first) first = op;
+    out[i] = op;
+  }
+  first->parts = static_cast<std::uint32_t>(n);
+  return true;
+}
+
+errc endpoint_impl::rma(const rma_desc& d, std::uint64_t flags) noexcept {
+  auto g = dom_->guard();
+  if (!enabled_) [[unlikely]]
+    return errc::bad_state;
+  if (!msg_mode_ && (!av_ || !av_->at(d.addr))) [[unlikely]]
+    return errc::invalid_argument;
+  core::rma_request q;
+  if (errc e = core::parse_rma(d, flags, level_, max_iov, max_msg_size, inject_size,
+                               (flags & flag::write) ? max_msg_size : 0xffffffffu, q);
+      e != errc::ok)
+    return e;
+  const bool save = q.save, write = q.write, inject = q.inject;
+  const std::size_t len = q.len;
+  // An inject write gives no completion: at delivery level, unless a write
+  // counter counts its delivery, the target's answer would tell nobody
+  // anything. Sent as transmit-complete, a failure is still reported.
+  std::uint64_t level =
+      inject && q.level == flag::delivery_complete && !cntrs_.write ? flag::transmit_complete : q.level;
+  const rma_iov* rr = q.ranges();
+  const std::size_t nr = q.count;
+  // Failure slots (endpoint.hpp): one per part answered only if it fails,
+  // one for an inject write's own error entry. When they run low, the
+  // write asks for an answer instead, which gives slots back.
+  std::size_t need = (write && level == flag::transmit_complete ? nr : 0) + (inject ? 1 : 0);
+  if (write && level == flag::transmit_complete && slots_free_ < need + failure_slots / 2) {
+    level = flag::delivery_complete;
+    need = inject ? 1 : 0;
+  }
+  if (slots_free_ < need) return errc::again;  // the CQ must be read (or the target answer) first
+  conn* c = path(d.addr);
+  if (!c) return msg_mode_ && !was_connected_ ? errc::bad_state : path_err_;
+  tx_op* ops[max_iov];
+  if (!take_ops(nr, !inject, ops)) return errc::again;
+  slots_free_ -= need;
+  ops[0]->islot = inject;
+  std::size_t off = 0;
+  for (std::size_t i = 0; i < nr; ++i) {
+    tx_op* op = ops[i];
+    op->ctx = d.context;
+    op->flags = flag::rma | (save ? flag::save : write ? flag::write : flag::read);
+    op->tag = 0;
+    op->len = len;
+    std::uint8_t f = 0;
+    if (write && (flags & flag::remote_cq_data) && i + 1 == nr) f |= wire::flag::cq_data;
+    if (write && level == flag::commit_complete) f |= wire::flag::commit;
+    // transmit_complete: no answer unless it fails (tc_sent - tc_done bounds the
+    // failures the peer may report to the writes we actually sent)
+    if (write && level != flag::transmit_complete) f |= wire::flag::ack;
+    op->await = !write || level != flag::transmit_complete;
+    op->fslot = !op->await;
+    const wire::op code = save ? wire::op::save : write ? wire::op::rma_write : wire::op::rma_read;
+    const std::size_t part = rr[i].len;
+    // The id names the operation an answer is for; an unawaited (transmit-
+    // complete) write is answered only when it fails, and its id then says
+    // whether it was an inject (bit 63), for the error entry's flags.
+    const std::uint64_t id = request_id(op) | (!op->await && inject ? tc_inject_bit : 0);
+    wire::rma_req q{rr[i].key, rr[i].offset, id,
+                    write || save ? 0u : static_cast<std::uint32_t>(part), 0, 0,
+                    static_cast<std::uint8_t>(save ? (level == flag::commit_complete ? 3 : level == flag::delivery_complete ? 2 : 1) : 0),
+                    0};
+    std::memcpy(op->buf, &q, sizeof q);
+    op->hdr = wire::frame_header{wire::magic, wire::version, static_cast<std::uint8_t>(code), f, 0,
+                                 sizeof q + (write ? part : 0), 0, write ? d.data : 0};
+    op->iov[0] = {&op->hdr, sizeof op->hdr};
+    op->iov[1] = {op->buf, sizeof q};
+    op->iov_count = 2;
+    if (write && part) {
+      if (inject || part <= inject_size) {  // our own copy: the caller's buffer is free at once
+        ::iovec sl[max_iov];
+        const std::size_t k = slice_from(d.iov, d.iov_count, off, part, sl, max_iov);
+        gather(sl, k, op->buf + sizeof q);
+        op->iov[2] = {op->buf + sizeof q, part};
+        op->iov_count = 3;
+      } else {
+        op->iov_count = 2 + slice_from(d.iov, d.iov_count, off, part, op->iov + 2, max_iov);
+      }
+    } else if (!write && !save) {
+      op->local_count = slice_from(d.iov, d.iov_count, off, part, op->local, max_iov);
+      op->local_len = part;
+    }
+    op->total = sizeof op->hdr + op->hdr.len;
+    op->sent = 0;
+    off += part;
+    c->txq.push_back(op);
+  }
+  if (c->state == conn::st::established) flush(c);
+  else set_out(c, true);
+  return errc::ok;
+}
+
+errc endpoint_impl::atomic(const atomic_desc& d) noexcept {
+  auto g = dom_->guard();
+  if (!enabled_) [[unlikely]]
+    return errc::bad_state;
+  if (!msg_mode_ && (!av_ || !av_->at(d.addr))) [[unlikely]]
+    return errc::invalid_argument;
+  const auto t = static_cast<atomic_type>(d.type);
+  const std::size_t bytes = d.count * size_of(t);
+  const bool cswap = static_cast<atomic_op>(d.op) == atomic_op::cswap;
+  conn* c = path(d.addr);
+  if (!c) return msg_mode_ && !was_connected_ ? errc::bad_state : path_err_;
+  tx_op* op = nullptr;
+  if (!take_ops(1, true, &op)) return errc::again;
+  op->ctx = d.context;
+  op->flags = flag::atomic | (d.result ? flag::read : flag::write);
+  op->tag = 0;
+  op->len = bytes;
+  op->await = true;
+  wire::rma_req q{d.key, d.offset, request_id(op), static_cast<std::uint32_t>(d.count),
+                  d.op, d.type, 0, 0};
+  std::memcpy(op->buf, &q, sizeof q);
+  std::memcpy(op->buf + sizeof q, d.operand, bytes);
+  if (cswap) std::memcpy(op->buf + sizeof q + bytes, d.compare, bytes);
+  const std::size_t plen = sizeof q + bytes * (cswap ? 2 : 1);
+  op->hdr = wire::frame_header{wire::magic, wire::version, static_cast<std::uint8_t>(wire::op::atomic),
+                               static_cast<std::uint8_t>(d.result ? wire::flag::fetch : 0), 0, plen, 0, 0};
+  op->iov[0] = {&op->hdr, sizeof op->hdr};
+  op->iov[1] = {op->buf, plen};
+  op->iov_count = 2;
+  if (d.result) {
+    op->local[0] = {d.result, bytes};
+    op->local_count = 1;
+    op->local_len = bytes;
+  }
+  op->total = sizeof op->hdr + plen;
+  c->txq.push_back(op);
+  if (c->state == conn::st::established) flush(c);
+  else set_out(c, true);
+  return errc::ok;
+}
+
+// An answer: the operation it names gets its bytes (read, fetch) and completes.
+void endpoint_impl::handle_rma_resp(conn* c) noexcept {
+  const std::uint64_t id = c->cur.tag;
+  const std::uint64_t raw = c->cur.data;
+  if (raw > static_cast<std::uint64_t>(errc::permission_denied)) {
+    fail_conn(c, errc::io_error, "protocol error: RMA answer with an unknown status; connection dropped");
+    return;
+  }
+  const auto st = static_cast<errc>(raw);
+  tx_op* op = txp_.at(static_cast<std::uint32_t>(id));
+  if (!op || request_id(op) != id || !op->await || op->on != c) op = nullptr;
+  // No operation waits for it: the failure of a transmit-complete write
+  // (they are answered only when they fail). Beyond the number of such
+  // writes sent here, a peer is making answers up.
+  if (!op && (c->tc_sent == c->tc_done || st == errc::ok)) {
+    fail_conn(c, errc::io_error, "protocol error: an RMA answer nobody asked for; connection dropped");
+    return;
+  }
+  if (!op) {
+    ++c->tc_done;  // its slot goes to the error entry
+    {
+      // An error completion without a context.
+      cq_err_entry ee;
+      ee.err = st;
+      if (id & tc_inject_bit) {
+        ee.flags = flag::rma | flag::write | flag::inject;
+        std::snprintf(ee.msg, sizeof ee.msg, "an injected write failed at the target (%s)", to_string(st));
+      } else {
+        ee.flags = flag::rma | flag::write;
+        std::snprintf(ee.msg, sizeof ee.msg,
+                      "a write that completed at transmit failed at the target (%s): use delivery_complete to "
+                      "learn which",
+                      to_string(st));
+      }
+      report_error(ee);
+      if (cntrs_.write) cntrs_.write->inc_err();
+    }
+    discard_payload(c, c->cur.len);
+    return;
+  }
+  c->await.erase(op);
+  op->on = nullptr;
+  retire_tc(c, op->tc_mark);
+  if (st != errc::ok) {
+    discard_payload(c, c->cur.len);
+    const char* why = (c->cur.flags & wire::flag::revoked)
+                          ? "the region was closed while the read was in flight (the target closed it before its "
+                            "bytes were sent)"
+                      : st == errc::not_found         ? "no memory region with that key at the target (closed, or a wrong key)"
+                      : st == errc::permission_denied ? "the target region does not allow this access"
+                      : st == errc::invalid_argument  ? "the remote range lies outside the target region (or is not aligned for an atomic)"
+                      : st == errc::busy ? "written, but the target's completion queue is full: retry after it reads it"
+                                         : "the target could not apply it, or its commit handler refused";
+    finish_part(op, st, why);
+    return;
+  }
+  if (c->cur.len != op->local_len) {
+    finish_part(op, errc::io_error, "the target answered with a wrong length");
+    fail_conn(c, errc::io_error, "protocol error: RMA answer of the wrong length; connection dropped");
+    return;
+  }
+  if (c->cur.len == 0) {
+    finish_part(op, errc::ok, "");
+    return;
+  }
+  c->sink.iov_count = op->local_count;
+  std::copy_n(op->local, op->local_count, c->sink.iov);
+  c->sink.cap = op->local_len;
+  c->sink_op = op;
+  c->rx = &c->sink;
+  c->rstage = conn::rs::user;
+}
+
+void endpoint_impl::discard_payload(conn* c, std::size_t len) noexcept {
+  c->cur.len = len;
+  c->pay_got = 0;
+  c->rstage = len ? conn::rs::discard : conn::rs::header;
+}
+
+// ------------------------------------------------------------ RMA, target
+
+// A write's bytes keep arriving over many progress calls: before each piece
+// goes into the region, the region must still be there (closed, or its
+// memory gone: the rest is dropped and the initiator told).
+bool endpoint_impl::sink_check(conn* c, std::size_t n) noexcept {
+  const std::size_t len = std::min(n, c->sink.cap - c->pay_got);
+  std::byte* where = nullptr;
+  errc st = reg_->find(c->sink_req.key, c->sink_req.offset + c->pay_got, len, access::remote_write, where);
+  if (st == errc::ok && where == static_cast<std::byte*>(c->sink.iov[0].iov_base) + c->pay_got) return true;
+  c->sink_err = st == errc::ok ? errc::not_found : st;
+  c->sink.cap = c->pay_got;  // nothing more is copied
+  return false;
+}
+
+// Connections that stopped reading because too many answers were owed.
+void endpoint_impl::resume_answers() noexcept {
+  answer_waits_ = 0;  // counted again: those still waiting, and any that start waiting below
+  for (std::size_t i = 0; i < conns_.size(); ++i) {
+    conn* c = conns_[i].get();
+    if (c->dead || c->rstage != conn::rs::answers) continue;
+    if (!answer_room(c)) {
+      ++answer_waits_;
+      continue;
+    }
+    const auto code = static_cast<wire::op>(c->cur.op);
+    c->rstage = conn::rs::ctrl;
+    c->ctrl_want = code == wire::op::atomic ? c->cur.len : sizeof(wire::rma_req);
+    c->pay_got = 0;
+    update_events(c);
+    consume(c);
+    if (!c->dead && !paused(c)) read_conn(c);
+  }
+}
+
+tx_op* endpoint_impl::answer_op(conn* c, std::uint64_t id, errc st, const void* payload, std::size_t len) noexcept {
+  tx_op* op = txp_.get();
+  if (!op) {
+    fail_conn(c, errc::no_memory, "out of transmit operations for RMA answers");
+    return nullptr;
+  }
+  op->internal = true;
+  op->completion = false;
+  op->answer = true;
+  op->on = c;
+  ++c->answers;
+  op->hdr = wire::frame_header{wire::magic, wire::version, static_cast<std::uint8_t>(wire::op::rma_resp), 0, 0, len,
+                               id, static_cast<std::uint64_t>(st)};
+  op->iov[0] = {&op->hdr, sizeof op->hdr};
+  op->iov_count = 1;
+  if (len && len <= inject_size) {
+    std::memcpy(op->buf, payload, len);
+    op->iov[1] = {op->buf, len};
+    op->iov_count = 2;
+  } else if (len) {
+    op->iov[1] = {const_cast<void*>(payload), len};  // straight from the region
+    op->iov_count = 2;
+  }
+  op->total = sizeof op->hdr + len;
+  op->sent = 0;
+  c->txq.push_back(op);
+  return op;
+}
+
+void endpoint_impl::respond(conn* c, std::uint64_t id, errc st, const void* payload, std::size_t len) noexcept {
+  if (answer_op(c, id, st, payload, len)) flush(c);
+}
+
+// An RMA read: the answer is sent from the region itself when it is larger
+// than inject_size, so it is registered for revoked() before it is queued.
+void endpoint_impl::respond_read(conn* c, const wire::rma_req& q) noexcept {
+  std::byte* where = nullptr;
+  errc st = reg_->find(q.key, q.offset, q.len, access::remote_read, where);
+  spi::count(cntrs_.remote_read.get(), st == errc::ok);
+  if (st != errc::ok || q.len <= inject_size || !observing_) {
+    respond(c, q.id, st, where, st == errc::ok ? q.len : 0);
+    return;
+  }
+  tx_op* op = answer_op(c, q.id, errc::ok, where, q.len);
+  if (!op) return;
+  {
+    std::lock_guard lk(zc_mu_);
+    op->zc = true;
+    op->zc_key = q.key;
+    ++zc_live_;
+  }
+  // From here revoked() sees the answer; a close between the find above and
+  // that point is seen here instead.
+  std::byte* now = nullptr;
+  if (reg_->find(q.key, q.offset, q.len, access::remote_read, now) != errc::ok || now != where) {
+    std::lock_guard lk(zc_mu_);
+    if (op->zc_key) revoke_answer(op);
+  }
+  flush(c);
+}
+
+namespace {
+
+// Copies len bytes of this process's memory at src, failing (not faulting)
+// when the memory is gone: a region's memory may have been unmapped already
+// when the monitor reports it.
+bool copy_if_mapped(std::byte* dst, const std::byte* src, std::size_t len) noexcept {
+  ::iovec l{dst, len};
+  ::iovec r{const_cast<std::byte*>(src), len};
+  const ssize_t n = ::process_vm_readv(::getpid(), &l, 1, &r, 1, 0);
+  if (n == static_cast<ssize_t>(len)) return true;
+  if (n >= 0 || (errno != ENOSYS && errno != EPERM)) return false;
+  // process_vm_readv is not allowed here (seccomp): msync says whether the
+  // range is still mapped (a closed region's memory is; an unmapped one not).
+  static const std::uintptr_t page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto a = reinterpret_cast<std::uintptr_t>(src);
+  const std::uintptr_t lo = a & ~(page - 1);
+  if (::msync(reinterpret_cast<void*>(lo), a + len - lo, MS_ASYNC) != 0) return false;
+  std::memcpy(dst, src, len);
+  return true;
+}
+
+}  // namespace
+
+// zc_mu_ held. A read answer whose region is gone: if nothing of it left
+// yet, it becomes an error answer (not_found, flagged revoked); if part of
+// it is on the wire, the rest is copied into memory the operation owns, so
+// that the region's memory is never read again. When that copy cannot be
+// made, the operation is poisoned: flush() closes the connection instead of
+// sending anything more of it.
+void endpoint_impl::revoke_answer(tx_op* op) noexcept {
+  static_assert(static_cast<std::uint64_t>(errc::not_found) == 5, "docs/wire/tcp.md: rma_resp flag revoked");
+  op->zc_key = 0;
+  --zc_live_;
+  constexpr std::size_t h = sizeof(wire::frame_header);
+  const std::size_t len = op->hdr.len;
+  if (op->sent == 0) {
+    op->hdr.len = 0;
+    op->hdr.flags = wire::flag::revoked;
+    op->hdr.data = static_cast<std::uint64_t>(errc::not_found);
+    op->iov_count = 1;
+    op->total = h;
+    return;
+  }
+  if (op->sent >= op->total) return;  // all of it left already
+  const std::size_t done = op->sent > h ? op->sent - h : 0;  // payload bytes on the wire
+  const std::size_t rest = len - done;
+  const auto* src = static_cast<const std::byte*>(op->iov[1].iov_base) + done;
+  std::byte* copy = new (std::nothrow) std::byte[rest];
+  if (!copy) {
+    op->poisoned = true;
+    std::snprintf(op->why, sizeof op->why, "its region was closed and no memory was left to copy the rest (%zu bytes)",
+                  rest);
+    return;
+  }
+  if (!copy_if_mapped(copy, src, rest)) {
+    delete[] copy;
+    op->poisoned = true;
+    std::snprintf(op->why, sizeof op->why, "its region's memory was unmapped while it was being sent");
+    return;
+  }
+  op->own = copy;
+  if (done == 0) {
+    op->iov[1] = {copy, rest};
+    op->iov_count = 2;
+  } else {
+    op->iov[1] = {nullptr, done};  // sent already: skipped by offset, never read
+    op->iov[2] = {copy, rest};
+    op->iov_count = 3;
+  }
+}
+
+void endpoint_impl::revoked(std::uint64_t key) noexcept {
+  std::lock_guard lk(zc_mu_);
+  if (zc_live_ == 0) return;
+  for (std::uint32_t i = 0; i < txp_.capacity(); ++i) {
+    tx_op* op = txp_.at(i);
+    if (op->zc && op->zc_key == key) revoke_answer(op);
+  }
+}
+
+void endpoint_impl::handle_rma_req(conn* c) noexcept {
+  wire::rma_req q;
+  const std::uint8_t code = c->cur.op;
+  if (wire::status ws = wire::decode_rma_req(c->ctrl, c->ctrl_want, code, q); ws != wire::status::ok) {
+    char why[160];
+    std::snprintf(why, sizeof why, "protocol error from %s: %s in an RMA request; connection dropped",
+                  text_of(c->peer).s, wire::to_string(ws));
+    fail_conn(c, errc::io_error, why);
+    return;
+  }
+  switch (static_cast<wire::op>(code)) {
+    case wire::op::rma_write: {
+      const std::size_t len = c->cur.len - sizeof q;
+      std::byte* where = nullptr;
+      errc st = reg_->find(q.key, q.offset, len, access::remote_write, where);
+      if (st != errc::ok) {
+        if (cntrs_.remote_write) cntrs_.remote_write->inc_err();
+        respond(c, q.id, st, nullptr, 0);  // the bytes are read and dropped
+        if (!c->dead) discard_payload(c, len);
+        return;
+      }
+      c->sink.iov[0] = {where, len};
+      c->sink.iov_count = 1;
+      c->sink.cap = len;
+      c->sink_op = nullptr;
+      c->sink_req = q;
+      c->sink_flags = c->cur.flags;
+      c->sink_err = errc::ok;
+      c->rx = &c->sink;
+      c->cur.len = len;
+      c->pay_got = 0;
+      c->rstage = conn::rs::user;
+      if (len == 0) finish_user(c);
+      return;
+    }
+    case wire::op::rma_read:
+      respond_read(c, q);
+      return;
+    case wire::op::atomic: {
+      const bool fetch = c->cur.flags & wire::flag::fetch;
+      errc st = core::check_atomic(q.atomic_op, q.atomic_type, q.len);
+      const auto op = static_cast<atomic_op>(q.atomic_op);
+      const std::size_t sz = st == errc::ok ? size_of(static_cast<atomic_type>(q.atomic_type)) : 1;
+      const std::size_t bytes = static_cast<std::size_t>(q.len) * sz;
+      if (st == errc::ok && c->ctrl_want != sizeof q + bytes * (op == atomic_op::cswap ? 2 : 1))
+        st = errc::invalid_argument;
+      std::byte* where = nullptr;
+      if (st == errc::ok)
+        st = reg_->find(q.key, q.offset, bytes, access::remote_write | (fetch ? access::remote_read : 0), where);
+      if (st == errc::ok && reinterpret_cast<std::uintptr_t>(where) % sz != 0) st = errc::invalid_argument;
+      alignas(8) std::byte old[atomic_max_bytes];
+      if (st == errc::ok) {
+        const auto* operand = reinterpret_cast<const std::byte*>(c->ctrl + sizeof q);
+        core::apply_atomic(op, static_cast<atomic_type>(q.atomic_type), where, operand,
+                           op == atomic_op::cswap ? operand + bytes : nullptr, q.len, old);
+      }
+      spi::count(cntrs_.remote_write.get(), st == errc::ok);
+      respond(c, q.id, st, old, st == errc::ok && fetch ? bytes : 0);
+      return;
+    }
+    case wire::op::save: {
+      // Every earlier frame on this connection was handled: flushing the
+      // region now covers every earlier write to it from this peer.
+      const std::uint64_t level = q.level == 3 ? flag::commit_complete : flag::delivery_complete;
+      respond(c, q.id, reg_->commit(commit_event::kind::save, q.key, 0, 0, level), nullptr, 0);
+      return;
+    }
+    default: return;
+  }
+}
+
+// The bytes of a write are in the region, or an answer is in the initiator's buffers.
+void endpoint_impl::sink_done(conn* c) noexcept {
+  if (tx_op* op = c->sink_op) {
+    c->sink_op = nullptr;
+    finish_part(op, errc::ok, "");
+    return;
+  }
+  const wire::rma_req& q = c->sink_req;
+  const std::size_t len = c->cur.len;
+  errc st = c->sink_err;
+  c->sink_err = errc::ok;
+  if (st == errc::ok && (c->sink_flags & wire::flag::commit))
+    st = reg_->commit(commit_event::kind::write, q.key, q.offset, len, flag::commit_complete);
+  if (st == errc::ok && (c->sink_flags & wire::flag::cq_data)) {
+    if (rxcq_->reserve())
+      rxcq_->push(cq_entry{nullptr, flag::rma | flag::remote_write | flag::remote_cq_data, len,
+                           c->sink.iov[0].iov_base, c->cur.data, 0, src_of(c)});
+    else
+      st = errc::busy;  // written, but no room to tell the application
+  }
+  spi::count(cntrs_.remote_write.get(), st == errc::ok);
+  if (st != errc::ok || (c->sink_flags & wire::flag::ack)) respond(c, q.id, st, nullptr, 0);
+}
+
+}  // namespace weft::prov::tcp
