@@ -155,6 +155,27 @@ TEST(shm_liveness, peer_closing_its_endpoint_counts_as_gone) {
   EXPECT_EQ(s.ep.send("x", 1, *fa), errc::peer_dead);
 }
 
+// Without an EQ, closing is not dying: the directed receive fails, but no
+// error entry reports a peer that simply finished (as on tcp).
+TEST(shm_liveness, clean_close_without_eq_fails_directed_receives_only) {
+  node s = open_node("shm");
+  peer_proc c = peer_proc::spawn();
+  ASSERT_GT(c.pid, 0);
+  auto fa = s.av.insert(c.addr);
+  ASSERT_TRUE(fa) << fa.error().message;
+  char buf[64];
+  int ctx = 0;
+  ASSERT_EQ(s.ep.recv(buf, sizeof buf, *fa, &ctx), errc::ok);
+  ASSERT_TRUE(c.command('c'));
+  cq_log log;
+  ASSERT_TRUE(drain_until(s.cq, log, [&](const cq_log& l) { return count_err(l, &ctx, errc::peer_dead) == 1; }));
+  EXPECT_TRUE(names(log.err[0].msg, c.name())) << log.err[0].msg;
+  EXPECT_TRUE(std::strstr(log.err[0].msg, "closed its endpoint")) << log.err[0].msg;
+  drain_until(s.cq, log, [](const cq_log&) { return false; }, 200);
+  EXPECT_EQ(log.err.size(), 1u) << "no report entry for a clean close";
+  EXPECT_EQ(s.ep.send("x", 1, *fa), errc::peer_dead);
+}
+
 // Sends after the death is known fail, every one: none completes with success.
 TEST(shm_liveness, sends_to_a_dead_peer_all_fail) {
   eq_node s = open_eq_node();

@@ -229,6 +229,9 @@ bool peer_watch::report_dead(const known& k) noexcept {
       return false;  // no memory for the event now: the next tick tries again
     }
   }
+  // Closing is not dying: without an EQ, a peer that simply finished is no
+  // error (as on tcp); what was directed at it has failed all the same.
+  if (k.cleanly) return true;
   if (!cq_ || !cq_->reserve()) return false;  // the CQ is full: reported once the application reads it
   cq_err_entry ee;
   ee.flags = flag::recv;
