@@ -1,0 +1,451 @@
+// shm RMA and atomics: one-sided where the target need not see the access,
+// two-sided through the target's rings otherwise (docs/rma.md,
+// docs/wire/shm.md "RMA").
+#include <signal.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+#include "prov/shm/copy.hpp"
+#include "prov/shm/endpoint.hpp"
+#include "core/atomic_apply.hpp"
+#include "core/rma_request.hpp"
+#include "weft/atomic.hpp"
+
+namespace weft::prov::shm {
+
+// A request that a peer answers with ack (RMA, atomics): an operation, CQ
+// room for its completion and a control slot, or again.
+errc endpoint_impl::begin_request(peer& p, void* ctx, tx_op*& op, std::byte*& slot, std::uint64_t& pos) noexcept {
+  op = txp_.get();
+  if (!op) return errc::again;
+  if (!txcq_->reserve()) {
+    txp_.put(op);
+    return errc::again;
+  }
+  slot = p.ctl.claim(pos);
+  if (!slot) {
+    txcq_->unreserve();
+    txp_.put(op);
+    return p.map->owner_alive() ? errc::again : errc::peer_dead;
+  }
+  op->state = tx_op::st::wait_reply;
+  op->ctx = ctx;
+  return errc::ok;
+}
+
+errc endpoint_impl::finish_request(peer& p, util::mpsc_ring& ring, tx_op* op, std::uint64_t pos) noexcept {
+  if (!ring.publish(pos)) [[unlikely]] {
+    txcq_->unreserve();
+    op->p.reset();
+    txp_.put(op);
+    return errc::io_error;
+  }
+  tx_active_.push_back(op);
+  wake(p);
+  return errc::ok;
+}
+
+errc endpoint_impl::rma(const rma_desc& d, std::uint64_t flags) noexcept {
+  if (!enabled_) [[unlikely]]
+    return errc::bad_state;
+  if (!cfg_.cma) return errc::not_supported;
+  const std::shared_ptr<peer>* pp = av_ ? av_->at(d.addr) : nullptr;
+  if (!pp) [[unlikely]]
+    return errc::invalid_argument;
+  peer& p = **pp;
+  if (p.map->closed()) return errc::peer_dead;
+  core::rma_request q;
+  if (errc e = core::parse_rma(d, flags, level_, max_iov, 0xffffffffu, inline_max_, 0xffffffffu, q); e != errc::ok)
+    return e;
+  const bool save = q.save, write = q.write, inject = q.inject;
+  const std::size_t len = q.len;
+  const std::uint64_t level = q.level;
+  const rma_iov* rr = q.ranges();
+  const std::size_t nr = q.count;
+  // Straight into the target's memory unless it must see the access: remote
+  // CQ data, commit (flush and handler), SAVE, or it counts peers' accesses.
+  if (!save && !(write && (flags & flag::remote_cq_data)) && level != flag::commit_complete &&
+      !(p.map->hdr()->flags.load(std::memory_order_acquire) & region_flag::two_sided_rma))
+    return one_sided(p, d, rr, nr, len, write, inject);
+  // Every part is answered by its own ack: bound what a target may owe us.
+  if (rma_parts_ + nr > max_rma_parts) return errc::again;
+  tx_op* op = txp_.get();
+  if (!op) return errc::again;
+  // Room for the completion, or for an inject write's failure: never dropped.
+  if (!txcq_->reserve()) {
+    txp_.put(op);
+    return errc::again;
+  }
+  if (inject) {
+    if (inject_free_.empty()) {
+      txcq_->unreserve();
+      txp_.put(op);
+      return errc::again;
+    }
+    op->ibuf = static_cast<std::int32_t>(inject_free_.back());
+    inject_free_.pop_back();
+  }
+  // Every part's control slot first, so that a full ring gives nothing away.
+  std::byte* slots[max_iov];
+  std::uint64_t pos[max_iov];
+  for (std::size_t i = 0; i < nr; ++i) {
+    slots[i] = p.ctl.claim(pos[i]);
+    if (!slots[i]) {
+      for (std::size_t j = 0; j < i; ++j) {
+        reinterpret_cast<slot_header*>(slots[j])->code = op::nop;
+        (void)p.ctl.publish(pos[j]);
+      }
+      txcq_->unreserve();
+      put_tx(op);
+      return p.map->owner_alive() ? errc::again : errc::peer_dead;
+    }
+  }
+  op->state = tx_op::st::wait_reply;
+  op->ctx = d.context;
+  op->flags = flag::rma | (save ? flag::save : write ? flag::write : flag::read);
+  op->completion = !inject;
+  op->parts = static_cast<std::uint32_t>(nr);
+  op->rma_parts = static_cast<std::uint32_t>(nr);
+  rma_parts_ += nr;
+  op->part_err = errc::ok;
+  op->len = len;
+  op->p = *pp;
+  op->tag = 0;
+  if (inject) {
+    std::byte* b = inject_bufs_.get() + static_cast<std::size_t>(op->ibuf) * inline_max_;
+    gather(d.iov, d.iov_count, 0, b, len);
+    op->iov[0] = {b, len};
+    op->iov_count = 1;
+  } else {
+    std::copy_n(d.iov, d.iov_count, op->iov);
+    op->iov_count = d.iov_count;
+  }
+  std::size_t off = 0;
+  std::uint32_t failed = 0;
+  for (std::size_t i = 0; i < nr; ++i) {
+    auto* h = reinterpret_cast<slot_header*>(slots[i]);
+    h->src_pid = pid_;
+    h->code = save ? op::save : write ? op::rma_write : op::rma_read;
+    std::uint16_t f = 0;
+    if (write && (flags & flag::remote_cq_data) && i + 1 == nr) f |= slot_flag::cq_data;  // one target completion
+    if (write && level == flag::commit_complete) f |= slot_flag::commit;
+    h->flags = f;
+    h->len = static_cast<std::uint32_t>(rr[i].len);
+    h->tag = rr[i].offset;
+    h->data = save ? level : d.data;
+    h->src_epid = epid_;
+    h->cookie = cookie(txp_.index(op), op->gen);
+    h->aux = rr[i].key;
+    ::iovec part[max_iov];
+    const std::size_t k = rr[i].len ? slice(op->iov, op->iov_count, off, rr[i].len, part) : 0;
+    auto* riov = reinterpret_cast<remote_iov*>(slots[i] + sizeof(slot_header));
+    for (std::size_t j = 0; j < k; ++j)
+      riov[j] = remote_iov{reinterpret_cast<std::uint64_t>(part[j].iov_base), part[j].iov_len};
+    h->iov_count = static_cast<std::uint32_t>(k);
+    off += rr[i].len;
+    if (k == max_iov && i + 1 < nr) {
+      std::uint64_t covered = 0;
+      for (std::size_t j = 0; j < k; ++j) covered += part[j].iov_len;
+      if (covered < rr[i].len) h->len = static_cast<std::uint32_t>(covered);  // the target reports the mismatch
+    }
+  }
+  tx_active_.push_back(op);
+  for (std::size_t i = 0; i < nr; ++i)
+    if (!p.ctl.publish(pos[i])) [[unlikely]]
+      ++failed;  // the slot was taken back as stuck: that part never reaches the target
+  if (failed) {
+    op->part_err = errc::io_error;
+    if (failed >= op->parts) {
+      complete_tx(op, errc::io_error, "the request could not be posted to the target");
+      return errc::ok;
+    }
+    op->parts -= failed;
+  }
+  wake(p);
+  return errc::ok;
+}
+
+// ----------------------------------------------------- one-sided RMA (CMA)
+
+// The owner's side of the table: a seqlock per entry (odd while rewritten).
+void endpoint_impl::published(std::uint64_t key, std::byte* addr, std::size_t len, std::uint64_t acc,
+                              std::uint64_t tag) noexcept {
+  mr_entry& e = self_->mr_table()[spi::mr_key_slot(key)];
+  const std::uint32_t s = e.seq.load(std::memory_order_relaxed);
+  e.seq.store(s + 1, std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_release);
+  __atomic_store_n(&e.access, static_cast<std::uint32_t>(acc), __ATOMIC_RELAXED);
+  __atomic_store_n(&e.addr, reinterpret_cast<std::uint64_t>(addr), __ATOMIC_RELAXED);
+  __atomic_store_n(&e.len, static_cast<std::uint64_t>(len), __ATOMIC_RELAXED);
+  __atomic_store_n(&e.seg, tag, __ATOMIC_RELAXED);  // alloc_memory: the segment peers may map
+  __atomic_store_n(&e.key, key, __ATOMIC_RELAXED);
+  e.seq.store(s + 2, std::memory_order_release);
+}
+
+void endpoint_impl::revoked(std::uint64_t key) noexcept {
+  mr_entry& e = self_->mr_table()[spi::mr_key_slot(key)];
+  if (__atomic_load_n(&e.key, __ATOMIC_RELAXED) != key) return;
+  const std::uint32_t s = e.seq.load(std::memory_order_relaxed);
+  e.seq.store(s + 1, std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_release);
+  __atomic_store_n(&e.key, std::uint64_t{0}, __ATOMIC_RELAXED);
+  e.seq.store(s + 2, std::memory_order_release);
+}
+
+namespace {
+// A consistent copy of a peer's table entry (bounded retries: the owner
+// rewrites an entry only when a region opens or closes).
+bool read_entry(const mr_entry& e, std::uint64_t& key, std::uint64_t& addr, std::uint64_t& len,
+                std::uint32_t& acc, std::uint64_t& seg) noexcept {
+  for (int i = 0; i < 1000; ++i) {
+    const std::uint32_t s1 = const_cast<mr_entry&>(e).seq.load(std::memory_order_acquire);
+    if (s1 & 1) continue;
+    key = __atomic_load_n(&e.key, __ATOMIC_RELAXED);
+    addr = __atomic_load_n(&e.addr, __ATOMIC_RELAXED);
+    len = __atomic_load_n(&e.len, __ATOMIC_RELAXED);
+    acc = __atomic_load_n(&e.access, __ATOMIC_RELAXED);
+    seg = __atomic_load_n(&e.seg, __ATOMIC_RELAXED);
+    std::atomic_thread_fence(std::memory_order_acquire);
+    if (const_cast<mr_entry&>(e).seq.load(std::memory_order_relaxed) == s1) return true;
+  }
+  return false;
+}
+}  // namespace
+
+// RMA without the target's help: the initiator checks the published entry
+// (key, right, bounds) and copies with one process_vm_readv/writev; the data
+// is placed when this returns, so the operation completes here.
+errc endpoint_impl::one_sided(peer& p, const rma_desc& d, const rma_iov* rr, std::size_t nr, std::size_t len,
+                              bool write, bool inject) noexcept {
+  if (!txcq_->reserve()) return errc::again;  // an inject write's failure needs room too
+  remote_iov riov[max_iov];
+  std::byte* mapped[max_iov];  // the ranges in the target's segments mapped here (alloc_memory)
+  bool all_mapped = true;
+  errc st = errc::ok;
+  const mr_entry* table = p.map->mr_table();
+  const auto* ph = p.map->hdr();
+  for (std::size_t i = 0; i < nr && st == errc::ok; ++i) {
+    std::uint64_t key = 0, addr = 0, rlen = 0, seg = 0;
+    std::uint32_t acc = 0;
+    if (rr[i].key == 0 || !read_entry(table[spi::mr_key_slot(rr[i].key)], key, addr, rlen, acc, seg) ||
+        key != rr[i].key)
+      st = errc::not_found;
+    else if (!(acc & (write ? access::remote_write : access::remote_read)))
+      st = errc::permission_denied;
+    else if (rr[i].offset > rlen || rr[i].len > rlen - rr[i].offset)
+      st = errc::invalid_argument;
+    else {
+      riov[i] = remote_iov{addr + rr[i].offset, rr[i].len};
+      std::byte* base = seg ? p.segs.get(ph->owner_uid, ph->owner_pid, ph->owner_start, seg, rlen) : nullptr;
+      mapped[i] = base ? base + rr[i].offset : nullptr;
+      all_mapped = all_mapped && base;
+    }
+  }
+  if (st == errc::ok && len && all_mapped) {
+    // loads and stores on the target's memory, mapped here
+    std::size_t off = 0;
+    for (std::size_t i = 0; i < nr; ++i) {
+      if (write) gather(d.iov, d.iov_count, off, mapped[i], rr[i].len);
+      else scatter(d.iov, d.iov_count, off, mapped[i], rr[i].len);
+      off += rr[i].len;
+    }
+  } else if (st == errc::ok && len) {
+    // read = true copies remote -> local (process_vm_readv)
+    if (int err = cma_copy(!write, static_cast<pid_t>(p.pid), d.iov, d.iov_count, riov, nr, 0, len))
+      st = err == ESRCH ? errc::peer_dead : err == EFAULT ? errc::not_found : errc::io_error;
+  }
+  spi::count(write ? cntrs_.write.get() : cntrs_.read.get(), st == errc::ok);
+  const std::uint64_t f = flag::rma | (write ? flag::write : flag::read);
+  const char* why = st == errc::not_found           ? "no memory region with that key at the target (closed, or a wrong key)"
+                    : st == errc::permission_denied ? "the target region does not allow this access"
+                    : st == errc::invalid_argument  ? "the remote range lies outside the target region"
+                    : st == errc::peer_dead          ? "the target process is gone"
+                                                     : "the copy into the target failed";
+  if (inject) {
+    if (st == errc::ok) {
+      txcq_->unreserve();
+    } else {
+      cq_err_entry ee;
+      ee.flags = f | flag::inject;
+      ee.err = st;
+      std::snprintf(ee.msg, sizeof ee.msg, "an injected write failed at the target: %s", why);
+      txcq_->push_error(ee);
+    }
+    return errc::ok;
+  }
+  complete_now(d.context, f, len, st, why);
+  return errc::ok;
+}
+
+// A one-sided operation's completion (CQ room reserved by the caller).
+void endpoint_impl::complete_now(void* ctx, std::uint64_t f, std::size_t len, errc st, const char* why) noexcept {
+  if (st == errc::ok) {
+    txcq_->push(cq_entry{ctx, f, len, nullptr, 0, 0, addr_unspec});
+    return;
+  }
+  cq_err_entry ee;
+  ee.context = ctx;
+  ee.flags = f;
+  ee.err = st;
+  std::snprintf(ee.msg, sizeof ee.msg, "%s", why);
+  txcq_->push_error(ee);
+}
+
+bool endpoint_impl::atomic_one_sided(peer& p, const atomic_desc& d, std::size_t bytes, errc& ret) noexcept {
+  std::uint64_t key = 0, addr = 0, rlen = 0, seg = 0;
+  std::uint32_t acc = 0;
+  if (d.key == 0 || !read_entry(p.map->mr_table()[spi::mr_key_slot(d.key)], key, addr, rlen, acc, seg) ||
+      key != d.key || seg == 0)
+    return false;  // the target checks (and reports) everything else
+  const auto* ph = p.map->hdr();
+  std::byte* base = p.segs.get(ph->owner_uid, ph->owner_pid, ph->owner_start, seg, rlen);
+  if (!base) return false;
+  if (!txcq_->reserve()) {
+    ret = errc::again;
+    return true;
+  }
+  const auto type = static_cast<atomic_type>(d.type);
+  const std::size_t sz = size_of(type);
+  const std::uint64_t need = access::remote_write | (d.result ? access::remote_read : 0);
+  errc st = errc::ok;
+  if ((acc & need) != need) st = errc::permission_denied;
+  else if (d.offset > rlen || bytes > rlen - d.offset || (addr + d.offset) % sz != 0) st = errc::invalid_argument;
+  else {
+    alignas(8) std::byte old[atomic_max_bytes];
+    core::apply_atomic(static_cast<atomic_op>(d.op), type, base + d.offset,
+                       static_cast<const std::byte*>(d.operand), static_cast<const std::byte*>(d.compare), d.count,
+                       old);
+    if (d.result) std::memcpy(d.result, old, bytes);
+  }
+  const std::uint64_t f = flag::atomic | (d.result ? flag::read : flag::write);
+  spi::count(cntrs_.write.get(), st == errc::ok);
+  complete_now(d.context, f, bytes, st,
+               st == errc::permission_denied ? "the target region does not allow this access"
+                                             : "the remote range lies outside the target region (or is not "
+                                               "aligned for an atomic)");
+  ret = errc::ok;
+  return true;
+}
+
+// Target side of RMA: checked here, in the owner's progress, against the
+// region the key names now; the copy is one process_vm_readv/writev.
+void endpoint_impl::handle_rma(const slot_header* h) noexcept {
+  auto pr = dom_->peer_by_key(peer_key(h->src_pid, h->src_epid));
+  if (!pr) return;  // the initiator is gone: nobody to answer
+  const bool write = h->code == op::rma_write;
+  std::byte* where = nullptr;
+  errc st = reg_->find(h->aux, h->tag, h->len, write ? access::remote_write : access::remote_read, where);
+  if (st == errc::ok && h->iov_count > max_iov) st = errc::invalid_argument;
+  if (st == errc::ok && h->len) {
+    ::iovec local{where, h->len};
+    const auto* riov = reinterpret_cast<const remote_iov*>(reinterpret_cast<const std::byte*>(h) + sizeof(slot_header));
+    std::uint64_t total = 0;
+    for (std::uint32_t i = 0; i < h->iov_count; ++i) total += riov[i].len;
+    if (total != h->len) st = errc::invalid_argument;
+    else if (int err = cma_copy(write, static_cast<pid_t>((*pr)->pid), &local, 1, riov, h->iov_count, 0, h->len))
+      st = err == ESRCH ? errc::peer_dead : errc::io_error;
+  }
+  if (st == errc::ok && write && (h->flags & slot_flag::commit))
+    st = reg_->commit(commit_event::kind::write, h->aux, h->tag, h->len, flag::commit_complete);
+  if (st == errc::ok && write && (h->flags & slot_flag::cq_data)) {
+    // The target's completion, with the initiator's data.
+    if (rxcq_ && rxcq_->reserve())
+      rxcq_->push(cq_entry{nullptr, flag::rma | flag::remote_write | flag::remote_cq_data, h->len, where, h->data, 0,
+                           source_of(peer_key(h->src_pid, h->src_epid))});
+    else
+      st = errc::busy;  // written, but no room to tell the application: the initiator is told to retry
+  }
+  spi::count(write ? cntrs_.remote_write.get() : cntrs_.remote_read.get(), st == errc::ok);
+  send_ctrl(*pr, op::ack, h->cookie, static_cast<std::uint64_t>(st), 0);
+}
+
+// Target side of SAVE: every earlier request from this initiator was handled
+// already (one control ring, in order), so flushing the region now covers
+// every earlier write to it.
+void endpoint_impl::handle_save(const slot_header* h) noexcept {
+  auto pr = dom_->peer_by_key(peer_key(h->src_pid, h->src_epid));
+  if (!pr) return;
+  const std::uint64_t level = h->data == flag::transmit_complete ? flag::delivery_complete : h->data;
+  errc st = level == flag::commit_complete || level == flag::delivery_complete
+                ? reg_->commit(commit_event::kind::save, h->aux, 0, 0, level)
+                : errc::invalid_argument;
+  send_ctrl(*pr, op::ack, h->cookie, static_cast<std::uint64_t>(st), 0);
+}
+
+errc endpoint_impl::atomic(const atomic_desc& d) noexcept {
+  if (!enabled_) [[unlikely]]
+    return errc::bad_state;
+  if (!cfg_.cma) return errc::not_supported;
+  const std::shared_ptr<peer>* pp = av_ ? av_->at(d.addr) : nullptr;
+  if (!pp) [[unlikely]]
+    return errc::invalid_argument;
+  peer& p = **pp;
+  if (p.map->closed()) return errc::peer_dead;
+  const std::size_t bytes = d.count * size_of(static_cast<atomic_type>(d.type));
+  if (!(p.map->hdr()->flags.load(std::memory_order_acquire) & region_flag::two_sided_rma)) {
+    errc r = errc::ok;
+    if (atomic_one_sided(p, d, bytes, r)) return r;
+  }
+  tx_op* op = nullptr;
+  std::byte* s = nullptr;
+  std::uint64_t pos = 0;
+  if (errc e = begin_request(p, d.context, op, s, pos); e != errc::ok) return e;
+  op->flags = flag::atomic | (d.result ? flag::read : flag::write);
+  op->iov_count = 0;
+  op->len = bytes;
+  op->p = *pp;
+  op->tag = 0;
+  auto* h = reinterpret_cast<slot_header*>(s);
+  h->src_pid = pid_;
+  h->code = op::atomic;
+  h->flags = static_cast<std::uint16_t>(d.op | (d.type << 8));
+  h->len = static_cast<std::uint32_t>(d.count);
+  h->tag = d.offset;
+  h->data = reinterpret_cast<std::uint64_t>(d.result);
+  h->src_epid = epid_;
+  h->cookie = cookie(txp_.index(op), op->gen);
+  h->aux = d.key;
+  h->iov_count = 0;
+  std::memcpy(s + sizeof(slot_header), d.operand, bytes);
+  if (d.compare) std::memcpy(s + sizeof(slot_header) + atomic_max_bytes, d.compare, bytes);
+  return finish_request(p, p.ctl, op, pos);
+}
+
+// Target side of atomics: checked like RMA, then applied element by element
+// in this process with atomic instructions.
+void endpoint_impl::handle_atomic(const slot_header* h) noexcept {
+  auto pr = dom_->peer_by_key(peer_key(h->src_pid, h->src_epid));
+  if (!pr) return;
+  const bool fetch = h->data != 0;
+  errc st = core::check_atomic(h->flags & 0xff, h->flags >> 8, h->len);
+  const auto op = static_cast<atomic_op>(h->flags & 0xff);
+  const auto type = static_cast<atomic_type>(h->flags >> 8);
+  const std::size_t sz = st == errc::ok ? size_of(type) : 1;
+  const std::size_t bytes = static_cast<std::size_t>(h->len) * sz;
+  std::byte* where = nullptr;
+  if (st == errc::ok)
+    st = reg_->find(h->aux, h->tag, bytes, access::remote_write | (fetch ? access::remote_read : 0), where);
+  if (st == errc::ok && reinterpret_cast<std::uintptr_t>(where) % sz != 0) st = errc::invalid_argument;
+  if (st == errc::ok) {
+    const std::byte* operand = reinterpret_cast<const std::byte*>(h) + sizeof(slot_header);
+    const std::byte* compare = op == atomic_op::cswap ? operand + atomic_max_bytes : nullptr;
+    alignas(8) std::byte old[atomic_max_bytes];
+    core::apply_atomic(op, type, where, operand, compare, h->len, old);
+    if (fetch) {  // old values straight into the initiator's result buffer
+      ::iovec local{old, bytes};
+      const remote_iov res{h->data, bytes};
+      if (int err = cma_copy(false, static_cast<pid_t>((*pr)->pid), &local, 1, &res, 1, 0, bytes))
+        st = err == ESRCH ? errc::peer_dead : errc::io_error;
+    }
+  }
+  spi::count(cntrs_.remote_write.get(), st == errc::ok);
+  send_ctrl(*pr, op::ack, h->cookie, static_cast<std::uint64_t>(st), 0);
+}
+
+}  // namespace weft::prov::shm

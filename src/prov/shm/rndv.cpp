@@ -1,0 +1,307 @@
+// shm rendezvous: messages larger than a ring slot (single, cooperative and
+// segmented copies) and the control replies that carry them
+// (docs/wire/shm.md, "Protocols").
+#include <signal.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+#include "prov/shm/copy.hpp"
+#include "prov/shm/endpoint.hpp"
+#include "util/clock.hpp"
+
+namespace weft::prov::shm {
+
+void endpoint_impl::handle_cts(const slot_header* h) noexcept {
+  tx_op* op = by_cookie(txp_, h->cookie);
+  if (!op || op->state != tx_op::st::wait_reply) return;
+  op->state = tx_op::st::streaming;
+  op->rx_cookie = h->aux;
+  op->accepted = std::min<std::size_t>(h->data, op->len);
+  stream(op);
+}
+
+void endpoint_impl::stream(tx_op* op) noexcept {
+  auto* hdr = self_->hdr();
+  const std::uint32_t nseg = self_->seg_count();
+  for (std::uint32_t i = 0; op->seg_mask && i < nseg; ++i) {
+    const std::uint64_t bit = 1ull << i;
+    if ((op->seg_mask & bit) && hdr->seg_busy[i].load(std::memory_order_acquire) == 0) {
+      op->seg_mask &= ~bit;
+      segs_held_ &= ~bit;
+    }
+  }
+  peer& p = *op->p;
+  while (op->sent < op->accepted) {
+    std::uint32_t seg = 0;
+    while (seg < nseg && (segs_held_ & (1ull << seg))) ++seg;
+    if (seg == nseg) break;  // all segments in flight
+    std::uint64_t pos;
+    auto* s = p.ctl.claim(pos);
+    if (!s) break;
+    const std::size_t chunk = std::min<std::size_t>(self_->seg_size(), op->accepted - op->sent);
+    gather(op->iov, op->iov_count, op->sent, self_->segment(seg), chunk);
+    hdr->seg_busy[seg].store(1, std::memory_order_release);
+    segs_held_ |= 1ull << seg;
+    op->seg_mask |= 1ull << seg;
+    auto* h = reinterpret_cast<slot_header*>(s);
+    h->src_pid = pid_;
+    h->code = op::data;
+    h->flags = 0;
+    h->len = static_cast<std::uint32_t>(chunk);
+    h->tag = op->sent;
+    h->src_epid = epid_;
+    h->cookie = cookie(txp_.index(op), op->gen);
+    h->aux = op->rx_cookie;
+    h->seg = seg;
+    op->sent += chunk;
+    if (!p.ctl.publish(pos)) {
+      complete_tx(op, errc::io_error, "the receiver dropped part of the message (it took us for dead)");
+      return;
+    }
+    wake(p);
+  }
+  if (op->sent == op->accepted && op->seg_mask == 0) complete_tx(op, errc::ok, "");
+}
+
+bool endpoint_impl::post_ctrl(peer& p, const ctrl_msg& m) noexcept {
+  std::uint64_t pos;
+  auto* s = p.ctl.claim(pos);
+  if (!s) return false;
+  auto* h = reinterpret_cast<slot_header*>(s);
+  h->src_pid = pid_;
+  h->code = m.code;
+  h->flags = 0;
+  h->len = m.len;
+  h->data = m.data;
+  h->src_epid = epid_;
+  h->cookie = m.cookie;
+  h->aux = m.aux;
+  h->seg = m.seg;
+  h->iov_count = m.iov_count;
+  h->tag = m.tag;
+  std::copy_n(m.iov, m.iov_count, reinterpret_cast<remote_iov*>(s + sizeof(slot_header)));
+  (void)p.ctl.publish(pos);  // a refused control slot is a timed-out peer's problem
+  wake(p);
+  return true;
+}
+
+void endpoint_impl::send_ctrl(const std::shared_ptr<peer>& p, const ctrl_msg& m) noexcept {
+  if (post_ctrl(*p, m)) return;
+  // Its control ring is full: retry from progress. New rendezvous messages
+  // are not matched while fewer than ctrl_reserve entries are free, so the
+  // replies owed for operations already matched always find one.
+  ctrl* c = ctp_.get();
+  if (!c) return;  // unreachable while the reserve rule holds
+  c->p = p;
+  c->m = m;
+  ctrl_pending_.push_back(c);
+}
+
+void endpoint_impl::deliver(rx_op* r, const incoming& in) noexcept {
+  if (in.code == op::inline_msg) {
+    const std::size_t n = std::min<std::size_t>(in.len, r->cap);
+    scatter(r->iov, r->iov_count, 0, in.payload, n);
+    complete_rx(r, in, n);
+  } else {
+    start_rendezvous(r, in);
+  }
+}
+
+void endpoint_impl::start_rendezvous(rx_op* r, const incoming& in) noexcept {
+  r->msg_tag = in.tag;
+  auto pr = dom_->peer_by_key(in.src_key);
+  if (!pr) {
+    complete_rx_error(r, errc::peer_dead, "the sender exited before its message could be read");
+    return;
+  }
+  const std::shared_ptr<peer>& p = *pr;
+  const std::size_t accept = std::min<std::size_t>(in.len, r->cap);
+  if (accept == 0) {
+    complete_rx(r, in, 0);
+    send_ctrl(p, op::ack, in.cookie, static_cast<std::uint64_t>(errc::ok), 0);
+    return;
+  }
+  if (cfg_.cma && p->cma_ok && cfg_.split_min && accept >= cfg_.split_min && p->coop_ok) {
+    r->p = p;
+    start_split(r, in, accept);
+    return;
+  }
+  if (cfg_.cma && p->cma_ok) {
+    // Single copy: read the sender's buffers directly. A sender whose
+    // endpoint closed may have freed them: its state is checked around it.
+    int err = p->map->closed() ? ESRCH
+                               : cma_copy(true, static_cast<pid_t>(p->pid), r->iov, r->iov_count, in.riov,
+                                          in.iov_count, 0, accept);
+    if (err == 0 && p->map->closed()) err = ESRCH;
+    if (err == 0) {
+      complete_rx(r, in, accept);
+      send_ctrl(p, op::ack, in.cookie, static_cast<std::uint64_t>(errc::ok), 0);
+      return;
+    }
+    if (err == ESRCH) {
+      complete_rx_error(r, errc::peer_dead, "the sender exited during the transfer");
+      return;
+    }
+    if (err == EFAULT) {
+      complete_rx_error(r, errc::io_error, "the sender's buffer was not readable (freed before completion?)");
+      send_ctrl(p, op::ack, in.cookie, static_cast<std::uint64_t>(errc::io_error), 0);
+      return;
+    }
+    p->cma_ok = false;  // EPERM/ENOSYS: this kernel or policy forbids it; use segments
+  }
+  r->p = p;
+  r->active = true;
+  r->msg_len = in.len;
+  r->accepted = accept;
+  r->received = 0;
+  r->msg_data = in.data;
+  r->msg_flags = in.flags;
+  r->src_key = in.src_key;
+  rx_active_.push_back(r);
+  send_ctrl(p, op::cts, in.cookie, cookie(rxp_.index(r), r->gen), accept);
+}
+
+// Cooperative copy: the receiver offers the message as chunks in its
+// split_entry, tells the sender (op::split with the receiver's iov list), and
+// copies chunks itself; the sender, which polls for its send's completion,
+// claims chunks too and writes them with process_vm_writev. The receiver
+// completes when every chunk is done and acknowledges the sender. A sender
+// that is not progressing simply leaves every chunk to the receiver.
+void endpoint_impl::start_split(rx_op* r, const incoming& in, std::size_t accept) noexcept {
+  const std::uint32_t idx = rxp_.index(r);
+  split_entry* se = self_->split(idx);
+  // Quarters of at least 64 KiB: few syscalls, and work for both processes
+  // (measured: 1 MiB one-way 34 us with quarters, 42 us with eighths).
+  r->chunk = std::min(max_chunk, std::max<std::size_t>(64 * 1024, ((accept / 4) + 4095) & ~std::size_t{4095}));
+  r->nchunks = static_cast<std::uint32_t>((accept + r->chunk - 1) / r->chunk);
+  r->active = true;
+  r->split = true;
+  r->split_err = 0;
+  r->msg_len = in.len;
+  r->accepted = accept;
+  r->msg_data = in.data;
+  r->msg_flags = in.flags;
+  r->src_key = in.src_key;
+  r->msg_cookie = in.cookie;
+  r->riov_count = in.iov_count;
+  std::copy_n(in.riov, in.iov_count, r->riov);
+  se->done.store(0, std::memory_order_relaxed);
+  se->failed.store(0, std::memory_order_relaxed);
+  se->claim.store(std::uint64_t{r->gen} << 32, std::memory_order_release);
+  ctrl_msg m;
+  m.code = op::split;
+  m.cookie = in.cookie;
+  m.aux = (std::uint64_t{r->gen} << 32) | idx;
+  m.data = accept;
+  m.tag = r->chunk;  // 64-bit
+  m.seg = r->nchunks;
+  m.iov_count = static_cast<std::uint32_t>(r->iov_count);
+  for (std::size_t i = 0; i < r->iov_count; ++i)
+    m.iov[i] = remote_iov{reinterpret_cast<std::uint64_t>(r->iov[i].iov_base), r->iov[i].iov_len};
+  send_ctrl(r->p, m);
+  rx_active_.push_back(r);
+  ++splits_pending_;
+  copy_chunks(r);
+  (void)finish_split(r);
+}
+
+void endpoint_impl::copy_chunks(rx_op* r) noexcept {
+  split_entry* se = self_->split(rxp_.index(r));
+  std::uint32_t c;
+  while (claim_chunk(*se, r->gen, r->nchunks, c)) {
+    const std::size_t off = c * r->chunk, len = std::min(r->chunk, r->accepted - off);
+    if (!r->split_err)
+      r->split_err = r->p->map->closed() ? ESRCH
+                                          : cma_copy(true, static_cast<pid_t>(r->p->pid), r->iov, r->iov_count,
+                                                     r->riov, r->riov_count, off, len);
+    se->done.fetch_add(1, std::memory_order_acq_rel);
+  }
+}
+
+bool endpoint_impl::finish_split(rx_op* r) noexcept {
+  split_entry* se = self_->split(rxp_.index(r));
+  if (se->done.load(std::memory_order_acquire) < r->nchunks) return false;
+  // Close this generation so a late sender cannot claim anything.
+  se->claim.store((std::uint64_t{r->gen} << 32) | r->nchunks, std::memory_order_release);
+  if (!r->split_err && r->p->map->closed()) r->split_err = ESRCH;  // its buffers may be gone
+  if (se->failed.load(std::memory_order_acquire) && !r->split_err) {
+    r->p->coop_ok = false;  // the sender cannot write here: read it all ourselves
+    r->split_err = cma_copy(true, static_cast<pid_t>(r->p->pid), r->iov, r->iov_count, r->riov, r->riov_count, 0,
+                            r->accepted);
+  }
+  rx_active_.erase(r);
+  --splits_pending_;
+  r->split = false;
+  std::shared_ptr<peer> p = r->p;
+  const std::uint64_t ck = r->msg_cookie;
+  const int err = r->split_err;
+  if (err == 0) {
+    incoming in{op::rts, r->msg_flags, r->msg_len, r->msg_tag, r->msg_data, r->src_key, 0, nullptr, nullptr, 0};
+    complete_rx(r, in, r->accepted);
+    send_ctrl(p, op::ack, ck, static_cast<std::uint64_t>(errc::ok), 0);
+  } else if (err == EPERM || err == ENOSYS) {
+    // Cross-memory attach refused: stream it through the sender's segments.
+    p->cma_ok = false;
+    r->received = 0;
+    rx_active_.push_back(r);
+    send_ctrl(p, op::cts, ck, cookie(rxp_.index(r), r->gen), r->accepted);
+  } else if (err == ESRCH) {
+    complete_rx_error(r, errc::peer_dead, "the sender exited during the transfer");
+  } else {
+    complete_rx_error(r, errc::io_error, "the sender's buffer was not readable (freed before completion?)");
+    send_ctrl(p, op::ack, ck, static_cast<std::uint64_t>(errc::io_error), 0);
+  }
+  return true;
+}
+
+void endpoint_impl::handle_split(const slot_header* h) noexcept {
+  tx_op* op = by_cookie(txp_, h->cookie);
+  if (!op || op->state != tx_op::st::wait_reply || h->iov_count > max_iov || h->tag == 0) return;
+  peer& p = *op->p;
+  split_entry* se = p.map->split(static_cast<std::uint32_t>(h->aux));
+  if (!se || p.pid != h->src_pid) return;
+  const auto gen = static_cast<std::uint32_t>(h->aux >> 32);
+  const std::size_t accept = std::min<std::size_t>(h->data, op->len), chunk = h->tag;
+  const auto* riov = reinterpret_cast<const remote_iov*>(reinterpret_cast<const std::byte*>(h) + sizeof(slot_header));
+  std::uint32_t c;
+  // the receiver's endpoint closing revokes the offer (its buffers may go)
+  while (!p.map->closed() && claim_chunk(*se, gen, h->seg, c)) {
+    const std::size_t off = std::size_t{c} * chunk;
+    const std::size_t len = off < accept ? std::min(chunk, accept - off) : 0;
+    if (len && cma_copy(false, static_cast<pid_t>(p.pid), op->iov, op->iov_count, riov, h->iov_count, off, len)) {
+      se->failed.store(1, std::memory_order_release);  // the receiver will copy everything itself
+      se->done.fetch_add(1, std::memory_order_acq_rel);
+      break;
+    }
+    se->done.fetch_add(1, std::memory_order_acq_rel);
+  }
+  wake(p);
+}
+
+void endpoint_impl::handle_data(const slot_header* h) noexcept {
+  rx_op* r = by_cookie(rxp_, h->aux);
+  if (r && r->split) r = nullptr;
+  auto pr = r && r->active ? r->p : dom_->peer_by_key(peer_key(h->src_pid, h->src_epid)).value_or(nullptr);
+  if (!pr) return;
+  auto* ph = pr->map->hdr();
+  const bool sane = h->seg < pr->map->seg_count() && h->len <= pr->map->seg_size();
+  if (r && r->active && sane && h->tag <= r->accepted && h->len <= r->accepted - h->tag) {
+    scatter(r->iov, r->iov_count, h->tag, pr->map->segment(h->seg), h->len);
+    r->received += h->len;
+  }
+  if (h->seg < pr->map->seg_count()) ph->seg_busy[h->seg].store(0, std::memory_order_release);
+  wake(*pr);
+  if (r && r->active && r->received >= r->accepted) {
+    rx_active_.erase(r);
+    incoming in{op::rts, r->msg_flags, r->msg_len, r->msg_tag, r->msg_data, r->src_key, 0, nullptr, nullptr, 0};
+    complete_rx(r, in, r->accepted);
+  }
+}
+
+}  // namespace weft::prov::shm
