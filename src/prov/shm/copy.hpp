@@ -77,20 +77,28 @@ std::size_t slice(const V* v, std::size_t n, std::size_t off, std::size_t len, :
   return k;
 }
 
-// Copies [off, off + len) between a local and a remote iov list with
-// process_vm_readv (read = true) or process_vm_writev. 0 or an errno.
-inline int cma_copy(bool read, pid_t pid, const ::iovec* local, std::size_t ln, const remote_iov* remote, std::size_t rn,
-             std::size_t off, std::size_t len) noexcept {
+// Copies len bytes between a local iov list (from byte loff) and a remote
+// one (from byte roff) with process_vm_readv (read = true: remote to local)
+// or process_vm_writev. 0 or an errno (EFAULT when a list ends early).
+inline int cma_copy_at(bool read, pid_t pid, const ::iovec* local, std::size_t ln, std::size_t loff,
+                       const remote_iov* remote, std::size_t rn, std::size_t roff, std::size_t len) noexcept {
   std::size_t done = 0;
   while (done < len) {
     ::iovec l[max_iov], r[max_iov];
-    const std::size_t lc = slice(local, ln, off + done, len - done, l);
-    const std::size_t rc = slice(remote, rn, off + done, len - done, r);
+    const std::size_t lc = slice(local, ln, loff + done, len - done, l);
+    const std::size_t rc = slice(remote, rn, roff + done, len - done, r);
+    if (lc == 0 || rc == 0) return EFAULT;
     const ssize_t n = read ? ::process_vm_readv(pid, l, lc, r, rc, 0) : ::process_vm_writev(pid, l, lc, r, rc, 0);
     if (n <= 0) return n < 0 ? errno : EFAULT;
     done += static_cast<std::size_t>(n);
   }
   return 0;
+}
+
+// The same at one offset in both lists.
+inline int cma_copy(bool read, pid_t pid, const ::iovec* local, std::size_t ln, const remote_iov* remote,
+                    std::size_t rn, std::size_t off, std::size_t len) noexcept {
+  return cma_copy_at(read, pid, local, ln, off, remote, rn, off, len);
 }
 
 // Takes the next chunk of a cooperative copy, if any is left in this generation.

@@ -41,6 +41,7 @@ result<void> endpoint_impl::init() {
   self_ = std::move(*m);
   ring_ = self_->ring();
   ctl_ = self_->ctl_ring();
+  advertise_fences(*self_);
   inline_max_ = cfg_.inline_max();
   source_cap_ = (info_.caps & cap::source) != 0;
   if (std::uint64_t l = info_.tx.op_flags & flag::completion_levels) level_ = l;

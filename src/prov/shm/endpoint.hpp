@@ -113,7 +113,7 @@ struct ctrl : util::list_node {
   ctrl_msg m;
 };
 
-class endpoint_impl final : public spi::endpoint, public spi::progressable, public spi::mr_observer {
+class [[gnu::visibility("hidden")]] endpoint_impl final : public spi::endpoint, public spi::progressable, public spi::mr_observer {
  public:
   endpoint_impl(std::shared_ptr<domain_impl> d, const info& i) : dom_(std::move(d)), info_(i), cfg_(dom_->cfg()) {}
   ~endpoint_impl() override;
@@ -138,8 +138,17 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable, publ
   // Atomics on a target segment mapped here: CPU atomics, no target help. False: not mapped (go two-sided).
   [[nodiscard]] bool atomic_one_sided(peer& p, const atomic_desc& d, std::size_t bytes, errc& ret) noexcept;
   void complete_now(void* ctx, std::uint64_t f, std::size_t len, errc st, const char* why) noexcept;
-  [[nodiscard]] errc one_sided(peer& p, const rma_desc& d, const rma_iov* rr, std::size_t nr, std::size_t len,
-                               bool write, bool inject) noexcept;
+  [[nodiscard]] errc one_sided(peer& p, access_claim& slot, const rma_desc& d, const rma_iov* rr, std::size_t nr,
+                               std::size_t len, bool write, bool inject) noexcept;
+  [[nodiscard]] access_claim* access_to(peer& p) noexcept {
+    if (p.access.usable()) [[likely]]
+      return &p.access;
+    return p.access.acquire(*p.map) ? &p.access : nullptr;
+  }
+  [[nodiscard]] errc move_run(peer& p, const rma_desc& d, const rma_iov* rr, const void* checked, std::size_t n,
+                              std::size_t off, std::size_t run, bool write) noexcept;
+  [[nodiscard]] errc one_sided_list(peer& p, access_claim& slot, const rma_desc& d, const rma_iov* rr,
+                                    std::size_t nr, bool write) noexcept;
   [[nodiscard]] errc begin_request(peer& p, void* ctx, tx_op*& op, std::byte*& slot, std::uint64_t& pos) noexcept;
   // Publishes a claimed slot of ring (the peer's message or control ring) for op.
   [[nodiscard]] errc finish_request(peer& p, util::mpsc_ring& ring, tx_op* op, std::uint64_t pos) noexcept;

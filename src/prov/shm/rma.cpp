@@ -72,7 +72,8 @@ errc endpoint_impl::rma(const rma_desc& d, std::uint64_t flags) noexcept {
   // CQ data, commit (flush and handler), SAVE, or it counts peers' accesses.
   if (!save && !(write && (flags & flag::remote_cq_data)) && level != flag::commit_complete &&
       !(p.map->hdr()->flags.load(std::memory_order_acquire) & region_flag::two_sided_rma))
-    return one_sided(p, d, rr, nr, len, write, inject);
+    if (access_claim* slot = access_to(p)) [[likely]]
+      return one_sided(p, *slot, d, rr, nr, len, write, inject);
   // Every part is answered by its own ack: bound what a target may owe us.
   if (rma_parts_ + nr > max_rma_parts) return errc::again;
   tx_op* op = txp_.get();
@@ -188,23 +189,29 @@ void endpoint_impl::published(std::uint64_t key, std::byte* addr, std::size_t le
   e.seq.store(s + 2, std::memory_order_release);
 }
 
+// The key goes out of the table, then we wait until no peer is still inside
+// an access that found it there (access slots): when the registry's close
+// returns, no peer copy into or out of the region is under way or can start.
 void endpoint_impl::revoked(std::uint64_t key) noexcept {
   mr_entry& e = self_->mr_table()[spi::mr_key_slot(key)];
-  if (__atomic_load_n(&e.key, __ATOMIC_RELAXED) != key) return;
-  const std::uint32_t s = e.seq.load(std::memory_order_relaxed);
-  e.seq.store(s + 1, std::memory_order_relaxed);
-  std::atomic_thread_fence(std::memory_order_release);
-  __atomic_store_n(&e.key, std::uint64_t{0}, __ATOMIC_RELAXED);
-  e.seq.store(s + 2, std::memory_order_release);
+  if (__atomic_load_n(&e.key, __ATOMIC_RELAXED) == key) {
+    const std::uint32_t s = e.seq.load(std::memory_order_relaxed);
+    e.seq.store(s + 1, std::memory_order_relaxed);
+    std::atomic_thread_fence(std::memory_order_release);
+    __atomic_store_n(&e.key, std::uint64_t{0}, __ATOMIC_RELAXED);
+    e.seq.store(s + 2, std::memory_order_release);
+  }
+  wait_unaccessed(*self_, key);
 }
 
 namespace {
 // A consistent copy of a peer's table entry (bounded retries: the owner
-// rewrites an entry only when a region opens or closes).
-bool read_entry(const mr_entry& e, std::uint64_t& key, std::uint64_t& addr, std::uint64_t& len,
-                std::uint32_t& acc, std::uint64_t& seg) noexcept {
+// rewrites an entry only when a region opens or closes). The first load is
+// sequentially consistent: it is the load half of the access-slot protocol.
+[[gnu::always_inline]] inline bool read_entry(const mr_entry& e, std::uint64_t& key, std::uint64_t& addr,
+                                             std::uint64_t& len, std::uint32_t& acc, std::uint64_t& seg) noexcept {
   for (int i = 0; i < 1000; ++i) {
-    const std::uint32_t s1 = const_cast<mr_entry&>(e).seq.load(std::memory_order_acquire);
+    const std::uint32_t s1 = const_cast<mr_entry&>(e).seq.load(std::memory_order_seq_cst);
     if (s1 & 1) continue;
     key = __atomic_load_n(&e.key, __ATOMIC_RELAXED);
     addr = __atomic_load_n(&e.addr, __ATOMIC_RELAXED);
@@ -216,49 +223,128 @@ bool read_entry(const mr_entry& e, std::uint64_t& key, std::uint64_t& addr, std:
   }
   return false;
 }
+
+// Whether key still names its entry (between two pieces of one access).
+bool still_published(const mr_entry* table, std::uint64_t key) noexcept {
+  std::uint64_t k = 0, addr, len, seg;
+  std::uint32_t acc;
+  return read_entry(table[spi::mr_key_slot(key)], k, addr, len, acc, seg) && k == key;
+}
+
+// One remote range checked against the published entry of its key.
+struct checked_range {
+  remote_iov where;        // in the owner's address space
+  std::byte* mapped;       // the same bytes in a segment mapped here (alloc_memory), or null
+};
+
+[[gnu::always_inline]] inline errc check_range(peer& p, const rma_iov& r, bool write, checked_range& out) noexcept {
+  std::uint64_t key = 0, addr = 0, rlen = 0, seg = 0;
+  std::uint32_t acc = 0;
+  if (r.key == 0 || !read_entry(p.map->mr_table()[spi::mr_key_slot(r.key)], key, addr, rlen, acc, seg) ||
+      key != r.key)
+    return errc::not_found;
+  if (!(acc & (write ? access::remote_write : access::remote_read))) return errc::permission_denied;
+  if (r.offset > rlen || r.len > rlen - r.offset) return errc::invalid_argument;
+  out.where = remote_iov{addr + r.offset, r.len};
+  const auto* ph = p.map->hdr();
+  std::byte* base = seg ? p.segs.get(ph->owner_uid, ph->owner_pid, ph->owner_start, seg, rlen) : nullptr;
+  out.mapped = base ? base + r.offset : nullptr;
+  return errc::ok;
+}
+
+errc cma_status(int err) noexcept {
+  return err == ESRCH ? errc::peer_dead : err == EFAULT ? errc::not_found : errc::io_error;
+}
 }  // namespace
 
-// RMA without the target's help: the initiator checks the published entry
-// (key, right, bounds) and copies with one process_vm_readv/writev; the data
-// is placed when this returns, so the operation completes here.
-errc endpoint_impl::one_sided(peer& p, const rma_desc& d, const rma_iov* rr, std::size_t nr, std::size_t len,
-                              bool write, bool inject) noexcept {
-  if (!txcq_->reserve()) return errc::again;  // an inject write's failure needs room too
+// The bytes of one run of ranges (one key, checked: cr) between the local
+// iov list (from byte off) and the target, access_piece bytes at a time,
+// the key's entry checked again before each piece after the first.
+errc endpoint_impl::move_run(peer& p, const rma_desc& d, const rma_iov* rr, const void* checked, std::size_t n,
+                             std::size_t off, std::size_t run, bool write) noexcept {
+  const auto* cr = static_cast<const checked_range*>(checked);
+  bool mapped = true;
+  for (std::size_t k = 0; k < n; ++k) mapped = mapped && cr[k].mapped;
   remote_iov riov[max_iov];
-  std::byte* mapped[max_iov];  // the ranges in the target's segments mapped here (alloc_memory)
-  bool all_mapped = true;
-  errc st = errc::ok;
-  const mr_entry* table = p.map->mr_table();
-  const auto* ph = p.map->hdr();
-  for (std::size_t i = 0; i < nr && st == errc::ok; ++i) {
-    std::uint64_t key = 0, addr = 0, rlen = 0, seg = 0;
-    std::uint32_t acc = 0;
-    if (rr[i].key == 0 || !read_entry(table[spi::mr_key_slot(rr[i].key)], key, addr, rlen, acc, seg) ||
-        key != rr[i].key)
-      st = errc::not_found;
-    else if (!(acc & (write ? access::remote_write : access::remote_read)))
-      st = errc::permission_denied;
-    else if (rr[i].offset > rlen || rr[i].len > rlen - rr[i].offset)
-      st = errc::invalid_argument;
-    else {
-      riov[i] = remote_iov{addr + rr[i].offset, rr[i].len};
-      std::byte* base = seg ? p.segs.get(ph->owner_uid, ph->owner_pid, ph->owner_start, seg, rlen) : nullptr;
-      mapped[i] = base ? base + rr[i].offset : nullptr;
-      all_mapped = all_mapped && base;
+  for (std::size_t k = 0; k < n; ++k) riov[k] = cr[k].where;
+  for (std::size_t done = 0; done < run;) {
+    const std::size_t piece = std::min(access_piece, run - done);
+    if (done && !still_published(p.map->mr_table(), rr[0].key))
+      return errc::not_found;  // revoked while we copied: the rest is not ours to touch
+    if (mapped) {
+      std::size_t at = 0, moved = 0;  // at: where range k starts in the run
+      for (std::size_t k = 0; k < n && moved < piece; at += rr[k].len, ++k) {
+        const std::size_t rl = rr[k].len;
+        if (done + moved >= at + rl) continue;
+        const std::size_t in = done + moved - at, c = std::min(piece - moved, rl - in);
+        if (write) gather(d.iov, d.iov_count, off + done + moved, cr[k].mapped + in, c);
+        else scatter(d.iov, d.iov_count, off + done + moved, cr[k].mapped + in, c);
+        moved += c;
+      }
+    } else if (int err = cma_copy_at(!write, static_cast<pid_t>(p.pid), d.iov, d.iov_count, off + done, riov, n,
+                                     done, piece)) {
+      return cma_status(err);  // read = true copies remote -> local (process_vm_readv)
     }
+    done += piece;
   }
-  if (st == errc::ok && len && all_mapped) {
-    // loads and stores on the target's memory, mapped here
-    std::size_t off = 0;
-    for (std::size_t i = 0; i < nr; ++i) {
-      if (write) gather(d.iov, d.iov_count, off, mapped[i], rr[i].len);
-      else scatter(d.iov, d.iov_count, off, mapped[i], rr[i].len);
-      off += rr[i].len;
+  return errc::ok;
+}
+
+// A list of ranges: each run of ranges with one key is one access. With
+// several keys every range is checked first, so that a wrong key, right or
+// bound leaves the target untouched; each run is checked again inside its
+// access.
+errc endpoint_impl::one_sided_list(peer& p, access_claim& slot, const rma_desc& d, const rma_iov* rr,
+                                   std::size_t nr, bool write) noexcept {
+  checked_range cr[max_iov];
+  errc st = errc::ok;
+  bool several = false;
+  for (std::size_t i = 1; i < nr; ++i) several = several || rr[i].key != rr[0].key;
+  for (std::size_t i = 0; several && i < nr && st == errc::ok; ++i) st = check_range(p, rr[i], write, cr[i]);
+  std::size_t off = 0;  // bytes of the local iov list done
+  for (std::size_t i = 0; i < nr && st == errc::ok;) {
+    std::size_t j = i + 1;
+    while (j < nr && rr[j].key == rr[i].key) ++j;
+    std::size_t run = 0;
+    slot.begin(rr[i].key);
+    for (std::size_t k = i; k < j && st == errc::ok; ++k) {
+      st = check_range(p, rr[k], write, cr[k]);
+      run += rr[k].len;
     }
-  } else if (st == errc::ok && len) {
-    // read = true copies remote -> local (process_vm_readv)
-    if (int err = cma_copy(!write, static_cast<pid_t>(p.pid), d.iov, d.iov_count, riov, nr, 0, len))
-      st = err == ESRCH ? errc::peer_dead : err == EFAULT ? errc::not_found : errc::io_error;
+    if (st == errc::ok) st = move_run(p, d, rr + i, cr + i, j - i, off, run, write);
+    slot.end();
+    off += run;
+    i = j;
+  }
+  return st;
+}
+
+// RMA without the target's help: the initiator checks the published entry
+// (key, right, bounds) and copies with process_vm_readv/writev, or with
+// loads and stores on a mapped segment; the data is placed when this
+// returns, so the operation completes here. An access keeps its key in our
+// access slot from before the entry is read until the last byte moved, and
+// checks the entry again every access_piece bytes (so a revoking owner waits
+// for one piece at most).
+errc endpoint_impl::one_sided(peer& p, access_claim& slot, const rma_desc& d, const rma_iov* rr, std::size_t nr,
+                              std::size_t len, bool write, bool inject) noexcept {
+  if (!txcq_->reserve()) return errc::again;  // an inject write's failure needs room too
+  errc st = errc::ok;
+  if (nr == 1) [[likely]] {
+    slot.begin(rr[0].key);
+    checked_range c;
+    st = check_range(p, rr[0], write, c);
+    if (st == errc::ok && len) {
+      if (c.mapped && len <= access_piece) [[likely]] {  // loads and stores on the target's memory, mapped here
+        if (write) gather(d.iov, d.iov_count, 0, c.mapped, len);
+        else scatter(d.iov, d.iov_count, 0, c.mapped, len);
+      } else {
+        st = move_run(p, d, rr, &c, 1, 0, len, write);
+      }
+    }
+    slot.end();
+  } else {
+    st = one_sided_list(p, slot, d, rr, nr, write);
   }
   spi::count(write ? cntrs_.write.get() : cntrs_.read.get(), st == errc::ok);
   const std::uint64_t f = flag::rma | (write ? flag::write : flag::read);
@@ -298,22 +384,32 @@ void endpoint_impl::complete_now(void* ctx, std::uint64_t f, std::size_t len, er
 }
 
 bool endpoint_impl::atomic_one_sided(peer& p, const atomic_desc& d, std::size_t bytes, errc& ret) noexcept {
-  std::uint64_t key = 0, addr = 0, rlen = 0, seg = 0;
-  std::uint32_t acc = 0;
-  if (d.key == 0 || !read_entry(p.map->mr_table()[spi::mr_key_slot(d.key)], key, addr, rlen, acc, seg) ||
-      key != d.key || seg == 0)
-    return false;  // the target checks (and reports) everything else
-  const auto* ph = p.map->hdr();
-  std::byte* base = p.segs.get(ph->owner_uid, ph->owner_pid, ph->owner_start, seg, rlen);
-  if (!base) return false;
+  access_claim* ac = access_to(p);
+  if (!ac || d.key == 0) return false;  // the target checks (and reports) everything
   if (!txcq_->reserve()) {
     ret = errc::again;
     return true;
   }
+  std::uint64_t key = 0, addr = 0, rlen = 0, seg = 0;
+  std::uint32_t acc = 0;
   const auto type = static_cast<atomic_type>(d.type);
   const std::size_t sz = size_of(type);
   const std::uint64_t need = access::remote_write | (d.result ? access::remote_read : 0);
   errc st = errc::ok;
+  ac->begin(d.key);  // before the entry is read: a region closed after this waits for us
+  if (!read_entry(p.map->mr_table()[spi::mr_key_slot(d.key)], key, addr, rlen, acc, seg) || key != d.key ||
+      seg == 0) {
+    ac->end();
+    txcq_->unreserve();
+    return false;  // not a segment mapped here (or no such key): the target checks and answers
+  }
+  const auto* ph = p.map->hdr();
+  std::byte* base = p.segs.get(ph->owner_uid, ph->owner_pid, ph->owner_start, seg, rlen);
+  if (!base) {
+    ac->end();
+    txcq_->unreserve();
+    return false;
+  }
   if ((acc & need) != need) st = errc::permission_denied;
   else if (d.offset > rlen || bytes > rlen - d.offset || (addr + d.offset) % sz != 0) st = errc::invalid_argument;
   else {
@@ -323,12 +419,14 @@ bool endpoint_impl::atomic_one_sided(peer& p, const atomic_desc& d, std::size_t 
                        old);
     if (d.result) std::memcpy(d.result, old, bytes);
   }
+  ac->end();
   const std::uint64_t f = flag::atomic | (d.result ? flag::read : flag::write);
   spi::count(cntrs_.write.get(), st == errc::ok);
   complete_now(d.context, f, bytes, st,
-               st == errc::permission_denied ? "the target region does not allow this access"
-                                             : "the remote range lies outside the target region (or is not "
-                                               "aligned for an atomic)");
+               st == errc::not_found           ? "no memory region with that key at the target (closed, or a wrong key)"
+               : st == errc::permission_denied ? "the target region does not allow this access"
+                                               : "the remote range lies outside the target region (or is not "
+                                                 "aligned for an atomic)");
   ret = errc::ok;
   return true;
 }

@@ -7,6 +7,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "prov/shm/access.hpp"
 #include "prov/shm/layout.hpp"
 #include "prov/shm/region.hpp"
 #include "util/list.hpp"
@@ -50,6 +51,7 @@ struct peer_segs {
 struct peer {
   std::unique_ptr<mapping> map;
   peer_segs segs;
+  access_claim access;   // our access slot in its region (one-sided RMA); given back before map goes
   util::mpsc_ring ring;  // producer view of its message ring
   util::mpsc_ring ctl;   // producer view of its control ring
   std::uint64_t key = 0;
