@@ -41,6 +41,7 @@ result<void> endpoint_impl::init() {
   self_ = std::move(*m);
   ring_ = self_->ring();
   ctl_ = self_->ctl_ring();
+  req_ = self_->req_ring();
   advertise_fences(*self_);
   inline_max_ = cfg_.inline_max();
   source_cap_ = (info_.caps & cap::source) != 0;
@@ -310,6 +311,8 @@ errc endpoint_impl::recv(const msg_desc& m, std::uint64_t flags) noexcept {
   });
   if (u) {
     uxl.erase(u);
+    r->owes = u->owes;  // the replies held for it when it arrived
+    u->owes = 0;
     deliver(r, u->view());
     release_unexpected(u, false);
     return errc::ok;
@@ -321,8 +324,10 @@ errc endpoint_impl::recv(const msg_desc& m, std::uint64_t flags) noexcept {
 void endpoint_impl::release_unexpected(unexp* u, bool ack_sender) noexcept {
   if (ack_sender && u->code == op::rts) {  // discarded: let the sender complete
     auto p = dom_->peer_by_key(u->src_key);
-    if (p) send_ctrl(*p, op::ack, u->cookie, static_cast<std::uint64_t>(errc::ok), 0);
+    if (p) send_owed(*p, u->owes, op::ack, u->cookie, static_cast<std::uint64_t>(errc::ok), 0);
   }
+  forgive(u->owes);
+  u->owes = 0;
   u->claim_ctx = nullptr;
   uxp_.put(u);
 }
@@ -382,6 +387,8 @@ errc endpoint_impl::peek_claim(const msg_desc& m, std::uint64_t flags, std::uint
   std::copy_n(m.iov, m.iov_count, r->iov);
   r->iov_count = m.iov_count;
   r->cap = iov_total(m.iov, m.iov_count);
+  r->owes = u->owes;
+  u->owes = 0;
   deliver(r, u->view());
   release_unexpected(u, false);
   return errc::ok;
@@ -449,12 +456,14 @@ bool endpoint_impl::handle_incoming(const slot_header* h) noexcept {
               reinterpret_cast<const std::byte*>(h) + sizeof(slot_header),
               reinterpret_cast<const remote_iov*>(reinterpret_cast<const std::byte*>(h) + sizeof(slot_header)),
               h->iov_count};
+  std::uint32_t owes = 0;  // control replies this message will need (rts: now, and an ack later)
   if (h->code == op::inline_msg) {
     if (h->len > inline_max_) return true;  // malformed: drop
     in.len = h->len;
   } else {
     if (h->iov_count > max_iov) return true;
-    if (ctp_.available() < ctrl_reserve) return false;  // replies owed elsewhere: wait
+    owes = 2;
+    if (!can_owe(owes)) return false;  // no room for its replies yet: leave it in the ring (back-pressure)
     in.len = h->aux;
   }
   auto& pl = tagged ? posted_tag_ : posted_msg_;
@@ -463,11 +472,15 @@ bool endpoint_impl::handle_incoming(const slot_header* h) noexcept {
   });
   if (r) {
     pl.erase(r);
+    owe(owes);
+    r->owes = owes;
     deliver(r, in);
     return true;
   }
   unexp* u = uxp_.get();
   if (!u) return false;  // unexpected buffers full: leave it in the ring (back-pressure)
+  owe(owes);
+  u->owes = owes;
   u->code = in.code;
   u->flags = in.flags;
   u->len = in.len;
@@ -490,12 +503,18 @@ void endpoint_impl::handle_control(slot_header* h) noexcept {
     case op::ack: handle_ack(h); break;
     case op::data: handle_data(h); break;
     case op::split: handle_split(h); break;
+    default: break;  // nop, not a control code, or a recovered slot: drop
+  }
+}
+
+// Requests are taken only while their answer has room (can_take_request).
+void endpoint_impl::handle_request(slot_header* h) noexcept {
+  switch (h->code) {
     case op::rma_write:
     case op::rma_read: handle_rma(h); break;
     case op::atomic: handle_atomic(h); break;
     case op::save: handle_save(h); break;
-    case op::nop: break;
-    default: break;  // not a control code (or a recovered slot): drop
+    default: break;  // nop, not a request, or a recovered slot: drop
   }
 }
 
@@ -509,6 +528,16 @@ void endpoint_impl::progress() noexcept {
     handle_control(h);
     h->src_pid = 0;  // the next writer of this slot names itself afresh
     ctl_.pop();
+  }
+  // Requests while their answers have room: otherwise they wait in the ring
+  // (their initiators see again) until the answers we hold drain.
+  for (int i = 0; i < progress_batch && can_take_request(); ++i, ++work) {
+    auto* s = req_.peek();
+    if (!s) break;
+    auto* h = reinterpret_cast<slot_header*>(s);
+    handle_request(h);
+    h->src_pid = 0;
+    req_.pop();
   }
   for (int i = 0; i < progress_batch; ++i, ++work) {
     auto* s = ring_.peek();
@@ -534,6 +563,7 @@ void endpoint_impl::progress() noexcept {
     if (stale || post_ctrl(*c->p, c->m)) {
       ctrl_pending_.erase(c);
       c->p.reset();
+      requests_waiting_ -= c->request;
       ctp_.put(c);
     }
     c = next;
@@ -562,6 +592,7 @@ void endpoint_impl::progress() noexcept {
 void endpoint_impl::housekeeping() noexcept {
   check_stuck_head(ring_, stuck_ring_);
   check_stuck_head(ctl_, stuck_ctl_);
+  check_stuck_head(req_, stuck_req_);
   dom_->sweep();
 }
 

@@ -17,7 +17,14 @@
 
 namespace weft::prov::shm {
 
-inline constexpr std::size_t ctrl_reserve = 16;  // pending control replies kept free: below it, rts waits
+// Control replies that wait for room in their peer's control ring (ctrl
+// entries): every reply the endpoint may still have to send is counted when
+// the work that needs it is taken (owed), and work is taken only while the
+// pool covers it, so a reply always finds an entry. An rts owes at most two
+// replies (cts/split/ack now, ack later); a request (RMA, atomic, SAVE) one,
+// and at most request_replies of those wait at a time.
+inline constexpr std::size_t request_replies = 256;
+inline constexpr std::size_t ctrl_entries = 2 * (rx_size + unexpected_count) + request_replies;
 inline constexpr std::size_t max_chunk = std::size_t{1} << 30;
 
 inline void wake(peer& p) noexcept {
@@ -82,6 +89,7 @@ struct rx_op : util::list_node {
   int split_err = 0;
   remote_iov riov[max_iov];
   std::size_t riov_count = 0;
+  std::uint32_t owes = 0;  // control replies still owed for this receive (counted in owed_)
 };
 
 struct unexp : util::list_node {
@@ -92,6 +100,7 @@ struct unexp : util::list_node {
   remote_iov riov[max_iov];
   void* claim_ctx = nullptr;
   std::byte* payload = nullptr;
+  std::uint32_t owes = 0;  // rts: control replies owed once matched or discarded (counted in owed_)
   [[nodiscard]] incoming view() const noexcept {
     return incoming{code, flags, len, tag, data, src_key, cookie, payload, riov, iov_count};
   }
@@ -101,16 +110,18 @@ struct stuck_state {
   std::uint64_t pos = ~0ull, since = 0;
 };
 
+// A control reply. split carries the receive's iov list, taken from the
+// receive (aux names it) when the slot is written.
 struct ctrl_msg {
   op code = op::ack;
   std::uint64_t cookie = 0, aux = 0, data = 0, tag = 0;
-  std::uint32_t len = 0, seg = 0, iov_count = 0;
-  remote_iov iov[max_iov];
+  std::uint32_t len = 0, seg = 0;
 };
 
 struct ctrl : util::list_node {
   std::shared_ptr<peer> p;
   ctrl_msg m;
+  bool request = false;  // the answer to a request (counted in requests_waiting_)
 };
 
 class [[gnu::visibility("hidden")]] endpoint_impl final : public spi::endpoint, public spi::progressable, public spi::mr_observer {
@@ -184,6 +195,8 @@ class [[gnu::visibility("hidden")]] endpoint_impl final : public spi::endpoint, 
     txp_.put(op);
   }
   void put_rx(rx_op* r) noexcept {
+    forgive(r->owes);
+    r->owes = 0;
     r->p.reset();
     r->active = false;
     r->split = false;
@@ -198,16 +211,34 @@ class [[gnu::visibility("hidden")]] endpoint_impl final : public spi::endpoint, 
   void complete_rx(rx_op* r, const incoming& in, std::size_t copied) noexcept;
   void complete_rx_error(rx_op* r, errc e, const char* what) noexcept;
   void start_rendezvous(rx_op* r, const incoming& in) noexcept;
-  void send_ctrl(const std::shared_ptr<peer>& p, op code, std::uint64_t ck, std::uint64_t aux,
+  // Reply accounting (see ctrl_entries): owe() when taking work that will
+  // need replies, then each reply uses one of them (send_owed) or they are
+  // forgiven when the work ends without them.
+  [[nodiscard]] bool can_owe(std::size_t n) const noexcept { return ctp_.available() >= owed_ + n; }
+  void owe(std::size_t n) noexcept { owed_ += n; }
+  void forgive(std::size_t n) noexcept { owed_ -= n; }
+  void send_owed(const std::shared_ptr<peer>& p, std::uint32_t& owes, op code, std::uint64_t ck, std::uint64_t aux,
                  std::uint64_t data) noexcept {
     ctrl_msg m;
     m.code = code;
     m.cookie = ck;
     m.aux = aux;
     m.data = data;
-    send_ctrl(p, m);
+    send_owed(p, owes, m);
   }
-  void send_ctrl(const std::shared_ptr<peer>& p, const ctrl_msg& m) noexcept;
+  void send_owed(const std::shared_ptr<peer>& p, std::uint32_t& owes, const ctrl_msg& m) noexcept {
+    if (owes) {
+      --owes;
+      --owed_;
+    }
+    send_ctrl(p, m, false);
+  }
+  // The answer to a request: taken only while can_take_request() held.
+  void answer(const std::shared_ptr<peer>& p, std::uint64_t ck, errc st) noexcept;
+  [[nodiscard]] bool can_take_request() const noexcept {
+    return requests_waiting_ < request_replies && can_owe(1);
+  }
+  void send_ctrl(const std::shared_ptr<peer>& p, const ctrl_msg& m, bool request) noexcept;
   [[nodiscard]] bool post_ctrl(peer& p, const ctrl_msg& m) noexcept;
   void start_split(rx_op* r, const incoming& in, std::size_t accept) noexcept;
   void copy_chunks(rx_op* r) noexcept;
@@ -225,6 +256,7 @@ class [[gnu::visibility("hidden")]] endpoint_impl final : public spi::endpoint, 
   void check_stuck_head(util::mpsc_ring& ring, stuck_state& st) noexcept;
   void housekeeping() noexcept;
   void handle_control(slot_header* h) noexcept;
+  void handle_request(slot_header* h) noexcept;
   [[nodiscard]] errc peek_claim(const msg_desc& m, std::uint64_t flags, std::uint64_t src) noexcept;
   void release_unexpected(unexp* u, bool ack_sender) noexcept;
 
@@ -233,7 +265,8 @@ class [[gnu::visibility("hidden")]] endpoint_impl final : public spi::endpoint, 
   config cfg_;
   std::unique_ptr<mapping> self_;
   util::mpsc_ring ring_;  // messages: inline and rts
-  util::mpsc_ring ctl_;   // control: cts, ack, data, split (never blocked by unexpected messages)
+  util::mpsc_ring ctl_;   // control: cts, ack, data, split (never blocked: nothing there needs a reply)
+  util::mpsc_ring req_;   // requests: rma_write, rma_read, atomic, save (taken while their answer has room)
   std::uint32_t pid_ = 0, epid_ = 0;
   std::shared_ptr<spi::cq> txcq_, rxcq_;
   spi::endpoint_counters cntrs_;  // counters, if bound
@@ -246,7 +279,9 @@ class [[gnu::visibility("hidden")]] endpoint_impl final : public spi::endpoint, 
   util::pool<tx_op> txp_{tx_size};
   util::pool<rx_op> rxp_{rx_size};
   util::pool<unexp> uxp_{unexpected_count};
-  util::pool<ctrl> ctp_{tx_size + rx_size + unexpected_count};
+  util::pool<ctrl> ctp_{ctrl_entries};
+  std::size_t owed_ = 0;              // replies owed by work taken (entries held for them)
+  std::size_t requests_waiting_ = 0;  // answers to requests among the pending replies
   std::unique_ptr<std::byte[]> ux_storage_;  // not zero-filled: pages are committed on use
   util::ilist<rx_op> posted_msg_, posted_tag_, rx_active_;
   util::ilist<unexp> ux_msg_, ux_tag_, claimed_;
@@ -256,7 +291,7 @@ class [[gnu::visibility("hidden")]] endpoint_impl final : public spi::endpoint, 
   std::uint32_t splits_pending_ = 0;
   std::uint64_t next_check_ = 0;
   std::uint32_t idle_polls_ = 0;
-  stuck_state stuck_ring_, stuck_ctl_;
+  stuck_state stuck_ring_, stuck_ctl_, stuck_req_;
   std::uint64_t level_ = flag::delivery_complete;  // default completion level of RMA
   std::size_t rma_parts_ = 0;  // RMA requests (parts) awaiting their ack
   std::unique_ptr<std::byte[]> inject_bufs_;       // inject writes: the target reads our copy

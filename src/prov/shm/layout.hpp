@@ -49,7 +49,10 @@ struct region_header {
   std::byte pad1_[256 - 200];
   std::atomic<std::uint32_t> seg_busy[max_segments];  // 256: 1 = holds data for a peer
   util::ring_tail ctl_tail;              // 512: producers' claim counter of the control ring
-  std::byte reserved_[656 - 576];
+  util::ring_tail req_tail;              // 576: producers' claim counter of the request ring
+  std::uint64_t req_offset;              // 640: request ring (rma_write, rma_read, atomic, save)
+  std::uint32_t req_count;               // 648: request ring slots (power of two)
+  std::uint32_t req_slot_size;           // 652
   std::uint64_t access_offset;           // 656: access_slot[access_count]
   std::uint32_t access_count;            // 664
   std::atomic<std::uint32_t> access_used;  // 668: slots [0, access_used) were ever claimed
@@ -74,6 +77,10 @@ static_assert(offsetof(region_header, ctl_offset) == 96);
 static_assert(offsetof(region_header, ctl_slot_size) == 104);
 static_assert(offsetof(region_header, seg_busy) == 256);
 static_assert(offsetof(region_header, ctl_tail) == 512);
+static_assert(offsetof(region_header, req_tail) == 576);
+static_assert(offsetof(region_header, req_offset) == 640);
+static_assert(offsetof(region_header, req_count) == 648);
+static_assert(offsetof(region_header, req_slot_size) == 652);
 static_assert(offsetof(region_header, access_offset) == 656);
 static_assert(offsetof(region_header, access_count) == 664);
 static_assert(offsetof(region_header, access_used) == 668);

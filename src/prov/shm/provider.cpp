@@ -99,6 +99,7 @@ result<std::shared_ptr<peer>> domain_impl::peer_by_name(const std::string& name)
   auto p = std::make_shared<peer>();
   p->ring = (*m)->ring();
   p->ctl = (*m)->ctl_ring();
+  p->req = (*m)->req_ring();
   p->key = key;
   p->pid = pid;
   p->inline_max = (*m)->slot_size() - static_cast<std::uint32_t>(sizeof(slot_header));

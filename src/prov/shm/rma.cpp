@@ -20,7 +20,7 @@
 namespace weft::prov::shm {
 
 // A request that a peer answers with ack (RMA, atomics): an operation, CQ
-// room for its completion and a control slot, or again.
+// room for its completion and a slot of the peer's request ring, or again.
 errc endpoint_impl::begin_request(peer& p, void* ctx, tx_op*& op, std::byte*& slot, std::uint64_t& pos) noexcept {
   op = txp_.get();
   if (!op) return errc::again;
@@ -28,7 +28,7 @@ errc endpoint_impl::begin_request(peer& p, void* ctx, tx_op*& op, std::byte*& sl
     txp_.put(op);
     return errc::again;
   }
-  slot = p.ctl.claim(pos);
+  slot = p.req.claim(pos);
   if (!slot) {
     txcq_->unreserve();
     txp_.put(op);
@@ -92,15 +92,15 @@ errc endpoint_impl::rma(const rma_desc& d, std::uint64_t flags) noexcept {
     op->ibuf = static_cast<std::int32_t>(inject_free_.back());
     inject_free_.pop_back();
   }
-  // Every part's control slot first, so that a full ring gives nothing away.
+  // Every part's request slot first, so that a full ring gives nothing away.
   std::byte* slots[max_iov];
   std::uint64_t pos[max_iov];
   for (std::size_t i = 0; i < nr; ++i) {
-    slots[i] = p.ctl.claim(pos[i]);
+    slots[i] = p.req.claim(pos[i]);
     if (!slots[i]) {
       for (std::size_t j = 0; j < i; ++j) {
         reinterpret_cast<slot_header*>(slots[j])->code = op::nop;
-        (void)p.ctl.publish(pos[j]);
+        (void)p.req.publish(pos[j]);
       }
       txcq_->unreserve();
       put_tx(op);
@@ -158,7 +158,7 @@ errc endpoint_impl::rma(const rma_desc& d, std::uint64_t flags) noexcept {
   }
   tx_active_.push_back(op);
   for (std::size_t i = 0; i < nr; ++i)
-    if (!p.ctl.publish(pos[i])) [[unlikely]]
+    if (!p.req.publish(pos[i])) [[unlikely]]
       ++failed;  // the slot was taken back as stuck: that part never reaches the target
   if (failed) {
     op->part_err = errc::io_error;
@@ -460,11 +460,11 @@ void endpoint_impl::handle_rma(const slot_header* h) noexcept {
       st = errc::busy;  // written, but no room to tell the application: the initiator is told to retry
   }
   spi::count(write ? cntrs_.remote_write.get() : cntrs_.remote_read.get(), st == errc::ok);
-  send_ctrl(*pr, op::ack, h->cookie, static_cast<std::uint64_t>(st), 0);
+  answer(*pr, h->cookie, st);
 }
 
 // Target side of SAVE: every earlier request from this initiator was handled
-// already (one control ring, in order), so flushing the region now covers
+// already (one request ring, in order), so flushing the region now covers
 // every earlier write to it.
 void endpoint_impl::handle_save(const slot_header* h) noexcept {
   auto pr = dom_->peer_by_key(peer_key(h->src_pid, h->src_epid));
@@ -473,7 +473,7 @@ void endpoint_impl::handle_save(const slot_header* h) noexcept {
   errc st = level == flag::commit_complete || level == flag::delivery_complete
                 ? reg_->commit(commit_event::kind::save, h->aux, 0, 0, level)
                 : errc::invalid_argument;
-  send_ctrl(*pr, op::ack, h->cookie, static_cast<std::uint64_t>(st), 0);
+  answer(*pr, h->cookie, st);
 }
 
 errc endpoint_impl::atomic(const atomic_desc& d) noexcept {
@@ -512,7 +512,7 @@ errc endpoint_impl::atomic(const atomic_desc& d) noexcept {
   h->iov_count = 0;
   std::memcpy(s + sizeof(slot_header), d.operand, bytes);
   if (d.compare) std::memcpy(s + sizeof(slot_header) + atomic_max_bytes, d.compare, bytes);
-  return finish_request(p, p.ctl, op, pos);
+  return finish_request(p, p.req, op, pos);
 }
 
 // Target side of atomics: checked like RMA, then applied element by element
@@ -543,7 +543,7 @@ void endpoint_impl::handle_atomic(const slot_header* h) noexcept {
     }
   }
   spi::count(cntrs_.remote_write.get(), st == errc::ok);
-  send_ctrl(*pr, op::ack, h->cookie, static_cast<std::uint64_t>(st), 0);
+  answer(*pr, h->cookie, st);
 }
 
 }  // namespace weft::prov::shm

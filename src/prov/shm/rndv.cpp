@@ -69,7 +69,15 @@ void endpoint_impl::stream(tx_op* op) noexcept {
   if (op->sent == op->accepted && op->seg_mask == 0) complete_tx(op, errc::ok, "");
 }
 
+// Writes m into p's control ring; false when it is full (or when the slot
+// was taken back because we stalled: not delivered either), so the caller
+// keeps the reply and tries again.
 bool endpoint_impl::post_ctrl(peer& p, const ctrl_msg& m) noexcept {
+  const rx_op* r = nullptr;
+  if (m.code == op::split) {  // the receive's iov list goes with the offer
+    r = by_cookie(rxp_, m.aux);
+    if (!r || !r->split) return true;  // that copy is over: nothing to offer any more
+  }
   std::uint64_t pos;
   auto* s = p.ctl.claim(pos);
   if (!s) return false;
@@ -83,24 +91,40 @@ bool endpoint_impl::post_ctrl(peer& p, const ctrl_msg& m) noexcept {
   h->cookie = m.cookie;
   h->aux = m.aux;
   h->seg = m.seg;
-  h->iov_count = m.iov_count;
   h->tag = m.tag;
-  std::copy_n(m.iov, m.iov_count, reinterpret_cast<remote_iov*>(s + sizeof(slot_header)));
-  (void)p.ctl.publish(pos);  // a refused control slot is a timed-out peer's problem
+  h->iov_count = 0;
+  if (r) {
+    auto* riov = reinterpret_cast<remote_iov*>(s + sizeof(slot_header));
+    for (std::size_t i = 0; i < r->iov_count; ++i)
+      riov[i] = remote_iov{reinterpret_cast<std::uint64_t>(r->iov[i].iov_base), r->iov[i].iov_len};
+    h->iov_count = static_cast<std::uint32_t>(r->iov_count);
+  }
+  if (!p.ctl.publish(pos)) return false;  // the peer took the slot back (we looked dead): send it again
   wake(p);
   return true;
 }
 
-void endpoint_impl::send_ctrl(const std::shared_ptr<peer>& p, const ctrl_msg& m) noexcept {
+// A reply, now or, when the peer's control ring is full, from progress. The
+// entry it may need was counted when the work was taken (owed_, or
+// can_take_request for an answer), so the pool is never empty here.
+void endpoint_impl::send_ctrl(const std::shared_ptr<peer>& p, const ctrl_msg& m, bool request) noexcept {
   if (post_ctrl(*p, m)) return;
-  // Its control ring is full: retry from progress. New rendezvous messages
-  // are not matched while fewer than ctrl_reserve entries are free, so the
-  // replies owed for operations already matched always find one.
   ctrl* c = ctp_.get();
-  if (!c) return;  // unreachable while the reserve rule holds
+  if (!c) [[unlikely]]
+    return;  // unreachable: every caller holds an entry (owed_ or can_take_request)
   c->p = p;
   c->m = m;
+  c->request = request;
+  requests_waiting_ += request;
   ctrl_pending_.push_back(c);
+}
+
+void endpoint_impl::answer(const std::shared_ptr<peer>& p, std::uint64_t ck, errc st) noexcept {
+  ctrl_msg m;
+  m.code = op::ack;
+  m.cookie = ck;
+  m.aux = static_cast<std::uint64_t>(st);
+  send_ctrl(p, m, true);
 }
 
 void endpoint_impl::deliver(rx_op* r, const incoming& in) noexcept {
@@ -123,8 +147,8 @@ void endpoint_impl::start_rendezvous(rx_op* r, const incoming& in) noexcept {
   const std::shared_ptr<peer>& p = *pr;
   const std::size_t accept = std::min<std::size_t>(in.len, r->cap);
   if (accept == 0) {
+    send_owed(p, r->owes, op::ack, in.cookie, static_cast<std::uint64_t>(errc::ok), 0);
     complete_rx(r, in, 0);
-    send_ctrl(p, op::ack, in.cookie, static_cast<std::uint64_t>(errc::ok), 0);
     return;
   }
   if (cfg_.cma && p->cma_ok && cfg_.split_min && accept >= cfg_.split_min && p->coop_ok) {
@@ -140,8 +164,8 @@ void endpoint_impl::start_rendezvous(rx_op* r, const incoming& in) noexcept {
                                           in.iov_count, 0, accept);
     if (err == 0 && p->map->closed()) err = ESRCH;
     if (err == 0) {
+      send_owed(p, r->owes, op::ack, in.cookie, static_cast<std::uint64_t>(errc::ok), 0);
       complete_rx(r, in, accept);
-      send_ctrl(p, op::ack, in.cookie, static_cast<std::uint64_t>(errc::ok), 0);
       return;
     }
     if (err == ESRCH) {
@@ -149,8 +173,8 @@ void endpoint_impl::start_rendezvous(rx_op* r, const incoming& in) noexcept {
       return;
     }
     if (err == EFAULT) {
+      send_owed(p, r->owes, op::ack, in.cookie, static_cast<std::uint64_t>(errc::io_error), 0);
       complete_rx_error(r, errc::io_error, "the sender's buffer was not readable (freed before completion?)");
-      send_ctrl(p, op::ack, in.cookie, static_cast<std::uint64_t>(errc::io_error), 0);
       return;
     }
     p->cma_ok = false;  // EPERM/ENOSYS: this kernel or policy forbids it; use segments
@@ -164,7 +188,9 @@ void endpoint_impl::start_rendezvous(rx_op* r, const incoming& in) noexcept {
   r->msg_flags = in.flags;
   r->src_key = in.src_key;
   rx_active_.push_back(r);
-  send_ctrl(p, op::cts, in.cookie, cookie(rxp_.index(r), r->gen), accept);
+  send_owed(p, r->owes, op::cts, in.cookie, cookie(rxp_.index(r), r->gen), accept);
+  forgive(r->owes);  // the segmented receive needs no further reply
+  r->owes = 0;
 }
 
 // Cooperative copy: the receiver offers the message as chunks in its
@@ -201,10 +227,7 @@ void endpoint_impl::start_split(rx_op* r, const incoming& in, std::size_t accept
   m.data = accept;
   m.tag = r->chunk;  // 64-bit
   m.seg = r->nchunks;
-  m.iov_count = static_cast<std::uint32_t>(r->iov_count);
-  for (std::size_t i = 0; i < r->iov_count; ++i)
-    m.iov[i] = remote_iov{reinterpret_cast<std::uint64_t>(r->iov[i].iov_base), r->iov[i].iov_len};
-  send_ctrl(r->p, m);
+  send_owed(r->p, r->owes, m);  // one reply (the ack) stays owed
   rx_active_.push_back(r);
   ++splits_pending_;
   copy_chunks(r);
@@ -243,19 +266,19 @@ bool endpoint_impl::finish_split(rx_op* r) noexcept {
   const int err = r->split_err;
   if (err == 0) {
     incoming in{op::rts, r->msg_flags, r->msg_len, r->msg_tag, r->msg_data, r->src_key, 0, nullptr, nullptr, 0};
+    send_owed(p, r->owes, op::ack, ck, static_cast<std::uint64_t>(errc::ok), 0);
     complete_rx(r, in, r->accepted);
-    send_ctrl(p, op::ack, ck, static_cast<std::uint64_t>(errc::ok), 0);
   } else if (err == EPERM || err == ENOSYS) {
     // Cross-memory attach refused: stream it through the sender's segments.
     p->cma_ok = false;
     r->received = 0;
     rx_active_.push_back(r);
-    send_ctrl(p, op::cts, ck, cookie(rxp_.index(r), r->gen), r->accepted);
+    send_owed(p, r->owes, op::cts, ck, cookie(rxp_.index(r), r->gen), r->accepted);
   } else if (err == ESRCH) {
     complete_rx_error(r, errc::peer_dead, "the sender exited during the transfer");
   } else {
+    send_owed(p, r->owes, op::ack, ck, static_cast<std::uint64_t>(errc::io_error), 0);
     complete_rx_error(r, errc::io_error, "the sender's buffer was not readable (freed before completion?)");
-    send_ctrl(p, op::ack, ck, static_cast<std::uint64_t>(errc::io_error), 0);
   }
   return true;
 }

@@ -54,6 +54,7 @@ struct peer {
   access_claim access;   // our access slot in its region (one-sided RMA); given back before map goes
   util::mpsc_ring ring;  // producer view of its message ring
   util::mpsc_ring ctl;   // producer view of its control ring
+  util::mpsc_ring req;   // producer view of its request ring
   std::uint64_t key = 0;
   std::uint32_t pid = 0;
   std::uint32_t inline_max = 0;
