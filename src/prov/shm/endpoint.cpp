@@ -568,15 +568,21 @@ void endpoint_impl::progress() noexcept {
     }
     c = next;
   }
+  // Large copies, about copy_budget bytes per call in all.
+  std::size_t budget = copy_budget;
   for (tx_op* op = tx_active_.front(); op;) {
     tx_op* next = tx_active_.next(op);
     if (op->state == tx_op::st::streaming) stream(op);
+    else if (op->helping && budget) help_split(op, budget);
     op = next;
   }
   if (splits_pending_) {
     for (rx_op* r = rx_active_.front(); r;) {
       rx_op* next = rx_active_.next(r);
-      if (r->split) (void)finish_split(r);
+      if (r->split) {
+        std::size_t none = 0;
+        copy_chunks(r, budget ? budget : none);  // with no budget left: only finish what others copied
+      }
       r = next;
     }
   }

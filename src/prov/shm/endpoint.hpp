@@ -25,7 +25,12 @@ namespace weft::prov::shm {
 // and at most request_replies of those wait at a time.
 inline constexpr std::size_t request_replies = 256;
 inline constexpr std::size_t ctrl_entries = 2 * (rx_size + unexpected_count) + request_replies;
-inline constexpr std::size_t max_chunk = std::size_t{1} << 30;
+// Large copies move in steps: a chunk of a receive (or of a send helping
+// it) is at most copy_piece bytes, and one progress call copies about
+// copy_budget bytes, so neither posting a receive nor one CQ read copies a
+// large message at once.
+inline constexpr std::size_t copy_piece = std::size_t{1} << 20;
+inline constexpr std::size_t copy_budget = std::size_t{1} << 20;
 
 inline void wake(peer& p) noexcept {
   auto* h = p.map->hdr();
@@ -63,6 +68,12 @@ struct tx_op : util::list_node {
   std::uint32_t parts = 1;
   errc part_err = errc::ok;
   bool completion = true;   // false: inject write (no completion unless it fails; CQ room is reserved for that)
+  // the receiver's offer to copy chunks of this send (cooperative copy)
+  bool helping = false;
+  std::uint32_t help_chunks = 0, help_iov_count = 0;
+  std::uint64_t help_aux = 0;  // the receiver's split entry and generation
+  std::size_t help_chunk = 0, help_accept = 0;
+  remote_iov help_iov[max_iov];
   std::int32_t ibuf = -1;   // inject write: its copy of the data
   std::uint32_t rma_parts = 0;  // counted in the endpoint's rma_parts_ until it completes
 };
@@ -182,6 +193,7 @@ class [[gnu::visibility("hidden")]] endpoint_impl final : public spi::endpoint, 
     return t && t->gen == static_cast<std::uint32_t>(c >> 32) ? t : nullptr;
   }
   void put_tx(tx_op* op) noexcept {
+    op->helping = false;
     rma_parts_ -= op->rma_parts;
     op->rma_parts = 0;
     if (op->ibuf >= 0) inject_free_.push_back(static_cast<std::uint32_t>(op->ibuf));
@@ -241,7 +253,8 @@ class [[gnu::visibility("hidden")]] endpoint_impl final : public spi::endpoint, 
   void send_ctrl(const std::shared_ptr<peer>& p, const ctrl_msg& m, bool request) noexcept;
   [[nodiscard]] bool post_ctrl(peer& p, const ctrl_msg& m) noexcept;
   void start_split(rx_op* r, const incoming& in, std::size_t accept) noexcept;
-  void copy_chunks(rx_op* r) noexcept;
+  void copy_chunks(rx_op* r, std::size_t& budget) noexcept;
+  void help_split(tx_op* op, std::size_t& budget) noexcept;
   [[nodiscard]] bool finish_split(rx_op* r) noexcept;
   void handle_split(const slot_header* h) noexcept;
   void handle_rma(const slot_header* h) noexcept;
@@ -288,7 +301,7 @@ class [[gnu::visibility("hidden")]] endpoint_impl final : public spi::endpoint, 
   util::ilist<tx_op> tx_active_;
   util::ilist<ctrl> ctrl_pending_;
   std::uint64_t segs_held_ = 0;
-  std::uint32_t splits_pending_ = 0;
+  std::uint32_t splits_pending_ = 0;  // receives copying by chunks (cross-memory attach)
   std::uint64_t next_check_ = 0;
   std::uint32_t idle_polls_ = 0;
   stuck_state stuck_ring_, stuck_ctl_, stuck_req_;

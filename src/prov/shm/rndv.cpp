@@ -151,33 +151,10 @@ void endpoint_impl::start_rendezvous(rx_op* r, const incoming& in) noexcept {
     complete_rx(r, in, 0);
     return;
   }
-  if (cfg_.cma && p->cma_ok && cfg_.split_min && accept >= cfg_.split_min && p->coop_ok) {
+  if (cfg_.cma && p->cma_ok) {
     r->p = p;
     start_split(r, in, accept);
     return;
-  }
-  if (cfg_.cma && p->cma_ok) {
-    // Single copy: read the sender's buffers directly. A sender whose
-    // endpoint closed may have freed them: its state is checked around it.
-    int err = p->map->closed() ? ESRCH
-                               : cma_copy(true, static_cast<pid_t>(p->pid), r->iov, r->iov_count, in.riov,
-                                          in.iov_count, 0, accept);
-    if (err == 0 && p->map->closed()) err = ESRCH;
-    if (err == 0) {
-      send_owed(p, r->owes, op::ack, in.cookie, static_cast<std::uint64_t>(errc::ok), 0);
-      complete_rx(r, in, accept);
-      return;
-    }
-    if (err == ESRCH) {
-      complete_rx_error(r, errc::peer_dead, "the sender exited during the transfer");
-      return;
-    }
-    if (err == EFAULT) {
-      send_owed(p, r->owes, op::ack, in.cookie, static_cast<std::uint64_t>(errc::io_error), 0);
-      complete_rx_error(r, errc::io_error, "the sender's buffer was not readable (freed before completion?)");
-      return;
-    }
-    p->cma_ok = false;  // EPERM/ENOSYS: this kernel or policy forbids it; use segments
   }
   r->p = p;
   r->active = true;
@@ -193,18 +170,24 @@ void endpoint_impl::start_rendezvous(rx_op* r, const incoming& in) noexcept {
   r->owes = 0;
 }
 
-// Cooperative copy: the receiver offers the message as chunks in its
-// split_entry, tells the sender (op::split with the receiver's iov list), and
-// copies chunks itself; the sender, which polls for its send's completion,
-// claims chunks too and writes them with process_vm_writev. The receiver
-// completes when every chunk is done and acknowledges the sender. A sender
-// that is not progressing simply leaves every chunk to the receiver.
+// A receive by cross-memory attach: the message is cut into chunks that
+// progress copies, copy_budget bytes per progress call, so neither the call
+// that matched the message nor any one progress call copies a large message
+// at once. From split_min bytes (cooperative copy) the chunks are offered to
+// the sender too (op::split with the receiver's iov list): each process
+// claims chunks in the receiver's split_entry and copies them, the sender
+// with process_vm_writev from its own progress. The receiver completes when
+// every chunk is done and acknowledges the sender. A sender that is not
+// progressing simply leaves every chunk to the receiver.
 void endpoint_impl::start_split(rx_op* r, const incoming& in, std::size_t accept) noexcept {
   const std::uint32_t idx = rxp_.index(r);
   split_entry* se = self_->split(idx);
-  // Quarters of at least 64 KiB: few syscalls, and work for both processes
-  // (measured: 1 MiB one-way 34 us with quarters, 42 us with eighths).
-  r->chunk = std::min(max_chunk, std::max<std::size_t>(64 * 1024, ((accept / 4) + 4095) & ~std::size_t{4095}));
+  const bool offer = cfg_.split_min && accept >= cfg_.split_min && r->p->coop_ok;
+  // Offered: quarters of at least 64 KiB, work for both processes (measured:
+  // 1 MiB one-way 34 us with quarters, 42 us with eighths). Either way at
+  // most copy_piece: the step of progress.
+  r->chunk = offer ? std::min(copy_piece, std::max<std::size_t>(64 * 1024, ((accept / 4) + 4095) & ~std::size_t{4095}))
+                   : copy_piece;
   r->nchunks = static_cast<std::uint32_t>((accept + r->chunk - 1) / r->chunk);
   r->active = true;
   r->split = true;
@@ -220,31 +203,35 @@ void endpoint_impl::start_split(rx_op* r, const incoming& in, std::size_t accept
   se->done.store(0, std::memory_order_relaxed);
   se->failed.store(0, std::memory_order_relaxed);
   se->claim.store(std::uint64_t{r->gen} << 32, std::memory_order_release);
-  ctrl_msg m;
-  m.code = op::split;
-  m.cookie = in.cookie;
-  m.aux = (std::uint64_t{r->gen} << 32) | idx;
-  m.data = accept;
-  m.tag = r->chunk;  // 64-bit
-  m.seg = r->nchunks;
-  send_owed(r->p, r->owes, m);  // one reply (the ack) stays owed
+  if (offer) {
+    ctrl_msg m;
+    m.code = op::split;
+    m.cookie = in.cookie;
+    m.aux = (std::uint64_t{r->gen} << 32) | idx;
+    m.data = accept;
+    m.tag = r->chunk;  // 64-bit
+    m.seg = r->nchunks;
+    send_owed(r->p, r->owes, m);  // one reply (the ack) stays owed
+  }
   rx_active_.push_back(r);
   ++splits_pending_;
-  copy_chunks(r);
-  (void)finish_split(r);
 }
 
-void endpoint_impl::copy_chunks(rx_op* r) noexcept {
+// Copies chunks of r while budget lasts (at least one chunk when any is
+// left); finishes the receive when every chunk is done.
+void endpoint_impl::copy_chunks(rx_op* r, std::size_t& budget) noexcept {
   split_entry* se = self_->split(rxp_.index(r));
   std::uint32_t c;
-  while (claim_chunk(*se, r->gen, r->nchunks, c)) {
+  while (budget && claim_chunk(*se, r->gen, r->nchunks, c)) {
     const std::size_t off = c * r->chunk, len = std::min(r->chunk, r->accepted - off);
     if (!r->split_err)
       r->split_err = r->p->map->closed() ? ESRCH
                                           : cma_copy(true, static_cast<pid_t>(r->p->pid), r->iov, r->iov_count,
                                                      r->riov, r->riov_count, off, len);
     se->done.fetch_add(1, std::memory_order_acq_rel);
+    budget -= std::min(budget, len);
   }
+  (void)finish_split(r);
 }
 
 bool endpoint_impl::finish_split(rx_op* r) noexcept {
@@ -254,9 +241,16 @@ bool endpoint_impl::finish_split(rx_op* r) noexcept {
   se->claim.store((std::uint64_t{r->gen} << 32) | r->nchunks, std::memory_order_release);
   if (!r->split_err && r->p->map->closed()) r->split_err = ESRCH;  // its buffers may be gone
   if (se->failed.load(std::memory_order_acquire) && !r->split_err) {
-    r->p->coop_ok = false;  // the sender cannot write here: read it all ourselves
-    r->split_err = cma_copy(true, static_cast<pid_t>(r->p->pid), r->iov, r->iov_count, r->riov, r->riov_count, 0,
-                            r->accepted);
+    // The sender could not write here: copy it all again ourselves, in
+    // steps, under a generation the sender's offer does not name.
+    r->p->coop_ok = false;
+    ++r->gen;
+    r->chunk = copy_piece;
+    r->nchunks = static_cast<std::uint32_t>((r->accepted + r->chunk - 1) / r->chunk);
+    se->done.store(0, std::memory_order_relaxed);
+    se->failed.store(0, std::memory_order_relaxed);
+    se->claim.store(std::uint64_t{r->gen} << 32, std::memory_order_release);
+    return false;
   }
   rx_active_.erase(r);
   --splits_pending_;
@@ -283,27 +277,44 @@ bool endpoint_impl::finish_split(rx_op* r) noexcept {
   return true;
 }
 
+// The sender's side of a cooperative copy: the offer is kept with the send,
+// and progress copies chunks of it (help_split) within its budget.
 void endpoint_impl::handle_split(const slot_header* h) noexcept {
   tx_op* op = by_cookie(txp_, h->cookie);
   if (!op || op->state != tx_op::st::wait_reply || h->iov_count > max_iov || h->tag == 0) return;
   peer& p = *op->p;
-  split_entry* se = p.map->split(static_cast<std::uint32_t>(h->aux));
-  if (!se || p.pid != h->src_pid) return;
-  const auto gen = static_cast<std::uint32_t>(h->aux >> 32);
-  const std::size_t accept = std::min<std::size_t>(h->data, op->len), chunk = h->tag;
-  const auto* riov = reinterpret_cast<const remote_iov*>(reinterpret_cast<const std::byte*>(h) + sizeof(slot_header));
+  if (!p.map->split(static_cast<std::uint32_t>(h->aux)) || p.pid != h->src_pid) return;
+  op->help_aux = h->aux;
+  op->help_chunks = h->seg;
+  op->help_chunk = h->tag;
+  op->help_accept = std::min<std::size_t>(h->data, op->len);
+  op->help_iov_count = h->iov_count;
+  std::copy_n(reinterpret_cast<const remote_iov*>(reinterpret_cast<const std::byte*>(h) + sizeof(slot_header)),
+              h->iov_count, op->help_iov);
+  op->helping = true;
+}
+
+void endpoint_impl::help_split(tx_op* op, std::size_t& budget) noexcept {
+  peer& p = *op->p;
+  split_entry* se = p.map->split(static_cast<std::uint32_t>(op->help_aux));
+  const auto gen = static_cast<std::uint32_t>(op->help_aux >> 32);
   std::uint32_t c;
+  bool more = false;
   // the receiver's endpoint closing revokes the offer (its buffers may go)
-  while (!p.map->closed() && claim_chunk(*se, gen, h->seg, c)) {
-    const std::size_t off = std::size_t{c} * chunk;
-    const std::size_t len = off < accept ? std::min(chunk, accept - off) : 0;
-    if (len && cma_copy(false, static_cast<pid_t>(p.pid), op->iov, op->iov_count, riov, h->iov_count, off, len)) {
+  while (budget && !p.map->closed() && (more = claim_chunk(*se, gen, op->help_chunks, c))) {
+    const std::size_t off = std::size_t{c} * op->help_chunk;
+    const std::size_t len = off < op->help_accept ? std::min(op->help_chunk, op->help_accept - off) : 0;
+    if (len && cma_copy(false, static_cast<pid_t>(p.pid), op->iov, op->iov_count, op->help_iov, op->help_iov_count,
+                        off, len)) {
       se->failed.store(1, std::memory_order_release);  // the receiver will copy everything itself
       se->done.fetch_add(1, std::memory_order_acq_rel);
+      more = false;
       break;
     }
     se->done.fetch_add(1, std::memory_order_acq_rel);
+    budget -= std::min(budget, len);
   }
+  if (!more || p.map->closed()) op->helping = false;
   wake(p);
 }
 
