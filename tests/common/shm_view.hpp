@@ -19,6 +19,7 @@ struct hostile_view {
   weft::prov::shm::region_header* h = nullptr;
   weft::util::mpsc_ring ring;  // messages (inline, rts)
   weft::util::mpsc_ring ctl;   // control (cts, ack, data, split)
+  weft::util::mpsc_ring req;   // requests (rma_write, rma_read, atomic, save)
   explicit hostile_view(const address& a) {
     std::string path("/");
     path.append(a.view());
@@ -36,6 +37,7 @@ struct hostile_view {
     auto* b = static_cast<std::byte*>(base);
     ring = weft::util::mpsc_ring(&h->tail, b + h->ring_offset, h->slot_count, h->slot_size);
     ctl = weft::util::mpsc_ring(&h->ctl_tail, b + h->ctl_offset, h->ctl_count, h->ctl_slot_size);
+    req = weft::util::mpsc_ring(&h->req_tail, b + h->req_offset, h->req_count, h->req_slot_size);
   }
   hostile_view(const hostile_view&) = delete;
   hostile_view& operator=(const hostile_view&) = delete;

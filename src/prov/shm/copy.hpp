@@ -22,6 +22,19 @@ inline std::size_t iov_total(const ::iovec* v, std::size_t n) noexcept {
   return t;
 }
 
+// The total of an iov list, or SIZE_MAX when it does not fit in 64 bits.
+template <class V>
+std::uint64_t checked_total(const V* v, std::size_t n) noexcept {
+  std::uint64_t t = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    std::uint64_t l;
+    if constexpr (std::is_same_v<V, ::iovec>) l = v[i].iov_len;
+    else l = v[i].len;
+    if (__builtin_add_overflow(t, l, &t)) return ~std::uint64_t{0};
+  }
+  return t;
+}
+
 // Copies len bytes of src into the iov list, starting at byte offset off.
 inline void scatter(const ::iovec* v, std::size_t n, std::size_t off, const std::byte* src, std::size_t len) noexcept {
   for (std::size_t i = 0; i < n && len; ++i) {

@@ -142,7 +142,7 @@ errc endpoint_impl::send(const msg_desc& m, std::uint64_t flags) noexcept {
   peer& p = **pp;
   if (p.map->closed()) [[unlikely]]
     return errc::peer_dead;  // its endpoint is closed: nothing would read this
-  const std::size_t len = iov_total(m.iov, m.iov_count);
+  const std::size_t len = checked_total(m.iov, m.iov_count);  // SIZE_MAX when it overflows: too_big below
   const std::uint16_t sflags = static_cast<std::uint16_t>(((flags & flag::tagged) ? slot_flag::tagged : 0) |
                                                           ((flags & flag::remote_cq_data) ? slot_flag::cq_data : 0));
   const bool inject = flags & flag::inject;
@@ -174,7 +174,7 @@ errc endpoint_impl::send(const msg_desc& m, std::uint64_t flags) noexcept {
     if (cntrs_.send) cntrs_.send->inc();
     return errc::ok;
   }
-  if (inject) return errc::too_big;
+  if (inject || len > max_msg_size) return errc::too_big;
   tx_op* op = txp_.get();
   if (!op) return errc::again;
   if (!txcq_->reserve()) {
@@ -252,7 +252,9 @@ void endpoint_impl::complete_tx(tx_op* op, errc e, const char* what) noexcept {
 void endpoint_impl::handle_ack(const slot_header* h) noexcept {
   tx_op* op = by_cookie(txp_, h->cookie);
   if (!op || op->state != tx_op::st::wait_reply) return;  // stale
-  if (static_cast<errc>(h->aux) != errc::ok && op->part_err == errc::ok) op->part_err = static_cast<errc>(h->aux);
+  // a status that is no weft::errc (a confused peer) is reported as io_error
+  const errc st = h->aux <= static_cast<std::uint64_t>(errc::permission_denied) ? static_cast<errc>(h->aux) : errc::io_error;
+  if (st != errc::ok && op->part_err == errc::ok) op->part_err = st;
   if (op->parts > 1) {  // an RMA over several remote ranges: wait for every part
     --op->parts;
     return;
@@ -457,15 +459,21 @@ bool endpoint_impl::handle_incoming(const slot_header* h) noexcept {
               reinterpret_cast<const remote_iov*>(reinterpret_cast<const std::byte*>(h) + sizeof(slot_header)),
               h->iov_count};
   std::uint32_t owes = 0;  // control replies this message will need (rts: now, and an ack later)
+  // Every length is checked before use: a malformed message fails the
+  // receive it matches (io_error) and reads nothing.
   if (h->code == op::inline_msg) {
-    if (h->len > inline_max_) return true;  // malformed: drop
-    in.len = h->len;
+    if (h->len > inline_max_) in.bad = "an inline message longer than a ring slot";
+    else in.len = h->len;
   } else {
-    if (h->iov_count > max_iov) return true;
     owes = 2;
     if (!can_owe(owes)) return false;  // no room for its replies yet: leave it in the ring (back-pressure)
-    in.len = h->aux;
+    if (h->iov_count > max_iov) in.bad = "a rendezvous announcement with more than 16 buffers";
+    else if (h->aux > max_msg_size) in.bad = "a rendezvous announcement larger than max_msg_size";
+    else if (checked_total(in.riov, h->iov_count) != h->aux)
+      in.bad = "a rendezvous announcement whose buffers do not add up to its length";
+    else in.len = h->aux;
   }
+  if (in.bad) in.iov_count = 0;
   auto& pl = tagged ? posted_tag_ : posted_msg_;
   rx_op* r = pl.find([&](const rx_op& x) {
     return util::source_matches(x.src_filter, key) && (!tagged || util::tag_matches(x.tag, x.ignore, h->tag));
@@ -489,6 +497,7 @@ bool endpoint_impl::handle_incoming(const slot_header* h) noexcept {
   u->src_key = key;
   u->cookie = in.cookie;
   u->iov_count = in.code == op::rts ? in.iov_count : 0;
+  u->bad = in.bad;
   if (in.code == op::inline_msg) std::memcpy(u->payload, in.payload, in.len);
   else std::copy_n(in.riov, in.iov_count, u->riov);
   (tagged ? ux_tag_ : ux_msg_).push_back(u);

@@ -49,6 +49,7 @@ struct incoming {
   const std::byte* payload;  // inline
   const remote_iov* riov;    // rts
   std::uint32_t iov_count;
+  const char* bad = nullptr;  // malformed: what is wrong (its receive fails with io_error)
 };
 
 struct tx_op : util::list_node {
@@ -112,8 +113,9 @@ struct unexp : util::list_node {
   void* claim_ctx = nullptr;
   std::byte* payload = nullptr;
   std::uint32_t owes = 0;  // rts: control replies owed once matched or discarded (counted in owed_)
+  const char* bad = nullptr;
   [[nodiscard]] incoming view() const noexcept {
-    return incoming{code, flags, len, tag, data, src_key, cookie, payload, riov, iov_count};
+    return incoming{code, flags, len, tag, data, src_key, cookie, payload, riov, iov_count, bad};
   }
 };
 

@@ -443,9 +443,7 @@ void endpoint_impl::handle_rma(const slot_header* h) noexcept {
   if (st == errc::ok && h->len) {
     ::iovec local{where, h->len};
     const auto* riov = reinterpret_cast<const remote_iov*>(reinterpret_cast<const std::byte*>(h) + sizeof(slot_header));
-    std::uint64_t total = 0;
-    for (std::uint32_t i = 0; i < h->iov_count; ++i) total += riov[i].len;
-    if (total != h->len) st = errc::invalid_argument;
+    if (checked_total(riov, h->iov_count) != h->len) st = errc::invalid_argument;  // overflow-safe
     else if (int err = cma_copy(write, static_cast<pid_t>((*pr)->pid), &local, 1, riov, h->iov_count, 0, h->len))
       st = err == ESRCH ? errc::peer_dead : errc::io_error;
   }

@@ -128,6 +128,17 @@ void endpoint_impl::answer(const std::shared_ptr<peer>& p, std::uint64_t ck, err
 }
 
 void endpoint_impl::deliver(rx_op* r, const incoming& in) noexcept {
+  if (in.bad) [[unlikely]] {
+    if (in.code == op::rts)  // a real sender learns that its message failed
+      if (auto p = dom_->peer_by_key(in.src_key))
+        send_owed(*p, r->owes, op::ack, in.cookie, static_cast<std::uint64_t>(errc::io_error), 0);
+    char why[sizeof(cq_err_entry::msg)];
+    std::snprintf(why, sizeof why, "malformed message from process %u: %s", static_cast<unsigned>(in.src_key >> 32),
+                  in.bad);
+    r->msg_tag = in.tag;
+    complete_rx_error(r, errc::io_error, why);
+    return;
+  }
   if (in.code == op::inline_msg) {
     const std::size_t n = std::min<std::size_t>(in.len, r->cap);
     scatter(r->iov, r->iov_count, 0, in.payload, n);
@@ -284,10 +295,14 @@ void endpoint_impl::handle_split(const slot_header* h) noexcept {
   if (!op || op->state != tx_op::st::wait_reply || h->iov_count > max_iov || h->tag == 0) return;
   peer& p = *op->p;
   if (!p.map->split(static_cast<std::uint32_t>(h->aux)) || p.pid != h->src_pid) return;
+  // An offer whose numbers do not fit our message is ignored: the receiver
+  // then copies every chunk itself.
+  const std::size_t accept = std::min<std::size_t>(h->data, op->len);
+  if (h->tag > copy_piece || h->seg == 0 || h->seg > (accept + h->tag - 1) / h->tag) return;
   op->help_aux = h->aux;
   op->help_chunks = h->seg;
   op->help_chunk = h->tag;
-  op->help_accept = std::min<std::size_t>(h->data, op->len);
+  op->help_accept = accept;
   op->help_iov_count = h->iov_count;
   std::copy_n(reinterpret_cast<const remote_iov*>(reinterpret_cast<const std::byte*>(h) + sizeof(slot_header)),
               h->iov_count, op->help_iov);

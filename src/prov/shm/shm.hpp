@@ -23,6 +23,9 @@ inline constexpr std::size_t unexpected_count = 256;
 // buffers, each of inline_max bytes (tx.inject_size, as for messages)
 inline constexpr std::size_t rma_inject_bufs = 64;
 inline constexpr std::size_t max_rma_parts = 256;  // RMA requests in flight per endpoint (one ack each)
+// The largest message (info.ep.max_msg_size): larger sends are too_big, and
+// an rts announcing more is malformed.
+inline constexpr std::size_t max_msg_size = std::size_t{1} << 40;
 
 [[nodiscard]] constexpr std::uint64_t peer_key(std::uint32_t pid, std::uint32_t epid) noexcept {
   return (std::uint64_t{pid} << 32) | epid;
