@@ -307,7 +307,8 @@ TEST_F(shm_rma_revoke, allocated_memory_is_never_written_after_close_returns) {
     what op;
     int trials;
   };
-  for (auto [size, op, trials] : {sizes{big, what::write, 8}, sizes{4096, what::write, 20}, sizes{64, what::atomic, 20}}) {
+  for (auto [size, op, trials] :
+       {sizes{big, what::write, 8}, sizes{4096, what::write, 20}, sizes{64, what::atomic, 20}}) {
     for (int n = 0; n < trials && !HasFailure(); ++n) {
       auto m = t.dom.alloc_memory(big, access::remote_write | access::remote_read);
       ASSERT_TRUE(m) << m.error().message;

@@ -253,7 +253,8 @@ void endpoint_impl::handle_ack(const slot_header* h) noexcept {
   tx_op* op = by_cookie(txp_, h->cookie);
   if (!op || op->state != tx_op::st::wait_reply) return;  // stale
   // a status that is no weft::errc (a confused peer) is reported as io_error
-  const errc st = h->aux <= static_cast<std::uint64_t>(errc::permission_denied) ? static_cast<errc>(h->aux) : errc::io_error;
+  const errc st =
+      h->aux <= static_cast<std::uint64_t>(errc::permission_denied) ? static_cast<errc>(h->aux) : errc::io_error;
   if (st != errc::ok && op->part_err == errc::ok) op->part_err = st;
   if (op->parts > 1) {  // an RMA over several remote ranges: wait for every part
     --op->parts;

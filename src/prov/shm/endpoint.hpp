@@ -137,7 +137,11 @@ struct ctrl : util::list_node {
   bool request = false;  // the answer to a request (counted in requests_waiting_)
 };
 
-class [[gnu::visibility("hidden")]] endpoint_impl final : public spi::endpoint, public spi::progressable, public spi::mr_observer {
+// Hidden: the calls between its parts bind locally (inlined where it pays),
+// as when it lived in one file's anonymous namespace.
+class [[gnu::visibility("hidden")]] endpoint_impl final : public spi::endpoint,
+                                                          public spi::progressable,
+                                                          public spi::mr_observer {
  public:
   endpoint_impl(std::shared_ptr<domain_impl> d, const info& i) : dom_(std::move(d)), info_(i), cfg_(dom_->cfg()) {}
   ~endpoint_impl() override;
