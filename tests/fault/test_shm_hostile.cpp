@@ -49,9 +49,10 @@ slot_header* claim(util::mpsc_ring& ring, endpoint_id src, op code, std::uint64_
 
 remote_iov* iovs(slot_header* h) { return reinterpret_cast<remote_iov*>(reinterpret_cast<std::byte*>(h) + 64); }
 
-// An rts announcing len bytes in n buffers (at most the 16 a slot holds are written).
+// An rts announcing len bytes in n buffers, of which the first `given` are
+// written from list (and at most the 16 a slot holds).
 void post_rts(hostile_view& v, endpoint_id src, std::uint64_t tag, std::uint64_t len, std::uint32_t n,
-              const remote_iov* list) {
+              const remote_iov* list, std::uint32_t given) {
   std::uint64_t pos;
   slot_header* h = claim(v.ring, src, op::rts, pos);
   ASSERT_NE(h, nullptr);
@@ -60,7 +61,7 @@ void post_rts(hostile_view& v, endpoint_id src, std::uint64_t tag, std::uint64_t
   h->aux = len;
   h->cookie = 0x7777;
   h->iov_count = n;
-  std::copy_n(list, std::min<std::uint32_t>(n, 16), iovs(h));
+  std::copy_n(list, std::min<std::uint32_t>({n, given, 16}), iovs(h));
   ASSERT_TRUE(v.ring.publish(pos));
 }
 
@@ -131,7 +132,7 @@ TEST_F(shm_hostile, rendezvous_announcements_with_bad_lengths_fail_their_receive
     ++tag;
     int ctx = 0;
     ASSERT_EQ(victim.ep.trecv(dst.data(), dst.size(), addr_unspec, tag, 0, &ctx), errc::ok);
-    post_rts(v, me, tag, c.len, c.n, c.list);
+    post_rts(v, me, tag, c.len, c.n, c.list, 2);
     outcome o = victim_next();
     ASSERT_TRUE(o.error) << "a malformed announcement must fail the receive it matches";
     EXPECT_EQ(o.err.err, errc::io_error) << o.err.msg;
@@ -141,7 +142,7 @@ TEST_F(shm_hostile, rendezvous_announcements_with_bad_lengths_fail_their_receive
   }
   // The same when it arrives before its receive (unexpected), then is received.
   ++tag;
-  post_rts(v, me, tag, cases[0].len, cases[0].n, cases[0].list);
+  post_rts(v, me, tag, cases[0].len, cases[0].n, cases[0].list, 2);
   victim.cq.progress();
   ASSERT_EQ(victim.ep.trecv(dst.data(), dst.size(), addr_unspec, tag, 0), errc::ok);
   outcome o = victim_next();
