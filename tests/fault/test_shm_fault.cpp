@@ -14,6 +14,7 @@
 
 #include "../common/child.hpp"
 #include "../common/harness.hpp"
+#include "../common/shm_view.hpp"
 #include "prov/shm/layout.hpp"
 
 using namespace weft;
@@ -55,38 +56,6 @@ address read_addr(int fd) {
   EXPECT_TRUE(read_within(fd, &a, sizeof a, 10s)) << "no address from the peer";
   return a;
 }
-
-// A same-user process mapping an endpoint's region and writing into its
-// ring directly, as a misbehaving or dying peer would.
-struct hostile_view {
-  void* base = MAP_FAILED;
-  std::size_t size = 0;
-  weft::prov::shm::region_header* h = nullptr;
-  weft::util::mpsc_ring ring;
-  explicit hostile_view(const address& a) {
-    std::string path("/");
-    path.append(a.view());
-    int fd = ::shm_open(path.c_str(), O_RDWR, 0);
-    struct stat st;
-    if (fd < 0 || ::fstat(fd, &st) != 0) {
-      if (fd >= 0) ::close(fd);
-      return;
-    }
-    size = static_cast<std::size_t>(st.st_size);
-    base = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    ::close(fd);
-    if (base == MAP_FAILED) return;
-    h = static_cast<weft::prov::shm::region_header*>(base);
-    ring = weft::util::mpsc_ring(&h->tail, static_cast<std::byte*>(base) + h->ring_offset, h->slot_count,
-                                 h->slot_size);
-  }
-  [[nodiscard]] bool ok() const { return base != MAP_FAILED; }
-  void unmap() {
-    if (ok()) ::munmap(base, size);
-    base = MAP_FAILED;
-  }
-  ~hostile_view() { unmap(); }
-};
 
 // Claims a slot in the endpoint's ring in the name of writer, never publishing it.
 bool claim_as(const address& a, pid_t writer) {

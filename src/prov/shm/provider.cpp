@@ -31,7 +31,7 @@ info base_info(const config& c) {
   i.domain.name = "shm";
   i.domain.max_ep_count = 1024;
   i.ep.type = ep_type::rdm;
-  i.ep.max_msg_size = std::size_t{1} << 40;
+  i.ep.max_msg_size = max_msg_size;
   i.tx = {tx_size, c.inline_max(), max_iov, max_iov, 0};
   i.rx = {rx_size, max_iov, unexpected_count * c.inline_max()};
   i.format = addr_format::shm_name;
@@ -100,6 +100,7 @@ result<std::shared_ptr<peer>> domain_impl::peer_by_name(const std::string& name)
   auto p = std::make_shared<peer>();
   p->ring = (*m)->ring();
   p->ctl = (*m)->ctl_ring();
+  p->req = (*m)->req_ring();
   p->key = key;
   p->pid = pid;
   p->inline_max = (*m)->slot_size() - static_cast<std::uint32_t>(sizeof(slot_header));

@@ -173,9 +173,12 @@ std::string exhaustion_text(int e) {
 result<std::unique_ptr<mapping>> mapping::create(const std::string& name, const config& c, std::uint32_t epid) {
   auto page = [](std::size_t n) { return (n + 4095) & ~std::size_t{4095}; };
   const std::size_t split_off = 4096;
-  const std::size_t ctl_off = split_off + page(c.split_count * sizeof(split_entry));
+  const std::size_t access_off = split_off + page(c.split_count * sizeof(split_entry));
+  const std::size_t ctl_off = access_off + page(std::size_t{c.access_count} * sizeof(access_slot));
   const std::size_t ctl_bytes = static_cast<std::size_t>(c.ctl_count) * c.ctl_slot_size;
-  const std::size_t ring_off = ctl_off + page(ctl_bytes);
+  const std::size_t req_off = ctl_off + page(ctl_bytes);
+  const std::size_t req_bytes = static_cast<std::size_t>(c.req_count) * min_slot_size;
+  const std::size_t ring_off = req_off + page(req_bytes);
   const std::size_t ring_bytes = static_cast<std::size_t>(c.slot_count) * c.slot_size;
   const std::size_t seg_off = ring_off + ((ring_bytes + 4095) & ~std::size_t{4095});
   const std::size_t mrt_off = page(seg_off + static_cast<std::size_t>(c.seg_count) * c.seg_size);
@@ -238,11 +241,18 @@ result<std::unique_ptr<mapping>> mapping::create(const std::string& name, const 
   h->ctl_slot_size = c.ctl_slot_size;
   h->mrt_offset = mrt_off;
   h->mrt_count = spi::mr_key_slots;
+  h->req_offset = req_off;
+  h->req_count = c.req_count;
+  h->req_slot_size = min_slot_size;
+  h->access_offset = access_off;
+  h->access_count = c.access_count;
   m->take_geometry();
   m->ring().format();
   m->ctl_ring().format();
+  m->req_ring().format();
   populate(m->base(), ring_off, ring_bytes);
   populate(m->base(), ctl_off, ctl_bytes);
+  populate(m->base(), req_off, req_bytes);
   h->state.store(static_cast<std::uint32_t>(region_state::ready), std::memory_order_release);
   return m;
 }
@@ -289,7 +299,10 @@ result<std::unique_ptr<mapping>> mapping::open(const std::string& name) {
       g.seg_count > max_segments || g.seg_count == 0 || g.seg_size == 0 ||
       !fits(g.ring_offset, g.slot_count, g.slot_size) || !fits(g.ctl_offset, g.ctl_count, g.ctl_slot_size) ||
       !fits(g.seg_offset, g.seg_count, g.seg_size) || !fits(g.split_offset, g.split_count, sizeof(split_entry)) ||
-      g.mrt_count != spi::mr_key_slots || !fits(g.mrt_offset, g.mrt_count, sizeof(mr_entry)))
+      g.mrt_count != spi::mr_key_slots || !fits(g.mrt_offset, g.mrt_count, sizeof(mr_entry)) ||
+      g.req_slot_size < min_slot_size || g.req_slot_size % 64 || !pow2(g.req_count) ||
+      !fits(g.req_offset, g.req_count, g.req_slot_size) || g.access_count > max_access_slots ||
+      !fits(g.access_offset, g.access_count, sizeof(access_slot)))
     return make_error(errc::invalid_argument, "'/dev/shm/" + name +
                                                   "' is not a compatible weft shm region (layout version " +
                                                   std::to_string(layout_version) + " expected)");
@@ -297,6 +310,7 @@ result<std::unique_ptr<mapping>> mapping::open(const std::string& name) {
     return make_error(errc::peer_dead, "shm endpoint '" + name + "' is closed");
   populate(m->base(), g.ring_offset, std::size_t{g.slot_count} * g.slot_size);
   populate(m->base(), g.ctl_offset, std::size_t{g.ctl_count} * g.ctl_slot_size);
+  populate(m->base(), g.req_offset, std::size_t{g.req_count} * g.req_slot_size);
   // Is the owner the process that made it? Only a proof of death counts:
   // a look that fails for want of resources leaves the region alone.
   proc_stat ps;
@@ -323,7 +337,8 @@ void mapping::take_geometry() noexcept {
   const auto* h = hdr_;
   g_ = geometry{h->slot_count,    h->slot_size,   h->seg_count,  h->seg_size,     h->split_count, h->ctl_count,
                 h->ctl_slot_size, h->mrt_count,   h->ring_offset, h->seg_offset, h->split_offset, h->ctl_offset,
-                h->mrt_offset};
+                h->mrt_offset,    h->req_count,   h->req_slot_size, h->access_count, h->req_offset,
+                h->access_offset};
 }
 
 bool mapping::owner_alive() noexcept {

@@ -3,6 +3,7 @@
 // their owners, stale-segment cleanup and the integer-port directory.
 #include <sys/types.h>
 
+#include <algorithm>
 #include <cerrno>
 
 #include <cstdint>
@@ -27,6 +28,8 @@ struct config {
   std::uint32_t split_count = 256;     // split entries (one per receive operation)
   std::uint32_t ctl_count = 512;       // control ring slots
   std::uint32_t ctl_slot_size = min_slot_size;
+  std::uint32_t req_count = 512;       // request ring slots (two-sided RMA, atomics, SAVE)
+  std::uint32_t access_count = 256;    // access slots: peers doing one-sided RMA at once
   [[nodiscard]] std::uint32_t inline_max() const noexcept { return slot_size - sizeof(slot_header); }
 };
 // Reads WEFT_SHM_CMA (0 = segmented only), WEFT_SHM_SPLIT_MIN (bytes; 0 = never
@@ -90,6 +93,18 @@ class mapping {
   [[nodiscard]] util::mpsc_ring ctl_ring() const noexcept {
     return util::mpsc_ring(&hdr_->ctl_tail, base() + g_.ctl_offset, g_.ctl_count, g_.ctl_slot_size);
   }
+  [[nodiscard]] util::mpsc_ring req_ring() const noexcept {
+    return util::mpsc_ring(&hdr_->req_tail, base() + g_.req_offset, g_.req_count, g_.req_slot_size);
+  }
+  // The access slots (one-sided RMA in progress), and how many of them were
+  // ever claimed (the shared count, bounded by the private geometry).
+  [[nodiscard]] access_slot* access_slots() const noexcept {
+    return reinterpret_cast<access_slot*>(base() + g_.access_offset);
+  }
+  [[nodiscard]] std::uint32_t access_count() const noexcept { return g_.access_count; }
+  [[nodiscard]] std::uint32_t access_used() const noexcept {
+    return std::min(hdr_->access_used.load(std::memory_order_acquire), g_.access_count);
+  }
   // The owner's memory-region table (mr_key_slots entries).
   [[nodiscard]] mr_entry* mr_table() const noexcept { return reinterpret_cast<mr_entry*>(base() + g_.mrt_offset); }
   // Nothing may be sent there or read from there: the owner closed the
@@ -114,6 +129,8 @@ class mapping {
   struct geometry {
     std::uint32_t slot_count, slot_size, seg_count, seg_size, split_count, ctl_count, ctl_slot_size, mrt_count;
     std::uint64_t ring_offset, seg_offset, split_offset, ctl_offset, mrt_offset;
+    std::uint32_t req_count, req_slot_size, access_count;
+    std::uint64_t req_offset, access_offset;
   };
   void take_geometry() noexcept;
   geometry g_{};

@@ -7,6 +7,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "prov/shm/access.hpp"
 #include "prov/shm/layout.hpp"
 #include "prov/shm/region.hpp"
 #include "util/list.hpp"
@@ -22,6 +23,9 @@ inline constexpr std::size_t unexpected_count = 256;
 // buffers, each of inline_max bytes (tx.inject_size, as for messages)
 inline constexpr std::size_t rma_inject_bufs = 64;
 inline constexpr std::size_t max_rma_parts = 256;  // RMA requests in flight per endpoint (one ack each)
+// The largest message (info.ep.max_msg_size): larger sends are too_big, and
+// an rts announcing more is malformed.
+inline constexpr std::size_t max_msg_size = std::size_t{1} << 40;
 
 [[nodiscard]] constexpr std::uint64_t peer_key(std::uint32_t pid, std::uint32_t epid) noexcept {
   return (std::uint64_t{pid} << 32) | epid;
@@ -50,8 +54,10 @@ struct peer_segs {
 struct peer {
   std::unique_ptr<mapping> map;
   peer_segs segs;
+  access_claim access;   // our access slot in its region (one-sided RMA); given back before map goes
   util::mpsc_ring ring;  // producer view of its message ring
   util::mpsc_ring ctl;   // producer view of its control ring
+  util::mpsc_ring req;   // producer view of its request ring
   std::uint64_t key = 0;
   std::uint32_t pid = 0;
   std::uint32_t inline_max = 0;
