@@ -3,10 +3,16 @@
 // memory. docs/rma.md: once a region's close returns, no access reads or
 // writes its memory any more, even one already under way.
 //
-// The interleavings are made, not hoped for: the progress thread is held
-// inside the domain's commit handler.
+// The interleavings are made, not hoped for: the target's memory is a
+// userfaultfd range in missing mode, so the progress thread's first touch of
+// it waits until the test lets it go; or the progress thread is held inside
+// the domain's commit handler.
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
 #include <poll.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -26,6 +32,61 @@ using namespace weft::test;
 namespace {
 
 const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+
+// Anonymous pages whose first touch (by any thread, in user mode) waits for
+// the test: userfaultfd in missing mode.
+struct held_pages {
+  int uffd = -1;
+  std::byte* mem = nullptr;
+  std::size_t len = 0;
+  held_pages(const held_pages&) = delete;
+  held_pages& operator=(const held_pages&) = delete;
+  held_pages() = default;
+  ~held_pages() {
+    if (uffd >= 0) ::close(uffd);  // wakes anything still waiting (it gets a fault, not a hang)
+    if (mem) ::munmap(mem, len);
+  }
+  // false: no userfaultfd here (the caller skips)
+  bool open(std::size_t n) {
+    len = n;
+    void* p = ::mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return false;
+    mem = static_cast<std::byte*>(p);
+    uffd = static_cast<int>(::syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY));
+    if (uffd < 0) uffd = static_cast<int>(::syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK));
+    if (uffd < 0) return false;
+    uffdio_api api{};
+    api.api = UFFD_API;
+    if (::ioctl(uffd, UFFDIO_API, &api) != 0) return false;
+    uffdio_register reg{};
+    reg.range.start = reinterpret_cast<std::uintptr_t>(mem);
+    reg.range.len = n;
+    reg.mode = UFFDIO_REGISTER_MODE_MISSING;
+    return ::ioctl(uffd, UFFDIO_REGISTER, &reg) == 0;
+  }
+  // Waits (bounded) until a thread touches one of the pages, driving drive
+  // meanwhile; the page's address, or 0.
+  std::uintptr_t wait_touch(int timeout_ms, completion_queue& drive) {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    while (std::chrono::steady_clock::now() < until) {
+      drive.progress();
+      pollfd f{uffd, POLLIN, 0};
+      if (::poll(&f, 1, 1) != 1) continue;
+      uffd_msg m{};
+      if (::read(uffd, &m, sizeof m) != static_cast<ssize_t>(sizeof m)) continue;
+      if (m.event == UFFD_EVENT_PAGEFAULT) return m.arg.pagefault.address & ~(page - 1);
+    }
+    return 0;
+  }
+  // The touched page appears with content (page bytes); its toucher goes on.
+  bool release(std::uintptr_t at, const void* content) {
+    uffdio_copy c{};
+    c.dst = at;
+    c.src = reinterpret_cast<std::uintptr_t>(content);
+    c.len = page;
+    return ::ioctl(uffd, UFFDIO_COPY, &c) == 0;
+  }
+};
 
 // A thread that closes something and says so on an eventfd.
 struct closer {
@@ -78,7 +139,87 @@ node open_auto_target() {
   return t;
 }
 
+enum class access_kind { atomic, small_write, small_read };
+
 }  // namespace
+
+class tcp_region_close_race : public ::testing::TestWithParam<access_kind> {};
+
+// The progress thread has found the region and is about to touch its memory
+// (held at that touch); the application closes the region: the close waits
+// until the access is done, so that nothing touches the memory after it.
+TEST_P(tcp_region_close_race, close_waits_for_an_access_under_way) {
+  const access_kind kind = GetParam();
+  node t = open_auto_target();
+  node i = open_node("tcp", cap::msg);
+  held_pages pg;  // after the nodes: closed first, so that a failed test never leaves a thread waiting
+  if (!pg.open(page)) GTEST_SKIP() << "no userfaultfd here: " << std::strerror(errno);
+  auto mr = t.dom.register_memory(pg.mem, pg.len, access::remote_read | access::remote_write);
+  ASSERT_TRUE(mr) << mr.error().message;
+  const fi_addr_t to = insert(i, t);
+
+  std::vector<unsigned char> content(page, 0);
+  const std::uint64_t before = 41;
+  std::memcpy(content.data(), &before, sizeof before);
+  for (std::size_t k = 8; k < 64; ++k) content[k] = static_cast<unsigned char>(k);
+  std::vector<unsigned char> src(64), dst(64, 0xee);
+  for (std::size_t k = 0; k < src.size(); ++k) src[k] = static_cast<unsigned char>(200 + k);
+  const std::uint64_t one = 1;
+  std::uint64_t old = 0;
+  int ctx = 0;
+  switch (kind) {
+    case access_kind::atomic:
+      ASSERT_EQ(i.ep.fetch_atomic(atomic_op::sum, atomic_type::u64, &one, &old, 1, to, 0, mr->key(), &ctx), errc::ok);
+      break;
+    case access_kind::small_write:
+      ASSERT_EQ(i.ep.write(src.data(), src.size(), to, 0, mr->key(), &ctx), errc::ok);
+      break;
+    case access_kind::small_read:
+      ASSERT_EQ(i.ep.read(dst.data(), dst.size(), to, 0, mr->key(), &ctx), errc::ok);
+      break;
+  }
+  const std::uintptr_t at = pg.wait_touch(20000, i.cq);
+  ASSERT_EQ(at, reinterpret_cast<std::uintptr_t>(pg.mem)) << "the target never touched the region";
+
+  // The progress thread waits at its touch. Close the region meanwhile.
+  closer cl;
+  cl.start([&] { mr->close(); });
+  // Nothing may let it return before the access is done. (A close that
+  // returns at once is seen within microseconds; this wait only gives it
+  // the chance.)
+  const bool returned_early = cl.done_within(300);
+  ASSERT_TRUE(pg.release(at, content.data())) << std::strerror(errno);
+  ASSERT_TRUE(cl.finish(20000)) << "the region's close never returned";
+  EXPECT_FALSE(returned_early) << "the region's close returned while the target was still to touch its memory";
+
+  // The access began before the close: it completes, and did what it says.
+  outcome o = next(i, {}, 20000);
+  ASSERT_TRUE(o.ok) << o.err.msg;
+  EXPECT_EQ(o.e.context, &ctx);
+  switch (kind) {
+    case access_kind::atomic: {
+      EXPECT_EQ(old, before);
+      std::uint64_t now = 0;
+      std::memcpy(&now, pg.mem, sizeof now);
+      EXPECT_EQ(now, before + 1);
+      break;
+    }
+    case access_kind::small_write:
+      EXPECT_EQ(std::memcmp(pg.mem, src.data(), src.size()), 0);
+      break;
+    case access_kind::small_read:
+      EXPECT_EQ(std::memcmp(dst.data(), content.data(), dst.size()), 0);
+      break;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(accesses, tcp_region_close_race,
+                         ::testing::Values(access_kind::atomic, access_kind::small_write, access_kind::small_read),
+                         [](const ::testing::TestParamInfo<access_kind>& p) {
+                           return p.param == access_kind::atomic        ? std::string("atomic")
+                                  : p.param == access_kind::small_write ? std::string("small_write")
+                                                                        : std::string("small_read");
+                         });
 
 // The endpoint is closed while the progress thread is inside its progress
 // (held in the commit handler of a SAVE that follows a 24 MiB read, whose
