@@ -343,3 +343,46 @@ TEST(tcp_close_race, endpoint_closed_during_progress_still_revokes_its_answers) 
     }
   EXPECT_EQ(foreign, 0u) << "bytes read from the region after its close returned (first at " << first << ")";
 }
+
+// Lock order: a commit handler runs inside the progress thread's progress
+// (the domain's lock held); closing a region from it revokes the region's
+// key there and then, which takes the endpoint's answer lock (never held
+// while the handler runs): no deadlock, and the region is gone for the
+// next request.
+TEST(tcp_close_race, commit_handler_closes_the_region_inside_progress) {
+  node t = open_auto_target();
+  node i = open_node("tcp", cap::msg);
+  std::vector<unsigned char> mem(page, 0);
+  auto r = t.dom.register_memory(mem.data(), mem.size(), access::remote_read | access::remote_write);
+  ASSERT_TRUE(r) << r.error().message;
+  const std::uint64_t key = r->key();
+  std::atomic<int> calls{0};
+  ASSERT_TRUE(t.dom.set_commit_handler([&](const commit_event& ev) {
+    if (ev.key == key && calls.fetch_add(1) == 0) r->close();  // the region goes, from inside progress
+    return errc::ok;
+  }));
+  const fi_addr_t to = insert(i, t);
+  const unsigned char v = 7;
+  rma_desc d{};
+  ::iovec io{const_cast<unsigned char*>(&v), 1};
+  d.iov = &io;
+  d.iov_count = 1;
+  d.addr = to;
+  d.key = key;
+  int wctx = 0;
+  d.context = &wctx;
+  ASSERT_EQ(i.ep.writemsg(d, flag::commit_complete), errc::ok);
+  outcome o = next(i, {}, 10000);
+  ASSERT_TRUE(o.ok) << "the write was placed before the handler closed its region: " << o.err.msg;
+  EXPECT_EQ(o.e.context, &wctx);
+  EXPECT_EQ(calls.load(), 1);
+  EXPECT_EQ(mem[0], 7);
+  // The progress thread goes on; the key is dead.
+  unsigned char back = 0;
+  int rctx = 0;
+  ASSERT_EQ(i.ep.read(&back, 1, to, 0, key, &rctx), errc::ok);
+  outcome o2 = next(i, {}, 10000);
+  ASSERT_TRUE(o2.error) << "a read of a closed region";
+  EXPECT_EQ(o2.err.context, &rctx);
+  EXPECT_EQ(o2.err.err, errc::not_found) << o2.err.msg;
+}
