@@ -14,6 +14,7 @@
 #include <cstring>
 #include <type_traits>
 
+#include "prov/shm/liveness.hpp"
 #include "prov/shm/shm.hpp"
 #include "core/atomic_apply.hpp"
 #include "core/rma_request.hpp"
@@ -27,7 +28,6 @@ namespace weft::prov::shm {
 namespace {
 
 std::atomic<std::uint32_t> next_epid{1};
-constexpr std::uint64_t liveness_period_ns = 20'000'000;  // dead peers found within ~20 ms
 constexpr int progress_batch = 64;
 constexpr std::uint32_t stuck_check_polls = 4096;  // empty polls between checks (and at every sleep)
 constexpr std::size_t ctrl_reserve = 16;  // pending control replies kept free: below it, rts waits
@@ -217,7 +217,10 @@ struct ctrl : util::list_node {
   ctrl_msg m;
 };
 
-class endpoint_impl final : public spi::endpoint, public spi::progressable, public spi::mr_observer {
+class endpoint_impl final : public spi::endpoint,
+                            public spi::progressable,
+                            public spi::mr_observer,
+                            public peer_failure_sink {
  public:
   endpoint_impl(std::shared_ptr<domain_impl> d, const info& i) : dom_(std::move(d)), info_(i), cfg_(dom_->cfg()) {}
   ~endpoint_impl() override;
@@ -226,6 +229,9 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable, publ
   result<void> bind_cq(std::shared_ptr<spi::cq> q, std::uint64_t flags) override;
   result<void> bind_av(std::shared_ptr<spi::av> a) override;
   result<void> bind_cntr(std::shared_ptr<spi::cntr> c, std::uint64_t flags) override;
+  // peer_dead events (liveness.hpp); without an EQ they are CQ error entries
+  result<void> bind_eq(std::shared_ptr<spi::eq> q) override;
+  void fail_peer(std::uint64_t key, const peer* p, const char* name, const char* why) noexcept override;
   result<void> enable() override;
   [[nodiscard]] address name() const override {
     return address::from_string(addr_format::shm_name, self_->name());
@@ -252,6 +258,7 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable, publ
     self_->hdr()->waiting.store(1, std::memory_order_seq_cst);
     std::atomic_thread_fence(std::memory_order_seq_cst);  // the ring checks that follow see any publish
     housekeeping();  // a sleeping consumer still recovers stuck slots and drops dead peers
+    liveness(util::coarse_now_ns());  // ... and finds dead peers
     return &self_->hdr()->doorbell;
   }
   void disarm() noexcept override { self_->hdr()->waiting.store(0, std::memory_order_relaxed); }
@@ -286,7 +293,12 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable, publ
     rxp_.put(r);
   }
   [[nodiscard]] fi_addr_t source_of(std::uint64_t key) noexcept {
-    return source_cap_ && av_ ? av_->reverse(key) : addr_unspec;
+    if (!source_cap_ || !av_) return addr_unspec;
+    bool failed = false;
+    const fi_addr_t a = av_->reverse(key, failed);
+    if (failed) [[unlikely]]
+      watch_.insert_failed(key);  // src is addr_notavail; the reason is reported
+    return a;
   }
   [[nodiscard]] bool handle_incoming(const slot_header* h) noexcept;
   void deliver(rx_op* r, const incoming& in) noexcept;
@@ -317,6 +329,19 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable, publ
   void stream(tx_op* op) noexcept;
   void complete_tx(tx_op* op, errc e, const char* what) noexcept;
   void check_peers() noexcept;
+  // The liveness schedule (20 ms): finds peers gone, takes in the replies they
+  // published before they went (an ack must not turn into peer_dead), then
+  // fails what involved them and reports.
+  void liveness(std::uint64_t now) noexcept {
+    if (!watch_.due(now)) return;
+    const bool watch_gone = watch_.probe(now, ring_.claimed());
+    const bool ops_gone = probe_op_peers();  // operations with peers the watch does not know (AV entry removed)
+    if (watch_gone || ops_gone) drain_control();
+    watch_.settle(now, ring_.head(), ring_.claimed());
+    if (ops_gone) check_peers();
+  }
+  [[nodiscard]] bool probe_op_peers() noexcept;
+  void drain_control() noexcept;
   void check_stuck_head(util::mpsc_ring& ring, stuck_state& st) noexcept;
   void housekeeping() noexcept;
   void handle_control(slot_header* h) noexcept;
@@ -349,8 +374,8 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable, publ
   util::ilist<ctrl> ctrl_pending_;
   std::uint64_t segs_held_ = 0;
   std::uint32_t splits_pending_ = 0;
-  std::uint64_t next_check_ = 0;
   std::uint32_t idle_polls_ = 0;
+  std::uint32_t busy_polls_ = 0;
   stuck_state stuck_ring_, stuck_ctl_;
   std::uint64_t level_ = flag::delivery_complete;  // default completion level of RMA
   std::size_t rma_parts_ = 0;  // RMA requests (parts) awaiting their ack
@@ -358,6 +383,8 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable, publ
   std::vector<std::uint32_t> inject_free_;
   std::shared_ptr<spi::mr_registry> reg_;
   bool observing_ = false;
+  std::shared_ptr<spi::eq> eq_;
+  peer_watch watch_{*dom_, *this, *this};
 };
 
 result<void> endpoint_impl::init() {
@@ -413,6 +440,7 @@ endpoint_impl::~endpoint_impl() {
       txcq_->unreserve();  // every operation reserved room (an inject write, for its failure)
   if (txcq_) txcq_->detach(this);
   if (rxcq_ && rxcq_ != txcq_) rxcq_->detach(this);
+  if (eq_) eq_->detach(this);
   for (spi::cntr* c : cntrs_.distinct()) c->detach(this);
   if (port_) unregister_port(port_, self_->name());
 }
@@ -448,10 +476,21 @@ result<void> endpoint_impl::bind_cntr(std::shared_ptr<spi::cntr> c, std::uint64_
   return {};
 }
 
+result<void> endpoint_impl::bind_eq(std::shared_ptr<spi::eq> q) {
+  if (enabled_) return make_error(errc::bad_state, "bind the event queue before enable()");
+  if (eq_) return make_error(errc::bad_state, "an event queue is already bound to this endpoint");
+  if (!q->set_lock(nullptr) || q->lock_in_use())
+    return make_error(errc::bad_state, "this event queue serves an automatic-progress domain of another provider");
+  eq_ = std::move(q);
+  eq_->attach(this);  // reading the EQ drives this endpoint, so deaths are found while the application waits there
+  return {};
+}
+
 result<void> endpoint_impl::enable() {
   if (!txcq_ || !rxcq_)
     return make_error(errc::bad_state, "bind a completion queue for transmit and receive before enable() "
                                        "(bind(cq) binds both)");
+  watch_.bind(rxcq_.get(), eq_.get(), av_.get());
   enabled_ = true;
   return {};
 }
@@ -694,10 +733,12 @@ errc endpoint_impl::recv(const msg_desc& m, std::uint64_t flags) noexcept {
   if (m.iov_count > max_iov || (!m.iov && m.iov_count)) [[unlikely]]
     return errc::invalid_argument;
   std::uint64_t src = util::any_source;
+  const peer* from = nullptr;
   if (m.addr != addr_unspec) {
     const std::shared_ptr<peer>* pp = av_ ? av_->at(m.addr) : nullptr;
     if (!pp) return errc::invalid_argument;
     src = (*pp)->key;
+    from = pp->get();
   }
   const bool tagged = flags & flag::tagged;
   if (flags & (flag::peek | flag::claim | flag::discard)) {
@@ -727,6 +768,18 @@ errc endpoint_impl::recv(const msg_desc& m, std::uint64_t flags) noexcept {
     deliver(r, u->view());
     release_unexpected(u, false);
     return errc::ok;
+  }
+  if (from && from->map->closed()) [[unlikely]] {
+    // Directed at a peer that is gone: once what it sent was consumed, it can never match.
+    if (watch_.fate_of(src, ring_.claimed()) == peer_watch::fate::dead) {
+      char name[48], msg[160];
+      peer_name(src, name);
+      std::snprintf(msg, sizeof msg, "receive directed at shm peer %s, which is gone (died or closed): it can "
+                    "never match; post it for another peer", name);
+      r->msg_tag = m.tag;
+      complete_rx_error(r, errc::peer_dead, msg);
+      return errc::ok;
+    }
   }
   (tagged ? posted_tag_ : posted_msg_).push_back(r);
   return errc::ok;
@@ -870,7 +923,10 @@ void endpoint_impl::start_rendezvous(rx_op* r, const incoming& in) noexcept {
   r->msg_tag = in.tag;
   auto pr = dom_->peer_by_key(in.src_key);
   if (!pr) {
-    complete_rx_error(r, errc::peer_dead, "the sender exited before its message could be read");
+    if (pr.error().code == errc::peer_dead || pr.error().code == errc::not_found)
+      complete_rx_error(r, errc::peer_dead, "the sender exited before its message could be read");
+    else  // resources (EMFILE ...): the message says which and what to do
+      complete_rx_error(r, pr.error().code, pr.error().message.c_str());
     return;
   }
   const std::shared_ptr<peer>& p = *pr;
@@ -1489,6 +1545,7 @@ void endpoint_impl::handle_data(const slot_header* h) noexcept {
 bool endpoint_impl::handle_incoming(const slot_header* h) noexcept {
   const bool tagged = h->flags & slot_flag::tagged;
   const std::uint64_t key = peer_key(h->src_pid, h->src_epid);
+  watch_.saw(key);  // a sender is a known peer: its death is reported
   incoming in{h->code, h->flags, 0, h->tag, h->data, key, h->cookie,
               reinterpret_cast<const std::byte*>(h) + sizeof(slot_header),
               reinterpret_cast<const remote_iov*>(reinterpret_cast<const std::byte*>(h) + sizeof(slot_header)),
@@ -1562,9 +1619,14 @@ void endpoint_impl::progress() noexcept {
     h->src_pid = 0;
     ring_.pop();
   }
-  if (work == 0 && ++idle_polls_ >= stuck_check_polls) {
-    idle_polls_ = 0;
-    housekeeping();
+  if (work == 0) {
+    if (++idle_polls_ >= stuck_check_polls) {
+      idle_polls_ = 0;
+      housekeeping();
+    }
+    liveness(util::coarse_now_ns());  // an empty poll: a few loads from the vDSO page
+  } else if ((++busy_polls_ & 15) == 0) {
+    liveness(util::coarse_now_ns());
   }
   for (ctrl* c = ctrl_pending_.front(); c;) {
     // Each entry on its own: a peer that does not progress blocks only itself.
@@ -1592,13 +1654,6 @@ void endpoint_impl::progress() noexcept {
       rx_op* next = rx_active_.next(r);
       if (r->split) (void)finish_split(r);
       r = next;
-    }
-  }
-  if (!tx_active_.empty() || !rx_active_.empty()) {
-    const std::uint64_t now = util::now_ns();
-    if (now >= next_check_) {
-      next_check_ = now + liveness_period_ns;
-      check_peers();
     }
   }
 }
@@ -1638,16 +1693,85 @@ void endpoint_impl::check_stuck_head(util::mpsc_ring& ring, stuck_state& st) noe
   st.pos = ~0ull;
 }
 
+// A peer is gone and every message it sent before is consumed (liveness.cpp):
+// receives directed at it can never match, and its transfers cannot finish.
+void endpoint_impl::fail_peer(std::uint64_t key, const peer* p, const char* name, const char* why) noexcept {
+  char msg[160];
+  std::snprintf(msg, sizeof msg, "receive directed at shm peer %s, which %s: it can never match; post it for "
+                "another peer", name, why);
+  for (auto* l : {&posted_msg_, &posted_tag_}) {
+    for (rx_op* r = l->front(); r;) {
+      rx_op* next = l->next(r);
+      if (r->src_filter == key) {
+        l->erase(r);
+        r->msg_tag = r->tag;
+        complete_rx_error(r, errc::peer_dead, msg);
+      }
+      r = next;
+    }
+  }
+  if (!p) return;
+  std::snprintf(msg, sizeof msg, "shm peer %s %s before the transfer finished", name, why);
+  for (tx_op* op = tx_active_.front(); op;) {
+    tx_op* next = tx_active_.next(op);
+    if (op->p.get() == p) complete_tx(op, errc::peer_dead, msg);
+    op = next;
+  }
+  for (rx_op* r = rx_active_.front(); r;) {
+    rx_op* next = rx_active_.next(r);
+    if (r->p.get() == p) {
+      rx_active_.erase(r);
+      if (r->split) {
+        --splits_pending_;
+        r->split = false;
+      }
+      complete_rx_error(r, errc::peer_dead, msg);
+    }
+    r = next;
+  }
+}
+
+// Latches the death of the peers of operations in flight (owner_alive, at
+// most one look per 5 ms per peer): true if any is gone.
+bool endpoint_impl::probe_op_peers() noexcept {
+  bool gone = false;
+  for (tx_op* op = tx_active_.front(); op; op = tx_active_.next(op)) gone = !op->p->map->owner_alive() || gone;
+  for (rx_op* r = rx_active_.front(); r; r = rx_active_.next(r)) gone = !r->p->map->owner_alive() || gone;
+  return gone;
+}
+
+// Every reply already given: the control messages published (bounded by the
+// ring's size), and segments released by receivers of streamed sends whose
+// data is all sent (such a send completes when they are free: no ack).
+void endpoint_impl::drain_control() noexcept {
+  for (std::uint32_t i = 0; i < ctl_.slot_count(); ++i) {
+    auto* s = ctl_.peek();
+    if (!s) break;
+    auto* h = reinterpret_cast<slot_header*>(s);
+    handle_control(h);
+    h->src_pid = 0;
+    ctl_.pop();
+  }
+  for (tx_op* op = tx_active_.front(); op;) {
+    tx_op* next = tx_active_.next(op);
+    if (op->state == tx_op::st::streaming && op->sent == op->accepted) stream(op);
+    op = next;
+  }
+}
+
+// Operations whose peer was found gone before the control ring was drained
+// (found_gone(), not a fresh look: a peer that acknowledged and then closed
+// just now is not failed).
 void endpoint_impl::check_peers() noexcept {
   for (tx_op* op = tx_active_.front(); op;) {
     tx_op* next = tx_active_.next(op);
-    if (!op->p->map->owner_alive())
+    if (op->p->map->found_gone())
       complete_tx(op, errc::peer_dead, "the receiver exited before the transfer finished");
     op = next;
   }
   for (rx_op* r = rx_active_.front(); r;) {
     rx_op* next = rx_active_.next(r);
-    if (!r->p->map->owner_alive()) {
+    if (r->p->map->found_gone()) {
       rx_active_.erase(r);
       if (r->split) {
         --splits_pending_;

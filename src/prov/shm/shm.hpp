@@ -72,14 +72,34 @@ class av_impl final : public spi::av {
   [[nodiscard]] const std::shared_ptr<peer>* at(fi_addr_t a) const noexcept {
     return a < table_.size() && table_[a].p ? &table_[a].p : nullptr;
   }
-  // The handle of a sender, inserting it first if the AV auto-inserts.
-  [[nodiscard]] fi_addr_t reverse(std::uint64_t key) noexcept;
+  // The handle of a sender, inserting it first if the AV auto-inserts. When
+  // that insertion fails (resources, or the sender is gone) the result is
+  // addr_notavail and `failed` is set (insert_failure() says why); a later
+  // message from it tries again, at most every 100 ms.
+  [[nodiscard]] fi_addr_t reverse(std::uint64_t key, bool& failed) noexcept;
+  // The handle of key if it is in the AV (no insertion), else addr_notavail.
+  [[nodiscard]] fi_addr_t find(std::uint64_t key) const noexcept;
+  // Why the last auto-insertion of key failed; null if it did not (or later worked).
+  [[nodiscard]] const error* insert_failure(std::uint64_t key) const noexcept;
+  // Changes with every insert and remove: endpoints rescan the entries then.
+  [[nodiscard]] std::uint64_t version() const noexcept { return version_; }
+  template <class F>
+  void for_each(F&& f) const {
+    for (fi_addr_t i = 0; i < table_.size(); ++i)
+      if (table_[i].p) f(i, table_[i].p);
+  }
 
  private:
   struct entry {
     std::shared_ptr<peer> p;
     address a;
   };
+  struct failure {
+    error err;
+    std::uint64_t retry_at = 0;
+  };
+  std::unordered_map<std::uint64_t, failure> failed_;
+  std::uint64_t version_ = 0;
   std::shared_ptr<domain_impl> dom_;
   spi::av_attr attr_;
   std::vector<entry> table_;
