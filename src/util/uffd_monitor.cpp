@@ -9,13 +9,11 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
-#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <array>
 #include <cerrno>
-#include <charconv>
 #include <condition_variable>
 #include <cstring>
 #include <new>
@@ -38,339 +36,8 @@ const char* to_string(watch_mode m) noexcept {
 namespace weft::util {
 namespace {
 
-#ifdef UFFD_USER_MODE_ONLY
-constexpr int k_user_mode_only = UFFD_USER_MODE_ONLY;
-#else
-constexpr int k_user_mode_only = 1;  // Linux 5.11
-#endif
-// UFFD_FEATURE_WP_ASYNC (Linux 6.7; older headers lack it): WP-only
-// registration then accepts every memory type (regular file mappings too), and
-// a write-protect fault would be resolved by the kernel itself.
-constexpr std::uint64_t k_feature_wp_async = 1ull << 15;
-constexpr std::uint64_t k_required = UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_EVENT_REMOVE |
-                                     UFFD_FEATURE_EVENT_REMAP | UFFD_FEATURE_PAGEFAULT_FLAG_WP;
-constexpr std::uint64_t k_optional = k_feature_wp_async;
-// USERFAULTFD_IOC_NEW on /dev/userfaultfd (Linux 6.1): for when seccomp
-// forbids the system call but the device is accessible.
-constexpr unsigned long k_uffd_ioc_new = _IO(0xAA, 0x00);
-
 constexpr std::size_t k_ring = 1024;       // events read but not yet applied
 constexpr std::size_t k_read_batch = 32;   // uffd_msg per read()
-
-std::uintptr_t page_size() noexcept {
-  static const std::uintptr_t ps = [] {
-    const long v = ::sysconf(_SC_PAGESIZE);
-    return v > 0 ? static_cast<std::uintptr_t>(v) : std::uintptr_t{4096};
-  }();
-  return ps;
-}
-
-// The pages of [addr, addr + len); false for an empty or wrapping range.
-bool page_round(const void* addr, std::size_t len, std::uintptr_t& lo, std::uintptr_t& hi) noexcept {
-  const auto a = reinterpret_cast<std::uintptr_t>(addr);
-  const std::uintptr_t ps = page_size();
-  if (len == 0 || len > UINTPTR_MAX - a || a + len > UINTPTR_MAX - ps) return false;
-  lo = a & ~(ps - 1);
-  hi = (a + len + ps - 1) & ~(ps - 1);
-  return true;
-}
-
-class fd_closer {
- public:
-  explicit fd_closer(int fd) noexcept : fd_(fd) {}
-  fd_closer(const fd_closer&) = delete;
-  fd_closer& operator=(const fd_closer&) = delete;
-  ~fd_closer() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-
- private:
-  int fd_;
-};
-
-// ---------------------------------------------------------------------------
-// Mapping identity (/proc/self/maps)
-
-// struct procmap_query of <linux/fs.h> (Linux 6.11), which older headers lack.
-struct procmap_query_arg {
-  std::uint64_t size;
-  std::uint64_t query_flags;
-  std::uint64_t query_addr;
-  std::uint64_t vma_start;
-  std::uint64_t vma_end;
-  std::uint64_t vma_flags;
-  std::uint64_t vma_page_size;
-  std::uint64_t vma_offset;
-  std::uint64_t inode;
-  std::uint32_t dev_major;
-  std::uint32_t dev_minor;
-  std::uint32_t vma_name_size;
-  std::uint32_t build_id_size;
-  std::uint64_t vma_name_addr;
-  std::uint64_t build_id_addr;
-};
-static_assert(sizeof(procmap_query_arg) == 104);
-constexpr unsigned long k_procmap_query = _IOWR('f', 17, procmap_query_arg);
-constexpr std::uint64_t k_procmap_vma_shared = 0x08;
-
-std::atomic<bool> g_procmap_unsupported{false};
-
-// Appends p, merging it with the previous piece when it continues it (VMAs
-// split by mprotect and the like are the same memory).
-void append_piece(std::vector<map_piece>& out, const map_piece& p) {
-  if (!out.empty()) {
-    map_piece& b = out.back();
-    const bool file = p.dev != 0 || p.inode != 0;
-    if (b.hi == p.lo && b.dev == p.dev && b.inode == p.inode && b.shared == p.shared &&
-        (!file || b.offset + (b.hi - b.lo) == p.offset)) {
-      b.hi = p.hi;
-      return;
-    }
-  }
-  out.push_back(p);
-}
-
-map_piece make_piece(std::uintptr_t lo, std::uintptr_t hi, std::uintptr_t vma_start, std::uint64_t vma_offset,
-                     std::uint64_t dev, std::uint64_t inode, bool shared) noexcept {
-  const bool file = dev != 0 || inode != 0;
-  return map_piece{lo, hi, dev, inode, file ? vma_offset + (lo - vma_start) : 0, shared};
-}
-
-enum class query_status { done, hole, unsupported };
-
-// PROCMAP_QUERY: one ioctl per VMA, no text to parse.
-query_status identity_procmap(std::uintptr_t lo, std::uintptr_t hi, std::vector<map_piece>& out) {
-  const int fd = ::open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return query_status::unsupported;
-  fd_closer closer(fd);
-  for (std::uintptr_t cur = lo; cur < hi;) {
-    procmap_query_arg q{};
-    q.size = sizeof q;
-    q.query_addr = cur;  // query_flags 0: the VMA covering cur, any permissions
-    if (::ioctl(fd, k_procmap_query, &q) != 0) {
-      if (errno == ENOENT) return query_status::hole;
-      g_procmap_unsupported.store(true, std::memory_order_relaxed);
-      return query_status::unsupported;
-    }
-    if (q.vma_start > cur || q.vma_end <= cur) return query_status::hole;
-    const std::uintptr_t end = std::min<std::uintptr_t>(hi, q.vma_end);
-    append_piece(out, make_piece(cur, end, q.vma_start, q.vma_offset, makedev(q.dev_major, q.dev_minor), q.inode,
-                                 (q.vma_flags & k_procmap_vma_shared) != 0));
-    cur = end;
-  }
-  return query_status::done;
-}
-
-// mincore fails with ENOMEM when a page of the range is not mapped.
-bool range_mapped_mincore(std::uintptr_t lo, std::uintptr_t hi) noexcept {
-  const std::uintptr_t ps = page_size();
-  std::array<unsigned char, 4096> vec;
-  for (std::uintptr_t cur = lo; cur < hi;) {
-    const std::uintptr_t pages = std::min<std::uintptr_t>((hi - cur) / ps, vec.size());
-    if (::mincore(reinterpret_cast<void*>(cur), pages * ps, vec.data()) != 0 && errno == ENOMEM) return false;
-    cur += pages * ps;
-  }
-  return true;
-}
-
-enum class range_kind { mapped, hole, sysv_shm };
-
-// Whether [lo, hi) is fully mapped, and whether it holds a System V shared
-// memory segment: shmdt() is not reported by userfaultfd, so such ranges are
-// watched in checked mode. Without PROCMAP_QUERY (Linux < 6.11) only mincore
-// is asked and segments are not recognized.
-range_kind classify_range(std::uintptr_t lo, std::uintptr_t hi) noexcept {
-  const auto by_mincore = [&] { return range_mapped_mincore(lo, hi) ? range_kind::mapped : range_kind::hole; };
-  if (g_procmap_unsupported.load(std::memory_order_relaxed)) return by_mincore();
-  const int fd = ::open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return by_mincore();
-  fd_closer closer(fd);
-  std::array<char, 4096> name;
-  for (std::uintptr_t cur = lo; cur < hi;) {
-    procmap_query_arg q{};
-    q.size = sizeof q;
-    q.query_addr = cur;
-    if (::ioctl(fd, k_procmap_query, &q) != 0) {
-      if (errno == ENOENT) return range_kind::hole;
-      g_procmap_unsupported.store(true, std::memory_order_relaxed);
-      return by_mincore();
-    }
-    if (q.vma_start > cur || q.vma_end <= cur) return range_kind::hole;
-    if ((q.vma_flags & k_procmap_vma_shared) != 0 && q.inode != 0) {
-      procmap_query_arg n{};
-      n.size = sizeof n;
-      n.query_addr = cur;
-      n.vma_name_size = static_cast<std::uint32_t>(name.size());
-      n.vma_name_addr = reinterpret_cast<std::uintptr_t>(name.data());
-      // the kernel names a System V segment "/SYSV<key> (deleted)"
-      if (::ioctl(fd, k_procmap_query, &n) == 0 && n.vma_name_size > 5 && std::memcmp(name.data(), "/SYSV", 5) == 0) {
-        return range_kind::sysv_shm;
-      }
-    }
-    cur = static_cast<std::uintptr_t>(q.vma_end);
-  }
-  return range_kind::mapped;
-}
-
-bool read_whole(const char* path, std::string& out) {
-  const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return false;
-  fd_closer closer(fd);
-  out.clear();
-  std::array<char, 16384> buf;
-  for (;;) {
-    const ssize_t n = ::read(fd, buf.data(), buf.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return false;
-    if (n == 0) return true;
-    out.append(buf.data(), static_cast<std::size_t>(n));
-  }
-}
-
-// Text of /proc/self/maps: "start-end perms offset major:minor inode path".
-query_status identity_text(std::uintptr_t lo, std::uintptr_t hi, std::vector<map_piece>& out) {
-  if (!range_mapped_mincore(lo, hi)) return query_status::hole;
-  std::string text;
-  if (!read_whole("/proc/self/maps", text)) return query_status::unsupported;
-  std::uintptr_t cur = lo;
-  const char* p = text.data();
-  const char* const end = p + text.size();
-  while (p < end && cur < hi) {
-    const char* eol = static_cast<const char*>(std::memchr(p, '\n', static_cast<std::size_t>(end - p)));
-    if (eol == nullptr) eol = end;
-    const char* s = p;
-    p = eol + 1;
-    auto num = [&](std::uint64_t& v, int base, char sep) {
-      const auto r = std::from_chars(s, eol, v, base);
-      if (r.ec != std::errc{} || r.ptr >= eol || *r.ptr != sep) return false;
-      s = r.ptr + 1;
-      return true;
-    };
-    std::uint64_t start = 0, stop = 0, offset = 0, major = 0, minor = 0, inode = 0;
-    if (!num(start, 16, '-') || !num(stop, 16, ' ')) continue;
-    if (eol - s < 5) continue;
-    const bool shared = s[3] == 's';
-    s += 5;
-    if (!num(offset, 16, ' ') || !num(major, 16, ':') || !num(minor, 16, ' ')) continue;
-    const auto r = std::from_chars(s, eol, inode, 10);
-    if (r.ec != std::errc{}) continue;
-    if (stop <= cur) continue;
-    if (start > cur) return query_status::hole;
-    const std::uintptr_t piece_end = std::min<std::uintptr_t>(hi, stop);
-    append_piece(out, make_piece(cur, piece_end, start, offset, makedev(major, minor), inode, shared));
-    cur = piece_end;
-  }
-  return cur >= hi ? query_status::done : query_status::hole;
-}
-
-bool identity_matches(const std::vector<map_piece>& expected, std::uintptr_t lo, std::uintptr_t hi) noexcept {
-  try {
-    const auto now = map_identity(lo, hi);
-    return now && *now == expected;
-  } catch (...) {
-    return false;
-  }
-}
-
-// A subscription that may vouch for part of a valid() query.
-struct candidate {
-  std::uintptr_t lo = 0;
-  std::uintptr_t hi = 0;
-  bool ok = false;                  // known good (registered, not invalidated)
-  std::vector<map_piece> identity;  // to check when !ok
-};
-
-// Whether the good candidates (sorted by lo) cover [lo, hi).
-bool covered(const std::vector<candidate>& cands, std::uintptr_t lo, std::uintptr_t hi) noexcept {
-  std::uintptr_t cur = lo;
-  for (const candidate& c : cands) {
-    if (!c.ok || c.hi <= cur) continue;
-    if (c.lo > cur) return false;
-    cur = c.hi;
-    if (cur >= hi) return true;
-  }
-  return cur >= hi;
-}
-
-// ---------------------------------------------------------------------------
-// Opening a userfaultfd
-
-int open_uffd(int how) noexcept {
-  const int flags = O_CLOEXEC | O_NONBLOCK;
-  switch (how) {
-    case 0:  // the only kind an unprivileged process may open when vm.unprivileged_userfaultfd is 0
-#ifdef SYS_userfaultfd
-      return static_cast<int>(::syscall(SYS_userfaultfd, flags | k_user_mode_only));
-#else
-      errno = ENOSYS;
-      return -1;
-#endif
-    case 1:  // kernels before 5.11 refuse UFFD_USER_MODE_ONLY
-#ifdef SYS_userfaultfd
-      return static_cast<int>(::syscall(SYS_userfaultfd, flags));
-#else
-      errno = ENOSYS;
-      return -1;
-#endif
-    default: {
-      const int dev = ::open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
-      if (dev < 0) return -1;
-      const int fd = ::ioctl(dev, k_uffd_ioc_new, flags);
-      const int err = errno;
-      ::close(dev);
-      errno = err;
-      return fd;
-    }
-  }
-}
-
-// Opens a userfaultfd with the features we need; -1 (and s.open_errno) if
-// this process may not. The kernel reports what it offers on a first
-// userfaultfd; UFFDIO_API works once per fd, so a second one gets the
-// features enabled.
-int open_configured(uffd_support& s) noexcept {
-  int how = 0;
-  int fd = -1;
-  int first_errno = 0;
-  for (; how < 3; ++how) {
-    fd = open_uffd(how);
-    if (fd >= 0) break;
-    if (how == 0) first_errno = errno;
-    // report the system call's answer, not /dev/userfaultfd's
-    if (how < 2) s.open_errno = (how == 1 && errno == EINVAL) ? first_errno : errno;
-  }
-  if (fd < 0) return -1;
-  s.user_mode_only = how == 0;
-  s.dev_userfaultfd = how == 2;
-  uffdio_api api{};
-  api.api = UFFD_API;
-  api.features = 0;
-  const bool ok = ::ioctl(fd, UFFDIO_API, &api) == 0;
-  s.open_errno = ok ? 0 : errno;
-  ::close(fd);
-  if (!ok) return -1;
-  s.offered = api.features;
-  if ((s.offered & k_required) != k_required) {
-    s.open_errno = ENOTSUP;
-    return -1;
-  }
-  s.enabled = s.offered & (k_required | k_optional);
-  fd = open_uffd(how);
-  if (fd < 0) {
-    s.open_errno = errno;
-    return -1;
-  }
-  api = uffdio_api{};
-  api.api = UFFD_API;
-  api.features = s.enabled;
-  if (::ioctl(fd, UFFDIO_API, &api) != 0) {
-    s.open_errno = errno;
-    ::close(fd);
-    return -1;
-  }
-  s.available = true;
-  return fd;
-}
 
 std::string errno_text(int e) {
   return std::string(::strerrordesc_np(e) != nullptr ? ::strerrordesc_np(e) : "unknown error");
@@ -816,7 +483,7 @@ result<uffd_core::record> uffd_core::make_record_locked(std::uintptr_t lo, std::
   if (::ioctl(fd_, UFFDIO_REGISTER, &reg) == 0) {
     // Registration skips holes: make sure the whole range is there (a later
     // munmap is reported).
-    switch (classify_range(lo, hi)) {
+    switch (classify_mapping(lo, hi)) {
       case range_kind::mapped:
         r.registered = true;
         return r;
@@ -824,17 +491,21 @@ result<uffd_core::record> uffd_core::make_record_locked(std::uintptr_t lo, std::
         unregister_gaps_locked(lo, hi);
         return make_error(errc::invalid_argument, "memory monitor: range is not mapped");
       case range_kind::sysv_shm:
+      case range_kind::unknown:  // the mapping could not be read: it may be a segment
         unregister_gaps_locked(lo, hi);
         break;
     }
   }
   // EBUSY (another userfaultfd owns it), EINVAL (memory type refused, e.g. a
   // file mapping without UFFD_FEATURE_WP_ASYNC, VM_PFNMAP), EPERM (mapping
-  // that may never be written), ENOMEM (vm.max_map_count), or a System V
-  // segment (shmdt is not reported): checked mode.
+  // that may never be written), ENOMEM (vm.max_map_count), a System V
+  // segment (shmdt is not reported), or nobody could tell: checked mode.
   auto identity = map_identity(lo, hi);
-  if (!identity) return std::unexpected(std::move(identity.error()));
-  r.identity = std::move(*identity);
+  if (identity) {
+    r.identity = std::move(*identity);
+  } else if (identity.error().code != errc::not_supported) {
+    return std::unexpected(std::move(identity.error()));
+  }  // else unreadable just now: no identity, so valid() answers false until subscribed again
   return r;
 }
 
@@ -1036,31 +707,6 @@ void uffd_core::deliver(const note& n) noexcept {
   mu_cv_.notify_all();
 }
 
-// ---------------------------------------------------------------------------
-
-uffd_support probe_userfaultfd() noexcept {
-  uffd_support s;
-  const int fd = open_configured(s);
-  if (fd >= 0) ::close(fd);
-  return s;
-}
-
-result<std::vector<map_piece>> map_identity(std::uintptr_t lo, std::uintptr_t hi) {
-  std::vector<map_piece> out;
-  query_status st = query_status::unsupported;
-  if (!g_procmap_unsupported.load(std::memory_order_relaxed)) st = identity_procmap(lo, hi, out);
-  if (st == query_status::unsupported) {
-    out.clear();
-    st = identity_text(lo, hi, out);
-  }
-  switch (st) {
-    case query_status::done: return out;
-    case query_status::hole: return make_error(errc::not_found, "memory monitor: range is not mapped");
-    case query_status::unsupported: break;
-  }
-  return make_error(errc::not_supported, "memory monitor: /proc/self/maps is not readable");
-}
-
 // --- uffd_monitor -----------------------------------------------------------
 
 uffd_monitor::uffd_monitor(std::shared_ptr<uffd_core> core) noexcept : core_(std::move(core)) {}
@@ -1112,76 +758,6 @@ bool uffd_monitor::valid(const void* addr, std::size_t len) noexcept {
 }
 
 uffd_support uffd_monitor::support() const noexcept { return core_->support(); }
-
-// --- maps_monitor -----------------------------------------------------------
-
-result<void> maps_monitor::start(notify_fn) {
-  {
-    const int fd = ::open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-      return make_error(errc::not_supported, "memory monitor: /proc/self/maps: " + errno_text(errno));
-    }
-    ::close(fd);
-  }
-  std::lock_guard lk(mu_);
-  if (started_) return make_error(errc::bad_state, "memory monitor is already started");
-  started_ = true;
-  return {};
-}
-
-void maps_monitor::stop() noexcept {
-  decltype(recs_) dead;  // destroyed after the lock is released
-  std::lock_guard lk(mu_);
-  started_ = false;
-  dead.swap(recs_);
-  max_len_ = 0;
-}
-
-result<watch_mode> maps_monitor::subscribe(const void* addr, std::size_t len) {
-  std::uintptr_t lo = 0, hi = 0;
-  if (!page_round(addr, len, lo, hi)) return make_error(errc::invalid_argument, "memory monitor: empty range");
-  auto identity = map_identity(lo, hi);  // outside the lock: it reads /proc
-  if (!identity) return std::unexpected(std::move(identity.error()));
-  std::lock_guard lk(mu_);
-  if (!started_) return make_error(errc::bad_state, "memory monitor is not started");
-  record& r = recs_[{lo, hi}];
-  if (r.refs == UINT32_MAX) return make_error(errc::too_big, "memory monitor: too many subscriptions of one range");
-  if (r.refs == 0 || r.identity != *identity) r.identity = std::move(*identity);  // new, or stale: the newest wins
-  ++r.refs;
-  max_len_ = std::max(max_len_, hi - lo);
-  return watch_mode::checked;
-}
-
-void maps_monitor::unsubscribe(const void* addr, std::size_t len) noexcept {
-  std::uintptr_t lo = 0, hi = 0;
-  if (!page_round(addr, len, lo, hi)) return;
-  std::lock_guard lk(mu_);
-  const auto it = recs_.find({lo, hi});
-  if (it != recs_.end() && --it->second.refs == 0) recs_.erase(it);
-}
-
-bool maps_monitor::valid(const void* addr, std::size_t len) noexcept {
-  std::uintptr_t lo = 0, hi = 0;
-  if (!page_round(addr, len, lo, hi)) return false;
-  std::vector<candidate> cands;
-  try {
-    std::lock_guard lk(mu_);
-    if (!started_) return false;
-    if (const auto it = recs_.find({lo, hi}); it != recs_.end()) {
-      cands.push_back(candidate{lo, hi, false, it->second.identity});
-    } else {
-      for (auto it = recs_.lower_bound({lo > max_len_ ? lo - max_len_ : 0, 0});
-           it != recs_.end() && it->first.first < hi; ++it) {
-        if (it->first.second <= lo) continue;
-        cands.push_back(candidate{it->first.first, it->first.second, false, it->second.identity});
-      }
-    }
-  } catch (...) {
-    return false;
-  }
-  for (candidate& c : cands) c.ok = identity_matches(c.identity, c.lo, c.hi);
-  return covered(cands, lo, hi);
-}
 
 }  // namespace weft::util
 

@@ -27,7 +27,12 @@
 // (EBUSY), a memory type the kernel refuses (regular file mappings without
 // WP_ASYNC, VM_PFNMAP/IO mappings), a mapping that may never be written,
 // vm.max_map_count reached, or a System V shm segment (shmdt is not
-// reported; recognized with PROCMAP_QUERY only, Linux 6.11).
+// reported; recognized by the PROCMAP_QUERY ioctl, Linux 6.11, else by the
+// text of /proc/self/maps). When the mapping cannot be read at subscribe
+// (/proc/self/maps unreadable, the ioctl and the read both failing), nobody
+// can tell whether the range is a segment: it is checked too, never
+// notified (util/proc_maps.hpp); if even its identity cannot be read,
+// valid() answers false until it is subscribed again.
 //
 // Costs and limits to know:
 //  * munmap, madvise(DONTNEED/FREE/REMOVE), mremap, MAP_FIXED over and brk
@@ -67,6 +72,7 @@
 #include <utility>
 #include <vector>
 
+#include "util/proc_maps.hpp"
 #include "weft/error.hpp"
 #include "weft/monitor.hpp"
 
@@ -82,19 +88,9 @@ struct uffd_support {
   std::uint64_t enabled = 0;    // UFFD_FEATURE_* the monitor turns on
 };
 [[nodiscard]] uffd_support probe_userfaultfd() noexcept;
-
-// One piece of the mapping of a range, as /proc/self/maps describes it.
-struct map_piece {
-  std::uintptr_t lo = 0;
-  std::uintptr_t hi = 0;
-  std::uint64_t dev = 0;
-  std::uint64_t inode = 0;
-  std::uint64_t offset = 0;  // file offset of lo (0 for anonymous memory)
-  bool shared = false;
-  friend bool operator==(const map_piece&, const map_piece&) = default;
-};
-// The mapping of the pages of [lo, hi); not_found if any page is unmapped.
-[[nodiscard]] result<std::vector<map_piece>> map_identity(std::uintptr_t lo, std::uintptr_t hi);
+// A userfaultfd with the features the monitor needs (s tells how it was
+// opened); -1 with s.open_errno when this process may not have one.
+[[nodiscard]] int open_configured(uffd_support& s) noexcept;
 
 class uffd_core;
 

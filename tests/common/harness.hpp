@@ -46,6 +46,14 @@ inline std::vector<variant> all_variants() {
   };
 }
 
+// The variants of one provider: a test that names a provider runs only on it.
+inline std::vector<variant> variants_of(const std::string& provider) {
+  std::vector<variant> out;
+  for (auto& v : all_variants())
+    if (v.provider == provider) out.push_back(v);
+  return out;
+}
+
 // First thing in a forked child that opens weft objects: the child starts no
 // progress thread of its own. GCC 12's sanitizer allocator is not fork-safe:
 // a child of a multi-threaded parent can inherit one of its locks held, and a
@@ -141,10 +149,17 @@ inline outcome next(node& n, std::vector<node*> others = {}, int timeout_ms = 10
 }
 
 // Polls n's CQ once: true if it held an error entry for an injected write
-// (no context) that failed with `want`; a success entry is consumed too.
+// (no context) that failed with `want`. Only failures are expected where this
+// is called: a success entry fails the test (it is not silently consumed).
 inline bool take_inject_failure(node& n, errc want) {
   cq_entry e{};
-  if (n.cq.read(e) != errc::error_available) return false;
+  const errc r = n.cq.read(e);
+  if (r == errc::ok) {
+    ADD_FAILURE() << "a success entry (context " << e.context << ", flags 0x" << std::hex << e.flags << std::dec
+                  << ", len " << e.len << ") where a failed inject write was expected";
+    return false;
+  }
+  if (r != errc::error_available) return false;
   cq_err_entry ee{};
   EXPECT_EQ(n.cq.read_error(ee), errc::ok);
   EXPECT_EQ(ee.err, want) << ee.msg;

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <vector>
 
+#include "child.hpp"
 #include "harness.hpp"
 
 namespace weft::test {
@@ -45,12 +46,12 @@ inline void fork_adders(const std::string& provider, const address& target, std:
   }
 }
 
-// Progresses `target` until each of the adders exited, and expects exit 0.
+// Progresses `target` until each of the adders exited (each has 60 s, then
+// it is killed), and expects exit 0.
 inline void reap_adders(node& target, const std::vector<pid_t>& kids) {
   for (pid_t p : kids) {
-    int st = 0;
-    while (::waitpid(p, &st, WNOHANG) == 0) target.cq.progress();
-    EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "child status " << st;
+    const child_status st = wait_child(p, std::chrono::seconds(60), [&] { target.cq.progress(); });
+    EXPECT_TRUE(st.exited_ok()) << "adder " << st.describe();
   }
 }
 

@@ -484,10 +484,8 @@ TEST_P(rma_ext, committed_write_survives_kill_9_of_the_target) {
   ASSERT_EQ(a.ep.writemsg(d, flag::commit_complete), errc::ok);
   outcome o = next(a, {}, 20000);
   ASSERT_TRUE(o.ok) << o.err.msg;
-  ASSERT_EQ(::kill(kid, SIGKILL), 0);
-  int st = 0;
-  ASSERT_EQ(::waitpid(kid, &st, 0), kid);
-  EXPECT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+  const child_status st = kill_and_reap(kid);
+  EXPECT_TRUE(st.signaled(SIGKILL)) << "the target " << st.describe();
   ::close(to_parent[0]);
   ::close(to_child[1]);
   auto f = persistent_file::open(path, 1 << 20, false);

@@ -29,6 +29,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/child.hpp"
 #include "util/uffd_monitor.hpp"
 #include "weft/monitor.hpp"
 
@@ -437,10 +438,15 @@ TEST_F(default_monitor, system_v_segment_is_checked) {
   ASSERT_NE(p, reinterpret_cast<void*>(-1));
   auto mode = mon_->subscribe(p, 4 * k_page);
   ASSERT_TRUE(mode) << mode.error().message;
-  EXPECT_EQ(*mode, watch_mode::checked) << "userfaultfd does not report shmdt";
+  // what /proc/self/maps answered, should it ever go wrong again
+  const auto d = weft::util::proc_maps_diagnostics();
+  const std::string why = " (/proc/self/maps: " + std::to_string(d.failed_calls) + " failed calls, last errno " +
+                          std::to_string(d.last_errno) + ", " + std::to_string(d.retried_calls) +
+                          " retried, PROCMAP_QUERY " + (d.procmap_query ? "on)" : "off)");
+  EXPECT_EQ(*mode, watch_mode::checked) << "userfaultfd does not report shmdt" << why;
   EXPECT_TRUE(mon_->valid(p, 4 * k_page));
   ASSERT_EQ(::shmdt(p), 0);
-  EXPECT_FALSE(mon_->valid(p, 4 * k_page));
+  EXPECT_FALSE(mon_->valid(p, 4 * k_page)) << why;
   mon_->unsubscribe(p, 4 * k_page);
 }
 
@@ -704,9 +710,7 @@ TEST(monitor_no_hang, fork_while_subscribed) {
       ::munmap(c, 4 * k_page);
       ::_exit(rec2.wait_overlap(c, 4 * k_page) ? 0 : 11);
     }
-    int status = 0;
-    ::waitpid(child, &status, 0);
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) return 4;
+    if (!weft::test::wait_child(child, 10s).exited_ok()) return 4;  // a hung grandchild is killed too
     if (!mon->valid(p, 4 * k_page)) return 5;  // the parent's mapping is untouched
     mon->stop();
     mon.reset();

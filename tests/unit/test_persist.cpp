@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "common/child.hpp"
 #include "util/persist.hpp"
 #include "weft/pmem.hpp"
 
@@ -259,11 +260,9 @@ TEST_F(persist, data_survives_a_killed_writer) {
   char got = 0;
   const auto rd = ::read(pipefd[0], &got, 1);
   ::close(pipefd[0]);
-  ASSERT_EQ(::kill(pid, SIGKILL), 0);
-  int status = 0;
-  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
-  ASSERT_EQ(rd, 1) << "child failed, exit status " << (WIFEXITED(status) ? WEXITSTATUS(status) : -1);
-  ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+  const weft::test::child_status st = weft::test::kill_and_reap(pid);
+  ASSERT_EQ(rd, 1) << "child failed: it " << st.describe();
+  ASSERT_TRUE(st.signaled(SIGKILL)) << "the child " << st.describe();
 
   ASSERT_TRUE(f->close());
   auto again = persistent_file::open(p, 2 * page(), false);

@@ -10,7 +10,7 @@
 namespace weft::prov::shm {
 
 inline constexpr std::uint64_t region_magic = 0x314d485354464557ull;  // "WEFTSHM1"
-inline constexpr std::uint32_t layout_version = 1;
+inline constexpr std::uint32_t layout_version = 2;
 inline constexpr std::uint32_t max_segments = 64;
 inline constexpr std::uint32_t max_slot_iov = 16;
 // A slot must hold a header and a full iov list (rts, split).
@@ -49,6 +49,14 @@ struct region_header {
   std::byte pad1_[256 - 200];
   std::atomic<std::uint32_t> seg_busy[max_segments];  // 256: 1 = holds data for a peer
   util::ring_tail ctl_tail;              // 512: producers' claim counter of the control ring
+  util::ring_tail req_tail;              // 576: producers' claim counter of the request ring
+  std::uint64_t req_offset;              // 640: request ring (rma_write, rma_read, atomic, save)
+  std::uint32_t req_count;               // 648: request ring slots (power of two)
+  std::uint32_t req_slot_size;           // 652
+  std::uint64_t access_offset;           // 656: access_slot[access_count]
+  std::uint32_t access_count;            // 664
+  std::atomic<std::uint32_t> access_used;  // 668: slots [0, access_used) were ever claimed
+  std::byte pad2_[704 - 672];
 };
 static_assert(offsetof(region_header, owner_pid) == 16);
 static_assert(offsetof(region_header, owner_start) == 24);
@@ -69,12 +77,23 @@ static_assert(offsetof(region_header, ctl_offset) == 96);
 static_assert(offsetof(region_header, ctl_slot_size) == 104);
 static_assert(offsetof(region_header, seg_busy) == 256);
 static_assert(offsetof(region_header, ctl_tail) == 512);
-static_assert(sizeof(region_header) == 576);
+static_assert(offsetof(region_header, req_tail) == 576);
+static_assert(offsetof(region_header, req_offset) == 640);
+static_assert(offsetof(region_header, req_count) == 648);
+static_assert(offsetof(region_header, req_slot_size) == 652);
+static_assert(offsetof(region_header, access_offset) == 656);
+static_assert(offsetof(region_header, access_count) == 664);
+static_assert(offsetof(region_header, access_used) == 668);
+static_assert(sizeof(region_header) == 704);
 
 namespace region_flag {
 // The owner counts peers' accesses (remote counters bound): RMA goes through
 // its control ring, not straight into its memory.
 inline constexpr std::uint32_t two_sided_rma = 1;
+// The owner runs membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED) before it scans
+// the access slots: a holder registered for those barriers may announce its
+// key with a plain store (no locked instruction on its data path).
+inline constexpr std::uint32_t fenced_access = 2;
 }  // namespace region_flag
 
 // The owner's live memory regions, published for one-sided RMA: peers find a
@@ -93,6 +112,23 @@ struct mr_entry {
 static_assert(sizeof(mr_entry) == 64);
 static_assert(offsetof(mr_entry, seg) == 32);
 static_assert(offsetof(mr_entry, key) == 8);
+
+// One-sided access in progress (docs/wire/shm.md, "Access slots"). A peer
+// process claims one slot of the owner's region per domain (holder); before
+// each one-sided access it stores the key it is about to use into its slot,
+// then reads and checks the key's mr_entry, copies, and stores 0. The owner,
+// revoking a key, clears the entry, then waits until no slot of a live
+// holder holds that key: either the peer sees the cleared entry, or the
+// owner sees the key in the slot (both sides order store before load).
+struct access_slot {
+  std::atomic<std::uint64_t> holder;  // 0: free; (pid << 32) | (start time & 0xffffffff) of the claimer
+  std::atomic<std::uint64_t> key;     // the key being accessed now; 0 none
+  std::byte pad_[64 - 16];
+};
+static_assert(offsetof(access_slot, holder) == 0);
+static_assert(offsetof(access_slot, key) == 8);
+static_assert(sizeof(access_slot) == 64);
+inline constexpr std::uint32_t max_access_slots = 4096;
 
 // Cooperative copy of one large message (receiver's region, indexed by the
 // receiver's operation): both processes claim chunks and copy them.
@@ -117,7 +153,7 @@ enum class op : std::uint16_t {
   rma_read = 8,    // initiator -> target: copy your region into my iov list
   atomic = 9,      // initiator -> target: apply (flags: op | type << 8) at offset; data: result address
   save = 10,       // initiator -> target: make earlier writes to the region (aux key) durable (data: level)
-  nop = 11,        // a claimed control slot given back (ignored)
+  nop = 11,        // a claimed slot given back (ignored)
 };
 
 namespace slot_flag {

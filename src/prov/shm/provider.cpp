@@ -10,6 +10,7 @@
 #include <mutex>
 
 #include "prov/shm/shm.hpp"
+#include "util/clock.hpp"
 
 namespace weft::prov::shm {
 
@@ -30,7 +31,7 @@ info base_info(const config& c) {
   i.domain.name = "shm";
   i.domain.max_ep_count = 1024;
   i.ep.type = ep_type::rdm;
-  i.ep.max_msg_size = std::size_t{1} << 40;
+  i.ep.max_msg_size = max_msg_size;
   i.tx = {tx_size, c.inline_max(), max_iov, max_iov, 0};
   i.rx = {rx_size, max_iov, unexpected_count * c.inline_max()};
   i.format = addr_format::shm_name;
@@ -99,6 +100,7 @@ result<std::shared_ptr<peer>> domain_impl::peer_by_name(const std::string& name)
   auto p = std::make_shared<peer>();
   p->ring = (*m)->ring();
   p->ctl = (*m)->ctl_ring();
+  p->req = (*m)->req_ring();
   p->key = key;
   p->pid = pid;
   p->inline_max = (*m)->slot_size() - static_cast<std::uint32_t>(sizeof(slot_header));
@@ -130,7 +132,7 @@ result<std::shared_ptr<spi::mr>> domain_impl::alloc_memory(std::size_t len, std:
   const auto uid = static_cast<std::uint32_t>(::getuid());
   const auto pid = static_cast<std::uint32_t>(::getpid());
   std::string name = "/";
-  name.append(mem_segment_name(uid, pid, process_start_time(static_cast<pid_t>(pid)), seq));
+  name.append(mem_segment_name(uid, pid, own_start_time(), seq));
   const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
   const std::size_t n = (len + page - 1) / page * page;
   int fd = ::shm_open(name.c_str(), O_RDWR | O_CREAT | O_EXCL, 0600);
@@ -229,6 +231,8 @@ result<fi_addr_t> av_impl::insert(const address& a) {
   }
   table_[h] = entry{*p, a};
   rev_[(*p)->key] = h;
+  failed_.erase((*p)->key);
+  ++version_;
   return h;
 }
 
@@ -239,6 +243,7 @@ result<void> av_impl::remove(fi_addr_t a) {
   last_key_ = ~0ull;
   table_[a] = entry{};
   free_.push_back(a);
+  ++version_;
   return {};
 }
 
@@ -248,7 +253,17 @@ result<address> av_impl::lookup(fi_addr_t a) const {
   return table_[a].a;
 }
 
-fi_addr_t av_impl::reverse(std::uint64_t key) noexcept {
+fi_addr_t av_impl::find(std::uint64_t key) const noexcept {
+  auto it = rev_.find(key);
+  return it != rev_.end() ? it->second : addr_notavail;
+}
+
+const error* av_impl::insert_failure(std::uint64_t key) const noexcept {
+  auto it = failed_.find(key);
+  return it != failed_.end() ? &it->second.err : nullptr;
+}
+
+fi_addr_t av_impl::reverse(std::uint64_t key, bool& failed) noexcept {
   if (key == last_key_) return last_addr_;
   if (auto it = rev_.find(key); it != rev_.end()) {
     last_key_ = key;
@@ -256,15 +271,25 @@ fi_addr_t av_impl::reverse(std::uint64_t key) noexcept {
     return it->second;
   }
   if (!attr_.auto_insert) return addr_notavail;
-  // First contact from an unknown sender: a control-path insertion.
+  // First contact from an unknown sender: a control-path insertion. One that
+  // failed is not retried for 100 ms (each try costs system calls).
+  const std::uint64_t now = util::coarse_now_ns();
+  auto f = failed_.find(key);
+  if (f != failed_.end() && now < f->second.retry_at) {
+    failed = true;
+    return addr_notavail;
+  }
   try {
     auto name = region_name(static_cast<std::uint32_t>(::getuid()), static_cast<std::uint32_t>(key >> 32),
                             static_cast<std::uint32_t>(key));
     auto r = insert(address::from_string(addr_format::shm_name, name));
-    return r ? *r : addr_notavail;
+    if (r) return *r;
+    failed_[key] = failure{r.error(), now + 100'000'000};
   } catch (...) {
-    return addr_notavail;
+    if (f != failed_.end()) f->second.retry_at = now + 100'000'000;
   }
+  failed = true;
+  return addr_notavail;
 }
 
 }  // namespace weft::prov::shm

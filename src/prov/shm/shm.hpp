@@ -7,6 +7,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "prov/shm/access.hpp"
 #include "prov/shm/layout.hpp"
 #include "prov/shm/region.hpp"
 #include "util/list.hpp"
@@ -22,6 +23,9 @@ inline constexpr std::size_t unexpected_count = 256;
 // buffers, each of inline_max bytes (tx.inject_size, as for messages)
 inline constexpr std::size_t rma_inject_bufs = 64;
 inline constexpr std::size_t max_rma_parts = 256;  // RMA requests in flight per endpoint (one ack each)
+// The largest message (info.ep.max_msg_size): larger sends are too_big, and
+// an rts announcing more is malformed.
+inline constexpr std::size_t max_msg_size = std::size_t{1} << 40;
 
 [[nodiscard]] constexpr std::uint64_t peer_key(std::uint32_t pid, std::uint32_t epid) noexcept {
   return (std::uint64_t{pid} << 32) | epid;
@@ -50,8 +54,10 @@ struct peer_segs {
 struct peer {
   std::unique_ptr<mapping> map;
   peer_segs segs;
+  access_claim access;   // our access slot in its region (one-sided RMA); given back before map goes
   util::mpsc_ring ring;  // producer view of its message ring
   util::mpsc_ring ctl;   // producer view of its control ring
+  util::mpsc_ring req;   // producer view of its request ring
   std::uint64_t key = 0;
   std::uint32_t pid = 0;
   std::uint32_t inline_max = 0;
@@ -72,14 +78,34 @@ class av_impl final : public spi::av {
   [[nodiscard]] const std::shared_ptr<peer>* at(fi_addr_t a) const noexcept {
     return a < table_.size() && table_[a].p ? &table_[a].p : nullptr;
   }
-  // The handle of a sender, inserting it first if the AV auto-inserts.
-  [[nodiscard]] fi_addr_t reverse(std::uint64_t key) noexcept;
+  // The handle of a sender, inserting it first if the AV auto-inserts. When
+  // that insertion fails (resources, or the sender is gone) the result is
+  // addr_notavail and `failed` is set (insert_failure() says why); a later
+  // message from it tries again, at most every 100 ms.
+  [[nodiscard]] fi_addr_t reverse(std::uint64_t key, bool& failed) noexcept;
+  // The handle of key if it is in the AV (no insertion), else addr_notavail.
+  [[nodiscard]] fi_addr_t find(std::uint64_t key) const noexcept;
+  // Why the last auto-insertion of key failed; null if it did not (or later worked).
+  [[nodiscard]] const error* insert_failure(std::uint64_t key) const noexcept;
+  // Changes with every insert and remove: endpoints rescan the entries then.
+  [[nodiscard]] std::uint64_t version() const noexcept { return version_; }
+  template <class F>
+  void for_each(F&& f) const {
+    for (fi_addr_t i = 0; i < table_.size(); ++i)
+      if (table_[i].p) f(i, table_[i].p);
+  }
 
  private:
   struct entry {
     std::shared_ptr<peer> p;
     address a;
   };
+  struct failure {
+    error err;
+    std::uint64_t retry_at = 0;
+  };
+  std::unordered_map<std::uint64_t, failure> failed_;
+  std::uint64_t version_ = 0;
   std::shared_ptr<domain_impl> dom_;
   spi::av_attr attr_;
   std::vector<entry> table_;

@@ -123,10 +123,15 @@ result<void> endpoint_impl::init() {
 }
 
 endpoint_impl::~endpoint_impl() {
-  if (observing_) reg_->remove_observer(this);  // no revoked() after this
+  // The progress thread first (it may be sending an answer straight from a
+  // region), then the registry: until the progress thread is out, a region
+  // that closes must still revoke our answers, or it would read the region
+  // after its close returned. Lock order as in progress (the domain's lock,
+  // then the registry's): revoked() takes neither.
   auto g = dom_->guard();
-  for (std::uint32_t i = 0; i < txp_.capacity(); ++i) delete[] txp_.at(i)->own;
   dom_->remove_target(this);
+  if (observing_) reg_->remove_observer(this);  // no revoked() after this
+  for (std::uint32_t i = 0; i < txp_.capacity(); ++i) delete[] txp_.at(i)->own;
   // Give back the CQ room held by operations that will never complete.
   if (rxcq_) {
     for (auto* l : {&posted_msg_, &posted_tag_})

@@ -396,6 +396,20 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable, publ
   // lock, then this one; never the other way round.
   std::mutex zc_mu_;
   std::uint32_t zc_live_ = 0;  // answers still naming a region (zc_key != 0), under zc_mu_
+  // Every other access of the target to region memory (a small read's copy,
+  // each piece of a write, an atomic) runs under zc_mu_ too, and only if
+  // revoked() has not seen its key die since its find: so once a region's
+  // close returns, no access to its memory is under way and none starts
+  // (the close may come from another thread: automatic progress, the
+  // memory monitor). Under zc_mu_: the key between find and access, and
+  // whether it died meanwhile.
+  std::uint64_t access_key_ = 0;
+  bool access_revoked_ = false;
+  // reg_->find, then (ok) zc_mu_ held in lk until the caller has touched the
+  // memory; a close in between makes it not_found. Nothing that takes
+  // zc_mu_ (flush, recycle, fail_conn...) may run while lk holds it.
+  [[nodiscard]] errc find_locked(std::uint64_t key, std::uint64_t offset, std::uint64_t len, std::uint64_t need,
+                                 std::byte*& where, std::unique_lock<std::mutex>& lk) noexcept;
   std::uint64_t level_ = flag::delivery_complete;  // default completion level of RMA
   std::size_t rma_reserved_ = 0;  // CQ room held by RMA/atomic operations not yet complete
   std::uint32_t answer_waits_ = 0;  // connections paused in rs::answers
@@ -434,7 +448,9 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable, publ
     return c->answers < max_answers && txp_.available() > 64;
   }
   void resume_answers() noexcept;
-  bool sink_check(conn* c, std::size_t n) noexcept;
+  // Before a piece of n bytes of a write goes into the region: true with
+  // lk holding zc_mu_ (copy, then release), false when the region is gone.
+  bool sink_check(conn* c, std::size_t n, std::unique_lock<std::mutex>& lk) noexcept;
   std::shared_ptr<av_impl> av_;
   std::shared_ptr<spi::eq> eq_;
   bool enabled_ = false;

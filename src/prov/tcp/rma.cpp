@@ -262,14 +262,31 @@ void endpoint_impl::discard_payload(conn* c, std::size_t len) noexcept {
 // A write's bytes keep arriving over many progress calls: before each piece
 // goes into the region, the region must still be there (closed, or its
 // memory gone: the rest is dropped and the initiator told).
-bool endpoint_impl::sink_check(conn* c, std::size_t n) noexcept {
+bool endpoint_impl::sink_check(conn* c, std::size_t n, std::unique_lock<std::mutex>& lk) noexcept {
   const std::size_t len = std::min(n, c->sink.cap - c->pay_got);
   std::byte* where = nullptr;
-  errc st = reg_->find(c->sink_req.key, c->sink_req.offset + c->pay_got, len, access::remote_write, where);
+  errc st = find_locked(c->sink_req.key, c->sink_req.offset + c->pay_got, len, access::remote_write, where, lk);
   if (st == errc::ok && where == static_cast<std::byte*>(c->sink.iov[0].iov_base) + c->pay_got) return true;
+  if (lk.owns_lock()) lk.unlock();
   c->sink_err = st == errc::ok ? errc::not_found : st;
   c->sink.cap = c->pay_got;  // nothing more is copied
   return false;
+}
+
+errc endpoint_impl::find_locked(std::uint64_t key, std::uint64_t offset, std::uint64_t len, std::uint64_t need,
+                                std::byte*& where, std::unique_lock<std::mutex>& lk) noexcept {
+  {
+    std::lock_guard g(zc_mu_);
+    access_key_ = key;
+    access_revoked_ = false;
+  }
+  // Not under zc_mu_: revoked() takes it under the registry's lock.
+  errc st = reg_->find(key, offset, len, need, where);
+  std::unique_lock l(zc_mu_);
+  if (access_revoked_ && st == errc::ok) st = errc::not_found;  // closed since the find
+  access_key_ = 0;
+  if (st == errc::ok) lk = std::move(l);
+  return st;
 }
 
 // Connections that stopped reading because too many answers were owed.
@@ -329,10 +346,29 @@ void endpoint_impl::respond(conn* c, std::uint64_t id, errc st, const void* payl
 // than inject_size, so it is registered for revoked() before it is queued.
 void endpoint_impl::respond_read(conn* c, const wire::rma_req& q) noexcept {
   std::byte* where = nullptr;
+  if (q.len <= inject_size) {
+    // Copied into the answer at once, under the access lock (find_locked).
+    tx_op* op = answer_op(c, q.id, errc::ok, nullptr, 0);
+    if (!op) return;
+    std::unique_lock<std::mutex> lk;
+    const errc st = find_locked(q.key, q.offset, q.len, access::remote_read, where, lk);
+    if (st == errc::ok && q.len) {
+      std::memcpy(op->buf, where, q.len);
+      op->hdr.len = q.len;
+      op->iov[1] = {op->buf, q.len};
+      op->iov_count = 2;
+      op->total = sizeof op->hdr + q.len;
+    }
+    if (lk.owns_lock()) lk.unlock();
+    op->hdr.data = static_cast<std::uint64_t>(st);
+    spi::count(cntrs_.remote_read.get(), st == errc::ok);
+    flush(c);
+    return;
+  }
   errc st = reg_->find(q.key, q.offset, q.len, access::remote_read, where);
   spi::count(cntrs_.remote_read.get(), st == errc::ok);
-  if (st != errc::ok || q.len <= inject_size || !observing_) {
-    respond(c, q.id, st, where, st == errc::ok ? q.len : 0);
+  if (st != errc::ok || !observing_) {
+    respond(c, q.id, st, nullptr, 0);
     return;
   }
   tx_op* op = answer_op(c, q.id, errc::ok, where, q.len);
@@ -425,7 +461,8 @@ void endpoint_impl::revoke_answer(tx_op* op) noexcept {
 }
 
 void endpoint_impl::revoked(std::uint64_t key) noexcept {
-  std::lock_guard lk(zc_mu_);
+  std::lock_guard lk(zc_mu_);  // waits for an access under way (find_locked)
+  if (key == access_key_) access_revoked_ = true;  // found, not yet touched: it must not be
   if (zc_live_ == 0) return;
   for (std::uint32_t i = 0; i < txp_.capacity(); ++i) {
     tx_op* op = txp_.at(i);
@@ -480,8 +517,10 @@ void endpoint_impl::handle_rma_req(conn* c) noexcept {
       if (st == errc::ok && c->ctrl_want != sizeof q + bytes * (op == atomic_op::cswap ? 2 : 1))
         st = errc::invalid_argument;
       std::byte* where = nullptr;
+      std::unique_lock<std::mutex> lk;  // the region's memory is touched under it (find_locked)
       if (st == errc::ok)
-        st = reg_->find(q.key, q.offset, bytes, access::remote_write | (fetch ? access::remote_read : 0), where);
+        st = find_locked(q.key, q.offset, bytes, access::remote_write | (fetch ? access::remote_read : 0), where,
+                         lk);
       if (st == errc::ok && reinterpret_cast<std::uintptr_t>(where) % sz != 0) st = errc::invalid_argument;
       alignas(8) std::byte old[atomic_max_bytes];
       if (st == errc::ok) {
@@ -489,6 +528,7 @@ void endpoint_impl::handle_rma_req(conn* c) noexcept {
         core::apply_atomic(op, static_cast<atomic_type>(q.atomic_type), where, operand,
                            op == atomic_op::cswap ? operand + bytes : nullptr, q.len, old);
       }
+      if (lk.owns_lock()) lk.unlock();
       spi::count(cntrs_.remote_write.get(), st == errc::ok);
       respond(c, q.id, st, old, st == errc::ok && fetch ? bytes : 0);
       return;

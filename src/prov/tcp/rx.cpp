@@ -16,8 +16,11 @@ bool endpoint_impl::read_conn(conn* c) noexcept {
       c->rpos = c->rend = 0;
       if (c->rstage == conn::rs::user) {
         const std::size_t want = c->cur.len - c->pay_got;
+        // A write's piece goes into the region under the access lock (released
+        // right after the readv, and at the end of this block otherwise).
+        std::unique_lock<std::mutex> lk;
         if (c->rx == &c->sink && !c->sink_op && c->pay_got < c->rx->cap && want >= direct_read_min)
-          (void)sink_check(c, std::min<std::size_t>(want, 256 * 1024));
+          (void)sink_check(c, std::min<std::size_t>(want, 256 * 1024), lk);
         const std::size_t room = c->pay_got < c->rx->cap ? c->rx->cap - c->pay_got : 0;
         if (want >= direct_read_min && room >= direct_read_min) {
           // large payload: straight into the receive buffer
@@ -26,6 +29,9 @@ bool endpoint_impl::read_conn(conn* c) noexcept {
                                                                           : want;
           std::size_t n = slice_from(c->rx->iov, c->rx->iov_count, c->pay_got, std::min(chunk, room), v, max_iov);
           ssize_t r = ::readv(c->fd, v, static_cast<int>(n));
+          const int rerr = errno;
+          if (lk.owns_lock()) lk.unlock();
+          errno = rerr;
           if (r > 0) {
             got = true;
             c->pay_got += static_cast<std::size_t>(r);
@@ -112,9 +118,12 @@ void endpoint_impl::consume(conn* c) noexcept {
       }
       case conn::rs::user: {
         const std::size_t take = std::min(avail, c->cur.len - c->pay_got);
-        if (c->rx == &c->sink && !c->sink_op && c->pay_got < c->rx->cap) (void)sink_check(c, take);
-        if (c->pay_got < c->rx->cap)
-          scatter(c->rx->iov, c->rx->iov_count, c->pay_got, p, std::min(take, c->rx->cap - c->pay_got));
+        {
+          std::unique_lock<std::mutex> lk;  // a write's piece goes into the region under it
+          if (c->rx == &c->sink && !c->sink_op && c->pay_got < c->rx->cap) (void)sink_check(c, take, lk);
+          if (c->pay_got < c->rx->cap)
+            scatter(c->rx->iov, c->rx->iov_count, c->pay_got, p, std::min(take, c->rx->cap - c->pay_got));
+        }
         c->pay_got += take;
         c->rpos += take;
         if (c->pay_got == c->cur.len) finish_user(c);
