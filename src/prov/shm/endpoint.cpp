@@ -544,13 +544,13 @@ void endpoint_impl::handle_control(slot_header* h) noexcept {
 }
 
 // Requests are taken only while their answer has room (can_take_request).
-void endpoint_impl::handle_request(slot_header* h) noexcept {
+bool endpoint_impl::handle_request(slot_header* h) noexcept {
   switch (h->code) {
     case op::rma_write:
-    case op::rma_read: handle_rma(h); break;
-    case op::atomic: handle_atomic(h); break;
-    case op::save: handle_save(h); break;
-    default: break;  // nop, not a request, or a recovered slot: drop
+    case op::rma_read: return handle_rma(h);
+    case op::atomic: return handle_atomic(h);
+    case op::save: return handle_save(h);
+    default: return true;  // nop, not a request, or a recovered slot: drop
   }
 }
 
@@ -571,7 +571,7 @@ void endpoint_impl::progress() noexcept {
     auto* s = req_.peek();
     if (!s) break;
     auto* h = reinterpret_cast<slot_header*>(s);
-    handle_request(h);
+    if (!handle_request(h)) break;  // its initiator cannot be mapped now (EMFILE): retried later
     h->src_pid = 0;
     req_.pop();
   }
