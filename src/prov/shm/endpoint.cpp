@@ -382,6 +382,10 @@ errc endpoint_impl::peek_claim(const msg_desc& m, std::uint64_t flags, std::uint
     cq_entry c{m.context, cflags | ((u->flags & slot_flag::cq_data) ? flag::remote_cq_data : 0), u->len, nullptr,
                u->data, u->tag, source_of(u->src_key)};
     if (flags & flag::discard) {
+      if (!ack_reachable(u)) {
+        rxcq_->unreserve();
+        return errc::again;
+      }
       ux_tag_.erase(u);
       release_unexpected(u, true);
     } else if (flags & flag::claim) {
@@ -399,6 +403,10 @@ errc endpoint_impl::peek_claim(const msg_desc& m, std::uint64_t flags, std::uint
     return errc::not_found;
   }
   if (flags & flag::discard) {
+    if (!ack_reachable(u)) {
+      rxcq_->unreserve();
+      return errc::again;
+    }
     claimed_.erase(u);
     rxcq_->push(cq_entry{m.context, cflags, 0, nullptr, u->data, u->tag, source_of(u->src_key)});
     release_unexpected(u, true);

@@ -308,6 +308,14 @@ class [[gnu::visibility("hidden")]] endpoint_impl final : public spi::endpoint,
   static bool request_peer_unmapped(errc e) noexcept { return e != errc::no_memory; }
   [[nodiscard]] errc peek_claim(const msg_desc& m, std::uint64_t flags, std::uint64_t src) noexcept;
   void release_unexpected(unexp* u, bool ack_sender) noexcept;
+  // Discarding u acknowledges its sender (rts): false while the sender cannot
+  // be mapped for want of resources (EMFILE), so the discard is refused with
+  // again instead of dropping the ack its live sender waits for.
+  [[nodiscard]] bool ack_reachable(const unexp* u) noexcept {
+    if (u->code != op::rts) return true;
+    auto p = dom_->peer_by_key(u->src_key);
+    return p || p.error().code != errc::no_memory;
+  }
 
   std::shared_ptr<domain_impl> dom_;
   info info_;
