@@ -325,6 +325,11 @@ errc endpoint_impl::recv(const msg_desc& m, std::uint64_t flags) noexcept {
   unexp* u = uxl.find([&](const unexp& x) {
     return util::source_matches(src, x.src_key) && (!tagged || util::tag_matches(m.tag, m.ignore, x.tag));
   });
+  if (u && !ack_reachable(u)) {  // its sender cannot be mapped now (EMFILE): nothing is lost
+    rxcq_->unreserve();
+    rxp_.put(r);
+    return errc::again;
+  }
   if (u) {
     uxl.erase(u);
     r->owes = u->owes;  // the replies held for it when it arrived
@@ -412,7 +417,7 @@ errc endpoint_impl::peek_claim(const msg_desc& m, std::uint64_t flags, std::uint
     release_unexpected(u, true);
     return errc::ok;
   }
-  rx_op* r = rxp_.get();
+  rx_op* r = rx_reachable_or_again(u);
   if (!r) {
     rxcq_->unreserve();
     return errc::again;
@@ -513,6 +518,12 @@ bool endpoint_impl::handle_incoming(const slot_header* h) noexcept {
   rx_op* r = pl.find([&](const rx_op& x) {
     return util::source_matches(x.src_filter, key) && (!tagged || util::tag_matches(x.tag, x.ignore, h->tag));
   });
+  if (r && h->code == op::rts) {
+    // Its sender is answered (cts, ack): while it cannot be mapped for want
+    // of descriptors (EMFILE), the announcement waits in the ring.
+    auto p = dom_->peer_by_key(key);
+    if (!p && p.error().code == errc::no_memory) return false;
+  }
   if (r) {
     pl.erase(r);
     owe(owes);

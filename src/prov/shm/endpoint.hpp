@@ -316,6 +316,7 @@ class [[gnu::visibility("hidden")]] endpoint_impl final : public spi::endpoint,
     auto p = dom_->peer_by_key(u->src_key);
     return p || p.error().code != errc::no_memory;
   }
+  rx_op* rx_reachable_or_again(const unexp* u) noexcept { return ack_reachable(u) ? rxp_.get() : nullptr; }
 
   std::shared_ptr<domain_impl> dom_;
   info info_;
