@@ -327,6 +327,11 @@ errc endpoint_impl::recv(const msg_desc& m, std::uint64_t flags) noexcept {
   unexp* u = uxl.find([&](const unexp& x) {
     return util::source_matches(src, x.src_key) && (!tagged || util::tag_matches(m.tag, m.ignore, x.tag));
   });
+  if (u && !ack_reachable(u)) {  // its sender cannot be mapped now (EMFILE): nothing is lost
+    rxcq_->unreserve();
+    rxp_.put(r);
+    return errc::again;
+  }
   if (u) {
     uxl.erase(u);
     r->owes = u->owes;  // the replies held for it when it arrived
@@ -384,6 +389,10 @@ errc endpoint_impl::peek_claim(const msg_desc& m, std::uint64_t flags, std::uint
     cq_entry c{m.context, cflags | ((u->flags & slot_flag::cq_data) ? flag::remote_cq_data : 0), u->len, nullptr,
                u->data, u->tag, source_of(u->src_key)};
     if (flags & flag::discard) {
+      if (!ack_reachable(u)) {
+        rxcq_->unreserve();
+        return errc::again;
+      }
       ux_tag_.erase(u);
       release_unexpected(u, true);
     } else if (flags & flag::claim) {
@@ -401,12 +410,16 @@ errc endpoint_impl::peek_claim(const msg_desc& m, std::uint64_t flags, std::uint
     return spi::fail(errc::not_found, "claim: no message was reserved for this context by a peek|claim");
   }
   if (flags & flag::discard) {
+    if (!ack_reachable(u)) {
+      rxcq_->unreserve();
+      return errc::again;
+    }
     claimed_.erase(u);
     rxcq_->push(cq_entry{m.context, cflags, 0, nullptr, u->data, u->tag, source_of(u->src_key)});
     release_unexpected(u, true);
     return errc::ok;
   }
-  rx_op* r = rxp_.get();
+  rx_op* r = rx_reachable_or_again(u);
   if (!r) {
     rxcq_->unreserve();
     return again(again_reason::rx_full);
@@ -507,6 +520,12 @@ bool endpoint_impl::handle_incoming(const slot_header* h) noexcept {
   rx_op* r = pl.find([&](const rx_op& x) {
     return util::source_matches(x.src_filter, key) && (!tagged || util::tag_matches(x.tag, x.ignore, h->tag));
   });
+  if (r && h->code == op::rts) {
+    // Its sender is answered (cts, ack): while it cannot be mapped for want
+    // of descriptors (EMFILE), the announcement waits in the ring.
+    auto p = dom_->peer_by_key(key);
+    if (!p && p.error().code == errc::no_memory) return false;
+  }
   if (r) {
     pl.erase(r);
     owe(owes);
@@ -546,13 +565,13 @@ void endpoint_impl::handle_control(slot_header* h) noexcept {
 }
 
 // Requests are taken only while their answer has room (can_take_request).
-void endpoint_impl::handle_request(slot_header* h) noexcept {
+bool endpoint_impl::handle_request(slot_header* h) noexcept {
   switch (h->code) {
     case op::rma_write:
-    case op::rma_read: handle_rma(h); break;
-    case op::atomic: handle_atomic(h); break;
-    case op::save: handle_save(h); break;
-    default: break;  // nop, not a request, or a recovered slot: drop
+    case op::rma_read: return handle_rma(h);
+    case op::atomic: return handle_atomic(h);
+    case op::save: return handle_save(h);
+    default: return true;  // nop, not a request, or a recovered slot: drop
   }
 }
 
@@ -573,7 +592,7 @@ void endpoint_impl::progress() noexcept {
     auto* s = req_.peek();
     if (!s) break;
     auto* h = reinterpret_cast<slot_header*>(s);
-    handle_request(h);
+    if (!handle_request(h)) break;  // its initiator cannot be mapped now (EMFILE): retried later
     h->src_pid = 0;
     req_.pop();
   }

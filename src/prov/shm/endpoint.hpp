@@ -275,9 +275,9 @@ class [[gnu::visibility("hidden")]] endpoint_impl final : public spi::endpoint,
   void help_split(tx_op* op, std::size_t& budget) noexcept;
   [[nodiscard]] bool finish_split(rx_op* r) noexcept;
   void handle_split(const slot_header* h) noexcept;
-  void handle_rma(const slot_header* h) noexcept;
-  void handle_atomic(const slot_header* h) noexcept;
-  void handle_save(const slot_header* h) noexcept;
+  [[nodiscard]] bool handle_rma(const slot_header* h) noexcept;
+  [[nodiscard]] bool handle_atomic(const slot_header* h) noexcept;
+  [[nodiscard]] bool handle_save(const slot_header* h) noexcept;
   void handle_cts(const slot_header* h) noexcept;
   void handle_ack(const slot_header* h) noexcept;
   void handle_data(const slot_header* h) noexcept;
@@ -300,9 +300,23 @@ class [[gnu::visibility("hidden")]] endpoint_impl final : public spi::endpoint,
   void check_stuck_head(util::mpsc_ring& ring, stuck_state& st) noexcept;
   void housekeeping() noexcept;
   void handle_control(slot_header* h) noexcept;
-  void handle_request(slot_header* h) noexcept;
+  // false: the request stays in the ring (its initiator cannot be mapped for
+  // want of resources now: answered later, never dropped).
+  [[nodiscard]] bool handle_request(slot_header* h) noexcept;
+  // A request whose initiator cannot be mapped: dropped (true) only when the
+  // initiator is gone, left in the ring (false) when resources lack (EMFILE).
+  static bool request_peer_unmapped(errc e) noexcept { return e != errc::no_memory; }
   [[nodiscard]] errc peek_claim(const msg_desc& m, std::uint64_t flags, std::uint64_t src) noexcept;
   void release_unexpected(unexp* u, bool ack_sender) noexcept;
+  // Discarding u acknowledges its sender (rts): false while the sender cannot
+  // be mapped for want of resources (EMFILE), so the discard is refused with
+  // again instead of dropping the ack its live sender waits for.
+  [[nodiscard]] bool ack_reachable(const unexp* u) noexcept {
+    if (u->code != op::rts) return true;
+    auto p = dom_->peer_by_key(u->src_key);
+    return p || p.error().code != errc::no_memory;
+  }
+  rx_op* rx_reachable_or_again(const unexp* u) noexcept { return ack_reachable(u) ? rxp_.get() : nullptr; }
 
   std::shared_ptr<domain_impl> dom_;
   info info_;

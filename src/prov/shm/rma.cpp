@@ -434,9 +434,9 @@ bool endpoint_impl::atomic_one_sided(peer& p, const atomic_desc& d, std::size_t 
 
 // Target side of RMA: checked here, in the owner's progress, against the
 // region the key names now; the copy is one process_vm_readv/writev.
-void endpoint_impl::handle_rma(const slot_header* h) noexcept {
+bool endpoint_impl::handle_rma(const slot_header* h) noexcept {
   auto pr = dom_->peer_by_key(peer_key(h->src_pid, h->src_epid));
-  if (!pr) return;  // the initiator is gone: nobody to answer
+  if (!pr) return request_peer_unmapped(pr.error().code);
   const bool write = h->code == op::rma_write;
   std::byte* where = nullptr;
   errc st = reg_->find(h->aux, h->tag, h->len, write ? access::remote_write : access::remote_read, where);
@@ -460,19 +460,21 @@ void endpoint_impl::handle_rma(const slot_header* h) noexcept {
   }
   spi::count(write ? cntrs_.remote_write.get() : cntrs_.remote_read.get(), st == errc::ok);
   answer(*pr, h->cookie, st);
+  return true;
 }
 
 // Target side of SAVE: every earlier request from this initiator was handled
 // already (one request ring, in order), so flushing the region now covers
 // every earlier write to it.
-void endpoint_impl::handle_save(const slot_header* h) noexcept {
+bool endpoint_impl::handle_save(const slot_header* h) noexcept {
   auto pr = dom_->peer_by_key(peer_key(h->src_pid, h->src_epid));
-  if (!pr) return;
+  if (!pr) return request_peer_unmapped(pr.error().code);
   const std::uint64_t level = h->data == flag::transmit_complete ? flag::delivery_complete : h->data;
   errc st = level == flag::commit_complete || level == flag::delivery_complete
                 ? reg_->commit(commit_event::kind::save, h->aux, 0, 0, level)
                 : errc::invalid_argument;
   answer(*pr, h->cookie, st);
+  return true;
 }
 
 errc endpoint_impl::atomic(const atomic_desc& d) noexcept {
@@ -517,9 +519,9 @@ errc endpoint_impl::atomic(const atomic_desc& d) noexcept {
 
 // Target side of atomics: checked like RMA, then applied element by element
 // in this process with atomic instructions.
-void endpoint_impl::handle_atomic(const slot_header* h) noexcept {
+bool endpoint_impl::handle_atomic(const slot_header* h) noexcept {
   auto pr = dom_->peer_by_key(peer_key(h->src_pid, h->src_epid));
-  if (!pr) return;
+  if (!pr) return request_peer_unmapped(pr.error().code);
   const bool fetch = h->data != 0;
   errc st = core::check_atomic(h->flags & 0xff, h->flags >> 8, h->len);
   const auto op = static_cast<atomic_op>(h->flags & 0xff);
@@ -544,6 +546,7 @@ void endpoint_impl::handle_atomic(const slot_header* h) noexcept {
   }
   spi::count(cntrs_.remote_write.get(), st == errc::ok);
   answer(*pr, h->cookie, st);
+  return true;
 }
 
 }  // namespace weft::prov::shm
