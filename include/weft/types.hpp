@@ -27,6 +27,8 @@ enum class again_reason : std::uint8_t {
   peer_busy,  // the peer has not yet consumed what was sent to it (its ring is full):
               // wait on the CQ (it drives progress and returns when room appears or
               // completions arrive), then retry; the peer must progress
+  no_resources,  // a system resource is short for now (shm: no file descriptor left to
+                 // map the peer): free some, or retry later; nothing was lost
 };
 [[nodiscard]] const char* to_string(again_reason r) noexcept;
 

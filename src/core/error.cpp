@@ -141,6 +141,8 @@ const char* to_string(again_reason r) noexcept {
       return "rx_full (posted receives fill the receive queue: read the completion queue, then retry)";
     case again_reason::peer_busy:
       return "peer_busy (the peer has not consumed what was sent yet: wait on the completion queue, then retry)";
+    case again_reason::no_resources:
+      return "no_resources (a system resource, e.g. file descriptors, is short: free some or retry later)";
   }
   return "unknown";
 }

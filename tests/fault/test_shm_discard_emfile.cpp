@@ -51,6 +51,8 @@ std::string discard_scenario() {
   if (first != errc::again)
     out += std::string("discard while the sender cannot be mapped: ") + std::string(to_string(first)) +
            " (expected again)\n";
+  else if (r.ep.again_reason() != again_reason::no_resources)
+    out += std::string("again_reason: ") + to_string(r.ep.again_reason()) + " (expected no_resources)\n";
   for (int fd : filler) ::close(fd);
   if (first == errc::again) {
     const errc again = r.ep.trecvmsg(m, flag::peek | flag::discard);

@@ -73,6 +73,8 @@ std::string rndv_scenario() {
   if (post2 != errc::again)
     out += std::string("receive for an arrived message from an unmappable sender: ") +
            std::string(to_string(post2)) + " (expected again)\n";
+  else if (r.ep.again_reason() != again_reason::no_resources)
+    out += std::string("again_reason: ") + to_string(r.ep.again_reason()) + " (expected no_resources)\n";
   for (int fd : filler) ::close(fd);
   if (post2 == errc::again && r.ep.trecv(dst2.data(), len, addr_unspec, 2, 0, &dst2) != errc::ok)
     out += "receive 2 with descriptors back\n";

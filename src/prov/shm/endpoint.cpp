@@ -330,7 +330,7 @@ errc endpoint_impl::recv(const msg_desc& m, std::uint64_t flags) noexcept {
   if (u && !ack_reachable(u)) {  // its sender cannot be mapped now (EMFILE): nothing is lost
     rxcq_->unreserve();
     rxp_.put(r);
-    return errc::again;
+    return again(again_reason::no_resources);
   }
   if (u) {
     uxl.erase(u);
@@ -391,7 +391,7 @@ errc endpoint_impl::peek_claim(const msg_desc& m, std::uint64_t flags, std::uint
     if (flags & flag::discard) {
       if (!ack_reachable(u)) {
         rxcq_->unreserve();
-        return errc::again;
+        return again(again_reason::no_resources);
       }
       ux_tag_.erase(u);
       release_unexpected(u, true);
@@ -412,7 +412,7 @@ errc endpoint_impl::peek_claim(const msg_desc& m, std::uint64_t flags, std::uint
   if (flags & flag::discard) {
     if (!ack_reachable(u)) {
       rxcq_->unreserve();
-      return errc::again;
+      return again(again_reason::no_resources);
     }
     claimed_.erase(u);
     rxcq_->push(cq_entry{m.context, cflags, 0, nullptr, u->data, u->tag, source_of(u->src_key)});
@@ -422,7 +422,7 @@ errc endpoint_impl::peek_claim(const msg_desc& m, std::uint64_t flags, std::uint
   rx_op* r = rx_reachable_or_again(u);
   if (!r) {
     rxcq_->unreserve();
-    return again(again_reason::rx_full);
+    return again(rxp_.available() ? again_reason::no_resources : again_reason::rx_full);
   }
   claimed_.erase(u);
   r->ctx = m.context;
