@@ -36,6 +36,14 @@ std::string emfile_scenario() {
   if (!m) return "register: " + m.error().message;
   auto d = c.av.insert(*t.ep.name());
   if (!d) return "insert: " + d.error().message;
+  // UBSan's vptr check proves an object's memory readable with a pipe the
+  // first time it meets a (class, static type) pair, which it cannot make
+  // with no descriptor left (a false "invalid vptr"): meet the pairs the
+  // scenario uses (progress sources, the endpoint and CQ interfaces) before.
+  int warm = 0;
+  if (c.ep.cancel(&warm) != errc::not_found || t.ep.cancel(&warm) != errc::not_found) return "cancel of nothing";
+  c.cq.progress();
+  t.cq.progress();
 
   std::vector<int> filler;
   for (;;) {
@@ -82,12 +90,6 @@ std::string emfile_scenario() {
 }  // namespace
 
 TEST(shm_rma_emfile, a_request_the_target_cannot_map_its_initiator_for_is_answered_later) {
-#if defined(__SANITIZE_ADDRESS__)
-  // Open: under ASan+UBSan the forked child at RLIMIT_NOFILE dies with a UBSan
-  // vptr report in progress_group::progress() (not seen in release builds, nor
-  // in shm_discard_emfile or shm_exhaustion, which exhaust descriptors too).
-  GTEST_SKIP() << "not run under the sanitizers until their report at the descriptor limit is understood";
-#endif
   int pfd[2];
   ASSERT_EQ(::pipe(pfd), 0);
   pid_t child = ::fork();

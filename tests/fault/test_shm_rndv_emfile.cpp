@@ -54,6 +54,15 @@ std::string rndv_scenario() {
   auto d1 = s1.av.insert(*r.ep.name());
   auto d2 = s2.av.insert(*r.ep.name());
   if (!d1 || !d2) return "insert failed";
+  // UBSan's vptr check proves an object's memory readable with a pipe the
+  // first time it meets a (class, static type) pair, which it cannot make
+  // with no descriptor left (a false "invalid vptr"): meet the pairs the
+  // scenario uses (progress sources, the endpoint and CQ interfaces) before.
+  int warm = 0;
+  for (node* n : {&r, &s1, &s2}) {
+    if (n->ep.cancel(&warm) != errc::not_found) return "cancel of nothing";
+    n->cq.progress();
+  }
   std::vector<char> src1(len, '1'), src2(len, '2'), dst1(len, 0), dst2(len, 0);
   std::string out;
   // 1: a receive posted before the announcement arrives
@@ -94,12 +103,6 @@ std::string rndv_scenario() {
 }  // namespace
 
 TEST(shm_rndv_emfile, a_message_whose_sender_cannot_be_mapped_waits_instead_of_failing) {
-#if defined(__SANITIZE_ADDRESS__)
-  // Open: under ASan+UBSan the forked child at RLIMIT_NOFILE dies with a UBSan
-  // vptr report in progress_group::progress() (not seen in release builds, nor
-  // in shm_discard_emfile or shm_exhaustion, which exhaust descriptors too).
-  GTEST_SKIP() << "not run under the sanitizers until their report at the descriptor limit is understood";
-#endif
   int pfd[2];
   ASSERT_EQ(::pipe(pfd), 0);
   pid_t child = ::fork();
