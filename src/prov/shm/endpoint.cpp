@@ -576,6 +576,7 @@ bool endpoint_impl::handle_request(slot_header* h) noexcept {
 }
 
 void endpoint_impl::progress() noexcept {
+  budget_ = copy_budget;  // large copies: about this much per call in all
   // Control first: it never waits for anything, so it is never blocked.
   int work = 0;
   for (int i = 0; i < progress_batch; ++i, ++work) {
@@ -630,24 +631,20 @@ void endpoint_impl::progress() noexcept {
     }
     c = next;
   }
-  // Large copies, about copy_budget bytes per call in all.
-  std::size_t budget = copy_budget;
   for (tx_op* op = tx_active_.front(); op;) {
     tx_op* next = tx_active_.next(op);
     if (op->state == tx_op::st::streaming) stream(op);
-    else if (op->helping && budget) help_split(op, budget);
+    else if (op->helping && budget_) help_split(op, budget_);
     op = next;
   }
   if (splits_pending_) {
     for (rx_op* r = rx_active_.front(); r;) {
       rx_op* next = rx_active_.next(r);
-      if (r->split) {
-        std::size_t none = 0;
-        copy_chunks(r, budget ? budget : none);  // with no budget left: only finish what others copied
-      }
+      if (r->split) copy_chunks(r, budget_);  // with no budget left: only finish what others copied
       r = next;
     }
   }
+  budget_ = 0;  // outside progress (a receive being posted) nothing is copied
 }
 
 void endpoint_impl::housekeeping() noexcept {

@@ -347,6 +347,7 @@ class [[gnu::visibility("hidden")]] endpoint_impl final : public spi::endpoint,
   util::ilist<ctrl> ctrl_pending_;
   std::uint64_t segs_held_ = 0;
   std::uint32_t splits_pending_ = 0;  // receives copying by chunks (cross-memory attach)
+  std::size_t budget_ = 0;            // bytes large copies may still move in this progress call (0 outside)
   std::uint32_t idle_polls_ = 0;
   std::uint32_t busy_polls_ = 0;
   stuck_state stuck_ring_, stuck_ctl_, stuck_req_;

@@ -229,6 +229,7 @@ void endpoint_impl::start_split(rx_op* r, const incoming& in, std::size_t accept
   }
   rx_active_.push_back(r);
   ++splits_pending_;
+  if (budget_) copy_chunks(r, budget_);  // matched inside progress: start at once (a receive call copies nothing)
 }
 
 // Copies chunks of r while budget lasts (at least one chunk when any is
@@ -310,6 +311,7 @@ void endpoint_impl::handle_split(const slot_header* h) noexcept {
   std::copy_n(reinterpret_cast<const remote_iov*>(reinterpret_cast<const std::byte*>(h) + sizeof(slot_header)),
               h->iov_count, op->help_iov);
   op->helping = true;
+  if (budget_) help_split(op, budget_);  // at once, within this progress call's budget
 }
 
 void endpoint_impl::help_split(tx_op* op, std::size_t& budget) noexcept {
