@@ -106,8 +106,8 @@ TEST(tcp_inject_errors, hundred_failing_inject_writes_into_a_four_entry_cq) {
 
 // More failures than the endpoint can hold waiting: posts are told again
 // until the application reads its CQ, and still every failure is reported.
-TEST(tcp_inject_errors, thousand_failing_inject_writes_meet_back_pressure) {
-  EXPECT_GT(failing_inject_writes(1000), 0) << "a post beyond the failure slots is again";
+TEST(tcp_inject_errors, more_failing_inject_writes_than_failure_slots_meet_back_pressure) {
+  EXPECT_GT(failing_inject_writes(5000), 0) << "a post beyond the 4096 failure slots is again";
 }
 
 // Inject writes that work give their failure slots back (a write asks for

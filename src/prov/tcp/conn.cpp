@@ -474,6 +474,7 @@ void endpoint_impl::close_conn(conn* c) noexcept {
   // Transmit-complete writes no answer came for: none can come now (they
   // completed when they left); their failure slots come back.
   retire_tc(c, c->tc_sent);
+  c->retirers = 0;
   // user messages still queued (deferred during an idle close) get a new path
   util::ilist<tx_op> keep;
   for (tx_op* op = c->txq.front(); op;) {

@@ -142,6 +142,7 @@ struct tx_op : util::list_node {
   // will be answered only if it fails (until it leaves; then its connection
   // holds the slot), islot by an inject write (until it completes).
   bool fslot = false, islot = false;
+  bool retirer = false;  // asks for an answer only to give failure slots back (conn::retirers)
   std::uint64_t tc_mark = 0;  // awaited: its connection's tc_sent when it left
   bool zc = false;
   bool poisoned = false;     // revoked mid-answer and the rest could not be copied: the connection must close
@@ -229,6 +230,7 @@ struct conn final : handler {
   // (failure answered, or known to have worked because a later request was
   // answered). Each unresolved one holds a failure slot of the endpoint.
   std::uint64_t tc_sent = 0, tc_done = 0;
+  std::uint32_t retirers = 0;  // writes here asking for an answer to give slots back, not yet answered
   // send side
   util::ilist<tx_op> txq;
   util::ilist<tx_op> await;  // requests sent on this connection, waiting for their answer
@@ -417,19 +419,34 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable, publ
   // writes), waiting for room: pushed in order as soon as the CQ has some.
   //
   // A write that may fail after it gave its completion (or that gives none)
-  // takes a failure slot when it is posted (none free: again), so that its
-  // error entry always has a place here: nothing is ever dropped. Slots come
+  // takes a slot when it is posted (none free: again), so that its error
+  // entry always has a place here: nothing is ever dropped. A failure slot
+  // (fslot) per part for a failure the target answers, an inject slot
+  // (islot) for an inject write's own failure before it left. Slots come
   // back when the entry reaches the CQ, or when the write is known to have
   // worked: an answer to a later request on the same connection (the target
   // handles and answers in order), or the connection's end. Once fewer than
-  // half the slots are free, such writes ask for an answer (wire flag ack),
-  // so that slots never stay held by writes nobody will answer.
-  static constexpr std::size_t failure_slots = 256;
-  static constexpr std::size_t pending_errors_max = failure_slots;
+  // half the failure slots are free, one write at a time per connection asks
+  // for an answer (wire flag ack), and below a quarter every write does, so
+  // that slots never stay held by writes nobody will answer.
+  //
+  // The failure slots bound the transmit-complete writes on the wire, so
+  // they must cover what the sockets hold (4096 writes of 8 bytes are 150 KB
+  // with their headers); a failure the target answers is kept as a compact
+  // record (its status and whether it was an inject) and its entry is built
+  // when it reaches the CQ. A local failure keeps its whole entry (its text).
+  static constexpr std::size_t failure_slots = 4096;
+  static constexpr std::size_t inject_slots = 256;
+  static constexpr std::uint16_t rec_full = 0x8000, rec_inject = 0x100;
   std::size_t slots_free_ = failure_slots;
-  std::array<cq_err_entry, pending_errors_max> pend_err_{};
-  std::size_t pend_head_ = 0, pend_n_ = 0;
-  void report_error(const cq_err_entry& ee) noexcept;  // the caller holds a failure slot for it
+  std::size_t islots_free_ = inject_slots;
+  std::array<std::uint16_t, failure_slots + inject_slots> pend_rec_{};
+  std::array<cq_err_entry, inject_slots> pend_full_{};
+  std::size_t pend_head_ = 0, pend_n_ = 0, full_head_ = 0, full_n_ = 0;
+  void report_error(const cq_err_entry& ee) noexcept;  // the caller holds an inject slot for it
+  void report_answered_failure(errc e, bool inject) noexcept;  // the caller holds a failure slot for it
+  void push_record(std::uint16_t rec) noexcept;
+  static void push_answered(spi::cq& cq, std::uint16_t rec) noexcept;
   // The transmit-complete writes sent on c before its connection's count
   // reached mark worked (or were answered failed): their slots come back.
   void retire_tc(conn* c, std::uint64_t mark) noexcept {

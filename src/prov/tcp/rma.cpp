@@ -67,20 +67,28 @@ errc endpoint_impl::rma(const rma_desc& d, std::uint64_t flags) noexcept {
   const rma_iov* rr = q.ranges();
   const std::size_t nr = q.count;
   // Failure slots (endpoint.hpp): one per part answered only if it fails,
-  // one for an inject write's own error entry. When they run low, the
-  // write asks for an answer instead, which gives slots back.
-  std::size_t need = (write && level == flag::transmit_complete ? nr : 0) + (inject ? 1 : 0);
-  if (write && level == flag::transmit_complete && slots_free_ < need + failure_slots / 2) {
-    level = flag::delivery_complete;
-    need = inject ? 1 : 0;
-  }
-  // the CQ must be read (or the target answer) first
-  if (slots_free_ < need) return again(again_reason::cq_full);
+  // and an inject slot for an inject write's own error entry. When failure
+  // slots run low, the write asks for an answer instead, which gives back
+  // the slots of every write sent before it on the connection: one such
+  // write at a time per connection, and every write below a quarter free.
   conn* c = path(d.addr);
   if (!c) return msg_mode_ && !was_connected_ ? spi::not_connected("RMA") : path_err_;
+  std::size_t need = write && level == flag::transmit_complete ? nr : 0;
+  const std::size_t ineed = inject ? 1 : 0;
+  bool retirer = false;
+  if (need && slots_free_ < need + failure_slots / 2 &&
+      (c->retirers == 0 || slots_free_ < need + failure_slots / 4)) {
+    level = flag::delivery_complete;
+    need = 0;
+    retirer = true;
+  }
+  // the CQ must be read (or the target answer) first
+  if (slots_free_ < need || islots_free_ < ineed) return again(again_reason::cq_full);
   tx_op* ops[max_iov];
   if (!take_ops(nr, !inject, ops)) return errc::again;
   slots_free_ -= need;
+  islots_free_ -= ineed;
+  c->retirers += retirer;
   ops[0]->islot = inject;
   std::size_t off = 0;
   for (std::size_t i = 0; i < nr; ++i) {
@@ -97,6 +105,7 @@ errc endpoint_impl::rma(const rma_desc& d, std::uint64_t flags) noexcept {
     if (write && level != flag::transmit_complete) f |= wire::flag::ack;
     op->await = !write || level != flag::transmit_complete;
     op->fslot = !op->await;
+    op->retirer = retirer && i + 1 == nr;
     const wire::op code = save ? wire::op::save : write ? wire::op::rma_write : wire::op::rma_read;
     const std::size_t part = rr[i].len;
     // The id names the operation an answer is for; an unawaited (transmit-
@@ -198,29 +207,18 @@ void endpoint_impl::handle_rma_resp(conn* c) noexcept {
   }
   if (!op) {
     ++c->tc_done;  // its slot goes to the error entry
-    {
-      // An error completion without a context.
-      cq_err_entry ee;
-      ee.err = st;
-      if (id & tc_inject_bit) {
-        ee.flags = flag::rma | flag::write | flag::inject;
-        std::snprintf(ee.msg, sizeof ee.msg, "an injected write failed at the target (%s)", to_string(st));
-      } else {
-        ee.flags = flag::rma | flag::write;
-        std::snprintf(ee.msg, sizeof ee.msg,
-                      "a write that completed at transmit failed at the target (%s): use delivery_complete to "
-                      "learn which",
-                      to_string(st));
-      }
-      report_error(ee);
-      if (cntrs_.write) cntrs_.write->inc_err();
-    }
+    report_answered_failure(st, (id & tc_inject_bit) != 0);
+    if (cntrs_.write) cntrs_.write->inc_err();
     discard_payload(c, c->cur.len);
     return;
   }
   c->await.erase(op);
   op->on = nullptr;
   retire_tc(c, op->tc_mark);
+  if (op->retirer) {
+    op->retirer = false;
+    if (c->retirers) --c->retirers;
+  }
   if (st != errc::ok) {
     discard_payload(c, c->cur.len);
     const char* why = (c->cur.flags & wire::flag::revoked)

@@ -134,23 +134,67 @@ void endpoint_impl::flush(conn* c) noexcept {
 // The slots bound the waiting entries, so none is ever dropped. Never a
 // pause of the connection: the completions that would free the CQ may be
 // behind it in the same stream.
+// The error entry of a transmit-complete write the target answered failed
+// (a compact record: the status, and whether it was an inject).
+void endpoint_impl::push_answered(spi::cq& cq, std::uint16_t rec) noexcept {
+  const auto st = static_cast<errc>(rec & 0xff);
+  cq_err_entry ee;
+  ee.err = st;
+  if (rec & rec_inject) {
+    ee.flags = flag::rma | flag::write | flag::inject;
+    std::snprintf(ee.msg, sizeof ee.msg, "an injected write failed at the target (%s)", to_string(st));
+  } else {
+    ee.flags = flag::rma | flag::write;
+    std::snprintf(ee.msg, sizeof ee.msg,
+                  "a write that completed at transmit failed at the target (%s): use delivery_complete to "
+                  "learn which",
+                  to_string(st));
+  }
+  cq.push_error(ee);
+}
+
 void endpoint_impl::report_error(const cq_err_entry& ee) noexcept {
   if (pend_n_ == 0 && txcq_->reserve()) {
     txcq_->push_error(ee);
+    ++islots_free_;
+    return;
+  }
+  // full_n_ < inject_slots: every waiting entry holds one of the slots
+  pend_full_[(full_head_ + full_n_) % inject_slots] = ee;
+  ++full_n_;
+  push_record(rec_full);
+}
+
+void endpoint_impl::report_answered_failure(errc e, bool inject) noexcept {
+  const auto rec = static_cast<std::uint16_t>(static_cast<std::uint8_t>(e) | (inject ? rec_inject : 0));
+  if (pend_n_ == 0 && txcq_->reserve()) {
+    push_answered(*txcq_, rec);
     ++slots_free_;
     return;
   }
-  // pend_n_ < pending_errors_max: every waiting entry holds one of the slots
-  pend_err_[(pend_head_ + pend_n_) % pending_errors_max] = ee;
+  push_record(rec);
+}
+
+void endpoint_impl::push_record(std::uint16_t rec) noexcept {
+  // pend_n_ < failure_slots + inject_slots: every record holds a slot
+  pend_rec_[(pend_head_ + pend_n_) % pend_rec_.size()] = rec;
   ++pend_n_;
 }
 
 void endpoint_impl::push_pending_errors() noexcept {
   while (pend_n_ && txcq_->reserve()) {
-    txcq_->push_error(pend_err_[pend_head_]);
-    pend_head_ = (pend_head_ + 1) % pending_errors_max;
+    const std::uint16_t rec = pend_rec_[pend_head_];
+    pend_head_ = (pend_head_ + 1) % pend_rec_.size();
     --pend_n_;
-    ++slots_free_;
+    if (rec & rec_full) {
+      txcq_->push_error(pend_full_[full_head_]);
+      full_head_ = (full_head_ + 1) % inject_slots;
+      --full_n_;
+      ++islots_free_;
+    } else {
+      push_answered(*txcq_, rec);
+      ++slots_free_;
+    }
   }
 }
 
@@ -184,8 +228,10 @@ void endpoint_impl::complete_tx(tx_op* op, errc e, const char* why) noexcept {
 }
 
 void endpoint_impl::recycle(tx_op* op) noexcept {
+  op->retirer = false;
   if (op->fslot || op->islot) [[unlikely]] {  // it ended without needing its failure slots
-    slots_free_ += std::size_t{op->fslot} + std::size_t{op->islot};
+    slots_free_ += std::size_t{op->fslot};
+    islots_free_ += std::size_t{op->islot};
     op->fslot = op->islot = false;
   }
   if (op->zc) [[unlikely]] {
