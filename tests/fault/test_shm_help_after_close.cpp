@@ -15,9 +15,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -127,15 +129,22 @@ std::string help_after_close_scenario() {
   if (::write(go_p[1], "g", 1) != 1) return "write go";
   if (!stop_at_writev(pid, why)) return why;
   // The sender holds a claimed chunk it has not written. Close the receiver.
-  std::atomic<bool> closed{false};
+  std::mutex mu;
+  std::condition_variable cv;
+  bool closed = false;
   std::thread closer([&] {
     r->ep.close();
-    closed.store(true);
+    std::lock_guard<std::mutex> lk(mu);
+    closed = true;
+    cv.notify_all();
   });
   // Give close the chance to return while the sender is stopped (it must
   // not; whether it did in this time does not decide the test, the bytes do).
-  for (auto until = clk::now() + 3s; !closed.load() && clk::now() < until;) std::this_thread::sleep_for(1ms);
-  const bool returned_while_stopped = closed.load();
+  bool returned_while_stopped = false;
+  {
+    std::unique_lock<std::mutex> lk(mu);
+    returned_while_stopped = cv.wait_for(lk, 3s, [&] { return closed; });
+  }
   if (returned_while_stopped) std::memset(dst.data(), reuse_byte, dst.size());  // reused at once
   if (::ptrace(PTRACE_DETACH, pid, nullptr, nullptr) != 0) {
     closer.join();
