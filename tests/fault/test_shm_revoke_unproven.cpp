@@ -45,6 +45,12 @@ std::string unproven_scenario(pid_t holder_pid) {
   while (used < 1 && !v.h->access_used.compare_exchange_weak(used, 1)) {
   }
   if (!warm_up({&t})) return "cancel of nothing";
+  // ... and the pairs a region's close meets (UBSan's vptr check, see
+  // warm_up): close another region once, with the planted slot in place.
+  static std::uint64_t other[8];
+  auto warm = t.dom.register_memory(other, sizeof other, access::remote_write | access::remote_read);
+  if (!warm) return "register: " + warm.error().message;
+  warm->close();
   bool exhausted = false;
   std::vector<int> filler = use_up_descriptors(exhausted);
   if (!exhausted) return "descriptors not exhausted with EMFILE";
