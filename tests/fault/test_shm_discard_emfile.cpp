@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "common/limited_child.hpp"
 #include "fault/shm_peer.hpp"
 
 using namespace weft;
@@ -24,28 +25,16 @@ namespace {
 // Runs in a forked child (the limit is per process); failures come back as text.
 std::string discard_scenario() {
   ::setenv("WEFT_SHM_SLOTS", "16", 1);
-  rlimit rl{64, 64};
-  if (::setrlimit(RLIMIT_NOFILE, &rl) != 0) return "setrlimit failed";
+  if (!limit_descriptors(64)) return "setrlimit failed";
   // receiver and sender in domains of their own: the receiver has not mapped the sender
   node r = open_node("shm");
   node s = open_node("shm");
   auto d = s.av.insert(*r.ep.name());
   if (!d) return "insert: " + d.error().message;
-  // UBSan's vptr check proves an object's memory readable with a pipe the
-  // first time it meets a (class, static type) pair, which it cannot make
-  // with no descriptor left (a false "invalid vptr"): meet the pairs the
-  // scenario uses (endpoint and CQ data-path interfaces) before.
-  int warm = 0;
-  if (r.ep.cancel(&warm) != errc::not_found) return "cancel of nothing posted";
-  r.cq.progress();
-  s.cq.progress();
-  std::vector<int> filler;
-  for (;;) {
-    const int fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-    if (fd < 0) break;
-    filler.push_back(fd);
-  }
-  if (errno != EMFILE) return "descriptors not exhausted with EMFILE";
+  if (!warm_up({&r, &s})) return "cancel of nothing posted";
+  bool exhausted = false;
+  std::vector<int> filler = use_up_descriptors(exhausted);
+  if (!exhausted) return "descriptors not exhausted with EMFILE";
   std::vector<char> big(64 * 1024, 'x');
   int sctx = 0, dctx = 0;
   if (errc e = s.ep.tsend(big.data(), big.size(), *d, 0x77, &sctx); e != errc::ok)
@@ -61,7 +50,7 @@ std::string discard_scenario() {
            " (expected again)\n";
   else if (r.ep.again_reason() != again_reason::no_resources)
     out += std::string("again_reason: ") + to_string(r.ep.again_reason()) + " (expected no_resources)\n";
-  for (int fd : filler) ::close(fd);
+  give_back(filler);
   if (first == errc::again) {
     const errc again = r.ep.trecvmsg(m, flag::peek | flag::discard);
     if (again != errc::ok) out += std::string("discard with descriptors back: ") + std::string(to_string(again)) + "\n";
@@ -98,25 +87,7 @@ std::string discard_scenario() {
 }  // namespace
 
 TEST(shm_discard_emfile, discarding_a_message_whose_sender_cannot_be_mapped_is_again_not_a_lost_ack) {
-  int pfd[2];
-  ASSERT_EQ(::pipe(pfd), 0);
-  pid_t child = ::fork();
-  ASSERT_GE(child, 0);
-  if (child == 0) {
-    forked_child();
-    ::close(pfd[0]);
-    const std::string res = discard_scenario();
-    (void)!::write(pfd[1], res.data(), res.size());
-    ::_exit(0);
-  }
-  ::close(pfd[1]);
-  std::string out;
-  char b[4096];
-  // bounded: the child's waits are all bounded (about 10 s at worst)
-  for (ssize_t n; (n = ::read(pfd[0], b, sizeof b)) > 0;) out.append(b, static_cast<std::size_t>(n));
-  ::close(pfd[0]);
-  int st = 0;
-  ASSERT_EQ(::waitpid(child, &st, 0), child);
-  EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "child status " << st;
-  EXPECT_EQ(out, "ok");
+  const child_verdict v = run_in_child(discard_scenario);
+  EXPECT_TRUE(v.status.exited_ok()) << "child " << v.status.describe();
+  EXPECT_EQ(v.text, "ok");
 }

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <sstream>
 
+#include "common/limited_child.hpp"
 #include "fault/shm_peer.hpp"
 
 using namespace weft;
@@ -54,8 +55,7 @@ errc poll(completion_queue& cq, cq_log& log) {
 std::string exhaustion_scenario() {
   checker check;
   ::setenv("WEFT_SHM_SLOTS", "16", 1);  // small rings: 100 endpoints stay light
-  rlimit rl{fd_limit, fd_limit};
-  if (::setrlimit(RLIMIT_NOFILE, &rl) != 0) return "setrlimit failed";
+  if (!limit_descriptors(fd_limit)) return "setrlimit failed";
   // the server: auto-inserts senders, reports their addresses
   node s = open_node("shm", cap::msg | cap::tagged | cap::source, 0, true, 4096);
   // the peers: many endpoints in one domain of this process, sharing a CQ
@@ -99,13 +99,9 @@ std::string exhaustion_scenario() {
   sl = {};
 
   // Exhaust the descriptors.
-  std::vector<int> filler;
-  for (;;) {
-    int fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-    if (fd < 0) break;
-    filler.push_back(fd);
-  }
-  check(errno == EMFILE, "descriptors exhausted with EMFILE");
+  bool exhausted = false;
+  std::vector<int> filler = use_up_descriptors(exhausted);
+  check(exhausted, "descriptors exhausted with EMFILE");
 
   // 1. An AV insert fails, naming EMFILE and the limit.
   node* xs = &x;
@@ -156,7 +152,7 @@ std::string exhaustion_scenario() {
   check(pl.err.empty(), "the peers saw no error");
 
   // Descriptors back: everyone still communicates.
-  for (int fd : filler) ::close(fd);
+  give_back(filler);
   auto good = s.av.insert(*x.ep.name());
   check(good.has_value(), "insert works again: " + (good ? std::string() : good.error().message));
   sl = {};
@@ -178,26 +174,7 @@ std::string exhaustion_scenario() {
 }  // namespace
 
 TEST(shm_exhaustion, no_descriptor_per_peer_and_emfile_is_never_death) {
-  int pfd[2];
-  ASSERT_EQ(::pipe(pfd), 0);
-  pid_t child = ::fork();
-  ASSERT_GE(child, 0);
-  if (child == 0) {
-    forked_child();
-    ::close(pfd[0]);
-    std::string r = exhaustion_scenario();
-    if (r.empty()) r = "ok";
-    (void)!::write(pfd[1], r.data(), r.size());
-    ::_exit(0);
-  }
-  ::close(pfd[1]);
-  std::string out;
-  char b[4096];
-  // bounded: the child's waits are all bounded (about 25 s at worst)
-  for (ssize_t n; (n = ::read(pfd[0], b, sizeof b)) > 0;) out.append(b, static_cast<std::size_t>(n));
-  ::close(pfd[0]);
-  int st = 0;
-  ASSERT_EQ(::waitpid(child, &st, 0), child);
-  EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "child status " << st;
-  EXPECT_EQ(out, "ok");
+  const child_verdict v = run_in_child(exhaustion_scenario);
+  EXPECT_TRUE(v.status.exited_ok()) << "child " << v.status.describe();
+  EXPECT_EQ(v.text, "ok");
 }

@@ -110,13 +110,12 @@ TEST_P(peer_fault, receiver_killed_mid_transfer_fails_sends_then_new_peer_works)
   const child_status st = guard(wait_child(child, 20s, [&] { s.cq.progress(); }, true));
   ASSERT_TRUE(st.stopped()) << "the receiver stops itself mid-transfer, but it " << st.describe();
   ASSERT_TRUE(guard(kill_and_reap(child)).signaled(SIGKILL));
-  auto t_kill = clk::now();
-  outcome o = next(s, {}, 5000);
-  auto t_done = clk::now();
-  ASSERT_TRUE(o.error) << "the receiver died mid-transfer: the send cannot succeed";
+  // Waits for the send's error completion itself (a generous bound only
+  // against a hang: how soon it comes does not decide the test).
+  outcome o = next(s, {}, 30000);
+  ASSERT_TRUE(o.error) << "the receiver died mid-transfer: the send must fail (no completion in 30 s, or a success)";
   EXPECT_EQ(o.err.context, &big);
   EXPECT_EQ(o.err.err, errc::peer_dead) << o.err.msg;
-  EXPECT_LT(t_done - t_kill, std::chrono::seconds(1)) << "error must arrive within 1 s";
   // Sends to the dead peer now fail instead of hanging: refused at once, or
   // accepted and then failed (tcp connects on the first send).
   int again_ctx = 0;
@@ -211,19 +210,20 @@ TEST_P(peer_fault, sender_killed_mid_transfer_fails_receive) {
   const child_status st = guard(wait_child(child, 20s, {}, true));
   ASSERT_TRUE(st.stopped()) << "the sender stops itself mid-transfer, but it " << st.describe();
   ASSERT_TRUE(guard(kill_and_reap(child)).signaled(SIGKILL));
-  auto t_kill = clk::now();
-  outcome o = next(r, {}, 5000);
+  // Waits for the receive's error completion itself (a generous bound only
+  // against a hang: how soon it comes does not decide the test).
+  outcome o = next(r, {}, 30000);
   ASSERT_TRUE(o.error) << "the sender died before its message was complete: the receive cannot succeed (len "
                        << o.e.len << ")";
   EXPECT_EQ(o.err.context, &big_ctx);
   EXPECT_EQ(o.err.err, errc::peer_dead) << o.err.msg;
-  EXPECT_LT(clk::now() - t_kill, std::chrono::seconds(1));
   if (prov == "shm") {
-    // the dead sender's region is reclaimed once noticed
-    for (int i = 0; i < 100 && shm_exists(caddr); ++i) {
-      (void)r.av.insert(caddr);
-      ::usleep(10000);
-    }
+    // The sender is reaped: the next look at its address proves it dead and
+    // removes its region (an insert, which fails).
+    auto again = r.av.insert(caddr);
+    ASSERT_FALSE(again) << "an insert of a dead peer's address must fail";
+    EXPECT_TRUE(again.error().code == errc::peer_dead || again.error().code == errc::not_found)
+        << to_string(again.error().code) << ": " << again.error().message;
     EXPECT_FALSE(shm_exists(caddr)) << "stale region of a killed peer must be removed";
   }
   for (int fd : {pfd[0], pfd[1], back[0], back[1], go[0], go[1]}) ::close(fd);

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "common/limited_child.hpp"
 #include "fault/shm_peer.hpp"
 
 using namespace weft;
@@ -25,8 +26,7 @@ namespace {
 std::string emfile_scenario() {
   ::setenv("WEFT_SHM_CMA", "1", 1);
   ::setenv("WEFT_SHM_SLOTS", "16", 1);
-  rlimit rl{64, 64};
-  if (::setrlimit(RLIMIT_NOFILE, &rl) != 0) return "setrlimit failed";
+  if (!limit_descriptors(64)) return "setrlimit failed";
   // target and initiator in domains of their own: the target has not mapped the initiator
   node t = open_node("shm", cap::msg);
   if (!(t.inf.caps & cap::rma)) return "skip";
@@ -36,22 +36,11 @@ std::string emfile_scenario() {
   if (!m) return "register: " + m.error().message;
   auto d = c.av.insert(*t.ep.name());
   if (!d) return "insert: " + d.error().message;
-  // UBSan's vptr check proves an object's memory readable with a pipe the
-  // first time it meets a (class, static type) pair, which it cannot make
-  // with no descriptor left (a false "invalid vptr"): meet the pairs the
-  // scenario uses (progress sources, the endpoint and CQ interfaces) before.
-  int warm = 0;
-  if (c.ep.cancel(&warm) != errc::not_found || t.ep.cancel(&warm) != errc::not_found) return "cancel of nothing";
-  c.cq.progress();
-  t.cq.progress();
+  if (!warm_up({&c, &t})) return "cancel of nothing";
 
-  std::vector<int> filler;
-  for (;;) {
-    const int fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-    if (fd < 0) break;
-    filler.push_back(fd);
-  }
-  if (errno != EMFILE) return "descriptors not exhausted with EMFILE";
+  bool exhausted = false;
+  std::vector<int> filler = use_up_descriptors(exhausted);
+  if (!exhausted) return "descriptors not exhausted with EMFILE";
 
   // A commit-level write and an atomic on malloc'd memory: both answered by the target.
   const std::uint64_t val = 0x1122334455667788ull, one = 1;
@@ -66,7 +55,7 @@ std::string emfile_scenario() {
   // Both requests are in the target's request ring: one progress call of the
   // target takes them in while it cannot map the initiator.
   t.cq.progress();
-  for (int fd : filler) ::close(fd);
+  give_back(filler);
 
   cq_log cl;
   for (auto until = clk::now() + std::chrono::seconds(10); cl.ok.size() + cl.err.size() < 2 && clk::now() < until;) {
@@ -90,26 +79,8 @@ std::string emfile_scenario() {
 }  // namespace
 
 TEST(shm_rma_emfile, a_request_the_target_cannot_map_its_initiator_for_is_answered_later) {
-  int pfd[2];
-  ASSERT_EQ(::pipe(pfd), 0);
-  pid_t child = ::fork();
-  ASSERT_GE(child, 0);
-  if (child == 0) {
-    forked_child();
-    ::close(pfd[0]);
-    const std::string r = emfile_scenario();
-    (void)!::write(pfd[1], r.data(), r.size());
-    ::_exit(0);
-  }
-  ::close(pfd[1]);
-  std::string out;
-  char b[4096];
-  // bounded: the child's waits are all bounded (about 10 s at worst)
-  for (ssize_t n; (n = ::read(pfd[0], b, sizeof b)) > 0;) out.append(b, static_cast<std::size_t>(n));
-  ::close(pfd[0]);
-  int st = 0;
-  ASSERT_EQ(::waitpid(child, &st, 0), child);
-  EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "child status " << st;
-  if (out == "skip") GTEST_SKIP() << "no RMA on shm here (cross-memory attach unavailable)";
-  EXPECT_EQ(out, "ok");
+  const child_verdict v = run_in_child(emfile_scenario);
+  EXPECT_TRUE(v.status.exited_ok()) << "child " << v.status.describe();
+  if (v.text == "skip") GTEST_SKIP() << "no RMA on shm here (cross-memory attach unavailable)";
+  EXPECT_EQ(v.text, "ok");
 }

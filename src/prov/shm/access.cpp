@@ -28,6 +28,9 @@ namespace {
 constexpr std::uint64_t retry_claim_ns = 100'000'000;  // none free: try again after this
 constexpr int spin_rounds = 2000;                      // then sleep between rounds
 constexpr long max_pause_ns = 1'000'000;
+// A holder whose liveness cannot be proven (/proc unreadable, its pid taken)
+// is waited for this long, then taken as dead.
+constexpr std::uint64_t unproven_holder_ns = 2'000'000'000;
 
 // State (field 3) and start time (field 22) of /proc/PID/stat, without
 // allocating. 1: read; 0: no such process; -1: cannot tell (e.g. hidepid).
@@ -61,18 +64,31 @@ std::uint64_t self_word() noexcept {
   return (std::uint64_t{static_cast<std::uint32_t>(pid)} << 32) | (start & 0xffffffffu);
 }
 
-// Whether the process a holder word names still runs (a zombie does not, a
-// new process with a reused pid is not it). When in doubt: alive.
-bool holder_alive(std::uint64_t w) noexcept {
+// Whether the process a holder word names still runs: proven alive (its pid
+// runs with its start time), proven dead (no such process, a zombie, or a
+// new process with its pid and another start time), or unknown (/proc
+// cannot be read, e.g. no descriptor left or hidepid, and a process with
+// the pid exists: it may be a new one, so a reused pid proves nothing).
+enum class holder_state : std::uint8_t { alive, dead, unknown };
+holder_state holder_liveness(std::uint64_t w) noexcept {
   const auto pid = static_cast<pid_t>(w >> 32);
   char state = 0;
   std::uint64_t start = 0;
   switch (read_stat(pid, state, start)) {
-    case 0: return false;
-    case 1: return state != 'Z' && state != 'X' && (start & 0xffffffffu) == (w & 0xffffffffu);
-    default: return !(::kill(pid, 0) != 0 && errno == ESRCH);
+    case 0: return holder_state::dead;
+    case 1:
+      return state != 'Z' && state != 'X' && (start & 0xffffffffu) == (w & 0xffffffffu) ? holder_state::alive
+                                                                                         : holder_state::dead;
+    default: {
+      const int proc_err = errno;  // why /proc said nothing (kept for the caller's report)
+      const bool none = ::kill(pid, 0) != 0 && errno == ESRCH;
+      errno = proc_err;
+      return none ? holder_state::dead : holder_state::unknown;
+    }
   }
 }
+// Claiming a slot: one whose holder is not proven dead stays its holder's.
+bool holder_alive(std::uint64_t w) noexcept { return holder_liveness(w) != holder_state::dead; }
 
 void on_fork_child() noexcept { process_generation.fetch_add(1, std::memory_order_relaxed); }
 
@@ -151,6 +167,7 @@ void wait_unaccessed(const mapping& self, std::uint64_t key) noexcept {
     (void)membarrier(MEMBARRIER_CMD_GLOBAL);  // slower, needs no registration
   access_slot* s = self.access_slots();
   long pause_ns = 10'000;
+  std::uint64_t doubt_since = 0;  // when a holder's liveness was first unknown (0: not yet)
   for (int round = 0;; ++round) {
     const std::uint32_t used = self.access_used();
     bool busy = false;
@@ -158,9 +175,29 @@ void wait_unaccessed(const mapping& self, std::uint64_t key) noexcept {
       if (s[i].key.load(std::memory_order_acquire) != key) continue;
       std::uint64_t w = s[i].holder.load(std::memory_order_acquire);
       if (w == 0) continue;  // a stale key in a free slot
-      if (round >= spin_rounds && !holder_alive(w)) {
-        (void)s[i].holder.compare_exchange_strong(w, 0, std::memory_order_acq_rel);  // free it for others
-        continue;
+      if (round >= spin_rounds) {
+        const holder_state hs = holder_liveness(w);
+        bool gone = hs == holder_state::dead;
+        if (hs == holder_state::unknown) {
+          const std::uint64_t now = util::now_ns();
+          if (doubt_since == 0) doubt_since = now;
+          if (now - doubt_since >= unproven_holder_ns) {
+            // Not proven alive for that long: a reused pid would keep us here
+            // for ever. Taken as dead, and said so.
+            std::fprintf(stderr,
+                         "weft shm: closing memory region key %llu: access slot %u holder pid %u could not be "
+                         "proven alive for %llu ms (/proc/%u/stat unreadable: %s); taking it as dead (a holder "
+                         "that still runs must not touch the region any more)\n",
+                         static_cast<unsigned long long>(key), i, static_cast<unsigned>(w >> 32),
+                         static_cast<unsigned long long>(unproven_holder_ns / 1'000'000),
+                         static_cast<unsigned>(w >> 32), std::strerror(errno));
+            gone = true;
+          }
+        }
+        if (gone) {
+          (void)s[i].holder.compare_exchange_strong(w, 0, std::memory_order_acq_rel);  // free it for others
+          continue;
+        }
       }
       busy = true;
     }

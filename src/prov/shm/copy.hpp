@@ -9,10 +9,12 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <ctime>
 #include <type_traits>
 
 #include "prov/shm/layout.hpp"
 #include "prov/shm/shm.hpp"
+#include "util/relax.hpp"
 
 namespace weft::prov::shm {
 
@@ -123,6 +125,26 @@ inline bool claim_chunk(split_entry& se, std::uint32_t gen, std::uint32_t nchunk
       chunk = static_cast<std::uint32_t>(w);
       return true;
     }
+  }
+}
+
+// Receiver, closing with a cooperative copy in progress (its generation
+// already closed to new claims): returns once the `claimed` chunks are done,
+// or once their other claimer, the sender owning `sender`, is gone (dead or
+// closed: it writes nothing any more). A live sender is waited for however
+// long it takes (stopped by a debugger or SIGSTOP mid-chunk): spins a
+// little, then sleeps 10 us doubling to 1 ms between looks.
+inline void wait_claimed_chunks(const split_entry& se, std::uint32_t claimed, mapping& sender) noexcept {
+  long pause_ns = 10'000;
+  for (int round = 0; se.done.load(std::memory_order_acquire) < claimed; ++round) {
+    if (!sender.owner_alive()) return;
+    if (round < 2000) {
+      util::cpu_relax();
+      continue;
+    }
+    timespec ts{0, pause_ns};
+    ::nanosleep(&ts, nullptr);
+    pause_ns = std::min(pause_ns * 2, 1'000'000L);
   }
 }
 

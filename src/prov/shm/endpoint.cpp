@@ -64,16 +64,17 @@ result<void> endpoint_impl::init() {
 endpoint_impl::~endpoint_impl() {
   if (observing_) reg_->remove_observer(this);
   // Cooperative copies in progress: close their generations so no sender
-  // claims another chunk, and wait (bounded) for chunks already claimed.
+  // claims another chunk, and wait for the chunks already claimed: a sender
+  // that claimed one writes it into the receive buffer, which is the
+  // application's again once we return. It is waited for while it lives,
+  // however long it is stopped (as a region's close waits for an RMA access
+  // under way: wait_unaccessed); a sender found dead or closed writes nothing.
   for (rx_op* r = rx_active_.front(); r; r = rx_active_.next(r)) {
     if (!r->split) continue;
     split_entry* se = self_->split(rxp_.index(r));
     std::uint64_t w = se->claim.exchange((std::uint64_t{r->gen} << 32) | r->nchunks, std::memory_order_acq_rel);
     const auto claimed = std::min<std::uint32_t>(static_cast<std::uint32_t>(w), r->nchunks);
-    const std::uint64_t deadline = util::now_ns() + 1'000'000'000ull;
-    while (se->done.load(std::memory_order_acquire) < claimed && util::now_ns() < deadline &&
-           r->p->map->owner_alive()) {
-    }
+    wait_claimed_chunks(*se, claimed, *r->p->map);
   }
   // Give back the CQ room held by operations that will never complete.
   if (rxcq_) {

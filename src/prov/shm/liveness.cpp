@@ -161,7 +161,10 @@ peer_watch::fate peer_watch::fate_of(std::uint64_t key, std::uint64_t ring_tail)
 
 bool peer_watch::probe(std::uint64_t now, std::uint64_t ring_tail) noexcept {
   next_tick_ = now + liveness_period_ns;
-  if (av_ && av_->version() != av_version_) scan_av();
+  if (av_ && av_->version() != av_version_) {
+    forget_removed();  // dead peers whose AV entry went: a message from the address maps it afresh
+    scan_av();
+  }
   // Probe a bounded number of peers per period, round robin.
   const std::size_t n = std::min(known_.size(), peers_per_tick);
   bool dying = false;
@@ -199,10 +202,24 @@ void peer_watch::settle(std::uint64_t now, std::uint64_t ring_head, std::uint64_
       erase_at(i);
       continue;
     }
-    if (k.state == fate::dying || k.notice || k.insert_notice || k.state == fate::dead) ++owed;
+    // A dead peer still in the AV costs nothing from here on: it is not
+    // probed again nor counted as owed (so no tick drains the control ring
+    // for it), and it is forgotten when its AV entry goes (forget_removed).
+    if (k.state == fate::dying || k.notice || k.insert_notice) ++owed;
     ++i;
   }
   owed_ = owed;
+}
+
+void peer_watch::forget_removed() noexcept {
+  for (std::size_t i = 0; i < known_.size();) {
+    const known& k = known_[i];
+    if (k.state == fate::dead && !k.notice && !k.insert_notice && (!av_ || av_->find(k.key) == addr_notavail)) {
+      erase_at(i);
+      continue;
+    }
+    ++i;
+  }
 }
 
 bool peer_watch::report_dead(const known& k) noexcept {

@@ -86,6 +86,7 @@ class peer_watch {
   known* add(std::uint64_t key, std::shared_ptr<peer> p) noexcept;
   known* lookup(std::uint64_t key) noexcept;
   void scan_av() noexcept;
+  void forget_removed() noexcept;
   void probe_one(known& k, std::uint64_t now, std::uint64_t ring_tail) noexcept;
   void mark_gone(known& k, bool cleanly, std::uint64_t now, std::uint64_t ring_tail) noexcept;
   [[nodiscard]] bool report_dead(const known& k) noexcept;

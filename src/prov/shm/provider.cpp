@@ -113,10 +113,15 @@ void domain_impl::sweep() noexcept {
   std::erase_if(peers_, [](auto& kv) { return kv.second.use_count() == 1 && !kv.second->map->owner_alive(); });
 }
 
-result<std::shared_ptr<peer>> domain_impl::peer_by_key(std::uint64_t key) {
+result<std::shared_ptr<peer>> domain_impl::peer_by_key(std::uint64_t key) noexcept {
   if (auto it = peers_.find(key); it != peers_.end()) return it->second;
-  return peer_by_name(region_name(static_cast<std::uint32_t>(::getuid()), static_cast<std::uint32_t>(key >> 32),
-                                  static_cast<std::uint32_t>(key)));
+  try {
+    return peer_by_name(region_name(static_cast<std::uint32_t>(::getuid()), static_cast<std::uint32_t>(key >> 32),
+                                    static_cast<std::uint32_t>(key)));
+  } catch (...) {  // std::bad_alloc: the name, the mapping, the peer or its map entry
+    // "out of memory" fits std::string's inline buffer: no allocation here
+    return std::unexpected(error{errc::no_memory, std::string("out of memory")});
+  }
 }
 
 result<std::shared_ptr<spi::mr>> domain_impl::register_memory(void* buf, std::size_t len, std::uint64_t acc) {

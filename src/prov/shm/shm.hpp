@@ -126,7 +126,11 @@ class domain_impl final : public spi::domain, public std::enable_shared_from_thi
   [[nodiscard]] const config& cfg() const noexcept { return cfg_; }
   // A mapped peer by region name or by (pid, epid); mapped once per domain.
   result<std::shared_ptr<peer>> peer_by_name(const std::string& name);
-  result<std::shared_ptr<peer>> peer_by_key(std::uint64_t key);
+  // peer_by_key runs on the data path (first contact with a sender): it
+  // never throws. Running out of memory mapping the peer is errc::no_memory
+  // (no allocation for its text), which the callers treat like EMFILE: the
+  // work waits (ring back-pressure, again with again_reason::no_resources).
+  result<std::shared_ptr<peer>> peer_by_key(std::uint64_t key) noexcept;
   // Drops mappings of peers that are gone and that nothing else references.
   void sweep() noexcept;
 
