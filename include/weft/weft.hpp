@@ -209,8 +209,9 @@ class endpoint : public detail::handle<spi::endpoint, detail::endpoint_ops> {
       return detail::closed("the endpoint");
     const auto op = d.op;
     const auto t = d.type;
+    // count > max / size, not count * size > max: the product wraps for a huge count
     if (op > atomic_op::cswap || t > atomic_type::f64 || !atomic_valid(op, t) || d.count == 0 ||
-        d.count * size_of(t) > atomic_max_bytes || !d.operand || (op == atomic_op::cswap && (!d.compare || !d.result)))
+        d.count > atomic_max_bytes / size_of(t) || !d.operand || (op == atomic_op::cswap && (!d.compare || !d.result)))
       [[unlikely]] return detail::invalid_atomic(d);
     return ops_->atomic(d);
   }

@@ -27,6 +27,7 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <span>
 
@@ -53,9 +54,13 @@ inline constexpr std::uint64_t tc_inject_bit = std::uint64_t{1} << 63;  // in an
 inline constexpr std::uint32_t max_answers = 32;  // RMA answers queued per connection before it stops reading requests
 inline constexpr std::size_t small_frame = 512;   // frames up to this size leave in one send() from the stack
 
+// The total of an iov list, or SIZE_MAX when it does not fit in 64 bits (a
+// wrapped small sum would pass the length limits, and gather() would then
+// copy the whole of a huge entry).
 inline std::size_t iov_total(const ::iovec* v, std::size_t n) noexcept {
   std::size_t t = 0;
-  for (std::size_t i = 0; i < n; ++i) t += v[i].iov_len;
+  for (std::size_t i = 0; i < n; ++i)
+    if (__builtin_add_overflow(t, v[i].iov_len, &t)) return SIZE_MAX;
   return t;
 }
 
