@@ -1,6 +1,9 @@
 // Findings of the review of the public API (issue 9, section 2): lengths a
 // caller gives that overflow 64 bits, and atomics whose element count
 // overflows the byte limit.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
@@ -94,5 +97,38 @@ TEST_P(api_review, iov_lengths_that_overflow_are_too_big) {
 
 INSTANTIATE_TEST_SUITE_P(providers, api_review, ::testing::ValuesIn(all_variants()),
                          [](const auto& i) { return i.param.name; });
+
+// A tcp send whose connection cannot be made at once fails with peer_dead
+// and says why in last_error_message(), instead of leaving there the text of
+// an earlier, unrelated failure. (A TCP connect to a multicast address fails
+// at once with ENETUNREACH on Linux.)
+TEST(api_review_tcp, a_path_that_cannot_be_made_says_why) {
+  apply(variants_of("tcp").front());
+  node a = open_node("tcp");
+  address to = *a.ep.name();
+  ASSERT_EQ(to.format, addr_format::inet);
+  sockaddr_in sa{};
+  std::memcpy(&sa, to.bytes.data(), sizeof sa);
+  sa.sin_addr.s_addr = htonl(0xe0000001);  // 224.0.0.1
+  std::memcpy(to.bytes.data(), &sa, sizeof sa);
+  auto bad = a.av.insert(to);
+  ASSERT_TRUE(bad) << bad.error().message;
+  char buf[8] = {};
+  ASSERT_EQ(a.ep.send(buf, sizeof buf, 12345), errc::invalid_argument);  // an earlier, unrelated failure
+  const errc r = a.ep.send(buf, sizeof buf, *bad);
+  ASSERT_EQ(r, errc::peer_dead) << to_string(r);
+  EXPECT_EQ(std::strstr(last_error_message(), "12345"), nullptr) << "stale: " << last_error_message();
+  EXPECT_TRUE(std::strstr(last_error_message(), "send: cannot connect to tcp://224.0.0.1:")) << last_error_message();
+  if (a.inf.caps & cap::rma) {
+    ASSERT_EQ(a.ep.send(buf, sizeof buf, 12345), errc::invalid_argument);
+    ASSERT_EQ(a.ep.write(buf, sizeof buf, *bad, 0, 1), errc::peer_dead);
+    EXPECT_TRUE(std::strstr(last_error_message(), "RMA: cannot connect to tcp://224.0.0.1:")) << last_error_message();
+    std::uint64_t one = 1;
+    ASSERT_EQ(a.ep.send(buf, sizeof buf, 12345), errc::invalid_argument);
+    ASSERT_EQ(a.ep.atomic(atomic_op::sum, atomic_type::u64, &one, 1, *bad, 0, 1), errc::peer_dead);
+    EXPECT_TRUE(std::strstr(last_error_message(), "atomic: cannot connect to tcp://224.0.0.1:"))
+        << last_error_message();
+  }
+}
 
 }  // namespace

@@ -294,9 +294,13 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable, publ
   };
 
  private:
-  // The connection to a; null: path_err_ says why (peer_dead, or no_memory).
+  // The connection to a; null: path_err_ says why (peer_dead, or no_memory),
+  // and path_why_ in words.
   conn* path(fi_addr_t a) noexcept;
+  // When path() found none: path_err_, with the text for last_error_message().
+  [[nodiscard]] errc path_failed(const char* op) noexcept;
   errc path_err_ = errc::peer_dead;
+  char path_why_[200] = {};
   // Control path (they allocate; bad_alloc propagates to the caller's try):
   // a new connection, with the room it may need later on the data path
   // reserved (the stalled list, a pending event for its failure).

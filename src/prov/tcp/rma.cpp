@@ -77,7 +77,7 @@ errc endpoint_impl::rma(const rma_desc& d, std::uint64_t flags) noexcept {
   // the CQ must be read (or the target answer) first
   if (slots_free_ < need) return again(again_reason::cq_full);
   conn* c = path(d.addr);
-  if (!c) return msg_mode_ && !was_connected_ ? spi::not_connected("RMA") : path_err_;
+  if (!c) return msg_mode_ && !was_connected_ ? spi::not_connected("RMA") : path_failed("RMA");
   tx_op* ops[max_iov];
   if (!take_ops(nr, !inject, ops)) return errc::again;
   slots_free_ -= need;
@@ -147,7 +147,7 @@ errc endpoint_impl::atomic(const atomic_desc& d) noexcept {
   const std::size_t bytes = d.count * size_of(t);
   const bool cswap = static_cast<atomic_op>(d.op) == atomic_op::cswap;
   conn* c = path(d.addr);
-  if (!c) return msg_mode_ && !was_connected_ ? spi::not_connected("atomic") : path_err_;
+  if (!c) return msg_mode_ && !was_connected_ ? spi::not_connected("atomic") : path_failed("atomic");
   tx_op* op = nullptr;
   if (!take_ops(1, true, &op)) return errc::again;
   op->ctx = d.context;
