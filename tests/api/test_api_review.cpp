@@ -40,7 +40,9 @@ TEST_P(api_review, atomic_count_whose_byte_size_wraps_is_refused) {
   static_assert(huge * 8 == 8);
   auto m = b.dom.alloc_memory(4096, access::remote_read | access::remote_write);
   ASSERT_TRUE(m) << m.error().message;
-  auto* t = static_cast<std::uint64_t*>(m->addr());
+  auto where = m->addr();
+  ASSERT_TRUE(where);
+  auto* t = static_cast<std::uint64_t*>(*where);
   for (int i = 0; i < 512; ++i) t[i] = 1000 + i;
   const std::uint64_t key = *m->key();
   std::uint64_t operand[8] = {7, 7, 7, 7, 7, 7, 7, 7}, compare[8] = {}, result[8] = {};
