@@ -165,7 +165,7 @@ node open_node(const options& o, std::size_t buf_len) {
     if (!m) die(m.error().message);
     n.mr = std::move(*m);
   }
-  n.buf = static_cast<std::byte*>(n.mr.addr());
+  n.buf = static_cast<std::byte*>(*n.mr.addr());
   n.len = buf_len;
   return n;
 }

@@ -7,6 +7,7 @@
 // std::uint64_t), for code that stores or tests them as integers; raw bits
 // become a set only explicitly: op_flags{bits}.
 #include <cstdint>
+#include <type_traits>
 
 namespace weft {
 
@@ -49,6 +50,23 @@ class flag_set {
  private:
   std::uint64_t bits_ = 0;
 };
+
+// Sets of different kinds do not mix: op_flags | access_flags (and &, ^, ==,
+// !=) does not compile, instead of comparing or combining their raw bits
+// through the implicit conversion (flag::recv == access::remote_write would
+// be true).
+template <class A, class B>
+  requires(!std::is_same_v<A, B>)
+void operator|(flag_set<A>, flag_set<B>) = delete;
+template <class A, class B>
+  requires(!std::is_same_v<A, B>)
+void operator&(flag_set<A>, flag_set<B>) = delete;
+template <class A, class B>
+  requires(!std::is_same_v<A, B>)
+void operator^(flag_set<A>, flag_set<B>) = delete;
+template <class A, class B>
+  requires(!std::is_same_v<A, B>)
+bool operator==(flag_set<A>, flag_set<B>) = delete;
 
 // Operation, completion and binding flags: the constants of weft::flag (types.hpp).
 using op_flags = flag_set<struct op_flag_tag>;

@@ -111,9 +111,13 @@ class completion_queue : public detail::handle<spi::cq, detail::cq_ops> {
       return detail::closed("the completion queue");
     return ops_->read_error(e);
   }
-  // Drives progress of the bound endpoints without taking completions.
-  void progress() noexcept {
-    if (ops_) ops_->progress();
+  // Drives progress of the bound endpoints without taking completions: ok,
+  // or bad_state once closed. (Not [[nodiscard]]: it is called for its effect.)
+  errc progress() noexcept {
+    if (!ops_) [[unlikely]]
+      return detail::closed("the completion queue");
+    ops_->progress();
+    return errc::ok;
   }
   // Spins briefly, then sleeps; timeout_ms < 0 waits forever. timed_out when
   // nothing arrived in time.
@@ -139,7 +143,7 @@ class address_vector : public detail::handle<spi::av> {
 class event_queue : public detail::handle<spi::eq> {
  public:
   using handle::handle;
-  // ok (an event), again (none yet). Drives progress of the bound objects.
+  // ok (an event), again (none yet); bad_state once closed. Drives progress of the bound objects.
   [[nodiscard]] errc read(eq_event& e);
   // timed_out when nothing arrived in time; timeout_ms < 0 waits forever.
   [[nodiscard]] errc wait(eq_event& e, int timeout_ms);
@@ -150,12 +154,15 @@ class memory_region : public detail::handle<spi::mr> {
   using handle::handle;
   // What a peer needs to name this region in RMA operations; bad_state once closed.
   [[nodiscard]] std::expected<std::uint64_t, errc> key() const noexcept;
-  [[nodiscard]] void* addr() const noexcept;
-  [[nodiscard]] std::size_t len() const noexcept;
-  // Persistent regions: how commits make writes durable (flush_method::none otherwise).
-  [[nodiscard]] flush_method persist() const noexcept;
-  // Whether the registration was served from the domain's registration cache.
-  [[nodiscard]] bool cache_hit() const noexcept;
+  // The registered (or allocated) memory and its length; bad_state once closed.
+  [[nodiscard]] std::expected<void*, errc> addr() const noexcept;
+  [[nodiscard]] std::expected<std::size_t, errc> len() const noexcept;
+  // Persistent regions: how commits make writes durable (flush_method::none
+  // otherwise); bad_state once closed.
+  [[nodiscard]] std::expected<flush_method, errc> persist() const noexcept;
+  // Whether the registration was served from the domain's registration
+  // cache; bad_state once closed.
+  [[nodiscard]] std::expected<bool, errc> cache_hit() const noexcept;
   // The local memory descriptor of this region's buffers (mr_desc::none
   // once closed), for the desc arguments of operations on them.
   [[nodiscard]] mr_desc desc() const noexcept;
@@ -209,8 +216,9 @@ class endpoint : public detail::handle<spi::endpoint, detail::endpoint_ops> {
       return detail::closed("the endpoint");
     const auto op = d.op;
     const auto t = d.type;
+    // count > max / size, not count * size > max: the product wraps for a huge count
     if (op > atomic_op::cswap || t > atomic_type::f64 || !atomic_valid(op, t) || d.count == 0 ||
-        d.count * size_of(t) > atomic_max_bytes || !d.operand || (op == atomic_op::cswap && (!d.compare || !d.result)))
+        d.count > atomic_max_bytes / size_of(t) || !d.operand || (op == atomic_op::cswap && (!d.compare || !d.result)))
       [[unlikely]] return detail::invalid_atomic(d);
     return ops_->atomic(d);
   }
@@ -251,8 +259,9 @@ class endpoint : public detail::handle<spi::endpoint, detail::endpoint_ops> {
   [[nodiscard]] result<void> bind(event_queue& q);
   // What this endpoint's events carry in eq_event::context. May be called
   // from any thread at any time, also while a progress thread
-  // (WEFT_PROGRESS=auto) builds events (an atomic store).
-  void set_context(void* ctx) noexcept;
+  // (WEFT_PROGRESS=auto) builds events (an atomic store). ok, or bad_state
+  // once closed.
+  errc set_context(void* ctx) noexcept;
   // Connect to a listening peer with up to 256 bytes of connection data; a
   // connected (or error) event follows on the bound event queue.
   [[nodiscard]] result<void> connect(const address& peer, std::span<const std::byte> data = {});
@@ -455,8 +464,8 @@ class passive_endpoint : public detail::handle<spi::passive_endpoint> {
   using handle::handle;
   [[nodiscard]] result<void> bind(event_queue& q);
   // What this endpoint's connreq events carry in eq_event::context (as
-  // endpoint::set_context: any thread, any time).
-  void set_context(void* ctx) noexcept;
+  // endpoint::set_context: any thread, any time; bad_state once closed).
+  errc set_context(void* ctx) noexcept;
   // The listening address (its port too).
   [[nodiscard]] result<address> name() const;
   // Refuse a connreq; the connector gets an error event (errc::permission_denied) carrying data.

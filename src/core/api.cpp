@@ -20,18 +20,32 @@ result<address> address_vector::lookup(fi_addr_t a) const {
   return impl_->lookup(a);
 }
 
-errc event_queue::read(eq_event& e) { return impl_ ? impl_->read(e) : errc::bad_state; }
+errc event_queue::read(eq_event& e) { return impl_ ? impl_->read(e) : detail::closed("the event queue"); }
 
-errc event_queue::wait(eq_event& e, int timeout_ms) { return impl_ ? impl_->wait(e, timeout_ms) : errc::bad_state; }
+errc event_queue::wait(eq_event& e, int timeout_ms) {
+  return impl_ ? impl_->wait(e, timeout_ms) : detail::closed("the event queue");
+}
 
 std::expected<std::uint64_t, errc> memory_region::key() const noexcept {
-  if (!impl_) return std::unexpected(errc::bad_state);
+  if (!impl_) return std::unexpected(detail::closed("the memory region"));
   return impl_->key();
 }
-void* memory_region::addr() const noexcept { return impl_ ? impl_->addr() : nullptr; }
-std::size_t memory_region::len() const noexcept { return impl_ ? impl_->len() : 0; }
-flush_method memory_region::persist() const noexcept { return impl_ ? impl_->persist() : flush_method::none; }
-bool memory_region::cache_hit() const noexcept { return impl_ && impl_->cache_hit(); }
+std::expected<void*, errc> memory_region::addr() const noexcept {
+  if (!impl_) return std::unexpected(detail::closed("the memory region"));
+  return impl_->addr();
+}
+std::expected<std::size_t, errc> memory_region::len() const noexcept {
+  if (!impl_) return std::unexpected(detail::closed("the memory region"));
+  return impl_->len();
+}
+std::expected<flush_method, errc> memory_region::persist() const noexcept {
+  if (!impl_) return std::unexpected(detail::closed("the memory region"));
+  return impl_->persist();
+}
+std::expected<bool, errc> memory_region::cache_hit() const noexcept {
+  if (!impl_) return std::unexpected(detail::closed("the memory region"));
+  return impl_->cache_hit();
+}
 mr_desc memory_region::desc() const noexcept { return impl_ ? spi::to_desc(impl_.get()) : mr_desc::none; }
 
 result<void> endpoint::enable() {
@@ -48,12 +62,16 @@ result<address> endpoint::name() const {
   return impl_->name();
 }
 
-void endpoint::set_context(void* ctx) noexcept {
-  if (impl_) impl_->context.store(ctx, std::memory_order_release);
+errc endpoint::set_context(void* ctx) noexcept {
+  if (!impl_) return detail::closed("the endpoint");
+  impl_->context.store(ctx, std::memory_order_release);
+  return errc::ok;
 }
 
-void passive_endpoint::set_context(void* ctx) noexcept {
-  if (impl_) impl_->context.store(ctx, std::memory_order_release);
+errc passive_endpoint::set_context(void* ctx) noexcept {
+  if (!impl_) return detail::closed("the passive endpoint");
+  impl_->context.store(ctx, std::memory_order_release);
+  return errc::ok;
 }
 
 result<void> endpoint::connect(const address& peer, std::span<const std::byte> data) {

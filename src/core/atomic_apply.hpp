@@ -64,7 +64,7 @@ void apply_all(atomic_op op, std::byte* target, const std::byte* operand, const 
   if (op > static_cast<unsigned>(atomic_op::cswap) || type > static_cast<unsigned>(atomic_type::f64))
     return errc::invalid_argument;
   const auto t = static_cast<atomic_type>(type);
-  if (!atomic_valid(static_cast<atomic_op>(op), t) || count == 0 || count * size_of(t) > atomic_max_bytes)
+  if (!atomic_valid(static_cast<atomic_op>(op), t) || count == 0 || count > atomic_max_bytes / size_of(t))
     return errc::invalid_argument;
   return errc::ok;
 }

@@ -55,7 +55,7 @@ errc detail::invalid_atomic(const atomic_desc& d) noexcept {
     set_last_error("atomic: bitwise operations (band, bor, bxor) are not defined on f32 and f64 (atomic_valid())");
   else if (d.count == 0)
     set_last_error("atomic: count is 0 (at least one element)");
-  else if (d.count * size_of(d.type) > atomic_max_bytes)
+  else if (d.count > atomic_max_bytes / size_of(d.type))
     format_last_error("atomic: %zu elements of %zu bytes: at most %zu bytes per operation", d.count,
                       size_of(d.type), atomic_max_bytes);
   else if (!d.operand)

@@ -76,6 +76,7 @@ result<memory_region> domain::alloc_memory(std::size_t len, access_flags acc) {
 }
 
 result<std::vector<memory_region>> domain::register_memory(std::span<const ::iovec> iov, access_flags acc) {
+  if (!impl_) return make_error(errc::bad_state, "register_memory on a closed domain");
   std::vector<memory_region> out;
   out.reserve(iov.size());
   for (const auto& v : iov) {

@@ -35,8 +35,12 @@ struct rma_request {
   r.write = (flags & flag::write) && !r.save;
   r.inject = flags & flag::inject;
   r.len = 0;
-  if (!r.save)
-    for (std::size_t i = 0; i < d.iov_count; ++i) r.len += d.iov[i].iov_len;
+  if (!r.save)  // lengths that add up to more than 2^64 are SIZE_MAX: too big below, never a wrapped small sum
+    for (std::size_t i = 0; i < d.iov_count; ++i)
+      if (__builtin_add_overflow(r.len, d.iov[i].iov_len, &r.len)) {
+        r.len = SIZE_MAX;
+        break;
+      }
   if (r.inject && !r.write) return spi::fail(errc::invalid_argument, "RMA: only writes may be injected");
   if (r.len > max_len || (r.inject && r.len > inject_max))
     return r.inject && r.len <= max_len ? spi::over_limit("inject write", r.len, "tx.inject_size", inject_max)

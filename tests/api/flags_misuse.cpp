@@ -1,5 +1,7 @@
 // Typed flag sets (weft/flags.hpp). tests/api/CMakeLists.txt compiles this
-// file once per WEFT_MISUSE_* macro, and each of those must NOT compile;
+// file once per WEFT_MISUSE_* macro, and each of those must NOT compile, with
+// the error on the line right after its #elif and for a type mismatch
+// (compile_check.cmake checks both);
 // without a macro it must (the right forms), so a failure above is the
 // misuse's and not a broken file's.
 #include "weft/weft.hpp"
@@ -21,6 +23,12 @@ void use([[maybe_unused]] weft::domain& d, [[maybe_unused]] weft::endpoint& ep, 
   (void)ep.sendmsg(m, weft::access::send);
 #elif defined(WEFT_MISUSE_WRITEMSG_WITH_ACCESS)
   (void)ep.writemsg(r, weft::access::write);
+#elif defined(WEFT_MISUSE_MIXED_COMPARE)
+  (void)(weft::flag::recv == weft::access::remote_write);  // true through the raw bits
+#elif defined(WEFT_MISUSE_MIXED_NOT_EQUAL)
+  (void)(weft::access::remote_write != weft::flag::recv);
+#elif defined(WEFT_MISUSE_MIXED_AND)
+  (void)(weft::flag::recv & weft::access::remote_write);  // a non-zero integer
 #else
   (void)ep.bind(c, weft::flag::remote_write);
   (void)ep.bind(c, weft::flag::send | weft::flag::recv);

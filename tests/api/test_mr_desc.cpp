@@ -47,7 +47,7 @@ TEST_P(mr_desc_test, operations_with_descs_move_the_same_bytes) {
     ASSERT_TRUE(ms && md);
   }
   // shm's segmented mode registers nothing: its operations get no descs
-  const mr_desc sdesc = ms ? sdesc : mr_desc::none, ddesc = md ? ddesc : mr_desc::none;
+  const mr_desc sdesc = ms ? ms->desc() : mr_desc::none, ddesc = md ? md->desc() : mr_desc::none;
 
   // send / recv with one desc
   ASSERT_EQ(b.ep.recv(dst.data(), dst.size(), addr_unspec, nullptr, ddesc), errc::ok);

@@ -400,7 +400,7 @@ TEST_P(rma_ext, persistent_region_commit_flushes_the_file) {
   ASSERT_TRUE(f) << f.error().message;
   auto pm = b.dom.register_memory(f->addr(), f->len(), access::remote_write | access::remote_read | access::persistent);
   ASSERT_TRUE(pm) << pm.error().message;
-  EXPECT_NE(pm->persist(), flush_method::none);
+  EXPECT_NE(pm->persist().value_or(flush_method::none), flush_method::none);
   std::atomic<int> flushed{0};
   ASSERT_TRUE(b.dom.set_commit_handler([&](const commit_event& ev) {
     if (ev.persistent) flushed.fetch_add(1);
@@ -499,10 +499,10 @@ TEST_P(rma_ext, registration_cache_hits_and_keys_die_with_the_last_region) {
   const auto before = *b.dom.cache_stats();
   auto r1 = b.dom.register_memory(buf.data(), buf.size(), access::remote_read);
   ASSERT_TRUE(r1);
-  EXPECT_FALSE(r1->cache_hit());
+  EXPECT_FALSE(r1->cache_hit().value());
   auto r2 = b.dom.register_memory(buf.data(), buf.size(), access::remote_read);
   ASSERT_TRUE(r2);
-  EXPECT_TRUE(r2->cache_hit()) << "the same memory again hits the cache";
+  EXPECT_TRUE(r2->cache_hit().value()) << "the same memory again hits the cache";
   EXPECT_EQ(*r2->key(), *r1->key()) << "a live registration is shared";
   auto s = *b.dom.cache_stats();
   EXPECT_EQ(s.hits, before.hits + 1);
@@ -519,13 +519,13 @@ TEST_P(rma_ext, registration_cache_hits_and_keys_die_with_the_last_region) {
   EXPECT_EQ(o.err.err, errc::not_found);
   auto r3 = b.dom.register_memory(buf.data(), buf.size(), access::remote_read);
   ASSERT_TRUE(r3);
-  EXPECT_TRUE(r3->cache_hit()) << "the entry outlived its regions";
+  EXPECT_TRUE(r3->cache_hit().value()) << "the entry outlived its regions";
   EXPECT_NE(*r3->key(), k) << "with a new key";
   EXPECT_GE(b.dom.cache_stats()->cached + b.dom.cache_stats()->active, 1u);
   // different access: a different entry
   auto r4 = b.dom.register_memory(buf.data(), buf.size(), access::remote_write);
   ASSERT_TRUE(r4);
-  EXPECT_FALSE(r4->cache_hit());
+  EXPECT_FALSE(r4->cache_hit().value());
 }
 
 TEST_P(rma_ext, unmapped_memory_invalidates_the_cache_and_the_key) {
@@ -557,7 +557,7 @@ TEST_P(rma_ext, unmapped_memory_invalidates_the_cache_and_the_key) {
   if (q == p) {
     auto r2 = b.dom.register_memory(q, len, access::remote_read | access::remote_write);
     ASSERT_TRUE(r2);
-    EXPECT_FALSE(r2->cache_hit());
+    EXPECT_FALSE(r2->cache_hit().value());
     r2->close();
     ::munmap(q, len);
   } else if (q != MAP_FAILED) {
@@ -625,7 +625,7 @@ TEST_P(rma_ext, imported_monitor_replaces_the_default_for_its_domain) {
   EXPECT_EQ(o.err.err, errc::not_found);
   auto r2 = b.dom.register_memory(buf.data(), buf.size(), access::remote_read);
   ASSERT_TRUE(r2);
-  EXPECT_FALSE(r2->cache_hit()) << "the invalidated entry is not reused";
+  EXPECT_FALSE(r2->cache_hit().value()) << "the invalidated entry is not reused";
   r.value().close();
   r2->close();
   {
@@ -732,8 +732,8 @@ TEST_P(rma_ext, allocated_memory_works_like_registered_memory) {
   const std::size_t before = mem_segments();
   auto m = b.dom.alloc_memory(1 << 20, access::remote_read | access::remote_write);
   ASSERT_TRUE(m) << m.error().message;
-  ASSERT_EQ(m->len(), std::size_t{1} << 20);
-  auto* t = static_cast<unsigned char*>(m->addr());
+  ASSERT_EQ(m->len().value_or(0), std::size_t{1} << 20);
+  auto* t = static_cast<unsigned char*>(*m->addr());
   ASSERT_NE(t, nullptr);
   EXPECT_EQ(reinterpret_cast<std::uintptr_t>(t) % 4096, 0u) << "page aligned";
   if (GetParam().provider == "shm") {
@@ -802,14 +802,14 @@ TEST_P(rma_ext, allocated_memory_works_like_registered_memory) {
 TEST_P(rma_ext, allocated_memory_atomics_from_four_processes) {
   auto m = b.dom.alloc_memory(4096, access::remote_read | access::remote_write);
   ASSERT_TRUE(m);
-  std::memset(m->addr(), 0, 8);
+  std::memset(*m->addr(), 0, 8);
   const address baddr = *b.ep.name();
   const std::uint64_t key = *m->key();
   std::vector<pid_t> kids;
   fork_adders(GetParam().provider, baddr, key, 4, 500, true, kids);
   ASSERT_FALSE(HasFatalFailure()) << "fork failed";
   // the target adds too, with its own CPU atomics, while it serves the others
-  std::atomic_ref<std::uint64_t> mine(*static_cast<std::uint64_t*>(m->addr()));
+  std::atomic_ref<std::uint64_t> mine(*static_cast<std::uint64_t*>(*m->addr()));
   for (int i = 0; i < 500; ++i) {
     mine.fetch_add(1);
     b.cq.progress();

@@ -239,7 +239,7 @@ TEST_F(proc_maps_faults, cached_registration_of_a_segment_is_not_reused_after_sh
     ASSERT_EQ(second.p, at) << "the new segment is where the old one was";
     auto r2 = dom->register_memory(second.p, second.len, weft::access::remote_read);
     ASSERT_TRUE(r2) << r2.error().message;
-    EXPECT_FALSE(r2->cache_hit()) << "the detached segment's registration was reused (" << diag() << ")";
+    EXPECT_FALSE(*r2->cache_hit()) << "the detached segment's registration was reused (" << diag() << ")";
     r2->close();
   }
 }

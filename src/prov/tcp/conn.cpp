@@ -25,6 +25,7 @@ conn* endpoint_impl::path(fi_addr_t a) noexcept {
   // First contact with this peer since the path was dropped: control path
   // (allocation; out of memory: no path, and path_err_ says why).
   path_err_ = errc::peer_dead;
+  std::snprintf(path_why_, sizeof path_why_, "cannot connect to %s", text_of(*pa).s);
   try {
     std::string k = key_of(*pa);
     index_peer(a);
@@ -37,8 +38,17 @@ conn* endpoint_impl::path(fi_addr_t a) noexcept {
     return c;
   } catch (...) {
     path_err_ = errc::no_memory;
+    std::snprintf(path_why_, sizeof path_why_, "out of memory opening a connection to %s", text_of(*pa).s);
     return nullptr;
   }
+}
+
+errc endpoint_impl::path_failed(const char* op) noexcept {
+  if (msg_mode_)
+    detail::format_last_error("%s on a MSG endpoint whose connection has ended (shut down, or the peer is gone)", op);
+  else
+    detail::format_last_error("%s: %s", op, path_why_);
+  return path_err_;
 }
 
 void endpoint_impl::index_peer(fi_addr_t a) {
@@ -81,6 +91,8 @@ conn* endpoint_impl::open_conn(const address& peer, const std::string& key, fi_a
   int fd = ::socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   const int serr = fd < 0 ? errno : 0;
   if (fd < 0 && serr != EMFILE && serr != ENFILE) {
+    std::snprintf(path_why_, sizeof path_why_, "cannot open a socket to connect to %s: %s", text_of(peer).s,
+                  std::strerror(serr));
     if (fresh) by_key_.erase(slot);
     return nullptr;
   }
@@ -121,6 +133,7 @@ conn* endpoint_impl::open_conn(const address& peer, const std::string& key, fi_a
   if (rc != 0 && errno != EINPROGRESS) {
     char why[200];
     std::snprintf(why, sizeof why, "cannot connect to %s: %s", text_of(peer).s, std::strerror(errno));
+    std::snprintf(path_why_, sizeof path_why_, "%s", why);
     fail_conn(raw, errno_to_errc(errno), why);
     return nullptr;
   }

@@ -27,6 +27,7 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <span>
 
@@ -53,9 +54,13 @@ inline constexpr std::uint64_t tc_inject_bit = std::uint64_t{1} << 63;  // in an
 inline constexpr std::uint32_t max_answers = 32;  // RMA answers queued per connection before it stops reading requests
 inline constexpr std::size_t small_frame = 512;   // frames up to this size leave in one send() from the stack
 
+// The total of an iov list, or SIZE_MAX when it does not fit in 64 bits (a
+// wrapped small sum would pass the length limits, and gather() would then
+// copy the whole of a huge entry).
 inline std::size_t iov_total(const ::iovec* v, std::size_t n) noexcept {
   std::size_t t = 0;
-  for (std::size_t i = 0; i < n; ++i) t += v[i].iov_len;
+  for (std::size_t i = 0; i < n; ++i)
+    if (__builtin_add_overflow(t, v[i].iov_len, &t)) return SIZE_MAX;
   return t;
 }
 
@@ -291,9 +296,13 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable, publ
   };
 
  private:
-  // The connection to a; null: path_err_ says why (peer_dead, or no_memory).
+  // The connection to a; null: path_err_ says why (peer_dead, or no_memory),
+  // and path_why_ in words.
   conn* path(fi_addr_t a) noexcept;
+  // When path() found none: path_err_, with the text for last_error_message().
+  [[nodiscard]] errc path_failed(const char* op) noexcept;
   errc path_err_ = errc::peer_dead;
+  char path_why_[200] = {};
   // Control path (they allocate; bad_alloc propagates to the caller's try):
   // a new connection, with the room it may need later on the data path
   // reserved (the stalled list, a pending event for its failure).

@@ -72,7 +72,7 @@ errc endpoint_impl::rma(const rma_desc& d, std::uint64_t flags) noexcept {
   // the slots of every write sent before it on the connection: one such
   // write at a time per connection, and every write below a quarter free.
   conn* c = path(d.addr);
-  if (!c) return msg_mode_ && !was_connected_ ? spi::not_connected("RMA") : path_err_;
+  if (!c) return msg_mode_ && !was_connected_ ? spi::not_connected("RMA") : path_failed("RMA");
   std::size_t need = write && level == flag::transmit_complete ? nr : 0;
   const std::size_t ineed = inject ? 1 : 0;
   bool retirer = false;
@@ -156,7 +156,7 @@ errc endpoint_impl::atomic(const atomic_desc& d) noexcept {
   const std::size_t bytes = d.count * size_of(t);
   const bool cswap = static_cast<atomic_op>(d.op) == atomic_op::cswap;
   conn* c = path(d.addr);
-  if (!c) return msg_mode_ && !was_connected_ ? spi::not_connected("atomic") : path_err_;
+  if (!c) return msg_mode_ && !was_connected_ ? spi::not_connected("atomic") : path_failed("atomic");
   tx_op* op = nullptr;
   if (!take_ops(1, true, &op)) return errc::again;
   op->ctx = d.context;

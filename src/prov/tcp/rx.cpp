@@ -463,7 +463,9 @@ errc endpoint_impl::recv(const msg_desc& m, std::uint64_t flags) noexcept {
     return spi::not_enabled("receive");
   if (m.iov_count > max_iov || (!m.iov && m.iov_count)) [[unlikely]]
     return spi::bad_iov("receive", m.iov_count, max_iov);
-  if (msg_mode_ && was_connected_ && !single_) return errc::peer_dead;  // the connection has ended
+  if (msg_mode_ && was_connected_ && !single_)
+    return spi::fail(errc::peer_dead, "receive on a MSG endpoint whose connection has ended (shut down, or the peer "
+                                      "is gone)");
   fi_addr_t src = util::any_source;
   if (m.addr != addr_unspec && !msg_mode_) {  // MSG endpoints have one peer
     if (!av_ || !av_->at(m.addr)) return spi::no_peer("receive", m.addr, av_ != nullptr);

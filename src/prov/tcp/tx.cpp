@@ -298,7 +298,7 @@ errc endpoint_impl::send(const msg_desc& m, std::uint64_t flags) noexcept {
     return spi::over_limit(inject ? "inject" : "send", len, inject ? "tx.inject_size" : "ep.max_msg_size",
                            inject ? inject_size : max_msg_size);
   conn* c = path(m.addr);
-  if (!c) return msg_mode_ && !was_connected_ ? spi::not_connected("send") : path_err_;
+  if (!c) return msg_mode_ && !was_connected_ ? spi::not_connected("send") : path_failed("send");
   tx_op* op = txp_.get();
   if (!op || txp_.available() < 128) {  // keep room for protocol frames and answers
     if (op) txp_.put(op);
@@ -352,7 +352,7 @@ errc endpoint_impl::send(const msg_desc& m, std::uint64_t flags) noexcept {
       char why[160];
       std::snprintf(why, sizeof why, "send to %s failed: %s", text_of(c->peer).s, std::strerror(err));
       lose_conn(c, errno_to_errc(err), why);
-      return errc::peer_dead;
+      return spi::fail(errc::peer_dead, why);
     }
   }
   if (inject || len <= inject_size) {
