@@ -219,16 +219,6 @@ class passive_impl final : public spi::passive_endpoint, public spi::progressabl
       fd_report_ = true;
       report();
     }
-    const int fd = dom_->accept_with_spare(lfd_);
-    if (fd < 0) {
-      const int e = errno;
-      dom_->restore_spare();
-      if (e != EAGAIN && e != EWOULDBLOCK) {  // no spare: stop listening a while (no spinning)
-        dom_->eng().mod(lfd_, this, 0);
-        accept_paused_until_ = util::now_ns() + 100'000'000ull;
-      }
-      return false;
-    }
     char lim[96];
     describe_fd_shortage(err, lim, sizeof lim);
     const std::size_t n = std::strlen(lim);
@@ -237,10 +227,12 @@ class passive_impl final : public spi::passive_endpoint, public spi::progressabl
                                n, 0, static_cast<std::uint64_t>(wire::hello_status::no_resources)};
     std::memcpy(frame, &h, sizeof h);
     std::memcpy(frame + sizeof h, lim, n);
-    (void)::send(fd, frame, sizeof h + n, MSG_NOSIGNAL | MSG_DONTWAIT);
-    ::close(fd);
-    dom_->restore_spare();
-    return true;
+    const int r = dom_->refuse_with_spare(lfd_, frame, sizeof h + n);
+    if (r < 0) {  // no spare: stop listening a while (no spinning)
+      dom_->eng().mod(lfd_, this, 0);
+      accept_paused_until_ = util::now_ns() + 100'000'000ull;
+    }
+    return r > 0;
   }
   // The error event of a shortage (retried at the next progress when the
   // event queue cannot take it now).
