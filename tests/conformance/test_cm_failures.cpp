@@ -119,3 +119,49 @@ TEST_F(cm_failures, connreq_the_eq_cannot_allocate_is_delivered_later) {
   ASSERT_TRUE(cc);
   EXPECT_EQ(cc->type, eq_event::kind::connected) << cc->message;
 }
+
+// The connector resets its connection before the listener accepts: the
+// answer cannot be sent. The application sees connected, then shutdown
+// with the reason (fi_cm(3)), never a shutdown for a connection it was not
+// told about; exactly these two events.
+TEST_F(cm_failures, accept_whose_answer_cannot_be_sent_gives_connected_then_shutdown) {
+  const int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(s, 0);
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_port = htons(port);
+  to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::connect(s, reinterpret_cast<sockaddr*>(&to), sizeof to), 0);
+  // a well-formed MSG hello (no listening address: family only)
+  std::uint8_t frame[sizeof(wire::frame_header) + sizeof(wire::hello_body)]{};
+  const wire::frame_header h{wire::magic, wire::version, static_cast<std::uint8_t>(wire::op::hello), 0, 0,
+                             sizeof(wire::hello_body), 0, 0};
+  wire::hello_body hb{};
+  hb.magic = wire::hello_magic;
+  hb.ep_type = 1;
+  hb.family = AF_INET;
+  std::memcpy(frame, &h, sizeof h);
+  std::memcpy(frame + sizeof h, &hb, sizeof hb);
+  ASSERT_EQ(::send(s, frame, sizeof frame, MSG_NOSIGNAL), static_cast<ssize_t>(sizeof frame));
+  auto req = next_event(srv.eq);
+  ASSERT_TRUE(req);
+  ASSERT_EQ(req->type, eq_event::kind::connreq) << req->message;
+  // reset (not FIN): the listener's next write on it fails
+  linger lg{1, 0};
+  ASSERT_EQ(::setsockopt(s, SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
+  ::close(s);
+  auto ep = make_ep(srv, req->req);
+  ASSERT_TRUE(ep) << ep.error().message;
+  // on loopback the reset has reached the accepted socket when close() returns
+  ASSERT_TRUE(ep->accept());
+  auto first = next_event(srv.eq);
+  ASSERT_TRUE(first) << "no event for the accept";
+  EXPECT_EQ(first->type, eq_event::kind::connected)
+      << "the first event of an accepted connection is connected (got " << static_cast<int>(first->type) << ": "
+      << first->message << ")";
+  auto second = next_event(srv.eq);
+  ASSERT_TRUE(second) << "the failed answer is reported";
+  EXPECT_EQ(second->type, eq_event::kind::shutdown) << second->message;
+  EXPECT_FALSE(second->message.empty());
+  EXPECT_FALSE(next_event(srv.eq, {}, 200)) << "exactly two events";
+}

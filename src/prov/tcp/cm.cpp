@@ -387,8 +387,11 @@ result<void> endpoint_impl::accept(std::span<const std::byte> data) {
     name_ = from_sockaddr(reinterpret_cast<sockaddr*>(&me));
   queue_frame(raw, wire::op::hello_ack, static_cast<std::uint64_t>(wire::hello_status::ok), data.data(),
               data.size());
-  flush(raw);
+  // connected first: if sending the answer fails (the peer reset the
+  // connection meanwhile), the shutdown event with the reason follows it,
+  // never comes before it (fi_cm(3): shutdown ends a connection that was up).
   cm_event(eq_event::kind::connected, errc::ok, "", nullptr, 0);
+  flush(raw);
   return {};
 }
 
