@@ -165,3 +165,29 @@ TEST_F(cm_failures, accept_whose_answer_cannot_be_sent_gives_connected_then_shut
   EXPECT_FALSE(second->message.empty());
   EXPECT_FALSE(next_event(srv.eq, {}, 200)) << "exactly two events";
 }
+
+// A connect that fails in the connect() call itself says why with that
+// call's errno (not whatever a later call left in errno).
+TEST_F(cm_failures, connect_failing_at_once_reports_the_errno_of_the_failing_call) {
+  // 255.255.255.255: connect() fails at once (ENETUNREACH) without touching the network
+  side cli = open_side(msg_info(false, port));
+  auto e = make_ep(cli, cli.inf);
+  ASSERT_TRUE(e) << e.error().message;
+  sockaddr_in bc{};
+  bc.sin_family = AF_INET;
+  bc.sin_port = htons(9);
+  bc.sin_addr.s_addr = htonl(INADDR_BROADCAST);
+  address to = *cli.inf.dest_addr;  // the format of a tcp address, and its size
+  ASSERT_EQ(to.size, sizeof bc);
+  std::memcpy(to.bytes.data(), &bc, sizeof bc);
+  const int probe = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  ASSERT_GE(probe, 0);
+  const int rc = ::connect(probe, reinterpret_cast<sockaddr*>(&bc), sizeof bc);
+  const int want = rc == 0 ? 0 : errno;
+  ::close(probe);
+  if (want == 0 || want == EINPROGRESS) GTEST_SKIP() << "this host routes the broadcast address";
+  auto r = e->connect(to);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, errc::io_error);
+  EXPECT_EQ(r.error().message, "cannot connect to tcp://255.255.255.255:9: " + std::string(std::strerror(want)));
+}

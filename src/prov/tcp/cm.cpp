@@ -352,7 +352,8 @@ result<void> endpoint_impl::connect(const address& peer, std::span<const std::by
   } catch (const std::bad_alloc&) {
     return make_error(errc::no_memory, "out of memory connecting to " + to_string(peer));
   }
-  if (!c) return make_error(errc::io_error, "cannot open a socket to " + to_string(peer) + ": " + std::strerror(errno));
+  if (!c)  // open_errno_: the failing call's errno, captured there (errno itself is stale by now)
+    return make_error(errc::io_error, "cannot connect to " + to_string(peer) + ": " + std::strerror(open_errno_));
   by_key_.erase(k);  // MSG connections are not shared
   single_ = c;
   was_connected_ = true;

@@ -67,6 +67,7 @@ conn* endpoint_impl::open_conn(const address& peer, const std::string& key, fi_a
                                 std::span<const std::byte> cm, std::uint8_t hello_flags) {
   sockaddr_storage ss;
   socklen_t len;
+  open_errno_ = EAFNOSUPPORT;
   if (!to_sockaddr(peer, ss, len)) return nullptr;
   sockaddr_storage me{};
   socklen_t ml = 0;
@@ -75,6 +76,7 @@ conn* endpoint_impl::open_conn(const address& peer, const std::string& key, fi_a
   } else if (!to_sockaddr(name_, me, ml)) {
     return nullptr;
   }
+  open_errno_ = 0;
   // Everything that allocates, before the socket exists.
   std::string k = key;
   auto [slot, fresh] = by_key_.try_emplace(key, nullptr);
@@ -82,6 +84,7 @@ conn* endpoint_impl::open_conn(const address& peer, const std::string& key, fi_a
   const int serr = fd < 0 ? errno : 0;
   if (fd < 0 && serr != EMFILE && serr != ENFILE) {
     if (fresh) by_key_.erase(slot);
+    open_errno_ = serr;
     return nullptr;
   }
   conn* raw;
@@ -118,10 +121,12 @@ conn* endpoint_impl::open_conn(const address& peer, const std::string& key, fi_a
     }
   }
   int rc = ::connect(fd, reinterpret_cast<sockaddr*>(&ss), len);
-  if (rc != 0 && errno != EINPROGRESS) {
+  const int cerr = rc != 0 ? errno : 0;  // before anything else can change errno
+  if (rc != 0 && cerr != EINPROGRESS) {
     char why[200];
-    std::snprintf(why, sizeof why, "cannot connect to %s: %s", text_of(peer).s, std::strerror(errno));
-    fail_conn(raw, errno_to_errc(errno), why);
+    std::snprintf(why, sizeof why, "cannot connect to %s: %s", text_of(peer).s, std::strerror(cerr));
+    fail_conn(raw, errno_to_errc(cerr), why);  // closing the socket changes errno: open_errno_ keeps it
+    open_errno_ = cerr;
     return nullptr;
   }
   dom_->eng().add(fd, raw, EPOLLIN | EPOLLOUT);
