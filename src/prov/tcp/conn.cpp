@@ -499,19 +499,20 @@ void endpoint_impl::close_conn(conn* c) noexcept {
   }
   if (auto it = by_key_.find(c->key); it != by_key_.end() && it->second == c) by_key_.erase(it);
   if (c->addr < by_addr_.size() && by_addr_[c->addr] == c) by_addr_[c->addr] = nullptr;
-  // a new connection from the same peer waited for this one: take it now
+  // New connections from the same peer waited for this one: take every one
+  // now, in the order they came (conns_ order). The first is adopted; the
+  // others find it established and are told to use it (duplicate). None is
+  // left held on a connection that no longer exists.
   for (std::size_t i = 0; i < conns_.size(); ++i) {
     conn* h = conns_[i].get();
-    if (h->held && !h->dead && h->held_on == c) {
-      h->held = false;
-      h->held_on = nullptr;
-      update_events(h);
-      handle_hello(h);
-      if (!h->dead && !paused(h)) {
-        consume(h);
-        if (!h->dead) read_conn(h);
-      }
-      break;
+    if (!h->held || h->dead || h->held_on != c) continue;
+    h->held = false;
+    h->held_on = nullptr;
+    update_events(h);
+    handle_hello(h);
+    if (!h->dead && !paused(h)) {
+      consume(h);
+      if (!h->dead) read_conn(h);
     }
   }
   if (!keep.empty() && msg_mode_) {  // a MSG connection is never reopened behind the user's back
