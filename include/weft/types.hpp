@@ -141,6 +141,13 @@ struct atomic_desc {
   std::uint64_t offset = 0;
   std::uint64_t key = 0;
   void* context = nullptr;
+  // Local memory descriptors (as msg_desc::desc and rma_desc::desc; cf.
+  // fi_atomicmsg's desc, fi_compare_atomicmsg's compare_desc and
+  // result_desc): the region each local buffer lies in, or mr_desc::none.
+  // Last, so that older aggregate initialisations compile and leave them none.
+  mr_desc desc = mr_desc::none;          // operand
+  mr_desc compare_desc = mr_desc::none;  // compare (cswap)
+  mr_desc result_desc = mr_desc::none;   // result (fetch forms, cswap)
 };
 
 }  // namespace weft

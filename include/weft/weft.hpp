@@ -422,22 +422,32 @@ class endpoint : public detail::handle<spi::endpoint, detail::endpoint_ops> {
   // Atomics on count elements at offset of the peer's region (key). Atomic
   // with respect to every other weft atomic on that memory, from any peer.
   // invalid_argument for an op/type pair that atomic_valid() refuses.
+  // The last arguments are the local memory descriptors of the operand (and
+  // result, compare) buffers, as for send and RMA (memory_region::desc();
+  // mr_desc::none: not registered). shm and tcp ignore them.
   [[nodiscard]] errc atomic(atomic_op op, atomic_type t, const void* operand, std::size_t count, fi_addr_t dest,
-                            std::uint64_t offset, std::uint64_t key, void* ctx = nullptr) noexcept {
-    return do_atomic(atomic_desc{operand, nullptr, nullptr, count, op, t, dest, offset, key, ctx});
+                            std::uint64_t offset, std::uint64_t key, void* ctx = nullptr,
+                            mr_desc desc = mr_desc::none) noexcept {
+    return do_atomic(atomic_desc{operand, nullptr, nullptr, count, op, t, dest, offset, key, ctx, desc});
   }
   // ... and result receives the values before the operation.
   [[nodiscard]] errc fetch_atomic(atomic_op op, atomic_type t, const void* operand, void* result, std::size_t count,
-                                  fi_addr_t dest, std::uint64_t offset, std::uint64_t key,
-                                  void* ctx = nullptr) noexcept {
-    return do_atomic(atomic_desc{operand, nullptr, result, count, op, t, dest, offset, key, ctx});
+                                  fi_addr_t dest, std::uint64_t offset, std::uint64_t key, void* ctx = nullptr,
+                                  mr_desc desc = mr_desc::none, mr_desc result_desc = mr_desc::none) noexcept {
+    return do_atomic(
+        atomic_desc{operand, nullptr, result, count, op, t, dest, offset, key, ctx, desc, mr_desc::none, result_desc});
   }
   // Compare-and-swap: where the target equals compare, store operand; result gets the old values.
   [[nodiscard]] errc compare_atomic(atomic_type t, const void* operand, const void* compare, void* result,
                                     std::size_t count, fi_addr_t dest, std::uint64_t offset, std::uint64_t key,
-                                    void* ctx = nullptr) noexcept {
-    return do_atomic(atomic_desc{operand, compare, result, count, atomic_op::cswap, t, dest, offset, key, ctx});
+                                    void* ctx = nullptr, mr_desc desc = mr_desc::none,
+                                    mr_desc compare_desc = mr_desc::none,
+                                    mr_desc result_desc = mr_desc::none) noexcept {
+    return do_atomic(atomic_desc{operand, compare, result, count, atomic_op::cswap, t, dest, offset, key, ctx, desc,
+                                 compare_desc, result_desc});
   }
+  // The general form: every field of d, its descriptors included.
+  [[nodiscard]] errc atomicmsg(const atomic_desc& d) noexcept { return do_atomic(d); }
   // Cancels a posted receive; it completes with errc::canceled.
   [[nodiscard]] errc cancel(void* ctx) noexcept {
     if (!ops_) [[unlikely]]

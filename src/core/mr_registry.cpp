@@ -276,25 +276,30 @@ errc mr_registry::find(std::uint64_t key, std::uint64_t offset, std::uint64_t le
 errc mr_registry::commit(commit_event::kind what, std::uint64_t key, std::uint64_t offset, std::uint64_t len,
                          std::uint64_t level) noexcept {
   std::shared_ptr<const commit_handler> h;
-  std::shared_ptr<entry> e;  // kept alive while flushing outside the lock
   commit_event ev;
   {
+    // The flush runs under the lock: a close of the region (release(), from
+    // any thread) waits for it, and its memory may be unmapped as soon as
+    // the close returns. Flushing after the lookup but outside the lock
+    // raced such a close: msync or a cache flush on memory that went away.
     std::lock_guard lk(mu_);
     auto it = by_key_.find(key);
     if (key == 0 || it == by_key_.end() || !it->second->valid) return errc::not_found;
-    e = it->second;
+    const entry& e = *it->second;
     if (what == commit_event::kind::save) {
-      if (!(e->access & access::remote_write)) return errc::permission_denied;  // only writers may force flushes
+      if (!(e.access & access::remote_write)) return errc::permission_denied;  // only writers may force flushes
       offset = 0;
-      len = e->len;
-    } else if (offset > e->len || len > e->len - offset) {
+      len = e.len;
+    } else if (offset > e.len || len > e.len - offset) {
       return errc::invalid_argument;
     }
-    ev = commit_event{what, key, e->addr + offset, offset, len, e->persist != flush_method::none, op_flags{level}};
+    ev = commit_event{what, key, e.addr + offset, offset, len, e.persist != flush_method::none, op_flags{level}};
+    if (e.persist != flush_method::none && level == flag::commit_complete && len > 0)
+      if (errc r = util::persist_range(ev.addr, len, e.persist); r != errc::ok) return r;
     h = handler_;
   }
-  if (e->persist != flush_method::none && level == flag::commit_complete && len > 0)
-    if (errc r = util::persist_range(ev.addr, len, e->persist); r != errc::ok) return r;
+  // The handler runs outside the lock (it may register or close regions);
+  // ev.addr is valid for it only while the application keeps the region open.
   return h ? (*h)(ev) : errc::ok;
 }
 

@@ -7,9 +7,14 @@
 #include <functional>
 
 #include "prov/tcp/endpoint.hpp"
+#include "prov/tcp/test_hooks.hpp"
 #include "util/clock.hpp"
 
 namespace weft::prov::tcp {
+
+namespace test_hooks {
+std::atomic<int> fail_connreq_events{0};
+}  // namespace test_hooks
 
 namespace {
 
@@ -20,6 +25,7 @@ struct pending final : handler {
   engine* eng = nullptr;
   bool registered = false;
   bool complete = false, bad = false;
+  bool unannounced = false;  // complete, but its connreq event could not be made yet (progress retries)
   std::uint8_t buf[sizeof(wire::frame_header) + sizeof(wire::hello_body) + wire::max_cm_data]{};
   std::size_t got = 0, need = sizeof(wire::frame_header);
   wire::hello_body hello{};
@@ -176,6 +182,7 @@ class passive_impl final : public spi::passive_endpoint, public spi::progressabl
       dom_->eng().mod(lfd_, this, EPOLLIN);
     }
     if (fd_report_) report();
+    if (unannounced_) announce_all();
     dom_->eng().poll();
     // hellos that never come are dropped after the timeout
     const std::uint64_t now = util::now_ns();
@@ -188,10 +195,39 @@ class passive_impl final : public spi::passive_endpoint, public spi::progressabl
   void completed(pending* x) noexcept {
     auto it = std::find_if(waiting_.begin(), waiting_.end(), [&](auto& p) { return p.get() == x; });
     if (it == waiting_.end()) return;
-    std::shared_ptr<pending> p = *it;
-    waiting_.erase(it);
-    if (p->bad || !eq_) return;  // garbage or nobody listening: dropped (closing the socket)
+    const std::shared_ptr<pending> keep = *it;  // we run inside its on_event: it lives until we return
+    if (x->bad || !eq_) {  // garbage or nobody listening: dropped (closing the socket)
+      waiting_.erase(it);
+      return;
+    }
+    // The request stays in waiting_ until its event is made: when the event
+    // queue cannot take it now (out of memory), progress tries again; the
+    // peer waits meanwhile (its connect timeout bounds that), never dropped.
+    x->unannounced = true;
+    unannounced_ = true;
+    announce_all();
+  }
+  void announce_all() noexcept {
+    unannounced_ = false;
+    for (std::size_t i = 0; i < waiting_.size();) {
+      pending* p = waiting_[i].get();
+      if (!p->unannounced) {
+        ++i;
+        continue;
+      }
+      if (!announce(waiting_[i])) {
+        unannounced_ = true;
+        ++i;
+        continue;
+      }
+      waiting_.erase(waiting_.begin() + static_cast<std::ptrdiff_t>(i));
+    }
+  }
+  // The connreq event of p; false if it could not be made (retried later).
+  bool announce(const std::shared_ptr<pending>& p) noexcept {
+    if (!eq_) return false;
     try {
+      if (test_hooks::take(test_hooks::fail_connreq_events)) throw std::bad_alloc();
       eq_event ev;
       ev.type = eq_event::kind::connreq;
       ev.context = context;
@@ -205,7 +241,10 @@ class passive_impl final : public spi::passive_endpoint, public spi::progressabl
       const std::uint8_t* cm = p->buf + sizeof(wire::frame_header) + sizeof(wire::hello_body);
       ev.data.assign(reinterpret_cast<const std::byte*>(cm), reinterpret_cast<const std::byte*>(cm) + p->hello.cm_len);
       eq_->push(std::move(ev));
+      p->unannounced = false;
+      return true;
     } catch (...) {
+      return false;
     }
   }
 
@@ -219,16 +258,6 @@ class passive_impl final : public spi::passive_endpoint, public spi::progressabl
       fd_report_ = true;
       report();
     }
-    const int fd = dom_->accept_with_spare(lfd_);
-    if (fd < 0) {
-      const int e = errno;
-      dom_->restore_spare();
-      if (e != EAGAIN && e != EWOULDBLOCK) {  // no spare: stop listening a while (no spinning)
-        dom_->eng().mod(lfd_, this, 0);
-        accept_paused_until_ = util::now_ns() + 100'000'000ull;
-      }
-      return false;
-    }
     char lim[96];
     describe_fd_shortage(err, lim, sizeof lim);
     const std::size_t n = std::strlen(lim);
@@ -237,10 +266,12 @@ class passive_impl final : public spi::passive_endpoint, public spi::progressabl
                                n, 0, static_cast<std::uint64_t>(wire::hello_status::no_resources)};
     std::memcpy(frame, &h, sizeof h);
     std::memcpy(frame + sizeof h, lim, n);
-    (void)::send(fd, frame, sizeof h + n, MSG_NOSIGNAL | MSG_DONTWAIT);
-    ::close(fd);
-    dom_->restore_spare();
-    return true;
+    const int r = dom_->refuse_with_spare(lfd_, frame, sizeof h + n);
+    if (r < 0) {  // no spare: stop listening a while (no spinning)
+      dom_->eng().mod(lfd_, this, 0);
+      accept_paused_until_ = util::now_ns() + 100'000'000ull;
+    }
+    return r > 0;
   }
   // The error event of a shortage (retried at the next progress when the
   // event queue cannot take it now).
@@ -267,6 +298,7 @@ class passive_impl final : public spi::passive_endpoint, public spi::progressabl
   std::shared_ptr<spi::eq> eq_;
   std::vector<std::shared_ptr<pending>> waiting_;
   bool fd_short_ = false, fd_report_ = false;
+  bool unannounced_ = false;  // a request in waiting_ waits for its connreq event
   int fd_errno_ = 0;
   std::uint64_t accept_paused_until_ = 0;
 };
@@ -320,7 +352,8 @@ result<void> endpoint_impl::connect(const address& peer, std::span<const std::by
   } catch (const std::bad_alloc&) {
     return make_error(errc::no_memory, "out of memory connecting to " + to_string(peer));
   }
-  if (!c) return make_error(errc::io_error, "cannot open a socket to " + to_string(peer) + ": " + std::strerror(errno));
+  if (!c)  // open_errno_: the failing call's errno, captured there (errno itself is stale by now)
+    return make_error(errc::io_error, "cannot connect to " + to_string(peer) + ": " + std::strerror(open_errno_));
   by_key_.erase(k);  // MSG connections are not shared
   single_ = c;
   was_connected_ = true;
@@ -355,8 +388,11 @@ result<void> endpoint_impl::accept(std::span<const std::byte> data) {
     name_ = from_sockaddr(reinterpret_cast<sockaddr*>(&me));
   queue_frame(raw, wire::op::hello_ack, static_cast<std::uint64_t>(wire::hello_status::ok), data.data(),
               data.size());
-  flush(raw);
+  // connected first: if sending the answer fails (the peer reset the
+  // connection meanwhile), the shutdown event with the reason follows it,
+  // never comes before it (fi_cm(3): shutdown ends a connection that was up).
   cm_event(eq_event::kind::connected, errc::ok, "", nullptr, 0);
+  flush(raw);
   return {};
 }
 

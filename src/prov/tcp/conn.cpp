@@ -77,6 +77,7 @@ conn* endpoint_impl::open_conn(const address& peer, const std::string& key, fi_a
                                 std::span<const std::byte> cm, std::uint8_t hello_flags) {
   sockaddr_storage ss;
   socklen_t len;
+  open_errno_ = EAFNOSUPPORT;
   if (!to_sockaddr(peer, ss, len)) return nullptr;
   sockaddr_storage me{};
   socklen_t ml = 0;
@@ -85,6 +86,7 @@ conn* endpoint_impl::open_conn(const address& peer, const std::string& key, fi_a
   } else if (!to_sockaddr(name_, me, ml)) {
     return nullptr;
   }
+  open_errno_ = 0;
   // Everything that allocates, before the socket exists.
   std::string k = key;
   auto [slot, fresh] = by_key_.try_emplace(key, nullptr);
@@ -94,6 +96,7 @@ conn* endpoint_impl::open_conn(const address& peer, const std::string& key, fi_a
     std::snprintf(path_why_, sizeof path_why_, "cannot open a socket to connect to %s: %s", text_of(peer).s,
                   std::strerror(serr));
     if (fresh) by_key_.erase(slot);
+    open_errno_ = serr;
     return nullptr;
   }
   conn* raw;
@@ -130,11 +133,13 @@ conn* endpoint_impl::open_conn(const address& peer, const std::string& key, fi_a
     }
   }
   int rc = ::connect(fd, reinterpret_cast<sockaddr*>(&ss), len);
-  if (rc != 0 && errno != EINPROGRESS) {
+  const int cerr = rc != 0 ? errno : 0;  // before anything else can change errno
+  if (rc != 0 && cerr != EINPROGRESS) {
     char why[200];
-    std::snprintf(why, sizeof why, "cannot connect to %s: %s", text_of(peer).s, std::strerror(errno));
+    std::snprintf(why, sizeof why, "cannot connect to %s: %s", text_of(peer).s, std::strerror(cerr));
     std::snprintf(path_why_, sizeof path_why_, "%s", why);
-    fail_conn(raw, errno_to_errc(errno), why);
+    fail_conn(raw, errno_to_errc(cerr), why);  // closing the socket changes errno: open_errno_ keeps it
+    open_errno_ = cerr;
     return nullptr;
   }
   dom_->eng().add(fd, raw, EPOLLIN | EPOLLOUT);
@@ -508,19 +513,20 @@ void endpoint_impl::close_conn(conn* c) noexcept {
   }
   if (auto it = by_key_.find(c->key); it != by_key_.end() && it->second == c) by_key_.erase(it);
   if (c->addr < by_addr_.size() && by_addr_[c->addr] == c) by_addr_[c->addr] = nullptr;
-  // a new connection from the same peer waited for this one: take it now
+  // New connections from the same peer waited for this one: take every one
+  // now, in the order they came (conns_ order). The first is adopted; the
+  // others find it established and are told to use it (duplicate). None is
+  // left held on a connection that no longer exists.
   for (std::size_t i = 0; i < conns_.size(); ++i) {
     conn* h = conns_[i].get();
-    if (h->held && !h->dead && h->held_on == c) {
-      h->held = false;
-      h->held_on = nullptr;
-      update_events(h);
-      handle_hello(h);
-      if (!h->dead && !paused(h)) {
-        consume(h);
-        if (!h->dead) read_conn(h);
-      }
-      break;
+    if (!h->held || h->dead || h->held_on != c) continue;
+    h->held = false;
+    h->held_on = nullptr;
+    update_events(h);
+    handle_hello(h);
+    if (!h->dead && !paused(h)) {
+      consume(h);
+      if (!h->dead) read_conn(h);
     }
   }
   if (!keep.empty() && msg_mode_) {  // a MSG connection is never reopened behind the user's back

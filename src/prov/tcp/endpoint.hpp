@@ -312,6 +312,7 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable, publ
   // with a clear error at the next progress: conn::doom).
   conn* open_conn(const address& peer, const std::string& key, fi_addr_t a, std::span<const std::byte> cm = {},
                   std::uint8_t hello_flags = 0);
+  int open_errno_ = 0;  // why open_conn last returned null (the failing call's errno)
   void index_peer(fi_addr_t a);  // by_addr_ and peer_state_ cover a
   void cm_event(eq_event::kind k, errc e, const char* msg, const std::uint8_t* data, std::size_t len) noexcept;
   void cancel_posted() noexcept;

@@ -200,18 +200,6 @@ void endpoint_impl::report_descriptors(int err) noexcept {
 
 bool endpoint_impl::refuse_for_descriptors(int err) noexcept {
   report_descriptors(err);
-  const int fd = dom_->accept_with_spare(lfd_);
-  if (fd < 0) {
-    const int e = errno;
-    dom_->restore_spare();
-    if (e == EAGAIN || e == EWOULDBLOCK) return false;  // nobody waits
-    // No spare descriptor: the listener would stay readable and spin the
-    // engine. Stop listening for a while; tick() resumes it.
-    dom_->eng().mod(lfd_, &lst_, 0);
-    accept_paused_until_ = util::now_ns() + 100'000'000ull;
-    return false;
-  }
-  accept_paused_until_ = 0;
   // Say why, then close: the peer's connect fails at once with the reason.
   char lim[96];
   describe_fd_shortage(err, lim, sizeof lim);
@@ -221,9 +209,16 @@ bool endpoint_impl::refuse_for_descriptors(int err) noexcept {
                              static_cast<std::uint64_t>(wire::hello_status::no_resources)};
   std::memcpy(frame, &h, sizeof h);
   std::memcpy(frame + sizeof h, lim, n);
-  (void)::send(fd, frame, sizeof h + n, MSG_NOSIGNAL | MSG_DONTWAIT);  // a new socket's buffer takes it
-  ::close(fd);
-  dom_->restore_spare();
+  const int r = dom_->refuse_with_spare(lfd_, frame, sizeof h + n);
+  if (r == 0) return false;  // nobody waits
+  if (r < 0) {
+    // No spare descriptor: the listener would stay readable and spin the
+    // engine. Stop listening for a while; tick() resumes it.
+    dom_->eng().mod(lfd_, &lst_, 0);
+    accept_paused_until_ = util::now_ns() + 100'000'000ull;
+    return false;
+  }
+  accept_paused_until_ = 0;
   return true;
 }
 

@@ -127,12 +127,15 @@ class domain_impl final : public spi::domain, public std::enable_shared_from_thi
   [[nodiscard]] const config& cfg() const noexcept { return cfg_; }
   [[nodiscard]] engine& eng() noexcept { return eng_; }
   // A listener whose accept fails for want of descriptors takes the waiting
-  // connection with the domain's spare descriptor, so that it can refuse it
-  // with a reason and close it (not leave the peer hanging, nor spin on a
-  // listener that stays readable). Returns the accepted socket (the caller
-  // closes it, then calls restore_spare()) or -1.
-  int accept_with_spare(int lfd) noexcept;
-  void restore_spare() noexcept;
+  // connection with the domain's spare descriptor, sends it frame (the
+  // reason), closes it and takes the spare back, so that the peer is not
+  // left hanging and the listener does not spin while it stays readable.
+  // All of it under spare_mu_: endpoints open (open_spare) and refuse from
+  // any thread, the progress thread's included, and the spare must never
+  // be closed twice, leaked, or taken by two refusals at once.
+  // Returns 1 (refused), 0 (nobody was waiting: EAGAIN), -1 (no spare
+  // descriptor: the listener should pause).
+  int refuse_with_spare(int lfd, const void* frame, std::size_t len) noexcept;
   result<void> open_spare();  // at the first endpoint or passive endpoint
 
  private:
@@ -143,7 +146,8 @@ class domain_impl final : public spi::domain, public std::enable_shared_from_thi
   std::thread thr_;
   std::atomic<bool> stop_{false};
   std::vector<spi::progressable*> targets_;
-  int spare_ = -1;  // a descriptor on /dev/null kept for accept_with_spare
+  std::mutex spare_mu_;  // guards spare_ (not lock(): that one is a no-op in manual mode)
+  int spare_ = -1;       // a descriptor on /dev/null kept for refuse_with_spare
 };
 
 }  // namespace weft::prov::tcp

@@ -1,0 +1,20 @@
+#pragma once
+// Test hooks of the tcp provider: fault injection for tests (exported from
+// libweft; never set in production, where each is a relaxed load of zero).
+#include <atomic>
+
+namespace weft::prov::tcp::test_hooks {
+
+// The next n connreq events of passive endpoints fail to allocate (as if
+// the event queue were out of memory).
+extern std::atomic<int> fail_connreq_events;
+
+// Take one failure from a hook's count: true if the caller should fail.
+inline bool take(std::atomic<int>& n) noexcept {
+  int v = n.load(std::memory_order_relaxed);
+  while (v > 0)
+    if (n.compare_exchange_weak(v, v - 1, std::memory_order_relaxed)) return true;
+  return false;
+}
+
+}  // namespace weft::prov::tcp::test_hooks

@@ -1,0 +1,146 @@
+// tcp: new connections from a peer whose old connection is still closing
+// wait ("held") until it is gone, so that no message overtakes an older one.
+// When it goes, every one of them is answered: the first is taken, the
+// others are told to use it (duplicate). None stays held on a connection
+// that no longer exists (each would hang its peer until the timeout).
+//
+// The peer is played with raw sockets speaking the wire protocol
+// (docs/wire/tcp.md), so that its connections can be held on purpose.
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <optional>
+
+#include "../common/harness.hpp"
+#include "prov/tcp/wire.hpp"
+
+using namespace weft;
+using namespace weft::test;
+namespace wire = weft::prov::tcp::wire;
+
+namespace {
+
+int count_fds() {
+  int n = 0;
+  DIR* d = ::opendir("/proc/self/fd");
+  if (!d) return -1;
+  while (dirent* e = ::readdir(d))
+    if (e->d_name[0] != '.') ++n;
+  ::closedir(d);
+  return n - 1;
+}
+
+// A raw peer connection claiming the listening address 127.0.0.1:claimed.
+int raw_hello(const address& to, std::uint16_t claimed) {
+  sockaddr_in sa{};
+  std::memcpy(&sa, to.bytes.data(), sizeof sa);
+  const int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (s < 0) return -1;
+  if (::connect(s, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
+    ::close(s);
+    return -1;
+  }
+  std::uint8_t frame[sizeof(wire::frame_header) + sizeof(wire::hello_body)]{};
+  const wire::frame_header h{wire::magic, wire::version, static_cast<std::uint8_t>(wire::op::hello), 0, 0,
+                             sizeof(wire::hello_body), 0, 0};
+  wire::hello_body hb{};
+  hb.magic = wire::hello_magic;
+  hb.ep_type = 2;  // rdm
+  hb.family = AF_INET;
+  hb.port = htons(claimed);
+  const in_addr lo{htonl(INADDR_LOOPBACK)};
+  std::memcpy(hb.addr, &lo, 4);
+  std::memcpy(frame, &h, sizeof h);
+  std::memcpy(frame + sizeof h, &hb, sizeof hb);
+  if (::send(s, frame, sizeof frame, MSG_NOSIGNAL) != static_cast<ssize_t>(sizeof frame)) {
+    ::close(s);
+    return -1;
+  }
+  return s;
+}
+
+// The next frame header on s, driving n meanwhile; nullopt at EOF, on an
+// error, or after timeout_ms.
+std::optional<wire::frame_header> next_frame(int s, node& n, int timeout_ms = 5000) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  std::uint8_t buf[sizeof(wire::frame_header)];
+  std::size_t got = 0;
+  while (std::chrono::steady_clock::now() < deadline) {
+    (void)n.cq.progress();
+    pollfd p{s, POLLIN, 0};
+    if (::poll(&p, 1, 1) != 1) continue;
+    const ssize_t r = ::recv(s, buf + got, sizeof buf - got, MSG_DONTWAIT);
+    if (r <= 0) return std::nullopt;
+    got += static_cast<std::size_t>(r);
+    if (got == sizeof buf) {
+      wire::frame_header h;
+      std::memcpy(&h, buf, sizeof h);
+      return h;
+    }
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+TEST(tcp_held_conns, every_connection_held_on_a_closing_one_is_answered_when_it_goes) {
+  // Idle connections close after 100 ms: the first connection starts its
+  // close handshake (close_req) and the peer never finishes it.
+  ::setenv("WEFT_TCP_IDLE_MS", "100", 1);
+  node a = open_node("tcp");
+  ::unsetenv("WEFT_TCP_IDLE_MS");
+  const address me = *a.ep.name();
+  constexpr std::uint16_t claimed = 9;  // the peer's "listening port": never connected to
+
+  const int first = raw_hello(me, claimed);
+  ASSERT_GE(first, 0);
+  auto ack = next_frame(first, a);
+  ASSERT_TRUE(ack) << "no hello_ack";
+  ASSERT_EQ(ack->op, static_cast<std::uint8_t>(wire::op::hello_ack));
+  ASSERT_EQ(ack->data, static_cast<std::uint64_t>(wire::hello_status::ok));
+  auto creq = next_frame(first, a);  // the idle close begins
+  ASSERT_TRUE(creq) << "no close_req";
+  ASSERT_EQ(creq->op, static_cast<std::uint8_t>(wire::op::close_req));
+
+  // Three new connections from the same peer while the first is closing.
+  const int fds_before = count_fds();
+  constexpr int n_new = 3;
+  int s[n_new];
+  for (int& x : s) {
+    x = raw_hello(me, claimed);
+    ASSERT_GE(x, 0);
+  }
+  // They are accepted (one descriptor each) and their hellos read (held:
+  // no answer while the first connection is there). Drive the endpoint
+  // until all are accepted, then a while longer so that their hellos are
+  // read: this only makes the scenario happen; it decides nothing.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (count_fds() < fds_before + 2 * n_new && std::chrono::steady_clock::now() < deadline) (void)a.cq.progress();
+  ASSERT_EQ(count_fds(), fds_before + 2 * n_new) << "the endpoint did not accept the new connections";
+  const auto settle = std::chrono::steady_clock::now() + std::chrono::milliseconds(200);
+  while (std::chrono::steady_clock::now() < settle) (void)a.cq.progress();
+  for (int x : s) {
+    pollfd p{x, POLLIN, 0};
+    ASSERT_EQ(::poll(&p, 1, 0), 0) << "a connection was answered while the old one is still closing";
+  }
+
+  // The first connection goes: every held one is answered, exactly once.
+  ::close(first);
+  int ok = 0, dup = 0;
+  for (int i = 0; i < n_new; ++i) {
+    auto h = next_frame(s[i], a);
+    ASSERT_TRUE(h) << "connection " << i << " was never answered (left held)";
+    ASSERT_EQ(h->op, static_cast<std::uint8_t>(wire::op::hello_ack));
+    ok += h->data == static_cast<std::uint64_t>(wire::hello_status::ok);
+    dup += h->data == static_cast<std::uint64_t>(wire::hello_status::duplicate);
+  }
+  EXPECT_EQ(ok, 1) << "one of them is the new path";
+  EXPECT_EQ(dup, n_new - 1) << "the others are told to use it";
+  for (int x : s) ::close(x);
+}
