@@ -62,6 +62,16 @@ inline constexpr op_flags save{1ull << 21};               // completion of a SAV
 inline constexpr op_flags completion_levels = transmit_complete | delivery_complete | commit_complete;
 }  // namespace flag
 
+// How blocking waits on a completion queue or counter slept (wait_stats()):
+// each sleep ends by a word (a doorbell rung by a peer, room announced by a
+// busy peer, a descriptor), by the liveness pulse (or a fallback slice), or
+// at the wait's deadline. A lost wake-up shows as a timer wake, never hides.
+struct sleep_stats {
+  std::uint64_t word_wakes = 0;    // woken by a doorbell, a room word or a descriptor
+  std::uint64_t timer_wakes = 0;   // woken by the pulse or a slice (no word changed)
+  std::uint64_t room_returns = 0;  // waits that returned again: room appeared at a busy peer
+};
+
 struct cq_entry {
   void* context = nullptr;
   std::uint64_t flags = 0;

@@ -119,8 +119,13 @@ class completion_queue : public detail::handle<spi::cq, detail::cq_ops> {
     ops_->progress();
     return errc::ok;
   }
-  // Spins briefly, then sleeps; timeout_ms < 0 waits forever. timed_out when
-  // nothing arrived in time.
+  // Spins briefly, then sleeps; timeout_ms < 0 waits forever. Returns ok
+  // (n > 0) or error_available as read() does; timed_out when nothing
+  // arrived in time; again (n == 0) when room appeared at a peer that
+  // refused a post for a full ring (again_reason::peer_busy) since then:
+  // retry the post. The sleep ends only on a doorbell, room, the deadline,
+  // or a liveness pulse while operations to a peer are outstanding
+  // (wait_stats() tells them apart). A counter's wait sleeps the same way.
   [[nodiscard]] errc wait(std::span<cq_entry> out, std::size_t& n, int timeout_ms) noexcept {
     if (!ops_) [[unlikely]]
       return detail::closed("the completion queue");
@@ -130,6 +135,8 @@ class completion_queue : public detail::handle<spi::cq, detail::cq_ops> {
     std::size_t n = 0;
     return wait({&e, 1}, n, timeout_ms);
   }
+  // How this queue's blocking waits slept so far (sleep_stats).
+  [[nodiscard]] sleep_stats wait_stats() const noexcept { return ops_ ? ops_->wait_stats() : sleep_stats{}; }
 };
 
 class address_vector : public detail::handle<spi::av> {
@@ -208,6 +215,8 @@ class counter : public detail::handle<spi::cntr, detail::cntr_ops> {
       return detail::closed("the counter");
     return ops_->wait(threshold, timeout_ms);
   }
+  // How this counter's blocking waits slept so far (sleep_stats; room_returns is 0).
+  [[nodiscard]] sleep_stats wait_stats() const noexcept { return ops_ ? ops_->wait_stats() : sleep_stats{}; }
 };
 
 class endpoint : public detail::handle<spi::endpoint, detail::endpoint_ops> {

@@ -1,9 +1,6 @@
 #include "weft/spi/cntr.hpp"
 
-#include <poll.h>
-
 #include <algorithm>
-#include <ctime>
 
 #include "util/clock.hpp"
 
@@ -25,14 +22,39 @@ errc cntr::wait(std::uint64_t threshold, int timeout_ms) noexcept {
   const std::uint64_t start = util::now_ns();
   const std::uint64_t deadline =
       timeout_ms < 0 ? ~0ull : start + static_cast<std::uint64_t>(timeout_ms) * 1000000ull;
-  for (std::uint64_t spins = 0;; ++spins) {
+  auto check = [&]() noexcept {
     progress();
     if (value_.load(std::memory_order_acquire) >= threshold) return errc::ok;
     if (errors_.load(std::memory_order_acquire) != seen_err_.load(std::memory_order_acquire))
       return errc::error_available;
+    return errc::again;
+  };
+  for (;;) {  // spin briefly
+    const errc e = check();
+    if (e != errc::again) return e;
     const std::uint64_t now = util::now_ns();
     if (now >= deadline) return errc::timed_out;
-    if (now - start > 50'000) sleep_slice(1);  // spin briefly, then sleep in short slices
+    if (now - start > 50'000) break;
+  }
+  // Then sleep on the sources' doorbells (or descriptor), as a CQ wait does:
+  // the words' values are taken before the check, so no wake-up is lost.
+  armed a;
+  for (;;) {
+    arm_all(a, false);
+    const errc e = check();
+    if (e == errc::again) {
+      switch (sleep_armed(a, deadline)) {
+        case woke::word: word_wakes_.fetch_add(1, std::memory_order_relaxed); break;
+        case woke::timer: timer_wakes_.fetch_add(1, std::memory_order_relaxed); break;
+        case woke::deadline: break;
+      }
+    }
+    disarm_all();
+    if (e != errc::again) return e;
+    if (util::now_ns() >= deadline) {
+      const errc last = check();
+      return last == errc::again ? errc::timed_out : last;
+    }
   }
 }
 

@@ -1,12 +1,9 @@
 #include "weft/spi/cq.hpp"
 
-#include <poll.h>
-
 #include <algorithm>
 #include <cstdlib>
 
 #include "util/clock.hpp"
-#include "util/futex.hpp"
 
 namespace weft::spi {
 
@@ -73,23 +70,27 @@ errc cq::wait(std::span<cq_entry> out, std::size_t& n, int timeout_ms) noexcept 
     if (e != errc::again) return e;
     if (util::now_ns() >= spin_until) break;
   }
+  // Then sleeps on every source's word at once (doorbells, and the room
+  // words of peers that refused a post), until one changes, the deadline,
+  // or the pulse that dead-peer checks need while operations are outstanding.
+  armed a;
   for (;;) {
-    std::atomic<std::uint32_t>* word = nullptr;
-    for (auto* s : sources_) {
-      auto* w = s->arm();
-      if (!word) word = w;
-    }
-    const std::uint32_t seen = word ? word->load(std::memory_order_seq_cst) : 0;
+    arm_all(a, true);  // the words' values first, then the checks below: no wake-up is lost
     errc e = read(out, n);
     const std::uint64_t now = util::now_ns();
-    if (e == errc::again && now < deadline) {
-      // Sleep in slices: one doorbell per CQ, and dead-peer checks need a pulse.
-      std::uint64_t left_ms = (deadline - now) / 1000000ull;
-      int slice = static_cast<int>(std::clamp<std::uint64_t>(left_ms, 1, 10));
-      if (word) util::futex_wait(word, seen, sources_.size() > 1 ? 1 : slice);
-      else sleep_slice(sources_.size() > 1 ? 1 : slice);
+    if (e == errc::again && a.room) {
+      disarm_all();
+      room_returns_.fetch_add(1, std::memory_order_relaxed);
+      return errc::again;  // room appeared at a busy peer: retry the post
     }
-    for (auto* s : sources_) s->disarm();
+    if (e == errc::again && now < deadline) {
+      switch (sleep_armed(a, deadline)) {
+        case woke::word: word_wakes_.fetch_add(1, std::memory_order_relaxed); break;
+        case woke::timer: timer_wakes_.fetch_add(1, std::memory_order_relaxed); break;
+        case woke::deadline: break;
+      }
+    }
+    disarm_all();
     if (e != errc::again) return e;
     if (now >= deadline) {
       e = read(out, n);

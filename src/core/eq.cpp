@@ -1,7 +1,5 @@
 #include "weft/spi/eq.hpp"
 
-#include <poll.h>
-
 #include <algorithm>
 
 #include "util/clock.hpp"
@@ -20,12 +18,21 @@ errc eq::read(eq_event& out) {
 errc eq::wait(eq_event& out, int timeout_ms) {
   const std::uint64_t deadline =
       timeout_ms < 0 ? ~0ull : util::now_ns() + static_cast<std::uint64_t>(timeout_ms) * 1000000ull;
+  // Sleeps on the sources' doorbells (or descriptor), their values taken
+  // before the check. Events such as peer_dead come from liveness checks,
+  // which need the pulse: it stays on.
+  armed a;
   for (;;) {
+    arm_all(a, false);
+    a.pulse = true;
     errc e = read(out);
+    if (e == errc::again && util::now_ns() < deadline) (void)sleep_armed(a, deadline);
+    disarm_all();
     if (e != errc::again) return e;
-    const std::uint64_t now = util::now_ns();
-    if (now >= deadline) return errc::timed_out;
-    sleep_slice(static_cast<int>(std::min<std::uint64_t>((deadline - now) / 1000000ull + 1, 10)));
+    if (util::now_ns() >= deadline) {
+      e = read(out);
+      return e == errc::again ? errc::timed_out : e;
+    }
   }
 }
 

@@ -4,6 +4,11 @@
 #include <time.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <climits>
+
+#include "util/clock.hpp"
+#include "util/futex.hpp"
 
 namespace weft::spi {
 
@@ -44,16 +49,82 @@ void progress_group::release_lock(std::recursive_mutex* m) noexcept {
   if (m && lock_ == m && --lock_users_ == 0) lock_ = nullptr;
 }
 
-void progress_group::sleep_slice(int ms) const noexcept {
-  for (auto* s : sources_) s->prepare_sleep();
-  const int fd = sources_.empty() ? -1 : sources_.front()->wait_fd();
-  if (fd >= 0) {
-    pollfd p{fd, POLLIN, 0};
-    (void)::poll(&p, 1, ms);
-  } else {
-    timespec ts{0, 200000};
-    nanosleep(&ts, nullptr);
+}  // namespace weft::spi
+
+namespace weft::spi {
+
+namespace {
+std::atomic<bool> pulse_on{true};
+}  // namespace
+
+void set_wait_pulse(bool on) noexcept { pulse_on.store(on, std::memory_order_relaxed); }
+
+void progress_group::arm_all(armed& a, bool room) noexcept {
+  auto g = guard();
+  a.n = 0;
+  a.room = a.pulse = a.wordless = false;
+  a.fd = -1;
+  for (auto* s : sources_) {
+    if (auto* w = s->arm()) {
+      if (a.n < max_wait_words) a.words[a.n++] = wait_word{w, w->load(std::memory_order_seq_cst)};
+    } else if (const int fd = s->wait_fd(); fd >= 0) {
+      if (a.fd >= 0 && a.fd != fd) a.wordless = true;  // two descriptors: slices
+      a.fd = fd;
+    } else {
+      a.wordless = true;
+    }
+    if (s->needs_pulse()) a.pulse = true;
   }
+  a.doorbells = a.n;
+  if (room)
+    for (auto* s : sources_)
+      if (s->arm_room(this, std::span<wait_word>(a.words, max_wait_words), a.n)) a.room = true;
+}
+
+void progress_group::disarm_all() noexcept {
+  auto g = guard();
+  for (auto* s : sources_) s->disarm();
+}
+
+progress_group::woke progress_group::sleep_armed(const armed& a, std::uint64_t deadline) const noexcept {
+  static std::atomic<bool> no_waitv{false};  // the kernel answered ENOSYS (Linux < 5.16)
+  const std::uint64_t now = util::now_ns();
+  if (now >= deadline) return woke::deadline;
+  // Words and a descriptor cannot be slept on at once, nor sources with
+  // neither: short slices, as every source is driven at each.
+  // A descriptor (tcp) is polled as before: with the pulse, in 1 ms slices
+  // when it serves several sources (a progress thread may take its events).
+  const bool slices = a.wordless || (a.fd >= 0 && (a.n > 0 || sources_.size() > 1));
+  std::uint64_t until = deadline;
+  if (slices) until = std::min(until, now + 1'000'000);
+  else if (a.pulse && pulse_on.load(std::memory_order_relaxed)) until = std::min(until, now + pulse_ns);
+  const woke late = until == deadline ? woke::deadline : woke::timer;
+  auto ms_left = [&](int cap) {
+    const std::uint64_t left = (until - now + 999'999) / 1'000'000;
+    return static_cast<int>(std::clamp<std::uint64_t>(left, 1, static_cast<std::uint64_t>(cap)));
+  };
+  if (a.n > 0 && !slices) {
+    if (!no_waitv.load(std::memory_order_relaxed)) {
+      const int r = util::futex_waitv(a.words, static_cast<unsigned>(a.n), until);
+      if (r >= 0 || r == -EINTR) return woke::word;
+      if (r == -ETIMEDOUT) return late;
+      if (r == -ENOSYS) no_waitv.store(true, std::memory_order_relaxed);
+    }
+    // No futex_waitv: the first doorbell, in bounded slices (room words are
+    // checked again at each slice).
+    const int ms = ms_left(a.n > 1 ? 1 : 10);
+    util::futex_wait(a.words[0].word, a.words[0].seen, ms);
+    return a.words[0].word->load(std::memory_order_acquire) != a.words[0].seen ? woke::word : woke::timer;
+  }
+  for (auto* s : sources_) s->prepare_sleep();
+  if (a.fd >= 0) {
+    pollfd p{a.fd, POLLIN, 0};
+    const int r = ::poll(&p, 1, until == ~0ull ? -1 : ms_left(slices ? 1 : INT32_MAX));
+    return r > 0 ? woke::word : (slices ? woke::timer : late);
+  }
+  timespec ts{0, 200000};
+  nanosleep(&ts, nullptr);
+  return woke::timer;
 }
 
 }  // namespace weft::spi

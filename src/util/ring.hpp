@@ -50,6 +50,11 @@ class mpsc_ring {
       }
     }
   }
+  // Producer: whether a claim would find a free slot now (claims nothing).
+  [[nodiscard]] bool room() const noexcept {
+    const std::uint64_t p = tail_->tail.load(std::memory_order_relaxed);
+    return static_cast<std::int64_t>(seq(p).load(std::memory_order_acquire) - p) >= 0;
+  }
   // Producer: make a claimed slot visible to the consumer. Sequentially
   // consistent so that a following check of the consumer's "waiting" flag
   // cannot be reordered before it (no lost wake-up). False if the consumer

@@ -64,6 +64,7 @@ class cq_ops {
   [[nodiscard]] virtual errc read_error(cq_err_entry& out) noexcept = 0;
   [[nodiscard]] virtual errc wait(std::span<cq_entry> out, std::size_t& n, int timeout_ms) noexcept = 0;
   virtual void progress() noexcept = 0;
+  [[nodiscard]] virtual sleep_stats wait_stats() const noexcept { return {}; }
 };
 
 class cntr_ops {
@@ -79,6 +80,7 @@ class cntr_ops {
   virtual void set(std::uint64_t n) noexcept = 0;
   virtual void set_error(std::uint64_t n) noexcept = 0;
   [[nodiscard]] virtual errc wait(std::uint64_t threshold, int timeout_ms) noexcept = 0;
+  [[nodiscard]] virtual sleep_stats wait_stats() const noexcept { return {}; }
 };
 
 }  // namespace weft::detail

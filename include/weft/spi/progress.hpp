@@ -5,9 +5,26 @@
 #include <atomic>
 #include <cstdint>
 #include <mutex>
+#include <span>
 #include <vector>
 
 namespace weft::spi {
+
+// A futex word a blocking wait sleeps on, and its value when the waiter last
+// checked for what it waits for (the sleep ends as soon as it differs).
+struct wait_word {
+  std::atomic<std::uint32_t>* word = nullptr;
+  std::uint32_t seen = 0;
+};
+// The most words one wait sleeps on (futex_waitv takes up to 128).
+inline constexpr std::size_t max_wait_words = 64;
+// The pulse of a wait whose sources need one (dead-peer checks).
+inline constexpr std::uint64_t pulse_ns = 10'000'000;
+
+// Test hook: false turns the pulse off (waits then wake only by a word, a
+// descriptor or their deadline), so that a test can tell a wake-up from a
+// pulse. Process-wide; true by default.
+void set_wait_pulse(bool on) noexcept;
 
 // Something a queue drives when it is read (an endpoint's progress engine).
 class progressable {
@@ -22,6 +39,22 @@ class progressable {
   [[nodiscard]] virtual int wait_fd() const noexcept { return -1; }
   // Called before a queue sleeps on wait_fd(): every event must reach it.
   virtual void prepare_sleep() noexcept {}
+  // Blocking waits on queue, a CQ (after arm()); where it is the CQ of this
+  // source's sends,
+  // peers that refused a post for a full ring (again_reason::peer_busy) are
+  // told that a sender wants room, and their room words are appended to
+  // words[n..] (up to words.size()). True when room is already there (the
+  // wait returns again: retry the post); the source then forgets those peers.
+  [[nodiscard]] virtual bool arm_room(const void* queue, std::span<wait_word> words, std::size_t& n) noexcept {
+    (void)queue;
+    (void)words;
+    (void)n;
+    return false;
+  }
+  // Whether a sleeping wait must wake every pulse_ns to drive this source
+  // (dead-peer checks while operations are outstanding). A source without
+  // a word or a descriptor always needs it.
+  [[nodiscard]] virtual bool needs_pulse() const noexcept { return true; }
 };
 
 // How many sources this thread has driven so far, through any queue of any
@@ -47,8 +80,25 @@ class progress_group {
   [[nodiscard]] std::unique_lock<std::recursive_mutex> guard() const noexcept {
     return lock_ ? std::unique_lock<std::recursive_mutex>(*lock_) : std::unique_lock<std::recursive_mutex>();
   }
-  // Sleeps at most ms on the first source's descriptor (or briefly).
-  void sleep_slice(int ms) const noexcept;
+  // How a blocking wait slept (wait.cpp): what it armed, and why it woke.
+  struct armed {
+    wait_word words[max_wait_words];
+    std::size_t n = 0;       // words to sleep on (doorbells, then room words)
+    std::size_t doorbells = 0;  // words[0, doorbells) are the sources' own doorbells
+    bool room = false;       // room appeared at a busy peer: return again
+    bool pulse = false;      // a source needs the pulse
+    bool wordless = false;   // a source has neither a word nor a descriptor
+    int fd = -1;             // a source's descriptor (tcp)
+    bool fd_too = false;     // sources with words and one with a descriptor: slices
+  };
+  enum class woke : std::uint8_t { word, timer, deadline };
+  // Arms every source (arm(), then arm_room() when room counts), as one wait does.
+  void arm_all(armed& a, bool room) noexcept;
+  void disarm_all() noexcept;
+  // Sleeps until deadline (absolute, now_ns() clock; ~0 none), a word of a
+  // changes, or the pulse is due. Falls back to slices where futex_waitv is
+  // missing (ENOSYS) or words and a descriptor must be watched together.
+  woke sleep_armed(const armed& a, std::uint64_t deadline) const noexcept;
   std::vector<progressable*> sources_;
 
  private:

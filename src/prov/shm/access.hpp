@@ -63,6 +63,13 @@ void wait_unaccessed(const mapping& self, std::uint64_t key) noexcept;
 
 // Owner, once: says in the region whether it will fence with membarrier.
 void advertise_fences(mapping& self) noexcept;
+// Registers this process for membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED) and,
+// if that works, sets region_flag::fenced_room in self: senders then fence
+// for us (room.cpp). False: we fence ourselves after freeing ring slots.
+[[nodiscard]] bool advertise_room_fences(mapping& self) noexcept;
+// The barrier a sender runs after announcing room_wanted at an owner whose
+// region says fenced_room (falls back to the slower MEMBARRIER_CMD_GLOBAL).
+void room_barrier() noexcept;
 
 // One-sided copies move at most this much between two checks of the entry,
 // which bounds how long a revoking owner waits for a running peer.

@@ -42,6 +42,8 @@ result<void> endpoint_impl::init() {
   ctl_ = self_->ctl_ring();
   req_ = self_->req_ring();
   advertise_fences(*self_);
+  self_hdr_ = self_->hdr();
+  room_fenced_ = advertise_room_fences(*self_);
   inline_max_ = cfg_.inline_max();
   source_cap_ = (info_.caps & cap::source) != 0;
   if (std::uint64_t l = info_.tx.op_flags & flag::completion_levels) level_ = l;
@@ -166,8 +168,9 @@ errc endpoint_impl::send(const msg_desc& m, std::uint64_t flags) noexcept {
     auto* s = p.ring.claim(pos);
     if (!s) [[unlikely]] {
       if (!inject) txcq_->unreserve();
-      return p.map->owner_alive() ? again(again_reason::peer_busy) : errc::peer_dead;
+      return refused_busy(*pp, &peer::ring);
     }
+    room_found(p);
     auto* h = reinterpret_cast<slot_header*>(s);
     h->src_pid = pid_;  // first: names the writer if it dies before publishing
     h->code = op::inline_msg;
@@ -199,8 +202,9 @@ errc endpoint_impl::send(const msg_desc& m, std::uint64_t flags) noexcept {
   if (!s) {
     txcq_->unreserve();
     txp_.put(op);
-    return p.map->owner_alive() ? again(again_reason::peer_busy) : errc::peer_dead;
+    return refused_busy(*pp, &peer::ring);
   }
+  room_found(p);
   op->state = tx_op::st::wait_reply;
   op->ctx = m.context;
   op->flags = cflags;
@@ -606,6 +610,7 @@ void endpoint_impl::progress() noexcept {
     h->src_pid = 0;
     ring_.pop();
   }
+  if (work) room_freed();  // a sender refused for a full ring may sleep: tell it
   if (work == 0) {
     if (++idle_polls_ >= stuck_check_polls) {
       idle_polls_ = 0;
@@ -743,6 +748,7 @@ void endpoint_impl::drain_control() noexcept {
     h->src_pid = 0;
     ctl_.pop();
   }
+  room_freed();
   for (tx_op* op = tx_active_.front(); op;) {
     tx_op* next = tx_active_.next(op);
     if (op->state == tx_op::st::streaming && op->sent == op->accepted) stream(op);

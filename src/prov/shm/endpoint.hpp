@@ -183,7 +183,7 @@ class [[gnu::visibility("hidden")]] endpoint_impl final : public spi::endpoint,
                               std::size_t off, std::size_t run, bool write) noexcept;
   [[nodiscard]] errc one_sided_list(peer& p, access_claim& slot, const rma_desc& d, const rma_iov* rr,
                                     std::size_t nr, bool write) noexcept;
-  [[nodiscard]] errc begin_request(peer& p, void* ctx, tx_op*& op, std::byte*& slot, std::uint64_t& pos) noexcept;
+  [[nodiscard]] errc begin_request(const std::shared_ptr<peer>& sp, void* ctx, tx_op*& op, std::byte*& slot, std::uint64_t& pos) noexcept;
   // Publishes a claimed slot of ring (the peer's message or control ring) for op.
   [[nodiscard]] errc finish_request(peer& p, util::mpsc_ring& ring, tx_op* op, std::uint64_t pos) noexcept;
   void progress() noexcept override;
@@ -195,6 +195,9 @@ class [[gnu::visibility("hidden")]] endpoint_impl final : public spi::endpoint,
     return &self_->hdr()->doorbell;
   }
   void disarm() noexcept override { self_->hdr()->waiting.store(0, std::memory_order_relaxed); }
+  // room.cpp: peers that refused a post for a full ring, and their room words.
+  [[nodiscard]] bool arm_room(const void* queue, std::span<spi::wait_word> words, std::size_t& n) noexcept override;
+  [[nodiscard]] bool needs_pulse() const noexcept override;
 
  private:
   static std::uint64_t cookie(std::uint32_t idx, std::uint32_t gen) noexcept {
@@ -298,6 +301,34 @@ class [[gnu::visibility("hidden")]] endpoint_impl final : public spi::endpoint,
   [[nodiscard]] bool probe_op_peers() noexcept;
   void drain_control() noexcept;
   void check_stuck_head(util::mpsc_ring& ring, stuck_state& st) noexcept;
+  // A post refused for a full ring of peer sp (ring: which): again
+  // (peer_busy), and sp is remembered so that a CQ wait sleeps on its room
+  // word (room.cpp); peer_dead when its owner is gone.
+  [[nodiscard]] errc refused_busy(const std::shared_ptr<peer>& sp, util::mpsc_ring peer::*ring) noexcept {
+    if (!sp->map->owner_alive()) return errc::peer_dead;
+    std::size_t i = 0;
+    while (i < nbusy_ && !(busy_[i].p == sp && busy_[i].ring == ring)) ++i;
+    if (i == nbusy_) {
+      if (nbusy_ < max_busy) busy_[nbusy_++] = busy_peer{sp, ring};
+      else busy_lost_ = true;  // waits keep the pulse instead
+    }
+    return again(again_reason::peer_busy);
+  }
+  // A post to p found room: its refusals are answered (a later wait does
+  // not return again for them). One load and branch while none is kept.
+  void room_found(const peer& p) noexcept {
+    if (nbusy_) [[unlikely]]
+      forget_busy(p);
+  }
+  void forget_busy(const peer& p) noexcept;
+  // After freeing slots of our rings: a sleeping sender wants room (one
+  // plain load here; the sender paid the barrier, docs/wire/shm.md).
+  void room_freed() noexcept {
+    if (!room_fenced_) std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (self_hdr_->room_wanted.load(std::memory_order_relaxed)) [[unlikely]]
+      announce_room();
+  }
+  void announce_room() noexcept;
   void housekeeping() noexcept;
   void handle_control(slot_header* h) noexcept;
   // false: the request stays in the ring (its initiator cannot be mapped for
@@ -359,6 +390,18 @@ class [[gnu::visibility("hidden")]] endpoint_impl final : public spi::endpoint,
   bool observing_ = false;
   std::shared_ptr<spi::eq> eq_;
   peer_watch watch_{*dom_, *this, *this};
+  // Peers (and which of their rings) that refused a post: preallocated, no
+  // allocation on the data path (refused_busy); forgotten when room appears.
+  static constexpr std::size_t max_busy = 8;
+  struct busy_peer {
+    std::shared_ptr<peer> p;
+    util::mpsc_ring peer::*ring = nullptr;
+  };
+  busy_peer busy_[max_busy];
+  std::size_t nbusy_ = 0;
+  bool busy_lost_ = false;       // more busy peers than entries: waits on our CQ keep the pulse
+  region_header* self_hdr_ = nullptr;
+  bool room_fenced_ = false;     // registered for the senders' barriers (region_flag::fenced_room)
 };
 
 }  // namespace weft::prov::shm

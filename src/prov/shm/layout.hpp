@@ -10,7 +10,7 @@
 namespace weft::prov::shm {
 
 inline constexpr std::uint64_t region_magic = 0x314d485354464557ull;  // "WEFTSHM1"
-inline constexpr std::uint32_t layout_version = 2;
+inline constexpr std::uint32_t layout_version = 3;
 inline constexpr std::uint32_t max_segments = 64;
 inline constexpr std::uint32_t max_slot_iov = 16;
 // A slot must hold a header and a full iov list (rts, split).
@@ -46,7 +46,9 @@ struct region_header {
   util::ring_tail tail;                  // 128: producers' claim counter
   alignas(64) std::atomic<std::uint32_t> doorbell;  // 192: futex word
   std::atomic<std::uint32_t> waiting;    // 196: consumer sleeps: ring the doorbell
-  std::byte pad1_[256 - 200];
+  std::atomic<std::uint32_t> room_wanted;  // 200: a sender refused for a full ring sleeps: announce room
+  std::atomic<std::uint32_t> room_seq;     // 204: futex word: the owner increments it when it frees slots
+  std::byte pad1_[256 - 208];
   std::atomic<std::uint32_t> seg_busy[max_segments];  // 256: 1 = holds data for a peer
   util::ring_tail ctl_tail;              // 512: producers' claim counter of the control ring
   util::ring_tail req_tail;              // 576: producers' claim counter of the request ring
@@ -72,6 +74,8 @@ static_assert(offsetof(region_header, flags) == 120);
 static_assert(offsetof(region_header, tail) == 128);
 static_assert(offsetof(region_header, doorbell) == 192);
 static_assert(offsetof(region_header, waiting) == 196);
+static_assert(offsetof(region_header, room_wanted) == 200);
+static_assert(offsetof(region_header, room_seq) == 204);
 static_assert(offsetof(region_header, ctl_count) == 92);
 static_assert(offsetof(region_header, ctl_offset) == 96);
 static_assert(offsetof(region_header, ctl_slot_size) == 104);
@@ -94,6 +98,10 @@ inline constexpr std::uint32_t two_sided_rma = 1;
 // the access slots: a holder registered for those barriers may announce its
 // key with a plain store (no locked instruction on its data path).
 inline constexpr std::uint32_t fenced_access = 2;
+// The owner is registered for membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED):
+// after freeing ring slots it reads room_wanted with a plain load, and a
+// sender announcing room_wanted runs that barrier before it re-checks room.
+inline constexpr std::uint32_t fenced_room = 4;
 }  // namespace region_flag
 
 // The owner's live memory regions, published for one-sided RMA: peers find a

@@ -21,7 +21,8 @@ namespace weft::prov::shm {
 
 // A request that a peer answers with ack (RMA, atomics): an operation, CQ
 // room for its completion and a slot of the peer's request ring, or again.
-errc endpoint_impl::begin_request(peer& p, void* ctx, tx_op*& op, std::byte*& slot, std::uint64_t& pos) noexcept {
+errc endpoint_impl::begin_request(const std::shared_ptr<peer>& sp, void* ctx, tx_op*& op, std::byte*& slot, std::uint64_t& pos) noexcept {
+  peer& p = *sp;
   op = txp_.get();
   if (!op) return again(again_reason::tx_full);
   if (!txcq_->reserve()) {
@@ -32,8 +33,9 @@ errc endpoint_impl::begin_request(peer& p, void* ctx, tx_op*& op, std::byte*& sl
   if (!slot) {
     txcq_->unreserve();
     txp_.put(op);
-    return p.map->owner_alive() ? again(again_reason::peer_busy) : errc::peer_dead;
+    return refused_busy(sp, &peer::req);
   }
+  room_found(p);
   op->state = tx_op::st::wait_reply;
   op->ctx = ctx;
   return errc::ok;
@@ -105,9 +107,10 @@ errc endpoint_impl::rma(const rma_desc& d, std::uint64_t flags) noexcept {
       }
       txcq_->unreserve();
       put_tx(op);
-      return p.map->owner_alive() ? again(again_reason::peer_busy) : errc::peer_dead;
+      return refused_busy(*pp, &peer::req);
     }
   }
+  room_found(p);
   op->state = tx_op::st::wait_reply;
   op->ctx = d.context;
   op->flags = flag::rma | (save ? flag::save : write ? flag::write : flag::read);
@@ -495,7 +498,7 @@ errc endpoint_impl::atomic(const atomic_desc& d) noexcept {
   tx_op* op = nullptr;
   std::byte* s = nullptr;
   std::uint64_t pos = 0;
-  if (errc e = begin_request(p, d.context, op, s, pos); e != errc::ok) return e;
+  if (errc e = begin_request(*pp, d.context, op, s, pos); e != errc::ok) return e;
   op->flags = flag::atomic | (d.result ? flag::read : flag::write);
   op->iov_count = 0;
   op->len = bytes;

@@ -1,0 +1,202 @@
+// Blocking waits that never lose a wake-up (issue 9): a CQ or counter wait
+// sleeps on its doorbell with no timer slice behind it, so a wake-up that
+// were lost would show as a timeout here (the pulse is turned off with the
+// test hook spi::set_wait_pulse); and a shm sender refused with peer_busy
+// is woken by its peer freeing ring slots: cq.wait returns again (n == 0)
+// and the retried post succeeds.
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <fstream>
+#include <string>
+#include <thread>
+
+#include "../common/harness.hpp"
+#include "weft/spi/progress.hpp"
+
+using namespace weft;
+using namespace weft::test;
+
+namespace {
+
+// Whether thread tid of this process is asleep (state S in its stat line).
+bool thread_sleeping(pid_t tid) {
+  std::ifstream f("/proc/" + std::to_string(::getpid()) + "/task/" + std::to_string(tid) + "/stat");
+  std::string line;
+  if (!std::getline(f, line)) return false;
+  const auto paren = line.rfind(')');
+  return paren != std::string::npos && paren + 2 < line.size() && line[paren + 2] == 'S';
+}
+
+// Waits (bounded) until thread tid is seen asleep after `about` was set by it.
+bool seen_asleep(const std::atomic<bool>& about, pid_t tid) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!about.load() && std::chrono::steady_clock::now() < until) std::this_thread::yield();
+  while (std::chrono::steady_clock::now() < until) {
+    if (thread_sleeping(tid)) return true;
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
+  }
+  return false;
+}
+
+// The pulse off for one test: a wait then wakes only by a word or its deadline.
+struct no_pulse {
+  no_pulse() { spi::set_wait_pulse(false); }
+  ~no_pulse() { spi::set_wait_pulse(true); }
+};
+
+class cq_wait_test : public ::testing::TestWithParam<variant> {
+ protected:
+  void SetUp() override { apply(GetParam()); }
+};
+
+TEST_P(cq_wait_test, a_wait_is_woken_by_the_doorbell_not_by_a_pulse) {
+  node a = open_node(GetParam().provider);
+  node b = open_node(GetParam().provider);
+  const fi_addr_t to = insert(a, b);
+  char buf[8] = {};
+  ASSERT_EQ(b.ep.recv(buf, sizeof buf), errc::ok);
+  no_pulse off;
+  std::atomic<bool> about{false};
+  const pid_t waiter = static_cast<pid_t>(::syscall(SYS_gettid));
+  errc sent = errc::bad_state;
+  bool asleep = false;
+  std::thread sender([&] {
+    asleep = seen_asleep(about, waiter);
+    sent = a.ep.send("wake", 4, to, nullptr);
+  });
+  const sleep_stats before = b.cq.wait_stats();
+  cq_entry e;
+  about.store(true);
+  const errc r = b.cq.wait(e, 20000);
+  sender.join();
+  const sleep_stats after = b.cq.wait_stats();
+  ASSERT_TRUE(asleep) << "the waiter was never seen asleep";
+  ASSERT_EQ(sent, errc::ok);
+  EXPECT_EQ(r, errc::ok) << "the message came while the wait slept: its doorbell must wake it (" << to_string(r)
+                         << ")";
+  EXPECT_EQ(std::string(buf, 4), "wake");
+  EXPECT_GE(after.word_wakes - before.word_wakes, 1u) << "woken by the doorbell";
+  EXPECT_EQ(after.timer_wakes, before.timer_wakes) << "no timer slice: the pulse is off";
+  EXPECT_TRUE(next(a).ok);  // the send's completion
+}
+
+TEST_P(cq_wait_test, a_counter_wait_is_woken_by_the_doorbell) {
+  node a = open_node(GetParam().provider);
+  // b: counters are bound before enable(), so b is opened here
+  hints h;
+  h.provider = GetParam().provider;
+  h.type = ep_type::rdm;
+  h.caps = cap::msg | cap::tagged;
+  auto infos = get_info(h);
+  ASSERT_TRUE(infos.has_value());
+  node b;
+  b.inf = infos->front();
+  auto f = fabric::open(b.inf);
+  ASSERT_TRUE(f.has_value());
+  b.fab = std::move(*f);
+  auto d = b.fab.open_domain(b.inf);
+  ASSERT_TRUE(d.has_value());
+  b.dom = std::move(*d);
+  auto q = b.dom.open_cq(1024);
+  ASSERT_TRUE(q.has_value());
+  b.cq = std::move(*q);
+  auto av = b.dom.open_av(av_attr{});
+  ASSERT_TRUE(av.has_value());
+  b.av = std::move(*av);
+  auto ep = b.dom.open_endpoint(b.inf);
+  ASSERT_TRUE(ep.has_value());
+  b.ep = std::move(*ep);
+  auto ctr = b.dom.open_counter();
+  ASSERT_TRUE(ctr.has_value());
+  ASSERT_TRUE(b.ep.bind(b.cq).has_value());
+  ASSERT_TRUE(b.ep.bind(b.av).has_value());
+  ASSERT_TRUE(b.ep.bind(*ctr, flag::recv).has_value());
+  ASSERT_TRUE(b.ep.enable().has_value());
+  const fi_addr_t to = insert(a, b);
+  char buf[8] = {};
+  ASSERT_EQ(b.ep.recv(buf, sizeof buf), errc::ok);
+  no_pulse off;
+  std::atomic<bool> about{false};
+  const pid_t waiter = static_cast<pid_t>(::syscall(SYS_gettid));
+  errc sent = errc::bad_state;
+  bool asleep = false;
+  std::thread sender([&] {
+    asleep = seen_asleep(about, waiter);
+    sent = a.ep.send("ctr!", 4, to, nullptr);
+  });
+  const sleep_stats before = ctr->wait_stats();
+  about.store(true);
+  const errc r = ctr->wait(1, 20000);
+  sender.join();
+  const sleep_stats after = ctr->wait_stats();
+  ASSERT_TRUE(asleep) << "the waiter was never seen asleep";
+  ASSERT_EQ(sent, errc::ok);
+  EXPECT_EQ(r, errc::ok) << "the message came while the counter wait slept (" << to_string(r) << ")";
+  EXPECT_EQ(std::string(buf, 4), "ctr!");
+  EXPECT_GE(after.word_wakes - before.word_wakes, 1u) << "woken by the doorbell";
+  EXPECT_EQ(after.timer_wakes, before.timer_wakes) << "no timer slice: the pulse is off";
+}
+
+TEST_P(cq_wait_test, a_sender_refused_for_a_full_ring_is_woken_when_room_appears) {
+  node a = open_node(GetParam().provider);
+  node b = open_node(GetParam().provider);
+  const fi_addr_t to = insert(a, b);
+  char m[64] = "ring";
+  errc r = errc::ok;
+  std::size_t n = 0;
+  for (; n < 100000; ++n)
+    if ((r = a.ep.inject(m, sizeof m, to)) != errc::ok) break;
+  ASSERT_EQ(r, errc::again) << "the peer's ring is full after " << n << " messages";
+  ASSERT_EQ(a.ep.again_reason(), again_reason::peer_busy) << to_string(a.ep.again_reason());
+  no_pulse off;
+  std::atomic<bool> about{false};
+  const pid_t waiter = static_cast<pid_t>(::syscall(SYS_gettid));
+  bool asleep = false;
+  std::thread consumer([&] {
+    asleep = seen_asleep(about, waiter);
+    b.cq.progress();  // takes messages out of its ring: room
+  });
+  const sleep_stats before = a.cq.wait_stats();
+  cq_entry e;
+  std::size_t got = 7;
+  about.store(true);
+  const errc w = a.cq.wait({&e, 1}, got, 20000);
+  consumer.join();
+  const sleep_stats after = a.cq.wait_stats();
+  ASSERT_TRUE(asleep) << "the waiter was never seen asleep";
+  EXPECT_EQ(w, errc::again) << "room appeared at the busy peer: the wait returns again (" << to_string(w) << ")";
+  EXPECT_EQ(got, 0u);
+  EXPECT_EQ(after.room_returns - before.room_returns, 1u);
+  EXPECT_GE(after.word_wakes - before.word_wakes, 1u) << "woken by the peer's room word";
+  EXPECT_EQ(after.timer_wakes, before.timer_wakes) << "no timer slice: the pulse is off";
+  EXPECT_EQ(a.ep.inject(m, sizeof m, to), errc::ok) << "the retried post finds room";
+  // With no refusal outstanding, a wait is not woken by room any more.
+  b.cq.progress();
+  EXPECT_EQ(a.cq.wait(e, 50), errc::timed_out);
+}
+
+TEST_P(cq_wait_test, a_refusal_answered_by_a_successful_retry_does_not_end_a_later_wait) {
+  node a = open_node(GetParam().provider);
+  node b = open_node(GetParam().provider);
+  const fi_addr_t to = insert(a, b);
+  char m[64] = "ring";
+  errc r = errc::ok;
+  for (std::size_t n = 0; n < 100000; ++n)
+    if ((r = a.ep.inject(m, sizeof m, to)) != errc::ok) break;
+  ASSERT_EQ(r, errc::again);
+  ASSERT_EQ(a.ep.again_reason(), again_reason::peer_busy);
+  b.cq.progress();  // room, and the application retries without waiting
+  ASSERT_EQ(a.ep.inject(m, sizeof m, to), errc::ok);
+  cq_entry e;
+  const sleep_stats before = a.cq.wait_stats();
+  EXPECT_EQ(a.cq.wait(e, 50), errc::timed_out) << "nothing is due: the refusal was answered by the retry";
+  EXPECT_EQ(a.cq.wait_stats().room_returns, before.room_returns);
+}
+
+INSTANTIATE_TEST_SUITE_P(shm, cq_wait_test, ::testing::ValuesIn(variants_of("shm")),
+                         [](const auto& i) { return i.param.name; });
+
+}  // namespace
