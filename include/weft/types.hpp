@@ -25,9 +25,8 @@ enum class again_reason : std::uint8_t {
               // completions free it), then retry
   rx_full,    // posted receives fill the receive queue: read the CQ (or cancel one), then retry
   peer_busy,  // the peer has not yet consumed what was sent to it (its ring is full):
-              // wait on the CQ with a short timeout (or read it between retries),
-              // then retry; the peer must progress. No local event announces room
-              // at the peer yet: cq.wait() returns on completions or its timeout
+              // wait on the CQ (cq.wait() returns again, with no entries, as soon as
+              // room appears at that peer), then retry; the peer must progress
   no_resources,  // a system resource is short for now (shm: no file descriptor left to
                  // map the peer): free some, or retry later; nothing was lost
 };
