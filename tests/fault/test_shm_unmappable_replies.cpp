@@ -8,6 +8,7 @@
 // Slots are written or altered in the rings directly (shm_view.hpp), as a
 // misbehaving same-user process would; each scenario runs in a forked child
 // with a lowered descriptor limit (limited_child.hpp).
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <string>
@@ -77,9 +78,12 @@ std::string stale_data_scenario() {
 }
 
 // A real 64 KiB send whose announcement is made malformed in r's ring (its
-// buffers no longer add up to its length) while r cannot map the sender: the
-// receive fails with io_error, and the sender's send completes with io_error.
-std::string malformed_rts_scenario() {
+// buffers no longer add up to its length) while r cannot map the sender:
+// the receive fails with io_error, and the sender's send completes with
+// io_error. `posted`: the receive is posted before the announcement arrives
+// (it waits in the ring), else after (the receive returns again with
+// no_resources until descriptors are back).
+std::string malformed_rts_scenario(bool posted) {
   if (!limit_descriptors(64)) return "setrlimit failed";
   constexpr std::size_t len = 64 * 1024;
   node r = open_node("shm");
@@ -91,7 +95,7 @@ std::string malformed_rts_scenario() {
   if (!rv.ok()) return "cannot map the receiver's region";
   std::vector<char> src(len, 's'), dst(len, 0);
   int rctx = 0;
-  if (r.ep.trecv(dst.data(), len, addr_unspec, 9, 0, &rctx) != errc::ok) return "trecv";
+  if (posted && r.ep.trecv(dst.data(), len, addr_unspec, 9, 0, &rctx) != errc::ok) return "trecv";
   if (s.ep.tsend(src.data(), len, *d, 9, &src) != errc::ok) return "tsend";
   auto* h = reinterpret_cast<slot_header*>(rv.ring.peek());
   if (!h || h->code != op::rts) return "no announcement at the head of the receiver's ring";
@@ -103,8 +107,21 @@ std::string malformed_rts_scenario() {
     return "descriptors not exhausted with EMFILE";
   }
   for (int i = 0; i < 4; ++i) r.cq.progress();
+  errc post = errc::ok;
+  again_reason why = again_reason::none;
+  if (!posted) {
+    post = r.ep.trecv(dst.data(), len, addr_unspec, 9, 0, &rctx);
+    if (post == errc::again) why = r.ep.again_reason();
+  }
   give_back(filler);
   std::string out;
+  if (!posted) {
+    if (post != errc::again || why != again_reason::no_resources)
+      out += std::string("receive while the sender cannot be mapped: ") + to_string(post) + " / " + to_string(why) +
+             " (expected again / no_resources)\n";
+    if (post == errc::again && r.ep.trecv(dst.data(), len, addr_unspec, 9, 0, &rctx) != errc::ok)
+      out += "receive with descriptors back\n";
+  }
   int rgot = 0, sgot = 0;
   errc rerr = errc::ok, serr = errc::ok;
   for (auto until = clk::now() + std::chrono::seconds(10); (rgot < 1 || sgot < 1) && clk::now() < until;) {
@@ -125,6 +142,7 @@ std::string malformed_rts_scenario() {
     out += "receiver: " + std::to_string(rgot) + " completions, error " + to_string(rerr) + " (expected 1, io_error)\n";
   if (sgot != 1 || serr != errc::io_error)
     out += "sender: " + std::to_string(sgot) + " completions, error " + to_string(serr) + " (expected 1, io_error)\n";
+  if (std::any_of(dst.begin(), dst.end(), [](char c) { return c != 0; })) out += "bytes were read from the sender\n";
   return out.empty() ? "ok" : out;
 }
 
@@ -136,8 +154,14 @@ TEST(shm_unmappable_replies, a_stale_data_chunk_gives_its_segment_back_once_the_
   EXPECT_EQ(v.text, "ok");
 }
 
-TEST(shm_unmappable_replies, a_malformed_announcement_fails_its_send_once_the_sender_can_be_mapped) {
-  const child_verdict v = run_in_child(malformed_rts_scenario);
+TEST(shm_unmappable_replies, a_malformed_announcement_for_a_posted_receive_fails_its_send_once_the_sender_can_be_mapped) {
+  const child_verdict v = run_in_child([] { return malformed_rts_scenario(true); });
+  EXPECT_TRUE(v.status.exited_ok()) << "child " << v.status.describe();
+  EXPECT_EQ(v.text, "ok");
+}
+
+TEST(shm_unmappable_replies, a_malformed_unexpected_announcement_fails_its_send_once_the_sender_can_be_mapped) {
+  const child_verdict v = run_in_child([] { return malformed_rts_scenario(false); });
   EXPECT_TRUE(v.status.exited_ok()) << "child " << v.status.describe();
   EXPECT_EQ(v.text, "ok");
 }

@@ -129,7 +129,12 @@ void endpoint_impl::answer(const std::shared_ptr<peer>& p, std::uint64_t ck, err
 
 void endpoint_impl::deliver(rx_op* r, const incoming& in) noexcept {
   if (in.bad) [[unlikely]] {
-    if (in.code == op::rts)  // a real sender learns that its message failed
+    // A real sender learns that its message failed. Every caller mapped the
+    // sender before taking the message (handle_incoming for a posted receive,
+    // ack_reachable for an arrived one), waiting while it cannot be mapped
+    // for want of resources: this lookup finds the mapped peer (allocating
+    // nothing) and fails only for a sender that is gone, which needs no ack.
+    if (in.code == op::rts)
       if (auto p = dom_->peer_by_key(in.src_key))
         send_owed(*p, r->owes, op::ack, in.cookie, static_cast<std::uint64_t>(errc::io_error), 0);
     char why[sizeof(cq_err_entry::msg)];
