@@ -559,14 +559,15 @@ bool endpoint_impl::handle_incoming(const slot_header* h) noexcept {
 
 // ----------------------------------------------------------------- progress
 
-void endpoint_impl::handle_control(slot_header* h) noexcept {
+bool endpoint_impl::handle_control(slot_header* h) noexcept {
   switch (h->code) {
     case op::cts: handle_cts(h); break;
     case op::ack: handle_ack(h); break;
-    case op::data: handle_data(h); break;
+    case op::data: return handle_data(h);
     case op::split: handle_split(h); break;
     default: break;  // nop, not a control code, or a recovered slot: drop
   }
+  return true;
 }
 
 // Requests are taken only while their answer has room (can_take_request).
@@ -588,7 +589,7 @@ void endpoint_impl::progress() noexcept {
     auto* s = ctl_.peek();
     if (!s) break;
     auto* h = reinterpret_cast<slot_header*>(s);
-    handle_control(h);
+    if (!handle_control(h)) break;  // a segment whose owner cannot be mapped now (EMFILE): given back later
     h->src_pid = 0;  // the next writer of this slot names itself afresh
     ctl_.pop();
   }
@@ -744,7 +745,7 @@ void endpoint_impl::drain_control() noexcept {
     auto* s = ctl_.peek();
     if (!s) break;
     auto* h = reinterpret_cast<slot_header*>(s);
-    handle_control(h);
+    if (!handle_control(h)) break;  // a segment whose owner cannot be mapped now (EMFILE): given back later
     h->src_pid = 0;
     ctl_.pop();
   }

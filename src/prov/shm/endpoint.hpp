@@ -283,7 +283,10 @@ class [[gnu::visibility("hidden")]] endpoint_impl final : public spi::endpoint,
   [[nodiscard]] bool handle_save(const slot_header* h) noexcept;
   void handle_cts(const slot_header* h) noexcept;
   void handle_ack(const slot_header* h) noexcept;
-  void handle_data(const slot_header* h) noexcept;
+  // false: the data slot stays in the control ring (its sender cannot be
+  // mapped for want of resources now, EMFILE): its segment is given back
+  // later, never dropped.
+  [[nodiscard]] bool handle_data(const slot_header* h) noexcept;
   void stream(tx_op* op) noexcept;
   void complete_tx(tx_op* op, errc e, const char* what) noexcept;
   void check_peers() noexcept;
@@ -330,7 +333,8 @@ class [[gnu::visibility("hidden")]] endpoint_impl final : public spi::endpoint,
   }
   void announce_room() noexcept;
   void housekeeping() noexcept;
-  void handle_control(slot_header* h) noexcept;
+  // false: h stays in the control ring and is handled again later (handle_data).
+  [[nodiscard]] bool handle_control(slot_header* h) noexcept;
   // false: the request stays in the ring (its initiator cannot be mapped for
   // want of resources now: answered later, never dropped).
   [[nodiscard]] bool handle_request(slot_header* h) noexcept;

@@ -129,7 +129,12 @@ void endpoint_impl::answer(const std::shared_ptr<peer>& p, std::uint64_t ck, err
 
 void endpoint_impl::deliver(rx_op* r, const incoming& in) noexcept {
   if (in.bad) [[unlikely]] {
-    if (in.code == op::rts)  // a real sender learns that its message failed
+    // A real sender learns that its message failed. Every caller mapped the
+    // sender before taking the message (handle_incoming for a posted receive,
+    // ack_reachable for an arrived one), waiting while it cannot be mapped
+    // for want of resources: this lookup finds the mapped peer (allocating
+    // nothing) and fails only for a sender that is gone, which needs no ack.
+    if (in.code == op::rts)
       if (auto p = dom_->peer_by_key(in.src_key))
         send_owed(*p, r->owes, op::ack, in.cookie, static_cast<std::uint64_t>(errc::io_error), 0);
     char why[sizeof(cq_err_entry::msg)];
@@ -338,11 +343,25 @@ void endpoint_impl::help_split(tx_op* op, std::size_t& budget) noexcept {
   wake(p);
 }
 
-void endpoint_impl::handle_data(const slot_header* h) noexcept {
+// A chunk of a segmented receive. Its segment is the sender's, lent until
+// we give it back (seg_busy): data for a receive that is no longer active
+// (failed, or a stale cookie) still gives it back. While the sender cannot
+// be mapped for want of resources (EMFILE, no memory) the slot stays in the
+// control ring (false) and is handled again once the mapping works: dropped,
+// the segment would stay held and the sender's pool shrink for good. Only a
+// sender that is gone (its segments with it) is not answered.
+bool endpoint_impl::handle_data(const slot_header* h) noexcept {
   rx_op* r = by_cookie(rxp_, h->aux);
   if (r && r->split) r = nullptr;
-  auto pr = r && r->active ? r->p : dom_->peer_by_key(peer_key(h->src_pid, h->src_epid)).value_or(nullptr);
-  if (!pr) return;
+  std::shared_ptr<peer> pr;
+  if (r && r->active) {
+    pr = r->p;
+  } else {
+    auto m = dom_->peer_by_key(peer_key(h->src_pid, h->src_epid));
+    if (!m) return m.error().code != errc::no_memory;  // EMFILE: wait in the ring; gone: nothing to give back
+    pr = std::move(*m);
+  }
+  if (!pr) return true;
   auto* ph = pr->map->hdr();
   const bool sane = h->seg < pr->map->seg_count() && h->len <= pr->map->seg_size();
   if (r && r->active && sane && h->tag <= r->accepted && h->len <= r->accepted - h->tag) {
@@ -356,6 +375,7 @@ void endpoint_impl::handle_data(const slot_header* h) noexcept {
     incoming in{op::rts, r->msg_flags, r->msg_len, r->msg_tag, r->msg_data, r->src_key, 0, nullptr, nullptr, 0};
     complete_rx(r, in, r->accepted);
   }
+  return true;
 }
 
 }  // namespace weft::prov::shm
