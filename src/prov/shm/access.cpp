@@ -32,16 +32,56 @@ constexpr long max_pause_ns = 1'000'000;
 // is waited for this long, then taken as dead.
 constexpr std::uint64_t unproven_holder_ns = 2'000'000'000;
 
+// A descriptor kept in reserve (on /dev/null, opened with the first
+// endpoint) so that a holder's /proc entry can still be read when the
+// process has no descriptor left: proven alive or dead instead of unknown.
+std::mutex reserve_mu;
+int reserve_fd = -1;
+
+void keep_reserve() noexcept {
+  std::lock_guard lk(reserve_mu);
+  if (reserve_fd < 0) reserve_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+
+int open_stat(const char* path) noexcept {
+  int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  if (fd >= 0 || (errno != EMFILE && errno != ENFILE)) return fd;
+  std::lock_guard lk(reserve_mu);
+  if (reserve_fd < 0) return -1;  // errno: EMFILE or ENFILE
+  ::close(reserve_fd);  // another thread may take the number first: then this open fails as before
+  fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  const int err = errno;
+  reserve_fd = -2;  // reopened by the caller once it closed fd
+  errno = err;
+  return fd;
+}
+
+void close_stat(int fd) noexcept {
+  ::close(fd);
+  std::lock_guard lk(reserve_mu);
+  if (reserve_fd == -2) reserve_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+
 // State (field 3) and start time (field 22) of /proc/PID/stat, without
 // allocating. 1: read; 0: no such process; -1: cannot tell (e.g. hidepid).
 int read_stat(pid_t pid, char& state, std::uint64_t& start) noexcept {
   char path[48];
   std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
-  const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return errno == ENOENT || errno == ESRCH ? 0 : -1;
+  const int fd = open_stat(path);
+  if (fd < 0) {
+    const int err = errno;
+    {
+      std::lock_guard lk(reserve_mu);
+      if (reserve_fd == -2) reserve_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    }
+    errno = err;
+    return err == ENOENT || err == ESRCH ? 0 : -1;
+  }
   char buf[1024];
   const ssize_t n = ::read(fd, buf, sizeof buf - 1);
-  ::close(fd);
+  const int rerr = errno;
+  close_stat(fd);
+  errno = rerr;
   if (n <= 0) return n == 0 || errno == ESRCH ? 0 : -1;
   buf[n] = '\0';
   const char* q = std::strrchr(buf, ')');
@@ -215,6 +255,7 @@ void wait_unaccessed(const mapping& self, std::uint64_t key) noexcept {
 }
 
 void advertise_fences(mapping& self) noexcept {
+  keep_reserve();
   const int cmds = membarrier(MEMBARRIER_CMD_QUERY);
   if (cmds > 0 && (cmds & MEMBARRIER_CMD_GLOBAL_EXPEDITED))
     self.hdr()->flags.fetch_or(region_flag::fenced_access, std::memory_order_release);
