@@ -67,6 +67,7 @@ void progress_group::arm_all(armed& a, bool room) noexcept {
   for (auto* s : sources_) {
     if (auto* w = s->arm()) {
       if (a.n < max_wait_words) a.words[a.n++] = wait_word{w, w->load(std::memory_order_seq_cst)};
+      else a.wordless = true;  // more doorbells than words: slices, which drive every source
     } else if (const int fd = s->wait_fd(); fd >= 0) {
       if (a.fd >= 0 && a.fd != fd) a.wordless = true;  // two descriptors: slices
       a.fd = fd;

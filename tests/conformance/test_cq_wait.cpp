@@ -12,6 +12,7 @@
 #include <fstream>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "../common/harness.hpp"
 #include "weft/spi/progress.hpp"
@@ -194,6 +195,49 @@ TEST_P(cq_wait_test, a_refusal_answered_by_a_successful_retry_does_not_end_a_lat
   const sleep_stats before = a.cq.wait_stats();
   EXPECT_EQ(a.cq.wait(e, 50), errc::timed_out) << "nothing is due: the refusal was answered by the retry";
   EXPECT_EQ(a.cq.wait_stats().room_returns, before.room_returns);
+}
+
+// More endpoints on one CQ than a wait has words (spi::max_wait_words, 64):
+// the wait must still wake for the last one (found by review: its doorbell
+// was dropped from the words, and the wait slept until its deadline).
+TEST(cq_wait_many, a_cq_with_more_endpoints_than_words_wakes_for_the_last) {
+  node b = open_node("shm");
+  std::vector<endpoint> extra;
+  for (std::size_t i = 0; i < spi::max_wait_words; ++i) {
+    auto ep = b.dom.open_endpoint(b.inf);
+    ASSERT_TRUE(ep.has_value()) << ep.error().message;
+    ASSERT_TRUE(ep->bind(b.cq).has_value());
+    ASSERT_TRUE(ep->bind(b.av).has_value());
+    ASSERT_TRUE(ep->enable().has_value());
+    extra.push_back(std::move(*ep));
+  }
+  node a = open_node("shm");
+  auto to = a.av.insert(*extra.back().name());
+  ASSERT_TRUE(to.has_value());
+  char buf[8] = {};
+  ASSERT_EQ(extra.back().recv(buf, sizeof buf), errc::ok);
+  no_pulse off;
+  std::atomic<bool> about{false};
+  const pid_t waiter = static_cast<pid_t>(::syscall(SYS_gettid));
+  errc sent = errc::bad_state;
+  bool asleep = false;
+  std::thread sender([&] {
+    asleep = seen_asleep(about, waiter);
+    sent = a.ep.send("wake", 4, *to, nullptr);
+  });
+  const sleep_stats before = b.cq.wait_stats();
+  cq_entry e;
+  about.store(true);
+  const errc r = b.cq.wait(e, 20000);
+  sender.join();
+  const sleep_stats after = b.cq.wait_stats();
+  ASSERT_TRUE(asleep) << "the waiter was never seen asleep";
+  ASSERT_EQ(sent, errc::ok);
+  EXPECT_EQ(r, errc::ok);
+  EXPECT_EQ(std::string(buf, 4), "wake");
+  EXPECT_GE(after.word_wakes + after.timer_wakes, before.word_wakes + before.timer_wakes + 1)
+      << "the wait slept to its deadline: the last endpoint's doorbell was not slept on";
+  EXPECT_TRUE(next(a).ok);
 }
 
 INSTANTIATE_TEST_SUITE_P(shm, cq_wait_test, ::testing::ValuesIn(variants_of("shm")),

@@ -32,66 +32,20 @@ constexpr long max_pause_ns = 1'000'000;
 // is waited for this long, then taken as dead.
 constexpr std::uint64_t unproven_holder_ns = 2'000'000'000;
 
-// A descriptor kept in reserve (on /dev/null, opened with the first
-// endpoint) so that a holder's /proc entry can still be read when the
-// process has no descriptor left: proven alive or dead instead of unknown.
-std::mutex reserve_mu;
-int reserve_fd = -1;
-
-void keep_reserve() noexcept {
-  std::lock_guard lk(reserve_mu);
-  if (reserve_fd < 0) reserve_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-}
-
-int open_stat(const char* path) noexcept {
-  int fd = ::open(path, O_RDONLY | O_CLOEXEC);
-  if (fd >= 0 || (errno != EMFILE && errno != ENFILE)) return fd;
-  std::lock_guard lk(reserve_mu);
-  if (reserve_fd < 0) return -1;  // errno: EMFILE or ENFILE
-  ::close(reserve_fd);  // another thread may take the number first: then this open fails as before
-  fd = ::open(path, O_RDONLY | O_CLOEXEC);
-  const int err = errno;
-  reserve_fd = -2;  // reopened by the caller once it closed fd
-  errno = err;
-  return fd;
-}
-
-void close_stat(int fd) noexcept {
-  ::close(fd);
-  std::lock_guard lk(reserve_mu);
-  if (reserve_fd == -2) reserve_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-}
-
-// State (field 3) and start time (field 22) of /proc/PID/stat, without
-// allocating. 1: read; 0: no such process; -1: cannot tell (e.g. hidepid).
+// State and start time of a process (/proc/PID/stat, read through the
+// reserve descriptor when none is left: region.cpp read_proc_stat). 1: read;
+// 0: no such process; -1: cannot tell (e.g. hidepid); errno says why.
 int read_stat(pid_t pid, char& state, std::uint64_t& start) noexcept {
-  char path[48];
-  std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
-  const int fd = open_stat(path);
-  if (fd < 0) {
-    const int err = errno;
-    {
-      std::lock_guard lk(reserve_mu);
-      if (reserve_fd == -2) reserve_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-    }
-    errno = err;
-    return err == ENOENT || err == ESRCH ? 0 : -1;
+  proc_stat st;
+  const int e = read_proc_stat(pid, st);
+  if (e == 0) {
+    state = st.state;
+    start = st.start;
+    return 1;
   }
-  char buf[1024];
-  const ssize_t n = ::read(fd, buf, sizeof buf - 1);
-  const int rerr = errno;
-  close_stat(fd);
-  errno = rerr;
-  if (n <= 0) return n == 0 || errno == ESRCH ? 0 : -1;
-  buf[n] = '\0';
-  const char* q = std::strrchr(buf, ')');
-  if (!q || q[1] != ' ') return -1;
-  q += 2;
-  state = *q;
-  for (int field = 3; field < 22 && *q; ++q)
-    if (*q == ' ') ++field;
-  start = std::strtoull(q, nullptr, 10);
-  return 1;
+  if (e == ENOENT || e == ESRCH) return 0;
+  errno = e;
+  return -1;
 }
 
 // What holder words say about this process: (pid << 32) | low bits of its
@@ -210,7 +164,7 @@ void wait_unaccessed(const mapping& self, std::uint64_t key) noexcept {
   std::uint64_t doubt_since = 0;  // when a holder's liveness was first unknown (0: not yet)
   for (int round = 0;; ++round) {
     const std::uint32_t used = self.access_used();
-    bool busy = false;
+    bool busy = false, doubted = false;
     for (std::uint32_t i = 0; i < used; ++i) {
       if (s[i].key.load(std::memory_order_acquire) != key) continue;
       std::uint64_t w = s[i].holder.load(std::memory_order_acquire);
@@ -219,6 +173,7 @@ void wait_unaccessed(const mapping& self, std::uint64_t key) noexcept {
         const holder_state hs = holder_liveness(w);
         bool gone = hs == holder_state::dead;
         if (hs == holder_state::unknown) {
+          doubted = true;
           const std::uint64_t now = util::now_ns();
           if (doubt_since == 0) doubt_since = now;
           if (now - doubt_since >= unproven_holder_ns) {
@@ -242,6 +197,7 @@ void wait_unaccessed(const mapping& self, std::uint64_t key) noexcept {
       busy = true;
     }
     if (!busy) return;
+    if (!doubted) doubt_since = 0;  // the doubt is about a holder unknown without a break
     if (round < spin_rounds) {
       util::cpu_relax();
       continue;
@@ -255,7 +211,7 @@ void wait_unaccessed(const mapping& self, std::uint64_t key) noexcept {
 }
 
 void advertise_fences(mapping& self) noexcept {
-  keep_reserve();
+  keep_proc_reserve();
   const int cmds = membarrier(MEMBARRIER_CMD_QUERY);
   if (cmds > 0 && (cmds & MEMBARRIER_CMD_GLOBAL_EXPEDITED))
     self.hdr()->flags.fetch_or(region_flag::fenced_access, std::memory_order_release);

@@ -328,6 +328,7 @@ class [[gnu::visibility("hidden")]] endpoint_impl final : public spi::endpoint,
   // plain load here; the sender paid the barrier, docs/wire/shm.md).
   void room_freed() noexcept {
     if (!room_fenced_) std::atomic_thread_fence(std::memory_order_seq_cst);
+    else std::atomic_signal_fence(std::memory_order_seq_cst);  // the load stays after the pops (the sender's membarrier orders the CPU)
     if (self_hdr_->room_wanted.load(std::memory_order_relaxed)) [[unlikely]]
       announce_room();
   }
@@ -404,6 +405,7 @@ class [[gnu::visibility("hidden")]] endpoint_impl final : public spi::endpoint,
   busy_peer busy_[max_busy];
   std::size_t nbusy_ = 0;
   bool busy_lost_ = false;       // more busy peers than entries: waits on our CQ keep the pulse
+  std::uint64_t busy_lost_at_ = 0;  // when a wait first met busy_lost_ (its room return comes a pulse later)
   region_header* self_hdr_ = nullptr;
   bool room_fenced_ = false;     // registered for the senders' barriers (region_flag::fenced_room)
 };

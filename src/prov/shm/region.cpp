@@ -18,6 +18,7 @@
 #include <atomic>
 #include <cstring>
 #include <new>
+#include <mutex>
 
 namespace weft::prov::shm {
 
@@ -88,15 +89,56 @@ std::string mem_segment_name(std::uint32_t uid, std::uint32_t pid, std::uint64_t
          std::to_string(seq);
 }
 
+namespace {
+// A descriptor kept in reserve (on /dev/null, opened with the first
+// endpoint) so that a process's /proc entry can still be read when this
+// process has no descriptor left: a peer is then proven alive or dead
+// instead of unknown (a live RMA holder is waited for, a reused pid is not).
+std::mutex proc_reserve_mu;
+int proc_reserve_fd = -1;
+
+// Opens path; with no descriptor left, in the reserve's place (reserve_used).
+int open_with_reserve(const char* path, bool& reserve_used) noexcept {
+  reserve_used = false;
+  int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  if (fd >= 0 || (errno != EMFILE && errno != ENFILE)) return fd;
+  std::lock_guard lk(proc_reserve_mu);
+  if (proc_reserve_fd < 0) return -1;  // errno: EMFILE or ENFILE
+  ::close(proc_reserve_fd);  // another thread may take the number first: then this open fails as before
+  proc_reserve_fd = -1;
+  reserve_used = true;
+  return ::open(path, O_RDONLY | O_CLOEXEC);
+}
+
+void restore_reserve(bool reserve_used) noexcept {
+  if (!reserve_used) return;
+  const int err = errno;
+  std::lock_guard lk(proc_reserve_mu);
+  if (proc_reserve_fd < 0) proc_reserve_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  errno = err;
+}
+}  // namespace
+
+void keep_proc_reserve() noexcept {
+  std::lock_guard lk(proc_reserve_mu);
+  if (proc_reserve_fd < 0) proc_reserve_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+
 int read_proc_stat(pid_t pid, proc_stat& out) noexcept {
   char path[40];
   std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
-  const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return errno;
+  bool reserve_used = false;
+  const int fd = open_with_reserve(path, reserve_used);
+  if (fd < 0) {
+    const int err = errno;
+    restore_reserve(reserve_used);
+    return err;
+  }
   char buf[1024];
   const ssize_t n = ::read(fd, buf, sizeof buf - 1);
   const int read_err = n < 0 ? errno : 0;
   ::close(fd);
+  restore_reserve(reserve_used);
   if (n <= 0) return n < 0 ? read_err : ESRCH;
   buf[n] = '\0';
   // "pid (comm) state ppid ...": comm may hold anything, so parse after the last ')'
@@ -365,14 +407,15 @@ bool mapping::owner_alive() noexcept {
 
 void mapping::unlink_if_stale() noexcept {
   // Only remove the name if the file still holds this region (same owner).
-  std::string path = "/" + name_;
-  int fd = ::shm_open(path.c_str(), O_RDONLY, 0);
+  char path[256];  // no allocation: called from the data path (owner_alive)
+  if (std::snprintf(path, sizeof path, "/%s", name_.c_str()) >= static_cast<int>(sizeof path)) return;
+  int fd = ::shm_open(path, O_RDONLY, 0);
   if (fd < 0) return;
   region_header h{};
   bool same = ::pread(fd, &h, sizeof h, 0) == static_cast<ssize_t>(sizeof h) &&
               h.owner_pid == hdr_->owner_pid && h.owner_start == hdr_->owner_start;
   ::close(fd);
-  if (same) ::shm_unlink(path.c_str());
+  if (same) ::shm_unlink(path);
 }
 
 namespace {

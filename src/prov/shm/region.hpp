@@ -60,6 +60,9 @@ struct proc_stat {
   std::uint64_t start = 0;
 };
 [[nodiscard]] int read_proc_stat(pid_t pid, proc_stat& out) noexcept;
+// Opens the descriptor read_proc_stat uses when none is left (once; the
+// first endpoint does it).
+void keep_proc_reserve() noexcept;
 // errno is resource exhaustion (EMFILE, ENFILE, ENOMEM): not a property of a peer.
 [[nodiscard]] constexpr bool exhausted(int e) noexcept { return e == EMFILE || e == ENFILE || e == ENOMEM; }
 // "out of file descriptors (EMFILE: RLIMIT_NOFILE is 64 ...)": what ran out and what to do.

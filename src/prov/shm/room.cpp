@@ -65,7 +65,15 @@ bool endpoint_impl::arm_room(const void* queue, std::span<spi::wait_word> words,
   }
   std::atomic_thread_fence(std::memory_order_seq_cst);  // owners that fence themselves
   if (barrier) room_barrier();
-  bool room = busy_lost_;  // some refusals were not remembered: let the application retry
+  // Some refusals were not remembered (more busy peers than entries): the
+  // wait returns room a pulse later, so that a post-and-wait loop over many
+  // full peers retries every pulse instead of spinning.
+  bool room = false;
+  if (busy_lost_) {
+    const std::uint64_t now = util::coarse_now_ns();
+    if (busy_lost_at_ == 0) busy_lost_at_ = now;
+    room = now - busy_lost_at_ >= spi::pulse_ns;
+  }
   for (std::size_t i = 0; i < nbusy_ && !room; ++i) {
     peer& p = *busy_[i].p;
     room = (p.*busy_[i].ring).room() || !p.map->owner_alive();  // a dead peer: the retry says peer_dead
@@ -74,6 +82,7 @@ bool endpoint_impl::arm_room(const void* queue, std::span<spi::wait_word> words,
     for (std::size_t i = 0; i < nbusy_; ++i) busy_[i].p.reset();
     nbusy_ = 0;
     busy_lost_ = false;
+    busy_lost_at_ = 0;
   }
   return room;
 }
