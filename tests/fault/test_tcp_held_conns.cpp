@@ -10,12 +10,17 @@
 #include <dirent.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <optional>
+#include <set>
+#include <vector>
 
 #include "../common/harness.hpp"
 #include "prov/tcp/wire.hpp"
@@ -34,6 +39,32 @@ int count_fds() {
     if (e->d_name[0] != '.') ++n;
   ::closedir(d);
   return n - 1;
+}
+
+// The socket descriptors of this process (the endpoint's accepted
+// connections among them), by number.
+std::set<int> socket_fds() {
+  std::set<int> out;
+  DIR* d = ::opendir("/proc/self/fd");
+  if (!d) return out;
+  const int self = ::dirfd(d);
+  while (dirent* e = ::readdir(d)) {
+    if (e->d_name[0] == '.') continue;
+    const int fd = std::atoi(e->d_name);
+    char link[64] = {};
+    char path[64];
+    std::snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    if (fd != self && ::readlink(path, link, sizeof link - 1) > 0 && std::strncmp(link, "socket:", 7) == 0)
+      out.insert(fd);
+  }
+  ::closedir(d);
+  return out;
+}
+
+// Bytes waiting to be read on a socket.
+int unread(int fd) {
+  int n = -1;
+  return ::ioctl(fd, FIONREAD, &n) == 0 ? n : -1;
 }
 
 // A raw peer connection claiming the listening address 127.0.0.1:claimed.
@@ -110,6 +141,7 @@ TEST(tcp_held_conns, every_connection_held_on_a_closing_one_is_answered_when_it_
 
   // Three new connections from the same peer while the first is closing.
   const int fds_before = count_fds();
+  const std::set<int> sockets_before = socket_fds();
   constexpr int n_new = 3;
   int s[n_new];
   for (int& x : s) {
@@ -118,13 +150,21 @@ TEST(tcp_held_conns, every_connection_held_on_a_closing_one_is_answered_when_it_
   }
   // They are accepted (one descriptor each) and their hellos read (held:
   // no answer while the first connection is there). Drive the endpoint
-  // until all are accepted, then a while longer so that their hellos are
-  // read: this only makes the scenario happen; it decides nothing.
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  // until all are accepted and the endpoint has read every hello (nothing
+  // left unread on its side of each).
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
   while (count_fds() < fds_before + 2 * n_new && std::chrono::steady_clock::now() < deadline) (void)a.cq.progress();
   ASSERT_EQ(count_fds(), fds_before + 2 * n_new) << "the endpoint did not accept the new connections";
-  const auto settle = std::chrono::steady_clock::now() + std::chrono::milliseconds(200);
-  while (std::chrono::steady_clock::now() < settle) (void)a.cq.progress();
+  std::vector<int> accepted;
+  for (int fd : socket_fds())
+    if (!sockets_before.count(fd) && std::find(std::begin(s), std::end(s), fd) == std::end(s)) accepted.push_back(fd);
+  ASSERT_EQ(accepted.size(), static_cast<std::size_t>(n_new)) << "the endpoint's side of each new connection";
+  auto all_read = [&] {
+    return std::all_of(accepted.begin(), accepted.end(), [](int fd) { return unread(fd) == 0; });
+  };
+  while (!all_read() && std::chrono::steady_clock::now() < deadline) (void)a.cq.progress();
+  ASSERT_TRUE(all_read()) << "the endpoint did not read the new connections' hellos (they were not held)";
+  for (int i = 0; i < 100; ++i) (void)a.cq.progress();  // a chance to answer them, which it must not take
   for (int x : s) {
     pollfd p{x, POLLIN, 0};
     ASSERT_EQ(::poll(&p, 1, 0), 0) << "a connection was answered while the old one is still closing";
