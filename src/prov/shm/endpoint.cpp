@@ -64,6 +64,11 @@ result<void> endpoint_impl::init() {
 }
 
 endpoint_impl::~endpoint_impl() {
+  // A wait on our CQs from another thread must neither drive nor arm us
+  // while we come apart: their sources locks until we are detached.
+  std::unique_lock<std::recursive_mutex> htx, hrx;
+  if (txcq_) htx = txcq_->hold();
+  if (rxcq_ && rxcq_ != txcq_) hrx = rxcq_->hold();
   if (observing_) reg_->remove_observer(this);
   // Cooperative copies in progress: close their generations so no sender
   // claims another chunk, and wait for the chunks already claimed: a sender
