@@ -21,6 +21,10 @@ class cq_wait_close : public ::testing::TestWithParam<variant> {};
 
 TEST_P(cq_wait_close, closing_an_endpoint_while_its_cq_waits_frees_nothing_under_the_waiter) {
   apply(GetParam());
+  // A long spin: the waiter drives the endpoints (read, progress) while the
+  // close runs, which is where the close freed them under it. (Read once per
+  // process: ctest runs each test in its own.)
+  ::setenv("WEFT_SPIN_US", "200000", 1);
   node b = open_node(GetParam().provider, cap::msg);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
   constexpr int rounds = 40;
