@@ -61,6 +61,7 @@ errc cq::read_error(cq_err_entry& out) noexcept {
 }
 
 errc cq::wait(std::span<cq_entry> out, std::size_t& n, int timeout_ms) noexcept {
+  const std::uint32_t detached = detach_count();  // an endpoint closed meanwhile ends the wait (again)
   const std::uint64_t start = util::now_ns();
   const std::uint64_t deadline =
       timeout_ms < 0 ? ~0ull : start + static_cast<std::uint64_t>(timeout_ms) * 1000000ull;
@@ -92,6 +93,10 @@ errc cq::wait(std::span<cq_entry> out, std::size_t& n, int timeout_ms) noexcept 
     }
     disarm_all();
     if (e != errc::again) return e;
+    if (detach_count() != detached) {
+      e = read(out, n);
+      return e;  // again: an endpoint bound here was closed while we waited
+    }
     if (now >= deadline) {
       e = read(out, n);
       return e == errc::again ? errc::timed_out : e;

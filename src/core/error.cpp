@@ -86,6 +86,13 @@ errc spi::bad_iov(const char* op, std::size_t count, std::size_t max) noexcept {
   return errc::invalid_argument;
 }
 
+errc spi::peer_gone(const char* op, fi_addr_t a) noexcept {
+  detail::format_last_error("%s: the peer at fi_addr %llu is gone (its endpoint is closed or its process exited); "
+                            "remove it from the address vector, or insert its new address",
+                            op, static_cast<unsigned long long>(a));
+  return errc::peer_dead;
+}
+
 errc spi::no_peer(const char* op, fi_addr_t a, bool have_av) noexcept {
   if (!have_av)
     detail::format_last_error("%s: the endpoint has no address vector bound (bind one before enable())", op);

@@ -21,13 +21,22 @@ thread_local std::uint64_t progress_calls_tl = 0;
 std::uint64_t thread_progress_calls() noexcept { return progress_calls_tl; }
 
 void progress_group::attach(progressable* p) {
+  auto h = hold();
   if (std::find(sources_.begin(), sources_.end(), p) == sources_.end()) sources_.push_back(p);
 }
 
-void progress_group::detach(progressable* p) noexcept { std::erase(sources_, p); }
+void progress_group::detach(progressable* p) noexcept {
+  {
+    auto h = hold();
+    std::erase(sources_, p);
+    detached_.fetch_add(1, std::memory_order_seq_cst);
+  }
+  util::futex_wake_all(&detached_);  // a wait asleep on p's words wakes, and arms again without it
+}
 
 void progress_group::progress() noexcept {
   auto g = guard();
+  auto h = hold();
   if (in_progress_) return;  // re-entry from a callback is refused
   in_progress_ = true;
   for (std::size_t i = 0; i < sources_.size(); ++i) {
@@ -61,13 +70,14 @@ void set_wait_pulse(bool on) noexcept { pulse_on.store(on, std::memory_order_rel
 
 void progress_group::arm_all(armed& a, bool room) noexcept {
   auto g = guard();
+  auto h = hold();
   a.n = 0;
   a.room = a.pulse = a.wordless = false;
   a.fd = -1;
   for (auto* s : sources_) {
     if (auto* w = s->arm()) {
-      if (a.n < max_wait_words) a.words[a.n++] = wait_word{w, w->load(std::memory_order_seq_cst)};
-      else a.wordless = true;  // more doorbells than words: slices, which drive every source
+      if (a.n < max_wait_words - 1) a.words[a.n++] = wait_word{w, w->load(std::memory_order_seq_cst)};
+      else a.wordless = true;  // more doorbells than words (one is the detach word): slices, which drive every source
     } else if (const int fd = s->wait_fd(); fd >= 0) {
       if (a.fd >= 0 && a.fd != fd) a.wordless = true;  // two descriptors: slices
       a.fd = fd;
@@ -77,13 +87,17 @@ void progress_group::arm_all(armed& a, bool room) noexcept {
     if (s->needs_pulse()) a.pulse = true;
   }
   a.doorbells = a.n;
+  a.sources = sources_.size();
   if (room)
     for (auto* s : sources_)
-      if (s->arm_room(this, std::span<wait_word>(a.words, max_wait_words), a.n)) a.room = true;
+      if (s->arm_room(this, std::span<wait_word>(a.words, max_wait_words - 1), a.n)) a.room = true;
+  // Words are slept on: so is detached_, so that a detach() ends the sleep.
+  if (a.n > 0) a.words[a.n++] = wait_word{&detached_, detached_.load(std::memory_order_seq_cst)};
 }
 
 void progress_group::disarm_all() noexcept {
   auto g = guard();
+  auto h = hold();
   for (auto* s : sources_) s->disarm();
 }
 
@@ -95,7 +109,7 @@ progress_group::woke progress_group::sleep_armed(const armed& a, std::uint64_t d
   // neither: short slices, as every source is driven at each.
   // A descriptor (tcp) is polled as before: with the pulse, in 1 ms slices
   // when it serves several sources (a progress thread may take its events).
-  const bool slices = a.wordless || (a.fd >= 0 && (a.n > 0 || sources_.size() > 1));
+  const bool slices = a.wordless || (a.fd >= 0 && (a.n > 0 || a.sources > 1));
   std::uint64_t until = deadline;
   if (slices) until = std::min(until, now + 1'000'000);
   else if (a.pulse && pulse_on.load(std::memory_order_relaxed)) until = std::min(until, now + pulse_ns);
@@ -113,11 +127,15 @@ progress_group::woke progress_group::sleep_armed(const armed& a, std::uint64_t d
     }
     // No futex_waitv: the first doorbell, in bounded slices (room words are
     // checked again at each slice).
-    const int ms = ms_left(a.n > 1 ? 1 : 10);
-    util::futex_wait(a.words[0].word, a.words[0].seen, ms);
-    return a.words[0].word->load(std::memory_order_acquire) != a.words[0].seen ? woke::word : woke::timer;
+    // The words are not read here: their source may be gone (detach());
+    // the kernel answers for them.
+    const int ms = ms_left(a.n > 2 ? 1 : 10);
+    return util::futex_wait(a.words[0].word, a.words[0].seen, ms) == -ETIMEDOUT ? woke::timer : woke::word;
   }
-  for (auto* s : sources_) s->prepare_sleep();
+  {
+    auto h = hold();
+    for (auto* s : sources_) s->prepare_sleep();
+  }
   if (a.fd >= 0) {
     pollfd p{a.fd, POLLIN, 0};
     const int r = ::poll(&p, 1, until == ~0ull ? -1 : ms_left(slices ? 1 : INT32_MAX));

@@ -75,6 +75,13 @@ class progress_group {
   [[nodiscard]] bool set_lock(std::recursive_mutex* m) noexcept;
   void release_lock(std::recursive_mutex* m) noexcept;
   [[nodiscard]] bool lock_in_use() const noexcept { return lock_ != nullptr; }
+  // The lock of the sources list, held while sources are driven, armed and
+  // disarmed (never while a wait sleeps). A source that goes away holds it
+  // from its first teardown step to its detach(), so that no wait on
+  // another thread drives or arms it half-destroyed.
+  [[nodiscard]] std::unique_lock<std::recursive_mutex> hold() const noexcept {
+    return std::unique_lock<std::recursive_mutex>(sources_mu_);
+  }
 
  protected:
   [[nodiscard]] std::unique_lock<std::recursive_mutex> guard() const noexcept {
@@ -90,18 +97,28 @@ class progress_group {
     bool wordless = false;   // a source has neither a word nor a descriptor
     int fd = -1;             // a source's descriptor (tcp)
     bool fd_too = false;     // sources with words and one with a descriptor: slices
+    std::size_t sources = 0;  // how many sources were armed
   };
   enum class woke : std::uint8_t { word, timer, deadline };
   // Arms every source (arm(), then arm_room() when room counts), as one wait does.
   void arm_all(armed& a, bool room) noexcept;
   void disarm_all() noexcept;
   // Sleeps until deadline (absolute, now_ns() clock; ~0 none), a word of a
-  // changes, or the pulse is due. Falls back to slices where futex_waitv is
+  // changes, a source is detached (detached_), or the pulse is due. It
+  // dereferences no source: the words are read by the kernel only (a word
+  // of a source freed meanwhile reads as changed, or fails: a wake-up). Falls back to slices where futex_waitv is
   // missing (ENOSYS) or words and a descriptor must be watched together.
   woke sleep_armed(const armed& a, std::uint64_t deadline) const noexcept;
-  std::vector<progressable*> sources_;
+  // How many sources were detached so far (a wait that sees it change
+  // returns: an endpoint it waited for was closed meanwhile).
+  [[nodiscard]] std::uint32_t detach_count() const noexcept { return detached_.load(std::memory_order_seq_cst); }
+  std::vector<progressable*> sources_;  // under sources_mu_
 
  private:
+  mutable std::recursive_mutex sources_mu_;
+  // Bumped (and woken) by detach(): a wait armed before sleeps on it too, so
+  // it leaves a sleep on the words of a source that is going away.
+  std::atomic<std::uint32_t> detached_{0};
   std::recursive_mutex* lock_ = nullptr;
   int lock_users_ = 0;
   bool in_progress_ = false;

@@ -64,6 +64,11 @@ result<void> endpoint_impl::init() {
 }
 
 endpoint_impl::~endpoint_impl() {
+  // A wait on our CQs from another thread must neither drive nor arm us
+  // while we come apart: their sources locks until we are detached.
+  std::unique_lock<std::recursive_mutex> htx, hrx;
+  if (txcq_) htx = txcq_->hold();
+  if (rxcq_ && rxcq_ != txcq_) hrx = rxcq_->hold();
   if (observing_) reg_->remove_observer(this);
   // Cooperative copies in progress: close their generations so no sender
   // claims another chunk, and wait for the chunks already claimed: a sender
@@ -154,8 +159,8 @@ errc endpoint_impl::send(const msg_desc& m, std::uint64_t flags) noexcept {
   if (!pp) [[unlikely]]
     return spi::no_peer("send", m.addr, av_ != nullptr);
   peer& p = **pp;
-  if (p.map->closed()) [[unlikely]]
-    return errc::peer_dead;  // its endpoint is closed: nothing would read this
+  if (p.map->closed()) [[unlikely]]  // its endpoint is closed: nothing would read this
+    return spi::peer_gone("send", m.addr);
   const std::size_t len = checked_total(m.iov, m.iov_count);  // SIZE_MAX when it overflows: too_big below
   const std::uint16_t sflags = static_cast<std::uint16_t>(((flags & flag::tagged) ? slot_flag::tagged : 0) |
                                                           ((flags & flag::remote_cq_data) ? slot_flag::cq_data : 0));
@@ -182,7 +187,8 @@ errc endpoint_impl::send(const msg_desc& m, std::uint64_t flags) noexcept {
     gather(m.iov, m.iov_count, 0, s + sizeof(slot_header), len);
     if (!p.ring.publish(pos)) [[unlikely]] {
       if (!inject) txcq_->unreserve();
-      return errc::io_error;  // the receiver took us for dead and skipped the slot
+      return spi::fail(errc::io_error, "send: the receiver took this process for dead and skipped its message (its "
+                                       "liveness check timed out); the message was not delivered");
     }
     wake(p);
     if (!inject) txcq_->push(cq_entry{m.context, cflags, len, nullptr, 0, m.tag, addr_unspec});
@@ -301,6 +307,9 @@ errc endpoint_impl::recv(const msg_desc& m, std::uint64_t flags) noexcept {
     return spi::not_enabled("receive");
   if (m.iov_count > max_iov || (!m.iov && m.iov_count)) [[unlikely]]
     return spi::bad_iov("receive", m.iov_count, max_iov);
+  if (spi::iov_overflows(m.iov, m.iov_count)) [[unlikely]]
+    return spi::fail(errc::too_big, "receive: the iov lengths add up to more than 2^64 - 1 bytes (give at most "
+                                    "SIZE_MAX bytes in all)");
   std::uint64_t src = util::any_source;
   const peer* from = nullptr;
   if (m.addr != addr_unspec) {

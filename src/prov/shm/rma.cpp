@@ -46,7 +46,8 @@ errc endpoint_impl::finish_request(peer& p, util::mpsc_ring& ring, tx_op* op, st
     txcq_->unreserve();
     op->p.reset();
     txp_.put(op);
-    return errc::io_error;
+    return spi::fail(errc::io_error, "the peer took this process for dead and skipped its request (its liveness "
+                                     "check timed out); the request was not delivered");
   }
   tx_active_.push_back(op);
   wake(p);
@@ -62,7 +63,7 @@ errc endpoint_impl::rma(const rma_desc& d, std::uint64_t flags) noexcept {
   if (!pp) [[unlikely]]
     return spi::no_peer("RMA", d.addr, av_ != nullptr);
   peer& p = **pp;
-  if (p.map->closed()) return errc::peer_dead;
+  if (p.map->closed()) return spi::peer_gone("RMA", d.addr);
   core::rma_request q;
   if (errc e = core::parse_rma(d, flags, level_, max_iov, 0xffffffffu, inline_max_, 0xffffffffu, q); e != errc::ok)
     return e;
@@ -489,7 +490,7 @@ errc endpoint_impl::atomic(const atomic_desc& d) noexcept {
   if (!pp) [[unlikely]]
     return spi::no_peer("atomic", d.addr, av_ != nullptr);
   peer& p = **pp;
-  if (p.map->closed()) return errc::peer_dead;
+  if (p.map->closed()) return spi::peer_gone("atomic", d.addr);
   const std::size_t bytes = d.count * size_of(static_cast<atomic_type>(d.type));
   if (!(p.map->hdr()->flags.load(std::memory_order_acquire) & region_flag::two_sided_rma)) {
     errc r = errc::ok;

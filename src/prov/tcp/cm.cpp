@@ -125,6 +125,9 @@ class passive_impl final : public spi::passive_endpoint, public spi::progressabl
     eq_ = std::move(q);
     eq_->attach(this);
     if (dom_->automatic()) dom_->add_target(this);
+    // What arrived before an event queue was bound is told now.
+    if (fd_report_) report();
+    if (unannounced_) announce_all();
     return {};
   }
   [[nodiscard]] address name() const override { return name_; }
@@ -146,6 +149,13 @@ class passive_impl final : public spi::passive_endpoint, public spi::progressabl
   }
   void on_event(std::uint32_t) noexcept override {
     for (int i = 0; i < 64; ++i) {
+      // Too many connections waiting for their hello (or for an event queue):
+      // stop accepting; new ones wait in the kernel's backlog until one of
+      // them finishes (never closed without a reason).
+      if (waiting_.size() >= max_handshakes) {
+        pause_for_handshakes();
+        return;
+      }
       int fd = ::accept4(lfd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
       if (fd < 0 && (errno == EMFILE || errno == ENFILE)) {
         if (refuse(errno)) continue;
@@ -153,10 +163,6 @@ class passive_impl final : public spi::passive_endpoint, public spi::progressabl
       }
       if (fd < 0) return;
       fd_short_ = false;
-      if (waiting_.size() >= max_handshakes) {  // too many silent connections: refuse this one
-        ::close(fd);
-        continue;
-      }
       set_socket_options(fd, dom_->cfg(), nullptr);
       try {
         auto p = std::make_shared<pending>();
@@ -179,7 +185,7 @@ class passive_impl final : public spi::passive_endpoint, public spi::progressabl
     auto g = dom_->guard();
     if (accept_paused_until_ && util::now_ns() >= accept_paused_until_) {
       accept_paused_until_ = 0;
-      dom_->eng().mod(lfd_, this, EPOLLIN);
+      if (!handshakes_full_) dom_->eng().mod(lfd_, this, EPOLLIN);
     }
     if (fd_report_) report();
     if (unannounced_) announce_all();
@@ -188,6 +194,7 @@ class passive_impl final : public spi::passive_endpoint, public spi::progressabl
     const std::uint64_t now = util::now_ns();
     const std::uint64_t to = static_cast<std::uint64_t>(dom_->cfg().timeout_ms) * 1'000'000ull;
     std::erase_if(waiting_, [&](const std::shared_ptr<pending>& p) { return !p->complete && now - p->started > to; });
+    resume_if_room();
   }
   [[nodiscard]] int wait_fd() const noexcept override { return dom_->eng().fd(); }
 
@@ -196,13 +203,15 @@ class passive_impl final : public spi::passive_endpoint, public spi::progressabl
     auto it = std::find_if(waiting_.begin(), waiting_.end(), [&](auto& p) { return p.get() == x; });
     if (it == waiting_.end()) return;
     const std::shared_ptr<pending> keep = *it;  // we run inside its on_event: it lives until we return
-    if (x->bad || !eq_) {  // garbage or nobody listening: dropped (closing the socket)
+    if (x->bad) {  // garbage, or closed before its hello: dropped (closing the socket)
       waiting_.erase(it);
+      resume_if_room();
       return;
     }
     // The request stays in waiting_ until its event is made: when the event
-    // queue cannot take it now (out of memory), progress tries again; the
-    // peer waits meanwhile (its connect timeout bounds that), never dropped.
+    // queue cannot take it now (out of memory), progress tries again, and
+    // with no event queue bound yet, bind_eq() tells it; the peer waits
+    // meanwhile (its connect timeout bounds that), never dropped.
     x->unannounced = true;
     unannounced_ = true;
     announce_all();
@@ -222,6 +231,18 @@ class passive_impl final : public spi::passive_endpoint, public spi::progressabl
       }
       waiting_.erase(waiting_.begin() + static_cast<std::ptrdiff_t>(i));
     }
+    resume_if_room();
+  }
+  // max_handshakes connections wait: the listening socket leaves epoll
+  // until one of them finishes (resume_if_room).
+  void pause_for_handshakes() noexcept {
+    handshakes_full_ = true;
+    dom_->eng().mod(lfd_, this, 0);
+  }
+  void resume_if_room() noexcept {
+    if (!handshakes_full_ || waiting_.size() >= max_handshakes) return;
+    handshakes_full_ = false;
+    if (!accept_paused_until_) dom_->eng().mod(lfd_, this, EPOLLIN);  // else progress() resumes it
   }
   // The connreq event of p; false if it could not be made (retried later).
   bool announce(const std::shared_ptr<pending>& p) noexcept {
@@ -298,6 +319,7 @@ class passive_impl final : public spi::passive_endpoint, public spi::progressabl
   std::shared_ptr<spi::eq> eq_;
   std::vector<std::shared_ptr<pending>> waiting_;
   bool fd_short_ = false, fd_report_ = false;
+  bool handshakes_full_ = false;  // max_handshakes wait: not accepting (pause_for_handshakes)
   bool unannounced_ = false;  // a request in waiting_ waits for its connreq event
   int fd_errno_ = 0;
   std::uint64_t accept_paused_until_ = 0;

@@ -463,6 +463,9 @@ errc endpoint_impl::recv(const msg_desc& m, std::uint64_t flags) noexcept {
     return spi::not_enabled("receive");
   if (m.iov_count > max_iov || (!m.iov && m.iov_count)) [[unlikely]]
     return spi::bad_iov("receive", m.iov_count, max_iov);
+  if (spi::iov_overflows(m.iov, m.iov_count)) [[unlikely]]
+    return spi::fail(errc::too_big, "receive: the iov lengths add up to more than 2^64 - 1 bytes (give at most "
+                                    "SIZE_MAX bytes in all)");
   if (msg_mode_ && was_connected_ && !single_)
     return spi::fail(errc::peer_dead, "receive on a MSG endpoint whose connection has ended (shut down, or the peer "
                                       "is gone)");
