@@ -123,7 +123,8 @@ class completion_queue : public detail::handle<spi::cq, detail::cq_ops> {
   // (n > 0) or error_available as read() does; timed_out when nothing
   // arrived in time; again (n == 0) when room appeared at a peer that
   // refused a post for a full ring (again_reason::peer_busy) since then:
-  // retry the post. The sleep ends only on a doorbell, room, the deadline,
+  // retry the post; again too when an endpoint bound to this CQ was closed
+  // during the wait. The sleep ends only on a doorbell, room, the deadline,
   // or a liveness pulse while operations to a peer are outstanding
   // (wait_stats() tells them apart). A counter's wait sleeps the same way.
   [[nodiscard]] errc wait(std::span<cq_entry> out, std::size_t& n, int timeout_ms) noexcept {

@@ -790,12 +790,4 @@ void endpoint_impl::check_peers() noexcept {
   }
 }
 
-result<std::shared_ptr<spi::endpoint>> domain_impl::open_endpoint(const info& i) {
-  if (i.fabric.prov_name != "shm")
-    return make_error(errc::invalid_argument, "info is for provider '" + i.fabric.prov_name + "', not shm");
-  auto ep = std::make_shared<endpoint_impl>(shared_from_this(), i);
-  if (auto r = ep->init(); !r) return std::unexpected(r.error());
-  return ep;
-}
-
 }  // namespace weft::prov::shm

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <mutex>
 
+#include "prov/shm/endpoint.hpp"
 #include "prov/shm/shm.hpp"
 #include "util/clock.hpp"
 
@@ -295,6 +296,14 @@ fi_addr_t av_impl::reverse(std::uint64_t key, bool& failed) noexcept {
   }
   failed = true;
   return addr_notavail;
+}
+
+result<std::shared_ptr<spi::endpoint>> domain_impl::open_endpoint(const info& i) {
+  if (i.fabric.prov_name != "shm")
+    return make_error(errc::invalid_argument, "info is for provider '" + i.fabric.prov_name + "', not shm");
+  auto ep = std::make_shared<endpoint_impl>(shared_from_this(), i);
+  if (auto r = ep->init(); !r) return std::unexpected(r.error());
+  return ep;
 }
 
 }  // namespace weft::prov::shm
