@@ -23,7 +23,11 @@ errc cntr::wait(std::uint64_t threshold, int timeout_ms) noexcept {
   const std::uint64_t deadline =
       timeout_ms < 0 ? ~0ull : start + static_cast<std::uint64_t>(timeout_ms) * 1000000ull;
   auto check = [&]() noexcept {
-    progress();
+    {
+      auto g = guard();  // the domain's lock first, as progress() takes it
+      auto h = hold();  // an endpoint closed by another thread is never driven while it goes
+      progress();
+    }
     if (value_.load(std::memory_order_acquire) >= threshold) return errc::ok;
     if (errors_.load(std::memory_order_acquire) != seen_err_.load(std::memory_order_acquire))
       return errc::error_available;

@@ -60,6 +60,14 @@ errc cq::read_error(cq_err_entry& out) noexcept {
   return errc::ok;
 }
 
+// A read inside a wait holds the sources' lock: an endpoint closed by
+// another thread to end the wait is never driven while it goes.
+errc cq::read_held(std::span<cq_entry> out, std::size_t& n) noexcept {
+  auto g = guard();  // the domain's lock first, as progress() takes it: one order, no deadlock
+  auto h = hold();
+  return read(out, n);
+}
+
 errc cq::wait(std::span<cq_entry> out, std::size_t& n, int timeout_ms) noexcept {
   const std::uint32_t detached = detach_count();  // an endpoint closed meanwhile ends the wait (again)
   const std::uint64_t start = util::now_ns();
@@ -67,7 +75,7 @@ errc cq::wait(std::span<cq_entry> out, std::size_t& n, int timeout_ms) noexcept 
       timeout_ms < 0 ? ~0ull : start + static_cast<std::uint64_t>(timeout_ms) * 1000000ull;
   const std::uint64_t spin_until = std::min(deadline, start + spin_ns());
   for (;;) {
-    errc e = read(out, n);
+    errc e = read_held(out, n);
     if (e != errc::again) return e;
     if (util::now_ns() >= spin_until) break;
   }
@@ -77,7 +85,7 @@ errc cq::wait(std::span<cq_entry> out, std::size_t& n, int timeout_ms) noexcept 
   armed a;
   for (;;) {
     arm_all(a, true);  // the words' values first, then the checks below: no wake-up is lost
-    errc e = read(out, n);
+    errc e = read_held(out, n);
     const std::uint64_t now = util::now_ns();
     if (e == errc::again && a.room) {
       disarm_all();
@@ -94,11 +102,11 @@ errc cq::wait(std::span<cq_entry> out, std::size_t& n, int timeout_ms) noexcept 
     disarm_all();
     if (e != errc::again) return e;
     if (detach_count() != detached) {
-      e = read(out, n);
+      e = read_held(out, n);
       return e;  // again: an endpoint bound here was closed while we waited
     }
     if (now >= deadline) {
-      e = read(out, n);
+      e = read_held(out, n);
       return e == errc::again ? errc::timed_out : e;
     }
   }

@@ -25,11 +25,18 @@ errc eq::wait(eq_event& out, int timeout_ms) {
   for (;;) {
     arm_all(a, false);
     a.pulse = true;
-    errc e = read(out);
+    errc e;
+    {
+      auto g = guard();  // the domain's lock first, as progress() takes it
+      auto h = hold();  // an endpoint closed by another thread is never driven while it goes
+      e = read(out);
+    }
     if (e == errc::again && util::now_ns() < deadline) (void)sleep_armed(a, deadline);
     disarm_all();
     if (e != errc::again) return e;
     if (util::now_ns() >= deadline) {
+      auto g = guard();
+      auto h = hold();
       e = read(out);
       return e == errc::again ? errc::timed_out : e;
     }

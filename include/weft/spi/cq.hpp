@@ -34,6 +34,7 @@ class cq : public detail::cq_ops, public progress_group {
 
   // consumer side (detail::cq_ops, what completion_queue calls)
   [[nodiscard]] errc read(std::span<cq_entry> out, std::size_t& n) noexcept final;
+  [[nodiscard]] errc read_held(std::span<cq_entry> out, std::size_t& n) noexcept;
   [[nodiscard]] errc read_error(cq_err_entry& out) noexcept final;
   [[nodiscard]] errc wait(std::span<cq_entry> out, std::size_t& n, int timeout_ms) noexcept final;
   void progress() noexcept final { progress_group::progress(); }
