@@ -81,34 +81,56 @@ std::string unproven_scenario(pid_t holder_pid, std::uint64_t planted = 0) {
   auto warm = t.dom.register_memory(other, sizeof other, access::remote_write | access::remote_read);
   if (!warm) return "register: " + warm.error().message;
   warm->close();
-  bool exhausted = false;
-  std::vector<int> filler = use_up_descriptors(exhausted);
-  if (!exhausted) return "descriptors not exhausted with EMFILE";
   std::string out;
   if (planted) {
     // A live holder: close waits for it, however long, until it gives the
     // slot back (before the reserve descriptor: taken as dead after 2 s).
+    // The closing thread starts before descriptors run out and ends after
+    // they are back (UBSan's vptr check of the thread's state needs one).
     std::mutex mu;
     std::condition_variable cv;
-    bool closed = false, released = false, released_at_close = false;
+    bool go = false, closed = false, released = false, released_at_close = false, may_end = false;
     std::thread closer([&] {
+      {
+        std::unique_lock lk(mu);
+        cv.wait(lk, [&] { return go; });
+      }
       m->close();
-      std::lock_guard lk(mu);
+      std::unique_lock lk(mu);
       closed = true;
       released_at_close = released;
       cv.notify_all();
+      cv.wait(lk, [&] { return may_end; });  // its end, too, is checked by UBSan: after the descriptors are back
     });
+    bool exhausted = false;
+    std::vector<int> filler = use_up_descriptors(exhausted);
     {
       std::unique_lock lk(mu);
-      cv.wait_for(lk, std::chrono::seconds(4), [&] { return closed; });  // a close that wrongly returns
+      go = true;
+      cv.notify_all();
+      if (exhausted)
+        cv.wait_for(lk, std::chrono::seconds(4), [&] { return closed; });  // a close that wrongly returns
       released = true;
     }
     slots[0].holder.store(0);  // the holder ends its access
-    closer.join();
+    {
+      std::unique_lock lk(mu);
+      cv.wait(lk, [&] { return closed; });
+    }
     give_back(filler);
+    {
+      std::lock_guard lk(mu);
+      may_end = true;
+      cv.notify_all();
+    }
+    closer.join();
+    if (!exhausted) return "descriptors not exhausted with EMFILE";
     if (!released_at_close) out += "close returned while a live holder was inside an access\n";
     return out.empty() ? "ok" : out;
   }
+  bool exhausted = false;
+  std::vector<int> filler = use_up_descriptors(exhausted);
+  if (!exhausted) return "descriptors not exhausted with EMFILE";
   m->close();  // before the fix: waits for ever (the run's deadline kills it)
   give_back(filler);
   if (slots[0].holder.load() != 0) out += "the unproven holder's slot was not freed\n";
