@@ -47,11 +47,7 @@ errc cntr::wait(std::uint64_t threshold, int timeout_ms) noexcept {
     arm_all(a, false);
     const errc e = check();
     if (e == errc::again) {
-      switch (sleep_armed(a, deadline)) {
-        case woke::word: word_wakes_.fetch_add(1, std::memory_order_relaxed); break;
-        case woke::timer: timer_wakes_.fetch_add(1, std::memory_order_relaxed); break;
-        case woke::deadline: break;
-      }
+      (void)sleep_armed(a, deadline);
     }
     disarm_all();
     if (e != errc::again) return e;

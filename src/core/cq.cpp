@@ -93,11 +93,7 @@ errc cq::wait(std::span<cq_entry> out, std::size_t& n, int timeout_ms) noexcept 
       return errc::again;  // room appeared at a busy peer: retry the post
     }
     if (e == errc::again && now < deadline) {
-      switch (sleep_armed(a, deadline)) {
-        case woke::word: word_wakes_.fetch_add(1, std::memory_order_relaxed); break;
-        case woke::timer: timer_wakes_.fetch_add(1, std::memory_order_relaxed); break;
-        case woke::deadline: break;
-      }
+      (void)sleep_armed(a, deadline);
     }
     disarm_all();
     if (e != errc::again) return e;

@@ -104,7 +104,14 @@ void progress_group::disarm_all() noexcept {
   for (auto* s : sources_) s->disarm();
 }
 
-progress_group::woke progress_group::sleep_armed(const armed& a, std::uint64_t deadline) const noexcept {
+progress_group::woke progress_group::sleep_armed(const armed& a, std::uint64_t deadline) noexcept {
+  const woke w = sleep_uncounted(a, deadline);
+  if (w == woke::word) word_wakes_.fetch_add(1, std::memory_order_relaxed);
+  else if (w == woke::timer) timer_wakes_.fetch_add(1, std::memory_order_relaxed);
+  return w;
+}
+
+progress_group::woke progress_group::sleep_uncounted(const armed& a, std::uint64_t deadline) const noexcept {
   static std::atomic<bool> no_waitv{false};  // the kernel answered ENOSYS (Linux < 5.16)
   const std::uint64_t now = util::now_ns();
   if (now >= deadline) return woke::deadline;

@@ -16,19 +16,7 @@ using namespace weft::test;
 
 namespace {
 
-class api_review : public ::testing::TestWithParam<variant> {
- protected:
-  void SetUp() override {
-    apply(GetParam());
-    a = open_node(GetParam().provider, cap::msg | cap::tagged);
-    b = open_node(GetParam().provider, cap::msg | cap::tagged);
-    a2b = insert(a, b);
-    insert(b, a);
-  }
-  static bool says(const char* what) { return std::strstr(last_error_message(), what) != nullptr; }
-  node a, b;
-  fi_addr_t a2b = addr_unspec;
-};
+class api_review : public pair_test {};
 
 // An element count whose byte size wraps around 2^64 to 8 bytes: the check
 // `count * size <= 64` passed it, and shm's one-sided path then applied the
@@ -48,7 +36,7 @@ TEST_P(api_review, atomic_count_whose_byte_size_wraps_is_refused) {
   std::uint64_t operand[8] = {7, 7, 7, 7, 7, 7, 7, 7}, compare[8] = {}, result[8] = {};
 
   EXPECT_EQ(a.ep.atomic(atomic_op::sum, atomic_type::u64, operand, huge, a2b, 0, key), errc::invalid_argument);
-  EXPECT_TRUE(says("at most 64 bytes")) << last_error_message();
+  EXPECT_TRUE(last_error_says("at most 64 bytes")) << last_error_message();
   EXPECT_EQ(a.ep.fetch_atomic(atomic_op::sum, atomic_type::u64, operand, result, huge, a2b, 0, key),
             errc::invalid_argument);
   EXPECT_EQ(a.ep.compare_atomic(atomic_type::u64, operand, compare, result, huge, a2b, 0, key),
@@ -75,14 +63,14 @@ TEST_P(api_review, iov_lengths_that_overflow_are_too_big) {
   std::vector<char> buf(64, 'z'), in(64);
   const ::iovec wrap[2] = {{buf.data(), std::numeric_limits<std::size_t>::max() - 7}, {buf.data(), 16}};
   EXPECT_EQ(a.ep.sendv(wrap, a2b), errc::too_big);
-  EXPECT_TRUE(says("send of 18446744073709551615 bytes")) << last_error_message();
+  EXPECT_TRUE(last_error_says("send of 18446744073709551615 bytes")) << last_error_message();
   EXPECT_EQ(a.ep.tsendv(wrap, a2b, 5), errc::too_big);
   EXPECT_EQ(a.ep.sendmsg(msg_desc{wrap, 2, a2b, 0, 0, 0, nullptr}, flag::inject), errc::too_big);
   if (a.inf.caps & cap::rma) {
     auto m = b.dom.register_memory(in.data(), in.size(), access::remote_read | access::remote_write);
     ASSERT_TRUE(m) << m.error().message;
     EXPECT_EQ(a.ep.writev(wrap, a2b, 0, *m->key()), errc::too_big);
-    EXPECT_TRUE(says("RMA of 18446744073709551615 bytes")) << last_error_message();
+    EXPECT_TRUE(last_error_says("RMA of 18446744073709551615 bytes")) << last_error_message();
     EXPECT_EQ(a.ep.readv(wrap, a2b, 0, *m->key()), errc::too_big);
     // nothing was posted: no completion, and the target is untouched
     cq_entry e;

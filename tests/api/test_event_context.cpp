@@ -10,10 +10,11 @@
 #include <cstring>
 #include <thread>
 
-#include "../common/harness.hpp"
+#include "../common/cm.hpp"
 #include "weft/spi/provider.hpp"
 
 using namespace weft;
+using namespace weft::test;
 
 namespace {
 
@@ -23,18 +24,6 @@ namespace {
 static_assert(std::is_same_v<decltype(spi::endpoint::context), std::atomic<void*>> &&
                   std::is_same_v<decltype(spi::passive_endpoint::context), std::atomic<void*>>,
               "set_context stores while a progress thread reads: the field must be atomic");
-
-info msg_info(bool source, std::uint16_t port) {
-  hints h;
-  h.provider = "tcp";
-  h.type = ep_type::msg;
-  h.node = "127.0.0.1";
-  h.port = port;
-  h.source = source;
-  auto r = get_info(h);
-  EXPECT_TRUE(r) << (r ? "" : r.error().message);
-  return r ? r->front() : info{};
-}
 
 errc next_event(event_queue& q, eq_event& e) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);

@@ -191,4 +191,22 @@ inline std::vector<unsigned char> pattern(std::size_t n, unsigned seed) {
   return v;
 }
 
+// Two nodes of one provider variant (msg and tagged), each in the other's
+// address vector.
+class pair_test : public ::testing::TestWithParam<variant> {
+ protected:
+  void SetUp() override {
+    apply(GetParam());
+    a = open_node(GetParam().provider, cap::msg | cap::tagged);
+    b = open_node(GetParam().provider, cap::msg | cap::tagged);
+    a2b = insert(a, b);
+    b2a = insert(b, a);
+  }
+  node a, b;
+  fi_addr_t a2b = addr_unspec, b2a = addr_unspec;
+};
+
+// Whether weft::last_error_message() contains what.
+inline bool last_error_says(const char* what) { return std::strstr(last_error_message(), what) != nullptr; }
+
 }  // namespace weft::test

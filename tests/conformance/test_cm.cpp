@@ -6,71 +6,18 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "../common/harness.hpp"
+#include "../common/cm.hpp"
 
 using namespace weft;
 using namespace weft::test;
 
 namespace {
 
-std::vector<std::byte> bytes(const std::string& s) {
-  return {reinterpret_cast<const std::byte*>(s.data()), reinterpret_cast<const std::byte*>(s.data()) + s.size()};
-}
-std::string text(const std::vector<std::byte>& v) { return {reinterpret_cast<const char*>(v.data()), v.size()}; }
-
-struct side {
-  fabric fab;
-  domain dom;
-  event_queue eq;
-  completion_queue cq;
-  endpoint ep;
-  info inf;
-};
-
-info msg_info(bool source, std::uint16_t port = 0, const std::string& node = "127.0.0.1") {
-  hints h;
-  h.provider = "tcp";
-  h.type = ep_type::msg;
-  h.node = node;
-  h.port = port;
-  h.source = source;
-  auto r = get_info(h);
-  EXPECT_TRUE(r) << (r ? "" : r.error().message);
-  return r ? r->front() : info{};
-}
-
-side open_side(const info& i) {
-  side s;
-  s.inf = i;
-  s.fab = std::move(*fabric::open(i));
-  s.dom = std::move(*s.fab.open_domain(i));
-  s.eq = std::move(*s.dom.open_eq());
-  s.cq = std::move(*s.dom.open_cq(256));
-  return s;
-}
-
-result<endpoint> make_ep(side& s, const info& i) {
-  auto e = s.dom.open_endpoint(i);
-  if (!e) return e;
-  if (auto r = e->bind(s.cq); !r) return std::unexpected(r.error());
-  if (auto r = e->bind(s.eq); !r) return std::unexpected(r.error());
-  if (auto r = e->enable(); !r) return std::unexpected(r.error());
-  return e;
-}
-
 // next event on q, driving the others
 eq_event next_event(event_queue& q, std::vector<side*> others = {}, int timeout_ms = 5000) {
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-  eq_event e;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (q.read(e) == errc::ok) return e;
-    for (auto* o : others) {
-      eq_event dummy;
-      o->cq.progress();
-      (void)dummy;
-    }
-  }
+  if (auto e = poll_event(q, others, timeout_ms)) return *e;
   ADD_FAILURE() << "no event within " << timeout_ms << " ms";
+  eq_event e;
   e.type = eq_event::kind::error;
   e.message = "test timeout";
   return e;

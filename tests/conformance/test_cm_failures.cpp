@@ -10,7 +10,7 @@
 
 #include <cstring>
 
-#include "../common/harness.hpp"
+#include "../common/cm.hpp"
 #include "prov/tcp/test_hooks.hpp"
 #include "prov/tcp/wire.hpp"
 
@@ -19,61 +19,6 @@ using namespace weft::test;
 namespace wire = weft::prov::tcp::wire;
 
 namespace {
-
-std::vector<std::byte> bytes(const std::string& s) {
-  return {reinterpret_cast<const std::byte*>(s.data()), reinterpret_cast<const std::byte*>(s.data()) + s.size()};
-}
-std::string text(const std::vector<std::byte>& v) { return {reinterpret_cast<const char*>(v.data()), v.size()}; }
-
-struct side {
-  fabric fab;
-  domain dom;
-  event_queue eq;
-  completion_queue cq;
-  info inf;
-};
-
-info msg_info(bool source, std::uint16_t port = 0, const std::string& node = "127.0.0.1") {
-  hints h;
-  h.provider = "tcp";
-  h.type = ep_type::msg;
-  h.node = node;
-  h.port = port;
-  h.source = source;
-  auto r = get_info(h);
-  EXPECT_TRUE(r) << (r ? "" : r.error().message);
-  return r ? r->front() : info{};
-}
-
-side open_side(const info& i) {
-  side s;
-  s.inf = i;
-  s.fab = std::move(*fabric::open(i));
-  s.dom = std::move(*s.fab.open_domain(i));
-  s.eq = std::move(*s.dom.open_eq());
-  s.cq = std::move(*s.dom.open_cq(256));
-  return s;
-}
-
-result<endpoint> make_ep(side& s, const info& i) {
-  auto e = s.dom.open_endpoint(i);
-  if (!e) return e;
-  if (auto r = e->bind(s.cq); !r) return std::unexpected(r.error());
-  if (auto r = e->bind(s.eq); !r) return std::unexpected(r.error());
-  if (auto r = e->enable(); !r) return std::unexpected(r.error());
-  return e;
-}
-
-// The next event on q within timeout_ms, driving the others; nullopt if none.
-std::optional<eq_event> next_event(event_queue& q, std::vector<side*> others = {}, int timeout_ms = 5000) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-  eq_event e;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (q.read(e) == errc::ok) return e;
-    for (auto* o : others) o->cq.progress();
-  }
-  return std::nullopt;
-}
 
 class cm_failures : public ::testing::Test {
  protected:
@@ -104,7 +49,7 @@ TEST_F(cm_failures, connreq_the_eq_cannot_allocate_is_delivered_later) {
   ASSERT_TRUE(e) << e.error().message;
   prov::tcp::test_hooks::fail_connreq_events = 3;  // the first three attempts fail
   ASSERT_TRUE(e->connect(*cli.inf.dest_addr, bytes("knock knock")));
-  auto req = next_event(srv.eq, {&cli});
+  auto req = poll_event(srv.eq, {&cli});
   ASSERT_TRUE(req) << "the connection request was dropped when its event could not be allocated";
   ASSERT_EQ(req->type, eq_event::kind::connreq) << req->message;
   EXPECT_EQ(prov::tcp::test_hooks::fail_connreq_events.load(), 0) << "every failed attempt was retried";
@@ -112,10 +57,10 @@ TEST_F(cm_failures, connreq_the_eq_cannot_allocate_is_delivered_later) {
   auto s = make_ep(srv, req->req);
   ASSERT_TRUE(s) << s.error().message;
   ASSERT_TRUE(s->accept());
-  auto sc = next_event(srv.eq, {&cli});
+  auto sc = poll_event(srv.eq, {&cli});
   ASSERT_TRUE(sc);
   EXPECT_EQ(sc->type, eq_event::kind::connected) << sc->message;
-  auto cc = next_event(cli.eq, {&srv});
+  auto cc = poll_event(cli.eq, {&srv});
   ASSERT_TRUE(cc);
   EXPECT_EQ(cc->type, eq_event::kind::connected) << cc->message;
 }
@@ -143,7 +88,7 @@ TEST_F(cm_failures, accept_whose_answer_cannot_be_sent_gives_connected_then_shut
   std::memcpy(frame, &h, sizeof h);
   std::memcpy(frame + sizeof h, &hb, sizeof hb);
   ASSERT_EQ(::send(s, frame, sizeof frame, MSG_NOSIGNAL), static_cast<ssize_t>(sizeof frame));
-  auto req = next_event(srv.eq);
+  auto req = poll_event(srv.eq);
   ASSERT_TRUE(req);
   ASSERT_EQ(req->type, eq_event::kind::connreq) << req->message;
   // reset (not FIN): the listener's next write on it fails
@@ -154,16 +99,16 @@ TEST_F(cm_failures, accept_whose_answer_cannot_be_sent_gives_connected_then_shut
   ASSERT_TRUE(ep) << ep.error().message;
   // on loopback the reset has reached the accepted socket when close() returns
   ASSERT_TRUE(ep->accept());
-  auto first = next_event(srv.eq);
+  auto first = poll_event(srv.eq);
   ASSERT_TRUE(first) << "no event for the accept";
   EXPECT_EQ(first->type, eq_event::kind::connected)
       << "the first event of an accepted connection is connected (got " << static_cast<int>(first->type) << ": "
       << first->message << ")";
-  auto second = next_event(srv.eq);
+  auto second = poll_event(srv.eq);
   ASSERT_TRUE(second) << "the failed answer is reported";
   EXPECT_EQ(second->type, eq_event::kind::shutdown) << second->message;
   EXPECT_FALSE(second->message.empty());
-  EXPECT_FALSE(next_event(srv.eq, {}, 200)) << "exactly two events";
+  EXPECT_FALSE(poll_event(srv.eq, {}, 200)) << "exactly two events";
 }
 
 // A connect that fails in the connect() call itself says why with that

@@ -42,6 +42,22 @@ bool seen_asleep(const std::atomic<bool>& about, pid_t tid) {
   return false;
 }
 
+// Runs wait() on this thread, and act() on another once this thread is
+// seen asleep in it; asleep says whether it was. Returns wait()'s result.
+template <class Wait, class Act>
+errc act_while_asleep(Wait wait, Act act, bool& asleep) {
+  std::atomic<bool> about{false};
+  const pid_t waiter = static_cast<pid_t>(::syscall(SYS_gettid));
+  std::thread other([&] {
+    asleep = seen_asleep(about, waiter);
+    act();
+  });
+  about.store(true);
+  const errc r = wait();
+  other.join();
+  return r;
+}
+
 // The pulse off for one test: a wait then wakes only by a word or its deadline.
 struct no_pulse {
   no_pulse() { spi::set_wait_pulse(false); }
@@ -60,19 +76,12 @@ TEST_P(cq_wait_test, a_wait_is_woken_by_the_doorbell_not_by_a_pulse) {
   char buf[8] = {};
   ASSERT_EQ(b.ep.recv(buf, sizeof buf), errc::ok);
   no_pulse off;
-  std::atomic<bool> about{false};
-  const pid_t waiter = static_cast<pid_t>(::syscall(SYS_gettid));
   errc sent = errc::bad_state;
   bool asleep = false;
-  std::thread sender([&] {
-    asleep = seen_asleep(about, waiter);
-    sent = a.ep.send("wake", 4, to, nullptr);
-  });
   const sleep_stats before = b.cq.wait_stats();
   cq_entry e;
-  about.store(true);
-  const errc r = b.cq.wait(e, 20000);
-  sender.join();
+  const errc r =
+      act_while_asleep([&] { return b.cq.wait(e, 20000); }, [&] { sent = a.ep.send("wake", 4, to, nullptr); }, asleep);
   const sleep_stats after = b.cq.wait_stats();
   ASSERT_TRUE(asleep) << "the waiter was never seen asleep";
   ASSERT_EQ(sent, errc::ok);
@@ -120,18 +129,11 @@ TEST_P(cq_wait_test, a_counter_wait_is_woken_by_the_doorbell) {
   char buf[8] = {};
   ASSERT_EQ(b.ep.recv(buf, sizeof buf), errc::ok);
   no_pulse off;
-  std::atomic<bool> about{false};
-  const pid_t waiter = static_cast<pid_t>(::syscall(SYS_gettid));
   errc sent = errc::bad_state;
   bool asleep = false;
-  std::thread sender([&] {
-    asleep = seen_asleep(about, waiter);
-    sent = a.ep.send("ctr!", 4, to, nullptr);
-  });
   const sleep_stats before = ctr->wait_stats();
-  about.store(true);
-  const errc r = ctr->wait(1, 20000);
-  sender.join();
+  const errc r =
+      act_while_asleep([&] { return ctr->wait(1, 20000); }, [&] { sent = a.ep.send("ctr!", 4, to, nullptr); }, asleep);
   const sleep_stats after = ctr->wait_stats();
   ASSERT_TRUE(asleep) << "the waiter was never seen asleep";
   ASSERT_EQ(sent, errc::ok);
@@ -153,19 +155,13 @@ TEST_P(cq_wait_test, a_sender_refused_for_a_full_ring_is_woken_when_room_appears
   ASSERT_EQ(r, errc::again) << "the peer's ring is full after " << n << " messages";
   ASSERT_EQ(a.ep.again_reason(), again_reason::peer_busy) << to_string(a.ep.again_reason());
   no_pulse off;
-  std::atomic<bool> about{false};
-  const pid_t waiter = static_cast<pid_t>(::syscall(SYS_gettid));
   bool asleep = false;
-  std::thread consumer([&] {
-    asleep = seen_asleep(about, waiter);
-    b.cq.progress();  // takes messages out of its ring: room
-  });
   const sleep_stats before = a.cq.wait_stats();
   cq_entry e;
   std::size_t got = 7;
-  about.store(true);
-  const errc w = a.cq.wait({&e, 1}, got, 20000);
-  consumer.join();
+  const errc w = act_while_asleep([&] { return a.cq.wait({&e, 1}, got, 20000); },
+                                  [&] { b.cq.progress(); },  // takes messages out of its ring: room
+                                  asleep);
   const sleep_stats after = a.cq.wait_stats();
   ASSERT_TRUE(asleep) << "the waiter was never seen asleep";
   EXPECT_EQ(w, errc::again) << "room appeared at the busy peer: the wait returns again (" << to_string(w) << ")";
@@ -217,19 +213,12 @@ TEST(cq_wait_many, a_cq_with_more_endpoints_than_words_wakes_for_the_last) {
   char buf[8] = {};
   ASSERT_EQ(extra.back().recv(buf, sizeof buf), errc::ok);
   no_pulse off;
-  std::atomic<bool> about{false};
-  const pid_t waiter = static_cast<pid_t>(::syscall(SYS_gettid));
   errc sent = errc::bad_state;
   bool asleep = false;
-  std::thread sender([&] {
-    asleep = seen_asleep(about, waiter);
-    sent = a.ep.send("wake", 4, *to, nullptr);
-  });
   const sleep_stats before = b.cq.wait_stats();
   cq_entry e;
-  about.store(true);
-  const errc r = b.cq.wait(e, 20000);
-  sender.join();
+  const errc r =
+      act_while_asleep([&] { return b.cq.wait(e, 20000); }, [&] { sent = a.ep.send("wake", 4, *to, nullptr); }, asleep);
   const sleep_stats after = b.cq.wait_stats();
   ASSERT_TRUE(asleep) << "the waiter was never seen asleep";
   ASSERT_EQ(sent, errc::ok);

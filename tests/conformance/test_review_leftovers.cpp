@@ -15,20 +15,8 @@ using namespace weft::test;
 
 namespace {
 
-bool says(const char* what) { return std::strstr(last_error_message(), what) != nullptr; }
 
-class review_leftovers : public ::testing::TestWithParam<variant> {
- protected:
-  void SetUp() override {
-    apply(GetParam());
-    a = open_node(GetParam().provider, cap::msg | cap::tagged);
-    b = open_node(GetParam().provider, cap::msg | cap::tagged);
-    a2b = insert(a, b);
-    insert(b, a);
-  }
-  node a, b;
-  fi_addr_t a2b = addr_unspec;
-};
+class review_leftovers : public pair_test {};
 
 // Two entries of SIZE_MAX / 2 + 1 bytes: their sum wraps to 0, which gave
 // shm's receive a capacity of 0 (a false truncation of the first message)
@@ -39,7 +27,7 @@ TEST_P(review_leftovers, receive_whose_iov_lengths_wrap_is_refused) {
   static_assert(half + half == 0);
   const ::iovec wrap[2] = {{in.data(), half}, {in.data(), half}};
   EXPECT_EQ(b.ep.recvv(wrap), errc::too_big);
-  EXPECT_TRUE(says("receive: the iov lengths add up to more than 2^64")) << last_error_message();
+  EXPECT_TRUE(last_error_says("receive: the iov lengths add up to more than 2^64")) << last_error_message();
   EXPECT_EQ(b.ep.trecvv(wrap, addr_unspec, 5, 0), errc::too_big);
   EXPECT_EQ(b.ep.recvmsg(msg_desc{wrap, 2, addr_unspec, 0, 0, 0, nullptr}, {}), errc::too_big);
   // nothing was posted: the next message goes to a valid receive, whole
@@ -64,22 +52,22 @@ TEST_P(review_leftovers_shm, post_to_a_closed_peer_says_it_is_gone) {
   c.ep.close();
   char x[8] = {};
   EXPECT_EQ(a.ep.send(x, sizeof x, 12345), errc::invalid_argument);  // an earlier failure, with its text
-  ASSERT_TRUE(says("fi_addr 12345")) << last_error_message();
+  ASSERT_TRUE(last_error_says("fi_addr 12345")) << last_error_message();
   EXPECT_EQ(a.ep.send(x, sizeof x, a2c), errc::peer_dead);
   const std::string want = "send: the peer at fi_addr " + std::to_string(a2c) + " is gone";
-  EXPECT_TRUE(says(want.c_str())) << last_error_message();
+  EXPECT_TRUE(last_error_says(want.c_str())) << last_error_message();
   EXPECT_EQ(a.ep.inject(x, sizeof x, a2c), errc::peer_dead);
-  EXPECT_TRUE(says("is gone")) << last_error_message();
+  EXPECT_TRUE(last_error_says("is gone")) << last_error_message();
   if (a.inf.caps & cap::rma) {
     EXPECT_EQ(a.ep.send(x, sizeof x, 12345), errc::invalid_argument);
     EXPECT_EQ(a.ep.write(x, sizeof x, a2c, 0, 1), errc::peer_dead);
-    EXPECT_TRUE(says("RMA: the peer at fi_addr")) << last_error_message();
+    EXPECT_TRUE(last_error_says("RMA: the peer at fi_addr")) << last_error_message();
   }
   if (a.inf.caps & cap::atomic) {
     std::uint64_t v = 1;
     EXPECT_EQ(a.ep.send(x, sizeof x, 12345), errc::invalid_argument);
     EXPECT_EQ(a.ep.atomic(atomic_op::sum, atomic_type::u64, &v, 1, a2c, 0, 1), errc::peer_dead);
-    EXPECT_TRUE(says("atomic: the peer at fi_addr")) << last_error_message();
+    EXPECT_TRUE(last_error_says("atomic: the peer at fi_addr")) << last_error_message();
   }
 }
 

@@ -22,7 +22,9 @@
 #include <set>
 #include <vector>
 
+#include "../common/fds.hpp"
 #include "../common/harness.hpp"
+#include "../common/raw_frames.hpp"
 #include "prov/tcp/wire.hpp"
 
 using namespace weft;
@@ -30,16 +32,6 @@ using namespace weft::test;
 namespace wire = weft::prov::tcp::wire;
 
 namespace {
-
-int count_fds() {
-  int n = 0;
-  DIR* d = ::opendir("/proc/self/fd");
-  if (!d) return -1;
-  while (dirent* e = ::readdir(d))
-    if (e->d_name[0] != '.') ++n;
-  ::closedir(d);
-  return n - 1;
-}
 
 // The socket descriptors of this process (the endpoint's accepted
 // connections among them), by number.
@@ -98,24 +90,8 @@ int raw_hello(const address& to, std::uint16_t claimed) {
 
 // The next frame header on s, driving n meanwhile; nullopt at EOF, on an
 // error, or after timeout_ms.
-std::optional<wire::frame_header> next_frame(int s, node& n, int timeout_ms = 5000) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-  std::uint8_t buf[sizeof(wire::frame_header)];
-  std::size_t got = 0;
-  while (std::chrono::steady_clock::now() < deadline) {
-    (void)n.cq.progress();
-    pollfd p{s, POLLIN, 0};
-    if (::poll(&p, 1, 1) != 1) continue;
-    const ssize_t r = ::recv(s, buf + got, sizeof buf - got, MSG_DONTWAIT);
-    if (r <= 0) return std::nullopt;
-    got += static_cast<std::size_t>(r);
-    if (got == sizeof buf) {
-      wire::frame_header h;
-      std::memcpy(&h, buf, sizeof h);
-      return h;
-    }
-  }
-  return std::nullopt;
+std::optional<wire::frame_header> next_frame(int s, node& n) {
+  return read_frame(s, [&] { (void)n.cq.progress(); });
 }
 
 }  // namespace

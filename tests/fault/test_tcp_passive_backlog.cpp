@@ -20,7 +20,8 @@
 #include <optional>
 #include <vector>
 
-#include "../common/harness.hpp"
+#include "../common/cm.hpp"
+#include "../common/raw_frames.hpp"
 #include "prov/tcp/wire.hpp"
 
 using namespace weft;
@@ -30,18 +31,6 @@ namespace wire = weft::prov::tcp::wire;
 namespace {
 
 using clock_type = std::chrono::steady_clock;
-
-info msg_info(bool source, std::uint16_t port = 0) {
-  hints h;
-  h.provider = "tcp";
-  h.type = ep_type::msg;
-  h.node = "127.0.0.1";
-  h.port = port;
-  h.source = source;
-  auto r = get_info(h);
-  EXPECT_TRUE(r) << (r ? "" : r.error().message);
-  return r ? r->front() : info{};
-}
 
 int raw_connect(std::uint16_t port) {
   sockaddr_in sa{};
@@ -103,29 +92,6 @@ std::optional<unsigned> accept_queue(std::uint16_t port) {
   return out;
 }
 
-// The next frame header on s; nullopt at EOF or after timeout_ms (drive()
-// is called meanwhile).
-template <class F>
-std::optional<wire::frame_header> next_frame(int s, F drive, int timeout_ms = 5000) {
-  const auto deadline = clock_type::now() + std::chrono::milliseconds(timeout_ms);
-  std::uint8_t buf[sizeof(wire::frame_header)];
-  std::size_t got = 0;
-  while (clock_type::now() < deadline) {
-    drive();
-    pollfd p{s, POLLIN, 0};
-    if (::poll(&p, 1, 1) != 1) continue;
-    const ssize_t r = ::recv(s, buf + got, sizeof buf - got, MSG_DONTWAIT);
-    if (r <= 0) return std::nullopt;
-    got += static_cast<std::size_t>(r);
-    if (got == sizeof buf) {
-      wire::frame_header h;
-      std::memcpy(&h, buf, sizeof h);
-      return h;
-    }
-  }
-  return std::nullopt;
-}
-
 struct server {
   fabric fab;
   domain dom;
@@ -154,7 +120,7 @@ server open_server() {
 void reject_and_expect_answer(server& srv, const eq_event& ev, int s) {
   ASSERT_EQ(ev.type, eq_event::kind::connreq) << ev.message;
   ASSERT_TRUE(srv.pep.reject(ev.req, {}));
-  auto h = next_frame(s, [&] {
+  auto h = read_frame(s, [&] {
     eq_event e;
     (void)srv.eq.read(e);
   });

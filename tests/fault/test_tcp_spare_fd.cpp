@@ -21,21 +21,13 @@
 
 #include <gtest/gtest.h>
 
+#include "../common/fds.hpp"
 #include "prov/tcp/tcp.hpp"
 
 using namespace weft;
+using namespace weft::test;
 
 namespace {
-
-int count_fds() {
-  int n = 0;
-  DIR* d = ::opendir("/proc/self/fd");
-  if (!d) return -1;
-  while (dirent* e = ::readdir(d))
-    if (e->d_name[0] != '.') ++n;
-  ::closedir(d);
-  return n - 1;  // the directory's own descriptor
-}
 
 constexpr int threads = 4;
 constexpr int rounds = 150;  // per thread

@@ -32,7 +32,7 @@ class cntr : public detail::cntr_ops, public progress_group {
   // error count changed since the application last read or set it.
   [[nodiscard]] errc wait(std::uint64_t threshold, int timeout_ms) noexcept final;
   [[nodiscard]] sleep_stats wait_stats() const noexcept final {
-    return sleep_stats{word_wakes_.load(std::memory_order_relaxed), timer_wakes_.load(std::memory_order_relaxed), 0};
+    return wake_stats();
   }
   // the provider interface's older names
   [[nodiscard]] std::uint64_t read_err() noexcept { return read_error(); }
@@ -40,7 +40,6 @@ class cntr : public detail::cntr_ops, public progress_group {
 
  private:
   std::atomic<std::uint64_t> value_{0}, errors_{0}, seen_err_{0};
-  std::atomic<std::uint64_t> word_wakes_{0}, timer_wakes_{0};
 };
 
 // Counts one event on k, if there is a counter: a success or a failure.

@@ -39,8 +39,9 @@ class cq : public detail::cq_ops, public progress_group {
   [[nodiscard]] errc wait(std::span<cq_entry> out, std::size_t& n, int timeout_ms) noexcept final;
   void progress() noexcept final { progress_group::progress(); }
   [[nodiscard]] sleep_stats wait_stats() const noexcept final {
-    return sleep_stats{word_wakes_.load(std::memory_order_relaxed), timer_wakes_.load(std::memory_order_relaxed),
-                         room_returns_.load(std::memory_order_relaxed)};
+    sleep_stats s = wake_stats();
+    s.room_returns = room_returns_.load(std::memory_order_relaxed);
+    return s;
   }
   [[nodiscard]] std::size_t size() const noexcept { return cap_; }
 
@@ -53,7 +54,7 @@ class cq : public detail::cq_ops, public progress_group {
   std::size_t head_ = 0, count_ = 0;
   std::vector<cq_err_entry> errs_;
   std::size_t ehead_ = 0, ecount_ = 0;
-  std::atomic<std::uint64_t> word_wakes_{0}, timer_wakes_{0}, room_returns_{0};
+  std::atomic<std::uint64_t> room_returns_{0};
 };
 
 }  // namespace weft::spi

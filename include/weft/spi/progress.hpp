@@ -8,6 +8,8 @@
 #include <span>
 #include <vector>
 
+#include "weft/types.hpp"
+
 namespace weft::spi {
 
 // A futex word a blocking wait sleeps on, and its value when the waiter last
@@ -108,7 +110,12 @@ class progress_group {
   // dereferences no source: the words are read by the kernel only (a word
   // of a source freed meanwhile reads as changed, or fails: a wake-up). Falls back to slices where futex_waitv is
   // missing (ENOSYS) or words and a descriptor must be watched together.
-  woke sleep_armed(const armed& a, std::uint64_t deadline) const noexcept;
+  // Counts the wake-up (wake_stats()).
+  woke sleep_armed(const armed& a, std::uint64_t deadline) noexcept;
+  // Sleeps of this group's waits woken by a word, and by the pulse or a slice.
+  [[nodiscard]] sleep_stats wake_stats() const noexcept {
+    return sleep_stats{word_wakes_.load(std::memory_order_relaxed), timer_wakes_.load(std::memory_order_relaxed), 0};
+  }
   // How many sources were detached so far (a wait that sees it change
   // returns: an endpoint it waited for was closed meanwhile).
   [[nodiscard]] std::uint32_t detach_count() const noexcept { return detached_.load(std::memory_order_seq_cst); }
@@ -119,6 +126,8 @@ class progress_group {
   // Bumped (and woken) by detach(): a wait armed before sleeps on it too, so
   // it leaves a sleep on the words of a source that is going away.
   std::atomic<std::uint32_t> detached_{0};
+  std::atomic<std::uint64_t> word_wakes_{0}, timer_wakes_{0};
+  woke sleep_uncounted(const armed& a, std::uint64_t deadline) const noexcept;
   std::recursive_mutex* lock_ = nullptr;
   int lock_users_ = 0;
   bool in_progress_ = false;
