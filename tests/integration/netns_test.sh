@@ -7,6 +7,8 @@
 #  1. 10k messages of mixed sizes arrive intact and in order.
 #  2. The link is cut in the middle of a transfer: the sender's operations
 #     complete with errors within WEFT_TCP_TIMEOUT_MS (plus a margin).
+#  3. The links are cut while a client only waits on a receive directed at
+#     the server: keep-alive finds the vanished host (peer_dead).
 # Namespaces and processes are removed whatever happens. Exit 77 = skipped
 # (namespaces cannot be created here).
 set -uo pipefail
@@ -105,4 +107,35 @@ fi
 rm -f /tmp/weft_cli_$id.log
 echo "phase 2: error completions ${took} ms after the cut (timeout 2000 ms)"
 if (( took > 8000 )); then echo "FAIL: errors took longer than the timeout allows"; exit 1; fi
+
+# 3. cut both links while the client only waits on a receive directed at
+#    the server: nothing is unacknowledged, so only keep-alive finds that
+#    the host is gone (without it: the 60 s idle close)
+ip -n "$ns1" link set "$v1" up
+ip netns exec "$ns2" "$peer" server --bind $ip2 --port $((port+2)) --count 10 --stay > /dev/null 2>&1 &
+pids+=($!)
+sleep 0.3
+ip netns exec "$ns1" "$peer" client --bind $ip1 --server $ip2 --port $((port+2)) --count 10 --then-wait \
+  > /tmp/weft_cli_$id.log 2>&1 &
+cli=$!; pids+=($cli)
+for i in $(seq 1 400); do grep -q "waiting on a receive" /tmp/weft_cli_$id.log 2>/dev/null && break; sleep 0.05; done
+if ! grep -q "waiting on a receive" /tmp/weft_cli_$id.log; then
+  cat /tmp/weft_cli_$id.log; rm -f /tmp/weft_cli_$id.log; echo "FAIL: the client never got to its receive"; exit 1
+fi
+ip -n "$ns1" link set "$v1" down
+ip -n "$ns1" link show "$v3" >/dev/null 2>&1 && ip -n "$ns1" link set "$v3" down
+cut=$(date +%s%N)
+for i in $(seq 1 300); do kill -0 $cli 2>/dev/null || break; sleep 0.05; done
+if kill -0 $cli 2>/dev/null; then
+  cat /tmp/weft_cli_$id.log; rm -f /tmp/weft_cli_$id.log
+  echo "FAIL: a receive directed at a vanished host still waits 15 s after the cut"; exit 1
+fi
+wait $cli; rc=$?
+took=$(( ($(date +%s%N) - cut) / 1000000 ))
+cat /tmp/weft_cli_$id.log
+if [[ $rc -ne 3 ]] || ! grep -q "receive error.*peer" /tmp/weft_cli_$id.log; then
+  rm -f /tmp/weft_cli_$id.log; echo "FAIL: expected the directed receive to fail with peer_dead (exit $rc)"; exit 1
+fi
+rm -f /tmp/weft_cli_$id.log
+echo "phase 3: the directed receive failed ${took} ms after the cut (timeout 2000 ms)"
 echo "netns test: ok"

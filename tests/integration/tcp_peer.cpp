@@ -1,9 +1,13 @@
 // tcp_peer: a test peer for the network-namespace tests.
-//   tcp_peer server --bind IP --port P --count N
-//       receives N messages, checks order and checksums, prints a verdict
-//   tcp_peer client --bind IP --server IP --port P --count N [--large]
+//   tcp_peer server --bind IP --port P --count N [--stay]
+//       receives N messages, checks order and checksums, prints a verdict;
+//       --stay: then keeps its endpoint open (driving it, sending nothing)
+//       until the timeout
+//   tcp_peer client --bind IP --server IP --port P --count N [--large] [--then-wait]
 //       sends N messages of mixed sizes (a window of 32 in flight); exits 3
-//       with the error text when a send completes with an error
+//       with the error text when a send completes with an error;
+//       --then-wait: then waits on a receive directed at the server (which
+//       sends nothing) and exits 3 with its error text when it fails
 // Every wait is bounded (WEFT_PEER_TIMEOUT_S, default 120).
 #include <chrono>
 #include <cstdio>
@@ -60,7 +64,7 @@ node open(const std::string& bind, std::uint16_t port, bool server) {
   weft::hints h;
   h.provider = "tcp";
   h.type = weft::ep_type::rdm;
-  h.caps = weft::cap::msg | (server ? weft::cap::source : 0);
+  h.caps = weft::cap::msg | weft::cap::directed_recv | (server ? weft::cap::source : 0);
   h.node = bind;
   h.port = port;
   h.source = true;
@@ -84,14 +88,14 @@ node open(const std::string& bind, std::uint16_t port, bool server) {
 
 int main(int argc, char** argv) {
   if (argc < 2 || std::strcmp(argv[1], "--help") == 0) {
-    std::puts("usage: tcp_peer server --bind IP --port P --count N\n"
-              "       tcp_peer client --bind IP --server IP --port P --count N [--large]");
+    std::puts("usage: tcp_peer server --bind IP --port P --count N [--stay]\n"
+              "       tcp_peer client --bind IP --server IP --port P --count N [--large] [--then-wait]");
     return argc < 2 ? 2 : 0;
   }
   std::string mode = argv[1], bind = "0.0.0.0", server_ip;
   std::uint16_t port = 0;
   std::uint64_t count = 1000;
-  bool large = false;
+  bool large = false, stay = false, then_wait = false;
   for (int i = 2; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&] { return i + 1 < argc ? std::string(argv[++i]) : (fail(2, a + " needs a value"), ""); };
@@ -100,6 +104,8 @@ int main(int argc, char** argv) {
     else if (a == "--port") port = static_cast<std::uint16_t>(std::stoul(next()));
     else if (a == "--count") count = std::stoull(next());
     else if (a == "--large") large = true;
+    else if (a == "--stay") stay = true;
+    else if (a == "--then-wait") then_wait = true;
     else fail(2, "unknown option " + a);
   }
   const char* t = std::getenv("WEFT_PEER_TIMEOUT_S");
@@ -143,6 +149,13 @@ int main(int argc, char** argv) {
       free_slots.push_back(k);
     }
     std::printf("server: %llu messages intact and in order\n", static_cast<unsigned long long>(count));
+    if (stay) {
+      while (clk::now() < deadline) {
+        weft::cq_entry e;
+        (void)n.cq.wait(e, 100);
+      }
+      return 0;
+    }
     // let the client's last sends complete before this endpoint closes
     auto linger = clk::now() + std::chrono::milliseconds(500);
     while (clk::now() < linger) n.cq.progress();
@@ -198,7 +211,25 @@ int main(int argc, char** argv) {
       }
     }
     std::printf("client: %llu messages sent\n", static_cast<unsigned long long>(count));
-    return 0;
+    if (!then_wait) return 0;
+    std::uint64_t none = 0;
+    if (n.ep.recv(&none, sizeof none, *dst) != weft::errc::ok) fail(2, "cannot post the directed receive");
+    std::puts("client: waiting on a receive from the server");
+    const auto posted = clk::now();
+    while (clk::now() < deadline) {
+      weft::cq_entry e;
+      weft::errc r = n.cq.wait(e, 100);
+      if (r == weft::errc::ok) fail(5, "the server sent nothing, yet the receive completed");
+      if (r != weft::errc::error_available) continue;
+      weft::cq_err_entry ee;
+      (void)n.cq.read_error(ee);
+      auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(clk::now() - posted).count();
+      std::printf("client: receive error after %lld ms: %s: %s\n", static_cast<long long>(ms),
+                  weft::to_string(ee.err), ee.msg);
+      std::fflush(stdout);
+      std::_Exit(3);
+    }
+    fail(4, "timed out waiting on the receive");
   }
   fail(2, "mode is server or client");
 }

@@ -45,6 +45,16 @@ void set_socket_options(int fd, const config& cfg, const sockaddr* peer) noexcep
   (void)::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   unsigned to = static_cast<unsigned>(cfg.timeout_ms);
   (void)::setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &to, sizeof to);
+  // Keep-alive probes an idle connection, so a host that vanishes while
+  // nothing is unacknowledged (an RMA answer awaited, an idle close asked)
+  // is found within about the timeout too: TCP_USER_TIMEOUT bounds them.
+  int idle_s = std::max(1, cfg.timeout_ms / 2000);
+  int intvl_s = 1;
+  int cnt = std::max(1, cfg.timeout_ms / 2000);
+  (void)::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+  (void)::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle_s, sizeof idle_s);
+  (void)::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl_s, sizeof intvl_s);
+  (void)::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
   sockaddr_storage ss{};
   if (!peer) {
     socklen_t l = sizeof ss;
@@ -296,16 +306,30 @@ void endpoint_impl::tick(std::uint64_t now) noexcept {
         continue;
       }
     }
-    const bool handshaking = c->state == conn::st::connecting || c->state == conn::st::wait_ack ||
-                             c->state == conn::st::wait_hello || c->state == conn::st::closing ||
-                             c->state == conn::st::lost || c->held || (c->dup_loser && !c->txq.empty());
+    // A connection whose socket is up waits for the peer's application as
+    // long as its kernel answers: a peer that computes without progress for
+    // longer than the timeout is busy, not dead (its death shows on the
+    // socket: a reset, the end of the stream, TCP_USER_TIMEOUT, keep-alive).
+    // Only the kernel's connect, a MSG connect, and what an accepting side
+    // waits for from an unknown connector are bounded here; an RDM hello
+    // delivered to the peer's kernel waits for its application's answer.
+    // A timed-out operation fails with timed_out; a peer is declared dead
+    // only when it was up and the kernel got no answer at all.
+    const bool handshaking = c->state == conn::st::connecting ||
+                             (c->state == conn::st::wait_ack && msg_mode_) ||  // fi_connect's own bound
+                             c->state == conn::st::wait_hello || c->held || (c->dup_loser && !c->txq.empty());
     if (handshaking && now - std::max(c->started, c->last_active) > to) {
-      char why[160];
-      std::snprintf(why, sizeof why, "connection to %s timed out after %d ms",
-                    c->key.empty() ? "a peer" : text_of(c->peer).s, cfg_.timeout_ms);
-      lose_conn(c, errc::timed_out, why);  // a peer that was up and stopped answering is dead
+      char why[200];
+      std::snprintf(why, sizeof why, "connection to %s timed out after %d ms (WEFT_TCP_TIMEOUT_MS)%s",
+                    c->key.empty() ? "a peer" : text_of(c->peer).s, cfg_.timeout_ms,
+                    c->state == conn::st::connecting ? "" : ": the peer's application did not answer");
+      if (c->state == conn::st::connecting)
+        lose_conn(c, errc::timed_out, why);  // no answer from its host: a peer that was up is dead
+      else
+        fail_conn(c, errc::timed_out, why);  // its host answers: busy, not dead
       continue;
     }
+    if (c->window_wait || (!c->txq.empty() && c->want_out && c->state != conn::st::connecting)) keep_window_open(c);
     if (idle && !msg_mode_ && c->state == conn::st::established && c->txq.empty() && c->await.empty() &&
         c->rstage == conn::rs::header &&
         c->hdr_got == 0 && c->rpos == c->rend && now - c->last_active > idle) {

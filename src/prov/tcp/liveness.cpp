@@ -5,9 +5,13 @@
 // reason instead of leaving them hanging. Events wait here, in room
 // reserved when connections were made, until they can be delivered.
 // docs/design.md, "Peer failure".
+#include <linux/tcp.h>  // tcp_info with tcpi_snd_wnd (glibc's copy predates it)
+#include <netinet/in.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
+#include <cstddef>
 #include <cstdio>
 
 #include "prov/tcp/endpoint.hpp"
@@ -29,6 +33,25 @@ void describe_fd_shortage(int err, char* out, std::size_t n) noexcept {
 }
 
 // ------------------------------------------------------------ peer failure
+
+// Linux applies TCP_USER_TIMEOUT to zero-window probing too: a peer whose
+// receive buffer is full because its application computes (or has not
+// posted the receive for a large message left in its socket) would be cut
+// off after WEFT_TCP_TIMEOUT_MS although its kernel answers every probe.
+// A closed window is the peer's kernel speaking, so the timeout is lifted
+// until the window opens; a host that vanishes meanwhile is found by the
+// kernel's own probe limit (tcp_retries2) instead.
+void endpoint_impl::keep_window_open(conn* c) noexcept {
+  if (c->fd < 0 || c->dead) return;
+  tcp_info ti{};
+  socklen_t len = sizeof ti;
+  if (::getsockopt(c->fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0) return;
+  if (len < offsetof(tcp_info, tcpi_snd_wnd) + sizeof ti.tcpi_snd_wnd) return;  // kernel too old to tell
+  const bool closed = ti.tcpi_snd_wnd == 0;
+  if (closed == c->window_wait) return;
+  const unsigned to = closed ? 0u : static_cast<unsigned>(cfg_.timeout_ms);
+  if (::setsockopt(c->fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &to, sizeof to) == 0) c->window_wait = closed;
+}
 
 void endpoint_impl::sync_av() noexcept {
   if (!av_ || av_->version() == av_version_) return;
