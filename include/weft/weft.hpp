@@ -518,7 +518,8 @@ class domain : public detail::handle<spi::domain> {
   // the kernel allows it, docs/rma.md).
   [[nodiscard]] result<void> import_monitor(std::shared_ptr<memory_monitor> m);
   // Runs inside the provider when a commit_complete write or a SAVE reaches
-  // one of this domain's regions; its result is the initiator's answer.
+  // one of this domain's regions; its result is the initiator's answer. A
+  // handler that throws answers errc::io_error (the exception is dropped).
   [[nodiscard]] result<void> set_commit_handler(commit_handler h);
   [[nodiscard]] result<mr_cache_stats> cache_stats() const;
   [[nodiscard]] result<std::string> monitor_name() const;

@@ -300,7 +300,15 @@ errc mr_registry::commit(commit_event::kind what, std::uint64_t key, std::uint64
   }
   // The handler runs outside the lock (it may register or close regions);
   // ev.addr is valid for it only while the application keeps the region open.
-  return h ? (*h)(ev) : errc::ok;
+  if (!h) return errc::ok;
+  try {
+    return (*h)(ev);
+  } catch (...) {
+    // An application's exception must not cross the provider (this is
+    // noexcept: it would end the process); the initiator learns that the
+    // commit failed.
+    return errc::io_error;
+  }
 }
 
 result<std::shared_ptr<mr>> domain::alloc_memory(std::size_t len, std::uint64_t access) {
