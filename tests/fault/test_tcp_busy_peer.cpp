@@ -43,6 +43,16 @@ cq_err_entry drive_alone(node& n, int ms, int* ok) {
   return err;
 }
 
+// from sends v to `to` (where to_addr names `to` for from); `to` receives it.
+void send_one(node& from, node& to, fi_addr_t to_addr, std::uint64_t v) {
+  std::uint64_t got = 0;
+  ASSERT_EQ(to.ep.recv(&got, sizeof got), errc::ok);
+  ASSERT_EQ(post([&] { return from.ep.inject(&v, sizeof v, to_addr); }, {&from, &to}), errc::ok);
+  const outcome o = next(to, {&from}, 5000);
+  ASSERT_TRUE(o.ok) << o.err.msg;
+  EXPECT_EQ(got, v);
+}
+
 }  // namespace
 
 TEST(tcp_busy_peer, a_peer_busy_through_the_idle_close_is_not_dead) {
@@ -53,12 +63,7 @@ TEST(tcp_busy_peer, a_peer_busy_through_the_idle_close_is_not_dead) {
   node b = open_node("tcp", cap::msg | cap::directed_recv);
   const fi_addr_t to_b = insert(a, b);
   const fi_addr_t to_a = insert(b, a);
-  std::uint64_t got = 0, v = 7;
-  ASSERT_EQ(b.ep.recv(&got, sizeof got, to_a), errc::ok);
-  ASSERT_EQ(a.ep.inject(&v, sizeof v, to_b), errc::ok);
-  outcome o = next(b, {&a}, 5000);
-  ASSERT_TRUE(o.ok) << o.err.msg;
-  ASSERT_EQ(got, 7u);
+  send_one(a, b, to_b, 7);
 
   // a waits for b (a receive directed at it), b is busy: a alone moves.
   std::uint64_t back = 0;
@@ -70,18 +75,12 @@ TEST(tcp_busy_peer, a_peer_busy_through_the_idle_close_is_not_dead) {
   EXPECT_EQ(ok, 0);
 
   // b moves again: both directions work, nothing was lost.
-  v = 8;
+  std::uint64_t v = 8;
   ASSERT_EQ(b.ep.inject(&v, sizeof v, to_a), errc::ok);
-  o = next(a, {&b}, 5000);
+  const outcome o = next(a, {&b}, 5000);
   ASSERT_TRUE(o.ok) << o.err.msg;
   EXPECT_EQ(back, 8u);
-  got = 0;
-  v = 9;
-  ASSERT_EQ(b.ep.recv(&got, sizeof got, to_a), errc::ok);
-  ASSERT_EQ(post([&] { return a.ep.inject(&v, sizeof v, to_b); }, {&a, &b}), errc::ok);
-  o = next(b, {&a}, 5000);
-  ASSERT_TRUE(o.ok) << o.err.msg;
-  EXPECT_EQ(got, 9u);
+  send_one(a, b, to_b, 9);
 }
 
 TEST(tcp_busy_peer, a_receiver_that_reads_late_gets_every_byte) {
@@ -92,12 +91,7 @@ TEST(tcp_busy_peer, a_receiver_that_reads_late_gets_every_byte) {
   node a = open_node("tcp", cap::msg);
   node b = open_node("tcp", cap::msg);
   const fi_addr_t to_b = insert(a, b);
-  std::uint64_t first = 0, v = 5;
-  ASSERT_EQ(b.ep.recv(&first, sizeof first), errc::ok);
-  ASSERT_EQ(a.ep.inject(&v, sizeof v, to_b), errc::ok);
-  outcome o = next(b, {&a}, 5000);  // the connection is up; from here b reads nothing for 4 s
-  ASSERT_TRUE(o.ok) << o.err.msg;
-  ASSERT_EQ(first, 5u);
+  send_one(a, b, to_b, 5);  // the connection is up; from here b reads nothing for 4 s
   const auto big = pattern(std::size_t{64} << 20, 11);
   ASSERT_EQ(a.ep.send(big.data(), big.size(), to_b, nullptr), errc::ok);
   int ok = 0;
