@@ -365,7 +365,7 @@ TEST_P(rma_ext, save_runs_the_commit_handler_which_decides_the_answer) {
     EXPECT_EQ(seen[0].key, *mr.key());
     EXPECT_EQ(seen[0].len, target.size()) << "SAVE covers the whole region";
     EXPECT_EQ(seen[0].addr, target.data());
-    EXPECT_FALSE(seen[0].persistent);
+    EXPECT_FALSE(seen[0].persistent());
     answer = errc::permission_denied;
   }
   ASSERT_EQ(a.ep.save(a2b, *mr.key()), errc::ok);
@@ -403,7 +403,7 @@ TEST_P(rma_ext, persistent_region_commit_flushes_the_file) {
   EXPECT_NE(pm->persist().value_or(flush_method::none), flush_method::none);
   std::atomic<int> flushed{0};
   ASSERT_TRUE(b.dom.set_commit_handler([&](const commit_event& ev) {
-    if (ev.persistent) flushed.fetch_add(1);
+    if (ev.persistent()) flushed.fetch_add(1);
     return errc::ok;
   }));
   auto src = pattern(5000, 77);
