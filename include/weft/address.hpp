@@ -7,6 +7,7 @@
 #include <cstring>
 #include <string>
 #include <string_view>
+#include <type_traits>
 
 namespace weft {
 
@@ -33,6 +34,12 @@ struct address {
            std::memcmp(a.bytes.data(), b.bytes.data(), a.size) == 0;
   }
 };
+
+static_assert(sizeof(addr_format) == 1);
+static_assert(sizeof(address) == 66 && alignof(address) == 1 && offsetof(address, format) == 0 &&
+              offsetof(address, size) == 1 && offsetof(address, bytes) == 2 && std::is_standard_layout_v<address> &&
+              std::is_trivially_copyable_v<address>);
+static_assert(std::has_unique_object_representations_v<address>, "no padding");
 
 // Printable form: "shm://weft.0.1234.1" etc.
 [[nodiscard]] std::string to_string(const address& a);

@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <type_traits>
 
 #include "weft/error.hpp"
 #include "weft/flags.hpp"
@@ -22,17 +23,33 @@ inline constexpr access_flags recv{1ull << 6};          // local use as a receiv
 inline constexpr access_flags all = remote_read | remote_write | persistent | read | write | send | recv;
 }  // namespace access
 
+// What commit_event::flags tells about the range.
+namespace commit_flag {
+inline constexpr commit_flags persistent{1u << 0};  // the region is persistent (the range was flushed before the call)
+}  // namespace commit_flag
+
 // What reaches a commit handler: a write with commit_complete, or a SAVE.
+// Fixed layout (docs/abi.md): the one-byte fields last, then reserved bytes.
 struct commit_event {
   enum class kind : std::uint8_t { write, save };
-  kind what = kind::write;
   std::uint64_t key = 0;
   void* addr = nullptr;      // start of the range made durable
   std::uint64_t offset = 0;  // ... from the start of the region
   std::size_t len = 0;
-  bool persistent = false;   // the region is persistent (the range was flushed before the call)
   op_flags level;            // flag::delivery_complete or flag::commit_complete
+  kind what = kind::write;
+  commit_flags flags;        // commit_flag::persistent
+  std::uint8_t reserved[6] = {0, 0, 0, 0, 0, 0};  // zero; room for later one-byte fields
+  // Whether the region is persistent (flags has commit_flag::persistent).
+  [[nodiscard]] constexpr bool persistent() const noexcept { return flags.any(commit_flag::persistent); }
 };
+static_assert(sizeof(commit_event) == 48 && alignof(commit_event) == 8);
+static_assert(offsetof(commit_event, key) == 0 && offsetof(commit_event, addr) == 8 &&
+              offsetof(commit_event, offset) == 16 && offsetof(commit_event, len) == 24 &&
+              offsetof(commit_event, level) == 32 && offsetof(commit_event, what) == 40 &&
+              offsetof(commit_event, flags) == 41 && offsetof(commit_event, reserved) == 42);
+static_assert(std::is_standard_layout_v<commit_event> && std::is_trivially_copyable_v<commit_event>);
+static_assert(std::has_unique_object_representations_v<commit_event>, "no padding");
 // Runs inside the provider's progress (keep it short; no weft calls on the
 // same domain). ok acknowledges; any other code completes the initiator's
 // operation with that error.
@@ -45,5 +62,10 @@ struct mr_cache_stats {
   std::size_t active = 0;           // live registrations
   std::size_t cached = 0;           // entries kept for reuse after their regions closed
 };
+static_assert(sizeof(mr_cache_stats) == 40 && alignof(mr_cache_stats) == 8 && offsetof(mr_cache_stats, hits) == 0 &&
+              offsetof(mr_cache_stats, misses) == 8 && offsetof(mr_cache_stats, invalidations) == 16 &&
+              offsetof(mr_cache_stats, active) == 24 && offsetof(mr_cache_stats, cached) == 32 &&
+              std::is_standard_layout_v<mr_cache_stats> && std::is_trivially_copyable_v<mr_cache_stats>);
+static_assert(std::has_unique_object_representations_v<mr_cache_stats>, "no padding");
 
 }  // namespace weft

@@ -1,15 +1,26 @@
 #pragma once
 // Data-path types shared by the public API and the provider interface.
+//
+// Their layout is fixed (docs/abi.md), for a C wrapper (the libfabric API)
+// to pass them as they are: no bool, no implicit padding (reserved bytes,
+// zero, where alignment leaves a gap), the layout pinned below each struct
+// by static_asserts. New fields go at the end or into reserved bytes;
+// moving a field fails the build.
 #include <sys/uio.h>
 
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 #include "weft/atomic.hpp"
 #include "weft/error.hpp"
 #include "weft/flags.hpp"
 
 namespace weft {
+
+// The layouts below are those of an LP64 target (x86-64, aarch64).
+static_assert(sizeof(void*) == 8 && sizeof(std::size_t) == 8 && sizeof(int) == 4,
+              "weft's public layouts (docs/abi.md) are defined for LP64 targets");
 
 using fi_addr_t = std::uint64_t;
 inline constexpr fi_addr_t addr_unspec = ~0ull;    // any source / no address
@@ -70,6 +81,10 @@ struct sleep_stats {
   std::uint64_t timer_wakes = 0;   // woken by the pulse or a slice (no word changed)
   std::uint64_t room_returns = 0;  // waits that returned again: room appeared at a busy peer
 };
+static_assert(sizeof(sleep_stats) == 24 && alignof(sleep_stats) == 8 && offsetof(sleep_stats, word_wakes) == 0 &&
+              offsetof(sleep_stats, timer_wakes) == 8 && offsetof(sleep_stats, room_returns) == 16 &&
+              std::is_standard_layout_v<sleep_stats> && std::is_trivially_copyable_v<sleep_stats>);
+static_assert(std::has_unique_object_representations_v<sleep_stats>, "no padding");
 
 struct cq_entry {
   void* context = nullptr;
@@ -80,6 +95,12 @@ struct cq_entry {
   std::uint64_t tag = 0;
   fi_addr_t src = addr_unspec;  // filled when the endpoint has cap::source
 };
+static_assert(sizeof(cq_entry) == 56 && alignof(cq_entry) == 8);
+static_assert(offsetof(cq_entry, context) == 0 && offsetof(cq_entry, flags) == 8 && offsetof(cq_entry, len) == 16 &&
+              offsetof(cq_entry, buf) == 24 && offsetof(cq_entry, data) == 32 && offsetof(cq_entry, tag) == 40 &&
+              offsetof(cq_entry, src) == 48);
+static_assert(std::is_standard_layout_v<cq_entry> && std::is_trivially_copyable_v<cq_entry>);
+static_assert(std::has_unique_object_representations_v<cq_entry>, "no padding");
 
 struct cq_err_entry {
   void* context = nullptr;
@@ -89,10 +110,19 @@ struct cq_err_entry {
   std::uint64_t data = 0;
   std::uint64_t tag = 0;
   std::size_t olen = 0;   // bytes that did not fit (truncation)
-  errc err = errc::ok;
-  int prov_errno = 0;
+  errc err = errc::ok;    // (4 bytes)
+  std::int32_t prov_errno = 0;
   char msg[160] = {};     // what happened and what to do
 };
+static_assert(sizeof(errc) == 4);
+static_assert(sizeof(cq_err_entry) == 224 && alignof(cq_err_entry) == 8);
+static_assert(offsetof(cq_err_entry, context) == 0 && offsetof(cq_err_entry, flags) == 8 &&
+              offsetof(cq_err_entry, len) == 16 && offsetof(cq_err_entry, buf) == 24 &&
+              offsetof(cq_err_entry, data) == 32 && offsetof(cq_err_entry, tag) == 40 &&
+              offsetof(cq_err_entry, olen) == 48 && offsetof(cq_err_entry, err) == 56 &&
+              offsetof(cq_err_entry, prov_errno) == 60 && offsetof(cq_err_entry, msg) == 64);
+static_assert(std::is_standard_layout_v<cq_err_entry> && std::is_trivially_copyable_v<cq_err_entry>);
+static_assert(std::has_unique_object_representations_v<cq_err_entry>, "no padding");
 
 // A local memory descriptor (cf. fi_mr_desc(3), UCX's memh): names, for the
 // provider, the registered region a local buffer lies in. Opaque; it comes
@@ -102,6 +132,7 @@ struct cq_err_entry {
 // provider that does (FI_MR_LOCAL semantics, info.domain.mr_local) requires
 // the region of every local buffer and refuses an operation without it.
 enum class mr_desc : std::uintptr_t { none = 0 };
+static_assert(sizeof(mr_desc) == 8);
 
 // A message description for the *msg() forms.
 struct msg_desc {
@@ -114,6 +145,12 @@ struct msg_desc {
   void* context = nullptr;
   const mr_desc* desc = nullptr;  // null, or one per iov entry: the region each buffer lies in
 };
+static_assert(sizeof(msg_desc) == 64 && alignof(msg_desc) == 8);
+static_assert(offsetof(msg_desc, iov) == 0 && offsetof(msg_desc, iov_count) == 8 && offsetof(msg_desc, addr) == 16 &&
+              offsetof(msg_desc, tag) == 24 && offsetof(msg_desc, ignore) == 32 && offsetof(msg_desc, data) == 40 &&
+              offsetof(msg_desc, context) == 48 && offsetof(msg_desc, desc) == 56);
+static_assert(std::is_standard_layout_v<msg_desc> && std::is_trivially_copyable_v<msg_desc>);
+static_assert(std::has_unique_object_representations_v<msg_desc>, "no padding");
 
 // One remote range: len bytes at offset of the peer's region named by key.
 struct rma_iov {
@@ -121,6 +158,10 @@ struct rma_iov {
   std::size_t len = 0;
   std::uint64_t key = 0;
 };
+static_assert(sizeof(rma_iov) == 24 && alignof(rma_iov) == 8 && offsetof(rma_iov, offset) == 0 &&
+              offsetof(rma_iov, len) == 8 && offsetof(rma_iov, key) == 16 && std::is_standard_layout_v<rma_iov> &&
+              std::is_trivially_copyable_v<rma_iov>);
+static_assert(std::has_unique_object_representations_v<rma_iov>, "no padding");
 
 // An RMA operation: local buffers, the peer, and the remote range, given as
 // an offset into the peer's memory region named by its key, or as a list of
@@ -137,15 +178,24 @@ struct rma_desc {
   std::size_t rma_count = 0;
   const mr_desc* desc = nullptr;  // null, or one per iov entry: the region each local buffer lies in
 };
+static_assert(sizeof(rma_desc) == 80 && alignof(rma_desc) == 8);
+static_assert(offsetof(rma_desc, iov) == 0 && offsetof(rma_desc, iov_count) == 8 && offsetof(rma_desc, addr) == 16 &&
+              offsetof(rma_desc, offset) == 24 && offsetof(rma_desc, key) == 32 && offsetof(rma_desc, context) == 40 &&
+              offsetof(rma_desc, data) == 48 && offsetof(rma_desc, rma) == 56 && offsetof(rma_desc, rma_count) == 64 &&
+              offsetof(rma_desc, desc) == 72);
+static_assert(std::is_standard_layout_v<rma_desc> && std::is_trivially_copyable_v<rma_desc>);
+static_assert(std::has_unique_object_representations_v<rma_desc>, "no padding");
 
 // An atomic operation on count elements at offset of the peer's region.
+// op and type (one byte each) come last, with reserved bytes after them, so
+// that no padding hides between the 8-byte fields; designated initialisers
+// read best: atomic_desc{.operand = &x, .addr = peer, .key = k, .op =
+// atomic_op::sum, .type = atomic_type::u64}.
 struct atomic_desc {
   const void* operand = nullptr;  // count elements
   const void* compare = nullptr;  // cswap: count elements
   void* result = nullptr;         // fetch forms: receives the old values
   std::size_t count = 1;
-  atomic_op op = atomic_op::sum;
-  atomic_type type = atomic_type::i8;
   fi_addr_t addr = addr_unspec;
   std::uint64_t offset = 0;
   std::uint64_t key = 0;
@@ -153,10 +203,26 @@ struct atomic_desc {
   // Local memory descriptors (as msg_desc::desc and rma_desc::desc; cf.
   // fi_atomicmsg's desc, fi_compare_atomicmsg's compare_desc and
   // result_desc): the region each local buffer lies in, or mr_desc::none.
-  // Last, so that older aggregate initialisations compile and leave them none.
   mr_desc desc = mr_desc::none;          // operand
   mr_desc compare_desc = mr_desc::none;  // compare (cswap)
   mr_desc result_desc = mr_desc::none;   // result (fetch forms, cswap)
+  atomic_op op = atomic_op::sum;
+  atomic_type type = atomic_type::i8;
+  // Zero; room for later one-byte fields. (Spelled {0, ...}, not {}: with
+  // an empty list GCC clears the whole struct with rep stos before filling
+  // it, on every post; with the zeros it stores each field once.)
+  std::uint8_t reserved[6] = {0, 0, 0, 0, 0, 0};
 };
+static_assert(sizeof(atomic_op) == 1 && sizeof(atomic_type) == 1);
+static_assert(sizeof(atomic_desc) == 96 && alignof(atomic_desc) == 8);
+static_assert(offsetof(atomic_desc, operand) == 0 && offsetof(atomic_desc, compare) == 8 &&
+              offsetof(atomic_desc, result) == 16 && offsetof(atomic_desc, count) == 24 &&
+              offsetof(atomic_desc, addr) == 32 && offsetof(atomic_desc, offset) == 40 &&
+              offsetof(atomic_desc, key) == 48 && offsetof(atomic_desc, context) == 56 &&
+              offsetof(atomic_desc, desc) == 64 && offsetof(atomic_desc, compare_desc) == 72 &&
+              offsetof(atomic_desc, result_desc) == 80 && offsetof(atomic_desc, op) == 88 &&
+              offsetof(atomic_desc, type) == 89 && offsetof(atomic_desc, reserved) == 90);
+static_assert(std::is_standard_layout_v<atomic_desc> && std::is_trivially_copyable_v<atomic_desc>);
+static_assert(std::has_unique_object_representations_v<atomic_desc>, "no padding");
 
 }  // namespace weft

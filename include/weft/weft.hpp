@@ -438,14 +438,16 @@ class endpoint : public detail::handle<spi::endpoint, detail::endpoint_ops> {
   [[nodiscard]] errc atomic(atomic_op op, atomic_type t, const void* operand, std::size_t count, fi_addr_t dest,
                             std::uint64_t offset, std::uint64_t key, void* ctx = nullptr,
                             mr_desc desc = mr_desc::none) noexcept {
-    return do_atomic(atomic_desc{operand, nullptr, nullptr, count, op, t, dest, offset, key, ctx, desc});
+    return do_atomic(atomic_desc{.operand = operand, .count = count, .addr = dest, .offset = offset, .key = key,
+                                 .context = ctx, .desc = desc, .op = op, .type = t});
   }
   // ... and result receives the values before the operation.
   [[nodiscard]] errc fetch_atomic(atomic_op op, atomic_type t, const void* operand, void* result, std::size_t count,
                                   fi_addr_t dest, std::uint64_t offset, std::uint64_t key, void* ctx = nullptr,
                                   mr_desc desc = mr_desc::none, mr_desc result_desc = mr_desc::none) noexcept {
-    return do_atomic(
-        atomic_desc{operand, nullptr, result, count, op, t, dest, offset, key, ctx, desc, mr_desc::none, result_desc});
+    return do_atomic(atomic_desc{.operand = operand, .result = result, .count = count, .addr = dest, .offset = offset,
+                                 .key = key, .context = ctx, .desc = desc, .result_desc = result_desc, .op = op,
+                                 .type = t});
   }
   // Compare-and-swap: where the target equals compare, store operand; result gets the old values.
   [[nodiscard]] errc compare_atomic(atomic_type t, const void* operand, const void* compare, void* result,
@@ -453,8 +455,10 @@ class endpoint : public detail::handle<spi::endpoint, detail::endpoint_ops> {
                                     void* ctx = nullptr, mr_desc desc = mr_desc::none,
                                     mr_desc compare_desc = mr_desc::none,
                                     mr_desc result_desc = mr_desc::none) noexcept {
-    return do_atomic(atomic_desc{operand, compare, result, count, atomic_op::cswap, t, dest, offset, key, ctx, desc,
-                                 compare_desc, result_desc});
+    return do_atomic(atomic_desc{.operand = operand, .compare = compare, .result = result, .count = count,
+                                 .addr = dest, .offset = offset, .key = key, .context = ctx, .desc = desc,
+                                 .compare_desc = compare_desc, .result_desc = result_desc, .op = atomic_op::cswap,
+                                 .type = t});
   }
   // The general form: every field of d, its descriptors included.
   [[nodiscard]] errc atomicmsg(const atomic_desc& d) noexcept { return do_atomic(d); }

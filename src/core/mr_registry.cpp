@@ -293,7 +293,13 @@ errc mr_registry::commit(commit_event::kind what, std::uint64_t key, std::uint64
     } else if (offset > e.len || len > e.len - offset) {
       return errc::invalid_argument;
     }
-    ev = commit_event{what, key, e.addr + offset, offset, len, e.persist != flush_method::none, op_flags{level}};
+    ev = commit_event{.key = key,
+                      .addr = e.addr + offset,
+                      .offset = offset,
+                      .len = len,
+                      .level = op_flags{level},
+                      .what = what,
+                      .flags = e.persist != flush_method::none ? commit_flag::persistent : commit_flags{}};
     if (e.persist != flush_method::none && level == flag::commit_complete && len > 0)
       if (errc r = util::persist_range(ev.addr, len, e.persist); r != errc::ok) return r;
     h = handler_;

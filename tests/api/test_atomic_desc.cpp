@@ -1,7 +1,7 @@
 // Local memory descriptors of atomics (atomic_desc::desc, compare_desc,
 // result_desc), as send and RMA have them: every atomic form carries the
 // descriptors it is given to the provider unchanged (none when not given),
-// older aggregate initialisations leave them none, and on the providers that
+// an initialisation that names none leaves them none, and on the providers that
 // ignore them (shm, tcp) atomics with descriptors give the same results.
 #include <algorithm>
 #include <cstring>
@@ -63,8 +63,9 @@ TEST(atomic_desc, every_form_carries_its_descriptors_to_the_provider) {
   EXPECT_EQ(rec->last.result_desc, fake(0x60));
 
   // the general form passes the description as it is
-  atomic_desc d{&operand, nullptr, &result, 1, atomic_op::sum, atomic_type::u64, 0, 8, 7, nullptr};
-  EXPECT_EQ(d.desc, mr_desc::none) << "older aggregate initialisations leave the descriptors none";
+  atomic_desc d{.operand = &operand, .result = &result, .count = 1, .addr = 0, .offset = 8, .key = 7,
+                .op = atomic_op::sum, .type = atomic_type::u64};
+  EXPECT_EQ(d.desc, mr_desc::none) << "an initialisation that names no descriptors leaves them none";
   EXPECT_EQ(d.compare_desc, mr_desc::none);
   EXPECT_EQ(d.result_desc, mr_desc::none);
   d.desc = fake(0x70);
@@ -83,6 +84,49 @@ TEST(atomic_desc, every_form_carries_its_descriptors_to_the_provider) {
   bad.count = 0;
   EXPECT_EQ(ep.atomicmsg(bad), errc::invalid_argument);
   EXPECT_EQ(rec->calls, 5);
+}
+
+// The forms build the description field by field (designated initialisers,
+// docs/abi.md): each field lands where the provider reads it, and the
+// reserved bytes are zero.
+TEST(atomic_desc, every_form_fills_each_field_and_zeroes_the_reserved_bytes) {
+  auto rec = std::make_shared<recording_endpoint>();
+  endpoint ep(rec, nullptr);
+  std::uint32_t operand[2] = {1, 2}, compare[2] = {3, 4}, result[2] = {};
+  int ctx = 0;
+  auto reserved_zero = [&] {
+    return std::all_of(std::begin(rec->last.reserved), std::end(rec->last.reserved),
+                       [](std::uint8_t b) { return b == 0; });
+  };
+  auto same_target = [&] {
+    EXPECT_EQ(rec->last.count, 2u);
+    EXPECT_EQ(rec->last.addr, 5u);
+    EXPECT_EQ(rec->last.offset, 24u);
+    EXPECT_EQ(rec->last.key, 9u);
+    EXPECT_EQ(rec->last.context, &ctx);
+    EXPECT_EQ(rec->last.type, atomic_type::u32);
+    EXPECT_EQ(rec->last.operand, operand);
+    EXPECT_TRUE(reserved_zero());
+  };
+
+  ASSERT_EQ(ep.atomic(atomic_op::bxor, atomic_type::u32, operand, 2, 5, 24, 9, &ctx), errc::ok);
+  EXPECT_EQ(rec->last.op, atomic_op::bxor);
+  EXPECT_EQ(rec->last.compare, nullptr);
+  EXPECT_EQ(rec->last.result, nullptr);
+  same_target();
+
+  ASSERT_EQ(ep.fetch_atomic(atomic_op::max, atomic_type::u32, operand, result, 2, 5, 24, 9, &ctx), errc::ok);
+  EXPECT_EQ(rec->last.op, atomic_op::max);
+  EXPECT_EQ(rec->last.compare, nullptr);
+  EXPECT_EQ(rec->last.result, result);
+  same_target();
+
+  ASSERT_EQ(ep.compare_atomic(atomic_type::u32, operand, compare, result, 2, 5, 24, 9, &ctx), errc::ok);
+  EXPECT_EQ(rec->last.op, atomic_op::cswap);
+  EXPECT_EQ(rec->last.compare, compare);
+  EXPECT_EQ(rec->last.result, result);
+  same_target();
+  EXPECT_EQ(rec->calls, 3);
 }
 
 class atomic_desc_real : public rma_pair {

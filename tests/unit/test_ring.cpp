@@ -64,10 +64,14 @@ TEST(ring, four_producers_one_consumer_keep_per_producer_order) {
   mpsc_ring r(&t, reinterpret_cast<std::byte*>(mem.data()), slots, sizeof(slot));
   r.format();
   std::vector<std::thread> th;
+  // The producers stop when the consumer does (its deadline, or a failed
+  // assertion): a producer left spinning on a full ring that nobody drains
+  // any more would hang the join below until ctest's timeout.
+  std::atomic<bool> stop{false};
   for (std::uint32_t p = 0; p < producers; ++p)
     th.emplace_back([&, p] {
       mpsc_ring w(&t, reinterpret_cast<std::byte*>(mem.data()), slots, sizeof(slot));
-      for (std::uint32_t i = 0; i < per;) {
+      for (std::uint32_t i = 0; i < per && !stop.load(std::memory_order_relaxed);) {
         std::uint64_t pos = 0;
         if (auto* s = reinterpret_cast<slot*>(w.claim(pos))) {
           s->producer = p;
@@ -78,18 +82,28 @@ TEST(ring, four_producers_one_consumer_keep_per_producer_order) {
         }
       }
     });
+  struct stopper {
+    std::atomic<bool>& stop;
+    std::vector<std::thread>& th;
+    ~stopper() {
+      stop.store(true);
+      for (auto& x : th) x.join();
+    }
+  } joins{stop, th};
   std::vector<std::uint32_t> expect(producers, 0);
   std::uint64_t got = 0;
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
   while (got < std::uint64_t{producers} * per && std::chrono::steady_clock::now() < deadline) {
     auto* s = reinterpret_cast<slot*>(r.peek());
-    if (!s) continue;
+    if (!s) {
+      std::this_thread::yield();  // let a producer preempted between claim and publish finish
+      continue;
+    }
     ASSERT_LT(s->producer, producers);
     ASSERT_EQ(s->value, expect[s->producer]) << "producer " << s->producer << " out of order";
     ++expect[s->producer];
     r.pop();
     ++got;
   }
-  for (auto& x : th) x.join();
   EXPECT_EQ(got, std::uint64_t{producers} * per);
 }
