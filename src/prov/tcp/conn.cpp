@@ -169,7 +169,17 @@ conn* endpoint_impl::open_conn(const address& peer, const std::string& key, fi_a
 }
 
 void endpoint_impl::on_accept() noexcept {
+  std::size_t unidentified = 0;
+  for (auto& x : conns_) unidentified += !x->dead && x->state == conn::st::wait_hello;
   for (int i = 0; i < 64; ++i) {
+    // A flood of connections that send no hello: stop accepting. New ones
+    // wait in the kernel's backlog until one of these finishes or times
+    // out (resume_accepting); none is accepted and closed without a reason.
+    if (unidentified >= max_handshakes) {
+      handshakes_full_ = true;
+      dom_->eng().mod(lfd_, &lst_, 0);
+      return;
+    }
     int fd = ::accept4(lfd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
       const int err = errno;
@@ -180,12 +190,6 @@ void endpoint_impl::on_accept() noexcept {
       return;  // EAGAIN: none waiting (or a transient error: the listener stays readable)
     }
     fd_short_ = false;  // descriptors again: a later shortage is reported again
-    std::size_t unidentified = 0;
-    for (auto& x : conns_) unidentified += !x->dead && x->state == conn::st::wait_hello;
-    if (unidentified >= max_handshakes) {  // a flood of silent connections: refuse
-      ::close(fd);
-      continue;
-    }
     set_socket_options(fd, cfg_, nullptr);
     conn* c;
     try {
@@ -197,7 +201,18 @@ void endpoint_impl::on_accept() noexcept {
     }
     c->state = conn::st::wait_hello;
     dom_->eng().add(fd, c, EPOLLIN);
+    ++unidentified;
   }
+}
+
+// The listener stopped at max_handshakes: it listens again once fewer wait
+// for their hello (each finishes, fails or times out in tick()).
+void endpoint_impl::resume_accepting() noexcept {
+  std::size_t unidentified = 0;
+  for (auto& x : conns_) unidentified += !x->dead && x->state == conn::st::wait_hello;
+  if (unidentified >= max_handshakes) return;
+  handshakes_full_ = false;
+  if (!accept_paused_until_) dom_->eng().mod(lfd_, &lst_, EPOLLIN);  // else tick() resumes it
 }
 
 void endpoint_impl::on_conn_event(conn* c, std::uint32_t ev) noexcept {

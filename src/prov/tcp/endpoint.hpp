@@ -281,6 +281,7 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable, publ
 
   void on_conn_event(conn* c, std::uint32_t ev) noexcept;
   void on_accept() noexcept;
+  void resume_accepting() noexcept;
 
   // An event for the bound EQ (RDM without one: a CQ error entry), kept
   // here until it can be delivered (liveness.cpp).
@@ -515,6 +516,7 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable, publ
   std::uint64_t last_empty_ns_ = 0;  // when a direct poll last found nothing (0: it found bytes)
   std::uint64_t empty_calls_ = 0;    // spi::thread_progress_calls() at that poll
   std::uint64_t accept_paused_until_ = 0;  // listener out of epoll after EMFILE with no spare descriptor
+  bool handshakes_full_ = false;  // max_handshakes wait for their hello: not accepting (resume_accepting)
 };
 
 
