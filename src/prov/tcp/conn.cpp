@@ -7,6 +7,7 @@
 #include <cstdio>
 
 #include "prov/tcp/endpoint.hpp"
+#include "prov/tcp/test_hooks.hpp"
 #include "util/clock.hpp"
 
 namespace weft::prov::tcp {
@@ -193,10 +194,10 @@ void endpoint_impl::on_accept() noexcept {
     set_socket_options(fd, cfg_, nullptr);
     conn* c;
     try {
+      if (test_hooks::take(test_hooks::fail_accepts)) throw std::bad_alloc();
       c = add_conn(fd, false);
     } catch (...) {
-      // Out of memory for a connection: refused (the peer sees it closed).
-      ::close(fd);
+      refuse_for_memory(fd);  // the peer is told why, the application too
       continue;
     }
     c->state = conn::st::wait_hello;
@@ -371,6 +372,16 @@ void endpoint_impl::handle_hello(conn* c) noexcept {
   }
 }
 
+// The text of a hello_ack no_resources (the peer's reason): printable bytes only.
+static void printable_reason(const conn* c, char (&out)[wire::max_cm_data + 1]) noexcept {
+  std::size_t n = 0;
+  for (std::size_t i = 0; i < c->cur.len && i < wire::max_cm_data; ++i) {
+    const unsigned char ch = c->ctrl[i];
+    out[n++] = ch >= 0x20 && ch < 0x7f ? static_cast<char>(ch) : '?';
+  }
+  out[n] = 0;
+}
+
 void endpoint_impl::handle_hello_ack(conn* c) noexcept {
   const auto st = static_cast<wire::hello_status>(c->cur.data);
   if (msg_mode_) {
@@ -385,10 +396,18 @@ void endpoint_impl::handle_hello_ack(conn* c) noexcept {
     } else {
       const bool rej = st == wire::hello_status::rejected;
       const bool full = st == wire::hello_status::no_resources;
+      char why[512];
+      if (full) {
+        char reason[wire::max_cm_data + 1];
+        printable_reason(c, reason);
+        std::snprintf(why, sizeof why,
+                      "the listener refused the connection: %s: free resources there (for descriptors: ulimit -n), "
+                      "or retry later",
+                      reason[0] ? reason : "out of resources");
+      }
       cm_event(eq_event::kind::error, rej ? errc::permission_denied : full ? errc::busy : errc::io_error,
                rej    ? "the listener rejected the connection (its data is attached)"
-               : full ? "the listener is out of file descriptors and refused the connection (its reason is "
-                        "attached): it must raise its limit (ulimit -n), or retry later"
+               : full ? why
                       : "the listener refused the connection request as malformed",
                c->ctrl, c->cur.len);
       c->state = conn::st::lost;
@@ -406,15 +425,12 @@ void endpoint_impl::handle_hello_ack(conn* c) noexcept {
     // The peer could not take the connection (out of descriptors); its
     // reason follows as text (at most 256 bytes, the decoder's bound).
     char reason[wire::max_cm_data + 1];
-    std::size_t n = 0;
-    for (std::size_t i = 0; i < c->cur.len && i < wire::max_cm_data; ++i) {
-      const unsigned char ch = c->ctrl[i];
-      reason[n++] = ch >= 0x20 && ch < 0x7f ? static_cast<char>(ch) : '?';
-    }
-    reason[n] = 0;
-    char why[400];
-    std::snprintf(why, sizeof why, "%s refused the connection: %s: it must raise its limit (ulimit -n), or retry later",
-                  text_of(c->peer).s, n ? reason : "out of resources");
+    printable_reason(c, reason);
+    char why[512];
+    std::snprintf(why, sizeof why,
+                  "%s refused the connection: %s: it must free resources (for descriptors: raise ulimit -n), or retry "
+                  "later",
+                  text_of(c->peer).s, reason[0] ? reason : "out of resources");
     fail_conn(c, errc::busy, why);
     return;
   }

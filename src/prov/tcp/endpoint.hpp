@@ -392,6 +392,9 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable, publ
   // and the application is told once.
   [[nodiscard]] bool refuse_for_descriptors(int err) noexcept;  // false: none waiting, or no spare
   void report_descriptors(int err) noexcept;
+  // Out of memory for an accepted connection: the peer gets hello_ack
+  // no_resources with the reason, the application an error event; fd is closed.
+  void refuse_for_memory(int fd) noexcept;
   [[nodiscard]] std::string my_key(conn* c) const;
 
   std::shared_ptr<domain_impl> dom_;
@@ -529,6 +532,10 @@ struct addr_text {
 // "out of file descriptors (RLIMIT_NOFILE 1024)" for EMFILE, "the system
 // is out of file descriptors" for ENFILE.
 void describe_fd_shortage(int err, char* out, std::size_t n) noexcept;
+
+// A connection just accepted that cannot be taken: hello_ack no_resources
+// with reason as its payload (at most 256 bytes), then fd is closed.
+void refuse_accepted(int fd, const char* reason) noexcept;
 
 // Every connection's socket: SO_SNDBUF if configured, TCP_NODELAY,
 // TCP_USER_TIMEOUT, and the congestion control for its peer (peer: the
