@@ -1,6 +1,8 @@
 #include "weft/spi/progress.hpp"
 
 #include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 #include <time.h>
 
 #include <algorithm>
@@ -25,6 +27,10 @@ void progress_group::attach(progressable* p) {
   if (std::find(sources_.begin(), sources_.end(), p) == sources_.end()) sources_.push_back(p);
 }
 
+progress_group::~progress_group() {
+  if (const int f = wake_fd_.load(std::memory_order_relaxed); f >= 0) ::close(f);
+}
+
 void progress_group::detach(progressable* p) noexcept {
   {
     auto h = hold();
@@ -32,6 +38,10 @@ void progress_group::detach(progressable* p) noexcept {
     detached_.fetch_add(1, std::memory_order_seq_cst);
   }
   util::futex_wake_all(&detached_);  // a wait asleep on p's words wakes, and arms again without it
+  if (const int f = wake_fd_.load(std::memory_order_seq_cst); f >= 0) {  // ... or asleep in poll() on its descriptor
+    const std::uint64_t one = 1;
+    (void)!::write(f, &one, sizeof one);
+  }
 }
 
 // Not under hold(): one thread at a time per domain (threading::domain), so
@@ -91,6 +101,13 @@ void progress_group::arm_all(armed& a, bool room) noexcept {
   }
   a.doorbells = a.n;
   a.sources = sources_.size();
+  a.detach_seen = detached_.load(std::memory_order_seq_cst);
+  if (a.fd >= 0 && wake_fd_.load(std::memory_order_relaxed) < 0) {
+    // The first sleep on a descriptor: the eventfd a detach() writes.
+    const int f = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    int none = -1;
+    if (f >= 0 && !wake_fd_.compare_exchange_strong(none, f)) ::close(f);
+  }
   if (room)
     for (auto* s : sources_)
       if (s->arm_room(this, std::span<wait_word>(a.words, max_wait_words - 1), a.n)) a.room = true;
@@ -147,9 +164,28 @@ progress_group::woke progress_group::sleep_uncounted(const armed& a, std::uint64
     for (auto* s : sources_) s->prepare_sleep();
   }
   if (a.fd >= 0) {
-    pollfd p{a.fd, POLLIN, 0};
-    const int r = ::poll(&p, 1, until == ~0ull ? -1 : ms_left(slices ? 1 : INT32_MAX));
-    return r > 0 ? woke::word : (slices ? woke::timer : late);
+    // With the detach eventfd: a close of an endpoint ends the sleep. Its
+    // count is taken here, then detached_ is checked: a detach after the
+    // check finds the sleep in poll(). A detach seen here had its count
+    // taken from another waiter's poll: it is put back for that waiter.
+    const int wfd = wake_fd_.load(std::memory_order_seq_cst);
+    if (wfd >= 0) {
+      std::uint64_t cnt = 0;
+      const bool took = ::read(wfd, &cnt, sizeof cnt) == static_cast<ssize_t>(sizeof cnt);
+      if (detached_.load(std::memory_order_seq_cst) != a.detach_seen) {
+        if (took) {
+          const std::uint64_t one = 1;
+          (void)!::write(wfd, &one, sizeof one);
+        }
+        return woke::word;
+      }
+    } else if (!slices) {
+      until = std::min(until, now + pulse_ns);  // no eventfd: look every pulse_ns
+    }
+    const woke late_fd = until == deadline ? woke::deadline : woke::timer;
+    pollfd p[2] = {{a.fd, POLLIN, 0}, {wfd, POLLIN, 0}};
+    const int r = ::poll(p, wfd >= 0 ? 2 : 1, until == ~0ull ? -1 : ms_left(slices ? 1 : INT32_MAX));
+    return r > 0 ? woke::word : (slices ? woke::timer : late_fd);
   }
   timespec ts{0, 200000};
   nanosleep(&ts, nullptr);

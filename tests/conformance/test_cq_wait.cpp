@@ -232,4 +232,30 @@ TEST(cq_wait_many, a_cq_with_more_endpoints_than_words_wakes_for_the_last) {
 INSTANTIATE_TEST_SUITE_P(shm, cq_wait_test, ::testing::ValuesIn(variants_of("shm")),
                          [](const auto& i) { return i.param.name; });
 
+// An endpoint closed by another thread while a wait sleeps on its CQ: the
+// wait returns again at once, woken by the close, not by the pulse (off
+// here) nor its deadline. tcp slept in poll() on the domain's epoll until
+// the deadline (timed_out): the close now writes an eventfd polled with it.
+class cq_wait_wake_on_close : public ::testing::TestWithParam<variant> {
+ protected:
+  void SetUp() override { apply(GetParam()); }
+};
+
+TEST_P(cq_wait_wake_on_close, closing_the_only_endpoint_wakes_the_wait) {
+  node w = open_node(GetParam().provider);
+  no_pulse off;
+  bool asleep = false;
+  const sleep_stats before = w.cq.wait_stats();
+  cq_entry e;
+  const errc r = act_while_asleep([&] { return w.cq.wait(e, 10000); }, [&] { w.ep.close(); }, asleep);
+  const sleep_stats after = w.cq.wait_stats();
+  ASSERT_TRUE(asleep) << "the waiter was never seen asleep";
+  EXPECT_EQ(r, errc::again) << "the close did not end the wait (" << to_string(r) << ")";
+  EXPECT_GE(after.word_wakes - before.word_wakes, 1u) << "woken by the close";
+  EXPECT_EQ(after.timer_wakes, before.timer_wakes) << "no timer slice: the pulse is off";
+}
+
+INSTANTIATE_TEST_SUITE_P(providers, cq_wait_wake_on_close, ::testing::ValuesIn(all_variants()),
+                         [](const auto& i) { return i.param.name; });
+
 }  // namespace

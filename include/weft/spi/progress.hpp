@@ -67,6 +67,10 @@ class progressable {
 
 class progress_group {
  public:
+  progress_group() = default;
+  progress_group(const progress_group&) = delete;
+  progress_group& operator=(const progress_group&) = delete;
+  ~progress_group();
   void attach(progressable* p);
   void detach(progressable* p) noexcept;
   // Drives every attached source once; re-entry (from a callback) is refused.
@@ -100,6 +104,7 @@ class progress_group {
     int fd = -1;             // a source's descriptor (tcp)
     bool fd_too = false;     // sources with words and one with a descriptor: slices
     std::size_t sources = 0;  // how many sources were armed
+    std::uint32_t detach_seen = 0;  // detached_ when armed (a sleep on fd ends when it changes)
   };
   enum class woke : std::uint8_t { word, timer, deadline };
   // Arms every source (arm(), then arm_room() when room counts), as one wait does.
@@ -126,6 +131,11 @@ class progress_group {
   // Bumped (and woken) by detach(): a wait armed before sleeps on it too, so
   // it leaves a sleep on the words of a source that is going away.
   std::atomic<std::uint32_t> detached_{0};
+  // An eventfd that detach() writes, polled with a source's descriptor: a
+  // wait asleep in poll() (tcp) wakes when an endpoint is closed. Made at the
+  // first wait that sleeps on a descriptor (-1 before, or if it could not be:
+  // such a sleep then wakes every pulse_ns to look).
+  std::atomic<int> wake_fd_{-1};
   std::atomic<std::uint64_t> word_wakes_{0}, timer_wakes_{0};
   woke sleep_uncounted(const armed& a, std::uint64_t deadline) const noexcept;
   std::recursive_mutex* lock_ = nullptr;

@@ -2,6 +2,7 @@
 #include "weft/spi/mr.hpp"
 
 #include "util/clock.hpp"
+#include "util/reserve_fd.hpp"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -90,56 +91,39 @@ std::string mem_segment_name(std::uint32_t uid, std::uint32_t pid, std::uint64_t
 }
 
 namespace {
-// A descriptor kept in reserve (on /dev/null, opened with the first
-// endpoint) so that a process's /proc entry can still be read when this
-// process has no descriptor left: a peer is then proven alive or dead
-// instead of unknown (a live RMA holder is waited for, a reused pid is not).
-std::mutex proc_reserve_mu;
-int proc_reserve_fd = -1;
-
-// Opens path; with no descriptor left, in the reserve's place (reserve_used).
-int open_with_reserve(const char* path, bool& reserve_used) noexcept {
-  reserve_used = false;
-  int fd = ::open(path, O_RDONLY | O_CLOEXEC);
-  if (fd >= 0 || (errno != EMFILE && errno != ENFILE)) return fd;
-  std::lock_guard lk(proc_reserve_mu);
-  if (proc_reserve_fd < 0) return -1;  // errno: EMFILE or ENFILE
-  ::close(proc_reserve_fd);  // another thread may take the number first: then this open fails as before
-  proc_reserve_fd = -1;
-  reserve_used = true;
-  return ::open(path, O_RDONLY | O_CLOEXEC);
-}
-
-void restore_reserve(bool reserve_used) noexcept {
-  if (!reserve_used) return;
-  const int err = errno;
-  std::lock_guard lk(proc_reserve_mu);
-  if (proc_reserve_fd < 0) proc_reserve_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-  errno = err;
+// A descriptor kept in reserve (opened with the first endpoint) so that a
+// process's /proc entry can still be read when this process has no
+// descriptor left: a peer is then proven alive or dead instead of unknown
+// (a live RMA holder is waited for, a reused pid is not). Never destroyed:
+// a thread may read /proc while the process exits.
+util::reserve_fd& proc_reserve() noexcept {
+  static auto* r = new util::reserve_fd();
+  return *r;
 }
 }  // namespace
 
-void keep_proc_reserve() noexcept {
-  std::lock_guard lk(proc_reserve_mu);
-  if (proc_reserve_fd < 0) proc_reserve_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-}
+void keep_proc_reserve() noexcept { (void)proc_reserve().keep(); }
 
 int read_proc_stat(pid_t pid, proc_stat& out) noexcept {
   char path[40];
   std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
-  bool reserve_used = false;
-  const int fd = open_with_reserve(path, reserve_used);
-  if (fd < 0) {
-    const int err = errno;
-    restore_reserve(reserve_used);
-    return err;
-  }
   char buf[1024];
-  const ssize_t n = ::read(fd, buf, sizeof buf - 1);
-  const int read_err = n < 0 ? errno : 0;
-  ::close(fd);
-  restore_reserve(reserve_used);
-  if (n <= 0) return n < 0 ? read_err : ESRCH;
+  ssize_t n = -1;
+  int err = 0;
+  auto read_it = [&]() noexcept {
+    const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+      err = errno;
+      return;
+    }
+    n = ::read(fd, buf, sizeof buf - 1);
+    err = n < 0 ? errno : 0;
+    ::close(fd);
+  };
+  read_it();
+  // No descriptor left: once more, in the reserve's place.
+  if (n < 0 && (err == EMFILE || err == ENFILE) && !proc_reserve().use(read_it)) return err;
+  if (n <= 0) return n < 0 ? err : ESRCH;
   buf[n] = '\0';
   // "pid (comm) state ppid ...": comm may hold anything, so parse after the last ')'
   const char* p = std::strrchr(buf, ')');

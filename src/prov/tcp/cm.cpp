@@ -14,6 +14,7 @@ namespace weft::prov::tcp {
 
 namespace test_hooks {
 std::atomic<int> fail_connreq_events{0};
+std::atomic<int> fail_accepts{0};
 }  // namespace test_hooks
 
 namespace {
@@ -127,6 +128,7 @@ class passive_impl final : public spi::passive_endpoint, public spi::progressabl
     if (dom_->automatic()) dom_->add_target(this);
     // What arrived before an event queue was bound is told now.
     if (fd_report_) report();
+    if (oom_refused_) report_memory();
     if (unannounced_) announce_all();
     return {};
   }
@@ -165,6 +167,7 @@ class passive_impl final : public spi::passive_endpoint, public spi::progressabl
       fd_short_ = false;
       set_socket_options(fd, dom_->cfg(), nullptr);
       try {
+        if (test_hooks::take(test_hooks::fail_accepts)) throw std::bad_alloc();
         auto p = std::make_shared<pending>();
         p->fd = fd;
         p->eng = &dom_->eng();
@@ -177,7 +180,11 @@ class passive_impl final : public spi::passive_endpoint, public spi::progressabl
         p->registered = dom_->eng().add(fd, p.get(), EPOLLIN);
         waiting_.push_back(std::move(p));
       } catch (...) {
-        ::close(fd);
+        // Out of memory for the request: the peer is told why (its connect
+        // fails with the reason), the application gets an error event.
+        refuse_accepted(fd, oom_reason);
+        ++oom_refused_;
+        report_memory();
       }
     }
   }
@@ -188,6 +195,7 @@ class passive_impl final : public spi::passive_endpoint, public spi::progressabl
       if (!handshakes_full_) dom_->eng().mod(lfd_, this, EPOLLIN);
     }
     if (fd_report_) report();
+    if (oom_refused_) report_memory();
     if (unannounced_) announce_all();
     dom_->eng().poll();
     // hellos that never come are dropped after the timeout
@@ -312,9 +320,28 @@ class passive_impl final : public spi::passive_endpoint, public spi::progressabl
     }
   }
 
+  // The error event of requests refused for want of memory (retried at the
+  // next progress, or when an event queue is bound, until it can be made).
+  void report_memory() noexcept {
+    if (!eq_) return;
+    try {
+      eq_event ev;
+      ev.type = eq_event::kind::error;
+      ev.context = context;
+      ev.err = errc::no_memory;
+      ev.message = std::string(oom_reason) + ": " + std::to_string(oom_refused_) +
+                   " connection request(s) refused (the peer was told no_resources); free memory, the peer may retry";
+      eq_->push(std::move(ev));
+      oom_refused_ = 0;
+    } catch (...) {
+    }
+  }
+
+  static constexpr const char* oom_reason = "out of memory accepting a connection request";
   std::shared_ptr<domain_impl> dom_;
   info info_;
   int lfd_ = -1;
+  std::size_t oom_refused_ = 0;  // requests refused for want of memory, not yet reported
   address name_{};
   std::shared_ptr<spi::eq> eq_;
   std::vector<std::shared_ptr<pending>> waiting_;

@@ -7,6 +7,7 @@
 #include <cstdio>
 
 #include "prov/tcp/endpoint.hpp"
+#include "prov/tcp/test_hooks.hpp"
 #include "util/clock.hpp"
 
 namespace weft::prov::tcp {
@@ -169,7 +170,17 @@ conn* endpoint_impl::open_conn(const address& peer, const std::string& key, fi_a
 }
 
 void endpoint_impl::on_accept() noexcept {
+  std::size_t unidentified = 0;
+  for (auto& x : conns_) unidentified += !x->dead && x->state == conn::st::wait_hello;
   for (int i = 0; i < 64; ++i) {
+    // A flood of connections that send no hello: stop accepting. New ones
+    // wait in the kernel's backlog until one of these finishes or times
+    // out (resume_accepting); none is accepted and closed without a reason.
+    if (unidentified >= max_handshakes) {
+      handshakes_full_ = true;
+      dom_->eng().mod(lfd_, &lst_, 0);
+      return;
+    }
     int fd = ::accept4(lfd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
       const int err = errno;
@@ -180,24 +191,29 @@ void endpoint_impl::on_accept() noexcept {
       return;  // EAGAIN: none waiting (or a transient error: the listener stays readable)
     }
     fd_short_ = false;  // descriptors again: a later shortage is reported again
-    std::size_t unidentified = 0;
-    for (auto& x : conns_) unidentified += !x->dead && x->state == conn::st::wait_hello;
-    if (unidentified >= max_handshakes) {  // a flood of silent connections: refuse
-      ::close(fd);
-      continue;
-    }
     set_socket_options(fd, cfg_, nullptr);
     conn* c;
     try {
+      if (test_hooks::take(test_hooks::fail_accepts)) throw std::bad_alloc();
       c = add_conn(fd, false);
     } catch (...) {
-      // Out of memory for a connection: refused (the peer sees it closed).
-      ::close(fd);
+      refuse_for_memory(fd);  // the peer is told why, the application too
       continue;
     }
     c->state = conn::st::wait_hello;
     dom_->eng().add(fd, c, EPOLLIN);
+    ++unidentified;
   }
+}
+
+// The listener stopped at max_handshakes: it listens again once fewer wait
+// for their hello (each finishes, fails or times out in tick()).
+void endpoint_impl::resume_accepting() noexcept {
+  std::size_t unidentified = 0;
+  for (auto& x : conns_) unidentified += !x->dead && x->state == conn::st::wait_hello;
+  if (unidentified >= max_handshakes) return;
+  handshakes_full_ = false;
+  if (!accept_paused_until_) dom_->eng().mod(lfd_, &lst_, EPOLLIN);  // else tick() resumes it
 }
 
 void endpoint_impl::on_conn_event(conn* c, std::uint32_t ev) noexcept {
@@ -356,6 +372,16 @@ void endpoint_impl::handle_hello(conn* c) noexcept {
   }
 }
 
+// The text of a hello_ack no_resources (the peer's reason): printable bytes only.
+static void printable_reason(const conn* c, char (&out)[wire::max_cm_data + 1]) noexcept {
+  std::size_t n = 0;
+  for (std::size_t i = 0; i < c->cur.len && i < wire::max_cm_data; ++i) {
+    const unsigned char ch = c->ctrl[i];
+    out[n++] = ch >= 0x20 && ch < 0x7f ? static_cast<char>(ch) : '?';
+  }
+  out[n] = 0;
+}
+
 void endpoint_impl::handle_hello_ack(conn* c) noexcept {
   const auto st = static_cast<wire::hello_status>(c->cur.data);
   if (msg_mode_) {
@@ -370,10 +396,18 @@ void endpoint_impl::handle_hello_ack(conn* c) noexcept {
     } else {
       const bool rej = st == wire::hello_status::rejected;
       const bool full = st == wire::hello_status::no_resources;
+      char why[512];
+      if (full) {
+        char reason[wire::max_cm_data + 1];
+        printable_reason(c, reason);
+        std::snprintf(why, sizeof why,
+                      "the listener refused the connection: %s: free resources there (for descriptors: ulimit -n), "
+                      "or retry later",
+                      reason[0] ? reason : "out of resources");
+      }
       cm_event(eq_event::kind::error, rej ? errc::permission_denied : full ? errc::busy : errc::io_error,
                rej    ? "the listener rejected the connection (its data is attached)"
-               : full ? "the listener is out of file descriptors and refused the connection (its reason is "
-                        "attached): it must raise its limit (ulimit -n), or retry later"
+               : full ? why
                       : "the listener refused the connection request as malformed",
                c->ctrl, c->cur.len);
       c->state = conn::st::lost;
@@ -391,15 +425,12 @@ void endpoint_impl::handle_hello_ack(conn* c) noexcept {
     // The peer could not take the connection (out of descriptors); its
     // reason follows as text (at most 256 bytes, the decoder's bound).
     char reason[wire::max_cm_data + 1];
-    std::size_t n = 0;
-    for (std::size_t i = 0; i < c->cur.len && i < wire::max_cm_data; ++i) {
-      const unsigned char ch = c->ctrl[i];
-      reason[n++] = ch >= 0x20 && ch < 0x7f ? static_cast<char>(ch) : '?';
-    }
-    reason[n] = 0;
-    char why[400];
-    std::snprintf(why, sizeof why, "%s refused the connection: %s: it must raise its limit (ulimit -n), or retry later",
-                  text_of(c->peer).s, n ? reason : "out of resources");
+    printable_reason(c, reason);
+    char why[512];
+    std::snprintf(why, sizeof why,
+                  "%s refused the connection: %s: it must free resources (for descriptors: raise ulimit -n), or retry "
+                  "later",
+                  text_of(c->peer).s, reason[0] ? reason : "out of resources");
     fail_conn(c, errc::busy, why);
     return;
   }

@@ -280,7 +280,7 @@ void endpoint_impl::reap() noexcept {
 void endpoint_impl::tick(std::uint64_t now) noexcept {
   if (accept_paused_until_ && now >= accept_paused_until_) {
     accept_paused_until_ = 0;
-    dom_->eng().mod(lfd_, &lst_, EPOLLIN);
+    if (!handshakes_full_) dom_->eng().mod(lfd_, &lst_, EPOLLIN);
   }
   const std::uint64_t to = static_cast<std::uint64_t>(cfg_.timeout_ms) * 1'000'000ull;
   const std::uint64_t idle = static_cast<std::uint64_t>(cfg_.idle_ms) * 1'000'000ull;
@@ -391,6 +391,7 @@ void endpoint_impl::progress() noexcept {
     direct_polls_ = 0;
     poll_engine();
   }
+  if (handshakes_full_) resume_accepting();
   if (answer_waits_) resume_answers();
   if (pend_n_) push_pending_errors();
   if (need_doom_) fail_doomed();

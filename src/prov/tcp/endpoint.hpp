@@ -282,6 +282,7 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable, publ
 
   void on_conn_event(conn* c, std::uint32_t ev) noexcept;
   void on_accept() noexcept;
+  void resume_accepting() noexcept;
 
   // An event for the bound EQ (RDM without one: a CQ error entry), kept
   // here until it can be delivered (liveness.cpp).
@@ -397,6 +398,9 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable, publ
   // and the application is told once.
   [[nodiscard]] bool refuse_for_descriptors(int err) noexcept;  // false: none waiting, or no spare
   void report_descriptors(int err) noexcept;
+  // Out of memory for an accepted connection: the peer gets hello_ack
+  // no_resources with the reason, the application an error event; fd is closed.
+  void refuse_for_memory(int fd) noexcept;
   [[nodiscard]] std::string my_key(conn* c) const;
 
   std::shared_ptr<domain_impl> dom_;
@@ -521,6 +525,7 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable, publ
   std::uint64_t last_empty_ns_ = 0;  // when a direct poll last found nothing (0: it found bytes)
   std::uint64_t empty_calls_ = 0;    // spi::thread_progress_calls() at that poll
   std::uint64_t accept_paused_until_ = 0;  // listener out of epoll after EMFILE with no spare descriptor
+  bool handshakes_full_ = false;  // max_handshakes wait for their hello: not accepting (resume_accepting)
 };
 
 
@@ -533,6 +538,10 @@ struct addr_text {
 // "out of file descriptors (RLIMIT_NOFILE 1024)" for EMFILE, "the system
 // is out of file descriptors" for ENFILE.
 void describe_fd_shortage(int err, char* out, std::size_t n) noexcept;
+
+// A connection just accepted that cannot be taken: hello_ack no_resources
+// with reason as its payload (at most 256 bytes), then fd is closed.
+void refuse_accepted(int fd, const char* reason) noexcept;
 
 // Every connection's socket: SO_SNDBUF if configured, TCP_NODELAY,
 // TCP_USER_TIMEOUT, and the congestion control for its peer (peer: the

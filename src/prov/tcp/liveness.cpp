@@ -11,8 +11,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdio>
+#include <cstring>
 
 #include "prov/tcp/endpoint.hpp"
 #include "util/clock.hpp"
@@ -243,6 +245,40 @@ bool endpoint_impl::refuse_for_descriptors(int err) noexcept {
   }
   accept_paused_until_ = 0;
   return true;
+}
+
+}  // namespace weft::prov::tcp
+
+// ------------------------------------------------------- out of memory
+
+namespace weft::prov::tcp {
+
+void endpoint_impl::refuse_for_memory(int fd) noexcept {
+  static constexpr char reason[] = "out of memory accepting the connection";
+  refuse_accepted(fd, reason);
+  static constexpr char msg[] =
+      "out of memory accepting a connection: the peer was refused (told no_resources); it may retry once memory is "
+      "free";
+  static_assert(sizeof msg <= sizeof(pending_event::msg));
+  static constexpr std::uint8_t none[1] = {};
+  push_event(eq_event::kind::error, errc::no_memory, name_, addr_notavail, msg, none, 0, true);
+}
+
+void refuse_accepted(int fd, const char* reason) noexcept {
+  const std::size_t n = std::min(std::strlen(reason), wire::max_cm_data);
+  std::uint8_t frame[sizeof(wire::frame_header) + wire::max_cm_data];
+  const wire::frame_header h{wire::magic, wire::version, static_cast<std::uint8_t>(wire::op::hello_ack), 0, 0, n, 0,
+                             static_cast<std::uint64_t>(wire::hello_status::no_resources)};
+  std::memcpy(frame, &h, sizeof h);
+  std::memcpy(frame + sizeof h, reason, n);
+  (void)::send(fd, frame, sizeof h + n, MSG_NOSIGNAL | MSG_DONTWAIT);  // a new socket's buffer takes it
+  // A FIN after the answer, and no unread hello: close() with unread input
+  // would reset the connection, and the peer could lose the answer.
+  ::shutdown(fd, SHUT_WR);
+  std::uint8_t sink[512];
+  for (int i = 0; i < 4 && ::recv(fd, sink, sizeof sink, MSG_DONTWAIT) > 0; ++i) {
+  }
+  ::close(fd);
 }
 
 }  // namespace weft::prov::tcp

@@ -244,38 +244,30 @@ domain_impl::~domain_impl() {
     std::lock_guard lk(auto_domains_mu);
     std::erase(auto_domains(), this);
   }
-  if (spare_ >= 0) ::close(spare_);  // last owner: no other thread can be here
 }
 
 result<void> domain_impl::open_spare() {
-  std::lock_guard lk(spare_mu_);
-  if (spare_ >= 0) return {};
-  spare_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-  if (spare_ < 0) {
-    const int e = errno;
-    return make_error(e == EMFILE || e == ENFILE ? errc::no_memory : errc::io_error,
-                      std::string("cannot keep a spare descriptor for refusing connections: ") + std::strerror(e) +
-                          (e == EMFILE ? " (raise ulimit -n)" : ""));
-  }
-  return {};
+  if (spare_.keep()) return {};
+  const int e = errno;
+  return make_error(e == EMFILE || e == ENFILE ? errc::no_memory : errc::io_error,
+                    std::string("cannot keep a spare descriptor for refusing connections: ") + std::strerror(e) +
+                        (e == EMFILE ? " (raise ulimit -n)" : ""));
 }
 
 int domain_impl::refuse_with_spare(int lfd, const void* frame, std::size_t len) noexcept {
-  std::lock_guard lk(spare_mu_);
-  if (spare_ < 0) spare_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);  // lost at an earlier refusal: try again
-  if (spare_ < 0) return -1;
-  ::close(spare_);
-  spare_ = -1;
-  const int fd = ::accept4(lfd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-  const int e = errno;
-  if (fd >= 0) {
-    (void)::send(fd, frame, len, MSG_NOSIGNAL | MSG_DONTWAIT);  // a new socket's buffer takes it
-    ::close(fd);
-  }
-  // -1 if another thread (not one of ours: they all hold spare_mu_) took the
-  // descriptor meanwhile; the next refusal tries again
-  spare_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  int fd = -1, e = 0;
+  const bool had_spare = spare_.use([&]() noexcept {
+    fd = ::accept4(lfd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    e = errno;
+    if (fd >= 0) {
+      (void)::send(fd, frame, len, MSG_NOSIGNAL | MSG_DONTWAIT);  // a new socket's buffer takes it
+      ::close(fd);
+    }
+  });
+  if (!had_spare) return -1;
   if (fd >= 0) return 1;
+  // -1 if another thread (not one of ours: they all use the spare under its
+  // mutex) took the descriptor meanwhile; the next refusal tries again
   return e == EAGAIN || e == EWOULDBLOCK ? 0 : -1;
 }
 

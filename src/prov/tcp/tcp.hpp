@@ -14,6 +14,7 @@
 
 #include "prov/tcp/wire.hpp"
 #include "util/list.hpp"
+#include "util/reserve_fd.hpp"
 #include "weft/spi/provider.hpp"
 
 namespace weft::prov::tcp {
@@ -130,7 +131,7 @@ class domain_impl final : public spi::domain, public std::enable_shared_from_thi
   // connection with the domain's spare descriptor, sends it frame (the
   // reason), closes it and takes the spare back, so that the peer is not
   // left hanging and the listener does not spin while it stays readable.
-  // All of it under spare_mu_: endpoints open (open_spare) and refuse from
+  // All of it under the spare's mutex: endpoints open (open_spare) and refuse from
   // any thread, the progress thread's included, and the spare must never
   // be closed twice, leaked, or taken by two refusals at once.
   // Returns 1 (refused), 0 (nobody was waiting: EAGAIN), -1 (no spare
@@ -146,8 +147,9 @@ class domain_impl final : public spi::domain, public std::enable_shared_from_thi
   std::thread thr_;
   std::atomic<bool> stop_{false};
   std::vector<spi::progressable*> targets_;
-  std::mutex spare_mu_;  // guards spare_ (not lock(): that one is a no-op in manual mode)
-  int spare_ = -1;       // a descriptor on /dev/null kept for refuse_with_spare
+  // A descriptor on /dev/null kept for refuse_with_spare, under its own
+  // mutex (not lock(): that one is a no-op in manual mode).
+  util::reserve_fd spare_;
 };
 
 }  // namespace weft::prov::tcp

@@ -8,6 +8,9 @@ namespace weft::prov::tcp::test_hooks {
 // The next n connreq events of passive endpoints fail to allocate (as if
 // the event queue were out of memory).
 extern std::atomic<int> fail_connreq_events;
+// The next n connections accepted by a listener (RDM endpoint or passive
+// endpoint) fail to allocate their state (as if out of memory).
+extern std::atomic<int> fail_accepts;
 
 // Take one failure from a hook's count: true if the caller should fail.
 inline bool take(std::atomic<int>& n) noexcept {
