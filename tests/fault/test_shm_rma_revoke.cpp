@@ -34,7 +34,9 @@ constexpr unsigned char peer_byte = 0xa5;  // what the peer writes
 constexpr std::size_t big = std::size_t{8} << 20;
 constexpr std::uint32_t after_close_ops = 16;  // operations the peer posts once it heard of the close
 
-enum class what : std::uint32_t { stop = 0, write = 1, atomic = 2 };
+// atomic: 8 u64 sums (64 bytes); fetch_add: one u64 fetching sum (8 bytes, the
+// shape of weft_rma_perf's fetch_add latency test).
+enum class what : std::uint32_t { stop = 0, write = 1, atomic = 2, fetch_add = 3 };
 
 struct command {
   std::uint64_t key = 0;
@@ -78,7 +80,7 @@ int peer_main(const address& target, int cmd_fd, int closed_fd, int rep_fd) {
   auto d = c.av.insert(target);
   if (!d) return 1;
   std::vector<unsigned char> src(big, peer_byte);
-  std::uint64_t ones[8];
+  std::uint64_t ones[8], olds[8];
   std::fill(std::begin(ones), std::end(ones), 1);
   for (;;) {
     command cmd;
@@ -90,9 +92,10 @@ int peer_main(const address& target, int cmd_fd, int closed_fd, int rep_fd) {
     while (r.after_close < after_close_ops && clk::now() < until) {
       char ch;
       if (!closed && ::read(closed_fd, &ch, 1) == 1) closed = true;
-      const errc e = cmd.op == what::write
-                         ? c.ep.write(src.data(), cmd.size, *d, 0, cmd.key)
-                         : c.ep.atomic(atomic_op::sum, atomic_type::u64, ones, 8, *d, 0, cmd.key);
+      const errc e = cmd.op == what::write    ? c.ep.write(src.data(), cmd.size, *d, 0, cmd.key)
+                     : cmd.op == what::atomic ? c.ep.atomic(atomic_op::sum, atomic_type::u64, ones, 8, *d, 0, cmd.key)
+                                              : c.ep.fetch_atomic(atomic_op::sum, atomic_type::u64, ones, olds, 1, *d,
+                                                                  0, cmd.key);
       if (e == errc::again) {
         c.cq.progress();
         continue;
@@ -308,7 +311,8 @@ TEST_F(shm_rma_revoke, allocated_memory_is_never_written_after_close_returns) {
     int trials;
   };
   for (auto [size, op, trials] :
-       {sizes{big, what::write, 8}, sizes{4096, what::write, 20}, sizes{64, what::atomic, 20}}) {
+       {sizes{big, what::write, 8}, sizes{4096, what::write, 20}, sizes{64, what::atomic, 20},
+        sizes{8, what::fetch_add, 20}}) {
     for (int n = 0; n < trials && !HasFailure(); ++n) {
       auto m = t.dom.alloc_memory(big, access::remote_write | access::remote_read);
       ASSERT_TRUE(m) << m.error().message;

@@ -170,7 +170,9 @@ class [[gnu::visibility("hidden")]] endpoint_impl final : public spi::endpoint,
                  std::uint64_t tag) noexcept override;
   void revoked(std::uint64_t key) noexcept override;
   // Atomics on a target segment mapped here: CPU atomics, no target help. False: not mapped (go two-sided).
-  [[nodiscard]] bool atomic_one_sided(peer& p, const atomic_desc& d, std::size_t bytes, errc& ret) noexcept;
+  // sz: the element size (a power of two); bytes: sz * count.
+  [[nodiscard]] bool atomic_one_sided(peer& p, const atomic_desc& d, std::size_t sz, std::size_t bytes,
+                                      errc& ret) noexcept;
   void complete_now(void* ctx, std::uint64_t f, std::size_t len, errc st, const char* why) noexcept;
   [[nodiscard]] errc one_sided(peer& p, access_claim& slot, const rma_desc& d, const rma_iov* rr, std::size_t nr,
                                std::size_t len, bool write, bool inject) noexcept;

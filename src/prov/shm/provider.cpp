@@ -179,8 +179,8 @@ peer_segs::~peer_segs() {
   for (auto& s : v) ::munmap(s.base, s.len);
 }
 
-std::byte* peer_segs::get(std::uint32_t uid, std::uint32_t pid, std::uint64_t start, std::uint64_t id,
-                          std::size_t len) noexcept {
+std::byte* peer_segs::find_or_map(std::uint32_t uid, std::uint32_t pid, std::uint64_t start, std::uint64_t id,
+                                  std::size_t len) noexcept {
   for (std::size_t i = 0; i < v.size(); ++i)
     if (v[i].id == id) {
       if (i) std::swap(v[i], v[0]);  // most recent first

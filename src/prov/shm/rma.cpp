@@ -388,38 +388,41 @@ void endpoint_impl::complete_now(void* ctx, std::uint64_t f, std::size_t len, er
   txcq_->push_error(ee);
 }
 
-bool endpoint_impl::atomic_one_sided(peer& p, const atomic_desc& d, std::size_t bytes, errc& ret) noexcept {
+// Inlined into atomic(): the whole one-sided path is one function, so the
+// access slot's two stores are all it adds to the session-3 path (an
+// outlined call here cost more than the slot itself).
+[[gnu::always_inline]] inline bool endpoint_impl::atomic_one_sided(peer& p, const atomic_desc& d, std::size_t sz,
+                                                                   std::size_t bytes, errc& ret) noexcept {
   access_claim* ac = access_to(p);
-  if (!ac || d.key == 0) return false;  // the target checks (and reports) everything
-  if (!txcq_->reserve()) {
+  if (!ac || d.key == 0) [[unlikely]]
+    return false;  // the target checks (and reports) everything
+  if (!txcq_->reserve()) [[unlikely]] {
     ret = again(again_reason::cq_full);
     return true;
   }
   std::uint64_t key = 0, addr = 0, rlen = 0, seg = 0;
   std::uint32_t acc = 0;
-  const auto type = static_cast<atomic_type>(d.type);
-  const std::size_t sz = size_of(type);
   const std::uint64_t need = access::remote_write | (d.result ? access::remote_read : 0);
   errc st = errc::ok;
   ac->begin(d.key);  // before the entry is read: a region closed after this waits for us
-  if (!read_entry(p.map->mr_table()[spi::mr_key_slot(d.key)], key, addr, rlen, acc, seg) || key != d.key ||
-      seg == 0) {
+  std::byte* base = nullptr;
+  if (read_entry(p.map->mr_table()[spi::mr_key_slot(d.key)], key, addr, rlen, acc, seg) && key == d.key &&
+      seg != 0) [[likely]] {
+    const auto* ph = p.map->hdr();
+    base = p.segs.get(ph->owner_uid, ph->owner_pid, ph->owner_start, seg, rlen);
+  }
+  if (!base) [[unlikely]] {
     ac->end();
     txcq_->unreserve();
     return false;  // not a segment mapped here (or no such key): the target checks and answers
   }
-  const auto* ph = p.map->hdr();
-  std::byte* base = p.segs.get(ph->owner_uid, ph->owner_pid, ph->owner_start, seg, rlen);
-  if (!base) {
-    ac->end();
-    txcq_->unreserve();
-    return false;
-  }
-  if ((acc & need) != need) st = errc::permission_denied;
-  else if (d.offset > rlen || bytes > rlen - d.offset || (addr + d.offset) % sz != 0) st = errc::invalid_argument;
+  if ((acc & need) != need) [[unlikely]]
+    st = errc::permission_denied;
+  else if (d.offset > rlen || bytes > rlen - d.offset || ((addr + d.offset) & (sz - 1)) != 0) [[unlikely]]
+    st = errc::invalid_argument;  // sz is a power of two: no division
   else {
     alignas(8) std::byte old[atomic_max_bytes];
-    core::apply_atomic(static_cast<atomic_op>(d.op), type, base + d.offset,
+    core::apply_atomic(static_cast<atomic_op>(d.op), static_cast<atomic_type>(d.type), base + d.offset,
                        static_cast<const std::byte*>(d.operand), static_cast<const std::byte*>(d.compare), d.count,
                        old);
     if (d.result) std::memcpy(d.result, old, bytes);
@@ -428,10 +431,9 @@ bool endpoint_impl::atomic_one_sided(peer& p, const atomic_desc& d, std::size_t 
   const std::uint64_t f = flag::atomic | (d.result ? flag::read : flag::write);
   spi::count(cntrs_.write.get(), st == errc::ok);
   complete_now(d.context, f, bytes, st,
-               st == errc::not_found           ? "no memory region with that key at the target (closed, or a wrong key)"
-               : st == errc::permission_denied ? "the target region does not allow this access"
-                                               : "the remote range lies outside the target region (or is not "
-                                                 "aligned for an atomic)");
+               st == errc::permission_denied ? "the target region does not allow this access"
+                                             : "the remote range lies outside the target region (or is not "
+                                               "aligned for an atomic)");
   ret = errc::ok;
   return true;
 }
@@ -491,10 +493,12 @@ errc endpoint_impl::atomic(const atomic_desc& d) noexcept {
     return spi::no_peer("atomic", d.addr, av_ != nullptr);
   peer& p = **pp;
   if (p.map->closed()) return spi::peer_gone("atomic", d.addr);
-  const std::size_t bytes = d.count * size_of(static_cast<atomic_type>(d.type));
-  if (!(p.map->hdr()->flags.load(std::memory_order_acquire) & region_flag::two_sided_rma)) {
+  const std::size_t sz = size_of(static_cast<atomic_type>(d.type));
+  const std::size_t bytes = d.count * sz;
+  if (!(p.map->hdr()->flags.load(std::memory_order_acquire) & region_flag::two_sided_rma)) [[likely]] {
     errc r = errc::ok;
-    if (atomic_one_sided(p, d, bytes, r)) return r;
+    if (atomic_one_sided(p, d, sz, bytes, r)) [[likely]]
+      return r;
   }
   tx_op* op = nullptr;
   std::byte* s = nullptr;

@@ -48,7 +48,18 @@ struct peer_segs {
   peer_segs& operator=(const peer_segs&) = delete;
   ~peer_segs();
   // The mapping of segment id of the process (uid, pid, start), at least len bytes; null if it cannot be mapped.
-  std::byte* get(std::uint32_t uid, std::uint32_t pid, std::uint64_t start, std::uint64_t id, std::size_t len) noexcept;
+  // The most recent segment is answered inline (a stream of one-sided
+  // operations on one region: a compare instead of a call).
+  [[nodiscard]] std::byte* get(std::uint32_t uid, std::uint32_t pid, std::uint64_t start, std::uint64_t id,
+                               std::size_t len) noexcept {
+    if (!v.empty() && v.front().id == id) [[likely]]
+      return v.front().len >= len ? v.front().base : nullptr;
+    return find_or_map(uid, pid, start, id, len);
+  }
+
+ private:
+  std::byte* find_or_map(std::uint32_t uid, std::uint32_t pid, std::uint64_t start, std::uint64_t id,
+                         std::size_t len) noexcept;
 };
 
 struct peer {
