@@ -198,6 +198,7 @@ class [[gnu::visibility("hidden")]] endpoint_impl final : public spi::endpoint,
   // room.cpp: peers that refused a post for a full ring, and their room words.
   [[nodiscard]] bool arm_room(const void* queue, std::span<spi::wait_word> words, std::size_t& n) noexcept override;
   [[nodiscard]] bool needs_pulse() const noexcept override;
+  [[nodiscard]] bool needs_liveness() const noexcept override { return needs_pulse() || watch_.watching(); }
 
  private:
   static std::uint64_t cookie(std::uint32_t idx, std::uint32_t gen) noexcept {
