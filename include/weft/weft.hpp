@@ -136,8 +136,12 @@ class completion_queue : public detail::handle<spi::cq, detail::cq_ops> {
     std::size_t n = 0;
     return wait({&e, 1}, n, timeout_ms);
   }
-  // How this queue's blocking waits slept so far (sleep_stats).
-  [[nodiscard]] sleep_stats wait_stats() const noexcept { return ops_ ? ops_->wait_stats() : sleep_stats{}; }
+  // How this queue's blocking waits slept so far (sleep_stats); bad_state once closed.
+  [[nodiscard]] std::expected<sleep_stats, errc> wait_stats() const noexcept {
+    if (!ops_) [[unlikely]]
+      return std::unexpected(detail::closed("the completion queue"));
+    return ops_->wait_stats();
+  }
 };
 
 class address_vector : public detail::handle<spi::av> {
@@ -154,7 +158,12 @@ class event_queue : public detail::handle<spi::eq> {
   // ok (an event), again (none yet); bad_state once closed. Drives progress of the bound objects.
   [[nodiscard]] errc read(eq_event& e);
   // timed_out when nothing arrived in time; timeout_ms < 0 waits forever.
+  // The sleep ends on an event pushed by any thread, a source's doorbell or
+  // descriptor, the deadline, or a liveness pulse while a bound endpoint has
+  // peers whose death it must report (wait_stats() tells them apart).
   [[nodiscard]] errc wait(eq_event& e, int timeout_ms);
+  // How this queue's blocking waits slept so far (room_returns is 0); bad_state once closed.
+  [[nodiscard]] std::expected<sleep_stats, errc> wait_stats() const noexcept;
 };
 
 class memory_region : public detail::handle<spi::mr> {
@@ -216,8 +225,13 @@ class counter : public detail::handle<spi::cntr, detail::cntr_ops> {
       return detail::closed("the counter");
     return ops_->wait(threshold, timeout_ms);
   }
-  // How this counter's blocking waits slept so far (sleep_stats; room_returns is 0).
-  [[nodiscard]] sleep_stats wait_stats() const noexcept { return ops_ ? ops_->wait_stats() : sleep_stats{}; }
+  // How this counter's blocking waits slept so far (sleep_stats; room_returns
+  // is 0); bad_state once closed.
+  [[nodiscard]] std::expected<sleep_stats, errc> wait_stats() const noexcept {
+    if (!ops_) [[unlikely]]
+      return std::unexpected(detail::closed("the counter"));
+    return ops_->wait_stats();
+  }
 };
 
 class endpoint : public detail::handle<spi::endpoint, detail::endpoint_ops> {

@@ -26,6 +26,11 @@ errc event_queue::wait(eq_event& e, int timeout_ms) {
   return impl_ ? impl_->wait(e, timeout_ms) : detail::closed("the event queue");
 }
 
+std::expected<sleep_stats, errc> event_queue::wait_stats() const noexcept {
+  if (!impl_) return std::unexpected(detail::closed("the event queue"));
+  return impl_->wait_stats();
+}
+
 std::expected<std::uint64_t, errc> memory_region::key() const noexcept {
   if (!impl_) return std::unexpected(detail::closed("the memory region"));
   return impl_->key();

@@ -3,8 +3,11 @@
 #include <algorithm>
 
 #include "util/clock.hpp"
+#include "util/futex.hpp"
 
 namespace weft::spi {
+
+void eq::util_wake() noexcept { util::futex_wake_all(&posted_); }
 
 errc eq::read(eq_event& out) {
   auto g = guard();
@@ -18,14 +21,28 @@ errc eq::read(eq_event& out) {
 errc eq::wait(eq_event& out, int timeout_ms) {
   const std::uint64_t deadline =
       timeout_ms < 0 ? ~0ull : util::now_ns() + static_cast<std::uint64_t>(timeout_ms) * 1000000ull;
-  // Sleeps on the sources' doorbells (or descriptor), their values taken
-  // before the check. Events such as peer_dead come from liveness checks,
-  // which need the pulse: it stays on.
+  // Sleeps on the sources' doorbells (or descriptor) and on posted_, their
+  // values taken before the check: an event pushed meanwhile by another
+  // thread (its progress of a bound endpoint) ends the sleep. The pulse is
+  // asked for only while a source's liveness checks have peers to watch
+  // (needs_liveness()): their deaths come from those checks, not a word.
   armed a;
+  errc e = errc::again;
+  sleepers_.fetch_add(1, std::memory_order_seq_cst);
   for (;;) {
-    arm_all(a, false);
-    a.pulse = true;
-    errc e;
+    arm_all(a, false, true);
+    if (lock_in_use()) {
+      // Automatic progress: the domain's thread takes the descriptor's
+      // events and pushes what they make here. Polled by this wait too, it
+      // could be emptied by that thread between our check and our sleep (a
+      // lost wake-up, bounded only by the pulse): the wait sleeps on
+      // posted_ instead, and that thread runs the liveness checks.
+      a.fd = -1;
+      a.pulse = false;
+    }
+    // A descriptor (tcp, manual progress) cannot be slept on with words:
+    // this wait is the one that drives its sources, and polls it.
+    if (a.fd < 0 && a.n < max_wait_words) a.words[a.n++] = wait_word{&posted_, posted_.load(std::memory_order_seq_cst)};
     {
       auto g = guard();  // the domain's lock first, as progress() takes it
       auto h = hold();  // an endpoint closed by another thread is never driven while it goes
@@ -33,14 +50,17 @@ errc eq::wait(eq_event& out, int timeout_ms) {
     }
     if (e == errc::again && util::now_ns() < deadline) (void)sleep_armed(a, deadline);
     disarm_all();
-    if (e != errc::again) return e;
+    if (e != errc::again) break;
     if (util::now_ns() >= deadline) {
       auto g = guard();
       auto h = hold();
       e = read(out);
-      return e == errc::again ? errc::timed_out : e;
+      if (e == errc::again) e = errc::timed_out;
+      break;
     }
   }
+  sleepers_.fetch_sub(1, std::memory_order_seq_cst);
+  return e;
 }
 
 }  // namespace weft::spi

@@ -77,11 +77,16 @@ namespace weft::spi {
 
 namespace {
 std::atomic<bool> pulse_on{true};
+
+std::atomic<bool> fallback_forced{false};
+std::atomic<std::uint64_t> fallback_count{0};
 }  // namespace
 
 void set_wait_pulse(bool on) noexcept { pulse_on.store(on, std::memory_order_relaxed); }
+void set_wait_fallback(bool on) noexcept { fallback_forced.store(on, std::memory_order_relaxed); }
+std::uint64_t fallback_sleeps() noexcept { return fallback_count.load(std::memory_order_relaxed); }
 
-void progress_group::arm_all(armed& a, bool room) noexcept {
+void progress_group::arm_all(armed& a, bool room, bool liveness) noexcept {
   auto g = guard();
   auto h = hold();
   a.n = 0;
@@ -97,7 +102,7 @@ void progress_group::arm_all(armed& a, bool room) noexcept {
     } else {
       a.wordless = true;
     }
-    if (s->needs_pulse()) a.pulse = true;
+    if (liveness ? s->needs_liveness() : s->needs_pulse()) a.pulse = true;
   }
   a.doorbells = a.n;
   a.sources = sources_.size();
@@ -146,7 +151,7 @@ progress_group::woke progress_group::sleep_uncounted(const armed& a, std::uint64
     return static_cast<int>(std::clamp<std::uint64_t>(left, 1, static_cast<std::uint64_t>(cap)));
   };
   if (a.n > 0 && !slices) {
-    if (!no_waitv.load(std::memory_order_relaxed)) {
+    if (!no_waitv.load(std::memory_order_relaxed) && !fallback_forced.load(std::memory_order_relaxed)) {
       const int r = util::futex_waitv(a.words, static_cast<unsigned>(a.n), until);
       if (r >= 0 || r == -EINTR) return woke::word;
       if (r == -ETIMEDOUT) return late;
@@ -156,6 +161,7 @@ progress_group::woke progress_group::sleep_uncounted(const armed& a, std::uint64
     // checked again at each slice).
     // The words are not read here: their source may be gone (detach());
     // the kernel answers for them.
+    fallback_count.fetch_add(1, std::memory_order_relaxed);
     const int ms = ms_left(a.n > 2 ? 1 : 10);
     return util::futex_wait(a.words[0].word, a.words[0].seen, ms) == -ETIMEDOUT ? woke::timer : woke::word;
   }

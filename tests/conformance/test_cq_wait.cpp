@@ -15,54 +15,13 @@
 #include <vector>
 
 #include "../common/harness.hpp"
+#include "../common/waits.hpp"
 #include "weft/spi/progress.hpp"
 
 using namespace weft;
 using namespace weft::test;
 
 namespace {
-
-// Whether thread tid of this process is asleep (state S in its stat line).
-bool thread_sleeping(pid_t tid) {
-  std::ifstream f("/proc/" + std::to_string(::getpid()) + "/task/" + std::to_string(tid) + "/stat");
-  std::string line;
-  if (!std::getline(f, line)) return false;
-  const auto paren = line.rfind(')');
-  return paren != std::string::npos && paren + 2 < line.size() && line[paren + 2] == 'S';
-}
-
-// Waits (bounded) until thread tid is seen asleep after `about` was set by it.
-bool seen_asleep(const std::atomic<bool>& about, pid_t tid) {
-  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (!about.load() && std::chrono::steady_clock::now() < until) std::this_thread::yield();
-  while (std::chrono::steady_clock::now() < until) {
-    if (thread_sleeping(tid)) return true;
-    std::this_thread::sleep_for(std::chrono::microseconds(100));
-  }
-  return false;
-}
-
-// Runs wait() on this thread, and act() on another once this thread is
-// seen asleep in it; asleep says whether it was. Returns wait()'s result.
-template <class Wait, class Act>
-errc act_while_asleep(Wait wait, Act act, bool& asleep) {
-  std::atomic<bool> about{false};
-  const pid_t waiter = static_cast<pid_t>(::syscall(SYS_gettid));
-  std::thread other([&] {
-    asleep = seen_asleep(about, waiter);
-    act();
-  });
-  about.store(true);
-  const errc r = wait();
-  other.join();
-  return r;
-}
-
-// The pulse off for one test: a wait then wakes only by a word or its deadline.
-struct no_pulse {
-  no_pulse() { spi::set_wait_pulse(false); }
-  ~no_pulse() { spi::set_wait_pulse(true); }
-};
 
 class cq_wait_test : public ::testing::TestWithParam<variant> {
  protected:
@@ -78,11 +37,11 @@ TEST_P(cq_wait_test, a_wait_is_woken_by_the_doorbell_not_by_a_pulse) {
   no_pulse off;
   errc sent = errc::bad_state;
   bool asleep = false;
-  const sleep_stats before = b.cq.wait_stats();
+  const sleep_stats before = *b.cq.wait_stats();
   cq_entry e;
   const errc r =
       act_while_asleep([&] { return b.cq.wait(e, 20000); }, [&] { sent = a.ep.send("wake", 4, to, nullptr); }, asleep);
-  const sleep_stats after = b.cq.wait_stats();
+  const sleep_stats after = *b.cq.wait_stats();
   ASSERT_TRUE(asleep) << "the waiter was never seen asleep";
   ASSERT_EQ(sent, errc::ok);
   EXPECT_EQ(r, errc::ok) << "the message came while the wait slept: its doorbell must wake it (" << to_string(r)
@@ -131,10 +90,10 @@ TEST_P(cq_wait_test, a_counter_wait_is_woken_by_the_doorbell) {
   no_pulse off;
   errc sent = errc::bad_state;
   bool asleep = false;
-  const sleep_stats before = ctr->wait_stats();
+  const sleep_stats before = *ctr->wait_stats();
   const errc r =
       act_while_asleep([&] { return ctr->wait(1, 20000); }, [&] { sent = a.ep.send("ctr!", 4, to, nullptr); }, asleep);
-  const sleep_stats after = ctr->wait_stats();
+  const sleep_stats after = *ctr->wait_stats();
   ASSERT_TRUE(asleep) << "the waiter was never seen asleep";
   ASSERT_EQ(sent, errc::ok);
   EXPECT_EQ(r, errc::ok) << "the message came while the counter wait slept (" << to_string(r) << ")";
@@ -156,13 +115,13 @@ TEST_P(cq_wait_test, a_sender_refused_for_a_full_ring_is_woken_when_room_appears
   ASSERT_EQ(a.ep.again_reason(), again_reason::peer_busy) << to_string(a.ep.again_reason());
   no_pulse off;
   bool asleep = false;
-  const sleep_stats before = a.cq.wait_stats();
+  const sleep_stats before = *a.cq.wait_stats();
   cq_entry e;
   std::size_t got = 7;
   const errc w = act_while_asleep([&] { return a.cq.wait({&e, 1}, got, 20000); },
                                   [&] { b.cq.progress(); },  // takes messages out of its ring: room
                                   asleep);
-  const sleep_stats after = a.cq.wait_stats();
+  const sleep_stats after = *a.cq.wait_stats();
   ASSERT_TRUE(asleep) << "the waiter was never seen asleep";
   EXPECT_EQ(w, errc::again) << "room appeared at the busy peer: the wait returns again (" << to_string(w) << ")";
   EXPECT_EQ(got, 0u);
@@ -188,9 +147,9 @@ TEST_P(cq_wait_test, a_refusal_answered_by_a_successful_retry_does_not_end_a_lat
   b.cq.progress();  // room, and the application retries without waiting
   ASSERT_EQ(a.ep.inject(m, sizeof m, to), errc::ok);
   cq_entry e;
-  const sleep_stats before = a.cq.wait_stats();
+  const sleep_stats before = *a.cq.wait_stats();
   EXPECT_EQ(a.cq.wait(e, 50), errc::timed_out) << "nothing is due: the refusal was answered by the retry";
-  EXPECT_EQ(a.cq.wait_stats().room_returns, before.room_returns);
+  EXPECT_EQ(a.cq.wait_stats()->room_returns, before.room_returns);
 }
 
 // More endpoints on one CQ than a wait has words (spi::max_wait_words, 64):
@@ -215,11 +174,11 @@ TEST(cq_wait_many, a_cq_with_more_endpoints_than_words_wakes_for_the_last) {
   no_pulse off;
   errc sent = errc::bad_state;
   bool asleep = false;
-  const sleep_stats before = b.cq.wait_stats();
+  const sleep_stats before = *b.cq.wait_stats();
   cq_entry e;
   const errc r =
       act_while_asleep([&] { return b.cq.wait(e, 20000); }, [&] { sent = a.ep.send("wake", 4, *to, nullptr); }, asleep);
-  const sleep_stats after = b.cq.wait_stats();
+  const sleep_stats after = *b.cq.wait_stats();
   ASSERT_TRUE(asleep) << "the waiter was never seen asleep";
   ASSERT_EQ(sent, errc::ok);
   EXPECT_EQ(r, errc::ok);

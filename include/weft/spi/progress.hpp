@@ -27,6 +27,11 @@ inline constexpr std::uint64_t pulse_ns = 10'000'000;
 // descriptor or their deadline), so that a test can tell a wake-up from a
 // pulse. Process-wide; true by default.
 void set_wait_pulse(bool on) noexcept;
+// Test hook: true makes waits take the path of a kernel without
+// futex_waitv (ENOSYS): the first word, in bounded slices. Process-wide;
+// false by default. fallback_sleeps() counts the sleeps taken that way.
+void set_wait_fallback(bool on) noexcept;
+[[nodiscard]] std::uint64_t fallback_sleeps() noexcept;
 
 // Something a queue drives when it is read (an endpoint's progress engine).
 class progressable {
@@ -57,6 +62,10 @@ class progressable {
   // (dead-peer checks while operations are outstanding). A source without
   // a word or a descriptor always needs it.
   [[nodiscard]] virtual bool needs_pulse() const noexcept { return true; }
+  // Whether a wait on an event queue bound to this source must pulse: the
+  // source's liveness checks, which report dead peers there, have peers to
+  // watch (or needs_pulse()). Otherwise an EQ wait sleeps on its words only.
+  [[nodiscard]] virtual bool needs_liveness() const noexcept { return needs_pulse(); }
 };
 
 // How many sources this thread has driven so far, through any queue of any
@@ -107,8 +116,9 @@ class progress_group {
     std::uint32_t detach_seen = 0;  // detached_ when armed (a sleep on fd ends when it changes)
   };
   enum class woke : std::uint8_t { word, timer, deadline };
-  // Arms every source (arm(), then arm_room() when room counts), as one wait does.
-  void arm_all(armed& a, bool room) noexcept;
+  // Arms every source (arm(), then arm_room() when room counts), as one wait
+  // does. liveness: an EQ wait, whose pulse follows needs_liveness().
+  void arm_all(armed& a, bool room, bool liveness = false) noexcept;
   void disarm_all() noexcept;
   // Sleeps until deadline (absolute, now_ns() clock; ~0 none), a word of a
   // changes, a source is detached (detached_), or the pulse is due. It

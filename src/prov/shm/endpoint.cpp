@@ -630,6 +630,8 @@ void endpoint_impl::progress() noexcept {
   } else if ((++busy_polls_ & 15) == 0) {
     liveness(util::coarse_now_ns());
   }
+  if (nstale_) [[unlikely]]
+    retry_stale();
   for (ctrl* c = ctrl_pending_.front(); c;) {
     // Each entry on its own: a peer that does not progress blocks only itself.
     ctrl* next = ctrl_pending_.next(c);

@@ -5,6 +5,7 @@
 // rma.cpp (RMA and atomics). docs/wire/shm.md.
 #include <sys/uio.h>
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -200,6 +201,7 @@ class [[gnu::visibility("hidden")]] endpoint_impl final : public spi::endpoint,
   // room.cpp: peers that refused a post for a full ring, and their room words.
   [[nodiscard]] bool arm_room(const void* queue, std::span<spi::wait_word> words, std::size_t& n) noexcept override;
   [[nodiscard]] bool needs_pulse() const noexcept override;
+  [[nodiscard]] bool needs_liveness() const noexcept override { return needs_pulse() || watch_.watching(); }
 
  private:
   static std::uint64_t cookie(std::uint32_t idx, std::uint32_t gen) noexcept {
@@ -383,6 +385,18 @@ class [[gnu::visibility("hidden")]] endpoint_impl final : public spi::endpoint,
   util::ilist<unexp> ux_msg_, ux_tag_, claimed_;
   util::ilist<tx_op> tx_active_;
   util::ilist<ctrl> ctrl_pending_;
+  // Data chunks for no active receive whose sender cannot be mapped now
+  // (EMFILE, no memory): set aside, so control messages behind them go on;
+  // their segments are given back once the mapping works (retry_stale()).
+  // Full: the next such chunk waits in the control ring (back-pressure).
+  struct stale_chunk {
+    std::uint64_t key = 0;  // the sender
+    std::uint32_t seg = 0;  // its segment to give back
+  };
+  static constexpr std::size_t stale_max = 64;
+  std::array<stale_chunk, stale_max> stale_{};
+  std::size_t nstale_ = 0;
+  void retry_stale() noexcept;
   std::uint64_t segs_held_ = 0;
   std::uint32_t splits_pending_ = 0;  // receives copying by chunks (cross-memory attach)
   std::size_t budget_ = 0;            // bytes large copies may still move in this progress call (0 outside)

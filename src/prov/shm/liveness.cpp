@@ -211,6 +211,11 @@ void peer_watch::settle(std::uint64_t now, std::uint64_t ring_head, std::uint64_
   owed_ = owed;
 }
 
+bool peer_watch::watching() const noexcept {
+  if (owed_ || (av_ && av_->version() != av_version_)) return true;
+  return std::any_of(known_.begin(), known_.end(), [](const known& k) { return k.state != fate::dead; });
+}
+
 void peer_watch::forget_removed() noexcept {
   for (std::size_t i = 0; i < known_.size();) {
     const known& k = known_[i];

@@ -53,6 +53,10 @@ class peer_watch {
   void insert_failed(std::uint64_t key) noexcept;
 
   [[nodiscard]] bool due(std::uint64_t now) const noexcept { return now >= next_tick_; }
+  // Whether there is a peer to watch (alive, dying, a report owed, or an AV
+  // not scanned since it changed): an EQ wait then needs the pulse, as the
+  // deaths it reports are found by these checks, not by a doorbell.
+  [[nodiscard]] bool watching() const noexcept;
   // One period, in two steps around the endpoint taking in every control
   // message already published (a peer's replies sent before it went):
   // probe() finds peers gone (up to peers_per_tick probes), true if any is

@@ -346,10 +346,13 @@ void endpoint_impl::help_split(tx_op* op, std::size_t& budget) noexcept {
 // A chunk of a segmented receive. Its segment is the sender's, lent until
 // we give it back (seg_busy): data for a receive that is no longer active
 // (failed, or a stale cookie) still gives it back. While the sender cannot
-// be mapped for want of resources (EMFILE, no memory) the slot stays in the
-// control ring (false) and is handled again once the mapping works: dropped,
-// the segment would stay held and the sender's pool shrink for good. Only a
-// sender that is gone (its segments with it) is not answered.
+// be mapped for want of resources (EMFILE, no memory) the chunk is set aside
+// (stale_, up to stale_max) and its segment given back once the mapping
+// works, so the control messages behind it (acks, cts...) are not held;
+// with the side list full it stays in the control ring (false) and is
+// handled again later. Dropped, the segment would stay held and the sender's
+// pool shrink for good. Only a sender that is gone (its segments with it)
+// is not answered.
 bool endpoint_impl::handle_data(const slot_header* h) noexcept {
   rx_op* r = by_cookie(rxp_, h->aux);
   if (r && r->split) r = nullptr;
@@ -357,8 +360,14 @@ bool endpoint_impl::handle_data(const slot_header* h) noexcept {
   if (r && r->active) {
     pr = r->p;
   } else {
-    auto m = dom_->peer_by_key(peer_key(h->src_pid, h->src_epid));
-    if (!m) return m.error().code != errc::no_memory;  // EMFILE: wait in the ring; gone: nothing to give back
+    const std::uint64_t key = peer_key(h->src_pid, h->src_epid);
+    auto m = dom_->peer_by_key(key);
+    if (!m) {
+      if (m.error().code != errc::no_memory) return true;  // gone: nothing to give back
+      if (nstale_ == stale_max) return false;              // EMFILE, side list full: wait in the ring
+      stale_[nstale_++] = stale_chunk{key, h->seg};         // EMFILE: aside, retried by progress
+      return true;
+    }
     pr = std::move(*m);
   }
   if (!pr) return true;
@@ -376,6 +385,28 @@ bool endpoint_impl::handle_data(const slot_header* h) noexcept {
     complete_rx(r, in, r->accepted);
   }
   return true;
+}
+
+// The chunks set aside by handle_data, in order: each sender mapped now has
+// its segment back; the first that still cannot be mapped (EMFILE) ends the
+// round (the others would fail alike); a sender gone is forgotten.
+void endpoint_impl::retry_stale() noexcept {
+  std::size_t done = 0;
+  for (; done < nstale_; ++done) {
+    const stale_chunk& c = stale_[done];
+    auto m = dom_->peer_by_key(c.key);
+    if (!m) {
+      if (m.error().code == errc::no_memory) break;
+      continue;  // gone: its segments with it
+    }
+    peer& pr = **m;
+    if (c.seg < pr.map->seg_count()) pr.map->hdr()->seg_busy[c.seg].store(0, std::memory_order_release);
+    wake(pr);
+  }
+  if (done == 0) return;
+  std::copy(stale_.begin() + static_cast<std::ptrdiff_t>(done), stale_.begin() + static_cast<std::ptrdiff_t>(nstale_),
+            stale_.begin());
+  nstale_ -= done;
 }
 
 }  // namespace weft::prov::shm
