@@ -241,6 +241,13 @@ void mr_registry::remove_observer(mr_observer* o) noexcept {
   std::erase(observers_, o);
 }
 
+void mr_registry::withdraw_observer(mr_observer* o) noexcept {
+  std::lock_guard lk(mu_);
+  for (auto& [k, e] : by_key_)
+    if (e->valid) o->revoked(k);  // invalid ones were revoked when the monitor said so
+  std::erase(observers_, o);
+}
+
 void mr_registry::set_commit_handler(commit_handler h) {
   auto p = h ? std::make_shared<const commit_handler>(std::move(h)) : nullptr;
   std::lock_guard lk(mu_);

@@ -115,6 +115,11 @@ class mr_registry : public std::enable_shared_from_this<mr_registry> {
   // An observer is told about every live key at once, then about changes.
   void add_observer(mr_observer* o);
   void remove_observer(mr_observer* o) noexcept;
+  // An observer that published keys where others use them (shm: its
+  // region's table): told that every live key is revoked, then removed,
+  // under one hold of the lock, so that a region closed meanwhile on
+  // another thread returns only once the observer's revocations are done.
+  void withdraw_observer(mr_observer* o) noexcept;
 
  private:
   struct entry;

@@ -69,7 +69,10 @@ endpoint_impl::~endpoint_impl() {
   std::unique_lock<std::recursive_mutex> htx, hrx;
   if (txcq_) htx = txcq_->hold();
   if (rxcq_ && rxcq_ != txcq_) hrx = rxcq_->hold();
-  if (observing_) reg_->remove_observer(this);
+  // Peers may be copying into a region through our table, which outlives
+  // us in their mappings: every key leaves it, and each access under way
+  // ends, before the regions can close without us (revoked()).
+  if (observing_) reg_->withdraw_observer(this);
   // Cooperative copies in progress: close their generations so no sender
   // claims another chunk, and wait for the chunks already claimed: a sender
   // that claimed one writes it into the receive buffer, which is the
