@@ -370,6 +370,7 @@ errc endpoint_impl::recv(const msg_desc& m, std::uint64_t flags) noexcept {
     }
   }
   (tagged ? posted_tag_ : posted_msg_).push_back(r);
+  directed_posted_ += src != util::any_source;
   return errc::ok;
 }
 
@@ -459,6 +460,7 @@ errc endpoint_impl::cancel(void* context) noexcept {
     rx_op* r = l->find([&](const rx_op& x) { return x.ctx == context; });
     if (!r) continue;
     l->erase(r);
+    directed_posted_ -= r->src_filter != util::any_source;
     cq_err_entry e;
     e.context = r->ctx;
     e.flags = r->flags;
@@ -545,6 +547,7 @@ bool endpoint_impl::handle_incoming(const slot_header* h) noexcept {
   }
   if (r) {
     pl.erase(r);
+    directed_posted_ -= r->src_filter != util::any_source;
     owe(owes);
     r->owes = owes;
     deliver(r, in);

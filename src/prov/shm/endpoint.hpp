@@ -378,6 +378,7 @@ class [[gnu::visibility("hidden")]] endpoint_impl final : public spi::endpoint,
   std::size_t requests_waiting_ = 0;  // answers to requests among the pending replies
   std::unique_ptr<std::byte[]> ux_storage_;  // not zero-filled: pages are committed on use
   util::ilist<rx_op> posted_msg_, posted_tag_, rx_active_;
+  std::uint32_t directed_posted_ = 0;  // posted receives directed at one peer: they need the pulse
   util::ilist<unexp> ux_msg_, ux_tag_, claimed_;
   util::ilist<tx_op> tx_active_;
   util::ilist<ctrl> ctrl_pending_;

@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "prov/shm/endpoint.hpp"
+#include "util/match.hpp"
 
 namespace weft::prov::shm {
 
@@ -18,6 +19,7 @@ void endpoint_impl::fail_peer(std::uint64_t key, const peer* p, const char* name
       rx_op* next = l->next(r);
       if (r->src_filter == key) {
         l->erase(r);
+        directed_posted_ -= r->src_filter != util::any_source;
         r->msg_tag = r->tag;
         complete_rx_error(r, errc::peer_dead, msg);
       }
