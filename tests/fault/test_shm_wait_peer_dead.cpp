@@ -4,7 +4,8 @@
 // about 20 ms while the application waits on its CQ). The endpoint said it
 // needed no pulse with only a directed receive posted, so the wait slept on
 // its doorbells with no timeout: a killed sender rings none, and the wait
-// hung until its deadline.
+// hung until its deadline. And a post refused because a dead peer's ring is
+// full says why in last_error_message().
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -108,4 +109,33 @@ TEST(shm_wait_peer_dead, a_tagged_directed_receive_too) {
   ASSERT_TRUE(err.has_value()) << "the wait never learned that the peer died (it slept until its deadline)";
   EXPECT_EQ(err->err, errc::peer_dead) << err->msg;
   EXPECT_TRUE(err->flags & flag::tagged);
+}
+
+// A peer that consumes nothing: its ring fills (peer_busy), then it is
+// killed. The post that finds it dead behind its full ring says so.
+TEST(shm_wait_peer_dead, a_post_refused_by_a_dead_peers_full_ring_says_why) {
+  node s = open_node("shm");
+  peer_proc c = peer_proc::spawn();
+  ASSERT_GT(c.pid, 0);
+  auto fa = s.av.insert(c.addr);
+  ASSERT_TRUE(fa) << fa.error().message;
+  const char msg[8] = "fill";
+  errc r = errc::ok;
+  for (int i = 0; i < 1'000'000 && r == errc::ok; ++i) {
+    r = s.ep.inject(msg, sizeof msg, *fa);
+    cq_entry e{};
+    (void)s.cq.read(e);
+  }
+  ASSERT_EQ(r, errc::again);
+  ASSERT_EQ(s.ep.again_reason(), again_reason::peer_busy);
+  c.reap();
+  // An unrelated error first: the refusal must not leave it standing.
+  ASSERT_EQ(s.ep.inject(msg, sizeof msg, 12345), errc::invalid_argument);
+  const std::string stale = last_error_message();
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  do r = s.ep.inject(msg, sizeof msg, *fa);  // no progress meanwhile: the post itself finds the death
+  while (r == errc::again && std::chrono::steady_clock::now() < until);
+  ASSERT_EQ(r, errc::peer_dead);
+  EXPECT_NE(stale, last_error_message()) << "the refusal left an older error's text: " << last_error_message();
+  EXPECT_TRUE(last_error_says("gone")) << last_error_message();
 }

@@ -308,7 +308,9 @@ class [[gnu::visibility("hidden")]] endpoint_impl final : public spi::endpoint,
   // (peer_busy), and sp is remembered so that a CQ wait sleeps on its room
   // word (room.cpp); peer_dead when its owner is gone.
   [[nodiscard]] errc refused_busy(const std::shared_ptr<peer>& sp, util::mpsc_ring peer::*ring) noexcept {
-    if (!sp->map->owner_alive()) return errc::peer_dead;
+    if (!sp->map->owner_alive())
+      return spi::fail(errc::peer_dead, "the shm peer is gone (its endpoint is closed or its process exited) and "
+                                        "its ring is full: remove it from the address vector, or insert its new address");
     std::size_t i = 0;
     while (i < nbusy_ && !(busy_[i].p == sp && busy_[i].ring == ring)) ++i;
     if (i == nbusy_) {
