@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "core/source_holds.hpp"
 #include "prov/shm/copy.hpp"
 #include "prov/shm/endpoint.hpp"
 #include "util/clock.hpp"
@@ -64,11 +65,12 @@ result<void> endpoint_impl::init() {
 }
 
 endpoint_impl::~endpoint_impl() {
-  // A wait on our CQs from another thread must neither drive nor arm us
-  // while we come apart: their sources locks until we are detached.
-  std::unique_lock<std::recursive_mutex> htx, hrx;
-  if (txcq_) htx = txcq_->hold();
-  if (rxcq_ && rxcq_ != txcq_) hrx = rxcq_->hold();
+  // A wait on our CQs, EQ or counters from another thread must neither
+  // drive nor arm us while we come apart: their sources locks until we are detached.
+  core::source_holds holds;
+  holds.add({txcq_.get(), rxcq_.get(), eq_.get()});
+  for (spi::cntr* c : cntrs_.distinct()) holds.add(c);
+  holds.lock();
   // Peers may be copying into a region through our table, which outlives
   // us in their mappings: every key leaves it, and each access under way
   // ends, before the regions can close without us (revoked()).
