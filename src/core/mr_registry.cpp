@@ -30,6 +30,8 @@ struct mr_registry::entry {
   bool subscribed = false;
   std::uint64_t last_use = 0;
   std::uint64_t tag = 0;
+  std::uint32_t holds = 0;  // copies under way (find() with a hold)
+  bool closing = false;     // its last region's close waits for holds to end
 };
 
 mr::~mr() {
@@ -81,7 +83,7 @@ result<std::shared_ptr<mr>> mr_registry::register_memory(void* buf, std::size_t 
   // subscription nothing says the memory is still the same.
   for (auto& x : entries_)
     if (x->addr == a && x->len == len && x->access == acc && x->tag == tag && x->valid && x->subscribed &&
-        monitor_started_) {
+        !x->closing && monitor_started_) {
       e = x;
       break;
     }
@@ -160,13 +162,20 @@ result<std::shared_ptr<mr>> mr_registry::register_memory(void* buf, std::size_t 
 }
 
 void mr_registry::release(mr& m) noexcept {
-  std::lock_guard lk(mu_);
+  std::unique_lock lk(mu_);
   auto it = by_key_.find(m.key_);
   if (it == by_key_.end()) return;
   auto e = it->second;
   if (--e->users > 0) return;
   by_key_.erase(it);  // invalid at once
   for (auto* o : observers_) o->revoked(e->key);
+  // Copies that found it before (two-sided accesses, made without the lock,
+  // each bounded): the memory is the application's again only after them.
+  // Meanwhile no registration reuses the entry and no trim or monitor
+  // report erases it.
+  e->closing = true;
+  unheld_.wait(lk, [&] { return e->holds == 0; });
+  e->closing = false;
   free_slots_.push_back(mr_key_slot(e->key));
   e->key = 0;
   e->last_use = ++clock_;
@@ -183,7 +192,9 @@ void mr_registry::trim() noexcept {
   while (idle > max_idle_) {
     auto victim = entries_.end();
     for (auto it = entries_.begin(); it != entries_.end(); ++it)
-      if ((*it)->users == 0 && (victim == entries_.end() || (*it)->last_use < (*victim)->last_use)) victim = it;
+      if ((*it)->users == 0 && !(*it)->closing &&
+          (victim == entries_.end() || (*it)->last_use < (*victim)->last_use))
+        victim = it;
     if (victim == entries_.end()) break;
     if ((*victim)->subscribed && monitor_) monitor_->unsubscribe((*victim)->addr, (*victim)->len);
     entries_.erase(victim);
@@ -202,7 +213,7 @@ void mr_registry::notify(const void* addr, std::size_t len) noexcept {
       if (e->key)
         for (auto* o : observers_) o->revoked(e->key);
       ++stats_.invalidations;
-      if (e->users == 0) {
+      if (e->users == 0 && !e->closing) {  // a closing one is its close's to erase
         if (e->subscribed && monitor_) monitor_->unsubscribe(e->addr, e->len);
         it = entries_.erase(it);
         continue;
@@ -241,6 +252,13 @@ void mr_registry::remove_observer(mr_observer* o) noexcept {
   std::erase(observers_, o);
 }
 
+void mr_registry::withdraw_observer(mr_observer* o) noexcept {
+  std::lock_guard lk(mu_);
+  for (auto& [k, e] : by_key_)
+    if (e->valid) o->revoked(k);  // invalid ones were revoked when the monitor said so
+  std::erase(observers_, o);
+}
+
 void mr_registry::set_commit_handler(commit_handler h) {
   auto p = h ? std::make_shared<const commit_handler>(std::move(h)) : nullptr;
   std::lock_guard lk(mu_);
@@ -271,6 +289,35 @@ errc mr_registry::find(std::uint64_t key, std::uint64_t offset, std::uint64_t le
   if (offset > e.len || len > e.len - offset) return errc::invalid_argument;
   where = e.addr + offset;
   return errc::ok;
+}
+
+errc mr_registry::find(std::uint64_t key, std::uint64_t offset, std::uint64_t len, std::uint64_t need,
+                       std::byte*& where, mr_hold& hold) noexcept {
+  hold.drop();
+  std::lock_guard lk(mu_);
+  auto it = by_key_.find(key);
+  if (key == 0 || it == by_key_.end() || !it->second->valid) return errc::not_found;
+  entry& e = *it->second;
+  if ((e.access & need) != need) return errc::permission_denied;
+  if (offset > e.len || len > e.len - offset) return errc::invalid_argument;
+  where = e.addr + offset;
+  ++e.holds;
+  hold.reg_ = this;
+  hold.entry_ = &e;
+  return errc::ok;
+}
+
+void mr_registry::unhold(void* p) noexcept {
+  std::lock_guard lk(mu_);
+  auto* e = static_cast<entry*>(p);
+  if (--e->holds == 0 && e->closing) unheld_.notify_all();
+}
+
+void mr_hold::drop() noexcept {
+  if (!reg_) return;
+  reg_->unhold(entry_);
+  reg_ = nullptr;
+  entry_ = nullptr;
 }
 
 errc mr_registry::commit(commit_event::kind what, std::uint64_t key, std::uint64_t offset, std::uint64_t len,

@@ -4,6 +4,7 @@
 // per-domain registry behind them (keys, the registration cache, the memory
 // monitor, persistent regions and the commit handler). docs/rma.md.
 #include <cstddef>
+#include <condition_variable>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -78,6 +79,23 @@ class mr {
   return reinterpret_cast<const mr*>(static_cast<std::uintptr_t>(d));
 }
 
+// A target's use of the memory find() returned, for a copy made without the
+// registry's lock: the region's close waits until it is dropped (at the
+// latest when the hold goes). Move-only; no allocation.
+class mr_hold {
+ public:
+  mr_hold() = default;
+  mr_hold(const mr_hold&) = delete;
+  mr_hold& operator=(const mr_hold&) = delete;
+  ~mr_hold() { drop(); }
+  void drop() noexcept;
+
+ private:
+  friend class mr_registry;
+  mr_registry* reg_ = nullptr;
+  void* entry_ = nullptr;
+};
+
 // One per domain. Registration and monitor calls are the control path;
 // find() and commit() are the target's data path (a mutex, no allocation).
 class mr_registry : public std::enable_shared_from_this<mr_registry> {
@@ -103,6 +121,10 @@ class mr_registry : public std::enable_shared_from_this<mr_registry> {
   // permission_denied, invalid_argument (outside the region).
   [[nodiscard]] errc find(std::uint64_t key, std::uint64_t offset, std::uint64_t len, std::uint64_t need,
                           std::byte*& where) noexcept;
+  // The same, for a copy made after the lookup: on ok, hold keeps the
+  // region's close from returning until hold.drop() (keep the copy bounded).
+  [[nodiscard]] errc find(std::uint64_t key, std::uint64_t offset, std::uint64_t len, std::uint64_t need,
+                          std::byte*& where, mr_hold& hold) noexcept;
   // Target side of a commit: flushes [offset, offset + len) of a persistent
   // region (a SAVE: the whole region) and asks the handler. ok, the
   // handler's answer, not_found, or io_error when flushing failed.
@@ -115,15 +137,23 @@ class mr_registry : public std::enable_shared_from_this<mr_registry> {
   // An observer is told about every live key at once, then about changes.
   void add_observer(mr_observer* o);
   void remove_observer(mr_observer* o) noexcept;
+  // An observer that published keys where others use them (shm: its
+  // region's table): told that every live key is revoked, then removed,
+  // under one hold of the lock, so that a region closed meanwhile on
+  // another thread returns only once the observer's revocations are done.
+  void withdraw_observer(mr_observer* o) noexcept;
 
  private:
   struct entry;
   friend class mr;
+  friend class mr_hold;
+  void unhold(void* e) noexcept;
   void release(mr& m) noexcept;
   result<void> ensure_monitor();  // with mu_ held
   void trim() noexcept;           // with mu_ held: bounds the idle entries
 
   mutable std::mutex mu_;
+  std::condition_variable unheld_;  // a hold of a closing entry was dropped
   std::unordered_map<std::uint64_t, std::shared_ptr<entry>> by_key_;  // live keys
   std::vector<std::shared_ptr<entry>> entries_;                     // every cached entry
   std::shared_ptr<memory_monitor> monitor_;

@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "core/source_holds.hpp"
 #include "prov/shm/copy.hpp"
 #include "prov/shm/endpoint.hpp"
 #include "util/clock.hpp"
@@ -64,12 +65,16 @@ result<void> endpoint_impl::init() {
 }
 
 endpoint_impl::~endpoint_impl() {
-  // A wait on our CQs from another thread must neither drive nor arm us
-  // while we come apart: their sources locks until we are detached.
-  std::unique_lock<std::recursive_mutex> htx, hrx;
-  if (txcq_) htx = txcq_->hold();
-  if (rxcq_ && rxcq_ != txcq_) hrx = rxcq_->hold();
-  if (observing_) reg_->remove_observer(this);
+  // A wait on our CQs, EQ or counters from another thread must neither
+  // drive nor arm us while we come apart: their sources locks until we are detached.
+  core::source_holds holds;
+  holds.add({txcq_.get(), rxcq_.get(), eq_.get()});
+  for (spi::cntr* c : cntrs_.distinct()) holds.add(c);
+  holds.lock();
+  // Peers may be copying into a region through our table, which outlives
+  // us in their mappings: every key leaves it, and each access under way
+  // ends, before the regions can close without us (revoked()).
+  if (observing_) reg_->withdraw_observer(this);
   // Cooperative copies in progress: close their generations so no sender
   // claims another chunk, and wait for the chunks already claimed: a sender
   // that claimed one writes it into the receive buffer, which is the
@@ -367,6 +372,7 @@ errc endpoint_impl::recv(const msg_desc& m, std::uint64_t flags) noexcept {
     }
   }
   (tagged ? posted_tag_ : posted_msg_).push_back(r);
+  directed_posted_ += src != util::any_source;
   return errc::ok;
 }
 
@@ -456,6 +462,7 @@ errc endpoint_impl::cancel(void* context) noexcept {
     rx_op* r = l->find([&](const rx_op& x) { return x.ctx == context; });
     if (!r) continue;
     l->erase(r);
+    directed_posted_ -= r->src_filter != util::any_source;
     cq_err_entry e;
     e.context = r->ctx;
     e.flags = r->flags;
@@ -542,6 +549,7 @@ bool endpoint_impl::handle_incoming(const slot_header* h) noexcept {
   }
   if (r) {
     pl.erase(r);
+    directed_posted_ -= r->src_filter != util::any_source;
     owe(owes);
     r->owes = owes;
     deliver(r, in);
@@ -701,53 +709,6 @@ void endpoint_impl::check_stuck_head(util::mpsc_ring& ring, stuck_state& st) noe
   st.pos = ~0ull;
 }
 
-// A peer is gone and every message it sent before is consumed (liveness.cpp):
-// receives directed at it can never match, and its transfers cannot finish.
-void endpoint_impl::fail_peer(std::uint64_t key, const peer* p, const char* name, const char* why) noexcept {
-  char msg[160];
-  std::snprintf(msg, sizeof msg, "receive directed at shm peer %s, which %s: it can never match; post it for "
-                "another peer", name, why);
-  for (auto* l : {&posted_msg_, &posted_tag_}) {
-    for (rx_op* r = l->front(); r;) {
-      rx_op* next = l->next(r);
-      if (r->src_filter == key) {
-        l->erase(r);
-        r->msg_tag = r->tag;
-        complete_rx_error(r, errc::peer_dead, msg);
-      }
-      r = next;
-    }
-  }
-  if (!p) return;
-  std::snprintf(msg, sizeof msg, "shm peer %s %s before the transfer finished", name, why);
-  for (tx_op* op = tx_active_.front(); op;) {
-    tx_op* next = tx_active_.next(op);
-    if (op->p.get() == p) complete_tx(op, errc::peer_dead, msg);
-    op = next;
-  }
-  for (rx_op* r = rx_active_.front(); r;) {
-    rx_op* next = rx_active_.next(r);
-    if (r->p.get() == p) {
-      rx_active_.erase(r);
-      if (r->split) {
-        --splits_pending_;
-        r->split = false;
-      }
-      complete_rx_error(r, errc::peer_dead, msg);
-    }
-    r = next;
-  }
-}
-
-// Latches the death of the peers of operations in flight (owner_alive, at
-// most one look per 5 ms per peer): true if any is gone.
-bool endpoint_impl::probe_op_peers() noexcept {
-  bool gone = false;
-  for (tx_op* op = tx_active_.front(); op; op = tx_active_.next(op)) gone = !op->p->map->owner_alive() || gone;
-  for (rx_op* r = rx_active_.front(); r; r = rx_active_.next(r)) gone = !r->p->map->owner_alive() || gone;
-  return gone;
-}
-
 // Every reply already given: the control messages published (bounded by the
 // ring's size), and segments released by receivers of streamed sends whose
 // data is all sent (such a send completes when they are free: no ack).
@@ -765,30 +726,6 @@ void endpoint_impl::drain_control() noexcept {
     tx_op* next = tx_active_.next(op);
     if (op->state == tx_op::st::streaming && op->sent == op->accepted) stream(op);
     op = next;
-  }
-}
-
-// Operations whose peer was found gone before the control ring was drained
-// (found_gone(), not a fresh look: a peer that acknowledged and then closed
-// just now is not failed).
-void endpoint_impl::check_peers() noexcept {
-  for (tx_op* op = tx_active_.front(); op;) {
-    tx_op* next = tx_active_.next(op);
-    if (op->p->map->found_gone())
-      complete_tx(op, errc::peer_dead, "the receiver exited before the transfer finished");
-    op = next;
-  }
-  for (rx_op* r = rx_active_.front(); r;) {
-    rx_op* next = rx_active_.next(r);
-    if (r->p->map->found_gone()) {
-      rx_active_.erase(r);
-      if (r->split) {
-        --splits_pending_;
-        r->split = false;
-      }
-      complete_rx_error(r, errc::peer_dead, "the sender exited before the transfer finished");
-    }
-    r = next;
   }
 }
 

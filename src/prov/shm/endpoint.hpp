@@ -312,7 +312,9 @@ class [[gnu::visibility("hidden")]] endpoint_impl final : public spi::endpoint,
   // (peer_busy), and sp is remembered so that a CQ wait sleeps on its room
   // word (room.cpp); peer_dead when its owner is gone.
   [[nodiscard]] errc refused_busy(const std::shared_ptr<peer>& sp, util::mpsc_ring peer::*ring) noexcept {
-    if (!sp->map->owner_alive()) return errc::peer_dead;
+    if (!sp->map->owner_alive())
+      return spi::fail(errc::peer_dead, "the shm peer is gone (its endpoint is closed or its process exited) and "
+                                        "its ring is full: remove it from the address vector, or insert its new address");
     std::size_t i = 0;
     while (i < nbusy_ && !(busy_[i].p == sp && busy_[i].ring == ring)) ++i;
     if (i == nbusy_) {
@@ -382,6 +384,7 @@ class [[gnu::visibility("hidden")]] endpoint_impl final : public spi::endpoint,
   std::size_t requests_waiting_ = 0;  // answers to requests among the pending replies
   std::unique_ptr<std::byte[]> ux_storage_;  // not zero-filled: pages are committed on use
   util::ilist<rx_op> posted_msg_, posted_tag_, rx_active_;
+  std::uint32_t directed_posted_ = 0;  // posted receives directed at one peer: they need the pulse
   util::ilist<unexp> ux_msg_, ux_tag_, claimed_;
   util::ilist<tx_op> tx_active_;
   util::ilist<ctrl> ctrl_pending_;

@@ -445,7 +445,8 @@ bool endpoint_impl::handle_rma(const slot_header* h) noexcept {
   if (!pr) return request_peer_unmapped(pr.error().code);
   const bool write = h->code == op::rma_write;
   std::byte* where = nullptr;
-  errc st = reg_->find(h->aux, h->tag, h->len, write ? access::remote_write : access::remote_read, where);
+  spi::mr_hold hold;  // the region's close waits for the copy below
+  errc st = reg_->find(h->aux, h->tag, h->len, write ? access::remote_write : access::remote_read, where, hold);
   if (st == errc::ok && h->iov_count > max_iov) st = errc::invalid_argument;
   if (st == errc::ok && h->len) {
     ::iovec local{where, h->len};
@@ -454,6 +455,7 @@ bool endpoint_impl::handle_rma(const slot_header* h) noexcept {
     else if (int err = cma_copy(write, static_cast<pid_t>((*pr)->pid), &local, 1, riov, h->iov_count, 0, h->len))
       st = err == ESRCH ? errc::peer_dead : errc::io_error;
   }
+  hold.drop();
   if (st == errc::ok && write && (h->flags & slot_flag::commit))
     st = reg_->commit(commit_event::kind::write, h->aux, h->tag, h->len, flag::commit_complete);
   if (st == errc::ok && write && (h->flags & slot_flag::cq_data)) {
@@ -537,14 +539,16 @@ bool endpoint_impl::handle_atomic(const slot_header* h) noexcept {
   const std::size_t sz = st == errc::ok ? size_of(type) : 1;
   const std::size_t bytes = static_cast<std::size_t>(h->len) * sz;
   std::byte* where = nullptr;
+  spi::mr_hold hold;  // the region's close waits for the update below
   if (st == errc::ok)
-    st = reg_->find(h->aux, h->tag, bytes, access::remote_write | (fetch ? access::remote_read : 0), where);
+    st = reg_->find(h->aux, h->tag, bytes, access::remote_write | (fetch ? access::remote_read : 0), where, hold);
   if (st == errc::ok && reinterpret_cast<std::uintptr_t>(where) % sz != 0) st = errc::invalid_argument;
   if (st == errc::ok) {
     const std::byte* operand = reinterpret_cast<const std::byte*>(h) + sizeof(slot_header);
     const std::byte* compare = op == atomic_op::cswap ? operand + atomic_max_bytes : nullptr;
     alignas(8) std::byte old[atomic_max_bytes];
     core::apply_atomic(op, type, where, operand, compare, h->len, old);
+    hold.drop();
     if (fetch) {  // old values straight into the initiator's result buffer
       ::iovec local{old, bytes};
       const remote_iov res{h->data, bytes};

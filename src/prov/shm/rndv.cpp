@@ -44,13 +44,16 @@ void endpoint_impl::stream(tx_op* op) noexcept {
     std::uint64_t pos;
     auto* s = p.ctl.claim(pos);
     if (!s) break;
+    auto* h = reinterpret_cast<slot_header*>(s);
+    // First, before the copy: names the writer of the claimed slot, so that
+    // a receiver that finds it unpublished for long (we are stopped inside
+    // the copy) sees a live writer, not one that died before naming itself.
+    h->src_pid = pid_;
     const std::size_t chunk = std::min<std::size_t>(self_->seg_size(), op->accepted - op->sent);
     gather(op->iov, op->iov_count, op->sent, self_->segment(seg), chunk);
     hdr->seg_busy[seg].store(1, std::memory_order_release);
     segs_held_ |= 1ull << seg;
     op->seg_mask |= 1ull << seg;
-    auto* h = reinterpret_cast<slot_header*>(s);
-    h->src_pid = pid_;
     h->code = op::data;
     h->flags = 0;
     h->len = static_cast<std::uint32_t>(chunk);

@@ -90,9 +90,11 @@ bool endpoint_impl::arm_room(const void* queue, std::span<spi::wait_word> words,
 // The pulse (liveness checks) is needed only while something involves a
 // peer: operations outstanding, replies waiting for room, slots claimed in
 // our rings but not yet published (a writer may die there), busy peers,
-// data chunks set aside until their sender can be mapped (stale_).
+// data chunks set aside until their sender can be mapped (stale_), receives
+// directed at a peer (they end with peer_dead if it dies).
 bool endpoint_impl::needs_pulse() const noexcept {
   return !tx_active_.empty() || !rx_active_.empty() || !ctrl_pending_.empty() || rma_parts_ != 0 || nstale_ != 0 ||
+         directed_posted_ != 0 ||
          nbusy_ != 0 || busy_lost_ || ring_.claimed() != ring_.head() || ctl_.claimed() != ctl_.head() ||
          req_.claimed() != req_.head();
 }

@@ -78,6 +78,9 @@ class passive_impl final : public spi::passive_endpoint, public spi::progressabl
   passive_impl(std::shared_ptr<domain_impl> d, const info& i) : dom_(std::move(d)), info_(i) {}
   ~passive_impl() override {
     auto g = dom_->guard();  // the progress thread must not see any of this half-gone
+    // nor a wait on our EQ from another thread (its sources lock, after the domain's)
+    std::unique_lock<std::recursive_mutex> heq;
+    if (eq_) heq = eq_->hold();
     dom_->remove_target(this);
     if (eq_) {
       eq_->detach(this);

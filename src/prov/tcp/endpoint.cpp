@@ -6,6 +6,7 @@
 
 #include <cstdio>
 
+#include "core/source_holds.hpp"
 #include "prov/tcp/endpoint.hpp"
 #include "util/clock.hpp"
 #include "util/relax.hpp"
@@ -139,12 +140,13 @@ endpoint_impl::~endpoint_impl() {
   // after its close returned. Lock order as in progress (the domain's lock,
   // then the registry's): revoked() takes neither.
   auto g = dom_->guard();
-  // A wait on our CQs from another thread must neither drive nor arm us
-  // while we come apart: their sources locks (after the domain's, as in
-  // progress) until we are detached.
-  std::unique_lock<std::recursive_mutex> htx, hrx;
-  if (txcq_) htx = txcq_->hold();
-  if (rxcq_ && rxcq_ != txcq_) hrx = rxcq_->hold();
+  // A wait on our CQs, EQ or counters from another thread must neither
+  // drive nor arm us while we come apart: their sources locks (after the
+  // domain's, as in progress) until we are detached.
+  core::source_holds holds;
+  holds.add({txcq_.get(), rxcq_.get(), eq_.get()});
+  for (spi::cntr* c : cntrs_.distinct()) holds.add(c);
+  holds.lock();
   dom_->remove_target(this);
   if (observing_) reg_->remove_observer(this);  // no revoked() after this
   for (std::uint32_t i = 0; i < txp_.capacity(); ++i) delete[] txp_.at(i)->own;

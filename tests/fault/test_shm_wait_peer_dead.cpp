@@ -1,0 +1,141 @@
+// shm: a blocking CQ wait whose only business with a peer is a receive
+// directed at it learns of that peer's death, when it dies while the wait
+// sleeps (README "Dead peers": within
+// about 20 ms while the application waits on its CQ). The endpoint said it
+// needed no pulse with only a directed receive posted, so the wait slept on
+// its doorbells with no timeout: a killed sender rings none, and the wait
+// hung until its deadline. And a post refused because a dead peer's ring is
+// full says why in last_error_message().
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <fstream>
+#include <thread>
+
+#include "shm_peer.hpp"
+
+using namespace weft;
+using namespace weft::test;
+
+namespace {
+
+// Whether thread tid of this process is asleep (state S in its stat line).
+bool thread_sleeping(pid_t tid) {
+  std::ifstream f("/proc/" + std::to_string(::getpid()) + "/task/" + std::to_string(tid) + "/stat");
+  std::string line;
+  if (!std::getline(f, line)) return false;
+  const auto paren = line.rfind(')');
+  return paren != std::string::npos && paren + 2 < line.size() && line[paren + 2] == 'S';
+}
+
+// Runs wait() on this thread, and act() on another once this thread is seen
+// asleep in it (bounded: 10 s); asleep says whether it was.
+template <class Wait, class Act>
+auto act_while_asleep(Wait wait, Act act, bool& asleep) {
+  std::atomic<bool> about{false};
+  const pid_t waiter = static_cast<pid_t>(::syscall(SYS_gettid));
+  std::thread other([&] {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (!about.load() && std::chrono::steady_clock::now() < until) std::this_thread::yield();
+    asleep = false;
+    while (!asleep && std::chrono::steady_clock::now() < until) {
+      asleep = thread_sleeping(waiter);
+      if (!asleep) std::this_thread::sleep_for(std::chrono::microseconds(100));
+    }
+    act();
+  });
+  about.store(true);
+  auto r = wait();
+  other.join();
+  return r;
+}
+
+// Waits (one long blocking wait after another, until the error arrives or
+// 20 s passed) for the error entry of the receive with context ctx; nothing
+// if only the wait's last look at its deadline found it.
+std::optional<cq_err_entry> wait_for_error(completion_queue& cq, void* ctx) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (std::chrono::steady_clock::now() < until) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
+    cq_entry e{};
+    const errc r = cq.wait(e, static_cast<int>(std::max<long long>(1, left.count())));
+    // Found by the last look a wait takes at its deadline does not count:
+    // the wait slept through the death.
+    if (std::chrono::steady_clock::now() >= until) break;
+    if (r == errc::error_available) {
+      cq_err_entry ee{};
+      if (cq.read_error(ee) == errc::ok && ee.context == ctx) return ee;
+    } else if (r == errc::timed_out) {
+      break;
+    }
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+TEST(shm_wait_peer_dead, a_wait_with_only_a_directed_receive_posted_learns_that_its_peer_died) {
+  node s = open_node("shm");
+  peer_proc c = peer_proc::spawn();
+  ASSERT_GT(c.pid, 0);
+  auto fa = s.av.insert(c.addr);
+  ASSERT_TRUE(fa) << fa.error().message;
+  char buf[64];
+  int ctx = 0;
+  ASSERT_EQ(s.ep.recv(buf, sizeof buf, *fa, &ctx), errc::ok);
+  // Killed once the wait sleeps: it rings no doorbell of ours.
+  bool asleep = false;
+  const auto err = act_while_asleep([&] { return wait_for_error(s.cq, &ctx); }, [&] { c.reap(); }, asleep);
+  ASSERT_TRUE(asleep) << "the waiter was never seen asleep";
+  ASSERT_TRUE(err.has_value()) << "the wait never learned that the peer died (it slept until its deadline)";
+  EXPECT_EQ(err->err, errc::peer_dead) << err->msg;
+  EXPECT_TRUE(err->flags & flag::recv);
+}
+
+TEST(shm_wait_peer_dead, a_tagged_directed_receive_too) {
+  node s = open_node("shm");
+  peer_proc c = peer_proc::spawn();
+  ASSERT_GT(c.pid, 0);
+  auto fa = s.av.insert(c.addr);
+  ASSERT_TRUE(fa) << fa.error().message;
+  char buf[64];
+  int ctx = 0;
+  ASSERT_EQ(s.ep.trecv(buf, sizeof buf, *fa, 9, 0, &ctx), errc::ok);
+  bool asleep = false;
+  const auto err = act_while_asleep([&] { return wait_for_error(s.cq, &ctx); }, [&] { c.reap(); }, asleep);
+  ASSERT_TRUE(asleep) << "the waiter was never seen asleep";
+  ASSERT_TRUE(err.has_value()) << "the wait never learned that the peer died (it slept until its deadline)";
+  EXPECT_EQ(err->err, errc::peer_dead) << err->msg;
+  EXPECT_TRUE(err->flags & flag::tagged);
+}
+
+// A peer that consumes nothing: its ring fills (peer_busy), then it is
+// killed. The post that finds it dead behind its full ring says so.
+TEST(shm_wait_peer_dead, a_post_refused_by_a_dead_peers_full_ring_says_why) {
+  node s = open_node("shm");
+  peer_proc c = peer_proc::spawn();
+  ASSERT_GT(c.pid, 0);
+  auto fa = s.av.insert(c.addr);
+  ASSERT_TRUE(fa) << fa.error().message;
+  const char msg[8] = "fill";
+  errc r = errc::ok;
+  for (int i = 0; i < 1'000'000 && r == errc::ok; ++i) {
+    r = s.ep.inject(msg, sizeof msg, *fa);
+    cq_entry e{};
+    (void)s.cq.read(e);
+  }
+  ASSERT_EQ(r, errc::again);
+  ASSERT_EQ(s.ep.again_reason(), again_reason::peer_busy);
+  c.reap();
+  // An unrelated error first: the refusal must not leave it standing.
+  ASSERT_EQ(s.ep.inject(msg, sizeof msg, 12345), errc::invalid_argument);
+  const std::string stale = last_error_message();
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  do r = s.ep.inject(msg, sizeof msg, *fa);  // no progress meanwhile: the post itself finds the death
+  while (r == errc::again && std::chrono::steady_clock::now() < until);
+  ASSERT_EQ(r, errc::peer_dead);
+  EXPECT_NE(stale, last_error_message()) << "the refusal left an older error's text: " << last_error_message();
+  EXPECT_TRUE(last_error_says("gone")) << last_error_message();
+}
