@@ -193,9 +193,13 @@ result<void> endpoint_impl::bind_cq(std::shared_ptr<spi::cq> q, std::uint64_t fl
 }
 
 result<void> endpoint_impl::bind_av(std::shared_ptr<spi::av> a) {
+  auto g = dom_->guard();
   if (enabled_) return make_error(errc::bad_state, "bind the address vector before enable()");
   auto p = std::dynamic_pointer_cast<av_impl>(a);
   if (!p) return make_error(errc::invalid_argument, "the address vector belongs to another provider");
+  if (p->owner() != dom_.get())  // its lock (automatic progress) would not be ours
+    return make_error(errc::invalid_argument,
+                      "the address vector belongs to another domain: open it with this endpoint's domain");
   av_ = std::move(p);
   return {};
 }

@@ -17,8 +17,14 @@
 #include <string>
 
 #include "prov/tcp/tcp.hpp"
+#include "prov/tcp/test_hooks.hpp"
 
 namespace weft::prov::tcp {
+
+namespace test_hooks {
+std::atomic<void (*)()> av_insert_hook{nullptr};
+std::atomic<int> av_reverses{0};
+}  // namespace test_hooks
 
 namespace {
 constexpr std::uint32_t version = 1;
@@ -312,9 +318,11 @@ result<std::shared_ptr<spi::av>> domain_impl::open_av(const spi::av_attr& a) {
 }
 
 result<fi_addr_t> av_impl::insert(const address& a) {
+  auto g = dom_->guard();  // the progress thread inserts too (reverse() with auto_insert)
   std::string k = key_of(a);
   if (k.empty()) return make_error(errc::invalid_argument, "address '" + to_string(a) + "' is not a tcp address");
   if (auto it = rev_.find(k); it != rev_.end()) return it->second;
+  if (auto* hook = test_hooks::av_insert_hook.load(std::memory_order_relaxed)) hook();
   fi_addr_t h;
   if (!free_.empty()) {
     h = free_.back();
@@ -329,6 +337,7 @@ result<fi_addr_t> av_impl::insert(const address& a) {
 }
 
 result<void> av_impl::remove(fi_addr_t a) {
+  auto g = dom_->guard();
   if (a >= table_.size() || !table_[a].used)
     return make_error(errc::not_found, "address handle " + std::to_string(a) + " is not in this address vector");
   rev_.erase(key_of(table_[a].a));
@@ -339,12 +348,19 @@ result<void> av_impl::remove(fi_addr_t a) {
 }
 
 result<address> av_impl::lookup(fi_addr_t a) const {
+  auto g = dom_->guard();
   if (a >= table_.size() || !table_[a].used)
     return make_error(errc::not_found, "address handle " + std::to_string(a) + " is not in this address vector");
   return table_[a].a;
 }
 
+std::size_t av_impl::count() const noexcept {
+  auto g = dom_->guard();
+  return rev_.size();
+}
+
 fi_addr_t av_impl::reverse(const address& a) {
+  test_hooks::av_reverses.fetch_add(1, std::memory_order_relaxed);
   if (auto it = rev_.find(key_of(a)); it != rev_.end()) return it->second;
   if (!attr_.auto_insert) return addr_notavail;
   auto r = insert(a);

@@ -77,17 +77,22 @@ class engine {
 
 class domain_impl;
 
+// The application's calls (insert, remove, lookup, count) take the domain's
+// lock: with automatic progress the progress thread uses the table too
+// (reverse() on a hello, which inserts with auto_insert). The provider's own
+// calls (at, reverse, version) come from code that holds it already.
 class av_impl final : public spi::av {
  public:
   av_impl(std::shared_ptr<domain_impl> d, const spi::av_attr& a) : dom_(std::move(d)), attr_(a) {}
   result<fi_addr_t> insert(const address& a) override;
   result<void> remove(fi_addr_t a) override;
   result<address> lookup(fi_addr_t a) const override;
-  [[nodiscard]] std::size_t count() const noexcept override { return rev_.size(); }
+  [[nodiscard]] std::size_t count() const noexcept override;
   [[nodiscard]] const address* at(fi_addr_t a) const noexcept {
     return a < table_.size() && table_[a].used ? &table_[a].a : nullptr;
   }
   [[nodiscard]] std::uint64_t version() const noexcept { return version_; }
+  [[nodiscard]] const domain_impl* owner() const noexcept { return dom_.get(); }
   // handle of a peer's listening address; inserts it when auto_insert is set
   [[nodiscard]] fi_addr_t reverse(const address& a);
 

@@ -2,12 +2,19 @@
 // Test hooks of the tcp provider: fault injection for tests (exported from
 // libweft; never set in production, where each is a relaxed load of zero).
 #include <atomic>
+#include <cstdint>
 
 namespace weft::prov::tcp::test_hooks {
 
 // The next n connreq events of passive endpoints fail to allocate (as if
 // the event queue were out of memory).
 extern std::atomic<int> fail_connreq_events;
+
+// Called by av_impl::insert once it holds the domain's lock, before it
+// changes the table (a test holds an insert open there).
+extern std::atomic<void (*)()> av_insert_hook;
+// Counts av_impl::reverse calls (a connection's hello looking its peer up).
+extern std::atomic<int> av_reverses;
 
 // Take one failure from a hook's count: true if the caller should fail.
 inline bool take(std::atomic<int>& n) noexcept {
