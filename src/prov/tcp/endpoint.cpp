@@ -136,6 +136,7 @@ endpoint_impl::~endpoint_impl() {
   if (txcq_) htx = txcq_->hold();
   if (rxcq_ && rxcq_ != txcq_) hrx = rxcq_->hold();
   dom_->remove_target(this);
+  if (av_) av_->detach(this);  // no av_removed() after this
   if (observing_) reg_->remove_observer(this);  // no revoked() after this
   for (std::uint32_t i = 0; i < txp_.capacity(); ++i) delete[] txp_.at(i)->own;
   // Give back the CQ room held by operations that will never complete.
@@ -200,6 +201,8 @@ result<void> endpoint_impl::bind_av(std::shared_ptr<spi::av> a) {
   if (p->owner() != dom_.get())  // its lock (automatic progress) would not be ours
     return make_error(errc::invalid_argument,
                       "the address vector belongs to another domain: open it with this endpoint's domain");
+  if (av_) av_->detach(this);
+  p->attach(this);
   av_ = std::move(p);
   return {};
 }

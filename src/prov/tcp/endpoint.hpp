@@ -254,7 +254,7 @@ struct listener final : handler {
   void on_event(std::uint32_t events) noexcept override;
 };
 
-class endpoint_impl final : public spi::endpoint, public spi::progressable, public spi::mr_observer {
+class endpoint_impl final : public spi::endpoint, public spi::progressable, public spi::mr_observer, public av_user {
  public:
   endpoint_impl(std::shared_ptr<domain_impl> d, const info& i) : dom_(std::move(d)), info_(i), cfg_(dom_->cfg()) {}
   ~endpoint_impl() override;
@@ -382,6 +382,8 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable, publ
   void peer_up(conn* c) noexcept;  // established: the peer is alive (again: a new peer)
   [[nodiscard]] bool is_dead(fi_addr_t a) noexcept;
   void sync_av() noexcept;  // an address vector entry was removed: forget what was known per entry
+  void av_removed(fi_addr_t h) noexcept override;  // av_user (liveness.cpp)
+  void av_inserted(fi_addr_t h, const std::string& key) noexcept override;
   void push_event(eq_event::kind k, errc e, const address& peer, fi_addr_t a, const char* msg,
                   const std::uint8_t* data, std::size_t len, bool cq_too = false) noexcept;
   void deliver_events() noexcept;

@@ -333,6 +333,7 @@ result<fi_addr_t> av_impl::insert(const address& a) {
   }
   table_[h] = entry{a, true};
   rev_[k] = h;
+  for (av_user* e : users_) e->av_inserted(h, k);  // connections to that peer take the handle
   return h;
 }
 
@@ -343,6 +344,7 @@ result<void> av_impl::remove(fi_addr_t a) {
   rev_.erase(key_of(table_[a].a));
   table_[a] = entry{};
   free_.push_back(a);
+  for (av_user* e : users_) e->av_removed(a);  // the handle names nobody now
   ++version_;
   return {};
 }
@@ -352,6 +354,16 @@ result<address> av_impl::lookup(fi_addr_t a) const {
   if (a >= table_.size() || !table_[a].used)
     return make_error(errc::not_found, "address handle " + std::to_string(a) + " is not in this address vector");
   return table_[a].a;
+}
+
+void av_impl::attach(av_user* e) {
+  auto g = dom_->guard();
+  users_.push_back(e);
+}
+
+void av_impl::detach(av_user* e) noexcept {
+  auto g = dom_->guard();
+  std::erase(users_, e);
 }
 
 std::size_t av_impl::count() const noexcept {
