@@ -114,8 +114,7 @@ result<void> endpoint_impl::init() {
   socklen_t ml = sizeof me;
   ::getsockname(lfd_, reinterpret_cast<sockaddr*>(&me), &ml);
   name_ = from_sockaddr(reinterpret_cast<sockaddr*>(&me));
-  lst_.ep = this;
-  if (!dom_->eng().add(lfd_, &lst_, EPOLLIN)) return make_error(errc::io_error, "epoll_ctl failed");
+  lst_.ep = this;  // in the domain's epoll from enable(): connections wait in the backlog until then
   source_cap_ = (info_.caps & cap::source) != 0;
   // A listener out of descriptors refuses connections with the domain's spare one.
   if (auto r = dom_->open_spare(); !r) return r;
@@ -244,6 +243,15 @@ result<void> endpoint_impl::enable() {
   if (!txcq_ || !rxcq_)
     return make_error(errc::bad_state, "bind a completion queue for transmit and receive before enable() "
                                        "(bind(cq) binds both)");
+  if (enabled_) return {};
+  // The endpoint takes part in the wire from now on: until enable(), peers'
+  // connections (and what they send) wait in the listening socket's backlog,
+  // since nothing could take their messages and completions (no CQ, no AV
+  // yet), and a readable listener that nobody accepts on would keep the
+  // automatic-progress thread spinning. docs/wire/tcp.md, "Connections".
+  if (lfd_ >= 0 && !dom_->eng().add(lfd_, &lst_, EPOLLIN))
+    return make_error(errc::io_error, std::string("cannot watch the listening socket (epoll_ctl): ") +
+                                          std::strerror(errno) + "; close other descriptors and enable again");
   enabled_ = true;
   if (dom_->automatic()) dom_->add_target(this);
   return {};

@@ -24,6 +24,7 @@ namespace weft::prov::tcp {
 namespace test_hooks {
 std::atomic<void (*)()> av_insert_hook{nullptr};
 std::atomic<int> av_reverses{0};
+std::atomic<std::uint64_t> progress_loops{0};
 }  // namespace test_hooks
 
 namespace {
@@ -297,8 +298,14 @@ void domain_impl::start_progress_thread() {
     while (!stop_.load(std::memory_order_relaxed)) {
       pollfd p{eng_.fd(), POLLIN, 0};
       (void)::poll(&p, 1, 10);  // sleep until there is work (or 10 ms for timers)
+      test_hooks::progress_loops.fetch_add(1, std::memory_order_relaxed);
       std::lock_guard<std::recursive_mutex> g(mu_);
       for (std::size_t i = 0; i < targets_.size(); ++i) targets_[i]->progress();
+      // Whatever is still readable is handled too: a descriptor only
+      // objects that are not progress targets watch (a passive endpoint
+      // with no event queue yet) would otherwise wake poll() at once,
+      // again and again (a busy spin) while nobody takes its event.
+      eng_.poll();
     }
   });
 }

@@ -16,6 +16,9 @@ extern std::atomic<void (*)()> av_insert_hook;
 // Counts av_impl::reverse calls (a connection's hello looking its peer up).
 extern std::atomic<int> av_reverses;
 
+// Iterations of the automatic-progress threads' loops (each: one poll()).
+extern std::atomic<std::uint64_t> progress_loops;
+
 // Take one failure from a hook's count: true if the caller should fail.
 inline bool take(std::atomic<int>& n) noexcept {
   int v = n.load(std::memory_order_relaxed);
