@@ -434,6 +434,7 @@ void endpoint_impl::adopt(conn* c, fi_addr_t a) {
 }
 
 void endpoint_impl::move_user_ops(conn* from, conn* to) noexcept {
+  from->credit_wait = false;  // its waiting request moves (and waits anew there if it must)
   for (tx_op* op = from->txq.front(); op;) {
     tx_op* next = from->txq.next(op);
     if (!op->internal && op->sent == 0) {

@@ -230,6 +230,12 @@ struct conn final : handler {
   std::uint8_t sink_flags = 0;
   errc sink_err = errc::ok;  // target: the region went away while its bytes arrived
   std::uint32_t answers = 0;     // answers queued here, not yet sent (bounded: max_answers)
+  // Initiator: requests sent here (started) whose answer has not come back.
+  // At most max_answers, so the target never owes more than it queues before
+  // it stops reading (answer_room): later requests wait in txq (credit_wait:
+  // one waits for an answer; answers we owe go ahead of it). tx.cpp, flush.
+  std::uint32_t asked = 0;
+  bool credit_wait = false;
   // Writes sent here that the target answers only if they fail (transmit-
   // complete): tc_sent counts them as they leave, tc_done those resolved
   // (failure answered, or known to have worked because a later request was
