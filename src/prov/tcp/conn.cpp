@@ -142,7 +142,17 @@ conn* endpoint_impl::open_conn(const address& peer, const std::string& key, fi_a
     open_errno_ = cerr;
     return nullptr;
   }
-  dom_->eng().add(fd, raw, EPOLLIN | EPOLLOUT);
+  if (!dom_->eng().add(fd, raw, EPOLLIN | EPOLLOUT)) {  // never watched, it would wait for nothing
+    const int e = errno;
+    char why[200];
+    std::snprintf(why, sizeof why, "cannot watch the connection to %s (epoll_ctl: %s)", text_of(peer).s,
+                  std::strerror(e));
+    std::snprintf(path_why_, sizeof path_why_, "%s", why);
+    fail_conn(raw, errc::no_memory, why);
+    path_err_ = errc::no_memory;
+    open_errno_ = e;
+    return nullptr;
+  }
   raw->events = EPOLLIN | EPOLLOUT;
   raw->want_out = true;
   // the hello is the first frame on the wire
@@ -196,7 +206,8 @@ void endpoint_impl::on_accept() noexcept {
       continue;
     }
     c->state = conn::st::wait_hello;
-    dom_->eng().add(fd, c, EPOLLIN);
+    if (!dom_->eng().add(fd, c, EPOLLIN))  // never watched: closed (the peer sees it) rather than left waiting
+      fail_conn(c, errc::no_memory, "cannot watch an accepted connection (epoll_ctl)");
   }
 }
 

@@ -25,6 +25,7 @@ namespace test_hooks {
 std::atomic<void (*)()> av_insert_hook{nullptr};
 std::atomic<int> av_reverses{0};
 std::atomic<std::uint64_t> progress_loops{0};
+std::atomic<int> fail_epoll_adds{0};
 }  // namespace test_hooks
 
 namespace {
@@ -198,6 +199,10 @@ engine::~engine() {
 }
 
 bool engine::add(int fd, handler* h, std::uint32_t events) noexcept {
+  if (test_hooks::take(test_hooks::fail_epoll_adds)) {
+    errno = ENOSPC;  // as when fs.epoll.max_user_watches is reached
+    return false;
+  }
   epoll_event ev{};
   ev.events = events;
   ev.data.ptr = h;

@@ -19,6 +19,9 @@ extern std::atomic<int> av_reverses;
 // Iterations of the automatic-progress threads' loops (each: one poll()).
 extern std::atomic<std::uint64_t> progress_loops;
 
+// The next n engine::add calls (epoll_ctl ADD) fail with ENOSPC.
+extern std::atomic<int> fail_epoll_adds;
+
 // Take one failure from a hook's count: true if the caller should fail.
 inline bool take(std::atomic<int>& n) noexcept {
   int v = n.load(std::memory_order_relaxed);
