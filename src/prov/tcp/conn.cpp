@@ -179,6 +179,11 @@ conn* endpoint_impl::open_conn(const address& peer, const std::string& key, fi_a
 }
 
 void endpoint_impl::on_accept() noexcept {
+  if (!enabled_) {  // not in the wire yet: the connection waits in the backlog until enable()
+    accept_before_enable_ = true;
+    dom_->eng().mod(lfd_, &lst_, 0);
+    return;
+  }
   for (int i = 0; i < 64; ++i) {
     int fd = ::accept4(lfd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {

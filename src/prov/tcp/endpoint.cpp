@@ -114,7 +114,8 @@ result<void> endpoint_impl::init() {
   socklen_t ml = sizeof me;
   ::getsockname(lfd_, reinterpret_cast<sockaddr*>(&me), &ml);
   name_ = from_sockaddr(reinterpret_cast<sockaddr*>(&me));
-  lst_.ep = this;  // in the domain's epoll from enable(): connections wait in the backlog until then
+  lst_.ep = this;
+  if (!dom_->eng().add(lfd_, &lst_, EPOLLIN)) return make_error(errc::io_error, "epoll_ctl failed");
   source_cap_ = (info_.caps & cap::source) != 0;
   // A listener out of descriptors refuses connections with the domain's spare one.
   if (auto r = dom_->open_spare(); !r) return r;
@@ -245,11 +246,11 @@ result<void> endpoint_impl::enable() {
                                        "(bind(cq) binds both)");
   if (enabled_) return {};
   // The endpoint takes part in the wire from now on: until enable(), peers'
-  // connections (and what they send) wait in the listening socket's backlog,
-  // since nothing could take their messages and completions (no CQ, no AV
-  // yet), and a readable listener that nobody accepts on would keep the
-  // automatic-progress thread spinning. docs/wire/tcp.md, "Connections".
-  if (lfd_ >= 0 && !dom_->eng().add(lfd_, &lst_, EPOLLIN))
+  // connections (and what they send) wait in the listening socket's backlog
+  // (on_accept took the listener out of epoll's interest, so that nobody
+  // spins on it), since nothing could take their messages and completions
+  // (no CQ, no AV yet). docs/wire/tcp.md, "Not yet enabled".
+  if (accept_before_enable_ && !dom_->eng().mod(lfd_, &lst_, EPOLLIN))
     return make_error(errc::io_error, std::string("cannot watch the listening socket (epoll_ctl): ") +
                                           std::strerror(errno) + "; close other descriptors and enable again");
   enabled_ = true;

@@ -405,6 +405,7 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable, publ
   info info_;
   config cfg_;
   int lfd_ = -1;
+  bool accept_before_enable_ = false;  // a connection came before enable(): the listener's interest is off
   listener lst_;
   address name_{};
   std::shared_ptr<spi::cq> txcq_, rxcq_;
