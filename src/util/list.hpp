@@ -29,6 +29,15 @@ class ilist {
     head_.prev = x;
     ++size_;
   }
+  void insert_before(T* pos, T* n) noexcept {  // pos is in the list
+    list_node* p = pos;
+    list_node* x = n;
+    x->prev = p->prev;
+    x->next = p;
+    p->prev->next = x;
+    p->prev = x;
+    ++size_;
+  }
   void erase(T* n) noexcept {
     list_node* x = n;
     x->prev->next = x->next;

@@ -12,6 +12,7 @@
 #include <string>
 #include <type_traits>
 
+#include "../common/child.hpp"
 #include "../common/harness.hpp"
 
 namespace weft::test {
@@ -74,10 +75,13 @@ struct child {
     }
     return false;
   }
-  void kill_and_reap() {
+  void kill_and_reap() {  // bounded (common/child.hpp): a child that cannot go does not hang the test
     if (pid <= 0 || reaped) return;
-    ::kill(pid, SIGKILL);
-    if (::waitpid(pid, &status, 0) == pid) reaped = true;
+    const child_status s = weft::test::kill_and_reap(pid);
+    if (s.reaped) {
+      status = s.raw;
+      reaped = true;
+    }
   }
   [[nodiscard]] bool exited_ok() const { return reaped && WIFEXITED(status) && WEXITSTATUS(status) == 0; }
 };

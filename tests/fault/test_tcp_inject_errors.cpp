@@ -57,8 +57,12 @@ int failing_inject_writes(int n) {
   // The target serves everything posted so far (its failure count says so)
   // before the initiator reads: all the failures arrive at once.
   auto serve_then_read = [&] {
-    while (*p.tctr.read_error() < static_cast<std::uint64_t>(posted) && std::chrono::steady_clock::now() < deadline)
+    // (The initiator progresses too, without reading its CQ: writes that ask
+    // for an answer wait in its queue while 32 are unanswered.)
+    while (*p.tctr.read_error() < static_cast<std::uint64_t>(posted) && std::chrono::steady_clock::now() < deadline) {
       p.b.cq.progress();
+      p.a.cq.progress();
+    }
     for (int i = 0; i < 8; ++i) {  // the CQ holds 4; each read makes room for one more
       cq_entry e{};
       const errc r = p.a.cq.read(e);

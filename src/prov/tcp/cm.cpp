@@ -431,7 +431,12 @@ result<void> endpoint_impl::accept(std::span<const std::byte> data) {
   }
   raw->peer = peer;
   raw->state = conn::st::established;
-  dom_->eng().add(fd, raw, EPOLLIN);
+  if (!dom_->eng().add(fd, raw, EPOLLIN)) {
+    const int e = errno;
+    fail_conn(raw, errc::no_memory, "cannot watch the accepted connection (epoll_ctl)");
+    return make_error(errc::no_memory, std::string("cannot watch the accepted connection (epoll_ctl: ") +
+                                              std::strerror(e) + "): close other descriptors, then connect again");
+  }
   single_ = raw;
   was_connected_ = true;
   sockaddr_storage me{};

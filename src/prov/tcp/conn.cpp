@@ -143,7 +143,17 @@ conn* endpoint_impl::open_conn(const address& peer, const std::string& key, fi_a
     open_errno_ = cerr;
     return nullptr;
   }
-  dom_->eng().add(fd, raw, EPOLLIN | EPOLLOUT);
+  if (!dom_->eng().add(fd, raw, EPOLLIN | EPOLLOUT)) {  // never watched, it would wait for nothing
+    const int e = errno;
+    char why[200];
+    std::snprintf(why, sizeof why, "cannot watch the connection to %s (epoll_ctl: %s)", text_of(peer).s,
+                  std::strerror(e));
+    std::snprintf(path_why_, sizeof path_why_, "%s", why);
+    fail_conn(raw, errc::no_memory, why);
+    path_err_ = errc::no_memory;
+    open_errno_ = e;
+    return nullptr;
+  }
   raw->events = EPOLLIN | EPOLLOUT;
   raw->want_out = true;
   // the hello is the first frame on the wire
@@ -170,6 +180,11 @@ conn* endpoint_impl::open_conn(const address& peer, const std::string& key, fi_a
 }
 
 void endpoint_impl::on_accept() noexcept {
+  if (!enabled_) {  // not in the wire yet: the connection waits in the backlog until enable()
+    accept_before_enable_ = true;
+    dom_->eng().mod(lfd_, &lst_, 0);
+    return;
+  }
   std::size_t unidentified = 0;
   for (auto& x : conns_) unidentified += !x->dead && x->state == conn::st::wait_hello;
   for (int i = 0; i < 64; ++i) {
@@ -201,7 +216,10 @@ void endpoint_impl::on_accept() noexcept {
       continue;
     }
     c->state = conn::st::wait_hello;
-    dom_->eng().add(fd, c, EPOLLIN);
+    if (!dom_->eng().add(fd, c, EPOLLIN)) {  // never watched: closed (the peer sees it) rather than left waiting
+      fail_conn(c, errc::no_memory, "cannot watch an accepted connection (epoll_ctl)");
+      continue;
+    }
     ++unidentified;
   }
 }
@@ -465,6 +483,7 @@ void endpoint_impl::adopt(conn* c, fi_addr_t a) {
 }
 
 void endpoint_impl::move_user_ops(conn* from, conn* to) noexcept {
+  from->credit_wait = false;  // its waiting request moves (and waits anew there if it must)
   for (tx_op* op = from->txq.front(); op;) {
     tx_op* next = from->txq.next(op);
     if (!op->internal && op->sent == 0) {

@@ -148,6 +148,7 @@ endpoint_impl::~endpoint_impl() {
   for (spi::cntr* c : cntrs_.distinct()) holds.add(c);
   holds.lock();
   dom_->remove_target(this);
+  if (av_) av_->detach(this);  // no av_removed() after this
   if (observing_) reg_->remove_observer(this);  // no revoked() after this
   for (std::uint32_t i = 0; i < txp_.capacity(); ++i) delete[] txp_.at(i)->own;
   // Give back the CQ room held by operations that will never complete.
@@ -205,9 +206,15 @@ result<void> endpoint_impl::bind_cq(std::shared_ptr<spi::cq> q, std::uint64_t fl
 }
 
 result<void> endpoint_impl::bind_av(std::shared_ptr<spi::av> a) {
+  auto g = dom_->guard();
   if (enabled_) return make_error(errc::bad_state, "bind the address vector before enable()");
   auto p = std::dynamic_pointer_cast<av_impl>(a);
   if (!p) return make_error(errc::invalid_argument, "the address vector belongs to another provider");
+  if (p->owner() != dom_.get())  // its lock (automatic progress) would not be ours
+    return make_error(errc::invalid_argument,
+                      "the address vector belongs to another domain: open it with this endpoint's domain");
+  if (av_) av_->detach(this);
+  p->attach(this);
   av_ = std::move(p);
   return {};
 }
@@ -249,6 +256,15 @@ result<void> endpoint_impl::enable() {
   if (!txcq_ || !rxcq_)
     return make_error(errc::bad_state, "bind a completion queue for transmit and receive before enable() "
                                        "(bind(cq) binds both)");
+  if (enabled_) return {};
+  // The endpoint takes part in the wire from now on: until enable(), peers'
+  // connections (and what they send) wait in the listening socket's backlog
+  // (on_accept took the listener out of epoll's interest, so that nobody
+  // spins on it), since nothing could take their messages and completions
+  // (no CQ, no AV yet). docs/wire/tcp.md, "Not yet enabled".
+  if (accept_before_enable_ && !dom_->eng().mod(lfd_, &lst_, EPOLLIN))
+    return make_error(errc::io_error, std::string("cannot watch the listening socket (epoll_ctl): ") +
+                                          std::strerror(errno) + "; close other descriptors and enable again");
   enabled_ = true;
   if (dom_->automatic()) dom_->add_target(this);
   return {};

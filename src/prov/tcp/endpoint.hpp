@@ -231,6 +231,12 @@ struct conn final : handler {
   std::uint8_t sink_flags = 0;
   errc sink_err = errc::ok;  // target: the region went away while its bytes arrived
   std::uint32_t answers = 0;     // answers queued here, not yet sent (bounded: max_answers)
+  // Initiator: requests sent here (started) whose answer has not come back.
+  // At most max_answers, so the target never owes more than it queues before
+  // it stops reading (answer_room): later requests wait in txq (credit_wait:
+  // one waits for an answer; answers we owe go ahead of it). tx.cpp, flush.
+  std::uint32_t asked = 0;
+  bool credit_wait = false;
   // Writes sent here that the target answers only if they fail (transmit-
   // complete): tc_sent counts them as they leave, tc_done those resolved
   // (failure answered, or known to have worked because a later request was
@@ -255,7 +261,7 @@ struct listener final : handler {
   void on_event(std::uint32_t events) noexcept override;
 };
 
-class endpoint_impl final : public spi::endpoint, public spi::progressable, public spi::mr_observer {
+class endpoint_impl final : public spi::endpoint, public spi::progressable, public spi::mr_observer, public av_user {
  public:
   endpoint_impl(std::shared_ptr<domain_impl> d, const info& i) : dom_(std::move(d)), info_(i), cfg_(dom_->cfg()) {}
   ~endpoint_impl() override;
@@ -389,6 +395,8 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable, publ
   void peer_up(conn* c) noexcept;  // established: the peer is alive (again: a new peer)
   [[nodiscard]] bool is_dead(fi_addr_t a) noexcept;
   void sync_av() noexcept;  // an address vector entry was removed: forget what was known per entry
+  void av_removed(fi_addr_t h) noexcept override;  // av_user (liveness.cpp)
+  void av_inserted(fi_addr_t h, const std::string& key) noexcept override;
   void push_event(eq_event::kind k, errc e, const address& peer, fi_addr_t a, const char* msg,
                   const std::uint8_t* data, std::size_t len, bool cq_too = false) noexcept;
   void deliver_events() noexcept;
@@ -407,6 +415,7 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable, publ
   info info_;
   config cfg_;
   int lfd_ = -1;
+  bool accept_before_enable_ = false;  // a connection came before enable(): the listener's interest is off
   listener lst_;
   address name_{};
   std::shared_ptr<spi::cq> txcq_, rxcq_;

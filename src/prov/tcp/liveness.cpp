@@ -64,6 +64,21 @@ void endpoint_impl::sync_av() noexcept {
   av_version_ = av_->version();
 }
 
+void endpoint_impl::av_removed(fi_addr_t h) noexcept {
+  for (auto& c : conns_)
+    if (c->addr == h) c->addr = addr_notavail;
+  for (auto* l : {&ux_msg_, &ux_tag_, &claimed_})
+    for (unexp* u = l->front(); u; u = l->next(u))
+      if (u->src == h) u->src = addr_notavail;
+  if (h < by_addr_.size()) by_addr_[h] = nullptr;
+  if (h < peer_state_.size()) peer_state_[h] = 0;
+}
+
+void endpoint_impl::av_inserted(fi_addr_t h, const std::string& key) noexcept {
+  for (auto& c : conns_)
+    if (!c->dead && c->addr == addr_notavail && c->key == key) c->addr = h;
+}
+
 bool endpoint_impl::is_dead(fi_addr_t a) noexcept {
   sync_av();
   return a < peer_state_.size() && (peer_state_[a] & peer_gone);

@@ -17,8 +17,16 @@
 #include <string>
 
 #include "prov/tcp/tcp.hpp"
+#include "prov/tcp/test_hooks.hpp"
 
 namespace weft::prov::tcp {
+
+namespace test_hooks {
+std::atomic<void (*)()> av_insert_hook{nullptr};
+std::atomic<int> av_reverses{0};
+std::atomic<std::uint64_t> progress_loops{0};
+std::atomic<int> fail_epoll_adds{0};
+}  // namespace test_hooks
 
 namespace {
 constexpr std::uint32_t version = 1;
@@ -191,6 +199,10 @@ engine::~engine() {
 }
 
 bool engine::add(int fd, handler* h, std::uint32_t events) noexcept {
+  if (test_hooks::take(test_hooks::fail_epoll_adds)) {
+    errno = ENOSPC;  // as when fs.epoll.max_user_watches is reached
+    return false;
+  }
   epoll_event ev{};
   ev.events = events;
   ev.data.ptr = h;
@@ -283,8 +295,14 @@ void domain_impl::start_progress_thread() {
     while (!stop_.load(std::memory_order_relaxed)) {
       pollfd p{eng_.fd(), POLLIN, 0};
       (void)::poll(&p, 1, 10);  // sleep until there is work (or 10 ms for timers)
+      test_hooks::progress_loops.fetch_add(1, std::memory_order_relaxed);
       std::lock_guard<std::recursive_mutex> g(mu_);
       for (std::size_t i = 0; i < targets_.size(); ++i) targets_[i]->progress();
+      // Whatever is still readable is handled too: a descriptor only
+      // objects that are not progress targets watch (a passive endpoint
+      // with no event queue yet) would otherwise wake poll() at once,
+      // again and again (a busy spin) while nobody takes its event.
+      eng_.poll();
     }
   });
 }
@@ -304,9 +322,11 @@ result<std::shared_ptr<spi::av>> domain_impl::open_av(const spi::av_attr& a) {
 }
 
 result<fi_addr_t> av_impl::insert(const address& a) {
+  auto g = dom_->guard();  // the progress thread inserts too (reverse() with auto_insert)
   std::string k = key_of(a);
   if (k.empty()) return make_error(errc::invalid_argument, "address '" + to_string(a) + "' is not a tcp address");
   if (auto it = rev_.find(k); it != rev_.end()) return it->second;
+  if (auto* hook = test_hooks::av_insert_hook.load(std::memory_order_relaxed)) hook();
   fi_addr_t h;
   if (!free_.empty()) {
     h = free_.back();
@@ -317,26 +337,46 @@ result<fi_addr_t> av_impl::insert(const address& a) {
   }
   table_[h] = entry{a, true};
   rev_[k] = h;
+  for (av_user* e : users_) e->av_inserted(h, k);  // connections to that peer take the handle
   return h;
 }
 
 result<void> av_impl::remove(fi_addr_t a) {
+  auto g = dom_->guard();
   if (a >= table_.size() || !table_[a].used)
     return make_error(errc::not_found, "address handle " + std::to_string(a) + " is not in this address vector");
   rev_.erase(key_of(table_[a].a));
   table_[a] = entry{};
   free_.push_back(a);
+  for (av_user* e : users_) e->av_removed(a);  // the handle names nobody now
   ++version_;
   return {};
 }
 
 result<address> av_impl::lookup(fi_addr_t a) const {
+  auto g = dom_->guard();
   if (a >= table_.size() || !table_[a].used)
     return make_error(errc::not_found, "address handle " + std::to_string(a) + " is not in this address vector");
   return table_[a].a;
 }
 
+void av_impl::attach(av_user* e) {
+  auto g = dom_->guard();
+  users_.push_back(e);
+}
+
+void av_impl::detach(av_user* e) noexcept {
+  auto g = dom_->guard();
+  std::erase(users_, e);
+}
+
+std::size_t av_impl::count() const noexcept {
+  auto g = dom_->guard();
+  return rev_.size();
+}
+
 fi_addr_t av_impl::reverse(const address& a) {
+  test_hooks::av_reverses.fetch_add(1, std::memory_order_relaxed);
   if (auto it = rev_.find(key_of(a)); it != rev_.end()) return it->second;
   if (!attr_.auto_insert) return addr_notavail;
   auto r = insert(a);

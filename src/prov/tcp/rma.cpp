@@ -214,6 +214,11 @@ void endpoint_impl::handle_rma_resp(conn* c) noexcept {
   }
   c->await.erase(op);
   op->on = nullptr;
+  if (c->asked) --c->asked;
+  if (c->credit_wait) {  // a request waits for this credit: epoll says when the socket takes it
+    c->credit_wait = false;
+    set_out(c, true);
+  }
   retire_tc(c, op->tc_mark);
   if (op->retirer) {
     op->retirer = false;
@@ -332,7 +337,12 @@ tx_op* endpoint_impl::answer_op(conn* c, std::uint64_t id, errc st, const void* 
   }
   op->total = sizeof op->hdr + len;
   op->sent = 0;
-  c->txq.push_back(op);
+  // Ahead of a request waiting for a credit (flush), behind earlier answers.
+  tx_op* waiting = c->credit_wait ? c->txq.find([](const tx_op& o) {
+    return !o.answer && o.sent == 0 && o.await && !o.internal;
+  }) : nullptr;
+  if (waiting) c->txq.insert_before(waiting, op);
+  else c->txq.push_back(op);
   return op;
 }
 

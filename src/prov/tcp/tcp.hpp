@@ -78,17 +78,40 @@ class engine {
 
 class domain_impl;
 
+// An endpoint bound to an address vector, told of its changes (under the
+// domain's lock): a removed handle names nobody now (connections to its peer
+// lose it: their messages carry no handle, directed receives and deaths no
+// longer concern it); a new entry is given to the connections of its peer.
+class av_user {
+ public:
+  virtual void av_removed(fi_addr_t h) noexcept = 0;
+  virtual void av_inserted(fi_addr_t h, const std::string& key) noexcept = 0;
+
+ protected:
+  ~av_user() = default;
+};
+
+// The application's calls (insert, remove, lookup, count) take the domain's
+// lock: with automatic progress the progress thread uses the table too
+// (reverse() on a hello, which inserts with auto_insert). The provider's own
+// calls (at, reverse, version) come from code that holds it already.
 class av_impl final : public spi::av {
  public:
   av_impl(std::shared_ptr<domain_impl> d, const spi::av_attr& a) : dom_(std::move(d)), attr_(a) {}
   result<fi_addr_t> insert(const address& a) override;
   result<void> remove(fi_addr_t a) override;
   result<address> lookup(fi_addr_t a) const override;
-  [[nodiscard]] std::size_t count() const noexcept override { return rev_.size(); }
+  [[nodiscard]] std::size_t count() const noexcept override;
   [[nodiscard]] const address* at(fi_addr_t a) const noexcept {
     return a < table_.size() && table_[a].used ? &table_[a].a : nullptr;
   }
   [[nodiscard]] std::uint64_t version() const noexcept { return version_; }
+  [[nodiscard]] const domain_impl* owner() const noexcept { return dom_.get(); }
+  // Endpoints bound to this AV are told of every insert and remove, so that
+  // a connection never keeps the handle of an entry that now names another
+  // peer (remove() frees the handle and the next insert() reuses it).
+  void attach(av_user* e);
+  void detach(av_user* e) noexcept;
   // handle of a peer's listening address; inserts it when auto_insert is set
   [[nodiscard]] fi_addr_t reverse(const address& a);
 
@@ -102,6 +125,7 @@ class av_impl final : public spi::av {
   std::vector<entry> table_;
   std::vector<fi_addr_t> free_;
   std::unordered_map<std::string, fi_addr_t> rev_;
+  std::vector<av_user*> users_;  // bound endpoints (attach, detach)
   std::uint64_t version_ = 0;  // bumped on remove: endpoints drop cached paths
 };
 

@@ -2,6 +2,7 @@
 // Test hooks of the tcp provider: fault injection for tests (exported from
 // libweft; never set in production, where each is a relaxed load of zero).
 #include <atomic>
+#include <cstdint>
 
 namespace weft::prov::tcp::test_hooks {
 
@@ -11,6 +12,18 @@ extern std::atomic<int> fail_connreq_events;
 // The next n connections accepted by a listener (RDM endpoint or passive
 // endpoint) fail to allocate their state (as if out of memory).
 extern std::atomic<int> fail_accepts;
+
+// Called by av_impl::insert once it holds the domain's lock, before it
+// changes the table (a test holds an insert open there).
+extern std::atomic<void (*)()> av_insert_hook;
+// Counts av_impl::reverse calls (a connection's hello looking its peer up).
+extern std::atomic<int> av_reverses;
+
+// Iterations of the automatic-progress threads' loops (each: one poll()).
+extern std::atomic<std::uint64_t> progress_loops;
+
+// The next n engine::add calls (epoll_ctl ADD) fail with ENOSPC.
+extern std::atomic<int> fail_epoll_adds;
 
 // Take one failure from a hook's count: true if the caller should fail.
 inline bool take(std::atomic<int>& n) noexcept {

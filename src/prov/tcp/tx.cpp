@@ -77,6 +77,25 @@ void endpoint_impl::flush(conn* c) noexcept {
     const bool may_send = op->internal ? c->state != conn::st::connecting
                                        : c->state == conn::st::established;
     if (!may_send) break;
+    // A request whose answer the target would have to queue beyond its
+    // budget waits for one of ours to come back (credits; the answer resumes
+    // it), and the answers we owe the peer go ahead of it: two peers reading
+    // from each other never both stop reading, nor wait for each other.
+    const bool asks = op->await && op->sent == 0 && !op->internal;
+    if (asks && c->asked >= max_answers) [[unlikely]] {
+      for (tx_op* n = c->txq.next(op); n;) {
+        tx_op* after = c->txq.next(n);
+        if (n->answer) {
+          c->txq.erase(n);
+          c->txq.insert_before(op, n);
+        }
+        n = after;
+      }
+      if (c->txq.front() != op) continue;
+      c->credit_wait = true;
+      set_out(c, false);
+      return;
+    }
     ssize_t w;
     int err = 0;
     if (op->zc) [[unlikely]] {
@@ -115,6 +134,7 @@ void endpoint_impl::flush(conn* c) noexcept {
       return;
     }
     ++c->activity;
+    c->asked += asks && op->sent > 0;  // it left (its first bytes at least)
     if (op->sent < op->total) {
       set_out(c, true);
       return;
