@@ -204,10 +204,10 @@ TEST_P(cq_wait_wake_on_close, closing_the_only_endpoint_wakes_the_wait) {
   node w = open_node(GetParam().provider);
   no_pulse off;
   bool asleep = false;
-  const sleep_stats before = w.cq.wait_stats();
+  const sleep_stats before = *w.cq.wait_stats();
   cq_entry e;
   const errc r = act_while_asleep([&] { return w.cq.wait(e, 10000); }, [&] { w.ep.close(); }, asleep);
-  const sleep_stats after = w.cq.wait_stats();
+  const sleep_stats after = *w.cq.wait_stats();
   ASSERT_TRUE(asleep) << "the waiter was never seen asleep";
   EXPECT_EQ(r, errc::again) << "the close did not end the wait (" << to_string(r) << ")";
   EXPECT_GE(after.word_wakes - before.word_wakes, 1u) << "woken by the close";
