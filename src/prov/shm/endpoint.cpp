@@ -81,7 +81,8 @@ endpoint_impl::~endpoint_impl() {
   // application's again once we return. It is waited for while it lives,
   // however long it is stopped (as a region's close waits for an RMA access
   // under way: wait_unaccessed); a sender found dead or closed writes nothing.
-  for (rx_op* r = rx_active_.front(); r; r = rx_active_.next(r)) {
+  // In a forked child the region and its split entries are the parent's.
+  for (rx_op* r = rx_active_.front(); r && creator_.is_this_process(); r = rx_active_.next(r)) {
     if (!r->split) continue;
     split_entry* se = self_->split(rxp_.index(r));
     std::uint64_t w = se->claim.exchange((std::uint64_t{r->gen} << 32) | r->nchunks, std::memory_order_acq_rel);

@@ -14,6 +14,7 @@
 #include "prov/shm/liveness.hpp"
 #include "prov/shm/shm.hpp"
 #include "util/clock.hpp"
+#include "util/creator_process.hpp"
 #include "util/futex.hpp"
 #include "util/match.hpp"
 #include "weft/spi/cntr.hpp"
@@ -412,6 +413,7 @@ class [[gnu::visibility("hidden")]] endpoint_impl final : public spi::endpoint,
   std::vector<std::uint32_t> inject_free_;
   std::shared_ptr<spi::mr_registry> reg_;
   bool observing_ = false;
+  util::creator_process creator_;  // destroyed in a forked child: nothing shared is written
   std::shared_ptr<spi::eq> eq_;
   peer_watch watch_{*dom_, *this, *this};
   // Peers (and which of their rings) that refused a post: preallocated, no

@@ -168,9 +168,10 @@ result<std::shared_ptr<spi::mr>> domain_impl::alloc_memory(std::size_t len, std:
     ::shm_unlink(name.c_str());
     return m;
   }
-  (*m)->own(std::shared_ptr<void>(p, [n, name](void* q) {
+  (*m)->own(std::shared_ptr<void>(p, [n, name, pid](void* q) {
     ::munmap(q, n);
-    ::shm_unlink(name.c_str());
+    // A forked child's close: the segment is the parent's, still mapped by its peers.
+    if (static_cast<std::uint32_t>(::getpid()) == pid) ::shm_unlink(name.c_str());
   }));
   return m;
 }

@@ -352,7 +352,8 @@ result<std::unique_ptr<mapping>> mapping::open(const std::string& name) {
 }
 
 mapping::~mapping() {
-  if (owner_) {
+  // In a forked child the region is still the parent's, live: only our view goes.
+  if (owner_ && creator_.is_this_process()) {
     hdr_->state.store(static_cast<std::uint32_t>(region_state::closed), std::memory_order_release);
     ::shm_unlink(("/" + name_).c_str());
   }

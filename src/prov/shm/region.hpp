@@ -12,6 +12,7 @@
 #include <string_view>
 
 #include "prov/shm/layout.hpp"
+#include "util/creator_process.hpp"
 #include "weft/error.hpp"
 
 namespace weft::prov::shm {
@@ -143,6 +144,7 @@ class mapping {
   std::size_t size_ = 0;
   std::string name_;
   bool owner_ = false;
+  util::creator_process creator_;  // a forked child closing its copy only unmaps it
   bool dead_ = false;
   bool closed_cleanly_ = false;
   bool child_ = false;  // the owner is a child of this process (an unreaped zombie is found by waitid)

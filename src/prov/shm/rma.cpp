@@ -198,6 +198,7 @@ void endpoint_impl::published(std::uint64_t key, std::byte* addr, std::size_t le
 // an access that found it there (access slots): when the registry's close
 // returns, no peer copy into or out of the region is under way or can start.
 void endpoint_impl::revoked(std::uint64_t key) noexcept {
+  if (!creator_.is_this_process()) return;  // a forked child's close: the table is the parent's
   mr_entry& e = self_->mr_table()[spi::mr_key_slot(key)];
   if (__atomic_load_n(&e.key, __ATOMIC_RELAXED) == key) {
     const std::uint32_t s = e.seq.load(std::memory_order_relaxed);

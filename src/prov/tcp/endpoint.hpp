@@ -422,6 +422,7 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable, publ
   spi::endpoint_counters cntrs_;  // counters, if bound
   std::shared_ptr<spi::mr_registry> reg_;
   bool observing_ = false;  // registered as the registry's observer
+  util::creator_process creator_;  // destroyed in a forked child: no frame on the parent's sockets
   // Guards the answers sent straight from region memory (tx_op::zc) against
   // revoked(), which may run on another thread. Lock order: the registry's
   // lock, then this one; never the other way round.

@@ -133,6 +133,9 @@ void endpoint_impl::peer_lost(conn* c, bool died, const char* why) noexcept {
 }
 
 void endpoint_impl::say_bye(conn* c) noexcept {
+  // A forked child closing its copy: the connection is the parent's (no bye
+  // for the peer, and its input is the parent's to read).
+  if (!creator_.is_this_process()) return;
   if (msg_mode_ || c->fd < 0 || c->dead || c->key.empty() || !c->was_up) return;
   if (c->state != conn::st::established && c->state != conn::st::closing) return;
   if (tx_op* op = c->txq.front(); op && op->sent > 0) return;  // mid-frame: the peer sees a cut (a death)

@@ -214,7 +214,9 @@ bool engine::mod(int fd, handler* h, std::uint32_t events) noexcept {
   ev.data.ptr = h;
   return ::epoll_ctl(epfd_, EPOLL_CTL_MOD, fd, &ev) == 0;
 }
-void engine::del(int fd) noexcept { ::epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, nullptr); }
+void engine::del(int fd) noexcept {
+  if (creator_.is_this_process()) ::epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, nullptr);
+}
 
 int engine::poll() noexcept {
   if (in_poll_) return 0;
@@ -247,12 +249,20 @@ void fork_release() noexcept {
   for (auto it = v.rbegin(); it != v.rend(); ++it) (*it)->lock()->unlock();
   auto_domains_mu.unlock();
 }
+void fork_child() noexcept {
+  for (auto* d : auto_domains()) d->renew_lock_in_child();
+  auto_domains_mu.unlock();  // a plain mutex: any thread may unlock it
+}
 }  // namespace
 
 domain_impl::~domain_impl() {
   if (thr_.joinable()) {
-    stop_ = true;
-    thr_.join();
+    if (eng_.creator().is_this_process()) {
+      stop_ = true;
+      thr_.join();
+    } else {
+      thr_.detach();  // a forked child: the thread exists only in the parent (joining it would never return)
+    }
     std::lock_guard lk(auto_domains_mu);
     std::erase(auto_domains(), this);
   }
@@ -285,7 +295,7 @@ int domain_impl::refuse_with_spare(int lfd, const void* frame, std::size_t len) 
 
 void domain_impl::start_progress_thread() {
   static std::once_flag once;
-  std::call_once(once, [] { ::pthread_atfork(fork_prepare, fork_release, fork_release); });
+  std::call_once(once, [] { ::pthread_atfork(fork_prepare, fork_release, fork_child); });
   auto_ = true;  // before it is listed: fork_prepare takes lock()
   {
     std::lock_guard lk(auto_domains_mu);

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "prov/tcp/wire.hpp"
+#include "util/creator_process.hpp"
 #include "util/list.hpp"
 #include "util/reserve_fd.hpp"
 #include "weft/spi/provider.hpp"
@@ -68,12 +69,16 @@ class engine {
   bool add(int fd, handler* h, std::uint32_t events) noexcept;
   bool mod(int fd, handler* h, std::uint32_t events) noexcept;
   void del(int fd) noexcept;
+  [[nodiscard]] const util::creator_process& creator() const noexcept { return creator_; }
   // Dispatches ready events (no waiting). Returns how many.
   int poll() noexcept;
 
  private:
   int epfd_ = -1;
   bool in_poll_ = false;
+  // After fork the epoll instance is shared with the parent: a child's del
+  // would drop the parent's registration of the same socket.
+  util::creator_process creator_;
 };
 
 class domain_impl;
@@ -141,6 +146,10 @@ class domain_impl final : public spi::domain, public std::enable_shared_from_thi
   [[nodiscard]] std::unique_lock<std::recursive_mutex> guard() noexcept {
     return auto_ ? std::unique_lock<std::recursive_mutex>(mu_) : std::unique_lock<std::recursive_mutex>();
   }
+  // In the child of fork (one thread), instead of unlocking the lock the
+  // parent's forking thread took: a recursive mutex refuses an unlock from
+  // another thread id (EPERM), and the child's copy would stay held for good.
+  void renew_lock_in_child() noexcept { std::construct_at(&mu_); }
   void add_target(spi::progressable* p);
   void remove_target(spi::progressable* p) noexcept;
   result<std::shared_ptr<spi::endpoint>> open_endpoint(const info& i) override;
