@@ -166,6 +166,10 @@ progress_group::woke progress_group::sleep_uncounted(const armed& a, std::uint64
     return util::futex_wait(a.words[0].word, a.words[0].seen, ms) == -ETIMEDOUT ? woke::timer : woke::word;
   }
   {
+    // The domain's lock first, as in every other path: tcp's prepare_sleep
+    // takes it, and a closing endpoint holds it while it takes our sources
+    // lock (the other order deadlocked cq_wait_close on tcp_auto under load).
+    auto g = guard();
     auto h = hold();
     for (auto* s : sources_) s->prepare_sleep();
   }
