@@ -6,51 +6,17 @@
 // its doorbells with no timeout: a killed sender rings none, and the wait
 // hung until its deadline. And a post refused because a dead peer's ring is
 // full says why in last_error_message().
-#include <sys/syscall.h>
-#include <unistd.h>
-
-#include <atomic>
+#include <chrono>
 #include <cstring>
-#include <fstream>
-#include <thread>
+#include <optional>
 
+#include "common/waits.hpp"
 #include "shm_peer.hpp"
 
 using namespace weft;
 using namespace weft::test;
 
 namespace {
-
-// Whether thread tid of this process is asleep (state S in its stat line).
-bool thread_sleeping(pid_t tid) {
-  std::ifstream f("/proc/" + std::to_string(::getpid()) + "/task/" + std::to_string(tid) + "/stat");
-  std::string line;
-  if (!std::getline(f, line)) return false;
-  const auto paren = line.rfind(')');
-  return paren != std::string::npos && paren + 2 < line.size() && line[paren + 2] == 'S';
-}
-
-// Runs wait() on this thread, and act() on another once this thread is seen
-// asleep in it (bounded: 10 s); asleep says whether it was.
-template <class Wait, class Act>
-auto act_while_asleep(Wait wait, Act act, bool& asleep) {
-  std::atomic<bool> about{false};
-  const pid_t waiter = static_cast<pid_t>(::syscall(SYS_gettid));
-  std::thread other([&] {
-    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    while (!about.load() && std::chrono::steady_clock::now() < until) std::this_thread::yield();
-    asleep = false;
-    while (!asleep && std::chrono::steady_clock::now() < until) {
-      asleep = thread_sleeping(waiter);
-      if (!asleep) std::this_thread::sleep_for(std::chrono::microseconds(100));
-    }
-    act();
-  });
-  about.store(true);
-  auto r = wait();
-  other.join();
-  return r;
-}
 
 // Waits (one long blocking wait after another, until the error arrives or
 // 20 s passed) for the error entry of the receive with context ctx; nothing
