@@ -6,12 +6,21 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdint>
+#include <cstdio>
 #include <string>
 
 #include "prov/shm/layout.hpp"
 #include "weft/address.hpp"
 
 namespace weft::test {
+
+// The process id and endpoint id in an shm endpoint's name ("weft.UID.PID.EPID").
+inline bool endpoint_ids(const address& a, std::uint32_t& pid, std::uint32_t& epid) {
+  unsigned uid = 0;
+  std::string s(a.view());
+  return std::sscanf(s.c_str(), "weft.%u.%u.%u", &uid, &pid, &epid) == 3;
+}
 
 struct hostile_view {
   void* base = MAP_FAILED;

@@ -25,12 +25,6 @@ namespace {
 
 using clk = std::chrono::steady_clock;
 
-bool endpoint_ids(const address& a, std::uint32_t& pid, std::uint32_t& epid) {
-  unsigned uid = 0;
-  std::string s(a.view());
-  return std::sscanf(s.c_str(), "weft.%u.%u.%u", &uid, &pid, &epid) == 3;
-}
-
 // Completions of n's CQ so far: ok entries in ok, error entries in err.
 void drain(node& n, int& ok, int& err) {
   cq_entry e{};

@@ -26,12 +26,6 @@ namespace {
 
 using clk = std::chrono::steady_clock;
 
-bool endpoint_ids(const address& a, std::uint32_t& pid, std::uint32_t& epid) {
-  unsigned uid = 0;
-  std::string s(a.view());
-  return std::sscanf(s.c_str(), "weft.%u.%u.%u", &uid, &pid, &epid) == 3;
-}
-
 // A data chunk naming segment 0 of sender s, for no active receive at r,
 // handled while r cannot map s: once descriptors are back, segment 0 is s's again.
 std::string stale_data_scenario() {
