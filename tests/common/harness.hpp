@@ -191,6 +191,21 @@ inline std::vector<unsigned char> pattern(std::size_t n, unsigned seed) {
   return v;
 }
 
+// Offset of the first byte of [p, p + n) that is not b, or n.
+inline std::size_t first_not(const unsigned char* p, std::size_t n, unsigned char b) {
+  std::uint64_t w;
+  std::memset(&w, b, sizeof w);
+  std::size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    std::uint64_t x;
+    std::memcpy(&x, p + i, 8);
+    if (x != w) break;
+  }
+  for (; i < n; ++i)
+    if (p[i] != b) return i;
+  return n;
+}
+
 // Two nodes of one provider variant (msg and tagged), each in the other's
 // address vector.
 class pair_test : public ::testing::TestWithParam<variant> {
