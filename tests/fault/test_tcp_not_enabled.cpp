@@ -30,12 +30,6 @@ namespace {
 using clock_type = std::chrono::steady_clock;
 namespace hooks = prov::tcp::test_hooks;
 
-std::uint16_t port_of(const address& a) {
-  sockaddr_in sa{};
-  std::memcpy(&sa, a.bytes.data(), sizeof sa);
-  return ntohs(sa.sin_port);
-}
-
 info rdm_info() {
   hints h;
   h.provider = "tcp";
