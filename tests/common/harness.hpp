@@ -191,6 +191,15 @@ inline std::vector<unsigned char> pattern(std::size_t n, unsigned seed) {
   return v;
 }
 
+// Injects len bytes of m from n to `to` until one is refused (at most
+// 100000 tries): that refusal, or ok when none was.
+inline errc inject_until_refused(node& n, const void* m, std::size_t len, fi_addr_t to) {
+  errc r = errc::ok;
+  for (std::size_t i = 0; i < 100000; ++i)
+    if ((r = n.ep.inject(m, len, to)) != errc::ok) break;
+  return r;
+}
+
 // Offset of the first byte of [p, p + n) that is not b, or n.
 inline std::size_t first_not(const unsigned char* p, std::size_t n, unsigned char b) {
   std::uint64_t w;
