@@ -40,41 +40,42 @@ std::optional<cq_err_entry> wait_for_error(completion_queue& cq, void* ctx) {
   return std::nullopt;
 }
 
+// A receive directed at a spawned peer, posted by post(ep, buf, len, peer,
+// ctx); the peer is killed (and reaped) once a blocking CQ wait sleeps: it
+// rings no doorbell of ours. The wait must end with the receive's peer_dead
+// error entry, carrying flag `want`.
+template <class Post>
+void expect_sleeping_wait_learns_death(Post post, op_flags want) {
+  node s = open_node("shm");
+  peer_proc c = peer_proc::spawn();
+  ASSERT_GT(c.pid, 0);
+  auto fa = s.av.insert(c.addr);
+  ASSERT_TRUE(fa) << fa.error().message;
+  char buf[64];
+  int ctx = 0;
+  ASSERT_EQ(post(s.ep, buf, sizeof buf, *fa, &ctx), errc::ok);
+  bool asleep = false;
+  const auto err = act_while_asleep([&] { return wait_for_error(s.cq, &ctx); }, [&] { c.reap(); }, asleep);
+  ASSERT_TRUE(asleep) << "the waiter was never seen asleep";
+  ASSERT_TRUE(err.has_value()) << "the wait never learned that the peer died (it slept until its deadline)";
+  EXPECT_EQ(err->err, errc::peer_dead) << err->msg;
+  EXPECT_TRUE(err->flags & want);
+}
+
 }  // namespace
 
 TEST(shm_wait_peer_dead, a_wait_with_only_a_directed_receive_posted_learns_that_its_peer_died) {
-  node s = open_node("shm");
-  peer_proc c = peer_proc::spawn();
-  ASSERT_GT(c.pid, 0);
-  auto fa = s.av.insert(c.addr);
-  ASSERT_TRUE(fa) << fa.error().message;
-  char buf[64];
-  int ctx = 0;
-  ASSERT_EQ(s.ep.recv(buf, sizeof buf, *fa, &ctx), errc::ok);
-  // Killed once the wait sleeps: it rings no doorbell of ours.
-  bool asleep = false;
-  const auto err = act_while_asleep([&] { return wait_for_error(s.cq, &ctx); }, [&] { c.reap(); }, asleep);
-  ASSERT_TRUE(asleep) << "the waiter was never seen asleep";
-  ASSERT_TRUE(err.has_value()) << "the wait never learned that the peer died (it slept until its deadline)";
-  EXPECT_EQ(err->err, errc::peer_dead) << err->msg;
-  EXPECT_TRUE(err->flags & flag::recv);
+  expect_sleeping_wait_learns_death(
+      [](endpoint& ep, char* buf, std::size_t len, fi_addr_t fa, void* ctx) { return ep.recv(buf, len, fa, ctx); },
+      flag::recv);
 }
 
 TEST(shm_wait_peer_dead, a_tagged_directed_receive_too) {
-  node s = open_node("shm");
-  peer_proc c = peer_proc::spawn();
-  ASSERT_GT(c.pid, 0);
-  auto fa = s.av.insert(c.addr);
-  ASSERT_TRUE(fa) << fa.error().message;
-  char buf[64];
-  int ctx = 0;
-  ASSERT_EQ(s.ep.trecv(buf, sizeof buf, *fa, 9, 0, &ctx), errc::ok);
-  bool asleep = false;
-  const auto err = act_while_asleep([&] { return wait_for_error(s.cq, &ctx); }, [&] { c.reap(); }, asleep);
-  ASSERT_TRUE(asleep) << "the waiter was never seen asleep";
-  ASSERT_TRUE(err.has_value()) << "the wait never learned that the peer died (it slept until its deadline)";
-  EXPECT_EQ(err->err, errc::peer_dead) << err->msg;
-  EXPECT_TRUE(err->flags & flag::tagged);
+  expect_sleeping_wait_learns_death(
+      [](endpoint& ep, char* buf, std::size_t len, fi_addr_t fa, void* ctx) {
+        return ep.trecv(buf, len, fa, 9, 0, ctx);
+      },
+      flag::tagged);
 }
 
 // A peer that consumes nothing: its ring fills (peer_busy), then it is
