@@ -6,7 +6,7 @@
 
 #include <utility>
 
-#include "common/harness.hpp"
+#include "harness.hpp"
 #include "weft/weft.hpp"
 
 namespace weft::test {
