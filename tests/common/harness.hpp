@@ -148,6 +148,26 @@ inline outcome next(node& n, std::vector<node*> others = {}, int timeout_ms = 10
   return o;
 }
 
+// One completion on n, polled for without pause until `until` (at least one
+// look); neither ok nor error when none came. Adds no failure: usable in
+// forked children.
+inline outcome poll_next_until(node& n, std::chrono::steady_clock::time_point until) {
+  outcome o;
+  for (;;) {
+    const errc r = n.cq.read(o.e);
+    if (r == errc::ok) {
+      o.ok = true;
+      return o;
+    }
+    if (r == errc::error_available) {
+      (void)n.cq.read_error(o.err);
+      o.error = true;
+      return o;
+    }
+    if (std::chrono::steady_clock::now() > until) return o;
+  }
+}
+
 // Polls n's CQ once: true if it held an error entry for an injected write
 // (no context) that failed with `want`. Only failures are expected where this
 // is called: a success entry fails the test (it is not silently consumed).

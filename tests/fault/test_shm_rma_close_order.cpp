@@ -68,19 +68,7 @@ int peer_main(const address& target, std::uint64_t key, int closed_fd, int rep_f
       else ++r.other;
       break;
     }
-    outcome o;
-    while (clk::now() < until) {
-      const errc q = c.cq.read(o.e);
-      if (q == errc::ok) {
-        o.ok = true;
-        break;
-      }
-      if (q == errc::error_available) {
-        (void)c.cq.read_error(o.err);
-        o.error = true;
-        break;
-      }
-    }
+    const outcome o = poll_next_until(c, until);
     if (o.ok) {
       ++r.ok;
       r.ok_after_close += closed;

@@ -92,20 +92,7 @@ int peer_main(const address& target, int cmd_fd, int closed_fd, int rep_fd) {
         break;
       }
       r.after_close += closed;
-      outcome o;
-      for (;;) {
-        const errc q = c.cq.read(o.e);
-        if (q == errc::ok) {
-          o.ok = true;
-          break;
-        }
-        if (q == errc::error_available) {
-          (void)c.cq.read_error(o.err);
-          o.error = true;
-          break;
-        }
-        if (clk::now() > until) break;
-      }
+      const outcome o = poll_next_until(c, until);
       if (o.ok) {
         ++r.ok;
         r.ok_after_nf += failed;
