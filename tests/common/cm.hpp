@@ -1,9 +1,13 @@
 // Helpers for tests of connected (MSG) endpoints over tcp: an info for one
 // side, a side's objects, an endpoint bound and enabled, the next event.
 #pragma once
+#include <arpa/inet.h>
+#include <netinet/in.h>
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
+#include <cstring>
 #include <optional>
 #include <string>
 #include <vector>
@@ -16,6 +20,13 @@ inline std::vector<std::byte> bytes(const std::string& s) {
   return {reinterpret_cast<const std::byte*>(s.data()), reinterpret_cast<const std::byte*>(s.data()) + s.size()};
 }
 inline std::string text(const std::vector<std::byte>& v) { return {reinterpret_cast<const char*>(v.data()), v.size()}; }
+
+// The port of a tcp endpoint's (IPv4) address, e.g. a passive endpoint's name.
+inline std::uint16_t port_of(const address& a) {
+  sockaddr_in sa{};
+  std::memcpy(&sa, a.bytes.data(), sizeof sa);
+  return ntohs(sa.sin_port);
+}
 
 // A tcp MSG info: the listening side (source) or a connecting one (port: the
 // server's).

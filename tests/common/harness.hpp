@@ -148,6 +148,26 @@ inline outcome next(node& n, std::vector<node*> others = {}, int timeout_ms = 10
   return o;
 }
 
+// One completion on n, polled for without pause until `until` (at least one
+// look); neither ok nor error when none came. Adds no failure: usable in
+// forked children.
+inline outcome poll_next_until(node& n, std::chrono::steady_clock::time_point until) {
+  outcome o;
+  for (;;) {
+    const errc r = n.cq.read(o.e);
+    if (r == errc::ok) {
+      o.ok = true;
+      return o;
+    }
+    if (r == errc::error_available) {
+      (void)n.cq.read_error(o.err);
+      o.error = true;
+      return o;
+    }
+    if (std::chrono::steady_clock::now() > until) return o;
+  }
+}
+
 // Polls n's CQ once: true if it held an error entry for an injected write
 // (no context) that failed with `want`. Only failures are expected where this
 // is called: a success entry fails the test (it is not silently consumed).
@@ -189,6 +209,30 @@ inline std::vector<unsigned char> pattern(std::size_t n, unsigned seed) {
     b = static_cast<unsigned char>(x);
   }
   return v;
+}
+
+// Injects len bytes of m from n to `to` until one is refused (at most
+// 100000 tries): that refusal, or ok when none was.
+inline errc inject_until_refused(node& n, const void* m, std::size_t len, fi_addr_t to) {
+  errc r = errc::ok;
+  for (std::size_t i = 0; i < 100000; ++i)
+    if ((r = n.ep.inject(m, len, to)) != errc::ok) break;
+  return r;
+}
+
+// Offset of the first byte of [p, p + n) that is not b, or n.
+inline std::size_t first_not(const unsigned char* p, std::size_t n, unsigned char b) {
+  std::uint64_t w;
+  std::memset(&w, b, sizeof w);
+  std::size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    std::uint64_t x;
+    std::memcpy(&x, p + i, 8);
+    if (x != w) break;
+  }
+  for (; i < n; ++i)
+    if (p[i] != b) return i;
+  return n;
 }
 
 // Two nodes of one provider variant (msg and tagged), each in the other's

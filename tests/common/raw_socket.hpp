@@ -17,26 +17,35 @@
 
 namespace weft::test {
 
-// A blocking TCP connection to 127.0.0.1:port (-1 on failure, errno set).
-inline int raw_connect(std::uint16_t port) {
-  sockaddr_in sa{};
-  sa.sin_family = AF_INET;
-  sa.sin_port = htons(port);
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+// A blocking TCP connection to sa (-1 on failure, errno set).
+inline int raw_connect(const sockaddr_in& sa) {
   const int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (s < 0) return -1;
-  if (::connect(s, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
+  if (::connect(s, reinterpret_cast<const sockaddr*>(&sa), sizeof sa) != 0) {
     ::close(s);
     return -1;
   }
   return s;
 }
 
-// A connection that sends its hello at once (ep_type 1 msg, 2 rdm), with
-// no connection data and an unspecified listening address (port 0 unless given).
-inline int raw_hello(std::uint16_t port, std::uint16_t ep_type, std::uint16_t my_port = 0) {
+// 127.0.0.1:port.
+inline sockaddr_in loopback(std::uint16_t port) {
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(port);
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  return sa;
+}
+
+// A blocking TCP connection to 127.0.0.1:port (-1 on failure, errno set).
+inline int raw_connect(std::uint16_t port) { return raw_connect(loopback(port)); }
+
+// A connection to `to` that sends its hello at once (ep_type 1 msg, 2 rdm),
+// with no connection data, claiming the listening address my_addr:my_port
+// (unspecified unless given).
+inline int raw_hello(const sockaddr_in& to, std::uint16_t ep_type, std::uint16_t my_port, in_addr my_addr = {}) {
   namespace wire = prov::tcp::wire;
-  const int s = raw_connect(port);
+  const int s = raw_connect(to);
   if (s < 0) return -1;
   std::uint8_t frame[sizeof(wire::frame_header) + sizeof(wire::hello_body)]{};
   const wire::frame_header h{wire::magic, wire::version, static_cast<std::uint8_t>(wire::op::hello), 0, 0,
@@ -46,6 +55,7 @@ inline int raw_hello(std::uint16_t port, std::uint16_t ep_type, std::uint16_t my
   hb.ep_type = ep_type;
   hb.family = AF_INET;
   hb.port = htons(my_port);
+  std::memcpy(hb.addr, &my_addr, 4);
   std::memcpy(frame, &h, sizeof h);
   std::memcpy(frame + sizeof h, &hb, sizeof hb);
   if (::send(s, frame, sizeof frame, MSG_NOSIGNAL) != static_cast<ssize_t>(sizeof frame)) {
@@ -53,6 +63,11 @@ inline int raw_hello(std::uint16_t port, std::uint16_t ep_type, std::uint16_t my
     return -1;
   }
   return s;
+}
+
+// The same to 127.0.0.1:port, claiming port my_port (0 unless given).
+inline int raw_hello(std::uint16_t port, std::uint16_t ep_type, std::uint16_t my_port = 0) {
+  return raw_hello(loopback(port), ep_type, my_port);
 }
 
 // s was closed by the other side (EOF or reset) with nothing to read.

@@ -6,12 +6,21 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdint>
+#include <cstdio>
 #include <string>
 
 #include "prov/shm/layout.hpp"
 #include "weft/address.hpp"
 
 namespace weft::test {
+
+// The process id and endpoint id in an shm endpoint's name ("weft.UID.PID.EPID").
+inline bool endpoint_ids(const address& a, std::uint32_t& pid, std::uint32_t& epid) {
+  unsigned uid = 0;
+  std::string s(a.view());
+  return std::sscanf(s.c_str(), "weft.%u.%u.%u", &uid, &pid, &epid) == 3;
+}
 
 struct hostile_view {
   void* base = MAP_FAILED;
@@ -48,5 +57,29 @@ struct hostile_view {
   }
   ~hostile_view() { unmap(); }
 };
+
+// Publishes on rv's control ring a data chunk from endpoint (pid, epid)
+// carried in segment seg, naming no receive of rv's endpoint (failed or never
+// was); "" when published, else what failed.
+inline std::string publish_stale_data_chunk(hostile_view& rv, std::uint32_t pid, std::uint32_t epid,
+                                            std::uint32_t seg) {
+  using namespace weft::prov::shm;
+  std::uint64_t pos;
+  auto* h = reinterpret_cast<slot_header*>(rv.ctl.claim(pos));
+  if (!h) return "control ring full";
+  h->src_pid = pid;
+  h->src_epid = epid;
+  h->code = op::data;
+  h->flags = 0;
+  h->len = 16;
+  h->tag = 0;
+  h->data = 0;
+  h->cookie = 0x5555;
+  h->aux = 0xdead0000beefull;
+  h->seg = seg;
+  h->iov_count = 0;
+  if (!rv.ctl.publish(pos)) return "publish failed";
+  return "";
+}
 
 }  // namespace weft::test

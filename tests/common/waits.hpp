@@ -40,7 +40,7 @@ inline bool seen_asleep(const std::atomic<bool>& about, pid_t tid) {
 // Runs wait() on this thread, and act() on another once this thread is
 // seen asleep in it; asleep says whether it was. Returns wait()'s result.
 template <class Wait, class Act>
-errc act_while_asleep(Wait wait, Act act, bool& asleep) {
+auto act_while_asleep(Wait wait, Act act, bool& asleep) {
   std::atomic<bool> about{false};
   const pid_t waiter = static_cast<pid_t>(::syscall(SYS_gettid));
   std::thread other([&] {
@@ -48,7 +48,7 @@ errc act_while_asleep(Wait wait, Act act, bool& asleep) {
     act();
   });
   about.store(true);
-  const errc r = wait();
+  auto r = wait();
   other.join();
   return r;
 }

@@ -139,10 +139,7 @@ TEST_P(cq_wait_test, a_refusal_answered_by_a_successful_retry_does_not_end_a_lat
   node b = open_node(GetParam().provider);
   const fi_addr_t to = insert(a, b);
   char m[64] = "ring";
-  errc r = errc::ok;
-  for (std::size_t n = 0; n < 100000; ++n)
-    if ((r = a.ep.inject(m, sizeof m, to)) != errc::ok) break;
-  ASSERT_EQ(r, errc::again);
+  ASSERT_EQ(inject_until_refused(a, m, sizeof m, to), errc::again);
   ASSERT_EQ(a.ep.again_reason(), again_reason::peer_busy);
   b.cq.progress();  // room, and the application retries without waiting
   ASSERT_EQ(a.ep.inject(m, sizeof m, to), errc::ok);

@@ -33,9 +33,7 @@ TEST_P(eq_wait, a_connection_request_wakes_a_sleeping_eq_wait) {
   ASSERT_TRUE(p) << p.error().message;
   passive_endpoint pep = std::move(*p);
   ASSERT_TRUE(pep.bind(srv.eq));
-  sockaddr_in sa{};
-  std::memcpy(&sa, pep.name()->bytes.data(), sizeof sa);
-  const std::uint16_t port = ntohs(sa.sin_port);
+  const std::uint16_t port = port_of(*pep.name());
   ASSERT_NE(port, 0);
   side cli = open_side(msg_info(false, port));
   auto ce = make_ep(cli, cli.inf);

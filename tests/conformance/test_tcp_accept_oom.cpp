@@ -34,9 +34,7 @@ TEST_F(tcp_accept_oom, a_passive_endpoint_refuses_with_a_reason_and_tells_its_ap
   ASSERT_TRUE(p) << p.error().message;
   passive_endpoint pep = std::move(*p);
   ASSERT_TRUE(pep.bind(srv.eq));
-  sockaddr_in sa{};
-  std::memcpy(&sa, pep.name()->bytes.data(), sizeof sa);
-  const std::uint16_t port = ntohs(sa.sin_port);
+  const std::uint16_t port = port_of(*pep.name());
   side cli = open_side(msg_info(false, port));
   auto e = make_ep(cli, cli.inf);
   ASSERT_TRUE(e) << e.error().message;

@@ -99,10 +99,7 @@ TEST(wait_fallback, a_sender_refused_for_a_full_ring_is_woken_when_room_appears)
   node b = open_node("shm");
   const fi_addr_t to = insert(a, b);
   char m[64] = "ring";
-  errc r = errc::ok;
-  for (std::size_t n = 0; n < 100000; ++n)
-    if ((r = a.ep.inject(m, sizeof m, to)) != errc::ok) break;
-  ASSERT_EQ(r, errc::again);
+  ASSERT_EQ(inject_until_refused(a, m, sizeof m, to), errc::again);
   ASSERT_EQ(a.ep.again_reason(), again_reason::peer_busy);
   no_pulse off;
   forced_fallback fb;

@@ -16,6 +16,7 @@
 
 #include "common/child.hpp"
 #include "common/harness.hpp"
+#include "common/node_with_eq.hpp"
 
 using namespace weft;
 using namespace weft::test;
@@ -24,16 +25,10 @@ namespace {
 
 constexpr int child_got_there = 42;  // the child's exit code once every object is closed
 
-// Fabric, domain, CQ, AV, EQ, endpoint and two regions (one registered, one
-// allocated by the domain), in the order they are opened.
-struct full_node {
+// Fabric, domain, CQ, AV, EQ, endpoint (node_with_eq) and two regions (one
+// registered, one allocated by the domain), in the order they are opened.
+struct full_node : node_with_eq {
   info inf;
-  fabric fab;
-  domain dom;
-  completion_queue cq;
-  address_vector av;
-  event_queue eq;
-  endpoint ep;
   std::vector<unsigned char> buf;
   memory_region mr;     // registered over buf
   memory_region alloc;  // the domain's own memory (shm: a segment peers map by name)

@@ -7,6 +7,7 @@
 #include <chrono>
 
 #include "../common/waits.hpp"
+#include "common/node_with_eq.hpp"
 #include "fault/shm_peer.hpp"
 
 using namespace weft;
@@ -14,39 +15,8 @@ using namespace weft::test;
 
 namespace {
 
-struct eq_node {
-  fabric fab;
-  domain dom;
-  completion_queue cq;
-  address_vector av;
-  event_queue eq;
-  endpoint ep;
-};
-
-eq_node open_eq_node() {
-  hints h;
-  h.provider = "shm";
-  h.type = ep_type::rdm;
-  h.caps = cap::msg | cap::tagged;
-  auto infos = get_info(h);
-  EXPECT_TRUE(infos) << (infos ? "" : infos.error().message);
-  eq_node n;
-  if (!infos) return n;
-  n.fab = std::move(*fabric::open(infos->front()));
-  n.dom = std::move(*n.fab.open_domain(infos->front()));
-  n.cq = std::move(*n.dom.open_cq(1024));
-  n.av = std::move(*n.dom.open_av(av_attr{}));
-  n.eq = std::move(*n.dom.open_eq());
-  n.ep = std::move(*n.dom.open_endpoint(infos->front()));
-  EXPECT_TRUE(n.ep.bind(n.cq));
-  EXPECT_TRUE(n.ep.bind(n.av));
-  EXPECT_TRUE(n.ep.bind(n.eq));
-  EXPECT_TRUE(n.ep.enable());
-  return n;
-}
-
 TEST(shm_eq_wait, a_wait_with_no_peer_to_watch_takes_no_pulse) {
-  eq_node s = open_eq_node();
+  node_with_eq s = open_shm_node_with_eq();
   const auto before = s.eq.wait_stats();
   ASSERT_TRUE(before);
   eq_event e;
@@ -58,7 +28,7 @@ TEST(shm_eq_wait, a_wait_with_no_peer_to_watch_takes_no_pulse) {
 }
 
 TEST(shm_eq_wait, a_peer_death_during_the_wait_is_found_by_the_pulse) {
-  eq_node s = open_eq_node();
+  node_with_eq s = open_shm_node_with_eq();
   peer_proc c = peer_proc::spawn();
   ASSERT_GT(c.pid, 0);
   auto fa = s.av.insert(c.addr);

@@ -4,44 +4,13 @@
 // is reported once, on the EQ when one is bound, else as a CQ error entry.
 #include <cstring>
 
+#include "common/node_with_eq.hpp"
 #include "fault/shm_peer.hpp"
 
 using namespace weft;
 using namespace weft::test;
 
 namespace {
-
-struct eq_node {
-  fabric fab;
-  domain dom;
-  completion_queue cq;
-  address_vector av;
-  event_queue eq;
-  endpoint ep;
-};
-
-eq_node open_eq_node() {
-  hints h;
-  h.provider = "shm";
-  h.type = ep_type::rdm;
-  h.caps = cap::msg | cap::tagged;
-  auto infos = get_info(h);
-  EXPECT_TRUE(infos) << (infos ? "" : infos.error().message);
-  eq_node n;
-  if (!infos) return n;
-  n.fab = std::move(*fabric::open(infos->front()));
-  n.dom = std::move(*n.fab.open_domain(infos->front()));
-  n.cq = std::move(*n.dom.open_cq(1024));
-  n.av = std::move(*n.dom.open_av(av_attr{}));
-  n.eq = std::move(*n.dom.open_eq());
-  n.ep = std::move(*n.dom.open_endpoint(infos->front()));
-  EXPECT_TRUE(n.ep.bind(n.cq));
-  EXPECT_TRUE(n.ep.bind(n.av));
-  auto b = n.ep.bind(n.eq);
-  EXPECT_TRUE(b) << (b ? "" : b.error().message);
-  EXPECT_TRUE(n.ep.enable());
-  return n;
-}
 
 // The peer_dead event on eq (other events are collected too); bounded.
 std::optional<eq_event> wait_peer_dead(event_queue& eq, std::vector<eq_event>& others, int timeout_ms = 5000) {
@@ -100,7 +69,7 @@ TEST(shm_liveness, directed_receive_from_killed_peer_fails_and_cq_reports_it) {
 // With an EQ: a peer_dead event names the peer's address and AV entry; the
 // CQ gets only the directed receive's failure. Found in blocking CQ waits.
 TEST(shm_liveness, peer_dead_event_names_address_and_av_entry) {
-  eq_node s = open_eq_node();
+  node_with_eq s = open_shm_node_with_eq();
   int ep_ctx = 0;
   s.ep.set_context(&ep_ctx);
   peer_proc c = peer_proc::spawn();
@@ -135,7 +104,7 @@ TEST(shm_liveness, peer_dead_event_names_address_and_av_entry) {
 }
 
 TEST(shm_liveness, peer_closing_its_endpoint_counts_as_gone) {
-  eq_node s = open_eq_node();
+  node_with_eq s = open_shm_node_with_eq();
   peer_proc c = peer_proc::spawn();
   ASSERT_GT(c.pid, 0);
   auto fa = s.av.insert(c.addr);
@@ -178,7 +147,7 @@ TEST(shm_liveness, clean_close_without_eq_fails_directed_receives_only) {
 
 // Sends after the death is known fail, every one: none completes with success.
 TEST(shm_liveness, sends_to_a_dead_peer_all_fail) {
-  eq_node s = open_eq_node();
+  node_with_eq s = open_shm_node_with_eq();
   peer_proc c = peer_proc::spawn();
   ASSERT_GT(c.pid, 0);
   auto fa = s.av.insert(c.addr);

@@ -21,11 +21,13 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "../common/child.hpp"
 #include "../common/harness.hpp"
 
 using namespace weft;
 using namespace weft::test;
 using clk = std::chrono::steady_clock;
+using namespace std::chrono_literals;
 
 namespace {
 
@@ -41,21 +43,6 @@ struct report {
   std::uint32_t other = 0;           // anything else
   std::uint32_t ok_after_close = 0;  // writes posted after the close notice that succeeded
 };
-
-bool read_full(int fd, void* p, std::size_t n, int timeout_ms) {
-  auto* b = static_cast<char*>(p);
-  const auto until = clk::now() + std::chrono::milliseconds(timeout_ms);
-  while (n) {
-    pollfd pf{fd, POLLIN, 0};
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - clk::now()).count();
-    if (left <= 0 || ::poll(&pf, 1, static_cast<int>(left)) != 1) return false;
-    const ssize_t r = ::read(fd, b, n);
-    if (r <= 0) return false;
-    b += r;
-    n -= static_cast<std::size_t>(r);
-  }
-  return true;
-}
 
 // The peer: writes until a post fails (the target's endpoint is gone).
 int peer_main(const address& target, std::uint64_t key, int closed_fd, int rep_fd) {
@@ -81,19 +68,7 @@ int peer_main(const address& target, std::uint64_t key, int closed_fd, int rep_f
       else ++r.other;
       break;
     }
-    outcome o;
-    while (clk::now() < until) {
-      const errc q = c.cq.read(o.e);
-      if (q == errc::ok) {
-        o.ok = true;
-        break;
-      }
-      if (q == errc::error_available) {
-        (void)c.cq.read_error(o.err);
-        o.error = true;
-        break;
-      }
-    }
+    const outcome o = poll_next_until(c, until);
     if (o.ok) {
       ++r.ok;
       r.ok_after_close += closed;
@@ -109,12 +84,6 @@ int peer_main(const address& target, std::uint64_t key, int closed_fd, int rep_f
   }
   if (::write(rep_fd, "r", 1) != 1 || ::write(rep_fd, &r, sizeof r) != static_cast<ssize_t>(sizeof r)) return 3;
   return 0;
-}
-
-std::size_t first_not(const unsigned char* p, std::size_t n, unsigned char b) {
-  for (std::size_t i = 0; i < n; ++i)
-    if (p[i] != b) return i;
-  return n;
 }
 
 }  // namespace
@@ -148,7 +117,7 @@ TEST(shm_rma_close_order, closing_the_endpoint_first_still_ends_peer_writes_befo
     ::close(cl[0]);
     ::close(rp[1]);
     char ch = 0;
-    const bool started = read_full(rp[0], &ch, 1, 20000) && ch == 's';
+    const bool started = read_within(rp[0], &ch, 1, 20s) && ch == 's';
     std::size_t bad = big;
     report r;
     bool reported = false;
@@ -171,12 +140,12 @@ TEST(shm_rma_close_order, closing_the_endpoint_first_still_ends_peer_writes_befo
         bad = first_not(buf, big, fill_byte);
         pollfd pf{rp[0], POLLIN, 0};
         if (!reported && ::poll(&pf, 1, 0) == 1) {
-          reported = read_full(rp[0], &ch, 1, 1000) && ch == 'r' && read_full(rp[0], &r, sizeof r, 5000);
+          reported = read_within(rp[0], &ch, 1, 1s) && ch == 'r' && read_within(rp[0], &r, sizeof r, 5s);
           if (!reported) break;
         }
       }
       if (bad == big) bad = first_not(buf, big, fill_byte);
-      if (!reported) reported = read_full(rp[0], &ch, 1, 20000) && ch == 'r' && read_full(rp[0], &r, sizeof r, 5000);
+      if (!reported) reported = read_within(rp[0], &ch, 1, 20s) && ch == 'r' && read_within(rp[0], &r, sizeof r, 5s);
     }
     int st = 0;
     const auto reap_by = clk::now() + std::chrono::seconds(20);

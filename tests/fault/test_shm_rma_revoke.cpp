@@ -21,11 +21,13 @@
 #include <cstring>
 #include <string>
 
+#include "../common/child.hpp"
 #include "../common/harness.hpp"
 
 using namespace weft;
 using namespace weft::test;
 using clk = std::chrono::steady_clock;
+using namespace std::chrono_literals;
 
 namespace {
 
@@ -54,21 +56,6 @@ struct report {
   std::uint32_t after_close = 0;     // operations posted after the close notice
 };
 
-bool read_full(int fd, void* p, std::size_t n, int timeout_ms) {
-  auto* b = static_cast<char*>(p);
-  const auto until = clk::now() + std::chrono::milliseconds(timeout_ms);
-  while (n) {
-    pollfd pf{fd, POLLIN, 0};
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - clk::now()).count();
-    if (left <= 0 || ::poll(&pf, 1, static_cast<int>(left)) != 1) return false;
-    const ssize_t r = ::read(fd, b, n);
-    if (r <= 0) return false;
-    b += r;
-    n -= static_cast<std::size_t>(r);
-  }
-  return true;
-}
-
 bool write_full(int fd, const void* p, std::size_t n) {
   return ::write(fd, p, n) == static_cast<ssize_t>(n);
 }
@@ -84,7 +71,7 @@ int peer_main(const address& target, int cmd_fd, int closed_fd, int rep_fd) {
   std::fill(std::begin(ones), std::end(ones), 1);
   for (;;) {
     command cmd;
-    if (!read_full(cmd_fd, &cmd, sizeof cmd, 60000)) return 2;
+    if (!read_within(cmd_fd, &cmd, sizeof cmd, 60s)) return 2;
     if (cmd.op == what::stop) return 0;
     report r;
     bool closed = false, started = false, failed = false;
@@ -105,20 +92,7 @@ int peer_main(const address& target, int cmd_fd, int closed_fd, int rep_fd) {
         break;
       }
       r.after_close += closed;
-      outcome o;
-      for (;;) {
-        const errc q = c.cq.read(o.e);
-        if (q == errc::ok) {
-          o.ok = true;
-          break;
-        }
-        if (q == errc::error_available) {
-          (void)c.cq.read_error(o.err);
-          o.error = true;
-          break;
-        }
-        if (clk::now() > until) break;
-      }
+      const outcome o = poll_next_until(c, until);
       if (o.ok) {
         ++r.ok;
         r.ok_after_nf += failed;
@@ -137,21 +111,6 @@ int peer_main(const address& target, int cmd_fd, int closed_fd, int rep_fd) {
     }
     if (!write_full(rep_fd, "r", 1) || !write_full(rep_fd, &r, sizeof r)) return 4;
   }
-}
-
-// Offset of the first byte of [p, p + n) that is not b, or n.
-std::size_t first_not(const unsigned char* p, std::size_t n, unsigned char b) {
-  std::uint64_t w;
-  std::memset(&w, b, sizeof w);
-  std::size_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    std::uint64_t x;
-    std::memcpy(&x, p + i, 8);
-    if (x != w) break;
-  }
-  for (; i < n; ++i)
-    if (p[i] != b) return i;
-  return n;
 }
 
 // The newest alloc_memory segment of this process in /dev/shm (its name holds a sequence number).
@@ -233,7 +192,7 @@ class shm_rma_revoke : public ::testing::Test {
     while (!got && clk::now() < until) {
       t.cq.progress();  // two-sided fallbacks need the target
       pollfd pf{rep_fd, POLLIN, 0};
-      if (::poll(&pf, 1, 0) == 1) got = read_full(rep_fd, &ch, 1, 1000);
+      if (::poll(&pf, 1, 0) == 1) got = read_within(rep_fd, &ch, 1, 1s);
     }
     ASSERT_TRUE(got && ch == 's') << "trial " << n << ": the peer did not start";
     mr.close();  // from here on, no peer access may touch the memory
@@ -249,8 +208,8 @@ class shm_rma_revoke : public ::testing::Test {
       t.cq.progress();
       pollfd pf{rep_fd, POLLIN, 0};
       if (!reported && ::poll(&pf, 1, 0) == 1) {
-        ASSERT_TRUE(read_full(rep_fd, &ch, 1, 1000) && ch == 'r');
-        ASSERT_TRUE(read_full(rep_fd, &r, sizeof r, 5000));
+        ASSERT_TRUE(read_within(rep_fd, &ch, 1, 1s) && ch == 'r');
+        ASSERT_TRUE(read_within(rep_fd, &r, sizeof r, 5s));
         reported = true;
       }
     }
@@ -259,8 +218,8 @@ class shm_rma_revoke : public ::testing::Test {
       t.cq.progress();  // operations that went two-sided need the target's answer
       pollfd pf{rep_fd, POLLIN, 0};
       if (::poll(&pf, 1, 0) == 1) {
-        ASSERT_TRUE(read_full(rep_fd, &ch, 1, 1000) && ch == 'r');
-        ASSERT_TRUE(read_full(rep_fd, &r, sizeof r, 5000));
+        ASSERT_TRUE(read_within(rep_fd, &ch, 1, 1s) && ch == 'r');
+        ASSERT_TRUE(read_within(rep_fd, &r, sizeof r, 5s));
         reported = true;
       }
     }

@@ -56,12 +56,6 @@ bool read_full_errc(int fd, errc& out) {
   return ::read(fd, &out, sizeof out) == static_cast<ssize_t>(sizeof out);
 }
 
-std::size_t first_not(const unsigned char* p, std::size_t n, unsigned char b) {
-  for (std::size_t i = 0; i < n; ++i)
-    if (p[i] != b) return i;
-  return n;
-}
-
 }  // namespace
 
 TEST(shm_rma_two_sided_close, a_region_closed_during_a_two_sided_write_is_untouched_once_close_returns) {

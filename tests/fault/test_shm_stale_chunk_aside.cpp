@@ -25,12 +25,6 @@ namespace {
 
 using clk = std::chrono::steady_clock;
 
-bool endpoint_ids(const address& a, std::uint32_t& pid, std::uint32_t& epid) {
-  unsigned uid = 0;
-  std::string s(a.view());
-  return std::sscanf(s.c_str(), "weft.%u.%u.%u", &uid, &pid, &epid) == 3;
-}
-
 // Completions of n's CQ so far: ok entries in ok, error entries in err.
 void drain(node& n, int& ok, int& err) {
   cq_entry e{};
@@ -67,21 +61,8 @@ std::string scenario(int chunks) {
   const int segs = chunks > 1 ? 2 : 1;
   sv.h->seg_busy[1].store(segs == 2 ? 1 : 0);
   for (int i = 0; i < chunks; ++i) {
-    std::uint64_t pos;
-    auto* h = reinterpret_cast<slot_header*>(rv.ctl.claim(pos));
-    if (!h) return "control ring full";
-    h->src_pid = pid;
-    h->src_epid = epid;
-    h->code = op::data;
-    h->flags = 0;
-    h->len = 16;
-    h->tag = 0;
-    h->data = 0;
-    h->cookie = 0x5555;
-    h->aux = 0xdead0000beefull;  // names no receive of r (failed or never was)
-    h->seg = i + 1 == chunks && segs == 2 ? 1 : 0;
-    h->iov_count = 0;
-    if (!rv.ctl.publish(pos)) return "publish failed";
+    const std::string why = publish_stale_data_chunk(rv, pid, epid, i + 1 == chunks && segs == 2 ? 1 : 0);
+    if (!why.empty()) return why;
   }
   std::vector<char> src(len, 'r'), dst(len, 0);
   int tctx = 0, rctx = 0;

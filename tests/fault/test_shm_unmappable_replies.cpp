@@ -26,12 +26,6 @@ namespace {
 
 using clk = std::chrono::steady_clock;
 
-bool endpoint_ids(const address& a, std::uint32_t& pid, std::uint32_t& epid) {
-  unsigned uid = 0;
-  std::string s(a.view());
-  return std::sscanf(s.c_str(), "weft.%u.%u.%u", &uid, &pid, &epid) == 3;
-}
-
 // A data chunk naming segment 0 of sender s, for no active receive at r,
 // handled while r cannot map s: once descriptors are back, segment 0 is s's again.
 std::string stale_data_scenario() {
@@ -44,21 +38,7 @@ std::string stale_data_scenario() {
   hostile_view sv(*s.ep.name()), rv(*r.ep.name());
   if (!sv.ok() || !rv.ok()) return "cannot map the regions";
   sv.h->seg_busy[0].store(1);  // lent to r, as when s streamed a chunk through it
-  std::uint64_t pos;
-  auto* h = reinterpret_cast<slot_header*>(rv.ctl.claim(pos));
-  if (!h) return "control ring full";
-  h->src_pid = pid;
-  h->src_epid = epid;
-  h->code = op::data;
-  h->flags = 0;
-  h->len = 16;
-  h->tag = 0;
-  h->data = 0;
-  h->cookie = 0x5555;
-  h->aux = 0xdead0000beefull;  // names no receive of r (failed or never was)
-  h->seg = 0;
-  h->iov_count = 0;
-  if (!rv.ctl.publish(pos)) return "publish failed";
+  if (const std::string why = publish_stale_data_chunk(rv, pid, epid, 0); !why.empty()) return why;
   bool exhausted = false;
   std::vector<int> filler = use_up_descriptors(exhausted);
   if (!exhausted) {

@@ -6,51 +6,17 @@
 // its doorbells with no timeout: a killed sender rings none, and the wait
 // hung until its deadline. And a post refused because a dead peer's ring is
 // full says why in last_error_message().
-#include <sys/syscall.h>
-#include <unistd.h>
-
-#include <atomic>
+#include <chrono>
 #include <cstring>
-#include <fstream>
-#include <thread>
+#include <optional>
 
+#include "common/waits.hpp"
 #include "shm_peer.hpp"
 
 using namespace weft;
 using namespace weft::test;
 
 namespace {
-
-// Whether thread tid of this process is asleep (state S in its stat line).
-bool thread_sleeping(pid_t tid) {
-  std::ifstream f("/proc/" + std::to_string(::getpid()) + "/task/" + std::to_string(tid) + "/stat");
-  std::string line;
-  if (!std::getline(f, line)) return false;
-  const auto paren = line.rfind(')');
-  return paren != std::string::npos && paren + 2 < line.size() && line[paren + 2] == 'S';
-}
-
-// Runs wait() on this thread, and act() on another once this thread is seen
-// asleep in it (bounded: 10 s); asleep says whether it was.
-template <class Wait, class Act>
-auto act_while_asleep(Wait wait, Act act, bool& asleep) {
-  std::atomic<bool> about{false};
-  const pid_t waiter = static_cast<pid_t>(::syscall(SYS_gettid));
-  std::thread other([&] {
-    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    while (!about.load() && std::chrono::steady_clock::now() < until) std::this_thread::yield();
-    asleep = false;
-    while (!asleep && std::chrono::steady_clock::now() < until) {
-      asleep = thread_sleeping(waiter);
-      if (!asleep) std::this_thread::sleep_for(std::chrono::microseconds(100));
-    }
-    act();
-  });
-  about.store(true);
-  auto r = wait();
-  other.join();
-  return r;
-}
 
 // Waits (one long blocking wait after another, until the error arrives or
 // 20 s passed) for the error entry of the receive with context ctx; nothing
@@ -74,41 +40,42 @@ std::optional<cq_err_entry> wait_for_error(completion_queue& cq, void* ctx) {
   return std::nullopt;
 }
 
+// A receive directed at a spawned peer, posted by post(ep, buf, len, peer,
+// ctx); the peer is killed (and reaped) once a blocking CQ wait sleeps: it
+// rings no doorbell of ours. The wait must end with the receive's peer_dead
+// error entry, carrying flag `want`.
+template <class Post>
+void expect_sleeping_wait_learns_death(Post post, op_flags want) {
+  node s = open_node("shm");
+  peer_proc c = peer_proc::spawn();
+  ASSERT_GT(c.pid, 0);
+  auto fa = s.av.insert(c.addr);
+  ASSERT_TRUE(fa) << fa.error().message;
+  char buf[64];
+  int ctx = 0;
+  ASSERT_EQ(post(s.ep, buf, sizeof buf, *fa, &ctx), errc::ok);
+  bool asleep = false;
+  const auto err = act_while_asleep([&] { return wait_for_error(s.cq, &ctx); }, [&] { c.reap(); }, asleep);
+  ASSERT_TRUE(asleep) << "the waiter was never seen asleep";
+  ASSERT_TRUE(err.has_value()) << "the wait never learned that the peer died (it slept until its deadline)";
+  EXPECT_EQ(err->err, errc::peer_dead) << err->msg;
+  EXPECT_TRUE(err->flags & want);
+}
+
 }  // namespace
 
 TEST(shm_wait_peer_dead, a_wait_with_only_a_directed_receive_posted_learns_that_its_peer_died) {
-  node s = open_node("shm");
-  peer_proc c = peer_proc::spawn();
-  ASSERT_GT(c.pid, 0);
-  auto fa = s.av.insert(c.addr);
-  ASSERT_TRUE(fa) << fa.error().message;
-  char buf[64];
-  int ctx = 0;
-  ASSERT_EQ(s.ep.recv(buf, sizeof buf, *fa, &ctx), errc::ok);
-  // Killed once the wait sleeps: it rings no doorbell of ours.
-  bool asleep = false;
-  const auto err = act_while_asleep([&] { return wait_for_error(s.cq, &ctx); }, [&] { c.reap(); }, asleep);
-  ASSERT_TRUE(asleep) << "the waiter was never seen asleep";
-  ASSERT_TRUE(err.has_value()) << "the wait never learned that the peer died (it slept until its deadline)";
-  EXPECT_EQ(err->err, errc::peer_dead) << err->msg;
-  EXPECT_TRUE(err->flags & flag::recv);
+  expect_sleeping_wait_learns_death(
+      [](endpoint& ep, char* buf, std::size_t len, fi_addr_t fa, void* ctx) { return ep.recv(buf, len, fa, ctx); },
+      flag::recv);
 }
 
 TEST(shm_wait_peer_dead, a_tagged_directed_receive_too) {
-  node s = open_node("shm");
-  peer_proc c = peer_proc::spawn();
-  ASSERT_GT(c.pid, 0);
-  auto fa = s.av.insert(c.addr);
-  ASSERT_TRUE(fa) << fa.error().message;
-  char buf[64];
-  int ctx = 0;
-  ASSERT_EQ(s.ep.trecv(buf, sizeof buf, *fa, 9, 0, &ctx), errc::ok);
-  bool asleep = false;
-  const auto err = act_while_asleep([&] { return wait_for_error(s.cq, &ctx); }, [&] { c.reap(); }, asleep);
-  ASSERT_TRUE(asleep) << "the waiter was never seen asleep";
-  ASSERT_TRUE(err.has_value()) << "the wait never learned that the peer died (it slept until its deadline)";
-  EXPECT_EQ(err->err, errc::peer_dead) << err->msg;
-  EXPECT_TRUE(err->flags & flag::tagged);
+  expect_sleeping_wait_learns_death(
+      [](endpoint& ep, char* buf, std::size_t len, fi_addr_t fa, void* ctx) {
+        return ep.trecv(buf, len, fa, 9, 0, ctx);
+      },
+      flag::tagged);
 }
 
 // A peer that consumes nothing: its ring fills (peer_busy), then it is

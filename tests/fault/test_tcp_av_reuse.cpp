@@ -8,49 +8,20 @@
 #include <cstring>
 
 #include "common/harness.hpp"
+#include "common/node_with_eq.hpp"
 
 namespace weft::test {
 namespace {
 
 constexpr int wait_ms = 5000;
 
-struct eq_node {
-  node n;
-  event_queue eq;
-};
-
-eq_node open_server() {
+tcp_node_with_eq open_server() {
   ::setenv("WEFT_PROGRESS", "manual", 1);
-  eq_node x;
-  hints h;
-  h.provider = "tcp";
-  h.type = ep_type::rdm;
-  h.caps = cap::msg | cap::tagged | cap::source | cap::directed_recv;
-  h.node = "127.0.0.1";
-  h.source = true;
-  h.port = 0;
-  auto infos = get_info(h);
-  EXPECT_TRUE(infos) << (infos ? "" : infos.error().message);
-  if (!infos) return x;
-  x.n.inf = infos->front();
-  x.n.fab = std::move(*fabric::open(x.n.inf));
-  x.n.dom = std::move(*x.n.fab.open_domain(x.n.inf));
-  x.n.cq = std::move(*x.n.dom.open_cq(64));
-  x.n.av = std::move(*x.n.dom.open_av(av_attr{}));
-  auto e = x.n.dom.open_endpoint(x.n.inf);
-  EXPECT_TRUE(e) << (e ? "" : e.error().message);
-  if (!e) return x;
-  x.n.ep = std::move(*e);
-  EXPECT_TRUE(x.n.ep.bind(x.n.cq));
-  EXPECT_TRUE(x.n.ep.bind(x.n.av));
-  x.eq = std::move(*x.n.dom.open_eq());
-  EXPECT_TRUE(x.n.ep.bind(x.eq));
-  EXPECT_TRUE(x.n.ep.enable());
-  return x;
+  return open_tcp_node_with_eq();
 }
 
 TEST(tcp_av_reuse, a_reused_handle_names_the_new_peer_only) {
-  eq_node s = open_server();
+  tcp_node_with_eq s = open_server();
   ::setenv("WEFT_PROGRESS", "manual", 1);
   auto p = std::make_unique<node>(open_node("tcp"));
   node q = open_node("tcp");
@@ -123,7 +94,7 @@ TEST(tcp_av_reuse, a_reused_handle_names_the_new_peer_only) {
 // P removed and inserted again (another handle): its connection takes the
 // new handle, so its messages carry it and directed receives match.
 TEST(tcp_av_reuse, a_peer_inserted_again_gets_its_new_handle) {
-  eq_node s = open_server();
+  tcp_node_with_eq s = open_server();
   ::setenv("WEFT_PROGRESS", "manual", 1);
   node p = open_node("tcp");
   ASSERT_TRUE(s.n.ep && p.ep);

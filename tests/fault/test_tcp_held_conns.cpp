@@ -25,6 +25,7 @@
 #include "../common/fds.hpp"
 #include "../common/harness.hpp"
 #include "../common/raw_frames.hpp"
+#include "../common/raw_socket.hpp"
 #include "prov/tcp/wire.hpp"
 
 using namespace weft;
@@ -63,29 +64,7 @@ int unread(int fd) {
 int raw_hello(const address& to, std::uint16_t claimed) {
   sockaddr_in sa{};
   std::memcpy(&sa, to.bytes.data(), sizeof sa);
-  const int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (s < 0) return -1;
-  if (::connect(s, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
-    ::close(s);
-    return -1;
-  }
-  std::uint8_t frame[sizeof(wire::frame_header) + sizeof(wire::hello_body)]{};
-  const wire::frame_header h{wire::magic, wire::version, static_cast<std::uint8_t>(wire::op::hello), 0, 0,
-                             sizeof(wire::hello_body), 0, 0};
-  wire::hello_body hb{};
-  hb.magic = wire::hello_magic;
-  hb.ep_type = 2;  // rdm
-  hb.family = AF_INET;
-  hb.port = htons(claimed);
-  const in_addr lo{htonl(INADDR_LOOPBACK)};
-  std::memcpy(hb.addr, &lo, 4);
-  std::memcpy(frame, &h, sizeof h);
-  std::memcpy(frame + sizeof h, &hb, sizeof hb);
-  if (::send(s, frame, sizeof frame, MSG_NOSIGNAL) != static_cast<ssize_t>(sizeof frame)) {
-    ::close(s);
-    return -1;
-  }
-  return s;
+  return weft::test::raw_hello(sa, 2 /* rdm */, claimed, in_addr{htonl(INADDR_LOOPBACK)});
 }
 
 // The next frame header on s, driving n meanwhile; nullopt at EOF, on an

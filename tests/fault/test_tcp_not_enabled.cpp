@@ -21,6 +21,7 @@
 
 #include "common/cm.hpp"
 #include "common/harness.hpp"
+#include "common/raw_socket.hpp"
 #include "prov/tcp/test_hooks.hpp"
 
 namespace weft::test {
@@ -28,43 +29,6 @@ namespace {
 
 using clock_type = std::chrono::steady_clock;
 namespace hooks = prov::tcp::test_hooks;
-
-std::uint16_t port_of(const address& a) {
-  sockaddr_in sa{};
-  std::memcpy(&sa, a.bytes.data(), sizeof sa);
-  return ntohs(sa.sin_port);
-}
-
-// The listener on 127.0.0.1:port: its accept queue's length (nullopt: not found).
-std::optional<unsigned> accept_queue(std::uint16_t port) {
-  FILE* f = std::fopen("/proc/net/tcp", "r");
-  if (!f) return std::nullopt;
-  char line[512];
-  std::optional<unsigned> out;
-  (void)std::fgets(line, sizeof line, f);
-  while (std::fgets(line, sizeof line, f)) {
-    unsigned sl, laddr, lport, raddr, rport, st, txq, rxq;
-    if (std::sscanf(line, " %u: %x:%x %x:%x %x %x:%x", &sl, &laddr, &lport, &raddr, &rport, &st, &txq, &rxq) != 8)
-      continue;
-    if (lport == port && st == 0x0A) out = rxq;
-  }
-  std::fclose(f);
-  return out;
-}
-
-int raw_connect(std::uint16_t port) {
-  sockaddr_in sa{};
-  sa.sin_family = AF_INET;
-  sa.sin_port = htons(port);
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  const int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (s < 0) return -1;
-  if (::connect(s, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
-    ::close(s);
-    return -1;
-  }
-  return s;
-}
 
 info rdm_info() {
   hints h;

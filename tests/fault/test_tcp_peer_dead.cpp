@@ -4,6 +4,7 @@
 // the EQ bound to the endpoint, or (no EQ) by a CQ error entry.
 #include <algorithm>
 
+#include "common/node_with_eq.hpp"
 #include "tcp_procs.hpp"
 
 using namespace weft;
@@ -15,51 +16,9 @@ constexpr int wait_ms = 5000;  // well below WEFT_TCP_TIMEOUT_MS (10 s): a kill 
 
 bool names(const char* msg, const address& a) { return std::string(msg).find(to_string(a)) != std::string::npos; }
 
-// Opens a node with an EQ bound to its endpoint (before enable).
-struct eq_node {
-  node n;
-  event_queue eq;
-};
-
-eq_node open_with_eq(bool with_eq, bool auto_insert = false) {
-  eq_node x;
-  hints h;
-  h.provider = "tcp";
-  h.type = ep_type::rdm;
-  h.caps = cap::msg | cap::tagged | cap::source | cap::directed_recv;
-  h.node = "127.0.0.1";
-  h.source = true;
-  h.port = 0;
-  auto infos = get_info(h);
-  EXPECT_TRUE(infos) << (infos ? "" : infos.error().message);
-  if (!infos) return x;
-  x.n.inf = infos->front();
-  x.n.fab = std::move(*fabric::open(x.n.inf));
-  x.n.dom = std::move(*x.n.fab.open_domain(x.n.inf));
-  x.n.cq = std::move(*x.n.dom.open_cq(64));
-  av_attr aa;
-  aa.auto_insert = auto_insert;
-  x.n.av = std::move(*x.n.dom.open_av(aa));
-  auto e = x.n.dom.open_endpoint(x.n.inf);
-  EXPECT_TRUE(e) << (e ? "" : e.error().message);
-  if (!e) return x;
-  x.n.ep = std::move(*e);
-  EXPECT_TRUE(x.n.ep.bind(x.n.cq));
-  EXPECT_TRUE(x.n.ep.bind(x.n.av));
-  if (with_eq) {
-    auto q = x.n.dom.open_eq();
-    EXPECT_TRUE(q);
-    x.eq = std::move(*q);
-    auto b = x.n.ep.bind(x.eq);
-    EXPECT_TRUE(b) << (b ? "" : b.error().message);
-  }
-  EXPECT_TRUE(x.n.ep.enable());
-  return x;
-}
-
 // Waits (bounded) for the peer_dead report: an EQ event, or a CQ error
 // entry without context. Checks that it names `peer` and its AV entry.
-void expect_death_report(eq_node& x, bool with_eq, const address& peer, fi_addr_t a) {
+void expect_death_report(tcp_node_with_eq& x, bool with_eq, const address& peer, fi_addr_t a) {
   if (with_eq) {
     eq_event ev;
     ASSERT_EQ(x.eq.wait(ev, wait_ms), errc::ok) << "no peer_dead event";
@@ -113,11 +72,11 @@ TEST(tcp_peer_dead, server_killed_fails_directed_receives_of_four_clients) {
   }
   address srv_addr{};
   ASSERT_TRUE(up.get(&srv_addr, sizeof srv_addr, 20000)) << "the server did not start";
-  std::vector<eq_node> c(clients);
+  std::vector<tcp_node_with_eq> c(clients);
   std::vector<fi_addr_t> to(clients);
   std::vector<char> last(clients);  // each client's directed receive (its context too)
   for (int i = 0; i < clients; ++i) {
-    c[static_cast<std::size_t>(i)] = open_with_eq(i < 2);
+    c[static_cast<std::size_t>(i)] = open_tcp_node_with_eq(i < 2);
     auto& x = c[static_cast<std::size_t>(i)];
     auto a = x.n.av.insert(srv_addr);
     ASSERT_TRUE(a);
@@ -172,7 +131,7 @@ TEST_P(tcp_client_killed, server_is_told_which_peer_died) {
   const bool with_eq = std::get<0>(GetParam());
   const bool automatic = std::get<1>(GetParam());
   ::setenv("WEFT_PROGRESS", automatic ? "auto" : "manual", 1);
-  eq_node s = open_with_eq(with_eq);
+  tcp_node_with_eq s = open_tcp_node_with_eq(with_eq);
   ::setenv("WEFT_PROGRESS", "manual", 1);
   const address srv_addr = *s.n.ep.name();
   pipe_pair up, down;
@@ -247,7 +206,7 @@ INSTANTIATE_TEST_SUITE_P(eq_and_progress, tcp_client_killed,
 TEST(tcp_peer_dead, orderly_close_is_an_event_not_an_error) {
   for (bool with_eq : {false, true}) {
     SCOPED_TRACE(with_eq ? "with an EQ" : "without an EQ");
-    eq_node s = open_with_eq(with_eq);
+    tcp_node_with_eq s = open_tcp_node_with_eq(with_eq);
     node c = open_node("tcp", cap::msg | cap::tagged);
     auto ca = insert(s.n, c);
     auto sa = insert(c, s.n);
