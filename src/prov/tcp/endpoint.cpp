@@ -49,9 +49,9 @@ void set_socket_options(int fd, const config& cfg, const sockaddr* peer) noexcep
   // Keep-alive probes an idle connection, so a host that vanishes while
   // nothing is unacknowledged (an RMA answer awaited, an idle close asked)
   // is found within about the timeout too: TCP_USER_TIMEOUT bounds them.
-  int idle_s = std::max(1, cfg.timeout_ms / 2000);
+  int idle_s = std::clamp(cfg.timeout_ms / 2000, 1, 32767);  // TCP_KEEPIDLE: at most 32767 s
   int intvl_s = 1;
-  int cnt = std::max(1, cfg.timeout_ms / 2000);
+  int cnt = std::clamp(cfg.timeout_ms / 2000, 1, 127);  // the kernel refuses more than 127 probes
   (void)::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
   (void)::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle_s, sizeof idle_s);
   (void)::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl_s, sizeof intvl_s);
