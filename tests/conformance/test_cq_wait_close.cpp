@@ -40,26 +40,43 @@ TEST_P(cq_wait_close, closing_an_endpoint_while_its_cq_waits_frees_nothing_under
     char in[32] = {};
     ASSERT_EQ(w.ep.recv(in, sizeof in), errc::ok);
 
-    std::atomic<bool> started{false}, finished{false};
+    // The waiter's wait must end once the close and the send are both done
+    // (done): by the close (again) or by the message (ok). A wait that timed
+    // out having begun before they were done was owed nothing (the closing
+    // thread is slow under load: it yields, and is preempted) and is waited
+    // again; one that began after them must find the message. So its own
+    // timeout never decides the outcome: the events do.
+    std::atomic<bool> started{false}, finished{false}, done{false};
     errc got = errc::ok;
     cq_entry e{};
     std::thread waiter([&] {
       started.store(true);
-      got = w.cq.wait(e, 10000);
+      for (int tries = 0; tries < 10; ++tries) {
+        const bool after = done.load();
+        got = w.cq.wait(e, 30000);
+        if (got != errc::timed_out || after) break;
+      }
       finished.store(true);
     });
     const auto start_by = std::chrono::steady_clock::now() + std::chrono::seconds(10);
     while (!started.load() && std::chrono::steady_clock::now() < start_by) std::this_thread::yield();
-    ASSERT_TRUE(started.load());
-    // Vary the moment of the close: spinning, arming, or asleep.
-    for (int i = 0; i < round * 50; ++i) std::this_thread::yield();
+    // Vary the moment of the close: spinning, arming, or asleep. (Each yield
+    // may cost a whole scheduling round under load: bounded in time too.)
+    const auto vary_by = std::chrono::steady_clock::now() + std::chrono::milliseconds(300);
+    for (int i = 0; i < round * 50 && std::chrono::steady_clock::now() < vary_by; ++i) std::this_thread::yield();
     e1->close();
     const std::string msg = "round " + std::to_string(round);
-    ASSERT_EQ(post([&] { return b.ep.send(msg.data(), msg.size() + 1, b2w); }, {}), errc::ok);
-    // the sender progresses (tcp sends from progress) until the wait returns
+    const errc posted = post([&] { return b.ep.send(msg.data(), msg.size() + 1, b2w); }, {});
+    done.store(true);
+    // The sender progresses (tcp sends from progress) until the wait returns:
+    // it must, once the close and the send are done (else a wake-up was lost).
     const auto wait_by = std::chrono::steady_clock::now() + std::chrono::seconds(20);
     while (!finished.load() && std::chrono::steady_clock::now() < wait_by) (void)b.cq.progress();
-    waiter.join();  // the wait's own timeout (10 s) bounds this
+    const bool woken = finished.load();
+    waiter.join();  // bounded: a wait begun after done finds the message, or times out (30 s)
+    ASSERT_TRUE(started.load());
+    ASSERT_EQ(posted, errc::ok);
+    EXPECT_TRUE(woken) << "round " << round << ": the wait did not return within 20 s of the close and the send";
     // The wait returned the message, or again (the close woke it): the
     // message is then read here.
     ASSERT_TRUE(got == errc::ok || got == errc::again) << static_cast<int>(got) << " " << last_error_message();
