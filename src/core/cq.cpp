@@ -92,7 +92,10 @@ errc cq::wait(std::span<cq_entry> out, std::size_t& n, int timeout_ms) noexcept 
       room_returns_.fetch_add(1, std::memory_order_relaxed);
       return errc::again;  // room appeared at a busy peer: retry the post
     }
-    if (e == errc::again && now < deadline) {
+    // A detach between the start of the wait and arm_all() (while it spun,
+    // or right after) is in the words' values already: it would not end the
+    // sleep, which would last until the deadline. Seen here: no sleep, again.
+    if (e == errc::again && now < deadline && a.detach_seen == detached) {
       (void)sleep_armed(a, deadline);
     }
     disarm_all();
