@@ -194,9 +194,10 @@ void endpoint_impl::published(std::uint64_t key, std::byte* addr, std::size_t le
   e.seq.store(s + 2, std::memory_order_release);
 }
 
-// The key goes out of the table, then we wait until no peer is still inside
-// an access that found it there (access slots): when the registry's close
-// returns, no peer copy into or out of the region is under way or can start.
+// The key goes out of the table (under the registry's lock), then, outside
+// it (drain()), we wait until no peer is still inside an access that found
+// it there (access slots): when the registry's close returns, no peer copy
+// into or out of the region is under way or can start.
 void endpoint_impl::revoked(std::uint64_t key) noexcept {
   if (!creator_.is_this_process()) return;  // a forked child's close: the table is the parent's
   mr_entry& e = self_->mr_table()[spi::mr_key_slot(key)];
@@ -207,6 +208,10 @@ void endpoint_impl::revoked(std::uint64_t key) noexcept {
     __atomic_store_n(&e.key, std::uint64_t{0}, __ATOMIC_RELAXED);
     e.seq.store(s + 2, std::memory_order_release);
   }
+}
+
+void endpoint_impl::drain(std::uint64_t key) noexcept {
+  if (!creator_.is_this_process()) return;  // the access slots are the parent's
   wait_unaccessed(*self_, key);
 }
 
