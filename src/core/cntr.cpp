@@ -1,6 +1,7 @@
 #include "weft/spi/cntr.hpp"
 
 #include <algorithm>
+#include <iterator>
 
 #include "util/clock.hpp"
 
@@ -63,6 +64,7 @@ result<bool> endpoint_counters::bind(const std::shared_ptr<cntr>& c, std::uint64
   const std::pair<std::uint64_t, std::shared_ptr<cntr>*> slots[] = {
       {flag::send, &send}, {flag::recv, &recv}, {flag::read, &read}, {flag::write, &write},
       {flag::remote_read, &remote_read}, {flag::remote_write, &remote_write}};
+  static_assert(std::size(slots) == kinds);
   bool any = false;
   for (auto& [f, slot] : slots) {
     if (!(flags & f)) continue;

@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "util/creator_process.hpp"
 #include "util/persist.hpp"
 #include <sys/mman.h>
 #include <unistd.h>
@@ -30,7 +31,8 @@ struct mr_registry::entry {
   bool subscribed = false;
   std::uint64_t last_use = 0;
   std::uint64_t tag = 0;
-  std::uint32_t holds = 0;  // copies under way (find() with a hold)
+  std::uint32_t holds = 0;  // copies under way (find() with a hold), taken in fork generation holds_gen
+  std::uint32_t holds_gen = 0;  // a forked child's copy counts its parent's holds: not to be waited for
   bool closing = false;     // its last region's close waits for holds to end
 };
 
@@ -39,6 +41,7 @@ mr::~mr() {
 }
 
 mr_registry::mr_registry() {
+  util::count_forks();  // holds remember the process (generation) that took them
   if (const char* v = std::getenv("WEFT_MR_CACHE_MAX")) max_idle_ = std::strtoull(v, nullptr, 10);
   free_slots_.reserve(mr_key_slots);
   for (std::uint32_t i = mr_key_slots; i-- > 0;) free_slots_.push_back(i);
@@ -145,7 +148,8 @@ result<std::shared_ptr<mr>> mr_registry::register_memory(void* buf, std::size_t 
     e->key = k;
     free_slots_.pop_back();
     by_key_[k] = e;
-    for (auto* o : observers_) o->published(k, e->addr, e->len, e->access, e->tag);
+    for (auto& u : observers_)
+      if (!u.withdrawn) u.o->published(k, e->addr, e->len, e->access, e->tag);
   }
   ++e->users;
   e->last_use = clock_;
@@ -161,6 +165,33 @@ result<std::shared_ptr<mr>> mr_registry::register_memory(void* buf, std::size_t 
   return m;
 }
 
+void mr_registry::revoke_and_pin(std::uint64_t key, std::vector<mr_observer*>& pinned) noexcept {
+  try {
+    pinned.reserve(observers_.size());
+  } catch (...) {
+    // No memory for the list: every observer drains under the lock (slow
+    // accesses then hold up the process's registrations, never a close).
+    for (auto& u : observers_) {
+      u.o->revoked(key);
+      u.o->drain(key);
+    }
+    return;
+  }
+  for (auto& u : observers_) {
+    u.o->revoked(key);
+    ++u.pins;
+    pinned.push_back(u.o);
+  }
+}
+
+void mr_registry::unpin(const std::vector<mr_observer*>& pinned) noexcept {
+  bool free = false;
+  for (auto* o : pinned)
+    for (auto& u : observers_)
+      if (u.o == o && --u.pins == 0) free = true;
+  if (free) unheld_.notify_all();
+}
+
 void mr_registry::release(mr& m) noexcept {
   std::unique_lock lk(mu_);
   auto it = by_key_.find(m.key_);
@@ -168,13 +199,28 @@ void mr_registry::release(mr& m) noexcept {
   auto e = it->second;
   if (--e->users > 0) return;
   by_key_.erase(it);  // invalid at once
-  for (auto* o : observers_) o->revoked(e->key);
+  // Meanwhile no registration reuses the entry, its key's slot stays taken
+  // and no trim or monitor report erases it.
+  e->closing = true;
+  // The observers forget the key under the lock; the accesses that found it
+  // before (a peer inside a one-sided copy, however slow) are waited for
+  // without it, so that they hold up this close only. The observers are
+  // pinned meanwhile: none is removed (its endpoint closed) under the wait.
+  std::vector<mr_observer*> pinned;
+  revoke_and_pin(e->key, pinned);
+  if (!pinned.empty()) {
+    lk.unlock();
+    for (auto* o : pinned) o->drain(e->key);
+    lk.lock();
+    unpin(pinned);
+  }
   // Copies that found it before (two-sided accesses, made without the lock,
   // each bounded): the memory is the application's again only after them.
-  // Meanwhile no registration reuses the entry and no trim or monitor
-  // report erases it.
-  e->closing = true;
-  unheld_.wait(lk, [&] { return e->holds == 0; });
+  // Only those of this process: in a forked child, the holds counted are
+  // its parent's, taken by threads that do not exist here, and the child's
+  // copy of the memory is its own.
+  const std::uint32_t gen = util::fork_generation();
+  unheld_.wait(lk, [&] { return e->holds == 0 || e->holds_gen != gen; });
   e->closing = false;
   free_slots_.push_back(mr_key_slot(e->key));
   e->key = 0;
@@ -210,8 +256,13 @@ void mr_registry::notify(const void* addr, std::size_t len) noexcept {
     auto& e = *it;
     if (e->valid && e->addr < hi && lo < e->addr + e->len) {
       e->valid = false;  // live regions on it answer not_found from now on
+      // The memory is gone already: the observers forget the key, and wait
+      // for accesses under way here (rare; the monitor's thread only).
       if (e->key)
-        for (auto* o : observers_) o->revoked(e->key);
+        for (auto& u : observers_) {
+          u.o->revoked(e->key);
+          u.o->drain(e->key);
+        }
       ++stats_.invalidations;
       if (e->users == 0 && !e->closing) {  // a closing one is its close's to erase
         if (e->subscribed && monitor_) monitor_->unsubscribe(e->addr, e->len);
@@ -242,21 +293,56 @@ result<void> mr_registry::import_monitor(std::shared_ptr<memory_monitor> m) {
 
 void mr_registry::add_observer(mr_observer* o) {
   std::lock_guard lk(mu_);
-  observers_.push_back(o);
+  observers_.push_back(observer_use{.o = o});
   for (auto& [k, e] : by_key_)
     if (e->valid) o->published(k, e->addr, e->len, e->access, e->tag);
 }
 
+void mr_registry::remove_when_unpinned(std::unique_lock<std::mutex>& lk, mr_observer* o) noexcept {
+  // a close draining o on another thread (outside the lock) finishes first
+  unheld_.wait(lk, [&] {
+    for (auto& u : observers_)
+      if (u.o == o) return u.pins == 0;
+    return true;
+  });
+  std::erase_if(observers_, [&](const observer_use& u) { return u.o == o; });
+}
+
 void mr_registry::remove_observer(mr_observer* o) noexcept {
-  std::lock_guard lk(mu_);
-  std::erase(observers_, o);
+  std::unique_lock lk(mu_);
+  remove_when_unpinned(lk, o);
 }
 
 void mr_registry::withdraw_observer(mr_observer* o) noexcept {
-  std::lock_guard lk(mu_);
+  std::unique_lock lk(mu_);
+  observer_use* me = nullptr;
+  for (auto& u : observers_)
+    if (u.o == o) me = &u;
+  if (!me) return;
+  // Every live key out of o's table at once (invalid ones were revoked
+  // when the monitor said so), then the accesses to them drained outside
+  // the lock, o pinned and told of no new key meanwhile.
+  std::vector<std::uint64_t> keys;
+  try {
+    keys.reserve(by_key_.size());
+  } catch (...) {
+    keys.clear();
+  }
+  const bool listed = keys.capacity() >= by_key_.size();
   for (auto& [k, e] : by_key_)
-    if (e->valid) o->revoked(k);  // invalid ones were revoked when the monitor said so
-  std::erase(observers_, o);
+    if (e->valid) {
+      o->revoked(k);
+      if (listed) keys.push_back(k);
+      else o->drain(k);  // no memory for the list: drained here, under the lock
+    }
+  me->withdrawn = true;
+  ++me->pins;
+  lk.unlock();
+  for (const std::uint64_t k : keys) o->drain(k);
+  lk.lock();
+  for (auto& u : observers_)
+    if (u.o == o) --u.pins;
+  remove_when_unpinned(lk, o);
 }
 
 void mr_registry::set_commit_handler(commit_handler h) {
@@ -301,9 +387,15 @@ errc mr_registry::find(std::uint64_t key, std::uint64_t offset, std::uint64_t le
   if ((e.access & need) != need) return errc::permission_denied;
   if (offset > e.len || len > e.len - offset) return errc::invalid_argument;
   where = e.addr + offset;
+  const std::uint32_t gen = util::fork_generation();
+  if (e.holds_gen != gen) {  // the first hold in a forked child: its parent's are not counted here
+    e.holds_gen = gen;
+    e.holds = 0;
+  }
   ++e.holds;
   hold.reg_ = this;
   hold.entry_ = &e;
+  hold.gen_ = gen;
   return errc::ok;
 }
 
@@ -315,7 +407,9 @@ void mr_registry::unhold(void* p) noexcept {
 
 void mr_hold::drop() noexcept {
   if (!reg_) return;
-  reg_->unhold(entry_);
+  // A hold copied into a forked child is its parent's: the child's entry
+  // never counted it (and may be gone).
+  if (gen_ == util::fork_generation()) reg_->unhold(entry_);
   reg_ = nullptr;
   entry_ = nullptr;
 }

@@ -27,6 +27,8 @@ void progress_group::attach(progressable* p) {
   if (std::find(sources_.begin(), sources_.end(), p) == sources_.end()) sources_.push_back(p);
 }
 
+progress_group::progress_group() noexcept : creator_pid_(::getpid()) {}
+
 progress_group::~progress_group() {
   if (const int f = wake_fd_.load(std::memory_order_relaxed); f >= 0) ::close(f);
 }
@@ -38,7 +40,11 @@ void progress_group::detach(progressable* p) noexcept {
     detached_.fetch_add(1, std::memory_order_seq_cst);
   }
   util::futex_wake_all(&detached_);  // a wait asleep on p's words wakes, and arms again without it
-  if (const int f = wake_fd_.load(std::memory_order_seq_cst); f >= 0) {  // ... or asleep in poll() on its descriptor
+  // ... or asleep in poll() on its descriptor; not in a forked child, where
+  // the eventfd is the parent's too (and no wait of the child's sleeps: its
+  // only thread is the one closing). The getpid() costs a close only.
+  const int f = wake_fd_.load(std::memory_order_seq_cst);
+  if (f >= 0 && ::getpid() == creator_pid_) {
     const std::uint64_t one = 1;
     (void)!::write(f, &one, sizeof one);
   }

@@ -4,7 +4,10 @@
 // waits for, long before its deadline: a CQ woken by the doorbell, a
 // counter, a sender refused for a full ring woken by room, and an endpoint
 // closed during the wait. The pulse is off, so only a word or a slice ends
-// a sleep; spi::fallback_sleeps() proves the fallback was taken.
+// a sleep; spi::fallback_sleeps() proves the fallback was taken, and the
+// wait statistics tell a doorbell's wake-up (a word) from a slice's (the
+// doorbell tests: exactly one word wake-up; room and close words are not
+// slept on in the fallback, and are seen at a slice).
 #include <chrono>
 #include <string>
 
@@ -57,6 +60,8 @@ TEST(wait_fallback, a_cq_wait_is_woken_by_the_doorbell) {
   no_pulse off;
   forced_fallback fb;
   const std::uint64_t slept = spi::fallback_sleeps();
+  const auto before = b.cq.wait_stats();
+  ASSERT_TRUE(before);
   errc sent = errc::bad_state;
   bool asleep = false;
   cq_entry e;
@@ -69,6 +74,10 @@ TEST(wait_fallback, a_cq_wait_is_woken_by_the_doorbell) {
   EXPECT_EQ(std::string(buf, 4), "wake");
   EXPECT_LT(clk::now() - start, std::chrono::seconds(19)) << "the wait ran to its deadline";
   EXPECT_GT(spi::fallback_sleeps(), slept) << "the fallback was not taken";
+  // Woken by the doorbell (a word), not found at the end of a slice.
+  const auto after = b.cq.wait_stats();
+  ASSERT_TRUE(after);
+  EXPECT_EQ(after->word_wakes, before->word_wakes + 1) << "the doorbell did not wake the sleep";
   EXPECT_TRUE(next(a).ok);
 }
 
@@ -81,6 +90,8 @@ TEST(wait_fallback, a_counter_wait_is_woken_by_the_doorbell) {
   no_pulse off;
   forced_fallback fb;
   const std::uint64_t slept = spi::fallback_sleeps();
+  const auto before = b.ctr.wait_stats();
+  ASSERT_TRUE(before);
   errc sent = errc::bad_state;
   bool asleep = false;
   const auto start = clk::now();
@@ -92,6 +103,9 @@ TEST(wait_fallback, a_counter_wait_is_woken_by_the_doorbell) {
   EXPECT_EQ(std::string(buf, 4), "ctr!");
   EXPECT_LT(clk::now() - start, std::chrono::seconds(19)) << "the wait ran to its deadline";
   EXPECT_GT(spi::fallback_sleeps(), slept) << "the fallback was not taken";
+  const auto after = b.ctr.wait_stats();
+  ASSERT_TRUE(after);
+  EXPECT_EQ(after->word_wakes, before->word_wakes + 1) << "the doorbell did not wake the sleep";
 }
 
 TEST(wait_fallback, a_sender_refused_for_a_full_ring_is_woken_when_room_appears) {

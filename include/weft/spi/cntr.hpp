@@ -51,6 +51,15 @@ inline void count(cntr* k, bool ok) noexcept {
 // with FI_SEND, FI_RECV, FI_READ, FI_WRITE, FI_REMOTE_READ, FI_REMOTE_WRITE).
 struct endpoint_counters {
   std::shared_ptr<cntr> send, recv, read, write, remote_read, remote_write;
+  // How many kinds (and so at most how many distinct counters) there are:
+  // what an endpoint's teardown locks is sized by it (core/source_holds.hpp).
+  static constexpr std::size_t kinds = 6;
+  // Calls f with each kind's counter (null when none; a counter bound for
+  // several kinds comes several times).
+  template <class F>
+  void for_each(F&& f) const {
+    for (const cntr* c : {send.get(), recv.get(), read.get(), write.get(), remote_read.get(), remote_write.get()}) f(c);
+  }
 
   // Binds c for the kinds named in flags (flag::send, recv, read, write,
   // remote_read, remote_write); bad_state if one of them has a counter
@@ -68,5 +77,7 @@ struct endpoint_counters {
     return send.get();
   }
 };
+static_assert(sizeof(endpoint_counters) == endpoint_counters::kinds * sizeof(std::shared_ptr<cntr>),
+              "a new kind of counter: add it to kinds, for_each() and bind()");
 
 }  // namespace weft::spi

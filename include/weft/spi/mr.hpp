@@ -31,14 +31,21 @@ inline constexpr std::uint32_t mr_key_slots = 16384;
 }
 
 // Told (under the registry's lock, so in order) when a key becomes usable
-// and when it is revoked (region closed, or its memory went away).
+// and when it is revoked (region closed, or its memory went away); then,
+// outside the lock, asked to wait for the accesses that found the key
+// before (drain()): a slow peer access holds up the region's close, never
+// another registration, lookup or close of the process.
 class mr_observer {
  public:
   virtual ~mr_observer() = default;
   // tag: what the provider attached at registration (0: nothing)
   virtual void published(std::uint64_t key, std::byte* addr, std::size_t len, std::uint64_t access,
                          std::uint64_t tag) noexcept = 0;
+  // Under the lock: no access may find key from now on (quick, no waiting).
   virtual void revoked(std::uint64_t key) noexcept = 0;
+  // Without the lock, after revoked(key): returns once no access that found
+  // key before is under way. The observer is not removed meanwhile.
+  virtual void drain(std::uint64_t key) noexcept { (void)key; }
 };
 
 class mr {
@@ -94,6 +101,7 @@ class mr_hold {
   friend class mr_registry;
   mr_registry* reg_ = nullptr;
   void* entry_ = nullptr;
+  std::uint32_t gen_ = 0;  // util::fork_generation() when taken: a forked child's copy is not its hold
 };
 
 // One per domain. Registration and monitor calls are the control path;
@@ -137,23 +145,35 @@ class mr_registry : public std::enable_shared_from_this<mr_registry> {
   // An observer is told about every live key at once, then about changes.
   void add_observer(mr_observer* o);
   void remove_observer(mr_observer* o) noexcept;
+  // Both return once no close is draining o on another thread.
   // An observer that published keys where others use them (shm: its
-  // region's table): told that every live key is revoked, then removed,
-  // under one hold of the lock, so that a region closed meanwhile on
-  // another thread returns only once the observer's revocations are done.
+  // region's table): told that every live key is revoked (under one hold
+  // of the lock) and drained, then removed; a region closed meanwhile on
+  // another thread still drains through it, so that close returns only
+  // once no access to its key is under way.
   void withdraw_observer(mr_observer* o) noexcept;
 
  private:
   struct entry;
   friend class mr;
   friend class mr_hold;
+  struct observer_use {
+    mr_observer* o = nullptr;
+    std::uint32_t pins = 0;    // closes draining it outside the lock
+    bool withdrawn = false;    // being withdrawn: no more published()
+  };
   void unhold(void* e) noexcept;
   void release(mr& m) noexcept;
+  // With mu_ held: every observer's revoked(key), and a pin on each (the
+  // ones to drain); drain_unpinned() without the lock, then unpin() with it.
+  void revoke_and_pin(std::uint64_t key, std::vector<mr_observer*>& pinned) noexcept;
+  void unpin(const std::vector<mr_observer*>& pinned) noexcept;
+  void remove_when_unpinned(std::unique_lock<std::mutex>& lk, mr_observer* o) noexcept;
   result<void> ensure_monitor();  // with mu_ held
   void trim() noexcept;           // with mu_ held: bounds the idle entries
 
   mutable std::mutex mu_;
-  std::condition_variable unheld_;  // a hold of a closing entry was dropped
+  std::condition_variable unheld_;  // a hold of a closing entry was dropped, or a pin of an observer
   std::unordered_map<std::uint64_t, std::shared_ptr<entry>> by_key_;  // live keys
   std::vector<std::shared_ptr<entry>> entries_;                     // every cached entry
   std::shared_ptr<memory_monitor> monitor_;
@@ -163,7 +183,7 @@ class mr_registry : public std::enable_shared_from_this<mr_registry> {
   std::size_t max_idle_ = 256;
   std::uint64_t clock_ = 0;  // for least-recently-used eviction
   std::vector<std::uint32_t> free_slots_;
-  std::vector<mr_observer*> observers_;
+  std::vector<observer_use> observers_;
 };
 
 }  // namespace spi

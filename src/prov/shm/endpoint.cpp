@@ -67,10 +67,7 @@ result<void> endpoint_impl::init() {
 endpoint_impl::~endpoint_impl() {
   // A wait on our CQs, EQ or counters from another thread must neither
   // drive nor arm us while we come apart: their sources locks until we are detached.
-  core::source_holds holds;
-  holds.add({txcq_.get(), rxcq_.get(), eq_.get()});
-  for (spi::cntr* c : cntrs_.distinct()) holds.add(c);
-  holds.lock();
+  const core::source_holds holds(txcq_.get(), rxcq_.get(), eq_.get(), cntrs_);
   // Peers may be copying into a region through our table, which outlives
   // us in their mappings: every key leaves it, and each access under way
   // ends, before the regions can close without us (revoked()).

@@ -171,6 +171,7 @@ class [[gnu::visibility("hidden")]] endpoint_impl final : public spi::endpoint,
   void published(std::uint64_t key, std::byte* addr, std::size_t len, std::uint64_t access,
                  std::uint64_t tag) noexcept override;
   void revoked(std::uint64_t key) noexcept override;
+  void drain(std::uint64_t key) noexcept override;  // waits for peers inside an access to key
   // Atomics on a target segment mapped here: CPU atomics, no target help. False: not mapped (go two-sided).
   // sz: the element size (a power of two); bytes: sz * count.
   [[nodiscard]] bool atomic_one_sided(peer& p, const atomic_desc& d, std::size_t sz, std::size_t bytes,

@@ -58,7 +58,8 @@ struct region_header {
   std::uint64_t access_offset;           // 656: access_slot[access_count]
   std::uint32_t access_count;            // 664
   std::atomic<std::uint32_t> access_used;  // 668: slots [0, access_used) were ever claimed
-  std::byte pad2_[704 - 672];
+  std::atomic<std::uint32_t> segs_freed;   // 672: the owner bumps it when it revokes a key on an alloc_memory segment
+  std::byte pad2_[704 - 676];
 };
 static_assert(offsetof(region_header, owner_pid) == 16);
 static_assert(offsetof(region_header, owner_start) == 24);
@@ -88,6 +89,7 @@ static_assert(offsetof(region_header, req_slot_size) == 652);
 static_assert(offsetof(region_header, access_offset) == 656);
 static_assert(offsetof(region_header, access_count) == 664);
 static_assert(offsetof(region_header, access_used) == 668);
+static_assert(offsetof(region_header, segs_freed) == 672);
 static_assert(sizeof(region_header) == 704);
 
 namespace region_flag {

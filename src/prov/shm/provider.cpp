@@ -180,8 +180,29 @@ peer_segs::~peer_segs() {
   for (auto& s : v) ::munmap(s.base, s.len);
 }
 
-std::byte* peer_segs::find_or_map(std::uint32_t uid, std::uint32_t pid, std::uint64_t start, std::uint64_t id,
-                                  std::size_t len) noexcept {
+void peer_segs::drop_freed(const mapping& m) noexcept {
+  const mr_entry* table = m.mr_table();
+  std::erase_if(v, [&](const seg& s) {
+    // Its key still in its entry: the region lives (a torn read at worst
+    // unmaps a live segment, which the next access maps again).
+    const mr_entry& e = table[spi::mr_key_slot(s.key)];
+    if (__atomic_load_n(&e.key, __ATOMIC_ACQUIRE) == s.key && __atomic_load_n(&e.seg, __ATOMIC_RELAXED) == s.id)
+      return false;
+    ::munmap(s.base, s.len);
+    return true;
+  });
+}
+
+std::byte* peer_segs::find_or_map(const mapping& m, std::uint64_t key, std::uint64_t id, std::size_t len) noexcept {
+  // The owner freed segments since we last looked: those go first (a load
+  // here, off the inline path; the table is read only when it moved).
+  if (const std::uint32_t f = m.hdr()->segs_freed.load(std::memory_order_acquire); f != seen_freed_) {
+    seen_freed_ = f;
+    drop_freed(m);
+  }
+  const auto* ph = m.hdr();
+  const std::uint32_t uid = ph->owner_uid, pid = ph->owner_pid;
+  const std::uint64_t start = ph->owner_start;
   for (std::size_t i = 0; i < v.size(); ++i)
     if (v[i].id == id) {
       if (i) std::swap(v[i], v[0]);  // most recent first
@@ -210,7 +231,7 @@ std::byte* peer_segs::find_or_map(std::uint32_t uid, std::uint32_t pid, std::uin
     v.pop_back();
   }
   try {
-    v.insert(v.begin(), seg{id, static_cast<std::byte*>(p), static_cast<std::size_t>(st.st_size)});
+    v.insert(v.begin(), seg{id, key, static_cast<std::byte*>(p), static_cast<std::size_t>(st.st_size)});
   } catch (...) {
     ::munmap(p, static_cast<std::size_t>(st.st_size));
     return nullptr;

@@ -194,9 +194,10 @@ void endpoint_impl::published(std::uint64_t key, std::byte* addr, std::size_t le
   e.seq.store(s + 2, std::memory_order_release);
 }
 
-// The key goes out of the table, then we wait until no peer is still inside
-// an access that found it there (access slots): when the registry's close
-// returns, no peer copy into or out of the region is under way or can start.
+// The key goes out of the table (under the registry's lock), then, outside
+// it (drain()), we wait until no peer is still inside an access that found
+// it there (access slots): when the registry's close returns, no peer copy
+// into or out of the region is under way or can start.
 void endpoint_impl::revoked(std::uint64_t key) noexcept {
   if (!creator_.is_this_process()) return;  // a forked child's close: the table is the parent's
   mr_entry& e = self_->mr_table()[spi::mr_key_slot(key)];
@@ -206,7 +207,15 @@ void endpoint_impl::revoked(std::uint64_t key) noexcept {
     std::atomic_thread_fence(std::memory_order_release);
     __atomic_store_n(&e.key, std::uint64_t{0}, __ATOMIC_RELAXED);
     e.seq.store(s + 2, std::memory_order_release);
+    // A segment of ours (alloc_memory) that peers may keep mapped: after
+    // the key's clearing, they learn that it is going (peer_segs).
+    if (__atomic_load_n(&e.seg, __ATOMIC_RELAXED) != 0)
+      self_->hdr()->segs_freed.fetch_add(1, std::memory_order_release);
   }
+}
+
+void endpoint_impl::drain(std::uint64_t key) noexcept {
+  if (!creator_.is_this_process()) return;  // the access slots are the parent's
   wait_unaccessed(*self_, key);
 }
 
@@ -252,8 +261,7 @@ struct checked_range {
   if (!(acc & (write ? access::remote_write : access::remote_read))) return errc::permission_denied;
   if (r.offset > rlen || r.len > rlen - r.offset) return errc::invalid_argument;
   out.where = remote_iov{addr + r.offset, r.len};
-  const auto* ph = p.map->hdr();
-  std::byte* base = seg ? p.segs.get(ph->owner_uid, ph->owner_pid, ph->owner_start, seg, rlen) : nullptr;
+  std::byte* base = seg ? p.segs.get(*p.map, key, seg, rlen) : nullptr;
   out.mapped = base ? base + r.offset : nullptr;
   return errc::ok;
 }
@@ -409,8 +417,7 @@ void endpoint_impl::complete_now(void* ctx, std::uint64_t f, std::size_t len, er
   std::byte* base = nullptr;
   if (read_entry(p.map->mr_table()[spi::mr_key_slot(d.key)], key, addr, rlen, acc, seg) && key == d.key &&
       seg != 0) [[likely]] {
-    const auto* ph = p.map->hdr();
-    base = p.segs.get(ph->owner_uid, ph->owner_pid, ph->owner_start, seg, rlen);
+    base = p.segs.get(*p.map, key, seg, rlen);
   }
   if (!base) [[unlikely]] {
     ac->end();

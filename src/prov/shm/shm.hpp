@@ -35,10 +35,16 @@ inline constexpr std::size_t max_msg_size = std::size_t{1} << 40;
 // endpoints of a domain that receive from it.
 // A peer's memory segments (domain::alloc_memory) mapped here, the most
 // recently used first; at most max_peer_segs (older ones are unmapped).
+// A segment its owner freed is unmapped at the next lookup that is not of
+// the most recent one (the owner bumps segs_freed in its region when it
+// revokes a segment's key: then each cached segment whose key left the
+// owner's table goes), so freed shared memory is returned to the system
+// instead of staying mapped here until eviction.
 inline constexpr std::size_t max_peer_segs = 64;
 struct peer_segs {
   struct seg {
     std::uint64_t id = 0;
+    std::uint64_t key = 0;  // the region's key when it was mapped (its entry names the segment while it lives)
     std::byte* base = nullptr;
     std::size_t len = 0;
   };
@@ -47,19 +53,21 @@ struct peer_segs {
   peer_segs(const peer_segs&) = delete;
   peer_segs& operator=(const peer_segs&) = delete;
   ~peer_segs();
-  // The mapping of segment id of the process (uid, pid, start), at least len bytes; null if it cannot be mapped.
-  // The most recent segment is answered inline (a stream of one-sided
-  // operations on one region: a compare instead of a call).
-  [[nodiscard]] std::byte* get(std::uint32_t uid, std::uint32_t pid, std::uint64_t start, std::uint64_t id,
-                               std::size_t len) noexcept {
+  // The mapping of segment id of the peer m (published under key), at least
+  // len bytes; null if it cannot be mapped. The most recent segment is
+  // answered inline (a stream of one-sided operations on one region: a
+  // compare instead of a call).
+  [[nodiscard]] std::byte* get(const mapping& m, std::uint64_t key, std::uint64_t id, std::size_t len) noexcept {
     if (!v.empty() && v.front().id == id) [[likely]]
       return v.front().len >= len ? v.front().base : nullptr;
-    return find_or_map(uid, pid, start, id, len);
+    return find_or_map(m, key, id, len);
   }
 
  private:
-  std::byte* find_or_map(std::uint32_t uid, std::uint32_t pid, std::uint64_t start, std::uint64_t id,
-                         std::size_t len) noexcept;
+  std::byte* find_or_map(const mapping& m, std::uint64_t key, std::uint64_t id, std::size_t len) noexcept;
+  // Unmaps the segments whose key left m's table (after segs_freed moved).
+  void drop_freed(const mapping& m) noexcept;
+  std::uint32_t seen_freed_ = 0;  // m's segs_freed at the last drop_freed()
 };
 
 struct peer {

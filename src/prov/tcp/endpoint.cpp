@@ -143,10 +143,7 @@ endpoint_impl::~endpoint_impl() {
   // A wait on our CQs, EQ or counters from another thread must neither
   // drive nor arm us while we come apart: their sources locks (after the
   // domain's, as in progress) until we are detached.
-  core::source_holds holds;
-  holds.add({txcq_.get(), rxcq_.get(), eq_.get()});
-  for (spi::cntr* c : cntrs_.distinct()) holds.add(c);
-  holds.lock();
+  const core::source_holds holds(txcq_.get(), rxcq_.get(), eq_.get(), cntrs_);
   dom_->remove_target(this);
   if (av_) av_->detach(this);  // no av_removed() after this
   if (observing_) reg_->remove_observer(this);  // no revoked() after this
