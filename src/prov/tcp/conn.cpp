@@ -62,8 +62,9 @@ conn* endpoint_impl::add_conn(int fd, bool outgoing) {
   auto c = std::make_unique<conn>();
   conns_.reserve(conns_.size() + 1);
   stalled_.reserve(conns_.size() + 1);
-  // One event per connection at most, and one for the listener's descriptor report.
-  if (const std::size_t need = events_.size() + conns_.size() + 2; events_.capacity() < need)
+  // One event per connection at most (this one included), and one for each
+  // of the listener's reports (descriptors, memory).
+  if (const std::size_t need = events_.size() + conns_.size() + 3; events_.capacity() < need)
     events_.reserve(2 * need);
   c->ep = this;
   c->fd = fd;
@@ -216,8 +217,23 @@ void endpoint_impl::on_accept() noexcept {
       continue;
     }
     c->state = conn::st::wait_hello;
-    if (!dom_->eng().add(fd, c, EPOLLIN)) {  // never watched: closed (the peer sees it) rather than left waiting
-      fail_conn(c, errc::no_memory, "cannot watch an accepted connection (epoll_ctl)");
+    if (!dom_->eng().add(fd, c, EPOLLIN)) {
+      // Never watched, its hello would never be read: refused at once with
+      // the reason (the peer's operations fail with errc::busy quoting it,
+      // the peer is not taken for dead), and the application is told (in
+      // the event room the connection reserved).
+      const int e = errno;
+      char reason[128];
+      std::snprintf(reason, sizeof reason, "cannot watch the connection (epoll_ctl: %s)", std::strerror(e));
+      refuse_accepted(fd, reason);
+      c->fd = -1;
+      close_conn(c);
+      char msg[160];
+      std::snprintf(msg, sizeof msg,
+                    "cannot watch an accepted connection (epoll_ctl: %s): refused (the peer was told why); close "
+                    "descriptors or raise fs.epoll.max_user_watches",
+                    std::strerror(e));
+      push_event(eq_event::kind::error, errc::no_memory, name_, addr_notavail, msg, nullptr, 0, true);
       continue;
     }
     ++unidentified;

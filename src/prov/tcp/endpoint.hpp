@@ -301,7 +301,12 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable, publ
     std::uint8_t data[wire::max_cm_data] = {};
     std::uint16_t data_len = 0;
     bool cq_too = false;  // RDM without an EQ: a CQ error entry instead
+    // A listener's report (at most one of each kind waits here: the room
+    // reserved for it): report_fd, or report_memory, whose text is made when
+    // it is delivered, with every refusal counted until then (oom_refused_).
+    std::uint8_t report = 0;
   };
+  static constexpr std::uint8_t report_fd = 1, report_memory = 2;
 
  private:
   // The connection to a; null: path_err_ says why (peer_dead, or no_memory),
@@ -398,7 +403,7 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable, publ
   void av_removed(fi_addr_t h) noexcept override;  // av_user (liveness.cpp)
   void av_inserted(fi_addr_t h, const std::string& key) noexcept override;
   void push_event(eq_event::kind k, errc e, const address& peer, fi_addr_t a, const char* msg,
-                  const std::uint8_t* data, std::size_t len, bool cq_too = false) noexcept;
+                  const std::uint8_t* data, std::size_t len, bool cq_too = false, std::uint8_t report = 0) noexcept;
   void deliver_events() noexcept;
   void fail_doomed() noexcept;
   // The listener's accept ran out of descriptors: the waiting connection is
@@ -407,8 +412,12 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable, publ
   [[nodiscard]] bool refuse_for_descriptors(int err) noexcept;  // false: none waiting, or no spare
   void report_descriptors(int err) noexcept;
   // Out of memory for an accepted connection: the peer gets hello_ack
-  // no_resources with the reason, the application an error event; fd is closed.
+  // no_resources with the reason, fd is closed, and the refusal is counted:
+  // the application gets one error event for all the refusals since the
+  // last one it was given (a burst never crowds out other events).
   void refuse_for_memory(int fd) noexcept;
+  std::size_t oom_refused_ = 0;  // refusals for want of memory not yet reported
+  bool oom_queued_ = false;      // their report waits in events_
   [[nodiscard]] std::string my_key(conn* c) const;
 
   std::shared_ptr<domain_impl> dom_;
@@ -521,8 +530,10 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable, publ
   // peer_gone (declared dead, not up since). Sized by index_peer().
   static constexpr std::uint8_t peer_known = 1, peer_gone = 2;
   std::vector<std::uint8_t> peer_state_;
-  // Events not yet delivered, in order. capacity >= size + conns_.size() + 1
-  // (add_conn reserves it): each connection ends in one event at most.
+  // Events not yet delivered, in order. capacity >= size + conns_.size() + 2
+  // (init and add_conn reserve it): each connection ends in one event at
+  // most, and the listener's reports take one place each (report_fd,
+  // report_memory), however many refusals they count.
   std::vector<pending_event> events_;
   bool need_doom_ = false;     // a connection waits in conn::doom
   bool fd_short_ = false;      // accept is out of descriptors (reported once per episode)

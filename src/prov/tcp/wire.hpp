@@ -57,7 +57,7 @@ enum class hello_status : std::uint64_t {
   duplicate = 1,  // both sides connected at once: use the other connection
   rejected = 2,   // MSG: the listener rejected (its data follows)
   bad_request = 3,
-  no_resources = 4,  // RDM: the acceptor is out of file descriptors (its reason follows, as text)
+  no_resources = 4,  // the acceptor is out of descriptors, memory or epoll watches (its reason follows, as text)
 };
 
 struct frame_header {
