@@ -517,8 +517,10 @@ void endpoint_impl::move_user_ops(conn* from, conn* to) noexcept {
 // completes with an error, buffers and list entries pointing at it go away.
 void endpoint_impl::abort_receives(conn* c, errc e, const char* why) noexcept {
   if (c->rstage == conn::rs::user && c->rx == &c->sink) {
-    if (c->sink_op) finish_part(c->sink_op, e, why);  // an answer cut short
+    // An answer cut short (one awaiting its trailer is still in c->await: it ends below).
+    if (c->sink_op && !c->sink_more) finish_part(c->sink_op, e, why);
     c->sink_op = nullptr;
+    c->sink_more = false;
     c->rx = nullptr;
   } else if (c->rstage == conn::rs::user && c->rx) {
     rx_error(c->rx, e, why);

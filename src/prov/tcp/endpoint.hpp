@@ -150,7 +150,14 @@ struct tx_op : util::list_node {
   bool retirer = false;  // asks for an answer only to give failure slots back (conn::retirers)
   std::uint64_t tc_mark = 0;  // awaited: its connection's tc_sent when it left
   bool zc = false;
-  bool poisoned = false;     // revoked mid-answer and the rest could not be copied: the connection must close
+  // The rest of the answer cannot be read from the region (closed and not
+  // copied, or its memory unmapped): zeros complete the frame, and its
+  // trailer carries the failure (flush, send_poisoned).
+  bool poisoned = false;
+  // A read answer sent from a region (flag more): its final status follows
+  // in this trailer frame (ok, or the failure that cut it short).
+  wire::frame_header trailer{};
+  bool await_trailer = false;  // initiator: its answer's bytes came (flag more); its trailer ends it
   std::uint64_t zc_key = 0;
   std::byte* own = nullptr;  // the rest of a revoked answer, copied (freed when the operation is recycled)
   ::iovec local[max_iov];    // read / fetch: where the answer goes
@@ -230,6 +237,7 @@ struct conn final : handler {
   wire::rma_req sink_req{};  // target: the write being received
   std::uint8_t sink_flags = 0;
   errc sink_err = errc::ok;  // target: the region went away while its bytes arrived
+  bool sink_more = false;    // initiator: the answer being received has a trailer (its op ends there)
   std::uint32_t answers = 0;     // answers queued here, not yet sent (bounded: max_answers)
   // Initiator: requests sent here (started) whose answer has not come back.
   // At most max_answers, so the target never owes more than it queues before
@@ -339,6 +347,7 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable, publ
   void on_header(conn* c) noexcept;
   void on_ctrl(conn* c) noexcept;
   void finish_user(conn* c) noexcept;
+  void payload_fault(conn* c) noexcept;  // EFAULT writing a frame's payload into our memory (rx.cpp)
   void finish_unexp(conn* c) noexcept;
   bool dispatch_msg(conn* c) noexcept;
   void handle_hello(conn* c) noexcept;
@@ -363,6 +372,8 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable, publ
   tx_op* answer_op(conn* c, std::uint64_t id, errc st, const void* payload, std::size_t len) noexcept;
   void respond_read(conn* c, const wire::rma_req& q) noexcept;
   void revoke_answer(tx_op* op) noexcept;
+  // zc_mu_ held: the rest of a region's read answer cannot be sent (e why).
+  void poison_answer(tx_op* op, errc e, const char* why) noexcept;
   // mr_observer: the registry tells us (under its lock, from the thread that
   // closes a region, or the memory monitor's) when a key dies.
   void published(std::uint64_t, std::byte*, std::size_t, std::uint64_t, std::uint64_t) noexcept override {}

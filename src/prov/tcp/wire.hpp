@@ -33,6 +33,8 @@ inline constexpr std::uint8_t commit = 4;   // rma_write: flush the range before
 inline constexpr std::uint8_t ack = 8;      // rma_write: answer success too (otherwise only failures)
 inline constexpr std::uint8_t fetch = 16;   // atomic: answer with the old values
 inline constexpr std::uint8_t revoked = 32; // rma_resp (status not_found): the region was closed while the read was in flight
+inline constexpr std::uint8_t more = 64;     // rma_resp (status ok, payload): the answer's final status follows (trailer)
+inline constexpr std::uint8_t trailer = 128; // rma_resp (len 0): the final status of the answer flagged more just before
 }  // namespace flag
 
 // First bytes of the payload of rma_write, rma_read, atomic and save.
