@@ -166,7 +166,7 @@ void endpoint_impl::push_event(eq_event::kind k, errc e, const address& peer, fi
   p.cq_too = cq_too;
   p.report = report;
   p.data_len = static_cast<std::uint16_t>(std::min(len, sizeof p.data));
-  if (p.data_len) std::memcpy(p.data, data, p.data_len);
+  if (p.data_len && data) std::memcpy(p.data, data, p.data_len);
   deliver_events();
 }
 
