@@ -5,7 +5,10 @@
 // had no room, filled the endpoint's pending events and a later peer's
 // death was dropped. Now the refusals are counted and reported by one event
 // that takes one reserved place, whatever their number: the death is
-// reported, and the counts reported add up to the refusals.
+// reported, and the counts reported add up to the refusals. Running out of
+// memory later, while identifying a connection (its hello; test hook
+// fail_hellos), closed it without a word (its peer saw a bare close, which
+// a peer that knew us takes for our death): it is refused the same way.
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -27,7 +30,10 @@ namespace {
 namespace hooks = prov::tcp::test_hooks;
 
 struct reset_hook {
-  ~reset_hook() { hooks::fail_accepts = 0; }
+  ~reset_hook() {
+    hooks::fail_accepts = 0;
+    hooks::fail_hellos = 0;
+  }
 };
 
 // The number of refusals an error entry reports (0: not a refusal report).
@@ -136,4 +142,35 @@ TEST(tcp_refusal_reports, a_burst_of_refusals_never_crowds_out_a_peer_death) {
   // Nothing more: every refusal was reported once.
   cq_entry e;
   EXPECT_EQ(srv.cq.read(e), errc::again);
+}
+
+TEST(tcp_refusal_reports, out_of_memory_taking_a_hello_refuses_the_connection_with_the_reason) {
+  ::setenv("WEFT_PROGRESS", "manual", 1);
+  node srv = open_node("tcp", cap::msg);
+  node cli = open_node("tcp", cap::msg);
+  const fi_addr_t to = insert(cli, srv);
+  reset_hook reset;
+  hooks::fail_hellos = 1;
+  ASSERT_EQ(post([&] { return cli.ep.send("lost", 5, to, reinterpret_cast<void*>(1)); }, {&srv}), errc::ok);
+  outcome sent = next(cli, {&srv});
+  EXPECT_EQ(hooks::fail_hellos.load(), 0) << "the hook was not reached";
+  ASSERT_TRUE(sent.error) << "the send to a listener out of memory succeeded";
+  EXPECT_EQ(sent.err.context, reinterpret_cast<void*>(1));
+  EXPECT_EQ(sent.err.err, errc::busy) << "a bare close instead of the reason: " << sent.err.msg;
+  EXPECT_NE(std::string(sent.err.msg).find("out of memory"), std::string::npos) << sent.err.msg;
+  // The listener's application (no EQ: its CQ) is told, with the count.
+  outcome told = next(srv, {&cli});
+  ASSERT_TRUE(told.error) << "the listener's application was not told";
+  EXPECT_EQ(told.err.err, errc::no_memory) << told.err.msg;
+  EXPECT_EQ(refusals_in(told.err.msg), 1u) << told.err.msg;
+
+  // Memory again: the next send is delivered.
+  char in[8] = {};
+  ASSERT_EQ(srv.ep.recv(in, sizeof in), errc::ok);
+  ASSERT_EQ(post([&] { return cli.ep.send("found", 6, to, reinterpret_cast<void*>(2)); }, {&srv}), errc::ok);
+  outcome ok = next(cli, {&srv});
+  EXPECT_TRUE(ok.ok) << ok.err.msg;
+  outcome got = next(srv, {&cli});
+  EXPECT_TRUE(got.ok) << got.err.msg;
+  EXPECT_STREQ(in, "found");
 }

@@ -12,6 +12,10 @@
 
 namespace weft::prov::tcp {
 
+namespace test_hooks {
+std::atomic<int> fail_hellos{0};
+}  // namespace test_hooks
+
 void conn::on_event(std::uint32_t events) noexcept { ep->on_conn_event(this, events); }
 void listener::on_event(std::uint32_t) noexcept { ep->on_accept(); }
 
@@ -343,6 +347,7 @@ void endpoint_impl::handle_hello(conn* c) noexcept {
   }
   c->peer = from_sockaddr(reinterpret_cast<sockaddr*>(&lis));
   try {
+    if (test_hooks::take(test_hooks::fail_hellos)) throw std::bad_alloc();
     c->key = key_of(c->peer);
     const fi_addr_t a = av_ ? av_->reverse(c->peer) : addr_notavail;
     conn* existing = nullptr;
@@ -402,7 +407,17 @@ void endpoint_impl::handle_hello(conn* c) noexcept {
     }
     flush(c);
   } catch (...) {
-    fail_conn(c, errc::no_memory, "out of memory accepting a connection");
+    // Out of memory taking the connection: refused with the reason (the
+    // peer's operations fail with busy quoting it; a bare close would look
+    // like our death to a peer that knew us), and counted in the listener's
+    // report of refusals for want of memory.
+    static constexpr char reason[] = "out of memory accepting the connection";
+    queue_frame(c, wire::op::hello_ack, static_cast<std::uint64_t>(wire::hello_status::no_resources), reason,
+                sizeof reason - 1);
+    c->close_after_flush = true;
+    c->state = conn::st::lost;
+    flush(c);
+    count_memory_refusal();
   }
 }
 

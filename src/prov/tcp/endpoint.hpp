@@ -427,6 +427,7 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable, publ
   // the application gets one error event for all the refusals since the
   // last one it was given (a burst never crowds out other events).
   void refuse_for_memory(int fd) noexcept;
+  void count_memory_refusal() noexcept;  // a connection refused for want of memory: reported (counted)
   std::size_t oom_refused_ = 0;  // refusals for want of memory not yet reported
   bool oom_queued_ = false;      // their report waits in events_
   [[nodiscard]] std::string my_key(conn* c) const;

@@ -284,10 +284,14 @@ namespace weft::prov::tcp {
 void endpoint_impl::refuse_for_memory(int fd) noexcept {
   static constexpr char reason[] = "out of memory accepting the connection";
   refuse_accepted(fd, reason);
-  // Counted, and reported by one event however many come before it is
-  // delivered (its text is made then, deliver_events): a burst of refusals
-  // while the event queue or CQ cannot take events fills no room that a
-  // peer's death needs.
+  count_memory_refusal();
+}
+
+// Counted, and reported by one event however many come before it is
+// delivered (its text is made then, deliver_events): a burst of refusals
+// while the event queue or CQ cannot take events fills no room that a
+// peer's death needs.
+void endpoint_impl::count_memory_refusal() noexcept {
   ++oom_refused_;
   if (oom_queued_) {
     deliver_events();
