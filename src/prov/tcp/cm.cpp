@@ -118,7 +118,14 @@ class passive_impl final : public spi::passive_endpoint, public spi::progressabl
     ::getsockname(lfd_, reinterpret_cast<sockaddr*>(&me), &ml);
     name_ = from_sockaddr(reinterpret_cast<sockaddr*>(&me));
     if (auto r = dom_->open_spare(); !r) return r;
-    dom_->eng().add(lfd_, this, EPOLLIN);
+    if (!dom_->eng().add(lfd_, this, EPOLLIN)) {  // unwatched, it would never accept anything
+      const int e = errno;
+      ::close(lfd_);
+      lfd_ = -1;
+      return make_error(errc::no_memory, std::string("cannot watch the listening socket (epoll_ctl: ") +
+                                             std::strerror(e) +
+                                             "): close descriptors or raise fs.epoll.max_user_watches");
+    }
     return {};
   }
   result<void> bind_eq(std::shared_ptr<spi::eq> q) override {
@@ -132,6 +139,7 @@ class passive_impl final : public spi::passive_endpoint, public spi::progressabl
     // What arrived before an event queue was bound is told now.
     if (fd_report_) report();
     if (oom_refused_) report_memory();
+    if (unwatched_) report_unwatched();
     if (unannounced_) announce_all();
     return {};
   }
@@ -171,6 +179,9 @@ class passive_impl final : public spi::passive_endpoint, public spi::progressabl
       set_socket_options(fd, dom_->cfg(), nullptr);
       try {
         if (test_hooks::take(test_hooks::fail_accepts)) throw std::bad_alloc();
+        // Everything that allocates, before p owns fd (its destructor closes
+        // it; the refusal below needs it open).
+        waiting_.reserve(waiting_.size() + 1);
         auto p = std::make_shared<pending>();
         p->fd = fd;
         p->eng = &dom_->eng();
@@ -180,7 +191,15 @@ class passive_impl final : public spi::passive_endpoint, public spi::progressabl
         ::getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &pl);
         p->peer = from_sockaddr(reinterpret_cast<sockaddr*>(&peer));
         p->on_complete = [this](pending* x) { completed(x); };
-        p->registered = dom_->eng().add(fd, p.get(), EPOLLIN);
+        if (!dom_->eng().add(fd, p.get(), EPOLLIN)) {
+          // Never watched, its hello would never be read: refused at once
+          // with the reason, rather than left until the handshake timeout.
+          const int e = errno;
+          p->fd = -1;
+          refuse_unwatched(fd, e);
+          continue;
+        }
+        p->registered = true;
         waiting_.push_back(std::move(p));
       } catch (...) {
         // Out of memory for the request: the peer is told why (its connect
@@ -199,6 +218,7 @@ class passive_impl final : public spi::passive_endpoint, public spi::progressabl
     }
     if (fd_report_) report();
     if (oom_refused_) report_memory();
+    if (unwatched_) report_unwatched();
     if (unannounced_) announce_all();
     dom_->eng().poll();
     // hellos that never come are dropped after the timeout
@@ -340,7 +360,38 @@ class passive_impl final : public spi::passive_endpoint, public spi::progressabl
     }
   }
 
+  // A connection accepted that epoll cannot watch (epoll_ctl ADD: ENOMEM,
+  // or ENOSPC at fs.epoll.max_user_watches): the peer is told why (its
+  // connect fails with errc::busy quoting it), the application gets one
+  // error event for the refusals since the last one.
+  void refuse_unwatched(int fd, int err) noexcept {
+    char reason[128];
+    std::snprintf(reason, sizeof reason, "cannot watch the connection (epoll_ctl: %s)", std::strerror(err));
+    refuse_accepted(fd, reason);
+    ++unwatched_;
+    unwatched_errno_ = err;
+    report_unwatched();
+  }
+  void report_unwatched() noexcept {
+    if (!eq_) return;
+    try {
+      eq_event ev;
+      ev.type = eq_event::kind::error;
+      ev.context = context;
+      ev.err = errc::no_memory;
+      ev.message = "cannot watch an accepted connection (epoll_ctl: " + std::string(std::strerror(unwatched_errno_)) +
+                   "): " + std::to_string(unwatched_) +
+                   " connection request(s) refused (the peer was told no_resources); close descriptors or raise "
+                   "fs.epoll.max_user_watches, the peer may retry";
+      eq_->push(std::move(ev));
+      unwatched_ = 0;
+    } catch (...) {
+    }
+  }
+
   static constexpr const char* oom_reason = "out of memory accepting a connection request";
+  std::size_t unwatched_ = 0;  // requests refused because epoll could not watch them, not yet reported
+  int unwatched_errno_ = 0;
   std::shared_ptr<domain_impl> dom_;
   info info_;
   int lfd_ = -1;
@@ -433,6 +484,12 @@ result<void> endpoint_impl::accept(std::span<const std::byte> data) {
   raw->state = conn::st::established;
   if (!dom_->eng().add(fd, raw, EPOLLIN)) {
     const int e = errno;
+    // The connector is told why (hello_ack no_resources: its connect fails
+    // with errc::busy quoting it), not left to see a bare close.
+    char reason[128];
+    std::snprintf(reason, sizeof reason, "cannot watch the connection (epoll_ctl: %s)", std::strerror(e));
+    refuse_accepted(fd, reason);
+    raw->fd = -1;
     fail_conn(raw, errc::no_memory, "cannot watch the accepted connection (epoll_ctl)");
     return make_error(errc::no_memory, std::string("cannot watch the accepted connection (epoll_ctl: ") +
                                               std::strerror(e) + "): close other descriptors, then connect again");

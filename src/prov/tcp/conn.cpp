@@ -12,6 +12,10 @@
 
 namespace weft::prov::tcp {
 
+namespace test_hooks {
+std::atomic<int> fail_hellos{0};
+}  // namespace test_hooks
+
 void conn::on_event(std::uint32_t events) noexcept { ep->on_conn_event(this, events); }
 void listener::on_event(std::uint32_t) noexcept { ep->on_accept(); }
 
@@ -62,8 +66,9 @@ conn* endpoint_impl::add_conn(int fd, bool outgoing) {
   auto c = std::make_unique<conn>();
   conns_.reserve(conns_.size() + 1);
   stalled_.reserve(conns_.size() + 1);
-  // One event per connection at most, and one for the listener's descriptor report.
-  if (const std::size_t need = events_.size() + conns_.size() + 2; events_.capacity() < need)
+  // One event per connection at most (this one included), and one for each
+  // of the listener's reports (descriptors, memory).
+  if (const std::size_t need = events_.size() + conns_.size() + 3; events_.capacity() < need)
     events_.reserve(2 * need);
   c->ep = this;
   c->fd = fd;
@@ -216,8 +221,23 @@ void endpoint_impl::on_accept() noexcept {
       continue;
     }
     c->state = conn::st::wait_hello;
-    if (!dom_->eng().add(fd, c, EPOLLIN)) {  // never watched: closed (the peer sees it) rather than left waiting
-      fail_conn(c, errc::no_memory, "cannot watch an accepted connection (epoll_ctl)");
+    if (!dom_->eng().add(fd, c, EPOLLIN)) {
+      // Never watched, its hello would never be read: refused at once with
+      // the reason (the peer's operations fail with errc::busy quoting it,
+      // the peer is not taken for dead), and the application is told (in
+      // the event room the connection reserved).
+      const int e = errno;
+      char reason[128];
+      std::snprintf(reason, sizeof reason, "cannot watch the connection (epoll_ctl: %s)", std::strerror(e));
+      refuse_accepted(fd, reason);
+      c->fd = -1;
+      close_conn(c);
+      char msg[160];
+      std::snprintf(msg, sizeof msg,
+                    "cannot watch an accepted connection (epoll_ctl: %s): refused (the peer was told why); close "
+                    "descriptors or raise fs.epoll.max_user_watches",
+                    std::strerror(e));
+      push_event(eq_event::kind::error, errc::no_memory, name_, addr_notavail, msg, nullptr, 0, true);
       continue;
     }
     ++unidentified;
@@ -327,6 +347,7 @@ void endpoint_impl::handle_hello(conn* c) noexcept {
   }
   c->peer = from_sockaddr(reinterpret_cast<sockaddr*>(&lis));
   try {
+    if (test_hooks::take(test_hooks::fail_hellos)) throw std::bad_alloc();
     c->key = key_of(c->peer);
     const fi_addr_t a = av_ ? av_->reverse(c->peer) : addr_notavail;
     conn* existing = nullptr;
@@ -386,7 +407,17 @@ void endpoint_impl::handle_hello(conn* c) noexcept {
     }
     flush(c);
   } catch (...) {
-    fail_conn(c, errc::no_memory, "out of memory accepting a connection");
+    // Out of memory taking the connection: refused with the reason (the
+    // peer's operations fail with busy quoting it; a bare close would look
+    // like our death to a peer that knew us), and counted in the listener's
+    // report of refusals for want of memory.
+    static constexpr char reason[] = "out of memory accepting the connection";
+    queue_frame(c, wire::op::hello_ack, static_cast<std::uint64_t>(wire::hello_status::no_resources), reason,
+                sizeof reason - 1);
+    c->close_after_flush = true;
+    c->state = conn::st::lost;
+    flush(c);
+    count_memory_refusal();
   }
 }
 
@@ -501,8 +532,10 @@ void endpoint_impl::move_user_ops(conn* from, conn* to) noexcept {
 // completes with an error, buffers and list entries pointing at it go away.
 void endpoint_impl::abort_receives(conn* c, errc e, const char* why) noexcept {
   if (c->rstage == conn::rs::user && c->rx == &c->sink) {
-    if (c->sink_op) finish_part(c->sink_op, e, why);  // an answer cut short
+    // An answer cut short (one awaiting its trailer is still in c->await: it ends below).
+    if (c->sink_op && !c->sink_more) finish_part(c->sink_op, e, why);
     c->sink_op = nullptr;
+    c->sink_more = false;
     c->rx = nullptr;
   } else if (c->rstage == conn::rs::user && c->rx) {
     rx_error(c->rx, e, why);

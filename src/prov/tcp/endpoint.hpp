@@ -150,7 +150,14 @@ struct tx_op : util::list_node {
   bool retirer = false;  // asks for an answer only to give failure slots back (conn::retirers)
   std::uint64_t tc_mark = 0;  // awaited: its connection's tc_sent when it left
   bool zc = false;
-  bool poisoned = false;     // revoked mid-answer and the rest could not be copied: the connection must close
+  // The rest of the answer cannot be read from the region (closed and not
+  // copied, or its memory unmapped): zeros complete the frame, and its
+  // trailer carries the failure (flush, send_poisoned).
+  bool poisoned = false;
+  // A read answer sent from a region (flag more): its final status follows
+  // in this trailer frame (ok, or the failure that cut it short).
+  wire::frame_header trailer{};
+  bool await_trailer = false;  // initiator: its answer's bytes came (flag more); its trailer ends it
   std::uint64_t zc_key = 0;
   std::byte* own = nullptr;  // the rest of a revoked answer, copied (freed when the operation is recycled)
   ::iovec local[max_iov];    // read / fetch: where the answer goes
@@ -230,6 +237,7 @@ struct conn final : handler {
   wire::rma_req sink_req{};  // target: the write being received
   std::uint8_t sink_flags = 0;
   errc sink_err = errc::ok;  // target: the region went away while its bytes arrived
+  bool sink_more = false;    // initiator: the answer being received has a trailer (its op ends there)
   std::uint32_t answers = 0;     // answers queued here, not yet sent (bounded: max_answers)
   // Initiator: requests sent here (started) whose answer has not come back.
   // At most max_answers, so the target never owes more than it queues before
@@ -301,7 +309,12 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable, publ
     std::uint8_t data[wire::max_cm_data] = {};
     std::uint16_t data_len = 0;
     bool cq_too = false;  // RDM without an EQ: a CQ error entry instead
+    // A listener's report (at most one of each kind waits here: the room
+    // reserved for it): report_fd, or report_memory, whose text is made when
+    // it is delivered, with every refusal counted until then (oom_refused_).
+    std::uint8_t report = 0;
   };
+  static constexpr std::uint8_t report_fd = 1, report_memory = 2;
 
  private:
   // The connection to a; null: path_err_ says why (peer_dead, or no_memory),
@@ -334,6 +347,7 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable, publ
   void on_header(conn* c) noexcept;
   void on_ctrl(conn* c) noexcept;
   void finish_user(conn* c) noexcept;
+  void payload_fault(conn* c) noexcept;  // EFAULT writing a frame's payload into our memory (rx.cpp)
   void finish_unexp(conn* c) noexcept;
   bool dispatch_msg(conn* c) noexcept;
   void handle_hello(conn* c) noexcept;
@@ -358,6 +372,8 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable, publ
   tx_op* answer_op(conn* c, std::uint64_t id, errc st, const void* payload, std::size_t len) noexcept;
   void respond_read(conn* c, const wire::rma_req& q) noexcept;
   void revoke_answer(tx_op* op) noexcept;
+  // zc_mu_ held: the rest of a region's read answer cannot be sent (e why).
+  void poison_answer(tx_op* op, errc e, const char* why) noexcept;
   // mr_observer: the registry tells us (under its lock, from the thread that
   // closes a region, or the memory monitor's) when a key dies.
   void published(std::uint64_t, std::byte*, std::size_t, std::uint64_t, std::uint64_t) noexcept override {}
@@ -398,7 +414,7 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable, publ
   void av_removed(fi_addr_t h) noexcept override;  // av_user (liveness.cpp)
   void av_inserted(fi_addr_t h, const std::string& key) noexcept override;
   void push_event(eq_event::kind k, errc e, const address& peer, fi_addr_t a, const char* msg,
-                  const std::uint8_t* data, std::size_t len, bool cq_too = false) noexcept;
+                  const std::uint8_t* data, std::size_t len, bool cq_too = false, std::uint8_t report = 0) noexcept;
   void deliver_events() noexcept;
   void fail_doomed() noexcept;
   // The listener's accept ran out of descriptors: the waiting connection is
@@ -407,8 +423,13 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable, publ
   [[nodiscard]] bool refuse_for_descriptors(int err) noexcept;  // false: none waiting, or no spare
   void report_descriptors(int err) noexcept;
   // Out of memory for an accepted connection: the peer gets hello_ack
-  // no_resources with the reason, the application an error event; fd is closed.
+  // no_resources with the reason, fd is closed, and the refusal is counted:
+  // the application gets one error event for all the refusals since the
+  // last one it was given (a burst never crowds out other events).
   void refuse_for_memory(int fd) noexcept;
+  void count_memory_refusal() noexcept;  // a connection refused for want of memory: reported (counted)
+  std::size_t oom_refused_ = 0;  // refusals for want of memory not yet reported
+  bool oom_queued_ = false;      // their report waits in events_
   [[nodiscard]] std::string my_key(conn* c) const;
 
   std::shared_ptr<domain_impl> dom_;
@@ -521,8 +542,10 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable, publ
   // peer_gone (declared dead, not up since). Sized by index_peer().
   static constexpr std::uint8_t peer_known = 1, peer_gone = 2;
   std::vector<std::uint8_t> peer_state_;
-  // Events not yet delivered, in order. capacity >= size + conns_.size() + 1
-  // (add_conn reserves it): each connection ends in one event at most.
+  // Events not yet delivered, in order. capacity >= size + conns_.size() + 2
+  // (init and add_conn reserve it): each connection ends in one event at
+  // most, and the listener's reports take one place each (report_fd,
+  // report_memory), however many refusals they count.
   std::vector<pending_event> events_;
   bool need_doom_ = false;     // a connection waits in conn::doom
   bool fd_short_ = false;      // accept is out of descriptors (reported once per episode)

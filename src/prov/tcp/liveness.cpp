@@ -152,9 +152,9 @@ void endpoint_impl::say_bye(conn* c) noexcept {
 // ------------------------------------------------------------------ events
 
 void endpoint_impl::push_event(eq_event::kind k, errc e, const address& peer, fi_addr_t a, const char* msg,
-                               const std::uint8_t* data, std::size_t len, bool cq_too) noexcept {
+                               const std::uint8_t* data, std::size_t len, bool cq_too, std::uint8_t report) noexcept {
   // Room was reserved (init, add_conn): one event per connection, one for
-  // the listener's report, a few for a MSG endpoint's connection.
+  // each of the listener's reports, a few for a MSG endpoint's connection.
   if (events_.size() == events_.capacity()) return;  // not reached: see the reservations
   events_.emplace_back();
   pending_event& p = events_.back();
@@ -164,8 +164,9 @@ void endpoint_impl::push_event(eq_event::kind k, errc e, const address& peer, fi
   p.addr = a;
   std::snprintf(p.msg, sizeof p.msg, "%s", msg);
   p.cq_too = cq_too;
+  p.report = report;
   p.data_len = static_cast<std::uint16_t>(std::min(len, sizeof p.data));
-  if (p.data_len) std::memcpy(p.data, data, p.data_len);
+  if (p.data_len && data) std::memcpy(p.data, data, p.data_len);
   deliver_events();
 }
 
@@ -178,7 +179,12 @@ void endpoint_impl::push_event(eq_event::kind k, errc e, const address& peer, fi
 void endpoint_impl::deliver_events() noexcept {
   std::size_t done = 0;
   for (; done < events_.size(); ++done) {
-    const pending_event& p = events_[done];
+    pending_event& p = events_[done];
+    if (p.report == report_memory)  // every refusal until now, however many (they share this one place)
+      std::snprintf(p.msg, sizeof p.msg,
+                    "out of memory accepting connections: %zu refused (each peer was told no_resources); they may "
+                    "retry once memory is free",
+                    oom_refused_);
     if (eq_) {
       try {
         eq_event ev;
@@ -204,7 +210,11 @@ void endpoint_impl::deliver_events() noexcept {
       std::snprintf(ee.msg, sizeof ee.msg, "%s", p.msg);
       rxcq_->push_error(ee);
     }
-    if (p.kind == eq_event::kind::error && !msg_mode_) fd_report_ = false;
+    if (p.report == report_fd) fd_report_ = false;
+    if (p.report == report_memory) {
+      oom_refused_ = 0;
+      oom_queued_ = false;
+    }
   }
   if (done) events_.erase(events_.begin(), events_.begin() + static_cast<std::ptrdiff_t>(done));
 }
@@ -238,7 +248,7 @@ void endpoint_impl::report_descriptors(int err) noexcept {
   char msg[200];
   std::snprintf(msg, sizeof msg, "%s: connections from peers are refused until descriptors are free: raise ulimit -n",
                 lim);
-  push_event(eq_event::kind::error, errc::no_memory, name_, addr_notavail, msg, nullptr, 0, true);
+  push_event(eq_event::kind::error, errc::no_memory, name_, addr_notavail, msg, nullptr, 0, true, report_fd);
 }
 
 bool endpoint_impl::refuse_for_descriptors(int err) noexcept {
@@ -274,12 +284,21 @@ namespace weft::prov::tcp {
 void endpoint_impl::refuse_for_memory(int fd) noexcept {
   static constexpr char reason[] = "out of memory accepting the connection";
   refuse_accepted(fd, reason);
-  static constexpr char msg[] =
-      "out of memory accepting a connection: the peer was refused (told no_resources); it may retry once memory is "
-      "free";
-  static_assert(sizeof msg <= sizeof(pending_event::msg));
-  static constexpr std::uint8_t none[1] = {};
-  push_event(eq_event::kind::error, errc::no_memory, name_, addr_notavail, msg, none, 0, true);
+  count_memory_refusal();
+}
+
+// Counted, and reported by one event however many come before it is
+// delivered (its text is made then, deliver_events): a burst of refusals
+// while the event queue or CQ cannot take events fills no room that a
+// peer's death needs.
+void endpoint_impl::count_memory_refusal() noexcept {
+  ++oom_refused_;
+  if (oom_queued_) {
+    deliver_events();
+    return;
+  }
+  oom_queued_ = true;
+  push_event(eq_event::kind::error, errc::no_memory, name_, addr_notavail, "", nullptr, 0, true, report_memory);
 }
 
 void refuse_accepted(int fd, const char* reason) noexcept {

@@ -201,8 +201,29 @@ void endpoint_impl::handle_rma_resp(conn* c) noexcept {
   // No operation waits for it: the failure of a transmit-complete write
   // (they are answered only when they fail). Beyond the number of such
   // writes sent here, a peer is making answers up.
-  if (!op && (c->tc_sent == c->tc_done || st == errc::ok)) {
+  const bool more = c->cur.flags & wire::flag::more;
+  const bool trailer = c->cur.flags & wire::flag::trailer;
+  if ((!op && (c->tc_sent == c->tc_done || st == errc::ok || more || trailer)) ||
+      (op && trailer != op->await_trailer)) {
     fail_conn(c, errc::io_error, "protocol error: an RMA answer nobody asked for; connection dropped");
+    return;
+  }
+  if (more) {
+    // A read answer sent from the target's region: its bytes now, its final
+    // status in the trailer that follows (the operation waits for it, in
+    // c->await: a connection lost meanwhile ends it).
+    if (c->cur.len != op->local_len) {
+      fail_conn(c, errc::io_error, "protocol error: RMA answer of the wrong length; connection dropped");
+      return;
+    }
+    op->await_trailer = true;
+    c->sink.iov_count = op->local_count;
+    std::copy_n(op->local, op->local_count, c->sink.iov);
+    c->sink.cap = op->local_len;
+    c->sink_op = op;
+    c->sink_more = true;
+    c->rx = &c->sink;
+    c->rstage = conn::rs::user;
     return;
   }
   if (!op) {
@@ -223,6 +244,16 @@ void endpoint_impl::handle_rma_resp(conn* c) noexcept {
   if (op->retirer) {
     op->retirer = false;
     if (c->retirers) --c->retirers;
+  }
+  if (trailer) {  // the end of an answer whose bytes came before (flag more)
+    op->await_trailer = false;
+    finish_part(op, st,
+                st == errc::not_found
+                    ? "the target region was closed while its answer was sent, and the rest could not be kept: the "
+                      "bytes in the buffer are not valid"
+                    : "the target could not send all of its answer (its region's memory went away while it was "
+                      "sent): the bytes in the buffer are not valid");
+    return;
   }
   if (st != errc::ok) {
     discard_payload(c, c->cur.len);
@@ -381,6 +412,16 @@ void endpoint_impl::respond_read(conn* c, const wire::rma_req& q) noexcept {
   }
   tx_op* op = answer_op(c, q.id, errc::ok, where, q.len);
   if (!op) return;
+  // Its final status follows in a trailer: if the region's memory cannot be
+  // read to the end once the answer has started, the frame is completed with
+  // zeros and the trailer fails the read (poison_answer), the connection
+  // carries on.
+  op->hdr.flags = wire::flag::more;
+  op->trailer = wire::frame_header{wire::magic, wire::version, static_cast<std::uint8_t>(wire::op::rma_resp),
+                                   wire::flag::trailer, 0, 0, q.id, static_cast<std::uint64_t>(errc::ok)};
+  op->iov[2] = {&op->trailer, sizeof op->trailer};
+  op->iov_count = 3;
+  op->total += sizeof op->trailer;
   {
     std::lock_guard lk(zc_mu_);
     op->zc = true;
@@ -424,8 +465,8 @@ bool copy_if_mapped(std::byte* dst, const std::byte* src, std::size_t len) noexc
 // yet, it becomes an error answer (not_found, flagged revoked); if part of
 // it is on the wire, the rest is copied into memory the operation owns, so
 // that the region's memory is never read again. When that copy cannot be
-// made, the operation is poisoned: flush() closes the connection instead of
-// sending anything more of it.
+// made, the operation is poisoned: flush() completes its frame with zeros
+// and its trailer fails the read (the connection carries on).
 void endpoint_impl::revoke_answer(tx_op* op) noexcept {
   static_assert(static_cast<std::uint64_t>(errc::not_found) == 5, "docs/wire/tcp.md: rma_resp flag revoked");
   op->zc_key = 0;
@@ -440,32 +481,41 @@ void endpoint_impl::revoke_answer(tx_op* op) noexcept {
     op->total = h;
     return;
   }
-  if (op->sent >= op->total) return;  // all of it left already
+  if (op->sent >= h + len) return;  // all of its payload left already (its trailer reads no region)
   const std::size_t done = op->sent > h ? op->sent - h : 0;  // payload bytes on the wire
   const std::size_t rest = len - done;
   const auto* src = static_cast<const std::byte*>(op->iov[1].iov_base) + done;
   std::byte* copy = new (std::nothrow) std::byte[rest];
   if (!copy) {
-    op->poisoned = true;
-    std::snprintf(op->why, sizeof op->why, "its region was closed and no memory was left to copy the rest (%zu bytes)",
-                  rest);
+    poison_answer(op, errc::not_found, "its region was closed and no memory was left to copy the rest");
     return;
   }
   if (!copy_if_mapped(copy, src, rest)) {
     delete[] copy;
-    op->poisoned = true;
-    std::snprintf(op->why, sizeof op->why, "its region's memory was unmapped while it was being sent");
+    poison_answer(op, errc::io_error, "its region's memory was unmapped while it was being sent");
     return;
   }
   op->own = copy;
   if (done == 0) {
     op->iov[1] = {copy, rest};
-    op->iov_count = 2;
+    op->iov[2] = {&op->trailer, sizeof op->trailer};
+    op->iov_count = 3;
   } else {
     op->iov[1] = {nullptr, done};  // sent already: skipped by offset, never read
     op->iov[2] = {copy, rest};
-    op->iov_count = 3;
+    op->iov[3] = {&op->trailer, sizeof op->trailer};
+    op->iov_count = 4;
   }
+}
+
+void endpoint_impl::poison_answer(tx_op* op, errc e, const char* why) noexcept {
+  if (op->zc_key) {  // revoked() has nothing more to do with it
+    op->zc_key = 0;
+    --zc_live_;
+  }
+  op->poisoned = true;
+  op->trailer.data = static_cast<std::uint64_t>(e);
+  std::snprintf(op->why, sizeof op->why, "%s", why);
 }
 
 void endpoint_impl::revoked(std::uint64_t key) noexcept {
@@ -556,6 +606,10 @@ void endpoint_impl::handle_rma_req(conn* c) noexcept {
 void endpoint_impl::sink_done(conn* c) noexcept {
   if (tx_op* op = c->sink_op) {
     c->sink_op = nullptr;
+    if (c->sink_more) {  // its trailer (the next frame) says whether all of it was good
+      c->sink_more = false;
+      return;
+    }
     finish_part(op, errc::ok, "");
     return;
   }

@@ -48,6 +48,10 @@ bool endpoint_impl::read_conn(conn* c) noexcept {
             continue;
           }
           if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return got;
+          if (r < 0 && errno == EFAULT) {  // our memory, not the peer: nothing of the piece was consumed
+            payload_fault(c);
+            continue;
+          }
           const int err = r == 0 ? 0 : errno;
           char why[160];
           if (r == 0)
@@ -317,6 +321,46 @@ void endpoint_impl::set_lowat(conn* c, int v) noexcept {
   if (v == c->lowat || c->fd < 0) return;
   (void)::setsockopt(c->fd, SOL_SOCKET, SO_RCVLOWAT, &v, sizeof v);
   c->lowat = v;
+}
+
+// The payload's destination in this process cannot be written (EFAULT: a
+// receive buffer or a read's local buffer unmapped or read-only, a region's
+// memory unmapped without closing it). A local failure: only the operation
+// it belongs to fails, the rest of the frame is read and dropped, and the
+// connection carries on (the peer is fine and never learns of it, except
+// through the error answer of a write).
+void endpoint_impl::payload_fault(conn* c) noexcept {
+  const std::size_t rest = c->cur.len - c->pay_got;
+  set_lowat(c, 1);
+  if (c->rx == &c->sink && !c->sink_op) {  // target: a write into a region whose memory is gone
+    c->sink_err = errc::io_error;           // answered with it (sink_done)
+    c->sink.cap = c->pay_got;               // nothing more is copied
+    return;
+  }
+  if (c->rx == &c->sink) {  // initiator: a read's or fetch's answer into our buffers
+    static constexpr char why[] =
+        "the buffer of this read is not writable (EFAULT: unmapped or read-only memory): the answer was dropped";
+    tx_op* op = c->sink_op;
+    c->sink_op = nullptr;
+    c->rx = nullptr;
+    discard_payload(c, rest);
+    if (c->sink_more) {  // its trailer ends it: with this failure, which comes first
+      c->sink_more = false;
+      tx_op* u = op->parent ? op->parent : op;
+      if (u->part_err == errc::ok) {
+        u->part_err = errc::io_error;
+        std::snprintf(u->why, sizeof u->why, "%s", why);
+      }
+    } else {
+      finish_part(op, errc::io_error, why);
+    }
+    return;
+  }
+  rx_op* r = c->rx;
+  c->rx = nullptr;
+  discard_payload(c, rest);
+  rx_error(r, errc::io_error,
+           "the receive buffer is not writable (EFAULT: unmapped or read-only memory): the message was dropped");
 }
 
 void endpoint_impl::finish_user(conn* c) noexcept {

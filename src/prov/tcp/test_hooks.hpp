@@ -12,6 +12,9 @@ extern std::atomic<int> fail_connreq_events;
 // The next n connections accepted by a listener (RDM endpoint or passive
 // endpoint) fail to allocate their state (as if out of memory).
 extern std::atomic<int> fail_accepts;
+// The next n hellos an RDM endpoint receives fail to allocate what taking
+// the connection needs (as if out of memory).
+extern std::atomic<int> fail_hellos;
 
 // Called by av_impl::insert once it holds the domain's lock, before it
 // changes the table (a test holds an insert open there).

@@ -61,6 +61,17 @@ void endpoint_impl::update_events(conn* c) noexcept {
 namespace {
 
 // One sendmsg of what is left of op's frame.
+// A poisoned read answer (tx_op::poisoned): zeros for the rest of its
+// payload (the region cannot be read), then its trailer, which says so.
+ssize_t write_poisoned(int fd, const tx_op* op) noexcept {
+  static constexpr std::uint8_t zeros[16384] = {};
+  const std::size_t pay_end = sizeof op->hdr + op->hdr.len;
+  if (op->sent < pay_end)
+    return ::send(fd, zeros, std::min(pay_end - op->sent, sizeof zeros), MSG_NOSIGNAL | MSG_DONTWAIT);
+  const auto* t = reinterpret_cast<const std::uint8_t*>(&op->trailer);
+  return ::send(fd, t + (op->sent - pay_end), op->total - op->sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
 ssize_t write_op(int fd, const tx_op* op) noexcept {
   ::iovec v[max_iov + 2];
   std::size_t n = slice_from(op->iov, op->iov_count, op->sent, op->total - op->sent, v, max_iov + 2);
@@ -103,15 +114,7 @@ void endpoint_impl::flush(conn* c) noexcept {
       // while it is being written (once a region's close returns, nothing
       // reads its memory any more).
       std::unique_lock lk(zc_mu_);
-      if (op->poisoned) {
-        char why[256];
-        std::snprintf(why, sizeof why, "an RMA read answer to %s could not be finished: %s; connection closed",
-                      text_of(c->peer).s, op->why);
-        lk.unlock();
-        fail_conn(c, errc::io_error, why);
-        return;
-      }
-      w = write_op(c->fd, op);
+      w = op->poisoned ? write_poisoned(c->fd, op) : write_op(c->fd, op);
       err = errno;
       if (w > 0) op->sent += static_cast<std::size_t>(w);
     } else {
@@ -124,12 +127,16 @@ void endpoint_impl::flush(conn* c) noexcept {
         set_out(c, true);
         return;
       }
+      if (err == EFAULT && op->zc && !op->poisoned) {
+        // The region's memory went away under the answer (unmapped, not
+        // closed): a local failure. Its frame is completed with zeros and its
+        // trailer fails the read; the connection carries on.
+        std::lock_guard lk(zc_mu_);
+        poison_answer(op, errc::io_error, "its region's memory was unmapped while it was being sent");
+        continue;
+      }
       char why[200];
-      if (err == EFAULT && op->zc)
-        std::snprintf(why, sizeof why, "an RMA read answer to %s failed: the region's memory was unmapped while it "
-                      "was sent; connection closed", text_of(c->peer).s);
-      else
-        std::snprintf(why, sizeof why, "send to %s failed: %s", text_of(c->peer).s, std::strerror(err));
+      std::snprintf(why, sizeof why, "send to %s failed: %s", text_of(c->peer).s, std::strerror(err));
       lose_conn(c, errno_to_errc(err), why);
       return;
     }
@@ -264,6 +271,7 @@ void endpoint_impl::recycle(tx_op* op) noexcept {
     op->own = nullptr;
   }
   op->await = false;
+  op->await_trailer = false;
   op->answer = false;
   op->on = nullptr;
   op->parent = nullptr;

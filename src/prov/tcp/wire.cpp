@@ -58,8 +58,11 @@ status decode_header(const std::uint8_t* p, std::size_t n, std::uint64_t max_len
       if (out.len < sizeof(rma_req) || out.len > sizeof(rma_req) + max_atomic_payload) return status::bad_field;
       break;
     case op::rma_resp:
-      if (out.flags & ~flag::revoked) return status::bad_field;
+      if (out.flags & ~(flag::revoked | flag::more | flag::trailer)) return status::bad_field;
+      if (__builtin_popcount(out.flags) > 1) return status::bad_field;  // one of them at most
       if ((out.flags & flag::revoked) && (out.len != 0 || out.data != 5)) return status::bad_field;  // 5: not_found
+      if ((out.flags & flag::more) && (out.len == 0 || out.data != 0)) return status::bad_field;
+      if ((out.flags & flag::trailer) && out.len != 0) return status::bad_field;
       if (out.len > max_len) return status::too_long;
       break;
     default: return status::bad_op;

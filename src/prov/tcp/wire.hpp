@@ -33,6 +33,8 @@ inline constexpr std::uint8_t commit = 4;   // rma_write: flush the range before
 inline constexpr std::uint8_t ack = 8;      // rma_write: answer success too (otherwise only failures)
 inline constexpr std::uint8_t fetch = 16;   // atomic: answer with the old values
 inline constexpr std::uint8_t revoked = 32; // rma_resp (status not_found): the region was closed while the read was in flight
+inline constexpr std::uint8_t more = 64;     // rma_resp (status ok, payload): the answer's final status follows (trailer)
+inline constexpr std::uint8_t trailer = 128; // rma_resp (len 0): the final status of the answer flagged more just before
 }  // namespace flag
 
 // First bytes of the payload of rma_write, rma_read, atomic and save.
@@ -57,7 +59,7 @@ enum class hello_status : std::uint64_t {
   duplicate = 1,  // both sides connected at once: use the other connection
   rejected = 2,   // MSG: the listener rejected (its data follows)
   bad_request = 3,
-  no_resources = 4,  // RDM: the acceptor is out of file descriptors (its reason follows, as text)
+  no_resources = 4,  // the acceptor is out of descriptors, memory or epoll watches (its reason follows, as text)
 };
 
 struct frame_header {
