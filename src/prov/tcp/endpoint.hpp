@@ -205,7 +205,11 @@ struct conn final : handler {
   conn* held_on = nullptr; // ... that one
   bool was_up = false;     // it was established once: its failure is the peer's (liveness.cpp)
   int doom = 0;            // no socket could be made (errno): progress fails it (liveness.cpp)
-  bool window_wait = false; // the peer's window is closed: TCP_USER_TIMEOUT is off (liveness.cpp)
+  // The kernel may hold data for the peer (sent, unacknowledged, or waiting
+  // for its window) since kernel_since: tick() watches for its silence
+  // (liveness.cpp, watch_in_flight).
+  bool in_kernel = false;
+  std::uint64_t kernel_since = 0;
   std::uint32_t events = EPOLLIN;  // epoll interest in force
   std::string key;       // the peer's listening address (once known)
   address peer{};
@@ -372,11 +376,12 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable, publ
   errc peek_claim(const msg_desc& m, std::uint64_t flags, fi_addr_t src) noexcept;
   void drop_unexpected(unexp* u) noexcept;
   void tick(std::uint64_t now) noexcept;
-  // While the peer advertises a closed window (its application is not
-  // reading yet), TCP_USER_TIMEOUT is off for that socket: Linux would
-  // otherwise abort a connection to a live, busy peer. Restored once the
-  // window opens (liveness.cpp).
-  void keep_window_open(conn* c) noexcept;
+  // A connection whose kernel holds data for the peer: the peer is dead
+  // when its kernel has answered nothing (no acknowledgement, no answer to
+  // two zero-window probes) for WEFT_TCP_TIMEOUT_MS (liveness.cpp). Not
+  // TCP_USER_TIMEOUT: Linux applies it to a closed window too, and would
+  // cut a live peer that is busy while we do not call in.
+  void watch_in_flight(conn* c, std::uint64_t now) noexcept;
   void reap() noexcept;
   [[nodiscard]] fi_addr_t src_of(conn* c) noexcept { return source_cap_ ? c->addr : addr_unspec; }
 
