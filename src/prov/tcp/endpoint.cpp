@@ -150,6 +150,10 @@ endpoint_impl::~endpoint_impl() {
   holds.add({txcq_.get(), rxcq_.get(), eq_.get()});
   for (spi::cntr* c : cntrs_.distinct()) holds.add(c);
   holds.lock();
+  // Nor a dispatch from a wait on another endpoint's CQ (manual progress
+  // shares the domain's epoll set, and the domain's lock is no lock then):
+  // the engine's dispatch lock until our descriptors have left the set.
+  auto d = dom_->eng().hold_dispatch();
   dom_->remove_target(this);
   if (av_) av_->detach(this);  // no av_removed() after this
   if (observing_) reg_->remove_observer(this);  // no revoked() after this

@@ -70,12 +70,25 @@ class engine {
   bool mod(int fd, handler* h, std::uint32_t events) noexcept;
   void del(int fd) noexcept;
   [[nodiscard]] const util::creator_process& creator() const noexcept { return creator_; }
-  // Dispatches ready events (no waiting). Returns how many.
+  // Dispatches ready events (no waiting). Returns how many. Under the
+  // dispatch lock: with manual progress the epoll set is shared by all the
+  // domain's endpoints, so a wait on one endpoint's CQ dispatches events of
+  // the others, and the domain's lock is no lock then. A thread that finds
+  // another dispatching returns at once (that one dispatches for all).
   int poll() noexcept;
+  // Held by a closing endpoint (or passive endpoint) from its first teardown
+  // step until its descriptors have left the set: no dispatch on another
+  // thread reaches its handlers meanwhile, and none after. The innermost
+  // lock: taken after the domain's and the sources locks, and nothing that
+  // a dispatch calls takes those.
+  [[nodiscard]] std::unique_lock<std::recursive_mutex> hold_dispatch() noexcept {
+    return std::unique_lock<std::recursive_mutex>(dispatch_mu_);
+  }
 
  private:
   int epfd_ = -1;
-  bool in_poll_ = false;
+  bool in_poll_ = false;  // under dispatch_mu_: a dispatch that polls again (same thread) returns
+  std::recursive_mutex dispatch_mu_;
   // After fork the epoll instance is shared with the parent: a child's del
   // would drop the parent's registration of the same socket.
   util::creator_process creator_;
