@@ -48,6 +48,15 @@ bool endpoint_impl::read_conn(conn* c) noexcept {
             continue;
           }
           if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return got;
+          if (r < 0 && errno == EFAULT && c->rx == &c->sink && !c->sink_op) {
+            // The region's memory was unmapped under it (the kernel copied
+            // nothing): the rest of the write is read and dropped, the
+            // initiator told not_found.
+            c->sink_err = errc::not_found;
+            c->sink.cap = c->pay_got;
+            set_lowat(c, 1);
+            continue;
+          }
           const int err = r == 0 ? 0 : errno;
           char why[160];
           if (r == 0)
