@@ -425,8 +425,12 @@ bool store_if_mapped(std::byte* dst, const std::uint8_t* src, std::size_t len) n
   ::iovec r{dst, len};
   const ssize_t n = ::process_vm_writev(::getpid(), &l, 1, &r, 1, 0);
   if (n == static_cast<ssize_t>(len)) return true;
-  if (n >= 0 || (errno != ENOSYS && errno != EPERM)) return false;
-  // Not allowed here (seccomp): msync says whether the range is mapped.
+  if (n < 0 && errno != EFAULT && errno != ENOSYS && errno != EPERM) return false;
+  // EFAULT: the memory is gone, or it is there but its fault is not the
+  // kernel's to take (a userfaultfd in user mode only: only a user-mode
+  // touch waits for its handler); or not allowed here (seccomp). msync
+  // says whether the range is mapped; if it is, a plain copy (whose fault
+  // the handler serves).
   static const std::uintptr_t page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
   const auto a = reinterpret_cast<std::uintptr_t>(dst);
   const std::uintptr_t lo = a & ~(page - 1);
