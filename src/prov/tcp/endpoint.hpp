@@ -565,7 +565,7 @@ void describe_fd_shortage(int err, char* out, std::size_t n) noexcept;
 void refuse_accepted(int fd, const char* reason) noexcept;
 
 // Every connection's socket: SO_SNDBUF if configured, TCP_NODELAY,
-// TCP_USER_TIMEOUT, and the congestion control for its peer (peer: the
+// keep-alive (no TCP_USER_TIMEOUT: liveness.cpp), and the congestion control for its peer (peer: the
 // address connected to; nullptr for an accepted socket, which asks the kernel).
 void set_socket_options(int fd, const config& cfg, const sockaddr* peer) noexcept;
 

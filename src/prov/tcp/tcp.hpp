@@ -28,7 +28,7 @@ inline constexpr std::size_t inject_size = 8192;     // also: unexpected message
 inline constexpr std::size_t max_msg_size = std::size_t{1} << 32;
 
 struct config {
-  int timeout_ms = 10000;  // connect timeout and TCP_USER_TIMEOUT (WEFT_TCP_TIMEOUT_MS)
+  int timeout_ms = 10000;  // connect timeout; a host silent that long with data in flight is dead (WEFT_TCP_TIMEOUT_MS)
   int idle_ms = 60000;     // close idle RDM connections after this (WEFT_TCP_IDLE_MS, 0: never)
   bool auto_progress = false;  // WEFT_PROGRESS=auto, or domain_attr.progress = automatic
   // With one connection, polls that read it directly between two epoll_waits
