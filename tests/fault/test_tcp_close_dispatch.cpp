@@ -70,7 +70,8 @@ TEST(tcp_close_dispatch, closing_an_endpoint_while_another_thread_waits_on_a_sib
 
   const auto big = pattern(std::size_t{4} << 20, 3);
   int tag = 0;  // the send's context
-  const int rounds = 60;
+  std::vector<unsigned char> sink(big.size());  // E2's receive: the bytes keep flowing into it
+  const int rounds = 200;
   int done = 0, sends_ok = 0, sends_failed = 0;
   const auto deadline = clock_t_::now() + std::chrono::seconds(90);
   for (int r = 0; r < rounds && clock_t_::now() < deadline; ++r) {
@@ -94,13 +95,15 @@ TEST(tcp_close_dispatch, closing_an_endpoint_while_another_thread_waits_on_a_sib
       ASSERT_TRUE(e2.bind(cq2).has_value());
       ASSERT_TRUE(e2.bind(av2).has_value());
       ASSERT_TRUE(e2.enable().has_value());
+      ASSERT_EQ(e2.recv(sink.data(), sink.size()), errc::ok);
     }
     auto to_e2 = p.av.insert(*e2.name());
     ASSERT_TRUE(to_e2.has_value());
     pause.store(false);
 
-    // p streams 4 MiB to E2 (thread A's waits take E2's socket events: the
-    // accept, the hello, the bytes); E2 is closed in the middle of it.
+    // p streams 4 MiB to E2, into its receive (thread A's waits take E2's
+    // socket events: the accept, the hello, the bytes); E2 is closed in the
+    // middle of it.
     ASSERT_EQ(post([&] { return p.ep.send(big.data(), big.size(), *to_e2, &tag); }, {&p}), errc::ok);
     const auto moved_until = clock_t_::now() + std::chrono::milliseconds(1 + r % 3);
     while (clock_t_::now() < moved_until) (void)p.cq.progress();
