@@ -81,6 +81,7 @@ class passive_impl final : public spi::passive_endpoint, public spi::progressabl
     // nor a wait on our EQ from another thread (its sources lock, after the domain's)
     std::unique_lock<std::recursive_mutex> heq;
     if (eq_) heq = eq_->hold();
+    auto d = dom_->eng().hold_dispatch();  // nor a dispatch from a wait on another endpoint's queue
     dom_->remove_target(this);
     if (eq_) {
       eq_->detach(this);

@@ -44,11 +44,14 @@ void set_socket_options(int fd, const config& cfg, const sockaddr* peer) noexcep
   int one = 1;
   if (cfg.sndbuf > 0) (void)::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &cfg.sndbuf, sizeof cfg.sndbuf);
   (void)::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  unsigned to = static_cast<unsigned>(cfg.timeout_ms);
-  (void)::setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &to, sizeof to);
-  // Keep-alive probes an idle connection, so a host that vanishes while
+  // No TCP_USER_TIMEOUT: Linux applies it to zero-window probing too, and
+  // would abort the connection to a live peer that is busy (not reading)
+  // while this side queued data and stopped calling in. Data the kernel
+  // holds is watched at tick time instead (liveness.cpp, watch_in_flight),
+  // and keep-alive probes an idle connection, so a host that vanishes while
   // nothing is unacknowledged (an RMA answer awaited, an idle close asked)
-  // is found within about the timeout too: TCP_USER_TIMEOUT bounds them.
+  // is found within about the timeout too: idle for timeout/2, then
+  // timeout/2 probes one second apart.
   int idle_s = std::clamp(cfg.timeout_ms / 2000, 1, 32767);  // TCP_KEEPIDLE: at most 32767 s
   int intvl_s = 1;
   int cnt = std::clamp(cfg.timeout_ms / 2000, 1, 127);  // the kernel refuses more than 127 probes
@@ -144,6 +147,10 @@ endpoint_impl::~endpoint_impl() {
   // drive nor arm us while we come apart: their sources locks (after the
   // domain's, as in progress) until we are detached.
   const core::source_holds holds(txcq_.get(), rxcq_.get(), eq_.get(), cntrs_);
+  // Nor a dispatch from a wait on another endpoint's CQ (manual progress
+  // shares the domain's epoll set, and the domain's lock is no lock then):
+  // the engine's dispatch lock until our descriptors have left the set.
+  auto d = dom_->eng().hold_dispatch();
   dom_->remove_target(this);
   if (av_) av_->detach(this);  // no av_removed() after this
   if (observing_) reg_->remove_observer(this);  // no revoked() after this
@@ -305,6 +312,10 @@ void endpoint_impl::tick(std::uint64_t now) noexcept {
     if (c->activity != c->activity_seen) {
       c->activity_seen = c->activity;
       c->last_active = std::max(c->last_active, now);
+      if (!c->in_kernel) {  // bytes moved: some may wait in the kernel for the peer
+        c->in_kernel = true;
+        c->kernel_since = now;
+      }
     }
     if (c->dup_loser && !c->txq.empty() && now - c->started > replace_after_ns) {
       // No winner appeared: the peer holds a stale connection to us.
@@ -324,7 +335,8 @@ void endpoint_impl::tick(std::uint64_t now) noexcept {
     // A connection whose socket is up waits for the peer's application as
     // long as its kernel answers: a peer that computes without progress for
     // longer than the timeout is busy, not dead (its death shows on the
-    // socket: a reset, the end of the stream, TCP_USER_TIMEOUT, keep-alive).
+    // socket: a reset, the end of the stream, keep-alive; or in its kernel
+    // answering nothing for the timeout while data is in flight, below).
     // Only the kernel's connect, a MSG connect, and what an accepting side
     // waits for from an unknown connector are bounded here; an RDM hello
     // delivered to the peer's kernel waits for its application's answer.
@@ -344,7 +356,10 @@ void endpoint_impl::tick(std::uint64_t now) noexcept {
         fail_conn(c, errc::timed_out, why);  // its host answers: busy, not dead
       continue;
     }
-    if (c->window_wait || (!c->txq.empty() && c->want_out && c->state != conn::st::connecting)) keep_window_open(c);
+    if ((c->in_kernel || !c->txq.empty()) && c->state != conn::st::connecting) {
+      watch_in_flight(c, now);
+      if (c->dead) continue;
+    }
     if (idle && !msg_mode_ && c->state == conn::st::established && c->txq.empty() && c->await.empty() &&
         c->rstage == conn::rs::header &&
         c->hdr_got == 0 && c->rpos == c->rend && now - c->last_active > idle) {

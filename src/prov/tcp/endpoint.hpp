@@ -212,7 +212,11 @@ struct conn final : handler {
   conn* held_on = nullptr; // ... that one
   bool was_up = false;     // it was established once: its failure is the peer's (liveness.cpp)
   int doom = 0;            // no socket could be made (errno): progress fails it (liveness.cpp)
-  bool window_wait = false; // the peer's window is closed: TCP_USER_TIMEOUT is off (liveness.cpp)
+  // The kernel may hold data for the peer (sent, unacknowledged, or waiting
+  // for its window) since kernel_since: tick() watches for its silence
+  // (liveness.cpp, watch_in_flight).
+  bool in_kernel = false;
+  std::uint64_t kernel_since = 0;
   std::uint32_t events = EPOLLIN;  // epoll interest in force
   std::string key;       // the peer's listening address (once known)
   address peer{};
@@ -388,11 +392,12 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable, publ
   errc peek_claim(const msg_desc& m, std::uint64_t flags, fi_addr_t src) noexcept;
   void drop_unexpected(unexp* u) noexcept;
   void tick(std::uint64_t now) noexcept;
-  // While the peer advertises a closed window (its application is not
-  // reading yet), TCP_USER_TIMEOUT is off for that socket: Linux would
-  // otherwise abort a connection to a live, busy peer. Restored once the
-  // window opens (liveness.cpp).
-  void keep_window_open(conn* c) noexcept;
+  // A connection whose kernel holds data for the peer: the peer is dead
+  // when its kernel has answered nothing (no acknowledgement, no answer to
+  // two zero-window probes) for WEFT_TCP_TIMEOUT_MS (liveness.cpp). Not
+  // TCP_USER_TIMEOUT: Linux applies it to a closed window too, and would
+  // cut a live peer that is busy while we do not call in.
+  void watch_in_flight(conn* c, std::uint64_t now) noexcept;
   void reap() noexcept;
   [[nodiscard]] fi_addr_t src_of(conn* c) noexcept { return source_cap_ ? c->addr : addr_unspec; }
 
@@ -519,6 +524,12 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable, publ
   // Before a piece of n bytes of a write goes into the region: true with
   // lk holding zc_mu_ (copy, then release), false when the region is gone.
   bool sink_check(conn* c, std::size_t n, std::unique_lock<std::mutex>& lk) noexcept;
+  // A piece of a write that was buffered with its frame (small writes, the
+  // head of a large one) goes into the region by a copy that fails instead
+  // of faulting when the memory was unmapped under the open region (the
+  // monitor reports an unmap only after it happened, and a range it cannot
+  // watch never): the rest is dropped and the initiator told not_found.
+  void sink_copy(conn* c, const std::uint8_t* p, std::size_t n) noexcept;
   std::shared_ptr<av_impl> av_;
   std::shared_ptr<spi::eq> eq_;
   bool enabled_ = false;
@@ -577,7 +588,7 @@ void describe_fd_shortage(int err, char* out, std::size_t n) noexcept;
 void refuse_accepted(int fd, const char* reason) noexcept;
 
 // Every connection's socket: SO_SNDBUF if configured, TCP_NODELAY,
-// TCP_USER_TIMEOUT, and the congestion control for its peer (peer: the
+// keep-alive (no TCP_USER_TIMEOUT: liveness.cpp), and the congestion control for its peer (peer: the
 // address connected to; nullptr for an accepted socket, which asks the kernel).
 void set_socket_options(int fd, const config& cfg, const sockaddr* peer) noexcept;
 

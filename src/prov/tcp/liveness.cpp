@@ -5,7 +5,7 @@
 // reason instead of leaving them hanging. Events wait here, in room
 // reserved when connections were made, until they can be delivered.
 // docs/design.md, "Peer failure".
-#include <linux/tcp.h>  // tcp_info with tcpi_snd_wnd (glibc's copy predates it)
+#include <linux/tcp.h>  // tcp_info with tcpi_notsent_bytes (glibc's copy predates it)
 #include <netinet/in.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -36,23 +36,52 @@ void describe_fd_shortage(int err, char* out, std::size_t n) noexcept {
 
 // ------------------------------------------------------------ peer failure
 
-// Linux applies TCP_USER_TIMEOUT to zero-window probing too: a peer whose
-// receive buffer is full because its application computes (or has not
-// posted the receive for a large message left in its socket) would be cut
-// off after WEFT_TCP_TIMEOUT_MS although its kernel answers every probe.
-// A closed window is the peer's kernel speaking, so the timeout is lifted
-// until the window opens; a host that vanishes meanwhile is found by the
-// kernel's own probe limit (tcp_retries2) instead.
-void endpoint_impl::keep_window_open(conn* c) noexcept {
+// Data the kernel holds for the peer (sent and unacknowledged, or waiting
+// for its window) is the one case keep-alive does not cover. Linux's
+// TCP_USER_TIMEOUT would, but it applies to zero-window probing too: a
+// sender that queued more than the peer's buffers hold and then computes
+// without calling in would have its connection to a live, busy receiver
+// aborted by its kernel after the timeout, though the receiver's kernel
+// answers every probe. So the silence is judged here, at tick time (an
+// application learns of a death only by calling in, and waits wake for
+// ticks), from TCP_INFO:
+//  - packets in flight (tcpi_unacked) and no acknowledgement for the
+//    timeout: what TCP_USER_TIMEOUT would have said;
+//  - a closed window (nothing in flight) and at least two zero-window
+//    probes unanswered (tcpi_probes; any answer resets it) with no
+//    acknowledgement for the timeout: the receiver's host is gone. A live
+//    receiver answers each probe within a round trip, and the next probe
+//    comes an RTO or more later, so it never has two unanswered.
+// The silence counts from the last acknowledgement, or from the tick that
+// first saw bytes move here if later (an idle connection's last
+// acknowledgement is old). Once the kernel holds nothing, the connection is
+// idle and keep-alive watches it.
+void endpoint_impl::watch_in_flight(conn* c, std::uint64_t now) noexcept {
   if (c->fd < 0 || c->dead) return;
+  if (!c->in_kernel) {
+    c->in_kernel = true;
+    c->kernel_since = now;
+  }
   tcp_info ti{};
   socklen_t len = sizeof ti;
   if (::getsockopt(c->fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0) return;
-  if (len < offsetof(tcp_info, tcpi_snd_wnd) + sizeof ti.tcpi_snd_wnd) return;  // kernel too old to tell
-  const bool closed = ti.tcpi_snd_wnd == 0;
-  if (closed == c->window_wait) return;
-  const unsigned to = closed ? 0u : static_cast<unsigned>(cfg_.timeout_ms);
-  if (::setsockopt(c->fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &to, sizeof to) == 0) c->window_wait = closed;
+  if (len < offsetof(tcp_info, tcpi_notsent_bytes) + sizeof ti.tcpi_notsent_bytes) return;  // kernel too old to tell
+  if (ti.tcpi_unacked == 0 && ti.tcpi_notsent_bytes == 0) {
+    c->in_kernel = !c->txq.empty();  // nothing in the kernel (what waits in txq will be watched once written)
+    c->kernel_since = now;
+    return;
+  }
+  const std::uint64_t since_ack = static_cast<std::uint64_t>(ti.tcpi_last_ack_recv) * 1'000'000ull;
+  const std::uint64_t silence = std::min(since_ack, now - c->kernel_since);
+  const std::uint64_t to = static_cast<std::uint64_t>(cfg_.timeout_ms) * 1'000'000ull;
+  if (silence < to) return;
+  const bool unanswered = ti.tcpi_unacked > 0 || ti.tcpi_probes >= 2;
+  if (!unanswered) return;  // a closed window whose probes are answered: busy, not dead
+  char why[200];
+  std::snprintf(why, sizeof why,
+                "its host answered nothing for %llu ms with data in flight (WEFT_TCP_TIMEOUT_MS %d)",
+                static_cast<unsigned long long>(silence / 1'000'000ull), cfg_.timeout_ms);
+  lose_conn(c, errc::peer_dead, why);
 }
 
 void endpoint_impl::sync_av() noexcept {

@@ -219,6 +219,8 @@ void engine::del(int fd) noexcept {
 }
 
 int engine::poll() noexcept {
+  if (!dispatch_mu_.try_lock()) return 0;  // another thread dispatches (for every endpoint)
+  std::unique_lock<std::recursive_mutex> g(dispatch_mu_, std::adopt_lock);
   if (in_poll_) return 0;
   in_poll_ = true;
   epoll_event evs[64];

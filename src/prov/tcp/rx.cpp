@@ -125,8 +125,11 @@ void endpoint_impl::consume(conn* c) noexcept {
         {
           std::unique_lock<std::mutex> lk;  // a write's piece goes into the region under it
           if (c->rx == &c->sink && !c->sink_op && c->pay_got < c->rx->cap) (void)sink_check(c, take, lk);
-          if (c->pay_got < c->rx->cap)
-            scatter(c->rx->iov, c->rx->iov_count, c->pay_got, p, std::min(take, c->rx->cap - c->pay_got));
+          if (c->pay_got < c->rx->cap) {
+            const std::size_t n = std::min(take, c->rx->cap - c->pay_got);
+            if (c->rx == &c->sink && !c->sink_op) sink_copy(c, p, n);  // a region: its memory may be gone
+            else scatter(c->rx->iov, c->rx->iov_count, c->pay_got, p, n);
+          }
         }
         c->pay_got += take;
         c->rpos += take;
@@ -333,7 +336,7 @@ void endpoint_impl::payload_fault(conn* c) noexcept {
   const std::size_t rest = c->cur.len - c->pay_got;
   set_lowat(c, 1);
   if (c->rx == &c->sink && !c->sink_op) {  // target: a write into a region whose memory is gone
-    c->sink_err = errc::io_error;           // answered with it (sink_done)
+    c->sink_err = errc::not_found;          // answered with it (sink_done), as after the monitor's report
     c->sink.cap = c->pay_got;               // nothing more is copied
     return;
   }

@@ -28,7 +28,7 @@ inline constexpr std::size_t inject_size = 8192;     // also: unexpected message
 inline constexpr std::size_t max_msg_size = std::size_t{1} << 32;
 
 struct config {
-  int timeout_ms = 10000;  // connect timeout and TCP_USER_TIMEOUT (WEFT_TCP_TIMEOUT_MS)
+  int timeout_ms = 10000;  // connect timeout; a host silent that long with data in flight is dead (WEFT_TCP_TIMEOUT_MS)
   int idle_ms = 60000;     // close idle RDM connections after this (WEFT_TCP_IDLE_MS, 0: never)
   bool auto_progress = false;  // WEFT_PROGRESS=auto, or domain_attr.progress = automatic
   // With one connection, polls that read it directly between two epoll_waits
@@ -70,12 +70,25 @@ class engine {
   bool mod(int fd, handler* h, std::uint32_t events) noexcept;
   void del(int fd) noexcept;
   [[nodiscard]] const util::creator_process& creator() const noexcept { return creator_; }
-  // Dispatches ready events (no waiting). Returns how many.
+  // Dispatches ready events (no waiting). Returns how many. Under the
+  // dispatch lock: with manual progress the epoll set is shared by all the
+  // domain's endpoints, so a wait on one endpoint's CQ dispatches events of
+  // the others, and the domain's lock is no lock then. A thread that finds
+  // another dispatching returns at once (that one dispatches for all).
   int poll() noexcept;
+  // Held by a closing endpoint (or passive endpoint) from its first teardown
+  // step until its descriptors have left the set: no dispatch on another
+  // thread reaches its handlers meanwhile, and none after. The innermost
+  // lock: taken after the domain's and the sources locks, and nothing that
+  // a dispatch calls takes those.
+  [[nodiscard]] std::unique_lock<std::recursive_mutex> hold_dispatch() noexcept {
+    return std::unique_lock<std::recursive_mutex>(dispatch_mu_);
+  }
 
  private:
   int epfd_ = -1;
-  bool in_poll_ = false;
+  bool in_poll_ = false;  // under dispatch_mu_: a dispatch that polls again (same thread) returns
+  std::recursive_mutex dispatch_mu_;
   // After fork the epoll instance is shared with the parent: a child's del
   // would drop the parent's registration of the same socket.
   util::creator_process creator_;
