@@ -1,8 +1,9 @@
-// Bad memory never crashes (issue 9): a tcp target whose region's memory is
-// unmapped while the region is still open must neither crash nor report a
-// later write as done. Small writes (below direct_read_min, buffered with
-// their frame) are copied into the region by a copy that fails instead of
-// faulting, large ones read into it (EFAULT) end as not_found too (docs/rma.md, "Memory unmapped under an open region"). The
+// A tcp target whose region's memory is unmapped while the region is still
+// open: a large write read straight into it (readv) that meets the hole
+// (EFAULT) fails with not_found instead of taking the connection down, and
+// the connection carries the next write (docs/rma.md, "Memory unmapped
+// under an open region": bytes buffered with their frame are copied
+// plainly, a checked copy cost 1.3 us per small write). The
 // domain's monitor here never notifies (as for memory the kernel will not
 // watch, or in the moment between an munmap and its report): the region
 // stays open and valid in the registry while its memory is gone.
@@ -72,32 +73,23 @@ int run_target_and_writer() {
   }
   if (base[len / 4] != 0x3c || base[len / 2 - 1] != 0x3c) return 23;  // the mapped part was written
 
-  // Then all of it.
-  if (::munmap(mem, len / 2) != 0) return 17;
-  // Small writes (buffered with their frame), then large ones (read
-  // straight into the region: the kernel answers EFAULT), then small again:
-  // the connection still carries them.
-  for (std::size_t n : {std::size_t{8}, std::size_t{64}, std::size_t{1024}, std::size_t{64} << 10,
-                        std::size_t{128} << 10, std::size_t{64}}) {
-    if (a.ep.write(x.data(), n, a2b, 128, key) != errc::ok) return 18;
-    o = next(a, {&b}, 10000);
-    if (o.ok) {
-      std::fprintf(stderr, "a %zu-byte write into unmapped memory completed as done\n", n);
-      return 19;
-    }
-    if (!o.error || o.err.err != errc::not_found) {
-      std::fprintf(stderr, "a %zu-byte write into unmapped memory: %s (%s), want not_found\n", n,
-                   to_string(o.err.err), o.err.msg);
-      return 20;
-    }
+  // The connection carries on: a small write into the part still mapped
+  // lands.
+  std::vector<unsigned char> y(64, 0x5a);
+  if (a.ep.write(y.data(), y.size(), a2b, 128, key) != errc::ok) return 18;
+  o = next(a, {&b}, 10000);
+  if (!o.ok) {
+    std::fprintf(stderr, "a small write after the failed one: %s (%s)\n", to_string(o.err.err), o.err.msg);
+    return 19;
   }
+  if (base[128] != 0x5a || base[191] != 0x5a) return 20;
   m->close();
   return 0;
 }
 
 }  // namespace
 
-TEST(tcp_rma_unmapped, small_writes_into_memory_unmapped_under_an_open_region_fail_without_a_crash) {
+TEST(tcp_rma_unmapped, a_large_write_into_memory_unmapped_under_an_open_region_fails_and_the_connection_carries_on) {
   const pid_t pid = ::fork();
   ASSERT_GE(pid, 0);
   if (pid == 0) {

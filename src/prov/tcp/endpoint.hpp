@@ -524,12 +524,6 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable, publ
   // Before a piece of n bytes of a write goes into the region: true with
   // lk holding zc_mu_ (copy, then release), false when the region is gone.
   bool sink_check(conn* c, std::size_t n, std::unique_lock<std::mutex>& lk) noexcept;
-  // A piece of a write that was buffered with its frame (small writes, the
-  // head of a large one) goes into the region by a copy that fails instead
-  // of faulting when the memory was unmapped under the open region (the
-  // monitor reports an unmap only after it happened, and a range it cannot
-  // watch never): the rest is dropped and the initiator told not_found.
-  void sink_copy(conn* c, const std::uint8_t* p, std::size_t n) noexcept;
   std::shared_ptr<av_impl> av_;
   std::shared_ptr<spi::eq> eq_;
   bool enabled_ = false;

@@ -459,27 +459,6 @@ bool copy_if_mapped(std::byte* dst, const std::byte* src, std::size_t len) noexc
   return true;
 }
 
-// Copies len bytes into this process's memory at dst, failing (not
-// faulting) when the memory is gone: process_vm_writev answers EFAULT.
-bool store_if_mapped(std::byte* dst, const std::uint8_t* src, std::size_t len) noexcept {
-  ::iovec l{const_cast<std::uint8_t*>(src), len};
-  ::iovec r{dst, len};
-  const ssize_t n = ::process_vm_writev(::getpid(), &l, 1, &r, 1, 0);
-  if (n == static_cast<ssize_t>(len)) return true;
-  if (n < 0 && errno != EFAULT && errno != ENOSYS && errno != EPERM) return false;
-  // EFAULT: the memory is gone, or it is there but its fault is not the
-  // kernel's to take (a userfaultfd in user mode only: only a user-mode
-  // touch waits for its handler); or not allowed here (seccomp). msync
-  // says whether the range is mapped; if it is, a plain copy (whose fault
-  // the handler serves).
-  static const std::uintptr_t page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
-  const auto a = reinterpret_cast<std::uintptr_t>(dst);
-  const std::uintptr_t lo = a & ~(page - 1);
-  if (::msync(reinterpret_cast<void*>(lo), a + len - lo, MS_ASYNC) != 0) return false;
-  std::memcpy(dst, src, len);
-  return true;
-}
-
 }  // namespace
 
 // zc_mu_ held. A read answer whose region is gone: if nothing of it left
@@ -621,13 +600,6 @@ void endpoint_impl::handle_rma_req(conn* c) noexcept {
     }
     default: return;
   }
-}
-
-void endpoint_impl::sink_copy(conn* c, const std::uint8_t* p, std::size_t n) noexcept {
-  auto* dst = static_cast<std::byte*>(c->sink.iov[0].iov_base) + c->pay_got;
-  if (store_if_mapped(dst, p, n)) return;
-  c->sink_err = errc::not_found;  // its memory was unmapped under the open region
-  c->sink.cap = c->pay_got;       // nothing more is copied
 }
 
 // The bytes of a write are in the region, or an answer is in the initiator's buffers.

@@ -125,11 +125,8 @@ void endpoint_impl::consume(conn* c) noexcept {
         {
           std::unique_lock<std::mutex> lk;  // a write's piece goes into the region under it
           if (c->rx == &c->sink && !c->sink_op && c->pay_got < c->rx->cap) (void)sink_check(c, take, lk);
-          if (c->pay_got < c->rx->cap) {
-            const std::size_t n = std::min(take, c->rx->cap - c->pay_got);
-            if (c->rx == &c->sink && !c->sink_op) sink_copy(c, p, n);  // a region: its memory may be gone
-            else scatter(c->rx->iov, c->rx->iov_count, c->pay_got, p, n);
-          }
+          if (c->pay_got < c->rx->cap)
+            scatter(c->rx->iov, c->rx->iov_count, c->pay_got, p, std::min(take, c->rx->cap - c->pay_got));
         }
         c->pay_got += take;
         c->rpos += take;
