@@ -179,17 +179,44 @@ void mr_registry::revoke_and_pin(std::uint64_t key, std::vector<mr_observer*>& p
   }
   for (auto& u : observers_) {
     u.o->revoked(key);
-    ++u.pins;
+    pin(u);
     pinned.push_back(u.o);
   }
 }
 
-void mr_registry::unpin(const std::vector<mr_observer*>& pinned) noexcept {
-  bool free = false;
-  for (auto* o : pinned)
-    for (auto& u : observers_)
-      if (u.o == o && --u.pins == 0) free = true;
-  if (free) unheld_.notify_all();
+// A pin is taken by a thread of this process: a forked child, where the
+// parent's draining threads do not exist, counts its own pins only (the
+// first one resets the count), and waits for none of its parent's.
+void mr_registry::pin(observer_use& u) noexcept {
+  const std::uint32_t gen = util::fork_generation();
+  if (u.pins_gen != gen) {
+    u.pins_gen = gen;
+    u.pins = 0;
+  }
+  ++u.pins;
+}
+
+bool mr_registry::pinned_here(const observer_use& u) noexcept {
+  return u.pins != 0 && u.pins_gen == util::fork_generation();
+}
+
+void mr_registry::unpin(mr_observer* o) noexcept {
+  for (auto& u : observers_)
+    if (u.o == o && pinned_here(u) && --u.pins == 0) unheld_.notify_all();
+}
+
+// Each observer is unpinned as soon as its own drain returned: a close of
+// its endpoint (which holds that endpoint's queues meanwhile) waits for the
+// accesses through it only, not for those through another endpoint that a
+// stopped peer holds up.
+void mr_registry::drain_pinned(std::unique_lock<std::mutex>& lk, std::uint64_t key,
+                               const std::vector<mr_observer*>& pinned) noexcept {
+  for (auto* o : pinned) {
+    lk.unlock();
+    o->drain(key);
+    lk.lock();
+    unpin(o);
+  }
 }
 
 void mr_registry::release(mr& m) noexcept {
@@ -208,12 +235,7 @@ void mr_registry::release(mr& m) noexcept {
   // pinned meanwhile: none is removed (its endpoint closed) under the wait.
   std::vector<mr_observer*> pinned;
   revoke_and_pin(e->key, pinned);
-  if (!pinned.empty()) {
-    lk.unlock();
-    for (auto* o : pinned) o->drain(e->key);
-    lk.lock();
-    unpin(pinned);
-  }
+  drain_pinned(lk, e->key, pinned);
   // Copies that found it before (two-sided accesses, made without the lock,
   // each bounded): the memory is the application's again only after them.
   // Only those of this process: in a forked child, the holds counted are
@@ -225,7 +247,12 @@ void mr_registry::release(mr& m) noexcept {
   free_slots_.push_back(mr_key_slot(e->key));
   e->key = 0;
   e->last_use = ++clock_;
-  if (!e->valid || max_idle_ == 0 || !e->subscribed) {
+  // Memory the region owns (alloc_memory) is unmapped as soon as this
+  // returns: its entry is not cached, and its subscription goes first, so
+  // that the monitor's report of that unmap (which comes a little later)
+  // meets no subscription and cannot revoke a new region at that address.
+  const bool owned = m.owned_ != nullptr;
+  if (!e->valid || max_idle_ == 0 || !e->subscribed || owned) {
     if (e->subscribed && monitor_) monitor_->unsubscribe(e->addr, e->len);
     std::erase(entries_, e);
   }
@@ -251,18 +278,30 @@ void mr_registry::trim() noexcept {
 void mr_registry::notify(const void* addr, std::size_t len) noexcept {
   const auto* lo = static_cast<const std::byte*>(addr);
   const auto* hi = lo + len;
-  std::lock_guard lk(mu_);
+  std::unique_lock lk(mu_);
+  // The memory is gone already: the observers forget the keys on it under
+  // the lock; the accesses under way to them (rare) are waited for without
+  // it, each observer pinned meanwhile, as a close does (release()).
+  std::vector<std::uint64_t> keys;
+  std::vector<mr_observer*> pinned;
+  bool listed = true;
+  try {
+    keys.reserve(entries_.size());
+    pinned.reserve(observers_.size());
+  } catch (...) {
+    listed = false;  // no memory for the lists: drained under the lock
+  }
   for (auto it = entries_.begin(); it != entries_.end();) {
     auto& e = *it;
     if (e->valid && e->addr < hi && lo < e->addr + e->len) {
       e->valid = false;  // live regions on it answer not_found from now on
-      // The memory is gone already: the observers forget the key, and wait
-      // for accesses under way here (rare; the monitor's thread only).
-      if (e->key)
+      if (e->key) {
         for (auto& u : observers_) {
           u.o->revoked(e->key);
-          u.o->drain(e->key);
+          if (!listed) u.o->drain(e->key);
         }
+        if (listed) keys.push_back(e->key);
+      }
       ++stats_.invalidations;
       if (e->users == 0 && !e->closing) {  // a closing one is its close's to erase
         if (e->subscribed && monitor_) monitor_->unsubscribe(e->addr, e->len);
@@ -271,6 +310,17 @@ void mr_registry::notify(const void* addr, std::size_t len) noexcept {
       }
     }
     ++it;
+  }
+  if (keys.empty()) return;
+  for (auto& u : observers_) {
+    pin(u);
+    pinned.push_back(u.o);
+  }
+  for (auto* o : pinned) {
+    lk.unlock();
+    for (const std::uint64_t k : keys) o->drain(k);
+    lk.lock();
+    unpin(o);
   }
 }
 
@@ -302,7 +352,7 @@ void mr_registry::remove_when_unpinned(std::unique_lock<std::mutex>& lk, mr_obse
   // a close draining o on another thread (outside the lock) finishes first
   unheld_.wait(lk, [&] {
     for (auto& u : observers_)
-      if (u.o == o) return u.pins == 0;
+      if (u.o == o) return !pinned_here(u);
     return true;
   });
   std::erase_if(observers_, [&](const observer_use& u) { return u.o == o; });
@@ -336,12 +386,11 @@ void mr_registry::withdraw_observer(mr_observer* o) noexcept {
       else o->drain(k);  // no memory for the list: drained here, under the lock
     }
   me->withdrawn = true;
-  ++me->pins;
+  pin(*me);
   lk.unlock();
   for (const std::uint64_t k : keys) o->drain(k);
   lk.lock();
-  for (auto& u : observers_)
-    if (u.o == o) --u.pins;
+  unpin(o);
   remove_when_unpinned(lk, o);
 }
 

@@ -10,6 +10,7 @@
 #include <climits>
 
 #include "util/clock.hpp"
+#include "util/creator_process.hpp"
 #include "util/futex.hpp"
 
 namespace weft::spi {
@@ -27,7 +28,16 @@ void progress_group::attach(progressable* p) {
   if (std::find(sources_.begin(), sources_.end(), p) == sources_.end()) sources_.push_back(p);
 }
 
-progress_group::progress_group() noexcept : creator_pid_(::getpid()) {}
+namespace {
+// util::creator_process's generation, kept out of the spi header (which
+// includes nothing of util/).
+std::uint32_t this_generation() noexcept {
+  util::count_forks();
+  return util::fork_generation();
+}
+}  // namespace
+
+progress_group::progress_group() noexcept : creator_gen_(this_generation()) {}
 
 progress_group::~progress_group() {
   if (const int f = wake_fd_.load(std::memory_order_relaxed); f >= 0) ::close(f);
@@ -42,9 +52,9 @@ void progress_group::detach(progressable* p) noexcept {
   util::futex_wake_all(&detached_);  // a wait asleep on p's words wakes, and arms again without it
   // ... or asleep in poll() on its descriptor; not in a forked child, where
   // the eventfd is the parent's too (and no wait of the child's sleeps: its
-  // only thread is the one closing). The getpid() costs a close only.
+  // only thread is the one closing).
   const int f = wake_fd_.load(std::memory_order_seq_cst);
-  if (f >= 0 && ::getpid() == creator_pid_) {
+  if (f >= 0 && util::fork_generation() == creator_gen_) {
     const std::uint64_t one = 1;
     (void)!::write(f, &one, sizeof one);
   }

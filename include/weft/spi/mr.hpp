@@ -159,15 +159,21 @@ class mr_registry : public std::enable_shared_from_this<mr_registry> {
   friend class mr_hold;
   struct observer_use {
     mr_observer* o = nullptr;
-    std::uint32_t pins = 0;    // closes draining it outside the lock
+    std::uint32_t pins = 0;    // closes draining it outside the lock, in fork generation pins_gen
+    std::uint32_t pins_gen = 0;  // a forked child's copy counts its parent's pins: not to be waited for
     bool withdrawn = false;    // being withdrawn: no more published()
   };
   void unhold(void* e) noexcept;
   void release(mr& m) noexcept;
   // With mu_ held: every observer's revoked(key), and a pin on each (the
-  // ones to drain); drain_unpinned() without the lock, then unpin() with it.
+  // ones to drain); then each drained without the lock and unpinned (with
+  // it) as soon as its own drain returned: drain_pinned().
   void revoke_and_pin(std::uint64_t key, std::vector<mr_observer*>& pinned) noexcept;
-  void unpin(const std::vector<mr_observer*>& pinned) noexcept;
+  void drain_pinned(std::unique_lock<std::mutex>& lk, std::uint64_t key,
+                    const std::vector<mr_observer*>& pinned) noexcept;
+  static void pin(observer_use& u) noexcept;
+  void unpin(mr_observer* o) noexcept;
+  [[nodiscard]] static bool pinned_here(const observer_use& u) noexcept;
   void remove_when_unpinned(std::unique_lock<std::mutex>& lk, mr_observer* o) noexcept;
   result<void> ensure_monitor();  // with mu_ held
   void trim() noexcept;           // with mu_ held: bounds the idle entries

@@ -146,10 +146,11 @@ class progress_group {
   // first wait that sleeps on a descriptor (-1 before, or if it could not be:
   // such a sleep then wakes every pulse_ns to look).
   std::atomic<int> wake_fd_{-1};
-  // The process that made this queue: after fork() the eventfd is shared
-  // with it, and a forked child's detach() (its teardown of the copies it
-  // inherited) must not write it (the parent's wait would wake for nothing).
-  int creator_pid_;
+  // The process that made this queue (its fork generation, see
+  // progress.cpp): after fork() the eventfd is shared with it, and a forked
+  // child's detach() (its teardown of the copies it inherited) must not
+  // write it (the parent's wait would wake for nothing).
+  std::uint32_t creator_gen_;
   std::atomic<std::uint64_t> word_wakes_{0}, timer_wakes_{0};
   woke sleep_uncounted(const armed& a, std::uint64_t deadline) const noexcept;
   std::recursive_mutex* lock_ = nullptr;

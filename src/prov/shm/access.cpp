@@ -84,8 +84,6 @@ holder_state holder_liveness(std::uint64_t w) noexcept {
 // Claiming a slot: one whose holder is not proven dead stays its holder's.
 bool holder_alive(std::uint64_t w) noexcept { return holder_liveness(w) != holder_state::dead; }
 
-void on_fork_child() noexcept { process_generation.fetch_add(1, std::memory_order_relaxed); }
-
 int membarrier(int cmd) noexcept { return static_cast<int>(::syscall(SYS_membarrier, cmd, 0, 0)); }
 
 // Registered (in this process generation) to receive the owners' barriers.
@@ -100,9 +98,8 @@ bool registered_for_fences(std::uint32_t gen) noexcept {
 }  // namespace
 
 bool access_claim::acquire(mapping& m) noexcept {
-  static std::once_flag atfork;
-  std::call_once(atfork, [] { ::pthread_atfork(nullptr, nullptr, on_fork_child); });
-  const std::uint32_t gen = process_generation.load(std::memory_order_relaxed);
+  util::count_forks();
+  const std::uint32_t gen = util::fork_generation();
   if (slot_ && generation_ == gen) return true;
   if (generation_ != gen) {  // claimed by the process we were forked from: not ours to use or give back
     slot_ = nullptr;
@@ -140,7 +137,7 @@ bool access_claim::acquire(mapping& m) noexcept {
 }
 
 void access_claim::release() noexcept {
-  if (!slot_ || generation_ != process_generation.load(std::memory_order_relaxed)) return;
+  if (!slot_ || generation_ != util::fork_generation()) return;
   slot_->key.store(0, std::memory_order_release);
   std::uint64_t w = word_;
   (void)slot_->holder.compare_exchange_strong(w, 0, std::memory_order_acq_rel);

@@ -7,14 +7,12 @@
 #include <cstdint>
 
 #include "prov/shm/layout.hpp"
+#include "util/creator_process.hpp"
 
 namespace weft::prov::shm {
 
 class mapping;
 
-// Bumped in every forked child (pthread_atfork): a claim made before the
-// fork belongs to the parent, and the child must claim a slot of its own.
-inline std::atomic<std::uint32_t> process_generation{0};
 
 // One domain's access slot in a peer's region.
 class access_claim {
@@ -24,10 +22,10 @@ class access_claim {
   access_claim& operator=(const access_claim&) = delete;
   ~access_claim() { release(); }
 
-  // Whether this process holds a slot (data path: two loads).
-  [[nodiscard]] bool usable() const noexcept {
-    return slot_ && generation_ == process_generation.load(std::memory_order_relaxed);
-  }
+  // Whether this process holds a slot (data path: two loads). A claim made
+  // before a fork (util::fork_generation()) belongs to the parent: the
+  // child claims a slot of its own.
+  [[nodiscard]] bool usable() const noexcept { return slot_ && generation_ == util::fork_generation(); }
   // Around each one-sided access: announce the key before the entry is read
   // (ordered before that read: by the owner's membarrier when the claim is
   // light, else by a locked exchange), withdraw it once the bytes moved.

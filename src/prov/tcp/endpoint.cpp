@@ -141,7 +141,7 @@ endpoint_impl::~endpoint_impl() {
   // region), then the registry: until the progress thread is out, a region
   // that closes must still revoke our answers, or it would read the region
   // after its close returned. Lock order as in progress (the domain's lock,
-  // then the registry's): revoked() takes neither.
+  // then the registry's): drain() takes neither.
   auto g = dom_->guard();
   // A wait on our CQs, EQ or counters from another thread must neither
   // drive nor arm us while we come apart: their sources locks (after the
@@ -153,7 +153,7 @@ endpoint_impl::~endpoint_impl() {
   auto d = dom_->eng().hold_dispatch();
   dom_->remove_target(this);
   if (av_) av_->detach(this);  // no av_removed() after this
-  if (observing_) reg_->remove_observer(this);  // no revoked() after this
+  if (observing_) reg_->remove_observer(this);  // no drain() after this (a close draining us finishes first)
   for (std::uint32_t i = 0; i < txp_.capacity(); ++i) delete[] txp_.at(i)->own;
   // Give back the CQ room held by operations that will never complete.
   if (rxcq_) {

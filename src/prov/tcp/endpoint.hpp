@@ -142,7 +142,7 @@ struct tx_op : util::list_node {
   // An RMA read's answer sent straight from the target region (zero copy):
   // zc says so (set and cleared by progress, under zc_mu_); zc_key names the
   // region until it is revoked, which rewrites the answer (zc_mu_ held). See
-  // endpoint_impl::revoked().
+  // endpoint_impl::drain().
   // Failure slots (endpoint_impl::slots_free_) held: fslot by a part that
   // will be answered only if it fails (until it leaves; then its connection
   // holds the slot), islot by an inject write (until it completes).
@@ -382,6 +382,7 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable, publ
   // closes a region, or the memory monitor's) when a key dies.
   void published(std::uint64_t, std::byte*, std::size_t, std::uint64_t, std::uint64_t) noexcept override {}
   void revoked(std::uint64_t key) noexcept override;
+  void drain(std::uint64_t key) noexcept override;  // rewrites the answers from key, waits for an access to it
   void discard_payload(conn* c, std::size_t len) noexcept;
   [[nodiscard]] bool take_ops(std::size_t n, bool completion, tx_op** out) noexcept;
   void complete_rx(rx_op* r, std::size_t copied, std::size_t msg_len, std::uint8_t flags, std::uint64_t tag,
@@ -450,13 +451,13 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable, publ
   bool observing_ = false;  // registered as the registry's observer
   util::creator_process creator_;  // destroyed in a forked child: no frame on the parent's sockets
   // Guards the answers sent straight from region memory (tx_op::zc) against
-  // revoked(), which may run on another thread. Lock order: the registry's
+  // drain(), which may run on another thread. Lock order: the registry's
   // lock, then this one; never the other way round.
   std::mutex zc_mu_;
   std::uint32_t zc_live_ = 0;  // answers still naming a region (zc_key != 0), under zc_mu_
   // Every other access of the target to region memory (a small read's copy,
   // each piece of a write, an atomic) runs under zc_mu_ too, and only if
-  // revoked() has not seen its key die since its find: so once a region's
+  // drain() has not seen its key die since its find: so once a region's
   // close returns, no access to its memory is under way and none starts
   // (the close may come from another thread: automatic progress, the
   // memory monitor). Under zc_mu_: the key between find and access, and

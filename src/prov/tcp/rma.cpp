@@ -314,7 +314,7 @@ errc endpoint_impl::find_locked(std::uint64_t key, std::uint64_t offset, std::ui
     access_key_ = key;
     access_revoked_ = false;
   }
-  // Not under zc_mu_: revoked() takes it under the registry's lock.
+  // Not under zc_mu_: drain() may take it under the registry's lock (a close with no memory for its list).
   errc st = reg_->find(key, offset, len, need, where);
   std::unique_lock l(zc_mu_);
   if (access_revoked_ && st == errc::ok) st = errc::not_found;  // closed since the find
@@ -382,7 +382,7 @@ void endpoint_impl::respond(conn* c, std::uint64_t id, errc st, const void* payl
 }
 
 // An RMA read: the answer is sent from the region itself when it is larger
-// than inject_size, so it is registered for revoked() before it is queued.
+// than inject_size, so it is registered for drain() before it is queued.
 void endpoint_impl::respond_read(conn* c, const wire::rma_req& q) noexcept {
   std::byte* where = nullptr;
   if (q.len <= inject_size) {
@@ -428,7 +428,7 @@ void endpoint_impl::respond_read(conn* c, const wire::rma_req& q) noexcept {
     op->zc_key = q.key;
     ++zc_live_;
   }
-  // From here revoked() sees the answer; a close between the find above and
+  // From here drain() sees the answer; a close between the find above and
   // that point is seen here instead.
   std::byte* now = nullptr;
   if (reg_->find(q.key, q.offset, q.len, access::remote_read, now) != errc::ok || now != where) {
@@ -509,7 +509,7 @@ void endpoint_impl::revoke_answer(tx_op* op) noexcept {
 }
 
 void endpoint_impl::poison_answer(tx_op* op, errc e, const char* why) noexcept {
-  if (op->zc_key) {  // revoked() has nothing more to do with it
+  if (op->zc_key) {  // drain() has nothing more to do with it
     op->zc_key = 0;
     --zc_live_;
   }
@@ -518,7 +518,13 @@ void endpoint_impl::poison_answer(tx_op* op, errc e, const char* why) noexcept {
   std::snprintf(op->why, sizeof op->why, "%s", why);
 }
 
-void endpoint_impl::revoked(std::uint64_t key) noexcept {
+// Under the registry's lock: nothing to do here (the registry's find()
+// refuses the key from now on). The answers and the access under way that
+// found it before are dealt with in drain(), without the registry's lock:
+// zc_mu_ may be held by a write of an answer or a copy into the region.
+void endpoint_impl::revoked(std::uint64_t) noexcept {}
+
+void endpoint_impl::drain(std::uint64_t key) noexcept {
   std::lock_guard lk(zc_mu_);  // waits for an access under way (find_locked)
   if (key == access_key_) access_revoked_ = true;  // found, not yet touched: it must not be
   if (zc_live_ == 0) return;

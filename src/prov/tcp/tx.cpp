@@ -110,7 +110,7 @@ void endpoint_impl::flush(conn* c) noexcept {
     ssize_t w;
     int err = 0;
     if (op->zc) [[unlikely]] {
-      // An answer straight from a region: revoked() may rewrite it, but not
+      // An answer straight from a region: drain() may rewrite it, but not
       // while it is being written (once a region's close returns, nothing
       // reads its memory any more).
       std::unique_lock lk(zc_mu_);
