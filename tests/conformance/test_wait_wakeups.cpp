@@ -25,7 +25,8 @@ namespace {
 using clk = std::chrono::steady_clock;
 
 // Many rounds of: a wait with a 30 s timeout on b, a send from a. Each wait
-// must return ok (a lost wake-up shows as timed_out, the pulse being off).
+// must return ok long before its deadline (the pulse off, a lost wake-up
+// sleeps to it).
 TEST(wait_wakeups, tcp_auto_cq_waits_miss_no_completion_pushed_by_the_progress_thread) {
   ::setenv("WEFT_PROGRESS", "auto", 1);
   ::setenv("WEFT_SPIN_US", "0", 1);  // straight to the sleep: the window is there
@@ -40,10 +41,13 @@ TEST(wait_wakeups, tcp_auto_cq_waits_miss_no_completion_pushed_by_the_progress_t
     ASSERT_EQ(b.ep.recv(in, sizeof in), errc::ok);
     std::atomic<bool> started{false};
     errc got = errc::bad_state;
+    clk::duration took{};
     cq_entry e{};
     std::thread waiter([&] {
       started.store(true);
+      const auto t0 = clk::now();
       got = b.cq.wait(e, 30000);
+      took = clk::now() - t0;
     });
     const auto start_by = clk::now() + std::chrono::seconds(10);
     while (!started.load() && clk::now() < start_by) std::this_thread::yield();
@@ -52,7 +56,10 @@ TEST(wait_wakeups, tcp_auto_cq_waits_miss_no_completion_pushed_by_the_progress_t
     const errc sent = post([&] { return a.ep.send(msg.data(), msg.size() + 1, to); }, {});
     waiter.join();  // bounded: the wait's own timeout
     ASSERT_EQ(sent, errc::ok);
-    ASSERT_EQ(got, errc::ok) << "round " << rounds << ": " << to_string(got) << " (a lost wake-up)";
+    ASSERT_EQ(got, errc::ok) << "round " << rounds << ": " << to_string(got);
+    // A lost wake-up sleeps to the deadline (30 s), whose last read finds
+    // the message: a wait that ran 20 s lost it (one woken runs a few ms).
+    ASSERT_LT(took, std::chrono::seconds(20)) << "round " << rounds << ": a lost wake-up (the wait ran to its deadline)";
     EXPECT_STREQ(in, msg.c_str());
     ASSERT_TRUE(next(a).ok);  // the send's completion
   }
@@ -90,9 +97,12 @@ TEST(wait_wakeups, tcp_auto_counter_waits_miss_no_count_made_by_the_progress_thr
     ASSERT_EQ(b.ep.recv(in, sizeof in), errc::ok);
     std::atomic<bool> started{false};
     errc got = errc::bad_state;
+    clk::duration took{};
     std::thread waiter([&] {
       started.store(true);
+      const auto t0 = clk::now();
       got = ctr.wait(static_cast<std::uint64_t>(rounds) + 1, 30000);
+      took = clk::now() - t0;
     });
     const auto start_by = clk::now() + std::chrono::seconds(10);
     while (!started.load() && clk::now() < start_by) std::this_thread::yield();
@@ -101,7 +111,10 @@ TEST(wait_wakeups, tcp_auto_counter_waits_miss_no_count_made_by_the_progress_thr
     const errc sent = post([&] { return a.ep.send(msg.data(), msg.size() + 1, to); }, {});
     waiter.join();
     ASSERT_EQ(sent, errc::ok);
-    ASSERT_EQ(got, errc::ok) << "round " << rounds << ": " << to_string(got) << " (a lost wake-up)";
+    ASSERT_EQ(got, errc::ok) << "round " << rounds << ": " << to_string(got);
+    // A lost wake-up sleeps to the deadline (30 s), whose last read finds
+    // the message: a wait that ran 20 s lost it (one woken runs a few ms).
+    ASSERT_LT(took, std::chrono::seconds(20)) << "round " << rounds << ": a lost wake-up (the wait ran to its deadline)";
     EXPECT_STREQ(in, msg.c_str());
     ASSERT_TRUE(next(a).ok);
     ASSERT_TRUE(next(b).ok);  // the receive's completion
