@@ -43,20 +43,28 @@ errc cntr::wait(std::uint64_t threshold, int timeout_ms) noexcept {
   }
   // Then sleep on the sources' doorbells (or descriptor), as a CQ wait does:
   // the words' values are taken before the check, so no wake-up is lost.
+  // posted_ too: add() and set() from another thread end the sleep, and
+  // with automatic progress it stands for the descriptor the domain's thread
+  // drains (arm_all()).
   armed a;
+  begin_sleeps();
+  errc e = errc::again;
   for (;;) {
-    arm_all(a, false);
-    const errc e = check();
+    arm_all(a, false, false, true);
+    e = check();
     if (e == errc::again) {
       (void)sleep_armed(a, deadline);
     }
     disarm_all();
-    if (e != errc::again) return e;
+    if (e != errc::again) break;
     if (util::now_ns() >= deadline) {
-      const errc last = check();
-      return last == errc::again ? errc::timed_out : last;
+      e = check();
+      if (e == errc::again) e = errc::timed_out;
+      break;
     }
   }
+  end_sleeps();
+  return e;
 }
 
 result<bool> endpoint_counters::bind(const std::shared_ptr<cntr>& c, std::uint64_t flags) {

@@ -22,11 +22,13 @@ cq::cq(std::size_t size) : cap_(size ? size : 1), credits_(cap_), ring_(cap_), e
 void cq::push(const cq_entry& e) noexcept {
   ring_[(head_ + count_) % cap_] = e;
   ++count_;
+  if (lock_in_use()) posted();  // automatic progress: a wait sleeps on posted_ (arm_all())
 }
 
 void cq::push_error(const cq_err_entry& e) noexcept {
   errs_[(ehead_ + ecount_) % cap_] = e;
   ++ecount_;
+  if (lock_in_use()) posted();
 }
 
 errc cq::pop(std::span<cq_entry> out, std::size_t& n) noexcept {
@@ -77,14 +79,24 @@ errc cq::wait(std::span<cq_entry> out, std::size_t& n, int timeout_ms) noexcept 
   for (;;) {
     errc e = read_held(out, n);
     if (e != errc::again) return e;
+    // An endpoint closed while we spin ends the wait now, not after the spin.
+    if (detach_count() != detached) return read_held(out, n);
     if (util::now_ns() >= spin_until) break;
   }
   // Then sleeps on every source's word at once (doorbells, and the room
   // words of peers that refused a post), until one changes, the deadline,
   // or the pulse that dead-peer checks need while operations are outstanding.
   armed a;
+  begin_sleeps();
+  struct ender {
+    cq* q;
+    ~ender() { q->end_sleeps(); }
+  } end_sleeps_at_return{this};
   for (;;) {
-    arm_all(a, true);  // the words' values first, then the checks below: no wake-up is lost
+    // The words' values first, then the checks below: no wake-up is lost.
+    // With automatic progress, posted_ (bumped by push()) stands for the
+    // descriptor the domain's thread drains (arm_all()).
+    arm_all(a, true, false, lock_in_use());
     errc e = read_held(out, n);
     const std::uint64_t now = util::now_ns();
     if (e == errc::again && a.room) {

@@ -3,11 +3,8 @@
 #include <algorithm>
 
 #include "util/clock.hpp"
-#include "util/futex.hpp"
 
 namespace weft::spi {
-
-void eq::util_wake() noexcept { util::futex_wake_all(&posted_); }
 
 errc eq::read(eq_event& out) {
   auto g = guard();
@@ -28,21 +25,15 @@ errc eq::wait(eq_event& out, int timeout_ms) {
   // (needs_liveness()): their deaths come from those checks, not a word.
   armed a;
   errc e = errc::again;
-  sleepers_.fetch_add(1, std::memory_order_seq_cst);
+  begin_sleeps();
   for (;;) {
-    arm_all(a, false, true);
-    if (lock_in_use()) {
-      // Automatic progress: the domain's thread takes the descriptor's
-      // events and pushes what they make here. Polled by this wait too, it
-      // could be emptied by that thread between our check and our sleep (a
-      // lost wake-up, bounded only by the pulse): the wait sleeps on
-      // posted_ instead, and that thread runs the liveness checks.
-      a.fd = -1;
-      a.pulse = false;
-    }
-    // A descriptor (tcp, manual progress) cannot be slept on with words:
-    // this wait is the one that drives its sources, and polls it.
-    if (a.fd < 0 && a.n < max_wait_words) a.words[a.n++] = wait_word{&posted_, posted_.load(std::memory_order_seq_cst)};
+    // With automatic progress the domain's thread takes the descriptor's
+    // events and pushes what they make here: the wait sleeps on posted_
+    // instead of polling it (arm_all()), and that thread runs the liveness
+    // checks. A descriptor (tcp, manual progress) is polled: this wait is the
+    // one that drives its sources; a push() from another thread ends it too.
+    arm_all(a, false, true, true);
+    if (lock_in_use()) a.pulse = false;
     {
       auto g = guard();  // the domain's lock first, as progress() takes it
       auto h = hold();  // an endpoint closed by another thread is never driven while it goes
@@ -59,7 +50,7 @@ errc eq::wait(eq_event& out, int timeout_ms) {
       break;
     }
   }
-  sleepers_.fetch_sub(1, std::memory_order_seq_cst);
+  end_sleeps();
   return e;
 }
 

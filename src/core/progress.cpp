@@ -26,6 +26,18 @@ std::uint64_t thread_progress_calls() noexcept { return progress_calls_tl; }
 void progress_group::attach(progressable* p) {
   auto h = hold();
   if (std::find(sources_.begin(), sources_.end(), p) == sources_.end()) sources_.push_back(p);
+  posted();  // a wait asleep before the source came arms it too
+}
+
+void progress_group::wake_sleepers() noexcept {
+  util::futex_wake_all(&posted_);
+  // ... or asleep in poll() on a descriptor (manual tcp): the eventfd, as
+  // detach() does (not from a forked child: the parent's eventfd).
+  const int f = wake_fd_.load(std::memory_order_seq_cst);
+  if (f >= 0 && ::getpid() == creator_pid_) {
+    const std::uint64_t one = 1;
+    (void)!::write(f, &one, sizeof one);
+  }
 }
 
 namespace {
@@ -102,7 +114,7 @@ void set_wait_pulse(bool on) noexcept { pulse_on.store(on, std::memory_order_rel
 void set_wait_fallback(bool on) noexcept { fallback_forced.store(on, std::memory_order_relaxed); }
 std::uint64_t fallback_sleeps() noexcept { return fallback_count.load(std::memory_order_relaxed); }
 
-void progress_group::arm_all(armed& a, bool room, bool liveness) noexcept {
+void progress_group::arm_all(armed& a, bool room, bool liveness, bool posted) noexcept {
   auto g = guard();
   auto h = hold();
   a.n = 0;
@@ -110,7 +122,7 @@ void progress_group::arm_all(armed& a, bool room, bool liveness) noexcept {
   a.fd = -1;
   for (auto* s : sources_) {
     if (auto* w = s->arm()) {
-      if (a.n < max_wait_words - 1) a.words[a.n++] = wait_word{w, w->load(std::memory_order_seq_cst)};
+      if (a.n < max_wait_words - 2) a.words[a.n++] = wait_word{w, w->load(std::memory_order_seq_cst)};
       else a.wordless = true;  // more doorbells than words (one is the detach word): slices, which drive every source
     } else if (const int fd = s->wait_fd(); fd >= 0) {
       if (a.fd >= 0 && a.fd != fd) a.wordless = true;  // two descriptors: slices
@@ -131,9 +143,26 @@ void progress_group::arm_all(armed& a, bool room, bool liveness) noexcept {
   }
   if (room)
     for (auto* s : sources_)
-      if (s->arm_room(this, std::span<wait_word>(a.words, max_wait_words - 1), a.n)) a.room = true;
-  // Words are slept on: so is detached_, so that a detach() ends the sleep.
-  if (a.n > 0) a.words[a.n++] = wait_word{&detached_, detached_.load(std::memory_order_seq_cst)};
+      if (s->arm_room(this, std::span<wait_word>(a.words, max_wait_words - 2), a.n)) a.room = true;
+  // Automatic progress: posted_ instead of the descriptor (arm_all()'s comment).
+  if (posted && lock_ != nullptr && a.fd >= 0) {
+    a.fd = -1;
+    a.pulse = false;
+  }
+  // Taken after the eventfd is made: a posted() that found no eventfd yet
+  // came before, and its bump is in this value.
+  a.posted_seen = posted_.load(std::memory_order_seq_cst);
+  a.own = 0;
+  // Words are slept on (or there is nothing else to sleep on): so are
+  // posted_ and detached_, so that a posted() or a detach() ends the sleep.
+  if (a.n > 0 || (posted && a.fd < 0)) {
+    if (posted) {
+      a.words[a.n++] = wait_word{&posted_, a.posted_seen};
+      ++a.own;
+    }
+    a.words[a.n++] = wait_word{&detached_, detached_.load(std::memory_order_seq_cst)};
+    ++a.own;
+  }
 }
 
 void progress_group::disarm_all() noexcept {
@@ -178,7 +207,7 @@ progress_group::woke progress_group::sleep_uncounted(const armed& a, std::uint64
     // The words are not read here: their source may be gone (detach());
     // the kernel answers for them.
     fallback_count.fetch_add(1, std::memory_order_relaxed);
-    const int ms = ms_left(a.n > 2 ? 1 : 10);
+    const int ms = ms_left(a.n > a.own + 1 ? 1 : 10);
     return util::futex_wait(a.words[0].word, a.words[0].seen, ms) == -ETIMEDOUT ? woke::timer : woke::word;
   }
   {
@@ -198,7 +227,8 @@ progress_group::woke progress_group::sleep_uncounted(const armed& a, std::uint64
     if (wfd >= 0) {
       std::uint64_t cnt = 0;
       const bool took = ::read(wfd, &cnt, sizeof cnt) == static_cast<ssize_t>(sizeof cnt);
-      if (detached_.load(std::memory_order_seq_cst) != a.detach_seen) {
+      if (detached_.load(std::memory_order_seq_cst) != a.detach_seen ||
+          posted_.load(std::memory_order_seq_cst) != a.posted_seen) {
         if (took) {
           const std::uint64_t one = 1;
           (void)!::write(wfd, &one, sizeof one);

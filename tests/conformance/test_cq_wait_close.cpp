@@ -42,9 +42,9 @@ TEST_P(cq_wait_close, closing_an_endpoint_while_its_cq_waits_frees_nothing_under
 
     // The waiter's wait must end once the close and the send are both done
     // (done): by the close (again) or by the message (ok). A wait that timed
-    // out having begun before they were done was owed nothing (the closing
+    // out while they were still not done was owed nothing (the closing
     // thread is slow under load: it yields, and is preempted) and is waited
-    // again; one that began after them must find the message. So its own
+    // again; one that timed out once they were done is a failure. So its own
     // timeout never decides the outcome: the events do.
     std::atomic<bool> started{false}, finished{false}, done{false};
     errc got = errc::ok;
@@ -52,9 +52,11 @@ TEST_P(cq_wait_close, closing_an_endpoint_while_its_cq_waits_frees_nothing_under
     std::thread waiter([&] {
       started.store(true);
       for (int tries = 0; tries < 10; ++tries) {
-        const bool after = done.load();
         got = w.cq.wait(e, 30000);
-        if (got != errc::timed_out || after) break;
+        // Retried only when the close and the send were not done yet as it
+        // timed out: one that timed out after them lost their wake-up (read
+        // before the wait, done would let a wake lost within it retry).
+        if (got != errc::timed_out || done.load()) break;
       }
       finished.store(true);
     });

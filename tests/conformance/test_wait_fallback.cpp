@@ -77,7 +77,9 @@ TEST(wait_fallback, a_cq_wait_is_woken_by_the_doorbell) {
   // Woken by the doorbell (a word), not found at the end of a slice.
   const auto after = b.cq.wait_stats();
   ASSERT_TRUE(after);
-  EXPECT_EQ(after->word_wakes, before->word_wakes + 1) << "the doorbell did not wake the sleep";
+  // >=: a signal that interrupts the futex wait counts as a word wake too.
+  // A slice (10 ms, pulse off) that found the message counts none.
+  EXPECT_GE(after->word_wakes, before->word_wakes + 1) << "the doorbell did not wake the sleep";
   EXPECT_TRUE(next(a).ok);
 }
 
@@ -105,7 +107,9 @@ TEST(wait_fallback, a_counter_wait_is_woken_by_the_doorbell) {
   EXPECT_GT(spi::fallback_sleeps(), slept) << "the fallback was not taken";
   const auto after = b.ctr.wait_stats();
   ASSERT_TRUE(after);
-  EXPECT_EQ(after->word_wakes, before->word_wakes + 1) << "the doorbell did not wake the sleep";
+  // >=: a signal that interrupts the futex wait counts as a word wake too.
+  // A slice (10 ms, pulse off) that found the message counts none.
+  EXPECT_GE(after->word_wakes, before->word_wakes + 1) << "the doorbell did not wake the sleep";
 }
 
 TEST(wait_fallback, a_sender_refused_for_a_full_ring_is_woken_when_room_appears) {

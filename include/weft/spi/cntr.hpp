@@ -16,17 +16,33 @@ namespace weft::spi {
 
 class cntr : public detail::cntr_ops, public progress_group {
  public:
-  void inc() noexcept { value_.fetch_add(1, std::memory_order_release); }
-  void inc_err() noexcept { errors_.fetch_add(1, std::memory_order_release); }
+  // With automatic progress, a wait sleeps on posted_ (arm_all()): bumped here.
+  void inc() noexcept {
+    value_.fetch_add(1, std::memory_order_release);
+    if (lock_in_use()) posted();
+  }
+  void inc_err() noexcept {
+    errors_.fetch_add(1, std::memory_order_release);
+    if (lock_in_use()) posted();
+  }
 
   // detail::cntr_ops: what weft::counter calls
   [[nodiscard]] std::uint64_t read() noexcept final;
   [[nodiscard]] std::uint64_t read_error() noexcept final;
-  void add(std::uint64_t n) noexcept final { value_.fetch_add(n, std::memory_order_acq_rel); }
-  void set(std::uint64_t n) noexcept final { value_.store(n, std::memory_order_release); }
+  // As fi_cntr_add/fi_cntr_set: a wait asleep on this counter wakes (and
+  // checks its threshold again).
+  void add(std::uint64_t n) noexcept final {
+    value_.fetch_add(n, std::memory_order_acq_rel);
+    posted();
+  }
+  void set(std::uint64_t n) noexcept final {
+    value_.store(n, std::memory_order_release);
+    posted();
+  }
   void set_error(std::uint64_t n) noexcept final {
     errors_.store(n, std::memory_order_release);
     seen_err_.store(n, std::memory_order_release);
+    posted();
   }
   // ok once the count reaches threshold; timed_out; error_available when the
   // error count changed since the application last read or set it.

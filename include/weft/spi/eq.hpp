@@ -26,8 +26,7 @@ class eq : public progress_group {
       auto g = guard();
       q_.push_back(std::move(e));
     }
-    posted_.fetch_add(1, std::memory_order_seq_cst);
-    if (sleepers_.load(std::memory_order_seq_cst)) util_wake();
+    posted();
   }
   // ok (an event), again (none), or a later error entry is just an event of kind error.
   [[nodiscard]] errc read(eq_event& out);
@@ -38,12 +37,7 @@ class eq : public progress_group {
   [[nodiscard]] sleep_stats wait_stats() const noexcept { return wake_stats(); }
 
  private:
-  void util_wake() noexcept;  // futex wake of every waiter on posted_
   std::deque<eq_event> q_;
-  // Bumped by every push: a wait sleeps on it (with its sources' words), so
-  // an event pushed by another thread ends the sleep.
-  std::atomic<std::uint32_t> posted_{0};
-  std::atomic<std::uint32_t> sleepers_{0};
 };
 
 }  // namespace spi

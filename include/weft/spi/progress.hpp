@@ -114,11 +114,31 @@ class progress_group {
     bool fd_too = false;     // sources with words and one with a descriptor: slices
     std::size_t sources = 0;  // how many sources were armed
     std::uint32_t detach_seen = 0;  // detached_ when armed (a sleep on fd ends when it changes)
+    std::uint32_t posted_seen = 0;  // posted_ when armed (likewise)
+    std::size_t own = 0;            // words of this group's own at the end (posted_, detached_)
   };
   enum class woke : std::uint8_t { word, timer, deadline };
   // Arms every source (arm(), then arm_room() when room counts), as one wait
   // does. liveness: an EQ wait, whose pulse follows needs_liveness().
-  void arm_all(armed& a, bool room, bool liveness = false) noexcept;
+  // posted: the sleep also ends when posted() is called (posted_ changes).
+  // In an automatic-progress domain (lock_in_use()) a source's descriptor is
+  // not polled: the domain's thread drains it, and could take its events
+  // between the waiter's check and its poll() (a wake-up lost until the
+  // pulse). The wait sleeps on posted_ instead, which that thread bumps
+  // whenever it pushes what the wait waits for; the pulse goes too (that
+  // thread runs the dead-peer checks). Call between begin_sleeps() and
+  // end_sleeps() when posted is true.
+  void arm_all(armed& a, bool room, bool liveness = false, bool posted = false) noexcept;
+  // A wait that may sleep on posted_ counts itself while it may (posted()
+  // wakes only when someone sleeps: no system call on the data path else).
+  void begin_sleeps() noexcept { sleepers_.fetch_add(1, std::memory_order_seq_cst); }
+  void end_sleeps() noexcept { sleepers_.fetch_sub(1, std::memory_order_seq_cst); }
+  // What a wait waits for was pushed or changed (a completion, an event, a
+  // counter's value): a wait asleep on this group wakes. From any thread.
+  void posted() noexcept {
+    posted_.fetch_add(1, std::memory_order_seq_cst);
+    if (sleepers_.load(std::memory_order_seq_cst)) wake_sleepers();
+  }
   void disarm_all() noexcept;
   // Sleeps until deadline (absolute, now_ns() clock; ~0 none), a word of a
   // changes, a source is detached (detached_), or the pulse is due. It
@@ -152,6 +172,10 @@ class progress_group {
   // write it (the parent's wait would wake for nothing).
   std::uint32_t creator_gen_;
   std::atomic<std::uint64_t> word_wakes_{0}, timer_wakes_{0};
+  // Bumped by posted(); waits between begin_sleeps() and end_sleeps().
+  std::atomic<std::uint32_t> posted_{0};
+  std::atomic<std::uint32_t> sleepers_{0};
+  void wake_sleepers() noexcept;  // futex wake on posted_, and the eventfd
   woke sleep_uncounted(const armed& a, std::uint64_t deadline) const noexcept;
   std::recursive_mutex* lock_ = nullptr;
   int lock_users_ = 0;
