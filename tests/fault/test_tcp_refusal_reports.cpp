@@ -33,11 +33,18 @@ struct reset_hook {
   ~reset_hook() {
     hooks::fail_accepts = 0;
     hooks::fail_hellos = 0;
+    hooks::fail_epoll_adds = 0;
   }
 };
 
 // The number of refusals an error entry reports (0: not a refusal report).
 std::size_t refusals_in(const char* msg) {
+  if (const char* w = std::strstr(msg, "cannot watch accepted connections (epoll_ctl: ")) {
+    std::size_t n = 0;
+    const char* c = std::strstr(w, "): ");
+    return c && std::sscanf(c, "): %zu refused", &n) == 1 ? n : 1;
+  }
+  if (std::strstr(msg, "cannot watch an accepted connection")) return 1;  // one event each
   if (!std::strstr(msg, "out of memory accepting")) return 0;
   std::size_t n = 0;
   if (std::sscanf(msg, "out of memory accepting connections: %zu refused", &n) == 1) return n;
@@ -46,7 +53,10 @@ std::size_t refusals_in(const char* msg) {
 
 }  // namespace
 
-TEST(tcp_refusal_reports, a_burst_of_refusals_never_crowds_out_a_peer_death) {
+// A burst of refusals (the hook makes each accepted connection fail: out
+// of memory, or epoll cannot watch it) with nobody reading the CQ, then a
+// peer's death: the death is reported, and the reports count every refusal.
+static void burst_then_death(std::atomic<int>& hook) {
   ::setenv("WEFT_PROGRESS", "manual", 1);
   constexpr std::size_t refusals = 100;
   constexpr std::size_t cq_size = 4;  // full after a few reports: the rest wait in the endpoint
@@ -90,10 +100,10 @@ TEST(tcp_refusal_reports, a_burst_of_refusals_never_crowds_out_a_peer_death) {
   char r = 0;
   ASSERT_TRUE(up.get(&r, 1, 20000));
 
-  // A burst of connections the listener cannot take (out of memory), with
-  // nobody reading its CQ meanwhile.
+  // A burst of connections the listener cannot take, with nobody reading
+  // its CQ meanwhile.
   reset_hook reset;
-  hooks::fail_accepts = static_cast<int>(refusals);
+  hook = static_cast<int>(refusals);
   const std::uint16_t port = port_of(*srv.ep.name());
   std::vector<int> socks;
   for (std::size_t i = 0; i < refusals; ++i) {
@@ -102,8 +112,8 @@ TEST(tcp_refusal_reports, a_burst_of_refusals_never_crowds_out_a_peer_death) {
     socks.push_back(s);
   }
   const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-  while (hooks::fail_accepts.load() > 0 && std::chrono::steady_clock::now() < until) srv.cq.progress();
-  ASSERT_EQ(hooks::fail_accepts.load(), 0) << "the listener did not accept every connection";
+  while (hook.load() > 0 && std::chrono::steady_clock::now() < until) srv.cq.progress();
+  ASSERT_EQ(hook.load(), 0) << "the listener did not accept every connection";
   // Each was told why (hello_ack no_resources), not closed silently.
   for (int s : socks) {
     prov::tcp::wire::frame_header h{};
@@ -115,7 +125,7 @@ TEST(tcp_refusal_reports, a_burst_of_refusals_never_crowds_out_a_peer_death) {
 
   // The peer dies: its death must reach the application after the reports.
   peer.kill_and_reap();
-  std::size_t reported = 0;
+  std::size_t reported = 0, entries = 0;
   bool death = false;
   const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10);
   while (!death && std::chrono::steady_clock::now() < end) {
@@ -136,12 +146,24 @@ TEST(tcp_refusal_reports, a_burst_of_refusals_never_crowds_out_a_peer_death) {
     const std::size_t n = refusals_in(ee.msg);
     EXPECT_GT(n, 0u) << "not a refusal report: " << ee.msg;
     reported += n;
+    ++entries;
   }
+  // However many refusals, their reports take a bounded room: the CQ's,
+  // then one place in the endpoint that counts the rest.
+  EXPECT_LE(entries, cq_size + 2) << "one report per refusal";
   EXPECT_TRUE(death) << "the peer's death was not reported (crowded out by the refusal reports)";
   EXPECT_EQ(reported, refusals) << "the reports do not count every refusal";
   // Nothing more: every refusal was reported once.
   cq_entry e;
   EXPECT_EQ(srv.cq.read(e), errc::again);
+}
+
+TEST(tcp_refusal_reports, a_burst_of_refusals_never_crowds_out_a_peer_death) { burst_then_death(hooks::fail_accepts); }
+
+// Connections epoll cannot watch (epoll_ctl ADD failing) are refused and
+// counted the same way: one report for many, never one event each.
+TEST(tcp_refusal_reports, a_burst_of_unwatchable_connections_never_crowds_out_a_peer_death) {
+  burst_then_death(hooks::fail_epoll_adds);
 }
 
 TEST(tcp_refusal_reports, out_of_memory_taking_a_hello_refuses_the_connection_with_the_reason) {

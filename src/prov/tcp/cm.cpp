@@ -49,8 +49,12 @@ struct pending final : handler {
       if (got < need) continue;
       if (need == sizeof(wire::frame_header)) {
         wire::frame_header h;
-        if (wire::decode_header(buf, got, max_msg_size, h) != wire::status::ok ||
-            h.op != static_cast<std::uint8_t>(wire::op::hello)) {
+        const wire::status ds = wire::decode_header(buf, got, max_msg_size, h);
+        if (ds == wire::status::bad_version) {  // told why (docs/wire/tcp.md, "Versions")
+          char why[200];
+          refuse_version(fd, buf[1], why);
+        }
+        if (ds != wire::status::ok || h.op != static_cast<std::uint8_t>(wire::op::hello)) {
           bad = true;
           break;
         }

@@ -67,8 +67,8 @@ conn* endpoint_impl::add_conn(int fd, bool outgoing) {
   conns_.reserve(conns_.size() + 1);
   stalled_.reserve(conns_.size() + 1);
   // One event per connection at most (this one included), and one for each
-  // of the listener's reports (descriptors, memory).
-  if (const std::size_t need = events_.size() + conns_.size() + 3; events_.capacity() < need)
+  // of the listener's reports (descriptors, memory, epoll watches).
+  if (const std::size_t need = events_.size() + conns_.size() + 4; events_.capacity() < need)
     events_.reserve(2 * need);
   c->ep = this;
   c->fd = fd;
@@ -224,20 +224,16 @@ void endpoint_impl::on_accept() noexcept {
     if (!dom_->eng().add(fd, c, EPOLLIN)) {
       // Never watched, its hello would never be read: refused at once with
       // the reason (the peer's operations fail with errc::busy quoting it,
-      // the peer is not taken for dead), and the application is told (in
-      // the event room the connection reserved).
+      // the peer is not taken for dead), and counted: the application gets
+      // one event for all such refusals since the last one (a burst at a
+      // peer's pace never crowds out other events nor grows their queue).
       const int e = errno;
       char reason[128];
       std::snprintf(reason, sizeof reason, "cannot watch the connection (epoll_ctl: %s)", std::strerror(e));
       refuse_accepted(fd, reason);
       c->fd = -1;
       close_conn(c);
-      char msg[160];
-      std::snprintf(msg, sizeof msg,
-                    "cannot watch an accepted connection (epoll_ctl: %s): refused (the peer was told why); close "
-                    "descriptors or raise fs.epoll.max_user_watches",
-                    std::strerror(e));
-      push_event(eq_event::kind::error, errc::no_memory, name_, addr_notavail, msg, nullptr, 0, true);
+      count_watch_refusal(e);
       continue;
     }
     ++unidentified;

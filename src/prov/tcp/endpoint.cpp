@@ -97,7 +97,7 @@ result<void> endpoint_impl::init() {
   reg_->add_observer(this);
   observing_ = true;
   if (std::uint64_t l = info_.tx.op_flags & flag::completion_levels) level_ = l;
-  events_.reserve(4);  // a MSG connection's events, the listener's two reports (connections reserve more)
+  events_.reserve(5);  // a MSG connection's events, the listener's three reports (connections reserve more)
   ux_storage_.reset(new std::uint8_t[unexpected_count * inject_size]);
   for (std::uint32_t i = 0; i < unexpected_count; ++i) uxp_.at(i)->payload = ux_storage_.get() + i * inject_size;
   if (msg_mode_) return {};  // connects or accepts; a passive endpoint listens

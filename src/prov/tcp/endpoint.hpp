@@ -314,11 +314,12 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable, publ
     std::uint16_t data_len = 0;
     bool cq_too = false;  // RDM without an EQ: a CQ error entry instead
     // A listener's report (at most one of each kind waits here: the room
-    // reserved for it): report_fd, or report_memory, whose text is made when
-    // it is delivered, with every refusal counted until then (oom_refused_).
+    // reserved for it): report_fd, or report_memory / report_watch, whose
+    // text is made when it is delivered, with every refusal counted until
+    // then (oom_refused_, watch_refused_).
     std::uint8_t report = 0;
   };
-  static constexpr std::uint8_t report_fd = 1, report_memory = 2;
+  static constexpr std::uint8_t report_fd = 1, report_memory = 2, report_watch = 3;
 
  private:
   // The connection to a; null: path_err_ says why (peer_dead, or no_memory),
@@ -436,6 +437,13 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable, publ
   void count_memory_refusal() noexcept;  // a connection refused for want of memory: reported (counted)
   std::size_t oom_refused_ = 0;  // refusals for want of memory not yet reported
   bool oom_queued_ = false;      // their report waits in events_
+  // An accepted connection epoll cannot watch: refused with the reason, and
+  // counted like the refusals for want of memory (report_watch: one event
+  // for all of them since the last one, in its own reserved place).
+  void count_watch_refusal(int err) noexcept;
+  std::size_t watch_refused_ = 0;  // refusals for want of epoll watches not yet reported
+  int watch_errno_ = 0;            // the last epoll_ctl error among them
+  bool watch_queued_ = false;      // their report waits in events_
   [[nodiscard]] std::string my_key(conn* c) const;
 
   std::shared_ptr<domain_impl> dom_;
@@ -551,7 +559,7 @@ class endpoint_impl final : public spi::endpoint, public spi::progressable, publ
   // Events not yet delivered, in order. capacity >= size + conns_.size() + 2
   // (init and add_conn reserve it): each connection ends in one event at
   // most, and the listener's reports take one place each (report_fd,
-  // report_memory), however many refusals they count.
+  // report_memory, report_watch), however many refusals they count.
   std::vector<pending_event> events_;
   bool need_doom_ = false;     // a connection waits in conn::doom
   bool fd_short_ = false;      // accept is out of descriptors (reported once per episode)
@@ -581,6 +589,10 @@ void describe_fd_shortage(int err, char* out, std::size_t n) noexcept;
 // A connection just accepted that cannot be taken: hello_ack no_resources
 // with reason as its payload (at most 256 bytes), then fd is closed.
 void refuse_accepted(int fd, const char* reason) noexcept;
+// Answers a hello of another wire version (theirs) with a refusal the peer
+// can read (a hello_ack no_resources in its version, the reason naming both
+// versions), then closes fd's sending side; `why` gets this side's message.
+void refuse_version(int fd, std::uint8_t theirs, char (&why)[200]) noexcept;
 
 // Every connection's socket: SO_SNDBUF if configured, TCP_NODELAY,
 // keep-alive (no TCP_USER_TIMEOUT: liveness.cpp), and the congestion control for its peer (peer: the

@@ -214,6 +214,11 @@ void endpoint_impl::deliver_events() noexcept {
                     "out of memory accepting connections: %zu refused (each peer was told no_resources); they may "
                     "retry once memory is free",
                     oom_refused_);
+    if (p.report == report_watch)
+      std::snprintf(p.msg, sizeof p.msg,
+                    "cannot watch accepted connections (epoll_ctl: %s): %zu refused (each peer was told why); close "
+                    "descriptors or raise fs.epoll.max_user_watches",
+                    std::strerror(watch_errno_), watch_refused_);
     if (eq_) {
       try {
         eq_event ev;
@@ -243,6 +248,10 @@ void endpoint_impl::deliver_events() noexcept {
     if (p.report == report_memory) {
       oom_refused_ = 0;
       oom_queued_ = false;
+    }
+    if (p.report == report_watch) {
+      watch_refused_ = 0;
+      watch_queued_ = false;
     }
   }
   if (done) events_.erase(events_.begin(), events_.begin() + static_cast<std::ptrdiff_t>(done));
@@ -330,6 +339,32 @@ void endpoint_impl::count_memory_refusal() noexcept {
   push_event(eq_event::kind::error, errc::no_memory, name_, addr_notavail, "", nullptr, 0, true, report_memory);
 }
 
+void refuse_version(int fd, std::uint8_t theirs, char (&why)[200]) noexcept {
+  // Every version keeps the frame header's layout and hello_ack no_resources
+  // with its reason as text (docs/wire/tcp.md, "Versions"): the peer reads
+  // why it was refused.
+  char reason[wire::max_cm_data];
+  const int n = std::snprintf(reason, sizeof reason,
+                              "weft tcp wire version mismatch: you speak version %u, this peer version %u: use the "
+                              "same weft release on both sides",
+                              theirs, wire::version);
+  std::uint8_t frame[sizeof(wire::frame_header) + wire::max_cm_data];
+  const std::size_t len = std::min<std::size_t>(n > 0 ? static_cast<std::size_t>(n) : 0, sizeof reason - 1);
+  const wire::frame_header h{wire::magic, theirs, static_cast<std::uint8_t>(wire::op::hello_ack), 0, 0, len, 0,
+                             static_cast<std::uint64_t>(wire::hello_status::no_resources)};
+  std::memcpy(frame, &h, sizeof h);
+  std::memcpy(frame + sizeof h, reason, len);
+  (void)::send(fd, frame, sizeof h + len, MSG_NOSIGNAL | MSG_DONTWAIT);  // a new socket's buffer takes it
+  ::shutdown(fd, SHUT_WR);
+  std::uint8_t sink[512];
+  for (int i = 0; i < 4 && ::recv(fd, sink, sizeof sink, MSG_DONTWAIT) > 0; ++i) {
+  }
+  std::snprintf(why, sizeof why,
+                "refused a connection from a peer speaking weft tcp wire version %u (this build speaks version %u): "
+                "use the same weft release on both sides",
+                theirs, wire::version);
+}
+
 void refuse_accepted(int fd, const char* reason) noexcept {
   const std::size_t n = std::min(std::strlen(reason), wire::max_cm_data);
   std::uint8_t frame[sizeof(wire::frame_header) + wire::max_cm_data];
@@ -345,6 +380,17 @@ void refuse_accepted(int fd, const char* reason) noexcept {
   for (int i = 0; i < 4 && ::recv(fd, sink, sizeof sink, MSG_DONTWAIT) > 0; ++i) {
   }
   ::close(fd);
+}
+
+void endpoint_impl::count_watch_refusal(int err) noexcept {
+  ++watch_refused_;
+  watch_errno_ = err;
+  if (watch_queued_) {
+    deliver_events();
+    return;
+  }
+  watch_queued_ = true;
+  push_event(eq_event::kind::error, errc::no_memory, name_, addr_notavail, "", nullptr, 0, true, report_watch);
 }
 
 }  // namespace weft::prov::tcp

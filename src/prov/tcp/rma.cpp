@@ -9,8 +9,14 @@
 #include "core/atomic_apply.hpp"
 #include "core/rma_request.hpp"
 #include "prov/tcp/endpoint.hpp"
+#include "prov/tcp/self_copy.hpp"
+#include "prov/tcp/test_hooks.hpp"
 
 namespace weft::prov::tcp {
+
+namespace test_hooks {
+std::atomic<int> fail_revoke_copies{0};
+}  // namespace test_hooks
 
 // --------------------------------------------------------- RMA, initiator
 
@@ -438,28 +444,6 @@ void endpoint_impl::respond_read(conn* c, const wire::rma_req& q) noexcept {
   flush(c);
 }
 
-namespace {
-
-// Copies len bytes of this process's memory at src, failing (not faulting)
-// when the memory is gone: a region's memory may have been unmapped already
-// when the monitor reports it.
-bool copy_if_mapped(std::byte* dst, const std::byte* src, std::size_t len) noexcept {
-  ::iovec l{dst, len};
-  ::iovec r{const_cast<std::byte*>(src), len};
-  const ssize_t n = ::process_vm_readv(::getpid(), &l, 1, &r, 1, 0);
-  if (n == static_cast<ssize_t>(len)) return true;
-  if (n >= 0 || (errno != ENOSYS && errno != EPERM)) return false;
-  // process_vm_readv is not allowed here (seccomp): msync says whether the
-  // range is still mapped (a closed region's memory is; an unmapped one not).
-  static const std::uintptr_t page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
-  const auto a = reinterpret_cast<std::uintptr_t>(src);
-  const std::uintptr_t lo = a & ~(page - 1);
-  if (::msync(reinterpret_cast<void*>(lo), a + len - lo, MS_ASYNC) != 0) return false;
-  std::memcpy(dst, src, len);
-  return true;
-}
-
-}  // namespace
 
 // zc_mu_ held. A read answer whose region is gone: if nothing of it left
 // yet, it becomes an error answer (not_found, flagged revoked); if part of
@@ -485,7 +469,8 @@ void endpoint_impl::revoke_answer(tx_op* op) noexcept {
   const std::size_t done = op->sent > h ? op->sent - h : 0;  // payload bytes on the wire
   const std::size_t rest = len - done;
   const auto* src = static_cast<const std::byte*>(op->iov[1].iov_base) + done;
-  std::byte* copy = new (std::nothrow) std::byte[rest];
+  std::byte* copy =
+      test_hooks::take(test_hooks::fail_revoke_copies) ? nullptr : new (std::nothrow) std::byte[rest];
   if (!copy) {
     poison_answer(op, errc::not_found, "its region was closed and no memory was left to copy the rest");
     return;

@@ -167,6 +167,22 @@ void endpoint_impl::consume(conn* c) noexcept {
 
 void endpoint_impl::on_header(conn* c) noexcept {
   wire::status s = wire::decode_header(c->hdr, sizeof c->hdr, max_msg_size, c->cur);
+  if (s == wire::status::bad_version && c->fd >= 0) [[unlikely]] {
+    // Another wire version (docs/wire/tcp.md, "Versions"): its hello is
+    // refused with a reason the peer can read; its answer to our hello
+    // (its own refusal, in its version) ends ours with a clear message.
+    char why[200];
+    if (!c->outgoing && c->state == conn::st::wait_hello) {
+      refuse_version(c->fd, c->hdr[1], why);
+    } else {
+      std::snprintf(why, sizeof why,
+                    "%s speaks weft tcp wire version %u, this build version %u: connection dropped; use the same weft "
+                    "release on both sides",
+                    c->key.empty() ? "an unidentified peer" : text_of(c->peer).s, c->hdr[1], wire::version);
+    }
+    fail_conn(c, errc::not_supported, why);
+    return;
+  }
   if (s != wire::status::ok) {
     char why[160];
     std::snprintf(why, sizeof why, "protocol error from %s: %s; connection dropped",

@@ -28,6 +28,14 @@ extern std::atomic<std::uint64_t> progress_loops;
 // The next n engine::add calls (epoll_ctl ADD) fail with ENOSPC.
 extern std::atomic<int> fail_epoll_adds;
 
+// When non-zero, the next send of a read answer sent from a region's
+// memory (or of its poisoned rest) takes at most that many bytes, and the
+// hook goes back to zero (a partial send, as a full socket buffer makes).
+extern std::atomic<int> answer_send_cap;
+// The next n copies revoke_answer makes of a read answer's unsent rest
+// fail to allocate (as if out of memory).
+extern std::atomic<int> fail_revoke_copies;
+
 // Take one failure from a hook's count: true if the caller should fail.
 inline bool take(std::atomic<int>& n) noexcept {
   int v = n.load(std::memory_order_relaxed);

@@ -2,8 +2,13 @@
 #include <cstdio>
 
 #include "prov/tcp/endpoint.hpp"
+#include "prov/tcp/test_hooks.hpp"
 
 namespace weft::prov::tcp {
+
+namespace test_hooks {
+std::atomic<int> answer_send_cap{0};
+}  // namespace test_hooks
 
 void endpoint_impl::queue_frame(conn* c, wire::op code, std::uint64_t data, const void* payload, std::size_t len,
                                 bool front, std::uint8_t flags) noexcept {
@@ -60,21 +65,28 @@ void endpoint_impl::update_events(conn* c) noexcept {
 
 namespace {
 
-// One sendmsg of what is left of op's frame.
-// A poisoned read answer (tx_op::poisoned): zeros for the rest of its
+// One sendmsg of what is left of op's frame (at most `most` bytes).
+// A poisoned read answer (tx_op::poisoned): the rest of its header (an
+// earlier send may have taken only part of it), zeros for the rest of its
 // payload (the region cannot be read), then its trailer, which says so.
-ssize_t write_poisoned(int fd, const tx_op* op) noexcept {
+ssize_t write_poisoned(int fd, const tx_op* op, std::size_t most) noexcept {
   static constexpr std::uint8_t zeros[16384] = {};
-  const std::size_t pay_end = sizeof op->hdr + op->hdr.len;
+  constexpr std::size_t h = sizeof op->hdr;
+  if (op->sent < h) {
+    const auto* hb = reinterpret_cast<const std::uint8_t*>(&op->hdr);
+    return ::send(fd, hb + op->sent, std::min(h - op->sent, most), MSG_NOSIGNAL | MSG_DONTWAIT);
+  }
+  const std::size_t pay_end = h + op->hdr.len;
   if (op->sent < pay_end)
-    return ::send(fd, zeros, std::min(pay_end - op->sent, sizeof zeros), MSG_NOSIGNAL | MSG_DONTWAIT);
+    return ::send(fd, zeros, std::min({pay_end - op->sent, sizeof zeros, most}), MSG_NOSIGNAL | MSG_DONTWAIT);
   const auto* t = reinterpret_cast<const std::uint8_t*>(&op->trailer);
-  return ::send(fd, t + (op->sent - pay_end), op->total - op->sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+  return ::send(fd, t + (op->sent - pay_end), std::min(op->total - op->sent, most), MSG_NOSIGNAL | MSG_DONTWAIT);
 }
 
-ssize_t write_op(int fd, const tx_op* op) noexcept {
+ssize_t write_op(int fd, const tx_op* op, std::size_t most = SIZE_MAX) noexcept {
   ::iovec v[max_iov + 2];
-  std::size_t n = slice_from(op->iov, op->iov_count, op->sent, op->total - op->sent, v, max_iov + 2);
+  std::size_t n =
+      slice_from(op->iov, op->iov_count, op->sent, std::min(op->total - op->sent, most), v, max_iov + 2);
   msghdr mh{};
   mh.msg_iov = v;
   mh.msg_iovlen = n;
@@ -114,7 +126,12 @@ void endpoint_impl::flush(conn* c) noexcept {
       // while it is being written (once a region's close returns, nothing
       // reads its memory any more).
       std::unique_lock lk(zc_mu_);
-      w = op->poisoned ? write_poisoned(c->fd, op) : write_op(c->fd, op);
+      std::size_t most = SIZE_MAX;
+      if (const int cap = test_hooks::answer_send_cap.load(std::memory_order_relaxed)) [[unlikely]] {
+        most = static_cast<std::size_t>(cap);
+        test_hooks::answer_send_cap.store(0, std::memory_order_relaxed);
+      }
+      w = op->poisoned ? write_poisoned(c->fd, op, most) : write_op(c->fd, op, most);
       err = errno;
       if (w > 0) op->sent += static_cast<std::size_t>(w);
     } else {

@@ -8,7 +8,11 @@
 namespace weft::prov::tcp::wire {
 
 inline constexpr std::uint8_t magic = 0x57;  // 'W'
-inline constexpr std::uint8_t version = 1;
+// Bumped by every change a peer of the previous version would misread (new
+// flags, ops or fields): peers of different versions refuse each other at
+// the hello with a message naming both (docs/wire/tcp.md, "Versions").
+// 2: rma_resp flags more and trailer (read answers with a final status).
+inline constexpr std::uint8_t version = 2;
 inline constexpr std::uint64_t hello_magic = 0x4f4c4c4548544657ull;  // "WFTHELLO"
 inline constexpr std::size_t max_cm_data = 256;
 
