@@ -34,7 +34,7 @@ void progress_group::wake_sleepers() noexcept {
   // ... or asleep in poll() on a descriptor (manual tcp): the eventfd, as
   // detach() does (not from a forked child: the parent's eventfd).
   const int f = wake_fd_.load(std::memory_order_seq_cst);
-  if (f >= 0 && ::getpid() == creator_pid_) {
+  if (f >= 0 && util::fork_generation() == creator_gen_) {
     const std::uint64_t one = 1;
     (void)!::write(f, &one, sizeof one);
   }
