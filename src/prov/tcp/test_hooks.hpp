@@ -28,6 +28,10 @@ extern std::atomic<std::uint64_t> progress_loops;
 // The next n engine::add calls (epoll_ctl ADD) fail with ENOSPC.
 extern std::atomic<int> fail_epoll_adds;
 
+// Called by engine::poll while it holds the dispatch lock, before it
+// dispatches (a test parks a thread there, holding the lock).
+extern std::atomic<void (*)()> dispatch_hook;
+
 // Take one failure from a hook's count: true if the caller should fail.
 inline bool take(std::atomic<int>& n) noexcept {
   int v = n.load(std::memory_order_relaxed);
