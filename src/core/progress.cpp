@@ -56,8 +56,13 @@ progress_group::~progress_group() {
 }
 
 void progress_group::detach(progressable* p) noexcept {
+  const bool child = util::fork_generation() != creator_gen_;
   {
-    auto h = hold();
+    // Not in a forked child: a parent thread inside a wait at fork() left
+    // the lock held, with no owner here, and the child's only thread is the
+    // one closing what it inherited.
+    std::unique_lock<std::recursive_mutex> h;
+    if (!child) h = hold();
     std::erase(sources_, p);
     detached_.fetch_add(1, std::memory_order_seq_cst);
   }
@@ -66,7 +71,7 @@ void progress_group::detach(progressable* p) noexcept {
   // the eventfd is the parent's too (and no wait of the child's sleeps: its
   // only thread is the one closing).
   const int f = wake_fd_.load(std::memory_order_seq_cst);
-  if (f >= 0 && util::fork_generation() == creator_gen_) {
+  if (f >= 0 && !child) {
     const std::uint64_t one = 1;
     (void)!::write(f, &one, sizeof one);
   }

@@ -84,7 +84,7 @@ class passive_impl final : public spi::passive_endpoint, public spi::progressabl
     auto g = dom_->guard();  // the progress thread must not see any of this half-gone
     // nor a wait on our EQ from another thread (its sources lock, after the domain's)
     std::unique_lock<std::recursive_mutex> heq;
-    if (eq_) heq = eq_->hold();
+    if (eq_ && dom_->eng().creator().is_this_process()) heq = eq_->hold();  // none in a forked child (endpoint.cpp)
     auto d = dom_->eng().hold_dispatch();  // nor a dispatch from a wait on another endpoint's queue
     dom_->remove_target(this);
     if (eq_) {

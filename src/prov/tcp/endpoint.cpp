@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <optional>
 
 #include "core/source_holds.hpp"
 #include "prov/tcp/endpoint.hpp"
@@ -145,8 +146,11 @@ endpoint_impl::~endpoint_impl() {
   auto g = dom_->guard();
   // A wait on our CQs, EQ or counters from another thread must neither
   // drive nor arm us while we come apart: their sources locks (after the
-  // domain's, as in progress) until we are detached.
-  const core::source_holds holds(txcq_.get(), rxcq_.get(), eq_.get(), cntrs_);
+  // domain's, as in progress) until we are detached. Not in a forked child:
+  // a parent thread inside a wait at fork() left them held, with no owner
+  // here (and the child's only business with us is this close).
+  std::optional<core::source_holds> holds;
+  if (creator_.is_this_process()) holds.emplace(txcq_.get(), rxcq_.get(), eq_.get(), cntrs_);
   // Nor a dispatch from a wait on another endpoint's CQ (manual progress
   // shares the domain's epoll set, and the domain's lock is no lock then):
   // the engine's dispatch lock until our descriptors have left the set.

@@ -31,6 +31,7 @@
 #include <cstring>
 #include <span>
 
+#include "prov/tcp/liveness_rule.hpp"
 #include "prov/tcp/tcp.hpp"
 #include "util/match.hpp"
 #include "weft/event.hpp"
@@ -217,6 +218,9 @@ struct conn final : handler {
   // (liveness.cpp, watch_in_flight).
   bool in_kernel = false;
   std::uint64_t kernel_since = 0;
+  std::uint64_t info_next = 0;  // TCP_INFO (the socket's lock) is read no sooner than this
+  watch_state watch{};          // what judge() keeps between readings
+  bool user_timeout = false;    // a kernel without tcpi_notsent_bytes (< 4.6): TCP_USER_TIMEOUT set instead
   std::uint32_t events = EPOLLIN;  // epoll interest in force
   std::string key;       // the peer's listening address (once known)
   address peer{};

@@ -44,43 +44,53 @@ void describe_fd_shortage(int err, char* out, std::size_t n) noexcept {
 // aborted by its kernel after the timeout, though the receiver's kernel
 // answers every probe. So the silence is judged here, at tick time (an
 // application learns of a death only by calling in, and waits wake for
-// ticks), from TCP_INFO:
-//  - packets in flight (tcpi_unacked) and no acknowledgement for the
-//    timeout: what TCP_USER_TIMEOUT would have said;
-//  - a closed window (nothing in flight) and at least two zero-window
-//    probes unanswered (tcpi_probes; any answer resets it) with no
-//    acknowledgement for the timeout: the receiver's host is gone. A live
-//    receiver answers each probe within a round trip, and the next probe
-//    comes an RTO or more later, so it never has two unanswered.
-// The silence counts from the last acknowledgement, or from the tick that
-// first saw bytes move here if later (an idle connection's last
-// acknowledgement is old). Once the kernel holds nothing, the connection is
-// idle and keep-alive watches it.
+// ticks), from TCP_INFO, by judge() (liveness_rule.hpp, which says the
+// rule). TCP_INFO takes the socket's lock: it is read at most every
+// timeout/8 per connection, so a death is seen within timeout + timeout/8
+// of its silence. Once the kernel holds nothing, the connection is idle and
+// keep-alive watches it.
 void endpoint_impl::watch_in_flight(conn* c, std::uint64_t now) noexcept {
   if (c->fd < 0 || c->dead) return;
   if (!c->in_kernel) {
     c->in_kernel = true;
     c->kernel_since = now;
   }
+  const std::uint64_t to = static_cast<std::uint64_t>(cfg_.timeout_ms) * 1'000'000ull;
+  if (now < c->info_next) return;
+  c->info_next = now + std::max<std::uint64_t>(to / 8, 1'000'000ull);
   tcp_info ti{};
   socklen_t len = sizeof ti;
   if (::getsockopt(c->fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0) return;
-  if (len < offsetof(tcp_info, tcpi_notsent_bytes) + sizeof ti.tcpi_notsent_bytes) return;  // kernel too old to tell
-  if (ti.tcpi_unacked == 0 && ti.tcpi_notsent_bytes == 0) {
+  if (len < offsetof(tcp_info, tcpi_notsent_bytes) + sizeof ti.tcpi_notsent_bytes) {
+    // A kernel before 4.6 cannot say what waits for the window: its own
+    // user timeout bounds data in flight there (and, as Linux applies it to
+    // zero-window probing, also a busy receiver's closed window).
+    if (!c->user_timeout) {
+      const unsigned ms = static_cast<unsigned>(cfg_.timeout_ms);
+      (void)::setsockopt(c->fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ms, sizeof ms);
+      c->user_timeout = true;
+    }
+    return;
+  }
+  const kernel_view k{ti.tcpi_unacked,       ti.tcpi_notsent_bytes,       ti.tcpi_probes,
+                      ti.tcpi_last_ack_recv, ti.tcpi_last_data_recv, ti.tcpi_rto / 1000u};
+  const std::uint64_t ms = now / 1'000'000ull;
+  if (!c->watch.holding) {
+    c->watch.holding = true;
+    c->watch.since = c->kernel_since / 1'000'000ull;
+  }
+  const verdict v = judge(k, c->watch, ms, static_cast<std::uint64_t>(cfg_.timeout_ms));
+  if (v == verdict::idle) {
     c->in_kernel = !c->txq.empty();  // nothing in the kernel (what waits in txq will be watched once written)
     c->kernel_since = now;
     return;
   }
-  const std::uint64_t since_ack = static_cast<std::uint64_t>(ti.tcpi_last_ack_recv) * 1'000'000ull;
-  const std::uint64_t silence = std::min(since_ack, now - c->kernel_since);
-  const std::uint64_t to = static_cast<std::uint64_t>(cfg_.timeout_ms) * 1'000'000ull;
-  if (silence < to) return;
-  const bool unanswered = ti.tcpi_unacked > 0 || ti.tcpi_probes >= 2;
-  if (!unanswered) return;  // a closed window whose probes are answered: busy, not dead
+  if (v != verdict::dead) return;
+  const std::uint64_t silence = std::min({k.since_ack, k.since_data, ms - c->watch.since});
   char why[200];
   std::snprintf(why, sizeof why,
                 "its host answered nothing for %llu ms with data in flight (WEFT_TCP_TIMEOUT_MS %d)",
-                static_cast<unsigned long long>(silence / 1'000'000ull), cfg_.timeout_ms);
+                static_cast<unsigned long long>(silence), cfg_.timeout_ms);
   lose_conn(c, errc::peer_dead, why);
 }
 

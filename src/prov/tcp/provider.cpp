@@ -26,6 +26,7 @@ std::atomic<void (*)()> av_insert_hook{nullptr};
 std::atomic<int> av_reverses{0};
 std::atomic<std::uint64_t> progress_loops{0};
 std::atomic<int> fail_epoll_adds{0};
+std::atomic<void (*)()> dispatch_hook{nullptr};
 }  // namespace test_hooks
 
 namespace {
@@ -219,10 +220,13 @@ void engine::del(int fd) noexcept {
 }
 
 int engine::poll() noexcept {
-  if (!dispatch_mu_.try_lock()) return 0;  // another thread dispatches (for every endpoint)
-  std::unique_lock<std::recursive_mutex> g(dispatch_mu_, std::adopt_lock);
+  if (util::fork_generation() != fork_gen_) return 0;  // a forked child: see the declaration
+  if (!dispatch_mu_.try_lock() && !dispatch_mu_.try_lock_for(std::chrono::nanoseconds(dispatch_wait_ns)))
+    return 0;  // another thread dispatches (for every endpoint), or an endpoint closes
+  std::unique_lock<std::recursive_timed_mutex> g(dispatch_mu_, std::adopt_lock);
   if (in_poll_) return 0;
   in_poll_ = true;
+  if (auto* h = test_hooks::dispatch_hook.load(std::memory_order_relaxed)) h();
   epoll_event evs[64];
   int n = ::epoll_wait(epfd_, evs, 64, 0);
   for (int i = 0; i < n; ++i) static_cast<handler*>(evs[i].data.ptr)->on_event(evs[i].events);

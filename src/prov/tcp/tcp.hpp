@@ -74,21 +74,31 @@ class engine {
   // dispatch lock: with manual progress the epoll set is shared by all the
   // domain's endpoints, so a wait on one endpoint's CQ dispatches events of
   // the others, and the domain's lock is no lock then. A thread that finds
-  // another dispatching returns at once (that one dispatches for all).
+  // the lock taken waits for it up to dispatch_wait_ns, then returns 0: a
+  // dispatching thread dispatches for all and lets go soon; a closing
+  // endpoint holds it for its whole teardown, and a waiter then sleeps in
+  // these bounded waits instead of spinning. In a forked child (fork
+  // generation changed since the engine was made) it dispatches nothing:
+  // the child only closes what it inherited (README, "fork()"), and a lock
+  // a parent thread held at the fork has no owner there.
   int poll() noexcept;
   // Held by a closing endpoint (or passive endpoint) from its first teardown
   // step until its descriptors have left the set: no dispatch on another
   // thread reaches its handlers meanwhile, and none after. The innermost
   // lock: taken after the domain's and the sources locks, and nothing that
-  // a dispatch calls takes those.
-  [[nodiscard]] std::unique_lock<std::recursive_mutex> hold_dispatch() noexcept {
-    return std::unique_lock<std::recursive_mutex>(dispatch_mu_);
+  // a dispatch calls takes those. In a forked child it holds nothing (no
+  // dispatch happens there, and the lock may have been left held).
+  [[nodiscard]] std::unique_lock<std::recursive_timed_mutex> hold_dispatch() noexcept {
+    if (util::fork_generation() != fork_gen_) return {};
+    return std::unique_lock<std::recursive_timed_mutex>(dispatch_mu_);
   }
+  static constexpr std::uint64_t dispatch_wait_ns = 1'000'000;
 
  private:
   int epfd_ = -1;
   bool in_poll_ = false;  // under dispatch_mu_: a dispatch that polls again (same thread) returns
-  std::recursive_mutex dispatch_mu_;
+  std::recursive_timed_mutex dispatch_mu_;
+  std::uint32_t fork_gen_ = (util::count_forks(), util::fork_generation());
   // After fork the epoll instance is shared with the parent: a child's del
   // would drop the parent's registration of the same socket.
   util::creator_process creator_;

@@ -35,6 +35,9 @@ extern std::atomic<int> answer_send_cap;
 // The next n copies revoke_answer makes of a read answer's unsent rest
 // fail to allocate (as if out of memory).
 extern std::atomic<int> fail_revoke_copies;
+// Called by engine::poll while it holds the dispatch lock, before it
+// dispatches (a test parks a thread there, holding the lock).
+extern std::atomic<void (*)()> dispatch_hook;
 
 // Take one failure from a hook's count: true if the caller should fail.
 inline bool take(std::atomic<int>& n) noexcept {
