@@ -9,6 +9,9 @@
 //   the spin.
 #include <stdlib.h>
 
+#include <pthread.h>
+#include <time.h>
+
 #include <atomic>
 #include <chrono>
 #include <string>
@@ -192,14 +195,27 @@ TEST(wait_wakeups, a_close_during_the_spin_ends_a_cq_wait_at_once) {
     got = w.cq.wait(e, 120000);
     finished.store(true);
   });
-  const auto start_by = clk::now() + std::chrono::seconds(10);
-  while (!started.load() && clk::now() < start_by) std::this_thread::yield();
+  // The close must come during the spin, not before the wait began (a
+  // close before it is no change to the wait): the waiter has spent 50 ms
+  // of CPU time, which only the spin does.
+  clockid_t cpu{};
+  ASSERT_EQ(::pthread_getcpuclockid(waiter.native_handle(), &cpu), 0);
+  auto cpu_ms = [&] {
+    timespec ts{};
+    ::clock_gettime(cpu, &ts);
+    return ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+  };
+  const auto start_by = clk::now() + std::chrono::seconds(30);
+  while ((!started.load() || cpu_ms() < 50) && clk::now() < start_by)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  const bool spinning = cpu_ms() >= 50 && !finished.load();
   e1->close();
   // Far below the spin: without the check the wait spins on for 60 s.
   const auto by = clk::now() + std::chrono::seconds(20);
   while (!finished.load() && clk::now() < by) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   const bool ended = finished.load();
   waiter.join();
+  ASSERT_TRUE(spinning) << "the wait was never seen spinning";
   EXPECT_TRUE(ended) << "the wait spun on after the close";
   EXPECT_EQ(got, errc::again) << to_string(got);
 }
